@@ -1,0 +1,244 @@
+//! Reading a corpus in text8 form: a zip holding a single member, or a plain
+//! text file, of the bytes `a`-`z` and space only.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
+
+use crate::{Result, Text8Error};
+
+/// A validated corpus as character ids (space 0, `a`..`z` 1..26).
+#[derive(Debug, Clone)]
+pub struct Corpus {
+    /// One id per character.
+    pub ids: Vec<u8>,
+    /// Where it was read from.
+    pub source: PathBuf,
+}
+
+impl Corpus {
+    /// Builds a corpus from text already in text8 form (tests, fixtures).
+    pub fn from_text(text: &str) -> Result<Self> {
+        let mut ids = Vec::with_capacity(text.len());
+        push_ids(text.as_bytes(), 0, &mut ids, Path::new("<memory>"), None)?;
+        Ok(Corpus {
+            ids,
+            source: PathBuf::from("<memory>"),
+        })
+    }
+
+    /// Number of characters.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether there are no characters.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Whether the file starts like a zip archive (`PK\x03\x04`, or `PK\x05\x06` for an empty one).
+fn looks_like_zip(path: &Path, file: &mut File) -> Result<bool> {
+    let mut magic = [0u8; 4];
+    let mut n = 0;
+    while n < 4 {
+        let k = file
+            .read(&mut magic[n..])
+            .map_err(|e| Text8Error::io(path, e))?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    file.rewind().map_err(|e| Text8Error::io(path, e))?;
+    Ok(n == 4 && magic[0] == b'P' && magic[1] == b'K' && matches!((magic[2], magic[3]), (3, 4) | (5, 6)))
+}
+
+/// Reads and validates a corpus: the single member of a zip archive, or a plain text file.
+///
+/// Every byte must be `a`-`z` or space; the first other byte is an error that
+/// names the file (and member) and its offset.
+pub fn read_corpus(path: &Path) -> Result<Corpus> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Text8Error::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(Text8Error::io(path, e)),
+    };
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(Text8Error::Invalid(format!(
+            "{}: is a directory, expected a text8.zip or a text file",
+            path.display()
+        )));
+    }
+    let ids = if looks_like_zip(path, &mut file)? {
+        read_zip_member(path, file)?
+    } else {
+        let mut ids = Vec::with_capacity(file.metadata().map(|m| m.len() as usize).unwrap_or(0));
+        read_stream(BufReader::new(file), path, None, &mut ids)?;
+        ids
+    };
+    if ids.is_empty() {
+        return Err(Text8Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Corpus {
+        ids,
+        source: path.to_path_buf(),
+    })
+}
+
+/// Checks that `path` is a readable zip of exactly one file member and returns that member's name.
+pub fn zip_single_member(path: &Path) -> Result<String> {
+    let file = File::open(path).map_err(|e| Text8Error::io(path, e))?;
+    let archive = open_zip(path, file)?;
+    single_member(path, &archive).map(|(_, name)| name)
+}
+
+fn open_zip(path: &Path, file: File) -> Result<zip::ZipArchive<BufReader<File>>> {
+    zip::ZipArchive::new(BufReader::new(file)).map_err(|e| Text8Error::Zip {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+fn single_member<R: Read + Seek>(path: &Path, archive: &zip::ZipArchive<R>) -> Result<(usize, String)> {
+    let files: Vec<(usize, String)> = (0..archive.len())
+        .filter_map(|i| {
+            let name = match archive.name_for_index(i)? {
+                Ok(n) => n.into_owned(),
+                Err(_) => format!("<member {i}>"),
+            };
+            (!name.ends_with('/')).then_some((i, name))
+        })
+        .collect();
+    if files.len() != 1 {
+        return Err(Text8Error::ZipMembers {
+            path: path.to_path_buf(),
+            count: files.len(),
+            names: files.iter().take(5).map(|(_, n)| n.clone()).collect(),
+        });
+    }
+    Ok(files.into_iter().next().expect("one member"))
+}
+
+fn read_zip_member(path: &Path, file: File) -> Result<Vec<u8>> {
+    let mut archive = open_zip(path, file)?;
+    let (index, name) = single_member(path, &archive)?;
+    let zip_err = |e: zip::result::ZipError| Text8Error::Zip {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let member = archive.by_index(index).map_err(zip_err)?;
+    let mut ids = Vec::with_capacity(member.size().min(1 << 31) as usize);
+    read_stream(member, path, Some(&name), &mut ids)?;
+    Ok(ids)
+}
+
+/// Streams `reader` into `ids`, validating every byte.
+fn read_stream<R: Read>(mut reader: R, path: &Path, member: Option<&str>, ids: &mut Vec<u8>) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut offset = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // A failed CRC or a broken deflate stream is a corrupt archive, not an I/O fault.
+                return Err(match member {
+                    Some(m) => Text8Error::Zip {
+                        path: path.to_path_buf(),
+                        reason: format!("member {m}: {e}"),
+                    },
+                    None => Text8Error::io(path, e),
+                });
+            }
+        };
+        push_ids(&buf[..n], offset, ids, path, member)?;
+        offset += n as u64;
+    }
+}
+
+fn push_ids(bytes: &[u8], offset: u64, ids: &mut Vec<u8>, path: &Path, member: Option<&str>) -> Result<()> {
+    ids.reserve(bytes.len());
+    for (i, &b) in bytes.iter().enumerate() {
+        match tokenizer::byte_to_id(b) {
+            Some(id) => ids.push(id),
+            None => {
+                return Err(Text8Error::BadByte {
+                    path: path.to_path_buf(),
+                    member: member.map(str::to_string),
+                    offset: offset + i as u64,
+                    byte: b,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use std::fs::File;
+    use std::io::Write;
+    use std::path::Path;
+
+    /// Writes a deflated zip of the given members.
+    pub(crate) fn write_zip(path: &Path, members: &[(&str, &[u8])]) {
+        let file = File::create(path).unwrap();
+        let mut zip = zip::ZipWriter::new(file);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, data) in members {
+            zip.start_file(*name, opts).unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::write_zip;
+    use super::*;
+
+    #[test]
+    fn reads_a_zip_member_and_a_plain_file_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip_path = dir.path().join("c.zip");
+        write_zip(&zip_path, &[("text8", b" the cat sat")]);
+        let plain = dir.path().join("c.txt");
+        std::fs::write(&plain, b" the cat sat").unwrap();
+        let a = read_corpus(&zip_path).unwrap();
+        let b = read_corpus(&plain).unwrap();
+        assert_eq!(a.ids, b.ids);
+        assert_eq!(&a.ids[..5], &[0, 20, 8, 5, 0]);
+    }
+
+    #[test]
+    fn bad_byte_names_file_member_and_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let zip_path = dir.path().join("c.zip");
+        write_zip(&zip_path, &[("text8", b"abc\nde")]);
+        let err = read_corpus(&zip_path).unwrap_err();
+        match &err {
+            Text8Error::BadByte { offset, byte, member, .. } => {
+                assert_eq!((*offset, *byte), (3, b'\n'));
+                assert_eq!(member.as_deref(), Some("text8"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains("c.zip:text8") && msg.contains("offset 3"), "{msg}");
+        let plain = dir.path().join("p.txt");
+        std::fs::write(&plain, b"ok fine X").unwrap();
+        let msg = read_corpus(&plain).unwrap_err().to_string();
+        assert!(msg.contains("p.txt") && msg.contains("offset 8") && msg.contains("'X'"), "{msg}");
+    }
+}

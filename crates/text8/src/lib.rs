@@ -1,0 +1,29 @@
+//! The Text8 corpus: finding or downloading it, reading and validating it,
+//! normalising other text into its form, splitting it, and the notebook's
+//! batch generator; also the word-mirroring sentence pairs of problem 3.
+//!
+//! Owns: everything between a file (or URL) and vectors of character ids.
+//! Pure Rust, no tensors: batches are ids, and every random choice takes a seed.
+//!
+//! May import: `tokenizer` (ids). Never Burn, never a terminal: progress is
+//! reported through callbacks ([`fetch::FetchEvent`]) and the caller draws it.
+
+pub mod batch;
+pub mod corpus;
+pub mod error;
+pub mod fetch;
+pub mod mirror;
+pub mod normalize;
+pub mod rng;
+pub mod split;
+
+pub use batch::BatchGenerator;
+pub use corpus::{Corpus, read_corpus};
+pub use error::Text8Error;
+pub use fetch::{DataSource, FetchEvent, TEXT8_SIZE, TEXT8_URL, fetch, resolve};
+pub use mirror::{MirrorPair, MirrorSampler, mirror_words};
+pub use normalize::{Normalizer, normalize, normalize_file};
+pub use split::{Split, SplitKind};
+
+/// Result type of this crate.
+pub type Result<T, E = Text8Error> = std::result::Result<T, E>;

@@ -1,0 +1,317 @@
+//! Turning arbitrary UTF-8 text into text8 form, with the character rules of
+//! Matt Mahoney's `wikifil.pl` (the script that made Text8):
+//!
+//! - `A`-`Z` become `a`-`z` (ASCII only, as Perl's `tr/A-Z/a-z/`);
+//! - each digit becomes its name between spaces (`1` -> ` one `);
+//! - every other character (punctuation, newlines, any non-ASCII character) becomes a space;
+//! - runs of spaces fold to one.
+//!
+//! Like Text8, the result starts with one space and does not end with one.
+//! (The XML and wiki-markup stripping of `wikifil.pl` applies to Wikipedia
+//! dumps only and is not done here.)
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::Path;
+
+use crate::{Result, Text8Error};
+
+const DIGITS: [&[u8]; 10] = [
+    b"zero", b"one", b"two", b"three", b"four", b"five", b"six", b"seven", b"eight", b"nine",
+];
+
+/// Streaming normaliser: feed it bytes in any chunks, get text8 bytes out.
+///
+/// UTF-8 is validated across chunk boundaries; the first invalid byte is an
+/// error carrying its offset in the whole stream.
+#[derive(Debug, Default)]
+pub struct Normalizer {
+    /// Bytes consumed so far.
+    offset: u64,
+    /// An incomplete UTF-8 sequence carried from the previous chunk.
+    pending: Vec<u8>,
+    /// Whether the last byte emitted was a space (or nothing was emitted yet).
+    last_space: bool,
+    /// Whether anything was emitted.
+    started: bool,
+    /// Whether a space is owed before the next letter.
+    space_owed: bool,
+}
+
+/// Offset (in `bytes`) of the first invalid UTF-8 byte, ignoring an
+/// incomplete sequence at the very end; and how many trailing bytes are incomplete.
+fn utf8_check(bytes: &[u8]) -> std::result::Result<usize, usize> {
+    match std::str::from_utf8(bytes) {
+        Ok(_) => Ok(0),
+        Err(e) => match e.error_len() {
+            Some(_) => Err(e.valid_up_to()),
+            None => Ok(bytes.len() - e.valid_up_to()),
+        },
+    }
+}
+
+impl Normalizer {
+    /// A normaliser at the start of a stream.
+    pub fn new() -> Self {
+        Normalizer {
+            last_space: true,
+            ..Default::default()
+        }
+    }
+
+    fn emit_letter(&mut self, b: u8, out: &mut Vec<u8>) {
+        if !self.started || self.space_owed {
+            out.push(b' ');
+        }
+        self.started = true;
+        self.space_owed = false;
+        out.push(b);
+        self.last_space = false;
+    }
+
+    fn emit_space(&mut self) {
+        if self.started {
+            self.space_owed = true;
+        }
+    }
+
+    fn map_ascii(&mut self, b: u8, out: &mut Vec<u8>) {
+        match b {
+            b'a'..=b'z' => self.emit_letter(b, out),
+            b'A'..=b'Z' => self.emit_letter(b.to_ascii_lowercase(), out),
+            b'0'..=b'9' => {
+                self.emit_space();
+                for &c in DIGITS[(b - b'0') as usize] {
+                    self.emit_letter(c, out);
+                }
+                self.emit_space();
+            }
+            _ => self.emit_space(),
+        }
+    }
+
+    /// Normalises the next chunk of the stream, appending to `out`.
+    /// `Err(offset)` gives the offset of the first invalid UTF-8 byte in the stream.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), u64> {
+        let joined;
+        let (bytes, base) = if self.pending.is_empty() {
+            (chunk, self.offset)
+        } else {
+            let mut j = std::mem::take(&mut self.pending);
+            let base = self.offset - j.len() as u64;
+            j.extend_from_slice(chunk);
+            joined = j;
+            (&joined[..], base)
+        };
+        let incomplete = utf8_check(bytes).map_err(|valid| base + valid as u64)?;
+        let complete = &bytes[..bytes.len() - incomplete];
+        let text = std::str::from_utf8(complete).expect("validated above");
+        for c in text.chars() {
+            if c.is_ascii() {
+                self.map_ascii(c as u8, out);
+            } else {
+                self.emit_space();
+            }
+        }
+        self.pending = bytes[bytes.len() - incomplete..].to_vec();
+        self.offset += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the stream. `Err(offset)` if it ended inside a UTF-8 sequence.
+    pub fn finish(self) -> std::result::Result<(), u64> {
+        if self.pending.is_empty() {
+            Ok(())
+        } else {
+            Err(self.offset - self.pending.len() as u64)
+        }
+    }
+}
+
+/// Normalises a whole string (always valid UTF-8).
+pub fn normalize(text: &str) -> String {
+    let mut out = Vec::with_capacity(text.len() + 1);
+    let mut n = Normalizer::new();
+    n.push(text.as_bytes(), &mut out).expect("a str is valid UTF-8");
+    n.finish().expect("a str is valid UTF-8");
+    String::from_utf8(out).expect("normalised text is ASCII")
+}
+
+/// Summary of [`normalize_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NormalizeStats {
+    /// Bytes read.
+    pub bytes_in: u64,
+    /// Characters written.
+    pub chars_out: u64,
+}
+
+/// Normalises the file `input` into `output`, streaming. The output is
+/// written to a temporary file and renamed into place only on success, so a
+/// failure (such as invalid UTF-8) leaves no partial output.
+pub fn normalize_file(
+    input: &Path,
+    output: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<NormalizeStats> {
+    let mut reader = match File::open(input) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Text8Error::NotFound {
+                path: input.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(Text8Error::io(input, e)),
+    };
+    let tmp = output.with_file_name(format!(
+        "{}.tmp",
+        output.file_name().and_then(|n| n.to_str()).unwrap_or("normalized")
+    ));
+    let result = (|| {
+        let mut writer =
+            BufWriter::new(File::create(&tmp).map_err(|e| Text8Error::io(&tmp, e))?);
+        let mut norm = Normalizer::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut out = Vec::with_capacity(1 << 21);
+        let mut stats = NormalizeStats {
+            bytes_in: 0,
+            chars_out: 0,
+        };
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Text8Error::io(input, e)),
+            };
+            out.clear();
+            norm.push(&buf[..n], &mut out).map_err(|offset| Text8Error::NotUtf8 {
+                path: input.to_path_buf(),
+                offset,
+            })?;
+            writer.write_all(&out).map_err(|e| Text8Error::io(&tmp, e))?;
+            stats.bytes_in += n as u64;
+            stats.chars_out += out.len() as u64;
+            progress(stats.bytes_in);
+        }
+        norm.finish().map_err(|offset| Text8Error::NotUtf8 {
+            path: input.to_path_buf(),
+            offset,
+        })?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| Text8Error::io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Text8Error::io(&tmp, e))?;
+        Ok(stats)
+    })();
+    match result {
+        Ok(stats) => {
+            std::fs::rename(&tmp, output).map_err(|e| Text8Error::io(output, e))?;
+            Ok(stats)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn follows_wikifil_rules() {
+        assert_eq!(normalize("Hello, World!"), " hello world");
+        assert_eq!(normalize("In 1984 there were 2 cats."), " in one nine eight four there were two cats");
+        assert_eq!(normalize("  café\tnaïve\n\nX"), " caf na ve x");
+        assert_eq!(normalize("a1b"), " a one b");
+        assert_eq!(normalize(""), "");
+        assert_eq!(normalize("!!!"), "");
+        assert_eq!(normalize("don't"), " don t");
+    }
+
+    #[test]
+    fn chunk_boundaries_do_not_matter() {
+        let text = "Zürich 2024 — «quoted» 東京 end".as_bytes();
+        let whole = normalize(std::str::from_utf8(text).unwrap());
+        for split in 0..text.len() {
+            let mut n = Normalizer::new();
+            let mut out = vec![];
+            n.push(&text[..split], &mut out).unwrap();
+            n.push(&text[split..], &mut out).unwrap();
+            n.finish().unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), whole, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_reports_its_offset_across_chunks() {
+        let mut n = Normalizer::new();
+        let mut out = vec![];
+        n.push(b"abc\xe2\x82", &mut out).unwrap(); // incomplete euro sign, carried
+        assert_eq!(n.push(b"x", &mut out), Err(3));
+        let mut n = Normalizer::new();
+        n.push(b"ab", &mut out).unwrap();
+        assert_eq!(n.push(b"c\xff", &mut out), Err(3));
+        let mut n = Normalizer::new();
+        n.push(b"ab\xe2", &mut out).unwrap();
+        assert_eq!(n.finish(), Err(2));
+    }
+
+    #[test]
+    fn normalize_file_is_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.txt");
+        let output = dir.path().join("out.txt");
+        std::fs::write(&input, b"Good text\xff bad").unwrap();
+        let err = normalize_file(&input, &output, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("in.txt: invalid UTF-8 at byte offset 9"), "{err}");
+        assert!(!output.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        std::fs::write(&input, "Good text, 3 times.\n").unwrap();
+        let stats = normalize_file(&input, &output, &mut |_| {}).unwrap();
+        assert_eq!(std::fs::read_to_string(&output).unwrap(), " good text three times");
+        assert_eq!(stats.chars_out, 22);
+        let corpus = crate::read_corpus(&output).unwrap();
+        assert_eq!(corpus.len(), 22);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Fuzz: any string normalises to valid text8 form (alphabet, single
+        /// spaces, leading space, no trailing space), and normalising is idempotent.
+        #[test]
+        fn output_is_always_text8_form(s in any::<String>()) {
+            let out = normalize(&s);
+            prop_assert!(out.bytes().all(|b| b == b' ' || b.is_ascii_lowercase()));
+            prop_assert!(!out.contains("  "));
+            if !out.is_empty() {
+                prop_assert!(out.starts_with(' '));
+                prop_assert!(!out.ends_with(' '));
+            }
+            prop_assert_eq!(normalize(&out), out.clone());
+        }
+
+        /// Fuzz: arbitrary bytes in arbitrary chunks either fail at the offset
+        /// `std::str::from_utf8` reports or agree with the one-shot result.
+        #[test]
+        fn streaming_agrees_with_one_shot(bytes in proptest::collection::vec(any::<u8>(), 0..64),
+                                         cut in 0usize..64) {
+            let cut = cut.min(bytes.len());
+            let mut n = Normalizer::new();
+            let mut out = vec![];
+            let r = n.push(&bytes[..cut], &mut out)
+                .and_then(|_| n.push(&bytes[cut..], &mut out))
+                .and_then(|_| n.finish());
+            match std::str::from_utf8(&bytes) {
+                Ok(s) => {
+                    prop_assert!(r.is_ok());
+                    prop_assert_eq!(String::from_utf8(out).unwrap(), normalize(s));
+                }
+                Err(e) => prop_assert_eq!(r, Err(e.valid_up_to() as u64)),
+            }
+        }
+    }
+}
