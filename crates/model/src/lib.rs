@@ -1,1 +1,21 @@
-//! placeholder
+//! The networks: the notebook's LSTM cell (gates and fused layouts),
+//! embeddings, dropout on non-recurrent connections, the character language
+//! model, and the sequence-to-sequence word mirror.
+//!
+//! Owns: parameters, their initialisation and naming, and forward passes.
+//! Every `forward` states its tensor shapes. Sizes (vocabulary, widths) arrive
+//! in configs; this crate does not know where data comes from.
+//!
+//! May import: Burn and `tokenizer` (for its seedable RNG only). Never
+//! `text8`, `trainer`, files, optimizers or terminals.
+
+pub mod charlm;
+pub mod dropout;
+pub mod init;
+pub mod lstm;
+pub mod params;
+
+pub use charlm::{CharLm, CharLmConfig, InputKind};
+pub use dropout::Dropout;
+pub use init::InitScheme;
+pub use lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState};

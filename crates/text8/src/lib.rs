@@ -14,8 +14,9 @@ pub mod error;
 pub mod fetch;
 pub mod mirror;
 pub mod normalize;
-pub mod rng;
 pub mod split;
+
+pub use tokenizer::rng;
 
 pub use batch::BatchGenerator;
 pub use corpus::{Corpus, read_corpus};

@@ -8,6 +8,11 @@
 //!
 //! May import: nothing of the workspace, and no Burn. Unknown characters are
 //! an error carrying their position, never a silent 0.
+//!
+//! Also home of [`rng::Rng`], the workspace's one seedable random number
+//! generator: every crate depends on this one, and it has no dependencies.
+
+pub mod rng;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

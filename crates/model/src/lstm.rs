@@ -1,0 +1,257 @@
+//! The LSTM cell of the notebook, in two parameterisations.
+//!
+//! With gate pre-activations `i, f, u, o` (input, forget, cell update,
+//! output):
+//!
+//! ```text
+//! c' = sigmoid(f) * c + sigmoid(i) * tanh(u)
+//! h' = sigmoid(o) * tanh(c')
+//! ```
+//!
+//! - [`CellLayout::Gates`]: the notebook's cell, four input matrices
+//!   (`ix, fx, cx, ox`, each `[d_input, d_hidden]`), four recurrent matrices
+//!   (`im, fm, cm, om`, `[d_hidden, d_hidden]`) and one bias per gate (`[1, d_hidden]`):
+//!   eight matrix products per step.
+//! - [`CellLayout::Fused`]: the notebook's problem 1, one `[d_input, 4 d_hidden]`
+//!   and one `[d_hidden, 4 d_hidden]` matrix (gates side by side in the order
+//!   `i, f, u, o`) and one `[1, 4 d_hidden]` bias: two products per step.
+//!
+//! Unlike `burn::nn::Lstm` there is one bias per gate, as in the notebook.
+//! The input projection of all time steps is computed at once (it does not
+//! depend on the state); only the recurrent product runs step by step.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::tensor::activation::{sigmoid, tanh};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use tokenizer::rng::Rng;
+
+use crate::init::{self, InitScheme};
+
+/// How the gate parameters are laid out.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum CellLayout {
+    /// Four separate matrices per input (the notebook's cell).
+    Gates,
+    /// One matrix four gates wide per input (problem 1).
+    Fused,
+}
+
+/// Configuration of one LSTM layer.
+#[derive(Config, Debug)]
+pub struct LstmConfig {
+    /// Width of the input (the vocabulary size for one-hot input).
+    pub d_input: usize,
+    /// Number of units.
+    pub d_hidden: usize,
+    /// Parameter layout.
+    #[config(default = "CellLayout::Fused")]
+    pub layout: CellLayout,
+    /// Initialisation.
+    #[config(default = "InitScheme::Default")]
+    pub init: InitScheme,
+}
+
+/// The parameters of one gate block: the full four gates in the fused
+/// layout, a single gate in the gates layout.
+#[derive(Module, Debug)]
+pub struct GateBlock {
+    /// Input weights `[d_input, width]`.
+    pub wx: Param<Tensor<2>>,
+    /// Recurrent weights `[d_hidden, width]`.
+    pub wh: Param<Tensor<2>>,
+    /// Bias `[1, width]`.
+    pub b: Param<Tensor<2>>,
+}
+
+/// One LSTM layer.
+#[derive(Module, Debug)]
+pub struct Lstm {
+    /// Four blocks (`i, f, u, o`) of width `d_hidden` in the gates layout, one of width `4 d_hidden` fused.
+    pub blocks: Vec<GateBlock>,
+    /// Number of units.
+    pub d_hidden: usize,
+}
+
+/// The state carried from step to step: output `h` and cell `c`, each `[batch, d_hidden]`.
+#[derive(Debug, Clone)]
+pub struct LstmState {
+    /// Hidden output `[batch, d_hidden]`.
+    pub h: Tensor<2>,
+    /// Cell state `[batch, d_hidden]`.
+    pub c: Tensor<2>,
+}
+
+impl LstmState {
+    /// Zeros for a batch.
+    pub fn zeros(batch: usize, d_hidden: usize, device: &Device) -> Self {
+        LstmState {
+            h: Tensor::zeros([batch, d_hidden], device),
+            c: Tensor::zeros([batch, d_hidden], device),
+        }
+    }
+
+    /// The same values, cut from the autodiff graph (truncated backpropagation).
+    pub fn detach(self) -> Self {
+        LstmState {
+            h: self.h.detach(),
+            c: self.c.detach(),
+        }
+    }
+
+    /// Moved to `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        LstmState {
+            h: self.h.to_device(device),
+            c: self.c.to_device(device),
+        }
+    }
+}
+
+/// What an LSTM layer reads.
+#[derive(Debug, Clone)]
+pub enum LstmInput {
+    /// One-hot rows given by their ids `[n]`: `x W` is row `id` of `W`.
+    OneHot(Tensor<1, Int>),
+    /// Dense rows `[n, d_input]`.
+    Dense(Tensor<2>),
+}
+
+impl LstmConfig {
+    /// Initialises the layer, drawing from `rng`.
+    pub fn init_with(&self, rng: &mut Rng, device: &Device) -> Lstm {
+        let (n_blocks, width) = match self.layout {
+            CellLayout::Gates => (4, self.d_hidden),
+            CellLayout::Fused => (1, 4 * self.d_hidden),
+        };
+        let mut blocks = Vec::with_capacity(n_blocks);
+        // Creation order of the notebook: (x, m, b) for i, f, c, o.
+        let mut xs = vec![];
+        let mut hs = vec![];
+        for _ in 0..4 {
+            xs.push(init::weight(self.init, self.d_input, self.d_hidden, rng, device).val());
+            hs.push(init::weight(self.init, self.d_hidden, self.d_hidden, rng, device).val());
+        }
+        let bias = |gate: usize| -> f32 {
+            if self.init == InitScheme::Default && gate == 1 { 1.0 } else { 0.0 }
+        };
+        let bias_block = |gates: std::ops::Range<usize>| -> Param<Tensor<2>> {
+            let values: Vec<f32> = gates
+                .flat_map(|g| std::iter::repeat_n(bias(g), self.d_hidden))
+                .collect();
+            let n = values.len();
+            Param::from_tensor(Tensor::from_data(TensorData::new(values, [1, n]), device))
+        };
+        match self.layout {
+            CellLayout::Gates => {
+                for (g, (x, h)) in xs.into_iter().zip(hs).enumerate() {
+                    blocks.push(GateBlock {
+                        wx: Param::from_tensor(x),
+                        wh: Param::from_tensor(h),
+                        b: bias_block(g..g + 1),
+                    });
+                }
+            }
+            CellLayout::Fused => blocks.push(GateBlock {
+                wx: Param::from_tensor(Tensor::cat(xs, 1).detach()),
+                wh: Param::from_tensor(Tensor::cat(hs, 1).detach()),
+                b: bias_block(0..4),
+            }),
+        }
+        debug_assert_eq!(blocks[0].b.val().dims()[1], width);
+        Lstm {
+            blocks,
+            d_hidden: self.d_hidden,
+        }
+    }
+}
+
+impl Lstm {
+    /// The parameter layout.
+    pub fn layout(&self) -> CellLayout {
+        if self.blocks.len() == 1 { CellLayout::Fused } else { CellLayout::Gates }
+    }
+
+    /// Width of the input.
+    pub fn d_input(&self) -> usize {
+        self.blocks[0].wx.val().dims()[0]
+    }
+
+    /// Input projections of every row, bias included: `[n, 4 d_hidden]`, gates `i, f, u, o`.
+    pub fn project_input(&self, input: &LstmInput) -> Tensor<2> {
+        let parts: Vec<Tensor<2>> = self
+            .blocks
+            .iter()
+            .map(|block| {
+                let xw = match input {
+                    LstmInput::OneHot(ids) => block.wx.val().select(0, ids.clone()),
+                    LstmInput::Dense(x) => x.clone().matmul(block.wx.val()),
+                };
+                xw + block.b.val()
+            })
+            .collect();
+        if parts.len() == 1 {
+            parts.into_iter().next().expect("one block")
+        } else {
+            Tensor::cat(parts, 1)
+        }
+    }
+
+    /// Recurrent product `h Wh`: `[batch, 4 d_hidden]`.
+    pub fn project_hidden(&self, h: Tensor<2>) -> Tensor<2> {
+        let parts: Vec<Tensor<2>> = self
+            .blocks
+            .iter()
+            .map(|block| h.clone().matmul(block.wh.val()))
+            .collect();
+        if parts.len() == 1 {
+            parts.into_iter().next().expect("one block")
+        } else {
+            Tensor::cat(parts, 1)
+        }
+    }
+
+    /// One step from pre-activations `[batch, 4 d_hidden]` (input projection + recurrent product).
+    pub fn cell(&self, pre: Tensor<2>, c: Tensor<2>) -> LstmState {
+        let gates = pre.chunk(4, 1);
+        let mut it = gates.into_iter();
+        let (i, f, u, o) = (
+            it.next().expect("4 gates"),
+            it.next().expect("4 gates"),
+            it.next().expect("4 gates"),
+            it.next().expect("4 gates"),
+        );
+        let c = sigmoid(f) * c + sigmoid(i) * tanh(u);
+        let h = sigmoid(o) * tanh(c.clone());
+        LstmState { h, c }
+    }
+
+    /// Runs the layer over a sequence.
+    ///
+    /// - `input`: rows of the sequence, time-major: row `t * batch + b` is step `t` of sequence `b`.
+    /// - `batch`: number of sequences.
+    /// - `state`: the state before the first step, `[batch, d_hidden]` each.
+    ///
+    /// Returns the outputs `[steps * batch, d_hidden]` (time-major) and the final state.
+    pub fn forward(&self, input: &LstmInput, batch: usize, state: LstmState) -> (Tensor<2>, LstmState) {
+        let pre = self.project_input(input);
+        self.forward_projected(pre, batch, state)
+    }
+
+    /// [`forward`](Self::forward) from input projections `[steps * batch, 4 d_hidden]`.
+    pub fn forward_projected(&self, pre: Tensor<2>, batch: usize, state: LstmState) -> (Tensor<2>, LstmState) {
+        let [rows, _] = pre.dims();
+        assert_eq!(rows % batch, 0, "{rows} input rows are not a whole number of steps of batch {batch}");
+        let steps = rows / batch;
+        let LstmState { mut h, mut c } = state;
+        let mut outputs = Vec::with_capacity(steps);
+        for t in 0..steps {
+            let x_t = pre.clone().narrow(0, t * batch, batch);
+            let next = self.cell(x_t + self.project_hidden(h), c);
+            h = next.h;
+            c = next.c;
+            outputs.push(h.clone());
+        }
+        (Tensor::cat(outputs, 0), LstmState { h, c })
+    }
+}

@@ -1,0 +1,71 @@
+//! Errors of training, sampling, evaluating and of run directories.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// Result type of this crate.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+/// What can go wrong; messages name the file, key or flag involved.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// Corpus problems (missing, malformed, too short).
+    #[error(transparent)]
+    Data(#[from] text8::Text8Error),
+    /// An I/O error on a file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bad recipe or override.
+    #[error("{0}")]
+    Recipe(String),
+    /// A run directory that cannot be used as asked.
+    #[error("{0}")]
+    Run(String),
+    /// A checkpoint that cannot be read or does not fit the model.
+    #[error("{}: {reason}", path.display())]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error(
+        "the training loss is {value} at step {step}: stopping. The last good checkpoint (step {last_good}) \
+         is kept; try a lower learning rate or clip_norm"
+    )]
+    Diverged {
+        /// Step where it was seen.
+        step: u64,
+        /// The loss.
+        value: f64,
+        /// Step of the last checkpoint written.
+        last_good: u64,
+    },
+    /// Invalid input to sampling or evaluation.
+    #[error("{0}")]
+    Input(String),
+}
+
+impl TrainError {
+    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        TrainError::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn checkpoint(path: impl AsRef<Path>, reason: impl Into<String>) -> Self {
+        TrainError::Checkpoint {
+            path: path.as_ref().to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+}

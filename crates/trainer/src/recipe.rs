@@ -1,0 +1,584 @@
+//! Recipes: TOML files holding what a person chooses for a training run
+//! (model sizes, data layout, optimiser, steps). The built-in ones live in
+//! `xtask/recipes/` and are compiled in; any other file can be given by path.
+//! `--set section.key=value` overrides a value; unknown keys are errors.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// The recipes compiled into the binary: `(name, TOML source)`.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("notebook-char", include_str!("../../../xtask/recipes/notebook-char.toml")),
+    ("notebook-fused", include_str!("../../../xtask/recipes/notebook-fused.toml")),
+    ("notebook-embed", include_str!("../../../xtask/recipes/notebook-embed.toml")),
+    ("notebook-bigram", include_str!("../../../xtask/recipes/notebook-bigram.toml")),
+    ("notebook-dropout", include_str!("../../../xtask/recipes/notebook-dropout.toml")),
+    ("large", include_str!("../../../xtask/recipes/large.toml")),
+    ("mirror", include_str!("../../../xtask/recipes/mirror.toml")),
+];
+
+/// Input vocabulary of a language model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenizerKind {
+    /// One id per character (27).
+    Char,
+    /// One id per pair of characters (729), predicting the character after the pair.
+    Bigram,
+}
+
+/// How ids enter the first LSTM layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputSpec {
+    /// One-hot vectors (a row lookup).
+    OneHot,
+    /// A learned embedding.
+    Embedding,
+}
+
+/// Gate parameter layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayoutSpec {
+    /// Four matrices per input (the notebook's cell).
+    Gates,
+    /// One matrix four gates wide (problem 1).
+    Fused,
+}
+
+/// Initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitSpec {
+    /// The notebook's truncated normal (mean -0.1, deviation 0.1) and uniform embeddings.
+    Notebook,
+    /// Uniform `±1/sqrt(fan_in)`, forget bias 1.
+    Default,
+}
+
+/// The language model's architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmModelSpec {
+    /// Input vocabulary.
+    pub tokenizer: TokenizerKind,
+    /// Input representation.
+    pub input: InputSpec,
+    /// Embedding width (embedding input only).
+    #[serde(default = "default_embedding")]
+    pub d_embedding: usize,
+    /// Units per layer.
+    pub d_hidden: usize,
+    /// Stacked layers.
+    #[serde(default = "one")]
+    pub n_layers: usize,
+    /// Gate layout.
+    #[serde(default = "default_layout")]
+    pub layout: LayoutSpec,
+    /// Initialisation.
+    #[serde(default = "default_init")]
+    pub init: InitSpec,
+    /// Dropout keep probability on non-recurrent connections (1 = none).
+    #[serde(default = "one_f")]
+    pub keep_prob: f64,
+}
+
+/// How the corpus is split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitSpec {
+    /// First `valid_size` characters validation, the rest training.
+    Notebook,
+    /// 90% / 5% / 5% train / validation / test.
+    Standard,
+}
+
+/// Data layout of a language-model run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmDataSpec {
+    /// Split.
+    pub split: SplitSpec,
+    /// Validation characters for the notebook split (also the number of
+    /// characters evaluated at each summary for the standard split).
+    #[serde(default = "default_valid")]
+    pub valid_size: usize,
+    /// Cursors of the batch generator.
+    pub batch_size: usize,
+    /// Columns per step.
+    pub num_unrollings: usize,
+}
+
+/// Optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// Plain stochastic gradient descent (the notebook's).
+    Sgd,
+    /// Adam (Kingma and Ba), betas 0.9 and 0.999, epsilon 1e-8.
+    Adam,
+}
+
+/// Training schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// Steps to train (the notebook: 7001, so its last summary is at step 7000).
+    pub steps: u64,
+    /// Optimiser.
+    pub optimizer: OptimizerKind,
+    /// Initial learning rate.
+    pub learning_rate: f64,
+    /// Staircase decay: the rate is multiplied by `decay_factor` every `decay_every` steps.
+    pub decay_every: u64,
+    /// Decay factor.
+    #[serde(default = "default_decay")]
+    pub decay_factor: f64,
+    /// Global L2 norm all gradients together are clipped to (0 = no clipping).
+    pub clip_norm: f64,
+    /// Steps between summaries (log line, validation, checkpoint, plots).
+    pub summary: u64,
+    /// Steps between samples (default 10 x summary, as the notebook).
+    #[serde(default)]
+    pub samples_every: Option<u64>,
+    /// Seed of initialisation, dropout and sampling.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// A language-model recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmRecipe {
+    /// One line saying what this is.
+    pub description: String,
+    /// Always "lm".
+    pub task: String,
+    /// Architecture.
+    pub model: LmModelSpec,
+    /// Data layout.
+    pub data: LmDataSpec,
+    /// Schedule.
+    pub train: TrainSpec,
+}
+
+/// The mirror model's architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorModelSpec {
+    /// Character embedding width (encoder and decoder).
+    pub d_embedding: usize,
+    /// Units of the encoder and decoder LSTMs.
+    pub d_hidden: usize,
+    /// Stacked layers in the encoder and the decoder.
+    #[serde(default = "one")]
+    pub n_layers: usize,
+    /// Luong-style attention over the encoder outputs.
+    pub attention: bool,
+    /// Feed the source to the encoder reversed (Sutskever et al.).
+    pub reverse_source: bool,
+    /// Dropout keep probability on non-recurrent connections.
+    #[serde(default = "one_f")]
+    pub keep_prob: f64,
+}
+
+/// Mirror data: windows of words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorDataSpec {
+    /// Fewest words per training window.
+    pub min_words: usize,
+    /// Most words per training window.
+    pub max_words: usize,
+    /// Longest window in characters (longer draws are redrawn); also the
+    /// longest input the trained model accepts.
+    pub max_chars: usize,
+    /// Windows per training batch.
+    pub batch_size: usize,
+    /// Validation windows evaluated at each summary.
+    pub valid_windows: usize,
+    /// Test windows for the final report.
+    pub test_windows: usize,
+}
+
+/// Mirror schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorTrainSpec {
+    /// Steps to train.
+    pub steps: u64,
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Staircase decay every this many steps (0 = never).
+    #[serde(default)]
+    pub decay_every: u64,
+    /// Decay factor.
+    #[serde(default = "default_decay")]
+    pub decay_factor: f64,
+    /// Global gradient norm clip (0 = none).
+    pub clip_norm: f64,
+    /// Steps between summaries.
+    pub summary: u64,
+    /// Beam width used for the reported accuracy (1 = greedy).
+    #[serde(default = "one")]
+    pub beam: usize,
+    /// Seed.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// A mirror (sequence-to-sequence) recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorRecipe {
+    /// One line saying what this is.
+    pub description: String,
+    /// Always "mirror".
+    pub task: String,
+    /// Architecture.
+    pub model: MirrorModelSpec,
+    /// Data.
+    pub data: MirrorDataSpec,
+    /// Schedule.
+    pub train: MirrorTrainSpec,
+}
+
+/// A recipe of either task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recipe {
+    /// Character language model.
+    Lm(LmRecipe),
+    /// Word mirror.
+    Mirror(MirrorRecipe),
+}
+
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn default_embedding() -> usize {
+    128
+}
+fn default_layout() -> LayoutSpec {
+    LayoutSpec::Fused
+}
+fn default_init() -> InitSpec {
+    InitSpec::Default
+}
+fn default_valid() -> usize {
+    1000
+}
+fn default_decay() -> f64 {
+    0.1
+}
+
+/// A recipe as loaded: its name (file stem or built-in name), the TOML tree
+/// after overrides, and the parsed recipe.
+#[derive(Debug, Clone)]
+pub struct LoadedRecipe {
+    /// Name (built-in name or file stem).
+    pub name: String,
+    /// The tree after `--set` overrides.
+    pub tree: toml::Table,
+    /// The recipe.
+    pub recipe: Recipe,
+}
+
+/// Source text of a recipe given by built-in name or path.
+pub fn recipe_source(name_or_path: &str) -> Result<(String, String)> {
+    if let Some((name, src)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+        return Ok((name.to_string(), src.to_string()));
+    }
+    let path = Path::new(name_or_path);
+    if path.exists() || name_or_path.ends_with(".toml") {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("recipe")
+            .to_string();
+        return Ok((name, text));
+    }
+    Err(TrainError::Recipe(format!(
+        "unknown recipe {name_or_path:?}: expected one of {} or a path to a .toml file",
+        BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    )))
+}
+
+/// Parses `value` of a `--set` as TOML (`10`, `1.5`, `true`, `"x"`), or as a bare string.
+fn parse_value(value: &str) -> toml::Value {
+    let doc = format!("v = {value}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+/// Applies one `key=value` override. `key` is `section.field`, or a bare
+/// field name found in exactly one section.
+pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, value) = assignment.split_once('=').ok_or_else(|| {
+        TrainError::Recipe(format!(
+            "--set {assignment:?}: expected key=value, for example train.steps=2000"
+        ))
+    })?;
+    let key = key.trim();
+    let value = parse_value(value.trim());
+    let path: Vec<String> = if key.contains('.') {
+        key.split('.').map(str::to_string).collect()
+    } else {
+        let sections: Vec<String> = tree
+            .iter()
+            .filter(|(_, v)| v.as_table().is_some_and(|t| t.contains_key(key)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        match sections.as_slice() {
+            [one] => vec![one.clone(), key.to_string()],
+            [] if tree.contains_key(key) => vec![key.to_string()],
+            [] => vec![key.to_string()],
+            many => {
+                return Err(TrainError::Recipe(format!(
+                    "--set {key}: ambiguous, found in sections {}; write section.{key}",
+                    many.join(", ")
+                )));
+            }
+        }
+    };
+    let mut table = tree;
+    for part in &path[..path.len() - 1] {
+        table = table
+            .get_mut(part)
+            .and_then(|v| v.as_table_mut())
+            .ok_or_else(|| TrainError::Recipe(format!("--set {key}: no section {part:?} in the recipe")))?;
+    }
+    let last = path.last().expect("non-empty key");
+    if let (Some(old), new) = (table.get(last), &value)
+        && old.type_str() != new.type_str()
+        && !(old.is_float() && new.is_integer())
+    {
+        // keep the error of a wrong type close to the flag
+        return Err(TrainError::Recipe(format!(
+            "--set {key}={}: expected a {}, found a {}",
+            new,
+            old.type_str(),
+            new.type_str()
+        )));
+    }
+    let value = match (table.get(last), value) {
+        (Some(old), toml::Value::Integer(i)) if old.is_float() => toml::Value::Float(i as f64),
+        (_, v) => v,
+    };
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Loads a recipe by built-in name or path, applies overrides, parses and validates it.
+pub fn load_recipe(name_or_path: &str, overrides: &[String]) -> Result<LoadedRecipe> {
+    let (name, src) = recipe_source(name_or_path)?;
+    let mut tree: toml::Table = src
+        .parse()
+        .map_err(|e| TrainError::Recipe(format!("recipe {name}: {e}")))?;
+    for o in overrides {
+        apply_override(&mut tree, o)?;
+    }
+    let recipe = parse_tree(&name, &tree)?;
+    Ok(LoadedRecipe { name, tree, recipe })
+}
+
+/// Parses a recipe tree (after overrides) and validates it.
+pub fn parse_tree(name: &str, tree: &toml::Table) -> Result<Recipe> {
+    let task = tree
+        .get("task")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| TrainError::Recipe(format!("recipe {name}: missing task = \"lm\" or \"mirror\"")))?;
+    let err = |e: toml::de::Error| TrainError::Recipe(format!("recipe {name}: {}", e.message().trim()));
+    let recipe = match task {
+        "lm" => Recipe::Lm(tree.clone().try_into().map_err(err)?),
+        "mirror" => Recipe::Mirror(tree.clone().try_into().map_err(err)?),
+        other => {
+            return Err(TrainError::Recipe(format!(
+                "recipe {name}: task {other:?}: expected \"lm\" or \"mirror\""
+            )));
+        }
+    };
+    recipe.validate().map_err(|e| TrainError::Recipe(format!("recipe {name}: {e}")))?;
+    Ok(recipe)
+}
+
+fn at_least_one(what: &str, v: u64) -> std::result::Result<(), String> {
+    if v == 0 {
+        Err(format!("{what} must be at least 1, got 0"))
+    } else {
+        Ok(())
+    }
+}
+
+fn finite_positive(what: &str, v: f64) -> std::result::Result<(), String> {
+    if !(v.is_finite() && v > 0.0) {
+        Err(format!("{what} must be a positive number, got {v}"))
+    } else {
+        Ok(())
+    }
+}
+
+fn probability(what: &str, v: f64) -> std::result::Result<(), String> {
+    if !(v > 0.0 && v <= 1.0) {
+        Err(format!("{what} must be in (0, 1], got {v}"))
+    } else {
+        Ok(())
+    }
+}
+
+impl Recipe {
+    /// Checks every number for sense; the message names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        match self {
+            Recipe::Lm(r) => {
+                let m = &r.model;
+                at_least_one("model.d_hidden", m.d_hidden as u64)?;
+                at_least_one("model.n_layers", m.n_layers as u64)?;
+                at_least_one("model.d_embedding", m.d_embedding as u64)?;
+                probability("model.keep_prob", m.keep_prob)?;
+                if m.tokenizer == TokenizerKind::Bigram && m.input == InputSpec::OneHot {
+                    // a 729-wide one-hot works, but is never what anyone means
+                    return Err("model.tokenizer = \"bigram\" needs model.input = \"embedding\"".into());
+                }
+                let d = &r.data;
+                at_least_one("data.batch_size", d.batch_size as u64)?;
+                at_least_one("data.num_unrollings", d.num_unrollings as u64)?;
+                at_least_one("data.valid_size", d.valid_size as u64)?;
+                if m.tokenizer == TokenizerKind::Bigram && d.num_unrollings < 2 {
+                    return Err("data.num_unrollings must be at least 2 for bigram input".into());
+                }
+                validate_train(&r.train)
+            }
+            Recipe::Mirror(r) => {
+                let m = &r.model;
+                at_least_one("model.d_hidden", m.d_hidden as u64)?;
+                at_least_one("model.d_embedding", m.d_embedding as u64)?;
+                at_least_one("model.n_layers", m.n_layers as u64)?;
+                probability("model.keep_prob", m.keep_prob)?;
+                let d = &r.data;
+                at_least_one("data.min_words", d.min_words as u64)?;
+                if d.max_words < d.min_words {
+                    return Err(format!(
+                        "data.max_words ({}) must be at least data.min_words ({})",
+                        d.max_words, d.min_words
+                    ));
+                }
+                at_least_one("data.max_chars", d.max_chars as u64)?;
+                at_least_one("data.batch_size", d.batch_size as u64)?;
+                at_least_one("data.valid_windows", d.valid_windows as u64)?;
+                at_least_one("data.test_windows", d.test_windows as u64)?;
+                let t = &r.train;
+                at_least_one("train.steps", t.steps)?;
+                at_least_one("train.summary", t.summary)?;
+                at_least_one("train.beam", t.beam as u64)?;
+                finite_positive("train.learning_rate", t.learning_rate)?;
+                if !(t.clip_norm >= 0.0 && t.clip_norm.is_finite()) {
+                    return Err(format!("train.clip_norm must be >= 0, got {}", t.clip_norm));
+                }
+                probability("train.decay_factor", t.decay_factor)
+            }
+        }
+    }
+}
+
+fn validate_train(t: &TrainSpec) -> std::result::Result<(), String> {
+    at_least_one("train.steps", t.steps)?;
+    at_least_one("train.summary", t.summary)?;
+    at_least_one("train.decay_every", t.decay_every)?;
+    if let Some(s) = t.samples_every {
+        at_least_one("train.samples_every", s)?;
+    }
+    finite_positive("train.learning_rate", t.learning_rate)?;
+    probability("train.decay_factor", t.decay_factor)?;
+    if !(t.clip_norm >= 0.0 && t.clip_norm.is_finite()) {
+        return Err(format!("train.clip_norm must be >= 0, got {}", t.clip_norm));
+    }
+    Ok(())
+}
+
+impl TrainSpec {
+    /// The learning rate at `step`: staircase exponential decay.
+    pub fn learning_rate_at(&self, step: u64) -> f64 {
+        self.learning_rate * self.decay_factor.powi((step / self.decay_every) as i32)
+    }
+
+    /// Steps between samples.
+    pub fn samples_every(&self) -> u64 {
+        self.samples_every.unwrap_or(self.summary * 10)
+    }
+}
+
+/// One line per built-in recipe: name and description.
+pub fn list_builtin() -> Vec<(String, String)> {
+    BUILTIN
+        .iter()
+        .map(|(name, src)| {
+            let desc = src
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|t| t.get("description").and_then(|d| d.as_str()).map(str::to_string))
+                .unwrap_or_default();
+            (name.to_string(), desc)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_recipe_parses_and_validates() {
+        for (name, _) in BUILTIN {
+            load_recipe(name, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn overrides_apply_by_section_or_bare_name() {
+        let r = load_recipe("notebook-char", &["train.steps=20".into(), "d_hidden=8".into()]).unwrap();
+        let Recipe::Lm(r) = r.recipe else { panic!() };
+        assert_eq!(r.train.steps, 20);
+        assert_eq!(r.model.d_hidden, 8);
+        // integers become floats where a float is expected
+        let r = load_recipe("notebook-char", &["learning_rate=1".into(), "layout=fused".into()]).unwrap();
+        let Recipe::Lm(r) = r.recipe else { panic!() };
+        assert_eq!(r.train.learning_rate, 1.0);
+        assert_eq!(r.model.layout, LayoutSpec::Fused);
+    }
+
+    #[test]
+    fn bad_overrides_and_values_are_clear_errors() {
+        let e = |o: &str| load_recipe("notebook-char", &[o.to_string()]).unwrap_err().to_string();
+        assert!(e("train.stepz=3").contains("unknown field `stepz`"), "{}", e("train.stepz=3"));
+        assert!(e("stepz=3").contains("unknown field `stepz`"), "{}", e("stepz=3"));
+        assert!(e("train.steps=0").contains("train.steps must be at least 1, got 0"));
+        assert!(e("train.steps=-5").contains("steps"), "{}", e("train.steps=-5"));
+        assert!(e("learning_rate=-1").contains("train.learning_rate must be a positive number"));
+        assert!(e("train.steps=abc").contains("expected a integer"), "{}", e("train.steps=abc"));
+        assert!(e("keep_prob=0").contains("model.keep_prob must be in (0, 1]"));
+        assert!(e("layout=diagonal").contains("unknown variant `diagonal`"), "{}", e("layout=diagonal"));
+        assert!(e("nosection.x=1").contains("no section \"nosection\""), "{}", e("nosection.x=1"));
+        assert!(e("steps").contains("expected key=value"));
+        let unknown = load_recipe("no-such-recipe", &[]).unwrap_err().to_string();
+        assert!(unknown.contains("notebook-char"), "{unknown}");
+    }
+
+    #[test]
+    fn staircase_schedule() {
+        let Recipe::Lm(r) = load_recipe("notebook-char", &[]).unwrap().recipe else { panic!() };
+        assert_eq!(r.train.learning_rate_at(0), 10.0);
+        assert_eq!(r.train.learning_rate_at(4999), 10.0);
+        assert!((r.train.learning_rate_at(5000) - 1.0).abs() < 1e-12);
+        assert_eq!(r.train.samples_every(), 1000);
+    }
+}

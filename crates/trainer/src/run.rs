@@ -1,0 +1,168 @@
+//! Run directories: everything a run needs to be understood, resumed,
+//! sampled from and evaluated, with nothing else but the directory.
+//!
+//! ```text
+//! runs/notebook-char-1/
+//!   config.json              resolved recipe, model config, tokenizer, data source
+//!   tokenizer.json           the vocabulary ({"kind": "char"})
+//!   model.safetensors        weights (names like layers.0.blocks.0.wx), model config in metadata
+//!   checkpoint.safetensors   weights + optimiser + carried state + trainer state, for --resume
+//!   metrics.csv              one row per summary
+//!   samples.txt              samples printed during training
+//!   train.log                the notebook's log lines
+//!   loss.png, perplexity.png plots against steps, redrawn at every summary
+//! ```
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// A run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+/// The resolved description of a run, saved as `config.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Version of charlstm that made the run.
+    pub charlstm_version: String,
+    /// Recipe name (built-in name or file stem).
+    pub recipe_name: String,
+    /// The recipe after overrides (TOML tree as JSON).
+    pub recipe: serde_json::Value,
+    /// The tokenizer.
+    pub tokenizer: tokenizer::Tokenizer,
+    /// The model configuration (Burn config JSON).
+    pub model: serde_json::Value,
+    /// Corpus the run was trained on.
+    pub data_source: String,
+    /// Characters in that corpus.
+    pub data_chars: usize,
+    /// Device name it was trained on (first session).
+    pub device: String,
+}
+
+impl RunDir {
+    /// Path of the run.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates a new run directory. `path` is used if given (it must not
+    /// exist, or be an empty folder); otherwise `<runs_root>/<recipe>-<n>` with
+    /// the first unused `n`. An existing run is never overwritten.
+    pub fn create(path: Option<&Path>, runs_root: &Path, recipe_name: &str) -> Result<Self> {
+        let path = match path {
+            Some(p) => {
+                if p.exists() {
+                    let empty = p.is_dir()
+                        && std::fs::read_dir(p)
+                            .map_err(|e| TrainError::io(p, e))?
+                            .next()
+                            .is_none();
+                    if !empty {
+                        return Err(TrainError::Run(format!(
+                            "run directory {} already exists; continue it with --resume {0}, or \
+                             choose another --run",
+                            p.display()
+                        )));
+                    }
+                }
+                p.to_path_buf()
+            }
+            None => {
+                let mut n = 1;
+                loop {
+                    let p = runs_root.join(format!("{recipe_name}-{n}"));
+                    if !p.exists() {
+                        break p;
+                    }
+                    n += 1;
+                }
+            }
+        };
+        std::fs::create_dir_all(&path).map_err(|e| TrainError::io(&path, e))?;
+        Ok(RunDir { path })
+    }
+
+    /// Opens an existing run directory (it must hold a `config.json`).
+    pub fn open(path: &Path) -> Result<Self> {
+        if !path.is_dir() {
+            return Err(TrainError::Run(format!(
+                "{}: no such run directory",
+                path.display()
+            )));
+        }
+        let dir = RunDir {
+            path: path.to_path_buf(),
+        };
+        if !dir.config_path().exists() {
+            return Err(TrainError::Run(format!(
+                "{}: not a run directory (no config.json)",
+                path.display()
+            )));
+        }
+        Ok(dir)
+    }
+
+    /// `config.json`.
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join("config.json")
+    }
+    /// `tokenizer.json`.
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.path.join("tokenizer.json")
+    }
+    /// `model.safetensors`.
+    pub fn model_path(&self) -> PathBuf {
+        self.path.join("model.safetensors")
+    }
+    /// `checkpoint.safetensors`.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.path.join("checkpoint.safetensors")
+    }
+    /// `metrics.csv`.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.path.join("metrics.csv")
+    }
+    /// `samples.txt`.
+    pub fn samples_path(&self) -> PathBuf {
+        self.path.join("samples.txt")
+    }
+    /// `train.log`.
+    pub fn log_path(&self) -> PathBuf {
+        self.path.join("train.log")
+    }
+
+    /// Writes `config.json` and `tokenizer.json`.
+    pub fn write_config(&self, config: &RunConfig) -> Result<()> {
+        let json = serde_json::to_string_pretty(config).expect("config serialises");
+        crate::fsutil::atomic_write_str(&self.config_path(), &(json + "\n"))?;
+        let tok = serde_json::to_string_pretty(&config.tokenizer).expect("tokenizer serialises");
+        crate::fsutil::atomic_write_str(&self.tokenizer_path(), &(tok + "\n"))
+    }
+
+    /// Reads `config.json`.
+    pub fn read_config(&self) -> Result<RunConfig> {
+        let p = self.config_path();
+        let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| TrainError::Run(format!("{}: not a charlstm run config: {e}", p.display())))
+    }
+
+    /// Appends lines to a text file of the run.
+    pub fn append(&self, file: &Path, text: &str) -> Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .map_err(|e| TrainError::io(file, e))?;
+        f.write_all(text.as_bytes()).map_err(|e| TrainError::io(file, e))
+    }
+}

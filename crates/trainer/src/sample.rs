@@ -1,0 +1,306 @@
+//! Generating text from a character language model, and evaluating one on a text.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use model::{CharLm, LstmState};
+use tokenizer::rng::Rng;
+use tokenizer::{CHAR_VOCAB_SIZE, bigram_id, byte_to_id, id_to_byte};
+
+use crate::error::{Result, TrainError};
+use crate::recipe::TokenizerKind;
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct SampleOptions {
+    /// Characters to generate after the prime (or after the random start).
+    pub length: usize,
+    /// Softmax temperature: 1 samples the model's distribution, lower is
+    /// more conservative, 0 always takes the most likely character.
+    pub temperature: f64,
+    /// Text to start from (lower-case letters and spaces; upper-case is lowered).
+    pub prime: Option<String>,
+    /// Number of independent samples (generated together, as one batch).
+    pub count: usize,
+}
+
+/// Ids of a prime text: ASCII letters are lowered, anything else outside
+/// `a`-`z` and space is an error naming the character and its position.
+pub fn prime_ids(prime: &str) -> Result<Vec<u8>> {
+    prime
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            u8::try_from(c.to_ascii_lowercase())
+                .ok()
+                .and_then(byte_to_id)
+                .ok_or_else(|| {
+                    TrainError::Input(format!(
+                        "--prime: character {c:?} at position {i} is not a letter or a space \
+                         (the model knows a-z and space only)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Model input id at position `k` of a character history: the char itself,
+/// or the bigram ending at `k` (`history[k - 1], history[k]`).
+fn input_id(kind: TokenizerKind, history: &[u8], k: usize) -> i64 {
+    match kind {
+        TokenizerKind::Char => history[k] as i64,
+        TokenizerKind::Bigram => bigram_id(history[k - 1], history[k]) as i64,
+    }
+}
+
+/// Characters of context a model input needs.
+fn context(kind: TokenizerKind) -> usize {
+    match kind {
+        TokenizerKind::Char => 1,
+        TokenizerKind::Bigram => 2,
+    }
+}
+
+/// Draws an index from logits at `temperature` (0: the arg max).
+pub fn draw(logits: &[f32], temperature: f64, rng: &mut Rng) -> usize {
+    if temperature <= 0.0 {
+        return logits
+            .iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best })
+            .0;
+    }
+    let inv_t = (1.0 / temperature) as f32;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f32> = logits.iter().map(|&l| ((l - max) * inv_t).exp()).collect();
+    rng.weighted(&weights)
+}
+
+/// The notebook's random start: a character drawn from a random distribution
+/// (uniform draws, normalised), as its `sample(random_distribution())`.
+fn random_start(rng: &mut Rng) -> u8 {
+    let weights: Vec<f32> = (0..CHAR_VOCAB_SIZE).map(|_| rng.next_f32()).collect();
+    rng.weighted(&weights) as u8
+}
+
+fn ids_tensor(ids: Vec<i64>, device: &Device) -> Tensor<1, Int> {
+    let n = ids.len();
+    Tensor::from_data(TensorData::new(ids, [n]), device)
+}
+
+/// Generates `opts.count` texts. `model` must not be on an autodiff device
+/// (use `model.valid()`). Each text is the prime (or a random start of one
+/// character, two for bigram models) followed by `opts.length` generated characters.
+pub fn generate(model: &CharLm, kind: TokenizerKind, opts: &SampleOptions, rng: &mut Rng, device: &Device) -> Result<Vec<String>> {
+    if opts.count == 0 {
+        return Ok(vec![]);
+    }
+    if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
+        return Err(TrainError::Input(format!(
+            "--temperature must be a number >= 0, got {}",
+            opts.temperature
+        )));
+    }
+    let s = opts.count;
+    let ctx = context(kind);
+    // every sequence's history of character ids
+    let mut hist: Vec<Vec<u8>> = match &opts.prime {
+        Some(p) if !p.is_empty() => {
+            let mut ids = prime_ids(p)?;
+            while ids.len() < ctx {
+                ids.insert(0, 0); // a bigram model needs two characters: a space before a lone one
+            }
+            vec![ids; s]
+        }
+        _ => (0..s).map(|_| (0..ctx).map(|_| random_start(rng)).collect()).collect(),
+    };
+    let mut state = model.zero_state(s, device);
+    // warm up on the prime: every input position except the last
+    let start = hist[0].len();
+    let warm: Vec<usize> = (ctx - 1..start - 1).collect();
+    if !warm.is_empty() {
+        let mut ids = Vec::with_capacity(warm.len() * s);
+        for &k in &warm {
+            for h in &hist {
+                ids.push(input_id(kind, h, k));
+            }
+        }
+        let (_, st) = model.forward_hidden(ids_tensor(ids, device), s, state, false);
+        state = st;
+    }
+    for _ in 0..opts.length {
+        let ids: Vec<i64> = hist.iter().map(|h| input_id(kind, h, h.len() - 1)).collect();
+        let (logits, st) = model.forward(ids_tensor(ids, device), s, state, false);
+        state = st;
+        let values = logits.into_data().try_into_vec_as::<f32>().expect("f32 logits");
+        let v = model.output_size();
+        for (b, h) in hist.iter_mut().enumerate() {
+            h.push(draw(&values[b * v..(b + 1) * v], opts.temperature, rng) as u8);
+        }
+    }
+    Ok(hist
+        .into_iter()
+        .map(|h| h.into_iter().map(|id| id_to_byte(id).expect("char id") as char).collect())
+        .collect())
+}
+
+/// Cross-entropy of a model on a text.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct EvalReport {
+    /// Characters predicted.
+    pub predicted: usize,
+    /// Mean cross-entropy in nats.
+    pub cross_entropy: f64,
+    /// `exp(cross_entropy)`.
+    pub perplexity: f64,
+    /// Bits per character, `cross_entropy / ln 2`.
+    pub bits_per_char: f64,
+}
+
+impl EvalReport {
+    fn from_sum(sum: f64, n: usize) -> Self {
+        let ce = sum / n as f64;
+        EvalReport {
+            predicted: n,
+            cross_entropy: ce,
+            perplexity: ce.exp(),
+            bits_per_char: ce / std::f64::consts::LN_2,
+        }
+    }
+}
+
+/// Sum of `-ln max(p[label], 1e-10)` over rows of logits `[n, v]` (the
+/// notebook's `logprob`, in f64).
+pub fn logprob_sum(logits: Tensor<2>, labels: &[u8]) -> f64 {
+    let [n, v] = logits.dims();
+    assert_eq!(n, labels.len());
+    let values = logits.into_data().try_into_vec_as::<f32>().expect("f32 logits");
+    let mut total = 0.0f64;
+    for (row, &label) in values.chunks_exact(v).zip(labels) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let z: f64 = row.iter().map(|&l| (l as f64 - max).exp()).sum();
+        let p = ((row[label as usize] as f64 - max).exp() / z).max(1e-10);
+        total -= p.ln();
+    }
+    total
+}
+
+/// Inputs and labels of a text read in order, batch 1: every character after
+/// the first (`context`) ones is predicted. With `wrap`, the text is read as a
+/// circle (the notebook's validation): every character is predicted once.
+pub fn sequence_inputs(kind: TokenizerKind, ids: &[u8], wrap: bool) -> (Vec<i64>, Vec<u8>) {
+    let n = ids.len();
+    let ctx = context(kind);
+    let at = |k: usize| ids[k % n];
+    let count = if wrap { n } else { n.saturating_sub(ctx) };
+    let mut inputs = Vec::with_capacity(count);
+    let mut labels = Vec::with_capacity(count);
+    for k in 0..count {
+        inputs.push(match kind {
+            TokenizerKind::Char => at(k) as i64,
+            TokenizerKind::Bigram => bigram_id(at(k), at(k + 1)) as i64,
+        });
+        labels.push(at(k + ctx));
+    }
+    (inputs, labels)
+}
+
+/// The notebook's bigram validation: its batch generator of batch 1 and 2
+/// unrollings advances two characters per call, so the bigrams `(v[2k], v[2k+1])`
+/// predict `v[2k+2]`: every other character, the text read twice around.
+pub fn notebook_bigram_inputs(ids: &[u8]) -> (Vec<i64>, Vec<u8>) {
+    let n = ids.len();
+    let at = |k: usize| ids[k % n];
+    (0..n)
+        .map(|k| (bigram_id(at(2 * k), at(2 * k + 1)) as i64, at(2 * k + 2)))
+        .unzip()
+}
+
+/// Evaluates inputs/labels in order with carried state, in chunks of `chunk`
+/// steps, calling `progress(done)` after each chunk. Returns the summed
+/// `-ln p` and the count.
+pub fn evaluate_sequence(
+    model: &CharLm,
+    inputs: &[i64],
+    labels: &[u8],
+    device: &Device,
+    chunk: usize,
+    progress: &mut dyn FnMut(usize),
+) -> (f64, usize) {
+    let mut state: Vec<LstmState> = model.zero_state(1, device);
+    let mut sum = 0.0;
+    let mut done = 0;
+    for (inp, lab) in inputs.chunks(chunk.max(1)).zip(labels.chunks(chunk.max(1))) {
+        let (logits, st) = model.forward(ids_tensor(inp.to_vec(), device), 1, state, false);
+        state = st;
+        sum += logprob_sum(logits, lab);
+        done += inp.len();
+        progress(done);
+    }
+    (sum, done)
+}
+
+/// Cross-entropy, perplexity and bits per character of `model` on a text,
+/// read in order from its start, state carried, batch 1.
+pub fn evaluate_text(
+    model: &CharLm,
+    kind: TokenizerKind,
+    ids: &[u8],
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalReport> {
+    let (inputs, labels) = sequence_inputs(kind, ids, false);
+    if inputs.is_empty() {
+        return Err(TrainError::Input(format!(
+            "text of {} characters: nothing to predict (needs at least {})",
+            ids.len(),
+            context(kind) + 1
+        )));
+    }
+    let total = inputs.len();
+    let (sum, n) = evaluate_sequence(model, &inputs, &labels, device, 4096, &mut |d| progress(d, total));
+    Ok(EvalReport::from_sum(sum, n))
+}
+
+/// Perplexity from a summed `-ln p` over `n` predictions.
+pub fn perplexity(sum: f64, n: usize) -> f64 {
+    EvalReport::from_sum(sum, n).perplexity
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_inputs_follow_the_notebook() {
+        // char, wrap: input v[k] predicts v[k+1 mod n]
+        let v = [1u8, 2, 3];
+        let (i, l) = sequence_inputs(TokenizerKind::Char, &v, true);
+        assert_eq!((i, l), (vec![1, 2, 3], vec![2, 3, 1]));
+        let (i, l) = sequence_inputs(TokenizerKind::Bigram, &v, true);
+        assert_eq!(i, vec![1 + 27 * 2, 2 + 27 * 3, 3 + 27]);
+        assert_eq!(l, vec![3, 1, 2]);
+        let (i, l) = sequence_inputs(TokenizerKind::Bigram, &v, false);
+        assert_eq!((i, l), (vec![1 + 27 * 2], vec![3]));
+        let (i, l) = notebook_bigram_inputs(&[1, 2, 3, 4]);
+        assert_eq!(i, vec![1 + 27 * 2, 3 + 27 * 4, 1 + 27 * 2, 3 + 27 * 4]);
+        assert_eq!(l, vec![3, 1, 3, 1]);
+    }
+
+    #[test]
+    fn draw_respects_temperature_zero_and_weights() {
+        let mut rng = Rng::new(0);
+        assert_eq!(draw(&[0.1, 3.0, -1.0], 0.0, &mut rng), 1);
+        let mut counts = [0; 3];
+        for _ in 0..3000 {
+            counts[draw(&[0.0, (2.0f32).ln(), f32::NEG_INFINITY], 1.0, &mut rng)] += 1;
+        }
+        assert_eq!(counts[2], 0);
+        assert!((1800..2200).contains(&counts[1]), "{counts:?}");
+    }
+
+    #[test]
+    fn prime_is_lowered_or_rejected_with_position() {
+        assert_eq!(prime_ids("The ").unwrap(), vec![20, 8, 5, 0]);
+        let e = prime_ids("ab1").unwrap_err().to_string();
+        assert!(e.contains("'1' at position 2"), "{e}");
+    }
+}
