@@ -713,3 +713,56 @@ fn resume_session(
     };
     Ok((session, config))
 }
+
+/// The recipe of an existing run (its `config.json`), with overrides applied
+/// (for resuming: more steps, another summary interval).
+pub fn run_recipe(run_dir: &Path, overrides: &[String]) -> Result<(LoadedRecipe, RunConfig)> {
+    let run = RunDir::open(run_dir)?;
+    let config = run.read_config()?;
+    let mut tree: toml::Table = serde_json::from_value(config.recipe.clone())
+        .map_err(|e| TrainError::Run(format!("{}: bad recipe: {e}", run.config_path().display())))?;
+    for o in overrides {
+        crate::recipe::apply_override(&mut tree, o)?;
+    }
+    let recipe = crate::recipe::parse_tree(&config.recipe_name, &tree)?;
+    Ok((
+        LoadedRecipe {
+            name: config.recipe_name.clone(),
+            tree,
+            recipe,
+        },
+        config,
+    ))
+}
+
+/// A trained language model rebuilt from its run directory alone, on `device`
+/// (any compiled-in device, whatever device trained it).
+pub fn load_lm(run_dir: &Path, device: &Device) -> Result<(CharLm, TokenizerKind, RunConfig)> {
+    let run = RunDir::open(run_dir)?;
+    let config = run.read_config()?;
+    let kind = match config.tokenizer {
+        Tokenizer::Char => TokenizerKind::Char,
+        Tokenizer::Bigram => TokenizerKind::Bigram,
+        Tokenizer::Mirror => {
+            return Err(TrainError::Run(format!(
+                "{} is a mirror run: use `charlstm mirror --run {0}`",
+                run_dir.display()
+            )));
+        }
+    };
+    let cfg: CharLmConfig = serde_json::from_value(config.model.clone())
+        .map_err(|e| TrainError::Run(format!("{}: bad model config: {e}", run.config_path().display())))?;
+    let path = run.model_path();
+    if !path.exists() {
+        return Err(TrainError::Run(format!(
+            "{}: no model.safetensors yet (the run stopped before its first summary)",
+            run_dir.display()
+        )));
+    }
+    let weights = SafeTensors::read(&path)?;
+    if weights.metadata.get("format").map(String::as_str) != Some("charlstm-lm") {
+        return Err(TrainError::checkpoint(&path, "not a charlstm language-model weights file"));
+    }
+    let model = load_weights(cfg.init(0, device), "", &weights, &path, device)?;
+    Ok((model, kind, config))
+}

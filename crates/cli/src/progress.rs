@@ -1,0 +1,169 @@
+//! What a person (or a script) sees while training: a progress bar on a
+//! terminal, the notebook's plain log lines otherwise, or JSON lines.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use trainer::lm::Event;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogMode {
+    /// A progress bar on a terminal, plain lines otherwise.
+    Auto,
+    /// Progress bar (step, loss, chars/s, ETA) with the summaries above it.
+    Bar,
+    /// The notebook's log lines, one summary at a time.
+    Plain,
+    /// One JSON object per line: summaries, checkpoints, the final report.
+    Json,
+}
+
+/// Renders trainer events.
+pub struct Progress {
+    mode: LogMode,
+    quiet: bool,
+    bar: Option<ProgressBar>,
+    last_loss: Option<f64>,
+}
+
+impl Progress {
+    /// A renderer; `auto` becomes `bar` when stderr is a terminal.
+    pub fn new(mode: LogMode, quiet: bool) -> Self {
+        let mode = match mode {
+            LogMode::Auto if std::io::stderr().is_terminal() => LogMode::Bar,
+            LogMode::Auto => LogMode::Plain,
+            m => m,
+        };
+        Progress {
+            mode,
+            quiet,
+            bar: None,
+            last_loss: None,
+        }
+    }
+
+    /// The resolved mode.
+    pub fn mode(&self) -> LogMode {
+        self.mode
+    }
+
+    fn line(&self, s: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(s),
+            None => println!("{s}"),
+        }
+    }
+
+    /// Handles one event.
+    pub fn event(&mut self, e: &Event<'_>) {
+        match e {
+            Event::Started {
+                run_dir,
+                start_step,
+                total_steps,
+                params,
+                train_chars,
+                resumed,
+            } => {
+                if self.mode == LogMode::Json {
+                    println!(
+                        "{}",
+                        json!({"event": "started", "run_dir": run_dir, "start_step": start_step,
+                               "total_steps": total_steps, "params": params,
+                               "train_chars": train_chars, "resumed": resumed})
+                    );
+                    return;
+                }
+                let verb = if *resumed { "Resuming" } else { "Training" };
+                self.line(&format!(
+                    "{verb} {} ({params} parameters, {train_chars} training characters) from step {start_step} of {total_steps}",
+                    run_dir.display()
+                ));
+                if self.mode == LogMode::Bar && !self.quiet {
+                    let bar = ProgressBar::with_draw_target(Some(*total_steps), ProgressDrawTarget::stderr_with_hz(8));
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{bar:32.cyan/blue} step {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
+                        )
+                        .expect("template")
+                        .progress_chars("=> "),
+                    );
+                    bar.set_position(*start_step);
+                    bar.reset_eta();
+                    bar.enable_steady_tick(Duration::from_millis(250));
+                    self.bar = Some(bar);
+                }
+            }
+            Event::Step {
+                step,
+                loss,
+                chars_per_sec,
+                ..
+            } => {
+                if let Some(l) = loss {
+                    self.last_loss = Some(*l);
+                }
+                if let Some(bar) = &self.bar {
+                    bar.set_position(step + 1);
+                    let loss = self.last_loss.map(|l| format!("loss {l:.4}")).unwrap_or_default();
+                    bar.set_message(format!("{loss} {:.0}k chars/s", chars_per_sec / 1000.0));
+                }
+            }
+            Event::Summary { summary, samples } => {
+                self.last_loss = Some(summary.loss);
+                if self.mode == LogMode::Json {
+                    println!("{}", json!({"event": "summary", "summary": summary, "samples": samples}));
+                    return;
+                }
+                let mut lines = summary.notebook_lines();
+                if let Some(samples) = samples {
+                    let mut block = vec!["=".repeat(80)];
+                    block.extend(samples.iter().cloned());
+                    block.push("=".repeat(80));
+                    lines.splice(2..2, block);
+                }
+                for l in lines {
+                    self.line(&l);
+                }
+            }
+            Event::Checkpoint { step, path } => {
+                if self.mode == LogMode::Json {
+                    println!("{}", json!({"event": "checkpoint", "step": step, "path": path}));
+                }
+            }
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// A byte-count progress bar for downloads and file processing (stderr, terminals only).
+pub fn bytes_bar(total: Option<u64>, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(t) => ProgressBar::new(t),
+        None => ProgressBar::new_spinner(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:32.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
