@@ -11,7 +11,10 @@
 
 pub mod charlm;
 pub mod dropout;
+#[cfg(feature = "flex")]
+pub mod fused;
 pub mod init;
+pub mod kernel;
 pub mod lstm;
 pub mod params;
 

@@ -242,6 +242,29 @@ impl Lstm {
     pub fn forward_projected(&self, pre: Tensor<2>, batch: usize, state: LstmState) -> (Tensor<2>, LstmState) {
         let [rows, _] = pre.dims();
         assert_eq!(rows % batch, 0, "{rows} input rows are not a whole number of steps of batch {batch}");
+        #[cfg(feature = "flex")]
+        if crate::fused::supported(&pre.device()) {
+            let wh = self.recurrent_weights();
+            let (hs, c) = crate::fused::lstm_sequence(pre, wh, state.h, state.c);
+            let h = hs.clone().narrow(0, rows - batch, batch);
+            return (hs, LstmState { h, c });
+        }
+        self.forward_reference(pre, batch, state)
+    }
+
+    /// All recurrent weights side by side, `[d_hidden, 4 d_hidden]`.
+    pub fn recurrent_weights(&self) -> Tensor<2> {
+        if self.blocks.len() == 1 {
+            self.blocks[0].wh.val()
+        } else {
+            Tensor::cat(self.blocks.iter().map(|b| b.wh.val()).collect(), 1)
+        }
+    }
+
+    /// [`forward_projected`](Self::forward_projected) as plain Burn operations,
+    /// step by step (any backend; the reference the fused kernel is tested against).
+    pub fn forward_reference(&self, pre: Tensor<2>, batch: usize, state: LstmState) -> (Tensor<2>, LstmState) {
+        let [rows, _] = pre.dims();
         let steps = rows / batch;
         let LstmState { mut h, mut c } = state;
         let mut outputs = Vec::with_capacity(steps);

@@ -1,0 +1,183 @@
+//! The whole unrolled LSTM sequence as one Burn operation on the flex CPU
+//! backend, with a hand-written backward pass (`kernel`): one autodiff node
+//! instead of a dozen per time step.
+//!
+//! The operation takes the input projections `p` `[steps * batch, 4H]`, the
+//! recurrent weights `wh` `[H, 4H]` and the initial state `h0`, `c0`
+//! `[batch, H]`, and returns `[steps * batch + batch, H]`: the outputs of
+//! every step, then the final cell state. Other backends run the same
+//! computation as ordinary Burn operations (`Lstm::forward_projected`).
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::kernel::{self, SeqCache, SeqDims};
+
+/// The LSTM sequence operation.
+#[backend_extension(Flex, Autodiff)]
+pub trait LstmSeqBackend: Backend {
+    /// `[steps * batch, 4H]`, `[H, 4H]`, `[batch, H]`, `[batch, H]` -> `[steps * batch + batch, H]`.
+    fn lstm_sequence(
+        p: FloatTensor<Self>,
+        wh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+fn host(t: FlexTensor) -> (Vec<usize>, Vec<f32>) {
+    let data = t.into_data();
+    let shape = data.shape().to_vec();
+    (shape, data.try_into_vec_as::<f32>().expect("f32 tensor"))
+}
+
+fn flex(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+fn dims_of(p: &[usize], wh: &[usize], h0: &[usize]) -> SeqDims {
+    let (batch, hidden) = (h0[0], h0[1]);
+    assert_eq!(wh, [hidden, 4 * hidden], "recurrent weights");
+    assert_eq!(p[1], 4 * hidden, "input projections");
+    assert_eq!(p[0] % batch, 0, "rows are whole steps");
+    SeqDims {
+        steps: p[0] / batch,
+        batch,
+        hidden,
+    }
+}
+
+struct Inputs {
+    dims: SeqDims,
+    p: Vec<f32>,
+    wh: Vec<f32>,
+    h0: Vec<f32>,
+    c0: Vec<f32>,
+}
+
+fn inputs(p: FlexTensor, wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> Inputs {
+    let (ps, p) = host(p);
+    let (ws, wh) = host(wh);
+    let (hs, h0) = host(h0);
+    let (_, c0) = host(c0);
+    Inputs {
+        dims: dims_of(&ps, &ws, &hs),
+        p,
+        wh,
+        h0,
+        c0,
+    }
+}
+
+fn run(i: &Inputs, cache: &mut SeqCache) -> FlexTensor {
+    let c_last = kernel::forward(i.dims, &i.p, &i.wh, &i.h0, &i.c0, cache);
+    let mut out = Vec::with_capacity(cache.hs.len() + c_last.len());
+    out.extend_from_slice(&cache.hs);
+    out.extend_from_slice(&c_last);
+    flex(out, [(i.dims.steps + 1) * i.dims.batch, i.dims.hidden])
+}
+
+impl LstmSeqBackend for Flex {
+    fn lstm_sequence(p: FlexTensor, wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> FlexTensor {
+        run(&inputs(p, wh, h0, c0), &mut SeqCache::default())
+    }
+}
+
+#[derive(Debug)]
+struct LstmSeqBackward;
+
+/// What the backward pass needs, shared cheaply.
+#[derive(Debug, Clone)]
+struct SeqState {
+    dims: SeqDims,
+    cache: Arc<SeqCache>,
+    wh: Arc<Vec<f32>>,
+    h0: Arc<Vec<f32>>,
+    c0: Arc<Vec<f32>>,
+}
+
+impl Backward<Flex, 4> for LstmSeqBackward {
+    type State = SeqState;
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let s = ops.state;
+        let (rows, hd, b) = (s.dims.steps * s.dims.batch, s.dims.hidden, s.dims.batch);
+        let (_, d_out) = host(grads.consume::<Flex>(&ops.node));
+        let g = kernel::backward(s.dims, &s.cache, &s.wh, &s.h0, &s.c0, &d_out[..rows * hd], &d_out[rows * hd..]);
+        let [p, wh, h0, c0] = ops.parents;
+        if let Some(node) = p {
+            grads.register::<Flex>(node.id, flex(g.dp, [rows, 4 * hd]));
+        }
+        if let Some(node) = wh {
+            grads.register::<Flex>(node.id, flex(g.dwh, [hd, 4 * hd]));
+        }
+        if let Some(node) = h0 {
+            grads.register::<Flex>(node.id, flex(g.dh0, [b, hd]));
+        }
+        if let Some(node) = c0 {
+            grads.register::<Flex>(node.id, flex(g.dc0, [b, hd]));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
+    fn lstm_sequence(
+        p: FloatTensor<Self>,
+        wh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let nodes = [p.node(), wh.node(), h0.node(), c0.node()];
+        match LstmSeqBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let i = inputs(p.into_primitive(), wh.into_primitive(), h0.into_primitive(), c0.into_primitive());
+                let mut cache = SeqCache::default();
+                let out = run(&i, &mut cache);
+                let state = SeqState {
+                    dims: i.dims,
+                    cache: Arc::new(cache),
+                    wh: Arc::new(i.wh),
+                    h0: Arc::new(i.h0),
+                    c0: Arc::new(i.c0),
+                };
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(<Flex as LstmSeqBackend>::lstm_sequence(
+                p.into_primitive(),
+                wh.into_primitive(),
+                h0.into_primitive(),
+                c0.into_primitive(),
+            )),
+        }
+    }
+}
+
+/// Whether tensors on `device` can use [`lstm_sequence`].
+pub fn supported(device: &Device) -> bool {
+    cfg!(feature = "flex") && *device == Device::flex()
+}
+
+/// Runs the sequence operation: outputs `[steps * batch, H]` and final cell `[batch, H]`.
+pub fn lstm_sequence(p: Tensor<2>, wh: Tensor<2>, h0: Tensor<2>, c0: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+    let [batch, hidden] = h0.dims();
+    let rows = p.dims()[0];
+    let out = <Dispatch as LstmSeqBackend>::lstm_sequence(
+        p.into_dispatch(),
+        wh.into_dispatch(),
+        h0.into_dispatch(),
+        c0.into_dispatch(),
+    );
+    let out = Tensor::<2>::from_dispatch(out);
+    let hs = out.clone().narrow(0, 0, rows);
+    let c = out.narrow(0, rows, batch);
+    debug_assert_eq!(c.dims(), [batch, hidden]);
+    (hs, c)
+}

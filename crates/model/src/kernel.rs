@@ -1,0 +1,359 @@
+//! The unrolled LSTM sequence as plain Rust on `f32` slices: forward and
+//! backward of all time steps in one call, with no allocation per step.
+//! Matrix products go to the `gemm` crate (the one Burn's flex backend uses);
+//! the element-wise gate arithmetic is written so that it vectorises, and is
+//! compiled twice (baseline and AVX2+FMA) with the better one picked at run time.
+//!
+//! Layout (row-major, time-major): the input projections `p` are
+//! `[steps * batch, 4 * d_hidden]` with the gates `i, f, u, o` side by side
+//! (bias included); `wh` is `[d_hidden, 4 * d_hidden]`; states are `[batch, d_hidden]`.
+
+/// Sizes of one sequence call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqDims {
+    /// Time steps.
+    pub steps: usize,
+    /// Sequences.
+    pub batch: usize,
+    /// Units.
+    pub hidden: usize,
+}
+
+impl SeqDims {
+    fn rows(&self) -> usize {
+        self.steps * self.batch
+    }
+    fn gates(&self) -> usize {
+        4 * self.hidden
+    }
+}
+
+/// What the forward pass keeps for the backward pass.
+#[derive(Debug, Clone, Default)]
+pub struct SeqCache {
+    /// Gate activations `[rows, 4H]`: `sigmoid(i), sigmoid(f), tanh(u), sigmoid(o)`.
+    pub acts: Vec<f32>,
+    /// Cell states `c_t`, `[rows, H]`.
+    pub cells: Vec<f32>,
+    /// `tanh(c_t)`, `[rows, H]`.
+    pub tanh_c: Vec<f32>,
+    /// Outputs `h_t`, `[rows, H]`.
+    pub hs: Vec<f32>,
+}
+
+/// `c (+)= a · b` for row-major matrices: `a` is `[m, k]` (or `[k, m]` when
+/// `a_t`), `b` is `[k, n]` (or `[n, k]` when `b_t`), `c` is `[m, n]`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, a_t: bool, b_t: bool, accumulate: bool) {
+    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul operand sizes");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let (a_cs, a_rs) = if a_t { (m as isize, 1) } else { (1, k as isize) };
+    let (b_cs, b_rs) = if b_t { (k as isize, 1) } else { (1, n as isize) };
+    // SAFETY: the sizes were checked above; strides describe the row-major layouts.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `e^x`, relative error below 2e-7, branch-free so loops over it vectorise.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Taylor to degree 6 on |r| <= ln2/2
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+/// Logistic sigmoid.
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// Hyperbolic tangent, absolute error below 3e-7.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (1.0 + exp(2.0 * x))
+}
+
+/// Runs `f` compiled for AVX2+FMA when the CPU has them, else for the baseline.
+macro_rules! dispatch {
+    ($generic:ident ( $($arg:expr),* $(,)? )) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast(f: impl FnOnce()) { f() }
+                // SAFETY: the CPU supports the features just detected.
+                unsafe { fast(|| $generic($($arg),*)) };
+            } else {
+                $generic($($arg),*);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $generic($($arg),*);
+        }
+    }};
+}
+
+/// Gate non-linearities and the state update of one step, for every row:
+/// `g` holds the pre-activations `[batch, 4H]` and is overwritten by the activations.
+#[inline(always)]
+fn cell_forward_rows(g: &mut [f32], c_prev: &[f32], c: &mut [f32], tc: &mut [f32], h: &mut [f32], hidden: usize) {
+    for (r, row) in g.chunks_exact_mut(4 * hidden).enumerate() {
+        let (ifu, o) = row.split_at_mut(3 * hidden);
+        let (if_, u) = ifu.split_at_mut(2 * hidden);
+        for v in if_.iter_mut() {
+            *v = sigmoid(*v);
+        }
+        for v in u.iter_mut() {
+            *v = tanh(*v);
+        }
+        for v in o.iter_mut() {
+            *v = sigmoid(*v);
+        }
+        let (i, f) = if_.split_at(hidden);
+        let span = r * hidden..(r + 1) * hidden;
+        let cp = &c_prev[span.clone()];
+        let cr = &mut c[span.clone()];
+        let tr = &mut tc[span.clone()];
+        let hr = &mut h[span];
+        for j in 0..hidden {
+            let cj = f[j] * cp[j] + i[j] * u[j];
+            let t = tanh(cj);
+            cr[j] = cj;
+            tr[j] = t;
+            hr[j] = o[j] * t;
+        }
+    }
+}
+
+/// Gradients of one step's pre-activations from `dh` and `dc` (which becomes
+/// the gradient flowing to the previous cell state).
+#[inline(always)]
+fn cell_backward_rows(acts: &[f32], c_prev: &[f32], tc: &[f32], dh: &[f32], dc: &mut [f32], dg: &mut [f32], hidden: usize) {
+    for (r, (a, d)) in acts.chunks_exact(4 * hidden).zip(dg.chunks_exact_mut(4 * hidden)).enumerate() {
+        let span = r * hidden..(r + 1) * hidden;
+        let (cp, t, dhr) = (&c_prev[span.clone()], &tc[span.clone()], &dh[span.clone()]);
+        let dcr = &mut dc[span];
+        let (i, rest) = a.split_at(hidden);
+        let (f, rest) = rest.split_at(hidden);
+        let (u, o) = rest.split_at(hidden);
+        let (di, rest) = d.split_at_mut(hidden);
+        let (df, rest) = rest.split_at_mut(hidden);
+        let (du, do_) = rest.split_at_mut(hidden);
+        for j in 0..hidden {
+            let dcj = dcr[j] + dhr[j] * o[j] * (1.0 - t[j] * t[j]);
+            do_[j] = dhr[j] * t[j] * o[j] * (1.0 - o[j]);
+            di[j] = dcj * u[j] * i[j] * (1.0 - i[j]);
+            df[j] = dcj * cp[j] * f[j] * (1.0 - f[j]);
+            du[j] = dcj * i[j] * (1.0 - u[j] * u[j]);
+            dcr[j] = dcj * f[j];
+        }
+    }
+}
+
+/// Forward pass over all steps. Returns the outputs `[rows, H]` and the final
+/// cell state `[batch, H]`; `cache` (reused across calls) keeps what the
+/// backward pass needs (its `hs` holds the outputs).
+pub fn forward(dims: SeqDims, p: &[f32], wh: &[f32], h0: &[f32], c0: &[f32], cache: &mut SeqCache) -> Vec<f32> {
+    let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
+    assert_eq!(p.len(), rows * g4, "input projections");
+    assert_eq!(wh.len(), hd * g4, "recurrent weights");
+    assert_eq!(h0.len(), b * hd, "initial output");
+    assert_eq!(c0.len(), b * hd, "initial cell");
+    cache.acts.clear();
+    cache.acts.extend_from_slice(p);
+    cache.cells.resize(rows * hd, 0.0);
+    cache.tanh_c.resize(rows * hd, 0.0);
+    cache.hs.resize(rows * hd, 0.0);
+    for s in 0..dims.steps {
+        let (g_span, h_span) = (s * b * g4..(s + 1) * b * g4, s * b * hd..(s + 1) * b * hd);
+        {
+            let (done, _) = cache.hs.split_at(s * b * hd);
+            let h_prev = if s == 0 { h0 } else { &done[(s - 1) * b * hd..] };
+            matmul(&mut cache.acts[g_span.clone()], h_prev, wh, b, g4, hd, false, false, true);
+        }
+        let (cells_done, cells_now) = cache.cells.split_at_mut(s * b * hd);
+        let c_prev = if s == 0 { c0 } else { &cells_done[(s - 1) * b * hd..] };
+        let c = &mut cells_now[..b * hd];
+        let g = &mut cache.acts[g_span];
+        let tc = &mut cache.tanh_c[h_span.clone()];
+        let h = &mut cache.hs[h_span];
+        dispatch!(cell_forward_rows(g, c_prev, c, tc, h, hd));
+    }
+    cache.cells[(rows - b) * hd..].to_vec()
+}
+
+/// Gradients of the sequence.
+#[derive(Debug, Clone)]
+pub struct SeqGrads {
+    /// Of the input projections `[rows, 4H]`.
+    pub dp: Vec<f32>,
+    /// Of the recurrent weights `[H, 4H]`.
+    pub dwh: Vec<f32>,
+    /// Of the initial output `[batch, H]`.
+    pub dh0: Vec<f32>,
+    /// Of the initial cell state `[batch, H]`.
+    pub dc0: Vec<f32>,
+}
+
+/// Backward pass from the gradients of the outputs `dhs` `[rows, H]` and of the
+/// final cell state `dc_last` `[batch, H]`.
+pub fn backward(dims: SeqDims, cache: &SeqCache, wh: &[f32], h0: &[f32], c0: &[f32], dhs: &[f32], dc_last: &[f32]) -> SeqGrads {
+    let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
+    assert_eq!(dhs.len(), rows * hd, "output gradients");
+    assert_eq!(dc_last.len(), b * hd, "final cell gradient");
+    let mut dp = vec![0.0f32; rows * g4];
+    let mut dc = dc_last.to_vec();
+    let mut dh_next = vec![0.0f32; b * hd];
+    let mut dh = vec![0.0f32; b * hd];
+    for s in (0..dims.steps).rev() {
+        let h_span = s * b * hd..(s + 1) * b * hd;
+        for (d, (x, y)) in dh.iter_mut().zip(dhs[h_span.clone()].iter().zip(&dh_next)) {
+            *d = x + y;
+        }
+        let c_prev = if s == 0 { c0 } else { &cache.cells[(s - 1) * b * hd..s * b * hd] };
+        let acts = &cache.acts[s * b * g4..(s + 1) * b * g4];
+        let tc = &cache.tanh_c[h_span];
+        let dg = &mut dp[s * b * g4..(s + 1) * b * g4];
+        dispatch!(cell_backward_rows(acts, c_prev, tc, &dh, &mut dc, dg, hd));
+        // dh_prev = dG · Wh^T
+        matmul(&mut dh_next, dg, wh, b, hd, g4, false, true, false);
+    }
+    // dWh = h0^T dG_0 + H_{0..T-1}^T dG_{1..T}
+    let mut dwh = vec![0.0f32; hd * g4];
+    matmul(&mut dwh, h0, &dp[..b * g4], hd, g4, b, true, false, false);
+    if dims.steps > 1 {
+        matmul(&mut dwh, &cache.hs[..(rows - b) * hd], &dp[b * g4..], hd, g4, rows - b, true, false, true);
+    }
+    SeqGrads {
+        dp,
+        dwh,
+        dh0: dh_next,
+        dc0: dc,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_math_is_accurate() {
+        let mut worst_exp = 0.0f64;
+        let mut worst_tanh = 0.0f64;
+        let mut worst_sig = 0.0f64;
+        for k in -20000..=20000 {
+            let x = k as f32 / 1000.0;
+            let e = (x as f64).exp();
+            worst_exp = worst_exp.max(((exp(x) as f64 - e) / e).abs());
+            worst_tanh = worst_tanh.max((tanh(x) as f64 - (x as f64).tanh()).abs());
+            worst_sig = worst_sig.max((sigmoid(x) as f64 - 1.0 / (1.0 + (-x as f64).exp())).abs());
+        }
+        assert!(worst_exp < 3e-7, "exp {worst_exp}");
+        assert!(worst_tanh < 5e-7, "tanh {worst_tanh}");
+        assert!(worst_sig < 3e-7, "sigmoid {worst_sig}");
+        assert_eq!(tanh(100.0), 1.0);
+        assert_eq!(tanh(-100.0), -1.0);
+        assert!(sigmoid(-100.0) >= 0.0 && sigmoid(100.0) <= 1.0);
+    }
+
+    #[test]
+    fn matmul_handles_transposes() {
+        // a = [[1,2,3],[4,5,6]] (2x3), b = [[1,0],[0,1],[1,1]] (3x2): a b = [[4,5],[10,11]]
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let mut c = [0.0f32; 4];
+        matmul(&mut c, &a, &b, 2, 2, 3, false, false, false);
+        assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
+        let at = [1.0, 4.0, 2.0, 5.0, 3.0, 6.0];
+        let bt = [1.0, 0.0, 1.0, 0.0, 1.0, 1.0];
+        matmul(&mut c, &at, &bt, 2, 2, 3, true, true, true);
+        assert_eq!(c, [8.0, 10.0, 20.0, 22.0]);
+    }
+
+    /// Finite differences of a scalar function of every input.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let dims = SeqDims { steps: 3, batch: 2, hidden: 3 };
+        let mut seed = 1u32;
+        let mut rnd = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let p = rnd(dims.rows() * 12);
+        let wh = rnd(3 * 12);
+        let h0 = rnd(6);
+        let c0 = rnd(6);
+        let wy = rnd(dims.rows() * 3);
+        let wc = rnd(6);
+        // loss = sum(wy * hs) + sum(wc * c_last), in f64 for the differences
+        let loss = |p: &[f32], wh: &[f32], h0: &[f32], c0: &[f32]| -> f64 {
+            let mut cache = SeqCache::default();
+            let c_last = forward(dims, p, wh, h0, c0, &mut cache);
+            cache.hs.iter().zip(&wy).map(|(a, b)| (a * b) as f64).sum::<f64>()
+                + c_last.iter().zip(&wc).map(|(a, b)| (a * b) as f64).sum::<f64>()
+        };
+        let mut cache = SeqCache::default();
+        forward(dims, &p, &wh, &h0, &c0, &mut cache);
+        let g = backward(dims, &cache, &wh, &h0, &c0, &wy, &wc);
+        let eps = 1e-2f32;
+        let check = |name: &str, x: &[f32], grad: &[f32], f: &dyn Fn(&[f32]) -> f64| {
+            for k in 0..x.len() {
+                let mut plus = x.to_vec();
+                plus[k] += eps;
+                let mut minus = x.to_vec();
+                minus[k] -= eps;
+                let num = (f(&plus) - f(&minus)) / (2.0 * eps as f64);
+                assert!((num - grad[k] as f64).abs() < 2e-3, "{name}[{k}]: numeric {num} vs {}", grad[k]);
+            }
+        };
+        check("p", &p, &g.dp, &|x| loss(x, &wh, &h0, &c0));
+        check("wh", &wh, &g.dwh, &|x| loss(&p, x, &h0, &c0));
+        check("h0", &h0, &g.dh0, &|x| loss(&p, &wh, x, &c0));
+        check("c0", &c0, &g.dc0, &|x| loss(&p, &wh, &h0, x));
+    }
+}

@@ -1,0 +1,290 @@
+//! Shape, golden, gradient, equivalence and dropout tests of the models (CPU, flex).
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LstmConfig as BurnLstmConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use model::params::{for_each_param, for_each_param_grad, map_params, param_shapes};
+use model::{CellLayout, CharLmConfig, Dropout, InitScheme, InputKind, LstmConfig, LstmInput, LstmState};
+use tokenizer::rng::Rng;
+
+fn dev() -> Device {
+    Device::flex().autodiff()
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.inner().into_data().try_into_vec_as::<f32>().unwrap()
+}
+
+fn ids(v: &[i64], device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())), "{what}[{i}]: {x} vs {y}");
+    }
+}
+
+#[test]
+fn shapes_of_every_input_kind_and_depth() {
+    let d = dev();
+    for (input, vocab, layers) in [(InputKind::OneHot, 27, 1), (InputKind::Embedding, 27, 2), (InputKind::Embedding, 729, 3)] {
+        let m = CharLmConfig::new(vocab, 27)
+            .with_input(input)
+            .with_n_layers(layers)
+            .with_d_hidden(12)
+            .with_d_embedding(6)
+            .init(1, &d);
+        let (batch, steps) = (3, 4);
+        let x = ids(&(0..(batch * steps) as i64).map(|i| i % vocab as i64).collect::<Vec<_>>(), &d);
+        let (logits, state) = m.forward(x, batch, m.zero_state(batch, &d), true);
+        assert_eq!(logits.dims(), [steps * batch, 27]);
+        assert_eq!(state.len(), layers);
+        for s in &state {
+            assert_eq!(s.h.dims(), [batch, 12]);
+            assert_eq!(s.c.dims(), [batch, 12]);
+        }
+    }
+    let shapes = param_shapes(&CharLmConfig::new(27, 27).with_layout(CellLayout::Gates).init(0, &d));
+    assert_eq!(shapes.len(), 14, "{shapes:?}"); // the notebook's 12 gate tensors + w + b
+    assert!(shapes.contains(&("layers.0.blocks.2.wh".to_string(), [64, 64])));
+}
+
+/// A one-unit cell with every weight 0.5, no bias, input 1, zero state.
+/// By hand: every pre-activation is 0.5, so i = f = o = sigmoid(0.5) = 0.6224593,
+/// u = tanh(0.5) = 0.4621172; c = f * 0 + i * u = 0.2876491;
+/// h = o * tanh(c) = 0.6224593 * 0.2799696 = 0.1742697.
+#[test]
+fn golden_single_unit_step() {
+    let d = dev();
+    for layout in [CellLayout::Gates, CellLayout::Fused] {
+        let lstm = LstmConfig::new(1, 1).with_layout(layout).init_with(&mut Rng::new(0), &d);
+        let lstm = map_params(lstm, |name, v| {
+            let fill = if name.ends_with(".b") { 0.0 } else { 0.5 };
+            v.zeros_like().add_scalar(fill)
+        });
+        let x = LstmInput::Dense(Tensor::from_data(TensorData::new(vec![1.0f32], [1, 1]), &d));
+        let (out, state) = lstm.forward(&x, 1, LstmState::zeros(1, 1, &d));
+        assert_close(&host(state.c), &[0.2876491], 1e-6, "c");
+        assert_close(&host(out), &[0.1742697], 1e-6, "h");
+    }
+}
+
+/// Copies the weights of a gates-layout layer into a fused one (columns i, f, u, o).
+fn fused_from_gates(gates: &model::Lstm, device: &Device) -> model::Lstm {
+    let mut parts: std::collections::BTreeMap<String, Vec<f32>> = Default::default();
+    let mut dims: std::collections::BTreeMap<String, [usize; 2]> = Default::default();
+    for_each_param(gates, |n, v| {
+        dims.insert(n.to_string(), v.dims());
+        parts.insert(n.to_string(), host(v));
+    });
+    let [d_in, h] = dims["blocks.0.wx"];
+    let fused = LstmConfig::new(d_in, h).with_layout(CellLayout::Fused).init_with(&mut Rng::new(9), device);
+    map_params(fused, |name, v| {
+        let field = name.rsplit('.').next().unwrap();
+        let rows = v.dims()[0];
+        let mut data = Vec::with_capacity(rows * 4 * h);
+        for r in 0..rows {
+            for g in 0..4 {
+                let p = &parts[&format!("blocks.{g}.{field}")];
+                data.extend_from_slice(&p[r * h..(r + 1) * h]);
+            }
+        }
+        Tensor::from_data(TensorData::new(data, [rows, 4 * h]), &device.clone().inner())
+    })
+}
+
+#[test]
+fn gates_and_fused_layouts_agree_in_outputs_and_gradients() {
+    let d = dev();
+    let gates = LstmConfig::new(5, 7).with_layout(CellLayout::Gates).with_init(InitScheme::Notebook).init_with(&mut Rng::new(2), &d);
+    let fused = fused_from_gates(&gates, &d);
+    let x: Vec<f32> = (0..4 * 3 * 5).map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0).collect();
+    let run = |m: &model::Lstm| {
+        let input = LstmInput::Dense(Tensor::from_data(TensorData::new(x.clone(), [12, 5]), &d));
+        let (out, st) = m.forward(&input, 3, LstmState::zeros(3, 7, &d));
+        let loss = out.clone().sin().sum() + st.c.clone().sum();
+        let grads = loss.backward();
+        let mut g = std::collections::BTreeMap::new();
+        for_each_param_grad(m, &grads, |n, _, grad| {
+            g.insert(n.to_string(), host(grad.unwrap()));
+        });
+        (host(out), g)
+    };
+    let (out_g, grads_g) = run(&gates);
+    let (out_f, grads_f) = run(&fused);
+    assert_close(&out_g, &out_f, 1e-6, "outputs");
+    // the fused gradient is the four gate gradients side by side
+    for field in ["wx", "wh", "b"] {
+        let f = &grads_f[&format!("blocks.0.{field}")];
+        let rows = f.len() / 28;
+        for g in 0..4 {
+            let part = &grads_g[&format!("blocks.{g}.{field}")];
+            let cols: Vec<f32> = (0..rows).flat_map(|r| f[r * 28 + g * 7..r * 28 + (g + 1) * 7].to_vec()).collect();
+            assert_close(part, &cols, 1e-5, &format!("gradient of {field}, gate {g}"));
+        }
+    }
+}
+
+/// Differential test against `burn::nn::Lstm` with copied weights (its second
+/// bias per gate set to zero, as the notebook has one).
+#[test]
+fn matches_burn_nn_lstm_with_copied_weights() {
+    let d = dev();
+    let (d_in, h, batch, steps) = (6, 5, 2, 4);
+    let ours = LstmConfig::new(d_in, h).with_layout(CellLayout::Gates).init_with(&mut Rng::new(4), &d);
+    let mut w: std::collections::BTreeMap<String, Tensor<2>> = Default::default();
+    for_each_param(&ours, |n, v| {
+        w.insert(n.to_string(), v);
+    });
+    // leaves on the autodiff device, like freshly initialised parameters
+    let leaf = |t: Tensor<2>| Tensor::<2>::from_data(t.into_data(), &d);
+    let linear = |weight: &Tensor<2>, bias: Option<&Tensor<2>>| Linear {
+        weight: Param::from_tensor(leaf(weight.clone())),
+        bias: Some(Param::from_tensor(match bias {
+            Some(b) => leaf(b.clone()).reshape([h]),
+            None => Tensor::zeros([h], &d),
+        })),
+    };
+    let mut theirs = BurnLstmConfig::new(d_in, h, true).init(&d);
+    // burn's gates: input, forget, output, cell; ours: blocks 0..4 = i, f, u (cell), o
+    for (gate, k) in [(&mut theirs.input_gate, 0), (theirs.forget_gate.as_mut().unwrap(), 1), (&mut theirs.cell_gate, 2), (&mut theirs.output_gate, 3)] {
+        gate.input_transform = linear(&w[&format!("blocks.{k}.wx")], Some(&w[&format!("blocks.{k}.b")]));
+        gate.hidden_transform = linear(&w[&format!("blocks.{k}.wh")], None);
+    }
+    let x: Vec<f32> = (0..batch * steps * d_in).map(|i| ((i * 53 % 17) as f32 - 8.0) / 8.0).collect();
+    // ours: time-major rows; theirs: [batch, steps, d_in]
+    let x_bt = Tensor::<3>::from_data(TensorData::new(x.clone(), [batch, steps, d_in]), &d);
+    let x_tb = x_bt.clone().swap_dims(0, 1).reshape([steps * batch, d_in]);
+    let (out, st) = ours.forward(&LstmInput::Dense(x_tb), batch, LstmState::zeros(batch, h, &d));
+    let (their_out, their_st) = theirs.forward(x_bt, None);
+    let their_out = their_out.swap_dims(0, 1).reshape([steps * batch, h]);
+    assert_close(&host(out.clone()), &host(their_out.clone()), 1e-6, "outputs");
+    assert_close(&host(st.c.clone()), &host(their_st.cell), 1e-6, "cell state");
+    // and the gradients of the input weights of the forget gate
+    let g1 = out.powf_scalar(2.0).sum().backward();
+    let g2 = their_out.powf_scalar(2.0).sum().backward();
+    let mut ours_g = vec![];
+    for_each_param_grad(&ours, &g1, |n, _, g| {
+        if n == "blocks.1.wx" {
+            ours_g = host(g.unwrap());
+        }
+    });
+    let theirs_g = theirs.forget_gate.as_ref().unwrap().input_transform.weight.val().grad(&g2).unwrap();
+    assert_close(&ours_g, &host(theirs_g), 1e-5, "forget-gate input weight gradient");
+}
+
+#[test]
+fn every_parameter_gets_a_gradient() {
+    let d = dev();
+    for input in [InputKind::OneHot, InputKind::Embedding] {
+        let m = CharLmConfig::new(27, 27).with_input(input).with_n_layers(2).with_d_hidden(8).with_d_embedding(4).init(3, &d);
+        let x = ids(&[1, 2, 3, 4, 5, 6, 7, 8], &d);
+        let (logits, _) = m.forward(x, 2, m.zero_state(2, &d), true);
+        let grads = logits.sum().backward();
+        let mut n = 0;
+        for_each_param_grad(&m, &grads, |name, _, g| {
+            let g = host(g.unwrap_or_else(|| panic!("{name} has no gradient")));
+            assert!(g.iter().any(|v| *v != 0.0), "{name}: zero gradient");
+            n += 1;
+        });
+        assert_eq!(n, if input == InputKind::OneHot { 2 + 2 * 3 } else { 3 + 2 * 3 });
+    }
+}
+
+#[test]
+fn dropout_is_off_in_evaluation_and_scales_in_training() {
+    let d = dev();
+    let x = Tensor::<2>::ones([200, 50], &d);
+    let drop = Dropout::new(0.75);
+    assert_eq!(host(drop.forward(x.clone(), false)), host(x.clone()));
+    d.seed(7);
+    let y = host(drop.forward(x.clone(), true));
+    let kept = y.iter().filter(|v| **v != 0.0).count() as f64 / y.len() as f64;
+    assert!((kept - 0.75).abs() < 0.02, "kept {kept}");
+    assert!(y.iter().all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6));
+    d.seed(7);
+    assert_eq!(host(drop.forward(x.clone(), true)), y, "same seed, same mask");
+    assert_eq!(host(Dropout::new(1.0).forward(x.clone(), true)), host(x));
+    // the model: evaluation is deterministic, training with dropout is not
+    let m = CharLmConfig::new(27, 27).with_input(InputKind::Embedding).with_keep_prob(0.5).with_d_hidden(8).init(1, &d);
+    let run = |train: bool| host(m.forward(ids(&[1, 2, 3, 4], &d), 2, m.zero_state(2, &d), train).0);
+    assert_eq!(run(false), run(false));
+    assert_ne!(run(true), run(true));
+}
+
+#[test]
+fn one_hot_input_equals_a_dense_one_hot_matmul() {
+    let d = dev();
+    let lstm = LstmConfig::new(27, 6).init_with(&mut Rng::new(1), &d);
+    let v = [3i64, 0, 26, 5];
+    let mut onehot = vec![0f32; 4 * 27];
+    for (r, &c) in v.iter().enumerate() {
+        onehot[r * 27 + c as usize] = 1.0;
+    }
+    let a = lstm.forward(&LstmInput::OneHot(ids(&v, &d)), 2, LstmState::zeros(2, 6, &d)).0;
+    let dense = Tensor::from_data(TensorData::new(onehot, [4, 27]), &d);
+    let b = lstm.forward(&LstmInput::Dense(dense), 2, LstmState::zeros(2, 6, &d)).0;
+    assert_close(&host(a), &host(b), 1e-6, "one-hot");
+}
+
+#[test]
+fn notebook_init_draws_from_the_notebook_distribution() {
+    let m = CharLmConfig::new(729, 27).with_input(InputKind::Embedding).with_init(InitScheme::Notebook).init(0, &Device::flex());
+    for_each_param(&m, |name, v| {
+        let x = host(v);
+        match name {
+            "embedding" => assert!(x.iter().all(|v| (-1.0..1.0).contains(v))),
+            n if n.ends_with(".b") || n == "b" => assert!(x.iter().all(|v| *v == 0.0), "{n}"),
+            n => assert!(x.iter().all(|v| (-0.3..=0.1).contains(v)), "{n}"),
+        }
+    });
+    let _ = m.valid();
+}
+
+/// The fused sequence operation (hand-written backward) against the same
+/// computation in plain Burn operations: outputs and the gradients of all
+/// four inputs (projections, recurrent weights, initial output and cell).
+#[test]
+fn fused_sequence_matches_reference_operations() {
+    let d = dev();
+    let (steps, batch, h) = (5, 3, 4);
+    let lstm = LstmConfig::new(2, h).init_with(&mut Rng::new(8), &d);
+    let leaf = |n: usize, cols: usize, k: usize| -> Tensor<2> {
+        let v: Vec<f32> = (0..n * cols).map(|i| (((i + k) * 29 % 23) as f32 - 11.0) / 10.0).collect();
+        Tensor::<2>::from_data(TensorData::new(v, [n, cols]), &d).require_grad()
+    };
+    let run = |fused: bool| {
+        let p = leaf(steps * batch, 4 * h, 1);
+        let h0 = leaf(batch, h, 2);
+        let c0 = leaf(batch, h, 3);
+        let state = LstmState { h: h0.clone(), c: c0.clone() };
+        let (out, st) = if fused {
+            lstm.forward_projected(p.clone(), batch, state)
+        } else {
+            lstm.forward_reference(p.clone(), batch, state)
+        };
+        let loss = out.clone().sin().sum() + st.c.clone().cos().sum() + st.h.clone().sum();
+        let grads = loss.backward();
+        let mut g = vec![host(out), host(st.c), host(st.h)];
+        for t in [&p, &h0, &c0] {
+            g.push(host(t.grad(&grads).unwrap()));
+        }
+        // only the recurrent weights enter after the projection
+        for_each_param_grad(&lstm, &grads, |name, _, grad| {
+            assert_eq!(grad.is_some(), name.ends_with("wh"), "{name}");
+            if let Some(grad) = grad {
+                g.push(host(grad));
+            }
+        });
+        g
+    };
+    let (a, b) = (run(true), run(false));
+    assert_eq!(a.len(), 7);
+    let names = ["outputs", "final c", "final h", "d p", "d h0", "d c0", "d wh"];
+    for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_close(x, y, 2e-5, names.get(k).unwrap_or(&"?"));
+    }
+    assert!(model::fused::supported(&d));
+}
