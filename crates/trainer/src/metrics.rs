@@ -141,7 +141,7 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.csv");
-        write_csv(&p, &[row.clone()]).unwrap();
+        write_csv(&p, std::slice::from_ref(&row)).unwrap();
         let back = read_csv(&p).unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].step, 100);

@@ -69,7 +69,7 @@ impl Optimizer {
             .values()
             .next()
             .map(|g| g.device())
-            .unwrap_or_else(Device::default);
+            .unwrap_or_default();
         let sq: Tensor<1> = named
             .values()
             .map(|g| g.clone().square().sum())

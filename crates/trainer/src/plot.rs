@@ -134,24 +134,26 @@ fn text_width(s: &str) -> i64 {
 
 /// "Nice" tick values covering `[lo, hi]`: steps of 1, 2 or 5 times a power of ten.
 pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
-    if !(hi > lo) {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         return vec![lo];
     }
     let raw = (hi - lo) / target.max(1) as f64;
     let mag = 10f64.powf(raw.log10().floor());
+    // the 1-2-5 step whose tick count is closest to the target
+    let count = |step: f64| ((hi / step).floor() - (lo / step).ceil() + 1.0).max(0.0);
     let step = [1.0, 2.0, 5.0, 10.0]
         .iter()
         .map(|m| m * mag)
-        .find(|s| *s >= raw)
-        .unwrap_or(10.0 * mag);
-    let first = (lo / step).ceil() * step;
-    let mut out = vec![];
-    let mut v = first;
-    while v <= hi + step * 1e-9 {
-        out.push(if v.abs() < step * 1e-9 { 0.0 } else { v });
-        v += step;
-    }
-    out
+        .min_by(|a, b| {
+            (count(*a) - target as f64)
+                .abs()
+                .total_cmp(&(count(*b) - target as f64).abs())
+        })
+        .expect("candidates");
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step + 1e-9).floor() as i64;
+    // integer multiples of the step, so values do not drift (2.4, not 2.4000000000000004)
+    (first..=last).map(|k| k as f64 * step).collect()
 }
 
 /// A compact label for a tick value.
@@ -340,7 +342,11 @@ mod tests {
     #[test]
     fn ticks_are_nice() {
         assert_eq!(nice_ticks(0.0, 7000.0, 8), vec![0.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 7000.0]);
-        assert_eq!(nice_ticks(1.9, 3.3, 6), vec![2.0, 2.2, 2.4, 2.6, 2.8, 3.0, 3.2]);
+        let t = nice_ticks(1.9, 3.3, 6);
+        let want = [2.0, 2.2, 2.4, 2.6, 2.8, 3.0, 3.2];
+        assert_eq!(t.len(), want.len(), "{t:?}");
+        assert!(t.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-9), "{t:?}");
+        assert_eq!(nice_ticks(0.0, 100.0, 5), vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
         assert_eq!(tick_label(2.4000000001, 0.2), "2.4");
         assert_eq!(tick_label(7000.0, 1000.0), "7000");
     }

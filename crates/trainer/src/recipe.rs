@@ -397,7 +397,11 @@ pub fn parse_tree(name: &str, tree: &toml::Table) -> Result<Recipe> {
         .get("task")
         .and_then(|t| t.as_str())
         .ok_or_else(|| TrainError::Recipe(format!("recipe {name}: missing task = \"lm\" or \"mirror\"")))?;
-    let err = |e: toml::de::Error| TrainError::Recipe(format!("recipe {name}: {}", e.message().trim()));
+    // the display names the key: "invalid value: integer `-5`, expected u64 in `train.steps`"
+    let err = |e: toml::de::Error| {
+        let text: Vec<String> = e.to_string().lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        TrainError::Recipe(format!("recipe {name}: {}", text.join(" ")))
+    };
     let recipe = match task {
         "lm" => Recipe::Lm(tree.clone().try_into().map_err(err)?),
         "mirror" => Recipe::Mirror(tree.clone().try_into().map_err(err)?),
@@ -562,7 +566,7 @@ mod tests {
         assert!(e("train.stepz=3").contains("unknown field `stepz`"), "{}", e("train.stepz=3"));
         assert!(e("stepz=3").contains("unknown field `stepz`"), "{}", e("stepz=3"));
         assert!(e("train.steps=0").contains("train.steps must be at least 1, got 0"));
-        assert!(e("train.steps=-5").contains("steps"), "{}", e("train.steps=-5"));
+        assert!(e("train.steps=-5").contains("expected u64 in `train.steps`"), "{}", e("train.steps=-5"));
         assert!(e("learning_rate=-1").contains("train.learning_rate must be a positive number"));
         assert!(e("train.steps=abc").contains("expected a integer"), "{}", e("train.steps=abc"));
         assert!(e("keep_prob=0").contains("model.keep_prob must be in (0, 1]"));

@@ -65,7 +65,7 @@ impl SafeTensors {
             offset += len;
         }
         let mut head = serde_json::to_vec(&Value::Object(header)).expect("json");
-        while head.len() % 8 != 0 {
+        while !head.len().is_multiple_of(8) {
             head.push(b' ');
         }
         let mut out = Vec::with_capacity(8 + head.len() + offset);
@@ -196,7 +196,7 @@ mod tests {
             assert!(msg.contains("truncated") || msg.contains("corrupt"), "cut {cut}: {msg}");
         }
         let mut junk = bytes.clone();
-        junk[10] = b'#';
+        junk[8] = b'#';
         assert!(SafeTensors::from_bytes(&junk, Path::new("x")).is_err());
     }
 }

@@ -9,6 +9,8 @@
 //! Matching them within 1e-4 checks the data order, the cell, the loss, the
 //! global-norm clipping and the SGD update together.
 
+#![allow(clippy::print_stderr)]
+
 use std::path::PathBuf;
 
 use burn::tensor::Device;
