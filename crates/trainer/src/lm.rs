@@ -469,14 +469,16 @@ pub fn train_lm(
             chars_per_sec: window_chars as f64 / window_seconds.max(1e-9),
         });
 
-        if step % summary_every == 0 || session.step == total {
+        // a summary every `summary` steps, and one at the last step of the session
+        let periodic = step % summary_every == 0;
+        if periodic || session.step == total {
             let window = session.loss_host
                 + session
                     .loss_dev
                     .take()
                     .map(|t| t.into_scalar_f64())
                     .unwrap_or(0.0);
-            let mean_loss = if step > 0 { window / session.loss_count as f64 } else { window };
+            let mean_loss = window / session.loss_count.max(1) as f64;
             let this_loss = loss.into_scalar_f64();
             if !mean_loss.is_finite() || !this_loss.is_finite() {
                 return Err(TrainError::Diverged {
@@ -485,8 +487,14 @@ pub fn train_lm(
                     last_good,
                 });
             }
-            session.loss_host = 0.0;
-            session.loss_count = 0;
+            if periodic {
+                session.loss_host = 0.0;
+                session.loss_count = 0;
+            } else {
+                // an end-of-session summary leaves the window running, so that
+                // a resumed run averages exactly as one that never stopped
+                session.loss_host = window;
+            }
             let mut lines = vec![];
             let mut samples = None;
             if step % samples_every == 0 && opts.samples {
@@ -689,7 +697,9 @@ fn resume_session(
     } else {
         vec![]
     };
-    rows.retain(|r| r.step < step);
+    // end-of-session rows (off the summary grid) are not part of the continued run
+    let every = asked.train.summary;
+    rows.retain(|r| r.step < step && r.step % every == 0);
     // the schedule may change (more steps); the rest of the recipe is the run's
     let mut tree = saved_tree;
     if let Some(t) = serde_json::to_value(&asked.train).ok().and_then(|v| serde_json::from_value::<toml::Table>(v).ok()) {
