@@ -75,11 +75,13 @@ pub struct DeviceArgs {
     pub threads: Option<usize>,
 }
 
+/// Arguments of `train` and `mirror train`.
 #[derive(Debug, Args)]
-struct TrainArgs {
+pub struct TrainArgs {
     /// Built-in recipe name (see `charlstm recipes`) or path to a recipe .toml
-    #[arg(long, short, default_value = "notebook-char", conflicts_with = "resume")]
-    recipe: String,
+    /// [default: notebook-char; mirror for `mirror train`]
+    #[arg(long, short, conflicts_with = "resume")]
+    recipe: Option<String>,
     #[command(flatten)]
     data: DataArgs,
     /// Run directory to create [default: runs/<recipe>-<n>, the first unused n]
@@ -115,6 +117,37 @@ struct TrainArgs {
     /// Parent folder of automatically named runs
     #[arg(long, value_name = "DIR", default_value = "runs", env = "CHARLSTM_RUNS")]
     runs: PathBuf,
+}
+
+impl TrainArgs {
+    /// `--steps`, `--summary` and `--set` as recipe overrides.
+    pub fn overrides(&self) -> Vec<String> {
+        let mut o = vec![];
+        if let Some(s) = self.steps {
+            o.push(format!("train.steps={s}"));
+        }
+        if let Some(s) = self.summary {
+            o.push(format!("train.summary={s}"));
+        }
+        o.extend(self.set.iter().cloned());
+        o
+    }
+}
+
+/// Installs the Ctrl-C handler: the first press asks training to stop after
+/// the current step (with a checkpoint), the second exits at once.
+pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted again: exiting without waiting for the checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(stop)
 }
 
 #[derive(Debug, Args)]
@@ -275,21 +308,14 @@ fn read_corpus(path: &Path) -> Result<text8::Corpus> {
 
 fn train(a: TrainArgs) -> Result<ExitCode> {
     let (device, device_name) = setup_device(&a.device)?;
-    let mut overrides = vec![];
-    if let Some(s) = a.steps {
-        overrides.push(format!("train.steps={s}"));
-    }
-    if let Some(s) = a.summary {
-        overrides.push(format!("train.summary={s}"));
-    }
-    overrides.extend(a.set.iter().cloned());
+    let overrides = a.overrides();
     let (loaded, target, data_fallback) = match &a.resume {
         Some(dir) => {
             let (loaded, config) = lm::run_recipe(dir, &overrides)?;
             (loaded, RunTarget::Resume(dir.clone()), Some(config.data_source))
         }
         None => (
-            trainer::load_recipe(&a.recipe, &overrides)?,
+            trainer::load_recipe(a.recipe.as_deref().unwrap_or("notebook-char"), &overrides)?,
             RunTarget::New {
                 path: a.run.clone(),
                 runs_root: a.runs.clone(),
@@ -306,18 +332,7 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
     let path = resolve_data(&a.data, data_fallback.as_deref())?;
     let corpus = read_corpus(&path)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        ctrlc::set_handler(move || {
-            if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("\ninterrupted again: exiting without waiting for the checkpoint");
-                std::process::exit(130);
-            }
-            eprintln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)");
-        })
-        .context("installing the Ctrl-C handler")?;
-    }
+    let stop = install_ctrl_c()?;
     let mut trace = match &a.loss_trace {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("--loss-trace {}", p.display()))?,

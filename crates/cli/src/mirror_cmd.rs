@@ -1,11 +1,24 @@
-//! `charlstm mirror`: train the word-mirroring model, or mirror sentences with one.
+//! `charlstm mirror`: train the word-mirroring model, evaluate it, or mirror sentences with it.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::BufRead;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use tokenizer::MirrorVocab;
+use trainer::lm::RunTarget;
+use trainer::mirror::{self, Scores};
+use trainer::recipe::Recipe;
 
-/// Mirror the words of sentences with a trained run, or train one.
+use crate::progress::{LogMode, Progress};
+use crate::{DataArgs, DeviceArgs, TrainArgs, resolve_data, setup_device};
+
+/// Mirror every word of sentences with a trained run (`the cat` -> `eht tac`),
+/// or train or evaluate one.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct MirrorArgs {
@@ -13,19 +26,270 @@ pub struct MirrorArgs {
     command: Option<MirrorCommand>,
     /// Run directory of a trained mirror model
     #[arg(long, value_name = "DIR")]
-    run: Option<std::path::PathBuf>,
-    /// Sentences to mirror (default: one per line from stdin)
+    run: Option<PathBuf>,
+    /// Beam width (1: greedy decoding)
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+    /// Mirror inputs longer than the model accepts in chunks of whole words,
+    /// instead of refusing them
+    #[arg(long)]
+    chunk: bool,
+    /// Sentences to mirror [default: one per line from stdin]
     sentences: Vec<String>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum MirrorCommand {
-    /// Train a mirror model from a recipe
-    Train,
+    /// Train a mirror model from a recipe (default: mirror)
+    Train(TrainArgs),
+    /// Accuracy on unseen sentences of 1 to 12 words (the corpus's test part)
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Args)]
+struct EvalArgs {
+    /// Run directory of a trained mirror model
+    #[arg(long, value_name = "DIR")]
+    run: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Sentence lengths in words, as FIRST-LAST or one number
+    #[arg(long, default_value = "1-12")]
+    words: String,
+    /// Sentences per length
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Beam width (1: greedy)
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+    /// Seed of the drawn sentences
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// One JSON object per line
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// Runs the mirror command.
 pub fn run(a: MirrorArgs) -> Result<ExitCode> {
-    let _ = (&a.command, &a.run, &a.sentences);
-    bail!("the mirror model is not built yet")
+    match a.command {
+        Some(MirrorCommand::Train(t)) => train(t),
+        Some(MirrorCommand::Eval(e)) => eval(e),
+        None => {
+            let Some(run) = a.run else {
+                bail!("give a trained model with --run DIR (or train one with `charlstm mirror train`)");
+            };
+            infer(&run, a.beam, a.chunk, &a.sentences, &a.device)
+        }
+    }
+}
+
+fn train(a: TrainArgs) -> Result<ExitCode> {
+    let (device, device_name) = setup_device(&a.device)?;
+    let overrides = a.overrides();
+    let (loaded, target, fallback) = match &a.resume {
+        Some(dir) => {
+            let (loaded, config) = trainer::lm::run_recipe(dir, &overrides)?;
+            (loaded, RunTarget::Resume(dir.clone()), Some(config.data_source))
+        }
+        None => (
+            trainer::load_recipe(a.recipe.as_deref().unwrap_or("mirror"), &overrides)?,
+            RunTarget::New {
+                path: a.run.clone(),
+                runs_root: a.runs.clone(),
+            },
+            None,
+        ),
+    };
+    if let Recipe::Lm(_) = loaded.recipe {
+        bail!("recipe {} trains a language model: use `charlstm train --recipe {0}`", loaded.name);
+    }
+    let path = resolve_data(&a.data, fallback.as_deref())?;
+    let corpus = text8::read_corpus(&path)?;
+    let stop = crate::install_ctrl_c()?;
+    let mut shown = Progress::new(a.log, a.quiet);
+    let json = shown.mode() == LogMode::Json;
+    let result = mirror::train_mirror(&loaded, &corpus, &target, device_name, &device, Some(&stop), &mut |e| shown.event(e));
+    shown.finish();
+    let report = result?;
+    if json {
+        println!("{}", serde_json::json!({"event": "done", "report": report}));
+    } else if report.interrupted {
+        println!("stopped: {} steps; run: {}", report.steps, report.run_dir.display());
+        println!("continue with: charlstm mirror train --resume {}", report.run_dir.display());
+    } else {
+        let pct = |s: &Scores| {
+            format!(
+                "characters {:.2}%, words {:.2}%, sentences {:.2}%",
+                100.0 * s.char_acc,
+                100.0 * s.word_acc,
+                100.0 * s.sentence_acc
+            )
+        };
+        println!(
+            "done: {} steps in {:.0} s; test ({} unseen sentences), greedy: {}",
+            report.steps,
+            report.train_seconds,
+            report.test_greedy.sentences,
+            pct(&report.test_greedy)
+        );
+        if report.beam > 1 {
+            println!("beam {}: {}", report.beam, pct(&report.test_beam));
+        }
+        println!("run: {}", report.run_dir.display());
+    }
+    Ok(if report.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+}
+
+fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<usize>> {
+    let bad = || anyhow::anyhow!("--words {s:?}: expected FIRST-LAST or a number, such as 1-12");
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?),
+        None => {
+            let n = s.trim().parse().map_err(|_| bad())?;
+            (n, n)
+        }
+    };
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+fn eval(a: EvalArgs) -> Result<ExitCode> {
+    let range = parse_range(&a.words)?;
+    if a.beam == 0 || a.count == 0 {
+        bail!("--beam and --count must be at least 1");
+    }
+    let (device, _) = setup_device(&a.device)?;
+    let (model, _) = mirror::load_mirror(&a.run, &device)?;
+    let path = resolve_data(&a.data, None)?;
+    let corpus = text8::read_corpus(&path)?;
+    let split = text8::Split::new(&corpus.ids, text8::SplitKind::Standard)?;
+    let test: Arc<[u8]> = split.test.into();
+    if !a.json {
+        println!("| words | sentences | characters | words | sentences exact |");
+        println!("|---:|---:|---:|---:|---:|");
+    }
+    for n in range {
+        // long sentences may exceed the training limit: evaluate them anyway, up to 200 characters
+        let s = mirror::evaluate_words(&model, test.clone(), n, a.count, a.beam, a.seed, 200, &device)?;
+        if a.json {
+            println!("{}", serde_json::json!({"words": n, "beam": a.beam, "scores": s}));
+        } else {
+            println!(
+                "| {n} | {} | {:.2}% | {:.2}% | {:.2}% |",
+                s.sentences,
+                100.0 * s.char_acc,
+                100.0 * s.word_acc,
+                100.0 * s.sentence_acc
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Text8 form of a user's sentence, without the leading space.
+fn prepare_input(raw: &str) -> String {
+    text8::normalize(raw).trim_start().to_string()
+}
+
+/// Splits a sentence into chunks of whole words of at most `max` characters
+/// (a word longer than `max` is cut).
+fn chunks(text: &str, max: usize) -> Vec<String> {
+    let mut out: Vec<String> = vec![];
+    let mut cur = String::new();
+    for word in text.split(' ') {
+        let mut word = word;
+        while word.len() > max {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            out.push(word[..max].to_string());
+            word = &word[max..];
+        }
+        if !cur.is_empty() && cur.len() + 1 + word.len() > max {
+            out.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn infer(run: &std::path::Path, beam: usize, chunk: bool, sentences: &[String], device: &DeviceArgs) -> Result<ExitCode> {
+    if beam == 0 {
+        bail!("--beam must be at least 1");
+    }
+    let (device, _) = setup_device(device)?;
+    let (model, max_chars) = mirror::load_mirror(run, &device)?;
+    let lines: Vec<String> = if sentences.is_empty() {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<std::io::Result<_>>()
+            .context("reading sentences from stdin")?
+    } else {
+        sentences.to_vec()
+    };
+    for (k, raw) in lines.iter().enumerate() {
+        let text = prepare_input(raw);
+        if text.is_empty() {
+            println!();
+            continue;
+        }
+        if text != raw.trim() {
+            eprintln!("note: input {} normalised to text8 form: {text:?}", k + 1);
+        }
+        let parts = if text.len() > max_chars {
+            if !chunk {
+                bail!(
+                    "input {} has {} characters, more than the {max_chars} this model was trained on \
+                     (data.max_chars); shorten it, or pass --chunk to mirror it in pieces of whole words",
+                    k + 1,
+                    text.len()
+                );
+            }
+            chunks(&text, max_chars)
+        } else {
+            vec![text]
+        };
+        let sources: Vec<Vec<u8>> = parts
+            .iter()
+            .map(|p| MirrorVocab.encode(p))
+            .collect::<Result<_, _>>()
+            .context("encoding the input")?;
+        let outputs = mirror::decode_all(&model, &sources, beam, &device);
+        let texts: Vec<String> = outputs
+            .iter()
+            .map(|o| MirrorVocab.decode(o))
+            .collect::<Result<_, _>>()
+            .context("decoding the output")?;
+        println!("{}", texts.join(" "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_keep_whole_words() {
+        assert_eq!(chunks("the quick brown fox", 10), vec!["the quick", "brown fox"]);
+        assert_eq!(chunks("abcdefghijkl xy", 5), vec!["abcde", "fghij", "kl xy"]);
+        assert_eq!(prepare_input("Hello, World 2!"), "hello world two");
+        assert!(parse_range("3-1").is_err());
+        assert_eq!(parse_range("2-4").unwrap(), 2..=4);
+        assert_eq!(parse_range("5").unwrap(), 5..=5);
+    }
 }

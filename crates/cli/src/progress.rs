@@ -134,6 +134,14 @@ impl Progress {
                     self.line(&l);
                 }
             }
+            Event::MirrorSummary(summary) => {
+                self.last_loss = Some(summary.loss);
+                if self.mode == LogMode::Json {
+                    println!("{}", json!({"event": "summary", "summary": summary}));
+                } else {
+                    self.line(&summary.line());
+                }
+            }
             Event::Checkpoint { step, path } => {
                 if self.mode == LogMode::Json {
                     println!("{}", json!({"event": "checkpoint", "step": step, "path": path}));

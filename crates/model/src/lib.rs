@@ -16,6 +16,7 @@ pub mod fused;
 pub mod init;
 pub mod kernel;
 pub mod lstm;
+pub mod mirror;
 pub mod params;
 
 pub use charlm::{CharLm, CharLmConfig, InputKind};

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fsutil;
 pub mod lm;
 pub mod metrics;
+pub mod mirror;
 pub mod optim;
 pub mod plot;
 pub mod recipe;

@@ -99,6 +99,8 @@ pub enum Event<'a> {
         /// Samples generated at this step.
         samples: Option<&'a [String]>,
     },
+    /// A summary of a mirror run.
+    MirrorSummary(&'a crate::mirror::MirrorSummary),
     /// A checkpoint was written.
     Checkpoint {
         /// Next step to run from it.

@@ -181,6 +181,9 @@ pub struct MirrorModelSpec {
     pub attention: bool,
     /// Feed the source to the encoder reversed (Sutskever et al.).
     pub reverse_source: bool,
+    /// A second encoder reading the source backwards, joined per position.
+    #[serde(default = "yes")]
+    pub bidirectional: bool,
     /// Dropout keep probability on non-recurrent connections.
     #[serde(default = "one_f")]
     pub keep_prob: f64,
@@ -197,8 +200,12 @@ pub struct MirrorDataSpec {
     /// Longest window in characters (longer draws are redrawn); also the
     /// longest input the trained model accepts.
     pub max_chars: usize,
-    /// Windows per training batch.
+    /// Windows per training batch (all of one character length).
     pub batch_size: usize,
+    /// Probability that a training word is replaced by random letters of the
+    /// same length (so that made-up words are mirrored too).
+    #[serde(default)]
+    pub random_word_prob: f64,
     /// Validation windows evaluated at each summary.
     pub valid_windows: usize,
     /// Test windows for the final report.
@@ -258,6 +265,9 @@ pub enum Recipe {
 
 fn one() -> usize {
     1
+}
+fn yes() -> bool {
+    true
 }
 fn one_f() -> f64 {
     1.0
@@ -480,6 +490,9 @@ impl Recipe {
                 at_least_one("data.batch_size", d.batch_size as u64)?;
                 at_least_one("data.valid_windows", d.valid_windows as u64)?;
                 at_least_one("data.test_windows", d.test_windows as u64)?;
+                if !(0.0..=1.0).contains(&d.random_word_prob) {
+                    return Err(format!("data.random_word_prob must be in [0, 1], got {}", d.random_word_prob));
+                }
                 let t = &r.train;
                 at_least_one("train.steps", t.steps)?;
                 at_least_one("train.summary", t.summary)?;
