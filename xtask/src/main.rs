@@ -19,7 +19,10 @@ use std::process::{Command, ExitCode};
 mod bench;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// `(name, description)` of every recipe file, sorted by name.
@@ -49,7 +52,8 @@ fn recipes() -> Vec<(String, String)> {
 /// `cargo run --release -p cli [--features F] -- ARGS`.
 pub fn charlstm(features: Option<&str>, args: &[String]) -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root()).args(["run", "--quiet", "--release", "-p", "cli"]);
+    c.current_dir(root())
+        .args(["run", "--quiet", "--release", "-p", "cli"]);
     if let Some(f) = features {
         c.args(["--features", f]);
     }
@@ -68,15 +72,30 @@ fn status(mut c: Command) -> ExitCode {
     }
 }
 
-const NOTEBOOK: [&str; 5] = ["notebook-char", "notebook-fused", "notebook-embed", "notebook-bigram", "notebook-dropout"];
+const NOTEBOOK: [&str; 5] = [
+    "notebook-char",
+    "notebook-fused",
+    "notebook-embed",
+    "notebook-bigram",
+    "notebook-dropout",
+];
 
 fn notebook(args: &[String]) -> ExitCode {
     let mut rows = vec![];
     for recipe in NOTEBOOK {
         eprintln!("== {recipe}");
-        let mut a: Vec<String> = vec!["train".into(), "--recipe".into(), recipe.into(), "--log".into(), "json".into()];
+        let mut a: Vec<String> = vec![
+            "train".into(),
+            "--recipe".into(),
+            recipe.into(),
+            "--log".into(),
+            "json".into(),
+        ];
         a.extend(args.iter().cloned());
-        let out = match charlstm(None, &a).stderr(std::process::Stdio::inherit()).output() {
+        let out = match charlstm(None, &a)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+        {
             Ok(o) => o,
             Err(e) => {
                 eprintln!("xtask: {e}");
@@ -131,7 +150,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("train") => {
-            let Some(recipe) = args.get(1) else { return usage() };
+            let Some(recipe) = args.get(1) else {
+                return usage();
+            };
             let text = std::fs::read_to_string(root().join(format!("xtask/recipes/{recipe}.toml")))
                 .or_else(|_| std::fs::read_to_string(recipe));
             let Ok(text) = text else {

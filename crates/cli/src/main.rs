@@ -27,8 +27,10 @@ use trainer::recipe::Recipe;
 /// done properly), and an LSTM that mirrors every word of a sentence.
 #[derive(Debug, Parser)]
 #[command(name = "charlstm", version, propagate_version = true)]
-#[command(after_help = "Start with `charlstm train` (downloads Text8 and trains the notebook's model), \
-                        then `charlstm sample --run runs/notebook-char-1`.")]
+#[command(
+    after_help = "Start with `charlstm train` (downloads Text8 and trains the notebook's model), \
+                        then `charlstm sample --run runs/notebook-char-1`."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,6 +52,28 @@ enum Command {
     Recipes(RecipesArgs),
     /// Problem 3: mirror every word of a sentence (`mirror train` trains a model)
     Mirror(mirror_cmd::MirrorArgs),
+    /// Measure training, validation and sampling speed of recipes (one JSON line each)
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Recipes to measure (language-model recipes)
+    #[arg(long, short, default_value = "notebook-char")]
+    recipe: Vec<String>,
+    /// Steps timed
+    #[arg(long, default_value_t = 300)]
+    steps: u64,
+    /// Steps run before timing starts
+    #[arg(long, default_value_t = 20)]
+    warmup: u64,
+    /// Override a recipe value (as for `train`)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// Where the corpus comes from.
@@ -60,7 +84,12 @@ pub struct DataArgs {
     #[arg(long, value_name = "FILE|URL")]
     pub data: Option<String>,
     /// Folder where downloads land and text8.zip is looked for
-    #[arg(long, value_name = "DIR", default_value = "datasets", env = "CHARLSTM_DATASETS")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "datasets",
+        env = "CHARLSTM_DATASETS"
+    )]
     pub datasets: PathBuf,
 }
 
@@ -115,7 +144,12 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     loss_trace: Option<PathBuf>,
     /// Parent folder of automatically named runs
-    #[arg(long, value_name = "DIR", default_value = "runs", env = "CHARLSTM_RUNS")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "runs",
+        env = "CHARLSTM_RUNS"
+    )]
     runs: PathBuf,
 }
 
@@ -144,7 +178,9 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
             eprintln!("\ninterrupted again: exiting without waiting for the checkpoint");
             std::process::exit(130);
         }
-        eprintln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)");
+        eprintln!(
+            "\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)"
+        );
     })
     .context("installing the Ctrl-C handler")?;
     Ok(stop)
@@ -255,6 +291,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Recipes(a) => recipes(a),
         Command::Mirror(a) => mirror_cmd::run(a),
+        Command::Bench(a) => bench(a),
     }
 }
 
@@ -294,7 +331,9 @@ pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> 
         FetchEvent::Found(_) => {}
     })
     .with_context(|| match &source {
-        DataSource::Default { .. } => "getting the Text8 corpus (give a local copy with --data FILE)".to_string(),
+        DataSource::Default { .. } => {
+            "getting the Text8 corpus (give a local copy with --data FILE)".to_string()
+        }
         DataSource::Url { url, .. } => format!("downloading {url}"),
         DataSource::Path(p) => format!("--data {}", p.display()),
     })?;
@@ -312,7 +351,11 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
     let (loaded, target, data_fallback) = match &a.resume {
         Some(dir) => {
             let (loaded, config) = lm::run_recipe(dir, &overrides)?;
-            (loaded, RunTarget::Resume(dir.clone()), Some(config.data_source))
+            (
+                loaded,
+                RunTarget::Resume(dir.clone()),
+                Some(config.data_source),
+            )
         }
         None => (
             trainer::load_recipe(a.recipe.as_deref().unwrap_or("notebook-char"), &overrides)?,
@@ -366,7 +409,11 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
     if json {
         println!("{}", serde_json::json!({"event": "done", "report": report}));
     } else {
-        let verb = if report.interrupted { "stopped" } else { "done" };
+        let verb = if report.interrupted {
+            "stopped"
+        } else {
+            "done"
+        };
         println!(
             "{verb}: {} steps, validation perplexity {:.2}, {:.1} s training ({:.0} chars/s); run: {}",
             report.steps,
@@ -376,10 +423,43 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
             report.run_dir.display()
         );
         if report.interrupted {
-            println!("continue with: charlstm train --resume {}", report.run_dir.display());
+            println!(
+                "continue with: charlstm train --resume {}",
+                report.run_dir.display()
+            );
         }
     }
-    Ok(if report.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    Ok(if report.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn bench(a: BenchArgs) -> Result<ExitCode> {
+    let (device, device_name) = setup_device(&a.device)?;
+    if a.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let path = resolve_data(&a.data, None)?;
+    let corpus = read_corpus(&path)?;
+    let scratch = std::env::temp_dir().join(format!("charlstm-bench-{}", std::process::id()));
+    for r in &a.recipe {
+        let loaded = trainer::load_recipe(r, &a.set)?;
+        let result = trainer::bench::bench_lm(
+            &loaded,
+            &corpus,
+            device.clone(),
+            device_name,
+            a.device.threads.unwrap_or(0),
+            a.warmup,
+            a.steps,
+            &scratch,
+        );
+        let _ = std::fs::remove_dir_all(&scratch);
+        println!("{}", serde_json::to_string(&result?)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn sample(a: SampleArgs) -> Result<ExitCode> {
@@ -427,7 +507,10 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     if a.json {
-        println!("{}", serde_json::json!({"data": path, "part": format!("{:?}", a.part).to_lowercase(), "report": report}));
+        println!(
+            "{}",
+            serde_json::json!({"data": path, "part": format!("{:?}", a.part).to_lowercase(), "report": report})
+        );
     } else {
         println!(
             "{}: {} characters predicted; cross-entropy {:.4} nats, perplexity {:.3}, {:.4} bits per character",
@@ -443,7 +526,10 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
 
 fn prepare(a: PrepareArgs) -> Result<ExitCode> {
     if a.output.exists() && !a.force {
-        bail!("{}: already exists (use --force to replace it)", a.output.display());
+        bail!(
+            "{}: already exists (use --force to replace it)",
+            a.output.display()
+        );
     }
     let total = std::fs::metadata(&a.input).map(|m| m.len()).ok();
     let bar = progress::bytes_bar(total, "normalising");

@@ -81,7 +81,9 @@ pub fn run(a: MirrorArgs) -> Result<ExitCode> {
         Some(MirrorCommand::Eval(e)) => eval(e),
         None => {
             let Some(run) = a.run else {
-                bail!("give a trained model with --run DIR (or train one with `charlstm mirror train`)");
+                bail!(
+                    "give a trained model with --run DIR (or train one with `charlstm mirror train`)"
+                );
             };
             infer(&run, a.beam, a.chunk, &a.sentences, &a.device)
         }
@@ -94,7 +96,11 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
     let (loaded, target, fallback) = match &a.resume {
         Some(dir) => {
             let (loaded, config) = trainer::lm::run_recipe(dir, &overrides)?;
-            (loaded, RunTarget::Resume(dir.clone()), Some(config.data_source))
+            (
+                loaded,
+                RunTarget::Resume(dir.clone()),
+                Some(config.data_source),
+            )
         }
         None => (
             trainer::load_recipe(a.recipe.as_deref().unwrap_or("mirror"), &overrides)?,
@@ -106,21 +112,39 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
         ),
     };
     if let Recipe::Lm(_) = loaded.recipe {
-        bail!("recipe {} trains a language model: use `charlstm train --recipe {0}`", loaded.name);
+        bail!(
+            "recipe {} trains a language model: use `charlstm train --recipe {0}`",
+            loaded.name
+        );
     }
     let path = resolve_data(&a.data, fallback.as_deref())?;
     let corpus = text8::read_corpus(&path)?;
     let stop = crate::install_ctrl_c()?;
     let mut shown = Progress::new(a.log, a.quiet);
     let json = shown.mode() == LogMode::Json;
-    let result = mirror::train_mirror(&loaded, &corpus, &target, device_name, &device, Some(&stop), &mut |e| shown.event(e));
+    let result = mirror::train_mirror(
+        &loaded,
+        &corpus,
+        &target,
+        device_name,
+        &device,
+        Some(&stop),
+        &mut |e| shown.event(e),
+    );
     shown.finish();
     let report = result?;
     if json {
         println!("{}", serde_json::json!({"event": "done", "report": report}));
     } else if report.interrupted {
-        println!("stopped: {} steps; run: {}", report.steps, report.run_dir.display());
-        println!("continue with: charlstm mirror train --resume {}", report.run_dir.display());
+        println!(
+            "stopped: {} steps; run: {}",
+            report.steps,
+            report.run_dir.display()
+        );
+        println!(
+            "continue with: charlstm mirror train --resume {}",
+            report.run_dir.display()
+        );
     } else {
         let pct = |s: &Scores| {
             format!(
@@ -142,13 +166,20 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
         }
         println!("run: {}", report.run_dir.display());
     }
-    Ok(if report.interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    Ok(if report.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<usize>> {
     let bad = || anyhow::anyhow!("--words {s:?}: expected FIRST-LAST or a number, such as 1-12");
     let (a, b) = match s.split_once('-') {
-        Some((a, b)) => (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?),
+        Some((a, b)) => (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        ),
         None => {
             let n = s.trim().parse().map_err(|_| bad())?;
             (n, n)
@@ -177,9 +208,21 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
     }
     for n in range {
         // long sentences may exceed the training limit: evaluate them anyway, up to 200 characters
-        let s = mirror::evaluate_words(&model, test.clone(), n, a.count, a.beam, a.seed, 200, &device)?;
+        let s = mirror::evaluate_words(
+            &model,
+            test.clone(),
+            n,
+            a.count,
+            a.beam,
+            a.seed,
+            200,
+            &device,
+        )?;
         if a.json {
-            println!("{}", serde_json::json!({"words": n, "beam": a.beam, "scores": s}));
+            println!(
+                "{}",
+                serde_json::json!({"words": n, "beam": a.beam, "scores": s})
+            );
         } else {
             println!(
                 "| {n} | {} | {:.2}% | {:.2}% | {:.2}% |",
@@ -226,7 +269,13 @@ fn chunks(text: &str, max: usize) -> Vec<String> {
     out
 }
 
-fn infer(run: &std::path::Path, beam: usize, chunk: bool, sentences: &[String], device: &DeviceArgs) -> Result<ExitCode> {
+fn infer(
+    run: &std::path::Path,
+    beam: usize,
+    chunk: bool,
+    sentences: &[String],
+    device: &DeviceArgs,
+) -> Result<ExitCode> {
     if beam == 0 {
         bail!("--beam must be at least 1");
     }
@@ -285,8 +334,14 @@ mod tests {
 
     #[test]
     fn chunks_keep_whole_words() {
-        assert_eq!(chunks("the quick brown fox", 10), vec!["the quick", "brown fox"]);
-        assert_eq!(chunks("abcdefghijkl xy", 5), vec!["abcde", "fghij", "kl xy"]);
+        assert_eq!(
+            chunks("the quick brown fox", 10),
+            vec!["the quick", "brown fox"]
+        );
+        assert_eq!(
+            chunks("abcdefghijkl xy", 5),
+            vec!["abcde", "fghij", "kl xy"]
+        );
         assert_eq!(prepare_input("Hello, World 2!"), "hello world two");
         assert!(parse_range("3-1").is_err());
         assert_eq!(parse_range("2-4").unwrap(), 2..=4);

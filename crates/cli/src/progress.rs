@@ -88,7 +88,10 @@ impl Progress {
                     run_dir.display()
                 ));
                 if self.mode == LogMode::Bar && !self.quiet {
-                    let bar = ProgressBar::with_draw_target(Some(*total_steps), ProgressDrawTarget::stderr_with_hz(8));
+                    let bar = ProgressBar::with_draw_target(
+                        Some(*total_steps),
+                        ProgressDrawTarget::stderr_with_hz(8),
+                    );
                     bar.set_style(
                         ProgressStyle::with_template(
                             "{bar:32.cyan/blue} step {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]",
@@ -113,14 +116,20 @@ impl Progress {
                 }
                 if let Some(bar) = &self.bar {
                     bar.set_position(step + 1);
-                    let loss = self.last_loss.map(|l| format!("loss {l:.4}")).unwrap_or_default();
+                    let loss = self
+                        .last_loss
+                        .map(|l| format!("loss {l:.4}"))
+                        .unwrap_or_default();
                     bar.set_message(format!("{loss} {:.0}k chars/s", chars_per_sec / 1000.0));
                 }
             }
             Event::Summary { summary, samples } => {
                 self.last_loss = Some(summary.loss);
                 if self.mode == LogMode::Json {
-                    println!("{}", json!({"event": "summary", "summary": summary, "samples": samples}));
+                    println!(
+                        "{}",
+                        json!({"event": "summary", "summary": summary, "samples": samples})
+                    );
                     return;
                 }
                 let mut lines = summary.notebook_lines();
@@ -144,7 +153,10 @@ impl Progress {
             }
             Event::Checkpoint { step, path } => {
                 if self.mode == LogMode::Json {
-                    println!("{}", json!({"event": "checkpoint", "step": step, "path": path}));
+                    println!(
+                        "{}",
+                        json!({"event": "checkpoint", "step": step, "path": path})
+                    );
                 }
             }
         }
@@ -168,9 +180,11 @@ pub fn bytes_bar(total: Option<u64>, what: &str) -> ProgressBar {
         None => ProgressBar::new_spinner(),
     };
     bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:32.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-            .expect("template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} {bar:32.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
     );
     bar.set_message(what.to_string());
     bar

@@ -82,7 +82,10 @@ impl CharLmConfig {
             }
         }
         if !(self.keep_prob > 0.0 && self.keep_prob <= 1.0) {
-            return Err(format!("keep_prob must be in (0, 1], got {}", self.keep_prob));
+            return Err(format!(
+                "keep_prob must be in (0, 1], got {}",
+                self.keep_prob
+            ));
         }
         Ok(())
     }

@@ -77,17 +77,34 @@ fn inputs(p: FlexTensor, wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> Inpu
     }
 }
 
-fn run(i: &Inputs, cache: &mut SeqCache) -> FlexTensor {
-    let c_last = kernel::forward(i.dims, &i.p, &i.wh, &i.h0, &i.c0, cache);
+fn run(i: Inputs, cache: &mut SeqCache) -> (FlexTensor, Inputs) {
+    let Inputs {
+        dims,
+        p,
+        wh,
+        h0,
+        c0,
+    } = i;
+    let c_last = kernel::forward(dims, p, &wh, &h0, &c0, cache);
     let mut out = Vec::with_capacity(cache.hs.len() + c_last.len());
     out.extend_from_slice(&cache.hs);
     out.extend_from_slice(&c_last);
-    flex(out, [(i.dims.steps + 1) * i.dims.batch, i.dims.hidden])
+    let t = flex(out, [(dims.steps + 1) * dims.batch, dims.hidden]);
+    (
+        t,
+        Inputs {
+            dims,
+            p: vec![],
+            wh,
+            h0,
+            c0,
+        },
+    )
 }
 
 impl LstmSeqBackend for Flex {
     fn lstm_sequence(p: FlexTensor, wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> FlexTensor {
-        run(&inputs(p, wh, h0, c0), &mut SeqCache::default())
+        run(inputs(p, wh, h0, c0), &mut SeqCache::default()).0
     }
 }
 
@@ -107,11 +124,24 @@ struct SeqState {
 impl Backward<Flex, 4> for LstmSeqBackward {
     type State = SeqState;
 
-    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 4>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let s = ops.state;
         let (rows, hd, b) = (s.dims.steps * s.dims.batch, s.dims.hidden, s.dims.batch);
         let (_, d_out) = host(grads.consume::<Flex>(&ops.node));
-        let g = kernel::backward(s.dims, &s.cache, &s.wh, &s.h0, &s.c0, &d_out[..rows * hd], &d_out[rows * hd..]);
+        let g = kernel::backward(
+            s.dims,
+            &s.cache,
+            &s.wh,
+            &s.h0,
+            &s.c0,
+            &d_out[..rows * hd],
+            &d_out[rows * hd..],
+        );
         let [p, wh, h0, c0] = ops.parents;
         if let Some(node) = p {
             grads.register::<Flex>(node.id, flex(g.dp, [rows, 4 * hd]));
@@ -136,11 +166,20 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
         c0: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let nodes = [p.node(), wh.node(), h0.node(), c0.node()];
-        match LstmSeqBackward.prepare::<C>(nodes).compute_bound().stateful() {
+        match LstmSeqBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(prep) => {
-                let i = inputs(p.into_primitive(), wh.into_primitive(), h0.into_primitive(), c0.into_primitive());
+                let i = inputs(
+                    p.into_primitive(),
+                    wh.into_primitive(),
+                    h0.into_primitive(),
+                    c0.into_primitive(),
+                );
                 let mut cache = SeqCache::default();
-                let out = run(&i, &mut cache);
+                let (out, i) = run(i, &mut cache);
                 let state = SeqState {
                     dims: i.dims,
                     cache: Arc::new(cache),
@@ -166,7 +205,12 @@ pub fn supported(device: &Device) -> bool {
 }
 
 /// Runs the sequence operation: outputs `[steps * batch, H]` and final cell `[batch, H]`.
-pub fn lstm_sequence(p: Tensor<2>, wh: Tensor<2>, h0: Tensor<2>, c0: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+pub fn lstm_sequence(
+    p: Tensor<2>,
+    wh: Tensor<2>,
+    h0: Tensor<2>,
+    c0: Tensor<2>,
+) -> (Tensor<2>, Tensor<2>) {
     let [batch, hidden] = h0.dims();
     let rows = p.dims()[0];
     let out = <Dispatch as LstmSeqBackend>::lstm_sequence(

@@ -48,24 +48,45 @@ pub fn param_from_fn(
     mut f: impl FnMut() -> f32,
 ) -> Param<Tensor<2>> {
     let values: Vec<f32> = (0..rows * cols).map(|_| f()).collect();
-    Param::from_tensor(Tensor::from_data(TensorData::new(values, [rows, cols]), device))
+    Param::from_tensor(Tensor::from_data(
+        TensorData::new(values, [rows, cols]),
+        device,
+    ))
 }
 
 /// A weight matrix `[fan_in, fan_out]` drawn by `scheme`.
-pub fn weight(scheme: InitScheme, rows: usize, cols: usize, rng: &mut Rng, device: &Device) -> Param<Tensor<2>> {
+pub fn weight(
+    scheme: InitScheme,
+    rows: usize,
+    cols: usize,
+    rng: &mut Rng,
+    device: &Device,
+) -> Param<Tensor<2>> {
     match scheme {
-        InitScheme::Notebook => param_from_fn(rows, cols, device, || truncated_normal(rng, -0.1, 0.1)),
+        InitScheme::Notebook => {
+            param_from_fn(rows, cols, device, || truncated_normal(rng, -0.1, 0.1))
+        }
         InitScheme::Default => {
             let k = 1.0 / (rows as f64).sqrt();
-            param_from_fn(rows, cols, device, || ((rng.next_f64() * 2.0 - 1.0) * k) as f32)
+            param_from_fn(rows, cols, device, || {
+                ((rng.next_f64() * 2.0 - 1.0) * k) as f32
+            })
         }
     }
 }
 
 /// An embedding table `[rows, cols]` drawn by `scheme`.
-pub fn embedding(scheme: InitScheme, rows: usize, cols: usize, rng: &mut Rng, device: &Device) -> Param<Tensor<2>> {
+pub fn embedding(
+    scheme: InitScheme,
+    rows: usize,
+    cols: usize,
+    rng: &mut Rng,
+    device: &Device,
+) -> Param<Tensor<2>> {
     match scheme {
-        InitScheme::Notebook => param_from_fn(rows, cols, device, || (rng.next_f64() * 2.0 - 1.0) as f32),
+        InitScheme::Notebook => {
+            param_from_fn(rows, cols, device, || (rng.next_f64() * 2.0 - 1.0) as f32)
+        }
         InitScheme::Default => param_from_fn(rows, cols, device, || normal(rng)),
     }
 }
@@ -77,7 +98,9 @@ mod tests {
     #[test]
     fn truncated_normal_matches_the_notebook_distribution() {
         let mut rng = Rng::new(0);
-        let xs: Vec<f32> = (0..200_000).map(|_| truncated_normal(&mut rng, -0.1, 0.1)).collect();
+        let xs: Vec<f32> = (0..200_000)
+            .map(|_| truncated_normal(&mut rng, -0.1, 0.1))
+            .collect();
         assert!(xs.iter().all(|&x| (-0.3..=0.1).contains(&x)));
         let mean = xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len() as f64;
         let var = xs.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / xs.len() as f64;

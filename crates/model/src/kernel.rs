@@ -44,8 +44,21 @@ pub struct SeqCache {
 /// `c (+)= a · b` for row-major matrices: `a` is `[m, k]` (or `[k, m]` when
 /// `a_t`), `b` is `[k, n]` (or `[n, k]` when `b_t`), `c` is `[m, n]`.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize, a_t: bool, b_t: bool, accumulate: bool) {
-    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n, "matmul operand sizes");
+pub fn matmul(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    a_t: bool,
+    b_t: bool,
+    accumulate: bool,
+) {
+    assert!(
+        c.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
+        "matmul operand sizes"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -55,8 +68,16 @@ pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize,
         }
         return;
     }
-    let (a_cs, a_rs) = if a_t { (m as isize, 1) } else { (1, k as isize) };
-    let (b_cs, b_rs) = if b_t { (k as isize, 1) } else { (1, n as isize) };
+    let (a_cs, a_rs) = if a_t {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    let (b_cs, b_rs) = if b_t {
+        (k as isize, 1)
+    } else {
+        (1, n as isize)
+    };
     // SAFETY: the sizes were checked above; strides describe the row-major layouts.
     unsafe {
         gemm::gemm(
@@ -90,15 +111,21 @@ pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    // max/min rather than clamp: NaN handling aside, they map to single instructions
+    #[allow(clippy::manual_clamp)]
+    let x = x.max(-87.0).min(88.0);
+    // t holds round(x / ln 2) in its low mantissa bits
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Taylor to degree 6 on |r| <= ln2/2
     let p = 1.0
         + r * (1.0
-            + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    p * scale
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // 2^n from the integer in t's mantissa: integer arithmetic only, so it vectorises
+    let k = t.to_bits().wrapping_sub(ROUND.to_bits());
+    f32::from_bits(p.to_bits().wrapping_add(k << 23))
 }
 
 /// Logistic sigmoid.
@@ -137,7 +164,14 @@ macro_rules! dispatch {
 /// Gate non-linearities and the state update of one step, for every row:
 /// `g` holds the pre-activations `[batch, 4H]` and is overwritten by the activations.
 #[inline(always)]
-fn cell_forward_rows(g: &mut [f32], c_prev: &[f32], c: &mut [f32], tc: &mut [f32], h: &mut [f32], hidden: usize) {
+fn cell_forward_rows(
+    g: &mut [f32],
+    c_prev: &[f32],
+    c: &mut [f32],
+    tc: &mut [f32],
+    h: &mut [f32],
+    hidden: usize,
+) {
     for (r, row) in g.chunks_exact_mut(4 * hidden).enumerate() {
         let (ifu, o) = row.split_at_mut(3 * hidden);
         let (if_, u) = ifu.split_at_mut(2 * hidden);
@@ -169,8 +203,20 @@ fn cell_forward_rows(g: &mut [f32], c_prev: &[f32], c: &mut [f32], tc: &mut [f32
 /// Gradients of one step's pre-activations from `dh` and `dc` (which becomes
 /// the gradient flowing to the previous cell state).
 #[inline(always)]
-fn cell_backward_rows(acts: &[f32], c_prev: &[f32], tc: &[f32], dh: &[f32], dc: &mut [f32], dg: &mut [f32], hidden: usize) {
-    for (r, (a, d)) in acts.chunks_exact(4 * hidden).zip(dg.chunks_exact_mut(4 * hidden)).enumerate() {
+fn cell_backward_rows(
+    acts: &[f32],
+    c_prev: &[f32],
+    tc: &[f32],
+    dh: &[f32],
+    dc: &mut [f32],
+    dg: &mut [f32],
+    hidden: usize,
+) {
+    for (r, (a, d)) in acts
+        .chunks_exact(4 * hidden)
+        .zip(dg.chunks_exact_mut(4 * hidden))
+        .enumerate()
+    {
         let span = r * hidden..(r + 1) * hidden;
         let (cp, t, dhr) = (&c_prev[span.clone()], &tc[span.clone()], &dh[span.clone()]);
         let dcr = &mut dc[span];
@@ -194,14 +240,23 @@ fn cell_backward_rows(acts: &[f32], c_prev: &[f32], tc: &[f32], dh: &[f32], dc: 
 /// Forward pass over all steps. Returns the outputs `[rows, H]` and the final
 /// cell state `[batch, H]`; `cache` (reused across calls) keeps what the
 /// backward pass needs (its `hs` holds the outputs).
-pub fn forward(dims: SeqDims, p: &[f32], wh: &[f32], h0: &[f32], c0: &[f32], cache: &mut SeqCache) -> Vec<f32> {
+///
+/// `p` (the input projections) becomes the cache's activation buffer: the
+/// pre-activations are overwritten in place, no copy is made.
+pub fn forward(
+    dims: SeqDims,
+    p: Vec<f32>,
+    wh: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    cache: &mut SeqCache,
+) -> Vec<f32> {
     let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
     assert_eq!(p.len(), rows * g4, "input projections");
     assert_eq!(wh.len(), hd * g4, "recurrent weights");
     assert_eq!(h0.len(), b * hd, "initial output");
     assert_eq!(c0.len(), b * hd, "initial cell");
-    cache.acts.clear();
-    cache.acts.extend_from_slice(p);
+    cache.acts = p;
     cache.cells.resize(rows * hd, 0.0);
     cache.tanh_c.resize(rows * hd, 0.0);
     cache.hs.resize(rows * hd, 0.0);
@@ -209,11 +264,29 @@ pub fn forward(dims: SeqDims, p: &[f32], wh: &[f32], h0: &[f32], c0: &[f32], cac
         let (g_span, h_span) = (s * b * g4..(s + 1) * b * g4, s * b * hd..(s + 1) * b * hd);
         {
             let (done, _) = cache.hs.split_at(s * b * hd);
-            let h_prev = if s == 0 { h0 } else { &done[(s - 1) * b * hd..] };
-            matmul(&mut cache.acts[g_span.clone()], h_prev, wh, b, g4, hd, false, false, true);
+            let h_prev = if s == 0 {
+                h0
+            } else {
+                &done[(s - 1) * b * hd..]
+            };
+            matmul(
+                &mut cache.acts[g_span.clone()],
+                h_prev,
+                wh,
+                b,
+                g4,
+                hd,
+                false,
+                false,
+                true,
+            );
         }
         let (cells_done, cells_now) = cache.cells.split_at_mut(s * b * hd);
-        let c_prev = if s == 0 { c0 } else { &cells_done[(s - 1) * b * hd..] };
+        let c_prev = if s == 0 {
+            c0
+        } else {
+            &cells_done[(s - 1) * b * hd..]
+        };
         let c = &mut cells_now[..b * hd];
         let g = &mut cache.acts[g_span];
         let tc = &mut cache.tanh_c[h_span.clone()];
@@ -238,7 +311,15 @@ pub struct SeqGrads {
 
 /// Backward pass from the gradients of the outputs `dhs` `[rows, H]` and of the
 /// final cell state `dc_last` `[batch, H]`.
-pub fn backward(dims: SeqDims, cache: &SeqCache, wh: &[f32], h0: &[f32], c0: &[f32], dhs: &[f32], dc_last: &[f32]) -> SeqGrads {
+pub fn backward(
+    dims: SeqDims,
+    cache: &SeqCache,
+    wh: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    dhs: &[f32],
+    dc_last: &[f32],
+) -> SeqGrads {
     let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
     assert_eq!(dhs.len(), rows * hd, "output gradients");
     assert_eq!(dc_last.len(), b * hd, "final cell gradient");
@@ -251,7 +332,11 @@ pub fn backward(dims: SeqDims, cache: &SeqCache, wh: &[f32], h0: &[f32], c0: &[f
         for (d, (x, y)) in dh.iter_mut().zip(dhs[h_span.clone()].iter().zip(&dh_next)) {
             *d = x + y;
         }
-        let c_prev = if s == 0 { c0 } else { &cache.cells[(s - 1) * b * hd..s * b * hd] };
+        let c_prev = if s == 0 {
+            c0
+        } else {
+            &cache.cells[(s - 1) * b * hd..s * b * hd]
+        };
         let acts = &cache.acts[s * b * g4..(s + 1) * b * g4];
         let tc = &cache.tanh_c[h_span];
         let dg = &mut dp[s * b * g4..(s + 1) * b * g4];
@@ -263,7 +348,17 @@ pub fn backward(dims: SeqDims, cache: &SeqCache, wh: &[f32], h0: &[f32], c0: &[f
     let mut dwh = vec![0.0f32; hd * g4];
     matmul(&mut dwh, h0, &dp[..b * g4], hd, g4, b, true, false, false);
     if dims.steps > 1 {
-        matmul(&mut dwh, &cache.hs[..(rows - b) * hd], &dp[b * g4..], hd, g4, rows - b, true, false, true);
+        matmul(
+            &mut dwh,
+            &cache.hs[..(rows - b) * hd],
+            &dp[b * g4..],
+            hd,
+            g4,
+            rows - b,
+            true,
+            false,
+            true,
+        );
     }
     SeqGrads {
         dp,
@@ -314,7 +409,11 @@ mod tests {
     /// Finite differences of a scalar function of every input.
     #[test]
     fn backward_matches_finite_differences() {
-        let dims = SeqDims { steps: 3, batch: 2, hidden: 3 };
+        let dims = SeqDims {
+            steps: 3,
+            batch: 2,
+            hidden: 3,
+        };
         let mut seed = 1u32;
         let mut rnd = |n: usize| -> Vec<f32> {
             (0..n)
@@ -333,12 +432,21 @@ mod tests {
         // loss = sum(wy * hs) + sum(wc * c_last), in f64 for the differences
         let loss = |p: &[f32], wh: &[f32], h0: &[f32], c0: &[f32]| -> f64 {
             let mut cache = SeqCache::default();
-            let c_last = forward(dims, p, wh, h0, c0, &mut cache);
-            cache.hs.iter().zip(&wy).map(|(a, b)| (a * b) as f64).sum::<f64>()
-                + c_last.iter().zip(&wc).map(|(a, b)| (a * b) as f64).sum::<f64>()
+            let c_last = forward(dims, p.to_vec(), wh, h0, c0, &mut cache);
+            cache
+                .hs
+                .iter()
+                .zip(&wy)
+                .map(|(a, b)| (a * b) as f64)
+                .sum::<f64>()
+                + c_last
+                    .iter()
+                    .zip(&wc)
+                    .map(|(a, b)| (a * b) as f64)
+                    .sum::<f64>()
         };
         let mut cache = SeqCache::default();
-        forward(dims, &p, &wh, &h0, &c0, &mut cache);
+        forward(dims, p.clone(), &wh, &h0, &c0, &mut cache);
         let g = backward(dims, &cache, &wh, &h0, &c0, &wy, &wc);
         let eps = 1e-2f32;
         let check = |name: &str, x: &[f32], grad: &[f32], f: &dyn Fn(&[f32]) -> f64| {
@@ -348,7 +456,11 @@ mod tests {
                 let mut minus = x.to_vec();
                 minus[k] -= eps;
                 let num = (f(&plus) - f(&minus)) / (2.0 * eps as f64);
-                assert!((num - grad[k] as f64).abs() < 2e-3, "{name}[{k}]: numeric {num} vs {}", grad[k]);
+                assert!(
+                    (num - grad[k] as f64).abs() < 2e-3,
+                    "{name}[{k}]: numeric {num} vs {}",
+                    grad[k]
+                );
             }
         };
         check("p", &p, &g.dp, &|x| loss(x, &wh, &h0, &c0));

@@ -133,7 +133,11 @@ impl LstmConfig {
             hs.push(init::weight(self.init, self.d_hidden, self.d_hidden, rng, device).val());
         }
         let bias = |gate: usize| -> f32 {
-            if self.init == InitScheme::Default && gate == 1 { 1.0 } else { 0.0 }
+            if self.init == InitScheme::Default && gate == 1 {
+                1.0
+            } else {
+                0.0
+            }
         };
         let bias_block = |gates: std::ops::Range<usize>| -> Param<Tensor<2>> {
             let values: Vec<f32> = gates
@@ -169,7 +173,11 @@ impl LstmConfig {
 impl Lstm {
     /// The parameter layout.
     pub fn layout(&self) -> CellLayout {
-        if self.blocks.len() == 1 { CellLayout::Fused } else { CellLayout::Gates }
+        if self.blocks.len() == 1 {
+            CellLayout::Fused
+        } else {
+            CellLayout::Gates
+        }
     }
 
     /// Width of the input.
@@ -233,15 +241,29 @@ impl Lstm {
     /// - `state`: the state before the first step, `[batch, d_hidden]` each.
     ///
     /// Returns the outputs `[steps * batch, d_hidden]` (time-major) and the final state.
-    pub fn forward(&self, input: &LstmInput, batch: usize, state: LstmState) -> (Tensor<2>, LstmState) {
+    pub fn forward(
+        &self,
+        input: &LstmInput,
+        batch: usize,
+        state: LstmState,
+    ) -> (Tensor<2>, LstmState) {
         let pre = self.project_input(input);
         self.forward_projected(pre, batch, state)
     }
 
     /// [`forward`](Self::forward) from input projections `[steps * batch, 4 d_hidden]`.
-    pub fn forward_projected(&self, pre: Tensor<2>, batch: usize, state: LstmState) -> (Tensor<2>, LstmState) {
+    pub fn forward_projected(
+        &self,
+        pre: Tensor<2>,
+        batch: usize,
+        state: LstmState,
+    ) -> (Tensor<2>, LstmState) {
         let [rows, _] = pre.dims();
-        assert_eq!(rows % batch, 0, "{rows} input rows are not a whole number of steps of batch {batch}");
+        assert_eq!(
+            rows % batch,
+            0,
+            "{rows} input rows are not a whole number of steps of batch {batch}"
+        );
         #[cfg(feature = "flex")]
         if crate::fused::supported(&pre.device()) {
             let wh = self.recurrent_weights();
@@ -263,7 +285,12 @@ impl Lstm {
 
     /// [`forward_projected`](Self::forward_projected) as plain Burn operations,
     /// step by step (any backend; the reference the fused kernel is tested against).
-    pub fn forward_reference(&self, pre: Tensor<2>, batch: usize, state: LstmState) -> (Tensor<2>, LstmState) {
+    pub fn forward_reference(
+        &self,
+        pre: Tensor<2>,
+        batch: usize,
+        state: LstmState,
+    ) -> (Tensor<2>, LstmState) {
         let [rows, _] = pre.dims();
         let steps = rows / batch;
         let LstmState { mut h, mut c } = state;

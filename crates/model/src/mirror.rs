@@ -119,14 +119,21 @@ impl MirrorConfig {
             return Err("start_id and end_id must be below vocab_size".into());
         }
         if !(self.keep_prob > 0.0 && self.keep_prob <= 1.0) {
-            return Err(format!("keep_prob must be in (0, 1], got {}", self.keep_prob));
+            return Err(format!(
+                "keep_prob must be in (0, 1], got {}",
+                self.keep_prob
+            ));
         }
         Ok(())
     }
 
     /// Width of the encoder outputs.
     pub fn d_enc(&self) -> usize {
-        if self.bidirectional { 2 * self.d_hidden } else { self.d_hidden }
+        if self.bidirectional {
+            2 * self.d_hidden
+        } else {
+            self.d_hidden
+        }
     }
 
     /// Initialises the model from a seed.
@@ -137,7 +144,13 @@ impl MirrorConfig {
         let stack = |rng: &mut Rng, first_input: usize| -> Vec<Lstm> {
             (0..self.n_layers)
                 .map(|k| {
-                    let d_in = if k == 0 { first_input } else if self.bidirectional { 2 * h } else { h };
+                    let d_in = if k == 0 {
+                        first_input
+                    } else if self.bidirectional {
+                        2 * h
+                    } else {
+                        h
+                    };
                     LstmConfig::new(d_in, h)
                         .with_layout(CellLayout::Fused)
                         .with_init(scheme)
@@ -148,7 +161,11 @@ impl MirrorConfig {
         let src_embedding = init::embedding(scheme, self.vocab_size, e, rng, device);
         let tgt_embedding = init::embedding(scheme, self.vocab_size, e, rng, device);
         let encoder = stack(rng, e);
-        let encoder_back = if self.bidirectional { stack(rng, e) } else { vec![] };
+        let encoder_back = if self.bidirectional {
+            stack(rng, e)
+        } else {
+            vec![]
+        };
         let decoder: Vec<Lstm> = (0..self.n_layers)
             .map(|k| {
                 LstmConfig::new(if k == 0 { e } else { h }, h)
@@ -242,7 +259,10 @@ impl Mirror {
     pub fn encode(&self, src: &[Vec<u8>], train: bool, device: &Device) -> Encoded {
         let batch = src.len();
         let len = src[0].len();
-        assert!(src.iter().all(|s| s.len() == len), "sources of one length per call");
+        assert!(
+            src.iter().all(|s| s.len() == len),
+            "sources of one length per call"
+        );
         let dropout = Dropout::new(self.keep_prob);
         let ordered = |reverse: bool| -> Tensor<2> {
             let ids: Vec<i64> = (0..len)
@@ -251,24 +271,57 @@ impl Mirror {
                     src.iter().map(move |s| s[t] as i64)
                 })
                 .collect();
-            dropout.forward(self.src_embedding.val().select(0, ids_tensor(ids, device)), train)
+            dropout.forward(
+                self.src_embedding.val().select(0, ids_tensor(ids, device)),
+                train,
+            )
         };
-        let (fwd, state) = self.run_stack(&self.encoder, ordered(self.reverse_source), batch, dropout, train, None);
+        let (fwd, state) = self.run_stack(
+            &self.encoder,
+            ordered(self.reverse_source),
+            batch,
+            dropout,
+            train,
+            None,
+        );
         // outputs in source order
-        let fwd = if self.reverse_source { reverse_time(fwd, len, batch, device) } else { fwd };
+        let fwd = if self.reverse_source {
+            reverse_time(fwd, len, batch, device)
+        } else {
+            fwd
+        };
         let outputs = if self.encoder_back.is_empty() {
             fwd
         } else {
-            let (back, _) = self.run_stack(&self.encoder_back, ordered(!self.reverse_source), batch, dropout, train, None);
-            let back = if self.reverse_source { back } else { reverse_time(back, len, batch, device) };
+            let (back, _) = self.run_stack(
+                &self.encoder_back,
+                ordered(!self.reverse_source),
+                batch,
+                dropout,
+                train,
+                None,
+            );
+            let back = if self.reverse_source {
+                back
+            } else {
+                reverse_time(back, len, batch, device)
+            };
             Tensor::cat(vec![fwd, back], 1)
         };
         let outputs = batch_major(outputs, len, batch);
         let keys = self.attn_score.as_ref().map(|w| {
             let [b, s, d] = outputs.dims();
-            outputs.clone().reshape([b * s, d]).matmul(w.val()).reshape([b, s, self.d_hidden()])
+            outputs
+                .clone()
+                .reshape([b * s, d])
+                .matmul(w.val())
+                .reshape([b, s, self.d_hidden()])
         });
-        Encoded { outputs, keys, state }
+        Encoded {
+            outputs,
+            keys,
+            state,
+        }
     }
 
     /// Output logits for decoder outputs, batch-major `[batch, steps, d_hidden]` -> `[batch * steps, vocab]`.
@@ -294,32 +347,76 @@ impl Mirror {
     /// sentence `b`, the last one the end symbol).
     ///
     /// - `tgt`: target ids `[batch][tgt_len]` (no start or end symbols), one length.
-    pub fn forward(&self, src: &[Vec<u8>], tgt: &[Vec<u8>], train: bool, device: &Device) -> Tensor<2> {
+    pub fn forward(
+        &self,
+        src: &[Vec<u8>],
+        tgt: &[Vec<u8>],
+        train: bool,
+        device: &Device,
+    ) -> Tensor<2> {
         let enc = self.encode(src, train, device);
         let batch = tgt.len();
         let steps = tgt[0].len() + 1;
         let ids: Vec<i64> = (0..steps)
-            .flat_map(|t| tgt.iter().map(move |y| if t == 0 { self.start_id as i64 } else { y[t - 1] as i64 }))
+            .flat_map(|t| {
+                tgt.iter().map(move |y| {
+                    if t == 0 {
+                        self.start_id as i64
+                    } else {
+                        y[t - 1] as i64
+                    }
+                })
+            })
             .collect();
         let dropout = Dropout::new(self.keep_prob);
-        let x = dropout.forward(self.tgt_embedding.val().select(0, ids_tensor(ids, device)), train);
-        let (dec, _) = self.run_stack(&self.decoder, x, batch, dropout, train, Some(enc.state.clone()));
+        let x = dropout.forward(
+            self.tgt_embedding.val().select(0, ids_tensor(ids, device)),
+            train,
+        );
+        let (dec, _) = self.run_stack(
+            &self.decoder,
+            x,
+            batch,
+            dropout,
+            train,
+            Some(enc.state.clone()),
+        );
         self.readout(&enc, batch_major(dec, steps, batch), train)
     }
 
     /// Labels matching [`forward`](Self::forward)'s rows: each target followed by the end symbol.
     pub fn labels(&self, tgt: &[Vec<u8>]) -> Vec<i64> {
         tgt.iter()
-            .flat_map(|y| y.iter().map(|&c| c as i64).chain(std::iter::once(self.end_id as i64)))
+            .flat_map(|y| {
+                y.iter()
+                    .map(|&c| c as i64)
+                    .chain(std::iter::once(self.end_id as i64))
+            })
             .collect()
     }
 
     /// One decoder step for `rows` hypotheses: log-probabilities `[rows, vocab]`
     /// and the new state. `enc` must have `rows` sequences.
-    fn step(&self, enc: &Encoded, prev: &[i64], state: Vec<LstmState>, device: &Device) -> (Tensor<2>, Vec<LstmState>) {
+    fn step(
+        &self,
+        enc: &Encoded,
+        prev: &[i64],
+        state: Vec<LstmState>,
+        device: &Device,
+    ) -> (Tensor<2>, Vec<LstmState>) {
         let rows = prev.len();
-        let x = self.tgt_embedding.val().select(0, ids_tensor(prev.to_vec(), device));
-        let (dec, state) = self.run_stack(&self.decoder, x, rows, Dropout::new(1.0), false, Some(state));
+        let x = self
+            .tgt_embedding
+            .val()
+            .select(0, ids_tensor(prev.to_vec(), device));
+        let (dec, state) = self.run_stack(
+            &self.decoder,
+            x,
+            rows,
+            Dropout::new(1.0),
+            false,
+            Some(state),
+        );
         let h = self.d_hidden();
         let logits = self.readout(enc, dec.reshape([rows, 1, h]), false);
         (log_softmax(logits, 1), state)
@@ -358,14 +455,22 @@ impl Mirror {
 
     /// Beam search with `beam` hypotheses per source: the most probable
     /// complete output (ended by the end symbol, or cut at `max_len`).
-    pub fn beam_search(&self, src: &[Vec<u8>], beam: usize, max_len: usize, device: &Device) -> Vec<Vec<u8>> {
+    pub fn beam_search(
+        &self,
+        src: &[Vec<u8>],
+        beam: usize,
+        max_len: usize,
+        device: &Device,
+    ) -> Vec<Vec<u8>> {
         if beam <= 1 {
             return self.greedy(src, max_len, device);
         }
         let n = src.len();
         let enc = self.encode(src, false, device);
         // every source repeated `beam` times: row n * beam + k
-        let expand: Vec<i64> = (0..n).flat_map(|b| std::iter::repeat_n(b as i64, beam)).collect();
+        let expand: Vec<i64> = (0..n)
+            .flat_map(|b| std::iter::repeat_n(b as i64, beam))
+            .collect();
         let idx = ids_tensor(expand, device);
         let enc = Encoded {
             outputs: enc.outputs.select(0, idx.clone()),
@@ -373,13 +478,19 @@ impl Mirror {
             state: enc
                 .state
                 .into_iter()
-                .map(|s| LstmState { h: s.h.select(0, idx.clone()), c: s.c.select(0, idx.clone()) })
+                .map(|s| LstmState {
+                    h: s.h.select(0, idx.clone()),
+                    c: s.c.select(0, idx.clone()),
+                })
                 .collect(),
         };
         let mut state = enc.state.clone();
         // hypotheses: (score, symbols, alive); only beam 0 is alive at first
-        let mut hyps: Vec<Vec<(f64, Vec<u8>)>> = (0..n).map(|_| vec![(0.0, vec![]); beam]).collect();
-        let mut alive: Vec<Vec<bool>> = (0..n).map(|_| (0..beam).map(|k| k == 0).collect()).collect();
+        let mut hyps: Vec<Vec<(f64, Vec<u8>)>> =
+            (0..n).map(|_| vec![(0.0, vec![]); beam]).collect();
+        let mut alive: Vec<Vec<bool>> = (0..n)
+            .map(|_| (0..beam).map(|k| k == 0).collect())
+            .collect();
         let mut finished: Vec<Vec<(f64, Vec<u8>)>> = vec![vec![]; n];
         let mut prev = vec![self.start_id as i64; n * beam];
         let v = self.vocab_size();
@@ -423,7 +534,10 @@ impl Mirror {
                     new_alive.push(true);
                 }
                 // stop this source once its best finished beats every live hypothesis
-                let best_done = finished[b].iter().map(|f| f.0).fold(f64::NEG_INFINITY, f64::max);
+                let best_done = finished[b]
+                    .iter()
+                    .map(|f| f.0)
+                    .fold(f64::NEG_INFINITY, f64::max);
                 if new_hyps.first().is_none_or(|h| h.0 <= best_done) {
                     new_alive.iter_mut().for_each(|a| *a = false);
                 }
@@ -442,7 +556,10 @@ impl Mirror {
             let idx = ids_tensor(parents, device);
             state = st
                 .into_iter()
-                .map(|s| LstmState { h: s.h.select(0, idx.clone()), c: s.c.select(0, idx.clone()) })
+                .map(|s| LstmState {
+                    h: s.h.select(0, idx.clone()),
+                    c: s.c.select(0, idx.clone()),
+                })
                 .collect();
         }
         finished
@@ -461,7 +578,9 @@ impl Mirror {
 fn argmax(row: &[f32]) -> usize {
     row.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| if x > best.1 { (i, x) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 { (i, x) } else { best }
+        })
         .0
 }
 

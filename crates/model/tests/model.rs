@@ -4,7 +4,9 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LstmConfig as BurnLstmConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use model::params::{for_each_param, for_each_param_grad, map_params, param_shapes};
-use model::{CellLayout, CharLmConfig, Dropout, InitScheme, InputKind, LstmConfig, LstmInput, LstmState};
+use model::{
+    CellLayout, CharLmConfig, Dropout, InitScheme, InputKind, LstmConfig, LstmInput, LstmState,
+};
 use tokenizer::rng::Rng;
 
 fn dev() -> Device {
@@ -22,14 +24,21 @@ fn ids(v: &[i64], device: &Device) -> Tensor<1, Int> {
 fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        assert!((x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())), "{what}[{i}]: {x} vs {y}");
+        assert!(
+            (x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())),
+            "{what}[{i}]: {x} vs {y}"
+        );
     }
 }
 
 #[test]
 fn shapes_of_every_input_kind_and_depth() {
     let d = dev();
-    for (input, vocab, layers) in [(InputKind::OneHot, 27, 1), (InputKind::Embedding, 27, 2), (InputKind::Embedding, 729, 3)] {
+    for (input, vocab, layers) in [
+        (InputKind::OneHot, 27, 1),
+        (InputKind::Embedding, 27, 2),
+        (InputKind::Embedding, 729, 3),
+    ] {
         let m = CharLmConfig::new(vocab, 27)
             .with_input(input)
             .with_n_layers(layers)
@@ -37,7 +46,12 @@ fn shapes_of_every_input_kind_and_depth() {
             .with_d_embedding(6)
             .init(1, &d);
         let (batch, steps) = (3, 4);
-        let x = ids(&(0..(batch * steps) as i64).map(|i| i % vocab as i64).collect::<Vec<_>>(), &d);
+        let x = ids(
+            &(0..(batch * steps) as i64)
+                .map(|i| i % vocab as i64)
+                .collect::<Vec<_>>(),
+            &d,
+        );
         let (logits, state) = m.forward(x, batch, m.zero_state(batch, &d), true);
         assert_eq!(logits.dims(), [steps * batch, 27]);
         assert_eq!(state.len(), layers);
@@ -46,7 +60,11 @@ fn shapes_of_every_input_kind_and_depth() {
             assert_eq!(s.c.dims(), [batch, 12]);
         }
     }
-    let shapes = param_shapes(&CharLmConfig::new(27, 27).with_layout(CellLayout::Gates).init(0, &d));
+    let shapes = param_shapes(
+        &CharLmConfig::new(27, 27)
+            .with_layout(CellLayout::Gates)
+            .init(0, &d),
+    );
     assert_eq!(shapes.len(), 14, "{shapes:?}"); // the notebook's 12 gate tensors + w + b
     assert!(shapes.contains(&("layers.0.blocks.2.wh".to_string(), [64, 64])));
 }
@@ -59,7 +77,9 @@ fn shapes_of_every_input_kind_and_depth() {
 fn golden_single_unit_step() {
     let d = dev();
     for layout in [CellLayout::Gates, CellLayout::Fused] {
-        let lstm = LstmConfig::new(1, 1).with_layout(layout).init_with(&mut Rng::new(0), &d);
+        let lstm = LstmConfig::new(1, 1)
+            .with_layout(layout)
+            .init_with(&mut Rng::new(0), &d);
         let lstm = map_params(lstm, |name, v| {
             let fill = if name.ends_with(".b") { 0.0 } else { 0.5 };
             v.zeros_like().add_scalar(fill)
@@ -80,7 +100,9 @@ fn fused_from_gates(gates: &model::Lstm, device: &Device) -> model::Lstm {
         parts.insert(n.to_string(), host(v));
     });
     let [d_in, h] = dims["blocks.0.wx"];
-    let fused = LstmConfig::new(d_in, h).with_layout(CellLayout::Fused).init_with(&mut Rng::new(9), device);
+    let fused = LstmConfig::new(d_in, h)
+        .with_layout(CellLayout::Fused)
+        .init_with(&mut Rng::new(9), device);
     map_params(fused, |name, v| {
         let field = name.rsplit('.').next().unwrap();
         let rows = v.dims()[0];
@@ -91,16 +113,24 @@ fn fused_from_gates(gates: &model::Lstm, device: &Device) -> model::Lstm {
                 data.extend_from_slice(&p[r * h..(r + 1) * h]);
             }
         }
-        Tensor::from_data(TensorData::new(data, [rows, 4 * h]), &device.clone().inner())
+        Tensor::from_data(
+            TensorData::new(data, [rows, 4 * h]),
+            &device.clone().inner(),
+        )
     })
 }
 
 #[test]
 fn gates_and_fused_layouts_agree_in_outputs_and_gradients() {
     let d = dev();
-    let gates = LstmConfig::new(5, 7).with_layout(CellLayout::Gates).with_init(InitScheme::Notebook).init_with(&mut Rng::new(2), &d);
+    let gates = LstmConfig::new(5, 7)
+        .with_layout(CellLayout::Gates)
+        .with_init(InitScheme::Notebook)
+        .init_with(&mut Rng::new(2), &d);
     let fused = fused_from_gates(&gates, &d);
-    let x: Vec<f32> = (0..4 * 3 * 5).map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0).collect();
+    let x: Vec<f32> = (0..4 * 3 * 5)
+        .map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0)
+        .collect();
     let run = |m: &model::Lstm| {
         let input = LstmInput::Dense(Tensor::from_data(TensorData::new(x.clone(), [12, 5]), &d));
         let (out, st) = m.forward(&input, 3, LstmState::zeros(3, 7, &d));
@@ -121,7 +151,9 @@ fn gates_and_fused_layouts_agree_in_outputs_and_gradients() {
         let rows = f.len() / 28;
         for g in 0..4 {
             let part = &grads_g[&format!("blocks.{g}.{field}")];
-            let cols: Vec<f32> = (0..rows).flat_map(|r| f[r * 28 + g * 7..r * 28 + (g + 1) * 7].to_vec()).collect();
+            let cols: Vec<f32> = (0..rows)
+                .flat_map(|r| f[r * 28 + g * 7..r * 28 + (g + 1) * 7].to_vec())
+                .collect();
             assert_close(part, &cols, 1e-5, &format!("gradient of {field}, gate {g}"));
         }
     }
@@ -133,7 +165,9 @@ fn gates_and_fused_layouts_agree_in_outputs_and_gradients() {
 fn matches_burn_nn_lstm_with_copied_weights() {
     let d = dev();
     let (d_in, h, batch, steps) = (6, 5, 2, 4);
-    let ours = LstmConfig::new(d_in, h).with_layout(CellLayout::Gates).init_with(&mut Rng::new(4), &d);
+    let ours = LstmConfig::new(d_in, h)
+        .with_layout(CellLayout::Gates)
+        .init_with(&mut Rng::new(4), &d);
     let mut w: std::collections::BTreeMap<String, Tensor<2>> = Default::default();
     for_each_param(&ours, |n, v| {
         w.insert(n.to_string(), v);
@@ -149,19 +183,43 @@ fn matches_burn_nn_lstm_with_copied_weights() {
     };
     let mut theirs = BurnLstmConfig::new(d_in, h, true).init(&d);
     // burn's gates: input, forget, output, cell; ours: blocks 0..4 = i, f, u (cell), o
-    for (gate, k) in [(&mut theirs.input_gate, 0), (theirs.forget_gate.as_mut().unwrap(), 1), (&mut theirs.cell_gate, 2), (&mut theirs.output_gate, 3)] {
-        gate.input_transform = linear(&w[&format!("blocks.{k}.wx")], Some(&w[&format!("blocks.{k}.b")]));
+    for (gate, k) in [
+        (&mut theirs.input_gate, 0),
+        (theirs.forget_gate.as_mut().unwrap(), 1),
+        (&mut theirs.cell_gate, 2),
+        (&mut theirs.output_gate, 3),
+    ] {
+        gate.input_transform = linear(
+            &w[&format!("blocks.{k}.wx")],
+            Some(&w[&format!("blocks.{k}.b")]),
+        );
         gate.hidden_transform = linear(&w[&format!("blocks.{k}.wh")], None);
     }
-    let x: Vec<f32> = (0..batch * steps * d_in).map(|i| ((i * 53 % 17) as f32 - 8.0) / 8.0).collect();
+    let x: Vec<f32> = (0..batch * steps * d_in)
+        .map(|i| ((i * 53 % 17) as f32 - 8.0) / 8.0)
+        .collect();
     // ours: time-major rows; theirs: [batch, steps, d_in]
     let x_bt = Tensor::<3>::from_data(TensorData::new(x.clone(), [batch, steps, d_in]), &d);
     let x_tb = x_bt.clone().swap_dims(0, 1).reshape([steps * batch, d_in]);
-    let (out, st) = ours.forward(&LstmInput::Dense(x_tb), batch, LstmState::zeros(batch, h, &d));
+    let (out, st) = ours.forward(
+        &LstmInput::Dense(x_tb),
+        batch,
+        LstmState::zeros(batch, h, &d),
+    );
     let (their_out, their_st) = theirs.forward(x_bt, None);
     let their_out = their_out.swap_dims(0, 1).reshape([steps * batch, h]);
-    assert_close(&host(out.clone()), &host(their_out.clone()), 1e-6, "outputs");
-    assert_close(&host(st.c.clone()), &host(their_st.cell), 1e-6, "cell state");
+    assert_close(
+        &host(out.clone()),
+        &host(their_out.clone()),
+        1e-6,
+        "outputs",
+    );
+    assert_close(
+        &host(st.c.clone()),
+        &host(their_st.cell),
+        1e-6,
+        "cell state",
+    );
     // and the gradients of the input weights of the forget gate
     let g1 = out.powf_scalar(2.0).sum().backward();
     let g2 = their_out.powf_scalar(2.0).sum().backward();
@@ -171,15 +229,33 @@ fn matches_burn_nn_lstm_with_copied_weights() {
             ours_g = host(g.unwrap());
         }
     });
-    let theirs_g = theirs.forget_gate.as_ref().unwrap().input_transform.weight.val().grad(&g2).unwrap();
-    assert_close(&ours_g, &host(theirs_g), 1e-5, "forget-gate input weight gradient");
+    let theirs_g = theirs
+        .forget_gate
+        .as_ref()
+        .unwrap()
+        .input_transform
+        .weight
+        .val()
+        .grad(&g2)
+        .unwrap();
+    assert_close(
+        &ours_g,
+        &host(theirs_g),
+        1e-5,
+        "forget-gate input weight gradient",
+    );
 }
 
 #[test]
 fn every_parameter_gets_a_gradient() {
     let d = dev();
     for input in [InputKind::OneHot, InputKind::Embedding] {
-        let m = CharLmConfig::new(27, 27).with_input(input).with_n_layers(2).with_d_hidden(8).with_d_embedding(4).init(3, &d);
+        let m = CharLmConfig::new(27, 27)
+            .with_input(input)
+            .with_n_layers(2)
+            .with_d_hidden(8)
+            .with_d_embedding(4)
+            .init(3, &d);
         let x = ids(&[1, 2, 3, 4, 5, 6, 7, 8], &d);
         let (logits, _) = m.forward(x, 2, m.zero_state(2, &d), true);
         let grads = logits.sum().backward();
@@ -189,7 +265,14 @@ fn every_parameter_gets_a_gradient() {
             assert!(g.iter().any(|v| *v != 0.0), "{name}: zero gradient");
             n += 1;
         });
-        assert_eq!(n, if input == InputKind::OneHot { 2 + 2 * 3 } else { 3 + 2 * 3 });
+        assert_eq!(
+            n,
+            if input == InputKind::OneHot {
+                2 + 2 * 3
+            } else {
+                3 + 2 * 3
+            }
+        );
     }
 }
 
@@ -203,13 +286,29 @@ fn dropout_is_off_in_evaluation_and_scales_in_training() {
     let y = host(drop.forward(x.clone(), true));
     let kept = y.iter().filter(|v| **v != 0.0).count() as f64 / y.len() as f64;
     assert!((kept - 0.75).abs() < 0.02, "kept {kept}");
-    assert!(y.iter().all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6));
+    assert!(
+        y.iter()
+            .all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6)
+    );
     d.seed(7);
-    assert_eq!(host(drop.forward(x.clone(), true)), y, "same seed, same mask");
+    assert_eq!(
+        host(drop.forward(x.clone(), true)),
+        y,
+        "same seed, same mask"
+    );
     assert_eq!(host(Dropout::new(1.0).forward(x.clone(), true)), host(x));
     // the model: evaluation is deterministic, training with dropout is not
-    let m = CharLmConfig::new(27, 27).with_input(InputKind::Embedding).with_keep_prob(0.5).with_d_hidden(8).init(1, &d);
-    let run = |train: bool| host(m.forward(ids(&[1, 2, 3, 4], &d), 2, m.zero_state(2, &d), train).0);
+    let m = CharLmConfig::new(27, 27)
+        .with_input(InputKind::Embedding)
+        .with_keep_prob(0.5)
+        .with_d_hidden(8)
+        .init(1, &d);
+    let run = |train: bool| {
+        host(
+            m.forward(ids(&[1, 2, 3, 4], &d), 2, m.zero_state(2, &d), train)
+                .0,
+        )
+    };
     assert_eq!(run(false), run(false));
     assert_ne!(run(true), run(true));
 }
@@ -223,15 +322,26 @@ fn one_hot_input_equals_a_dense_one_hot_matmul() {
     for (r, &c) in v.iter().enumerate() {
         onehot[r * 27 + c as usize] = 1.0;
     }
-    let a = lstm.forward(&LstmInput::OneHot(ids(&v, &d)), 2, LstmState::zeros(2, 6, &d)).0;
+    let a = lstm
+        .forward(
+            &LstmInput::OneHot(ids(&v, &d)),
+            2,
+            LstmState::zeros(2, 6, &d),
+        )
+        .0;
     let dense = Tensor::from_data(TensorData::new(onehot, [4, 27]), &d);
-    let b = lstm.forward(&LstmInput::Dense(dense), 2, LstmState::zeros(2, 6, &d)).0;
+    let b = lstm
+        .forward(&LstmInput::Dense(dense), 2, LstmState::zeros(2, 6, &d))
+        .0;
     assert_close(&host(a), &host(b), 1e-6, "one-hot");
 }
 
 #[test]
 fn notebook_init_draws_from_the_notebook_distribution() {
-    let m = CharLmConfig::new(729, 27).with_input(InputKind::Embedding).with_init(InitScheme::Notebook).init(0, &Device::flex());
+    let m = CharLmConfig::new(729, 27)
+        .with_input(InputKind::Embedding)
+        .with_init(InitScheme::Notebook)
+        .init(0, &Device::flex());
     for_each_param(&m, |name, v| {
         let x = host(v);
         match name {
@@ -252,14 +362,19 @@ fn fused_sequence_matches_reference_operations() {
     let (steps, batch, h) = (5, 3, 4);
     let lstm = LstmConfig::new(2, h).init_with(&mut Rng::new(8), &d);
     let leaf = |n: usize, cols: usize, k: usize| -> Tensor<2> {
-        let v: Vec<f32> = (0..n * cols).map(|i| (((i + k) * 29 % 23) as f32 - 11.0) / 10.0).collect();
+        let v: Vec<f32> = (0..n * cols)
+            .map(|i| (((i + k) * 29 % 23) as f32 - 11.0) / 10.0)
+            .collect();
         Tensor::<2>::from_data(TensorData::new(v, [n, cols]), &d).require_grad()
     };
     let run = |fused: bool| {
         let p = leaf(steps * batch, 4 * h, 1);
         let h0 = leaf(batch, h, 2);
         let c0 = leaf(batch, h, 3);
-        let state = LstmState { h: h0.clone(), c: c0.clone() };
+        let state = LstmState {
+            h: h0.clone(),
+            c: c0.clone(),
+        };
         let (out, st) = if fused {
             lstm.forward_projected(p.clone(), batch, state)
         } else {
@@ -282,7 +397,9 @@ fn fused_sequence_matches_reference_operations() {
     };
     let (a, b) = (run(true), run(false));
     assert_eq!(a.len(), 7);
-    let names = ["outputs", "final c", "final h", "d p", "d h0", "d c0", "d wh"];
+    let names = [
+        "outputs", "final c", "final h", "d p", "d h0", "d c0", "d wh",
+    ];
     for (k, (x, y)) in a.iter().zip(&b).enumerate() {
         assert_close(x, y, 2e-5, names.get(k).unwrap_or(&"?"));
     }

@@ -14,15 +14,25 @@ fn host(t: Tensor<2>) -> Vec<f32> {
 fn char_lm_matches_the_cpu_on_wgpu() {
     let cpu = Device::flex().autodiff();
     let gpu = Device::wgpu(Default::default()).autodiff();
-    for (input, layout) in [(InputKind::OneHot, CellLayout::Gates), (InputKind::Embedding, CellLayout::Fused)] {
-        let cfg = CharLmConfig::new(27, 27).with_input(input).with_layout(layout).with_d_hidden(16).with_d_embedding(8);
+    for (input, layout) in [
+        (InputKind::OneHot, CellLayout::Gates),
+        (InputKind::Embedding, CellLayout::Fused),
+    ] {
+        let cfg = CharLmConfig::new(27, 27)
+            .with_input(input)
+            .with_layout(layout)
+            .with_d_hidden(16)
+            .with_d_embedding(8);
         let a = cfg.init(3, &cpu);
         // the same weights on the GPU
         let mut values = vec![];
         for_each_param(&a, |_, v| values.push(host(v)));
         let mut k = 0;
         let b = map_params(cfg.init(4, &gpu), |_, v| {
-            let t = Tensor::from_data(TensorData::new(values[k].clone(), v.dims()), &gpu.clone().inner());
+            let t = Tensor::from_data(
+                TensorData::new(values[k].clone(), v.dims()),
+                &gpu.clone().inner(),
+            );
             k += 1;
             t
         });

@@ -116,7 +116,12 @@ mod tests {
         fn new(text: Vec<u8>, batch_size: usize, unrollings: usize) -> Self {
             let segment = text.len() / batch_size;
             let cursor = (0..batch_size).map(|b| b * segment).collect();
-            let mut nb = Notebook { text, cursor, last: vec![], unrollings };
+            let mut nb = Notebook {
+                text,
+                cursor,
+                last: vec![],
+                unrollings,
+            };
             nb.last = nb.next_column();
             nb
         }
@@ -143,7 +148,9 @@ mod tests {
     }
 
     fn text(s: &str) -> Arc<[u8]> {
-        s.bytes().map(|b| tokenizer::byte_to_id(b).unwrap()).collect()
+        s.bytes()
+            .map(|b| tokenizer::byte_to_id(b).unwrap())
+            .collect()
     }
 
     #[test]
@@ -156,7 +163,11 @@ mod tests {
         let mut g = BatchGenerator::new(ids, 3, 2).unwrap();
         let strings = |v: &[u8]| -> Vec<String> {
             (0..3)
-                .map(|b| (0..3).map(|t| tokenizer::id_to_byte(v[t * 3 + b]).unwrap() as char).collect())
+                .map(|b| {
+                    (0..3)
+                        .map(|t| tokenizer::id_to_byte(v[t * 3 + b]).unwrap() as char)
+                        .collect()
+                })
                 .collect()
         };
         assert_eq!(strings(&g.next_batch()), ["abc", "ijk", "qrs"]);
@@ -190,7 +201,11 @@ mod tests {
         assert!(BatchGenerator::new(ids.clone(), 0, 10).is_err());
         assert!(BatchGenerator::new(ids.clone(), 1, 0).is_err());
         let err = BatchGenerator::new(ids.clone(), 4, 3).unwrap_err();
-        assert!(err.to_string().contains("needs at least 12 characters, has 10"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("needs at least 12 characters, has 10"),
+            "{err}"
+        );
         assert!(BatchGenerator::new(ids, 5, 2).is_ok());
     }
 }

@@ -52,7 +52,10 @@ fn looks_like_zip(path: &Path, file: &mut File) -> Result<bool> {
         n += k;
     }
     file.rewind().map_err(|e| Text8Error::io(path, e))?;
-    Ok(n == 4 && magic[0] == b'P' && magic[1] == b'K' && matches!((magic[2], magic[3]), (3, 4) | (5, 6)))
+    Ok(n == 4
+        && magic[0] == b'P'
+        && magic[1] == b'K'
+        && matches!((magic[2], magic[3]), (3, 4) | (5, 6)))
 }
 
 /// Reads and validates a corpus: the single member of a zip archive, or a plain text file.
@@ -107,7 +110,10 @@ fn open_zip(path: &Path, file: File) -> Result<zip::ZipArchive<BufReader<File>>>
     })
 }
 
-fn single_member<R: Read + Seek>(path: &Path, archive: &zip::ZipArchive<R>) -> Result<(usize, String)> {
+fn single_member<R: Read + Seek>(
+    path: &Path,
+    archive: &zip::ZipArchive<R>,
+) -> Result<(usize, String)> {
     let files: Vec<(usize, String)> = (0..archive.len())
         .filter_map(|i| {
             let name = match archive.name_for_index(i)? {
@@ -141,7 +147,12 @@ fn read_zip_member(path: &Path, file: File) -> Result<Vec<u8>> {
 }
 
 /// Streams `reader` into `ids`, validating every byte.
-fn read_stream<R: Read>(mut reader: R, path: &Path, member: Option<&str>, ids: &mut Vec<u8>) -> Result<()> {
+fn read_stream<R: Read>(
+    mut reader: R,
+    path: &Path,
+    member: Option<&str>,
+    ids: &mut Vec<u8>,
+) -> Result<()> {
     let mut buf = vec![0u8; 1 << 16];
     let mut offset = 0u64;
     loop {
@@ -165,7 +176,13 @@ fn read_stream<R: Read>(mut reader: R, path: &Path, member: Option<&str>, ids: &
     }
 }
 
-fn push_ids(bytes: &[u8], offset: u64, ids: &mut Vec<u8>, path: &Path, member: Option<&str>) -> Result<()> {
+fn push_ids(
+    bytes: &[u8],
+    offset: u64,
+    ids: &mut Vec<u8>,
+    path: &Path,
+    member: Option<&str>,
+) -> Result<()> {
     ids.reserve(bytes.len());
     for (i, &b) in bytes.iter().enumerate() {
         match tokenizer::byte_to_id(b) {
@@ -228,17 +245,28 @@ mod tests {
         write_zip(&zip_path, &[("text8", b"abc\nde")]);
         let err = read_corpus(&zip_path).unwrap_err();
         match &err {
-            Text8Error::BadByte { offset, byte, member, .. } => {
+            Text8Error::BadByte {
+                offset,
+                byte,
+                member,
+                ..
+            } => {
                 assert_eq!((*offset, *byte), (3, b'\n'));
                 assert_eq!(member.as_deref(), Some("text8"));
             }
             other => panic!("unexpected {other:?}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains("c.zip:text8") && msg.contains("offset 3"), "{msg}");
+        assert!(
+            msg.contains("c.zip:text8") && msg.contains("offset 3"),
+            "{msg}"
+        );
         let plain = dir.path().join("p.txt");
         std::fs::write(&plain, b"ok fine X").unwrap();
         let msg = read_corpus(&plain).unwrap_err().to_string();
-        assert!(msg.contains("p.txt") && msg.contains("offset 8") && msg.contains("'X'"), "{msg}");
+        assert!(
+            msg.contains("p.txt") && msg.contains("offset 8") && msg.contains("'X'"),
+            "{msg}"
+        );
     }
 }

@@ -90,7 +90,9 @@ pub fn resolve(source: &DataSource, progress: &mut dyn FnMut(FetchEvent)) -> Res
             let target = datasets_dir.join(TEXT8_FILE);
             if target.exists() {
                 check_size(&target, TEXT8_SIZE).map_err(|e| match e {
-                    Text8Error::WrongSize { expected, found, .. } => Text8Error::WrongSize {
+                    Text8Error::WrongSize {
+                        expected, found, ..
+                    } => Text8Error::WrongSize {
                         what: format!(
                             "{} (not the canonical text8.zip; delete it to download again, \
                              or pass it with --data to use it as it is)",
@@ -181,7 +183,10 @@ pub fn fetch(
             reason: "expected an http:// or https:// URL".into(),
         });
     }
-    let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Text8Error::io(dir, e))?;
 
     let http_err = |reason: String| Text8Error::Http {
@@ -196,7 +201,10 @@ pub fn fetch(
         .user_agent(concat!("charlstm/", env!("CARGO_PKG_VERSION")))
         .build()
         .into();
-    let response = agent.get(url).call().map_err(|e| http_err(describe_ureq(e)))?;
+    let response = agent
+        .get(url)
+        .call()
+        .map_err(|e| http_err(describe_ureq(e)))?;
     let status = response.status().as_u16();
     if status != 200 {
         return Err(Text8Error::HttpStatus {
@@ -221,7 +229,10 @@ pub fn fetch(
 
     let part = target.with_file_name(format!(
         "{}.part",
-        target.file_name().and_then(|n| n.to_str()).unwrap_or(TEXT8_FILE)
+        target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(TEXT8_FILE)
     ));
     let mut guard = TempGuard(Some(part.clone()));
     let mut out = File::create(&part).map_err(|e| Text8Error::io(&part, e))?;
@@ -245,7 +256,8 @@ pub fn fetch(
                 });
             }
         };
-        out.write_all(&buf[..n]).map_err(|e| Text8Error::io(&part, e))?;
+        out.write_all(&buf[..n])
+            .map_err(|e| Text8Error::io(&part, e))?;
         received += n as u64;
         if received - last_report >= 1 << 20 {
             progress(FetchEvent::Progress(received));
@@ -273,7 +285,10 @@ pub fn fetch(
     }
     out.sync_all().map_err(|e| Text8Error::io(&part, e))?;
     drop(out);
-    if target.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+    if target
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+    {
         crate::corpus::zip_single_member(&part).map_err(|e| Text8Error::Http {
             url: url.to_string(),
             reason: format!("the downloaded file is not a usable zip: {e}"),
@@ -284,7 +299,10 @@ pub fn fetch(
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-    log::info!("downloaded {url} to {} ({received} bytes)", target.display());
+    log::info!(
+        "downloaded {url} to {} ({received} bytes)",
+        target.display()
+    );
     progress(FetchEvent::Done(target.to_path_buf()));
     Ok(())
 }
@@ -306,8 +324,8 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// How the test server answers.
     #[derive(Clone)]
@@ -343,12 +361,19 @@ mod tests {
                     line.clear();
                 }
                 let (head, body) = match reply {
-                    Reply::Ok(b) => (format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n", b.len()), b),
+                    Reply::Ok(b) => (
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n", b.len()),
+                        b,
+                    ),
                     Reply::NoLength(b) => ("HTTP/1.1 200 OK\r\n".to_string(), b),
-                    Reply::Status(s) => (format!("HTTP/1.1 {s} Nope\r\nContent-Length: 0\r\n"), vec![]),
-                    Reply::Lying { body, announced } => {
-                        (format!("HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\n"), body)
-                    }
+                    Reply::Status(s) => (
+                        format!("HTTP/1.1 {s} Nope\r\nContent-Length: 0\r\n"),
+                        vec![],
+                    ),
+                    Reply::Lying { body, announced } => (
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\n"),
+                        body,
+                    ),
                 };
                 let _ = stream.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes());
                 let _ = stream.write_all(&body);
@@ -371,7 +396,10 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         for n in &names {
-            assert!(allowed.contains(&n.as_str()), "unexpected file {n} in {names:?}");
+            assert!(
+                allowed.contains(&n.as_str()),
+                "unexpected file {n} in {names:?}"
+            );
         }
     }
 
@@ -382,9 +410,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("text8.zip");
         let mut events = vec![];
-        fetch(&url, &target, Some(body.len() as u64), &mut |e| events.push(e)).unwrap();
+        fetch(&url, &target, Some(body.len() as u64), &mut |e| {
+            events.push(e)
+        })
+        .unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), body);
-        assert!(matches!(events[0], FetchEvent::Started { total: Some(n), .. } if n == body.len() as u64));
+        assert!(
+            matches!(events[0], FetchEvent::Started { total: Some(n), .. } if n == body.len() as u64)
+        );
         assert_eq!(events.last(), Some(&FetchEvent::Done(target.clone())));
         no_files_but(dir.path(), &["text8.zip"]);
         let corpus = crate::read_corpus(&target).unwrap();
@@ -397,7 +430,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("text8.zip");
         let err = fetch(&url, &target, None, &mut |_| {}).unwrap_err();
-        assert!(matches!(err, Text8Error::HttpStatus { status: 404, .. }), "{err}");
+        assert!(
+            matches!(err, Text8Error::HttpStatus { status: 404, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("404") && err.to_string().contains(&url));
         no_files_but(dir.path(), &[]);
     }
@@ -431,7 +467,9 @@ mod tests {
         let target = dir.path().join("text8.zip");
         let err = fetch(&url, &target, Some(TEXT8_SIZE), &mut |_| {}).unwrap_err();
         match &err {
-            Text8Error::WrongSize { expected, found, .. } => {
+            Text8Error::WrongSize {
+                expected, found, ..
+            } => {
                 assert_eq!((*expected, *found), (TEXT8_SIZE, body.len() as u64))
             }
             other => panic!("{other}"),
@@ -499,12 +537,24 @@ mod tests {
     #[test]
     fn missing_path_and_https_without_feature_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let err = resolve(&DataSource::parse(Some("/no/such/corpus.zip"), dir.path()), &mut |_| {})
-            .unwrap_err();
-        assert!(err.to_string().contains("/no/such/corpus.zip: no such file"), "{err}");
+        let err = resolve(
+            &DataSource::parse(Some("/no/such/corpus.zip"), dir.path()),
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("/no/such/corpus.zip: no such file"),
+            "{err}"
+        );
         if !cfg!(feature = "https") {
-            let err = fetch("https://example.invalid/x.zip", &dir.path().join("x.zip"), None, &mut |_| {})
-                .unwrap_err();
+            let err = fetch(
+                "https://example.invalid/x.zip",
+                &dir.path().join("x.zip"),
+                None,
+                &mut |_| {},
+            )
+            .unwrap_err();
             assert!(err.to_string().contains("`https` cargo feature"), "{err}");
         }
     }

@@ -47,7 +47,12 @@ pub struct MirrorSampler {
 impl MirrorSampler {
     /// A sampler of windows of `min_words..=max_words` words (each window at
     /// most `max_chars` characters; longer draws are redrawn).
-    pub fn new(ids: Arc<[u8]>, min_words: usize, max_words: usize, max_chars: usize) -> Result<Self> {
+    pub fn new(
+        ids: Arc<[u8]>,
+        min_words: usize,
+        max_words: usize,
+        max_chars: usize,
+    ) -> Result<Self> {
         if min_words == 0 || min_words > max_words {
             return Err(Text8Error::Invalid(format!(
                 "word range {min_words}..={max_words}: need 1 <= min_words <= max_words"
@@ -68,7 +73,10 @@ impl MirrorSampler {
         if let Some(s) = start {
             words.push((s as u32, ids.len() as u32));
         }
-        let fitting = words.iter().filter(|(s, e)| (e - s) as usize <= max_chars).count();
+        let fitting = words
+            .iter()
+            .filter(|(s, e)| (e - s) as usize <= max_chars)
+            .count();
         if words.len() < max_words || fitting == 0 {
             return Err(Text8Error::TooShort {
                 what: format!("text for windows of up to {max_words} words"),
@@ -134,7 +142,10 @@ mod tests {
     #[test]
     fn mirrors_each_word_in_place() {
         let m = mirror_words(&ids("the quick brown fox"));
-        assert_eq!(tokenizer::CharVocab.decode(&m).unwrap(), "eht kciuq nworb xof");
+        assert_eq!(
+            tokenizer::CharVocab.decode(&m).unwrap(),
+            "eht kciuq nworb xof"
+        );
         let m = mirror_words(&ids(" a  bc "));
         assert_eq!(tokenizer::CharVocab.decode(&m).unwrap(), " a  cb ");
         assert_eq!(mirror_words(&ids("zxqvw")), ids("wvqxz"));

@@ -132,7 +132,8 @@ impl Normalizer {
 pub fn normalize(text: &str) -> String {
     let mut out = Vec::with_capacity(text.len() + 1);
     let mut n = Normalizer::new();
-    n.push(text.as_bytes(), &mut out).expect("a str is valid UTF-8");
+    n.push(text.as_bytes(), &mut out)
+        .expect("a str is valid UTF-8");
     n.finish().expect("a str is valid UTF-8");
     String::from_utf8(out).expect("normalised text is ASCII")
 }
@@ -165,11 +166,13 @@ pub fn normalize_file(
     };
     let tmp = output.with_file_name(format!(
         "{}.tmp",
-        output.file_name().and_then(|n| n.to_str()).unwrap_or("normalized")
+        output
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("normalized")
     ));
     let result = (|| {
-        let mut writer =
-            BufWriter::new(File::create(&tmp).map_err(|e| Text8Error::io(&tmp, e))?);
+        let mut writer = BufWriter::new(File::create(&tmp).map_err(|e| Text8Error::io(&tmp, e))?);
         let mut norm = Normalizer::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut out = Vec::with_capacity(1 << 21);
@@ -185,11 +188,14 @@ pub fn normalize_file(
                 Err(e) => return Err(Text8Error::io(input, e)),
             };
             out.clear();
-            norm.push(&buf[..n], &mut out).map_err(|offset| Text8Error::NotUtf8 {
-                path: input.to_path_buf(),
-                offset,
-            })?;
-            writer.write_all(&out).map_err(|e| Text8Error::io(&tmp, e))?;
+            norm.push(&buf[..n], &mut out)
+                .map_err(|offset| Text8Error::NotUtf8 {
+                    path: input.to_path_buf(),
+                    offset,
+                })?;
+            writer
+                .write_all(&out)
+                .map_err(|e| Text8Error::io(&tmp, e))?;
             stats.bytes_in += n as u64;
             stats.chars_out += out.len() as u64;
             progress(stats.bytes_in);
@@ -224,7 +230,10 @@ mod tests {
     #[test]
     fn follows_wikifil_rules() {
         assert_eq!(normalize("Hello, World!"), " hello world");
-        assert_eq!(normalize("In 1984 there were 2 cats."), " in one nine eight four there were two cats");
+        assert_eq!(
+            normalize("In 1984 there were 2 cats."),
+            " in one nine eight four there were two cats"
+        );
         assert_eq!(normalize("  café\tnaïve\n\nX"), " caf na ve x");
         assert_eq!(normalize("a1b"), " a one b");
         assert_eq!(normalize(""), "");
@@ -267,12 +276,19 @@ mod tests {
         let output = dir.path().join("out.txt");
         std::fs::write(&input, b"Good text\xff bad").unwrap();
         let err = normalize_file(&input, &output, &mut |_| {}).unwrap_err();
-        assert!(err.to_string().contains("in.txt: invalid UTF-8 at byte offset 9"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("in.txt: invalid UTF-8 at byte offset 9"),
+            "{err}"
+        );
         assert!(!output.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         std::fs::write(&input, "Good text, 3 times.\n").unwrap();
         let stats = normalize_file(&input, &output, &mut |_| {}).unwrap();
-        assert_eq!(std::fs::read_to_string(&output).unwrap(), " good text three times");
+        assert_eq!(
+            std::fs::read_to_string(&output).unwrap(),
+            " good text three times"
+        );
         assert_eq!(stats.chars_out, 22);
         let corpus = crate::read_corpus(&output).unwrap();
         assert_eq!(corpus.len(), 22);

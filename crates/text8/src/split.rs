@@ -44,9 +44,7 @@ impl<'a> Split<'a> {
         match kind {
             SplitKind::Notebook { valid_size } => {
                 if valid_size == 0 {
-                    return Err(Text8Error::Invalid(
-                        "valid_size must be at least 1".into(),
-                    ));
+                    return Err(Text8Error::Invalid("valid_size must be at least 1".into()));
                 }
                 if ids.len() <= valid_size {
                     return Err(Text8Error::TooShort {
@@ -103,7 +101,10 @@ mod tests {
     fn standard_split_is_90_5_5() {
         let ids = vec![0u8; 100_000_000];
         let s = Split::new(&ids, SplitKind::Standard).unwrap();
-        assert_eq!((s.train.len(), s.valid.len(), s.test.len()), (90_000_000, 5_000_000, 5_000_000));
+        assert_eq!(
+            (s.train.len(), s.valid.len(), s.test.len()),
+            (90_000_000, 5_000_000, 5_000_000)
+        );
         let ids = vec![0u8; 1_024_806];
         let s = Split::new(&ids, SplitKind::Standard).unwrap();
         assert_eq!(s.train.len() + s.valid.len() + s.test.len(), ids.len());

@@ -98,14 +98,15 @@ impl CharVocab {
     pub fn encode(&self, text: &str) -> Result<Vec<u8>, TokenizerError> {
         let mut ids = Vec::with_capacity(text.len());
         for (position, (byte_offset, c)) in text.char_indices().enumerate() {
-            let id = u8::try_from(c)
-                .ok()
-                .and_then(byte_to_id)
-                .ok_or(TokenizerError::UnknownChar {
-                    found: c,
-                    position,
-                    byte_offset,
-                })?;
+            let id =
+                u8::try_from(c)
+                    .ok()
+                    .and_then(byte_to_id)
+                    .ok_or(TokenizerError::UnknownChar {
+                        found: c,
+                        position,
+                        byte_offset,
+                    })?;
             ids.push(id);
         }
         Ok(ids)
@@ -147,7 +148,9 @@ impl BigramVocab {
 
     /// Overlapping bigram ids of a sequence of char ids.
     pub fn from_char_ids(ids: &[u8]) -> Vec<u16> {
-        ids.windows(2).map(|w| bigram_id(w[0], w[1]) as u16).collect()
+        ids.windows(2)
+            .map(|w| bigram_id(w[0], w[1]) as u16)
+            .collect()
     }
 
     /// Text of a sequence of overlapping bigram ids (inverse of [`encode`](Self::encode)).
@@ -294,14 +297,25 @@ mod tests {
         let err = CharVocab.encode("ab€cD").unwrap_err().to_string();
         assert!(err.contains("'€'") && err.contains("character 2"), "{err}");
         let err = CharVocab.encode("abcD").unwrap_err();
-        assert!(matches!(err, TokenizerError::UnknownChar { found: 'D', position: 3, .. }));
+        assert!(matches!(
+            err,
+            TokenizerError::UnknownChar {
+                found: 'D',
+                position: 3,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn unknown_id_is_an_error() {
         assert!(matches!(
             CharVocab.decode(&[1, 27]),
-            Err(TokenizerError::UnknownId { id: 27, position: 1, .. })
+            Err(TokenizerError::UnknownId {
+                id: 27,
+                position: 1,
+                ..
+            })
         ));
         assert!(BigramVocab.decode(&[729]).is_err());
     }
@@ -321,7 +335,15 @@ mod tests {
     fn mirror_vocab_decodes_until_end() {
         let v = MirrorVocab;
         assert_eq!(v.size(), 30);
-        let ids = [MirrorVocab::START, 5, 8, 0, MirrorVocab::END, 1, MirrorVocab::PAD];
+        let ids = [
+            MirrorVocab::START,
+            5,
+            8,
+            0,
+            MirrorVocab::END,
+            1,
+            MirrorVocab::PAD,
+        ];
         assert_eq!(v.decode(&ids).unwrap(), "eh ");
     }
 

@@ -13,12 +13,19 @@ use crate::safetensors::SafeTensors;
 
 /// Adds every parameter of `module` to `out` as `<prefix><name>`.
 pub fn save_weights<M: Module>(module: &M, prefix: &str, out: &mut SafeTensors) {
-    for_each_param(module, |name, value| out.push(format!("{prefix}{name}"), to_host(&value)));
+    for_each_param(module, |name, value| {
+        out.push(format!("{prefix}{name}"), to_host(&value))
+    });
 }
 
 /// Checks that `file` holds every parameter of `module` under `<prefix><name>`
 /// with the same shape, and no other tensor under `prefix`.
-pub fn check_weights<M: Module>(module: &M, prefix: &str, file: &SafeTensors, path: &Path) -> Result<()> {
+pub fn check_weights<M: Module>(
+    module: &M,
+    prefix: &str,
+    file: &SafeTensors,
+    path: &Path,
+) -> Result<()> {
     let mut problems = vec![];
     let expected = param_shapes(module);
     for (name, dims) in &expected {
@@ -27,7 +34,10 @@ pub fn check_weights<M: Module>(module: &M, prefix: &str, file: &SafeTensors, pa
             Some(t) => {
                 let found = model::params::matrix_dims(&t.shape);
                 if found != *dims {
-                    problems.push(format!("{name}: expected shape {dims:?}, found {:?}", t.shape));
+                    problems.push(format!(
+                        "{name}: expected shape {dims:?}, found {:?}",
+                        t.shape
+                    ));
                 }
             }
         }
@@ -48,16 +58,29 @@ pub fn check_weights<M: Module>(module: &M, prefix: &str, file: &SafeTensors, pa
             format!(
                 "does not fit this model (another model shape or vocabulary?): {}{}",
                 shown.join("; "),
-                if problems.len() > 6 { format!("; and {} more", problems.len() - 6) } else { String::new() }
+                if problems.len() > 6 {
+                    format!("; and {} more", problems.len() - 6)
+                } else {
+                    String::new()
+                }
             ),
         ))
     }
 }
 
 /// Replaces every parameter of `module` by `<prefix><name>` of `file` (checked first).
-pub fn load_weights<M: Module>(module: M, prefix: &str, file: &SafeTensors, path: &Path, device: &Device) -> Result<M> {
+pub fn load_weights<M: Module>(
+    module: M,
+    prefix: &str,
+    file: &SafeTensors,
+    path: &Path,
+    device: &Device,
+) -> Result<M> {
     check_weights(&module, prefix, file, path)?;
     Ok(map_params(module, |name, _| {
-        from_host(file.get(&format!("{prefix}{name}")).expect("checked above"), device)
+        from_host(
+            file.get(&format!("{prefix}{name}")).expect("checked above"),
+            device,
+        )
     }))
 }

@@ -12,7 +12,10 @@ use crate::error::{Result, TrainError};
 /// previous content, so a crash, a kill or a full disk never leaves a
 /// truncated file behind.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
@@ -62,7 +65,10 @@ mod tests {
         std::fs::write(q.join("x"), b"x").unwrap();
         assert!(atomic_write(&q, b"new").is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
     }
 }

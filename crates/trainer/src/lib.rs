@@ -9,6 +9,7 @@
 //! goes to the caller through [`lm::Event`] callbacks and results come back
 //! as values; the CLI decides what a person sees.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod error;
 pub mod fsutil;

@@ -186,7 +186,11 @@ impl LmData {
         let split = Split::new(&corpus.ids, kind)?;
         let mut valid = split.valid.to_vec();
         valid.truncate(r.data.valid_size);
-        let min_valid = if r.model.tokenizer == TokenizerKind::Bigram { 3 } else { 2 };
+        let min_valid = if r.model.tokenizer == TokenizerKind::Bigram {
+            3
+        } else {
+            2
+        };
         if valid.len() < min_valid {
             return Err(TrainError::Data(text8::Text8Error::TooShort {
                 what: format!("validation part of {}", corpus.source.display()),
@@ -210,23 +214,38 @@ fn ids_tensor(ids: Vec<i64>, device: &Device) -> Tensor<1, Int> {
 
 /// Inputs (`[steps * batch]`), labels and the number of steps of one
 /// generator batch (`[num_unrollings + 1, batch]` ids, time-major).
-pub fn step_inputs(kind: TokenizerKind, batch: &[u8], batch_size: usize) -> (Vec<i64>, Vec<i64>, usize) {
+pub fn step_inputs(
+    kind: TokenizerKind,
+    batch: &[u8],
+    batch_size: usize,
+) -> (Vec<i64>, Vec<i64>, usize) {
     let cols = batch.len() / batch_size;
     let col = |t: usize| &batch[t * batch_size..(t + 1) * batch_size];
     match kind {
         TokenizerKind::Char => {
             let steps = cols - 1;
-            let inputs = (0..steps).flat_map(|t| col(t).iter().map(|&c| c as i64)).collect();
-            let labels = (1..=steps).flat_map(|t| col(t).iter().map(|&c| c as i64)).collect();
+            let inputs = (0..steps)
+                .flat_map(|t| col(t).iter().map(|&c| c as i64))
+                .collect();
+            let labels = (1..=steps)
+                .flat_map(|t| col(t).iter().map(|&c| c as i64))
+                .collect();
             (inputs, labels, steps)
         }
         TokenizerKind::Bigram => {
             // inputs are the first num_unrollings columns, as pairs: 9 bigrams of 10 columns
             let steps = cols - 2;
             let inputs = (0..steps)
-                .flat_map(|t| col(t).iter().zip(col(t + 1)).map(|(&a, &b)| bigram_id(a, b) as i64))
+                .flat_map(|t| {
+                    col(t)
+                        .iter()
+                        .zip(col(t + 1))
+                        .map(|(&a, &b)| bigram_id(a, b) as i64)
+                })
                 .collect();
-            let labels = (2..cols).flat_map(|t| col(t).iter().map(|&c| c as i64)).collect();
+            let labels = (2..cols)
+                .flat_map(|t| col(t).iter().map(|&c| c as i64))
+                .collect();
             (inputs, labels, steps)
         }
     }
@@ -235,7 +254,10 @@ pub fn step_inputs(kind: TokenizerKind, batch: &[u8], batch_size: usize) -> (Vec
 /// Mean softmax cross-entropy of logits `[n, v]` against labels `[n]`: a `[1]` tensor.
 pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
     let n = labels.dims()[0];
-    log_softmax(logits, 1).gather(1, labels.reshape([n, 1])).mean().neg()
+    log_softmax(logits, 1)
+        .gather(1, labels.reshape([n, 1]))
+        .mean()
+        .neg()
 }
 
 /// Dropout seed of a step: the same for a step whatever session runs it.
@@ -270,7 +292,9 @@ impl Session {
         // weights alone, for sampling, evaluation and sharing
         let mut weights = SafeTensors::default();
         save_weights(&self.model, "", &mut weights);
-        weights.metadata.insert("format".into(), "charlstm-lm".into());
+        weights
+            .metadata
+            .insert("format".into(), "charlstm-lm".into());
         weights
             .metadata
             .insert("model_config".into(), config.model.to_string());
@@ -278,7 +302,9 @@ impl Session {
             "tokenizer".into(),
             serde_json::to_string(&config.tokenizer).expect("json"),
         );
-        weights.metadata.insert("step".into(), self.step.to_string());
+        weights
+            .metadata
+            .insert("step".into(), self.step.to_string());
         // everything else for resuming
         let mut ck = SafeTensors::default();
         save_weights(&self.model, "model.", &mut ck);
@@ -302,7 +328,10 @@ impl Session {
             ("loss_count", self.loss_count.to_string()),
             ("wall_seconds", format!("{:e}", self.wall)),
             ("model_config", config.model.to_string()),
-            ("tokenizer", serde_json::to_string(&config.tokenizer).expect("json")),
+            (
+                "tokenizer",
+                serde_json::to_string(&config.tokenizer).expect("json"),
+            ),
         ];
         for (k, v) in meta {
             ck.metadata.insert(k.into(), v);
@@ -360,7 +389,11 @@ pub fn train_lm(
             if let Some(init) = &opts.init {
                 model = load_weights(model, "", init, Path::new("<initial weights>"), &device)?;
             }
-            let generator = BatchGenerator::new(data.train.clone(), recipe.data.batch_size, recipe.data.num_unrollings)?;
+            let generator = BatchGenerator::new(
+                data.train.clone(),
+                recipe.data.batch_size,
+                recipe.data.num_unrollings,
+            )?;
             let state = model.zero_state(recipe.data.batch_size, &device);
             run.write_config(&config)?;
             let session = Session {
@@ -409,7 +442,10 @@ pub fn train_lm(
             ),
         )?;
     } else {
-        run.append(&run.log_path(), &format!("resumed at step {}\n", session.step))?;
+        run.append(
+            &run.log_path(),
+            &format!("resumed at step {}\n", session.step),
+        )?;
     }
 
     let eval_device = opts.device.clone();
@@ -437,7 +473,9 @@ pub fn train_lm(
         session.generator.next_into(&mut batch);
         let (inputs, labels, steps) = step_inputs(kind, &batch, batch_size);
         if session.recipe.model.keep_prob < 1.0 {
-            session.device.seed(step_seed(session.recipe.train.seed, step));
+            session
+                .device
+                .seed(step_seed(session.recipe.train.seed, step));
         }
         let inputs = ids_tensor(inputs, &session.device);
         let labels_t = ids_tensor(labels, &session.device);
@@ -485,7 +523,11 @@ pub fn train_lm(
             if !mean_loss.is_finite() || !this_loss.is_finite() {
                 return Err(TrainError::Diverged {
                     step,
-                    value: if this_loss.is_finite() { mean_loss } else { this_loss },
+                    value: if this_loss.is_finite() {
+                        mean_loss
+                    } else {
+                        this_loss
+                    },
                     last_good,
                 });
             }
@@ -525,7 +567,8 @@ pub fn train_lm(
                 samples = Some(texts);
             }
             let t = Instant::now();
-            let (valid_ppl, valid_nb) = validate(&session.model.valid(), kind, &data.valid, &eval_device);
+            let (valid_ppl, valid_nb) =
+                validate(&session.model.valid(), kind, &data.valid, &eval_device);
             valid_seconds += t.elapsed().as_secs_f64();
             last_valid = valid_ppl;
             let summary = Summary {
@@ -562,7 +605,10 @@ pub fn train_lm(
     if interrupted {
         // the partial window's loss is saved with the rest
         session.save(&run, &config)?;
-        run.append(&run.log_path(), &format!("stopped at step {}\n", session.step))?;
+        run.append(
+            &run.log_path(),
+            &format!("stopped at step {}\n", session.step),
+        )?;
         observer(&Event::Checkpoint {
             step: session.step,
             path: &run.checkpoint_path(),
@@ -590,13 +636,20 @@ fn kind_context(kind: TokenizerKind) -> usize {
 /// Validation perplexity as the notebook computes it (the text read as a
 /// circle, batch 1, state carried from zero), and for bigram models also the
 /// notebook's own every-other-character variant.
-pub fn validate(model: &CharLm, kind: TokenizerKind, valid: &[u8], device: &Device) -> (f64, Option<f64>) {
+pub fn validate(
+    model: &CharLm,
+    kind: TokenizerKind,
+    valid: &[u8],
+    device: &Device,
+) -> (f64, Option<f64>) {
     let (inputs, labels) = sample::sequence_inputs(kind, valid, true);
-    let (sum, n) = sample::evaluate_sequence(model, &inputs, &labels, device, usize::MAX, &mut |_| {});
+    let (sum, n) =
+        sample::evaluate_sequence(model, &inputs, &labels, device, usize::MAX, &mut |_| {});
     let ppl = sample::perplexity(sum, n);
     let notebook = (kind == TokenizerKind::Bigram).then(|| {
         let (inputs, labels) = sample::notebook_bigram_inputs(valid);
-        let (sum, n) = sample::evaluate_sequence(model, &inputs, &labels, device, usize::MAX, &mut |_| {});
+        let (sum, n) =
+            sample::evaluate_sequence(model, &inputs, &labels, device, usize::MAX, &mut |_| {});
         sample::perplexity(sum, n)
     });
     (ppl, notebook)
@@ -611,10 +664,14 @@ fn resume_session(
     device: &Device,
 ) -> Result<(Session, RunConfig)> {
     // the run's own recipe, with the schedule the caller asked for (steps may grow)
-    let saved_tree: toml::Table = serde_json::from_value(config.recipe.clone())
-        .map_err(|e| TrainError::Run(format!("{}: bad recipe: {e}", run.config_path().display())))?;
+    let saved_tree: toml::Table = serde_json::from_value(config.recipe.clone()).map_err(|e| {
+        TrainError::Run(format!("{}: bad recipe: {e}", run.config_path().display()))
+    })?;
     let Recipe::Lm(saved) = crate::recipe::parse_tree(&config.recipe_name, &saved_tree)? else {
-        return Err(TrainError::Run(format!("{}: not a language-model run", run.path().display())));
+        return Err(TrainError::Run(format!(
+            "{}: not a language-model run",
+            run.path().display()
+        )));
     };
     if saved.model != asked.model {
         return Err(TrainError::Run(format!(
@@ -633,7 +690,10 @@ fn resume_session(
         )));
     }
     let saved_cfg = model_config(&saved);
-    debug_assert_eq!(serde_json::to_value(&saved_cfg).ok(), serde_json::to_value(cfg).ok());
+    debug_assert_eq!(
+        serde_json::to_value(&saved_cfg).ok(),
+        serde_json::to_value(cfg).ok()
+    );
     if config.data_chars != data.chars {
         return Err(TrainError::Run(format!(
             "cannot resume {}: it was trained on {} ({} characters), this corpus has {} characters",
@@ -667,15 +727,21 @@ fn resume_session(
             .ok_or_else(|| TrainError::checkpoint(&path, format!("missing metadata {k}")))
     };
     let parse_u64 = |k: &str| -> Result<u64> {
-        meta(k)?.parse().map_err(|_| TrainError::checkpoint(&path, format!("bad metadata {k}")))
+        meta(k)?
+            .parse()
+            .map_err(|_| TrainError::checkpoint(&path, format!("bad metadata {k}")))
     };
     let parse_f64 = |k: &str| -> Result<f64> {
-        meta(k)?.parse().map_err(|_| TrainError::checkpoint(&path, format!("bad metadata {k}")))
+        meta(k)?
+            .parse()
+            .map_err(|_| TrainError::checkpoint(&path, format!("bad metadata {k}")))
     };
     let model = cfg.init(0, device);
     let model = load_weights(model, "model.", &ck, &path, device)?;
     let mut optim = Optimizer::new(asked.train.optimizer, asked.train.clip_norm);
-    optim.load(&ck, device).map_err(|e| TrainError::checkpoint(&path, e))?;
+    optim
+        .load(&ck, device)
+        .map_err(|e| TrainError::checkpoint(&path, e))?;
     let mut state = vec![];
     for (k, layer) in model.layers.iter().enumerate() {
         let get = |n: &str| -> Result<Tensor<2>> {
@@ -683,14 +749,24 @@ fn resume_session(
                 .get(&format!("state.{k}.{n}"))
                 .ok_or_else(|| TrainError::checkpoint(&path, format!("missing state.{k}.{n}")))?;
             if t.shape != [asked.data.batch_size, layer.d_hidden] {
-                return Err(TrainError::checkpoint(&path, format!("state.{k}.{n} has shape {:?}", t.shape)));
+                return Err(TrainError::checkpoint(
+                    &path,
+                    format!("state.{k}.{n} has shape {:?}", t.shape),
+                ));
             }
             Ok(from_host(t, device))
         };
-        state.push(LstmState { h: get("h")?, c: get("c")? });
+        state.push(LstmState {
+            h: get("h")?,
+            c: get("c")?,
+        });
     }
     let step = parse_u64("step")?;
-    let mut generator = BatchGenerator::new(data.train.clone(), asked.data.batch_size, asked.data.num_unrollings)?;
+    let mut generator = BatchGenerator::new(
+        data.train.clone(),
+        asked.data.batch_size,
+        asked.data.num_unrollings,
+    )?;
     generator.seek(parse_u64("generator_calls")?);
     let rng: Rng = serde_json::from_str(&meta("rng")?)
         .map_err(|e| TrainError::checkpoint(&path, format!("bad rng state: {e}")))?;
@@ -704,7 +780,10 @@ fn resume_session(
     rows.retain(|r| r.step < step && r.step % every == 0);
     // the schedule may change (more steps); the rest of the recipe is the run's
     let mut tree = saved_tree;
-    if let Some(t) = serde_json::to_value(&asked.train).ok().and_then(|v| serde_json::from_value::<toml::Table>(v).ok()) {
+    if let Some(t) = serde_json::to_value(&asked.train)
+        .ok()
+        .and_then(|v| serde_json::from_value::<toml::Table>(v).ok())
+    {
         tree.insert("train".into(), toml::Value::Table(t));
     }
     config.recipe = serde_json::to_value(&tree).expect("json");
@@ -731,8 +810,9 @@ fn resume_session(
 pub fn run_recipe(run_dir: &Path, overrides: &[String]) -> Result<(LoadedRecipe, RunConfig)> {
     let run = RunDir::open(run_dir)?;
     let config = run.read_config()?;
-    let mut tree: toml::Table = serde_json::from_value(config.recipe.clone())
-        .map_err(|e| TrainError::Run(format!("{}: bad recipe: {e}", run.config_path().display())))?;
+    let mut tree: toml::Table = serde_json::from_value(config.recipe.clone()).map_err(|e| {
+        TrainError::Run(format!("{}: bad recipe: {e}", run.config_path().display()))
+    })?;
     for o in overrides {
         crate::recipe::apply_override(&mut tree, o)?;
     }
@@ -762,8 +842,12 @@ pub fn load_lm(run_dir: &Path, device: &Device) -> Result<(CharLm, TokenizerKind
             )));
         }
     };
-    let cfg: CharLmConfig = serde_json::from_value(config.model.clone())
-        .map_err(|e| TrainError::Run(format!("{}: bad model config: {e}", run.config_path().display())))?;
+    let cfg: CharLmConfig = serde_json::from_value(config.model.clone()).map_err(|e| {
+        TrainError::Run(format!(
+            "{}: bad model config: {e}",
+            run.config_path().display()
+        ))
+    })?;
     let path = run.model_path();
     if !path.exists() {
         return Err(TrainError::Run(format!(
@@ -773,7 +857,10 @@ pub fn load_lm(run_dir: &Path, device: &Device) -> Result<(CharLm, TokenizerKind
     }
     let weights = SafeTensors::read(&path)?;
     if weights.metadata.get("format").map(String::as_str) != Some("charlstm-lm") {
-        return Err(TrainError::checkpoint(&path, "not a charlstm language-model weights file"));
+        return Err(TrainError::checkpoint(
+            &path,
+            "not a charlstm language-model weights file",
+        ));
     }
     let model = load_weights(cfg.init(0, device), "", &weights, &path, device)?;
     Ok((model, kind, config))

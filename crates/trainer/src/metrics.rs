@@ -70,7 +70,9 @@ pub fn write_csv(path: &Path, rows: &[Summary]) -> Result<()> {
             r.minibatch_ppl,
             r.valid_ppl,
             r.valid_bpc,
-            r.valid_ppl_notebook.map(|v| format!("{v:.4}")).unwrap_or_default(),
+            r.valid_ppl_notebook
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_default(),
             r.grad_norm,
             r.chars_per_sec,
             r.wall_seconds
@@ -112,12 +114,28 @@ pub fn write_plots(dir: &Path, title: &str, rows: &[Summary]) -> Result<()> {
         return Ok(());
     }
     let steps: Vec<f64> = rows.iter().map(|r| r.step as f64).collect();
-    let mut loss = Plot::new(&format!("{title}: training loss"), "step", "cross-entropy (nats)");
-    loss.add(Series::new("mean training loss", &steps, rows.iter().map(|r| r.loss).collect()));
+    let mut loss = Plot::new(
+        &format!("{title}: training loss"),
+        "step",
+        "cross-entropy (nats)",
+    );
+    loss.add(Series::new(
+        "mean training loss",
+        &steps,
+        rows.iter().map(|r| r.loss).collect(),
+    ));
     loss.write_png(&dir.join("loss.png"))?;
     let mut ppl = Plot::new(&format!("{title}: perplexity"), "step", "perplexity");
-    ppl.add(Series::new("minibatch", &steps, rows.iter().map(|r| r.minibatch_ppl).collect()));
-    ppl.add(Series::new("validation", &steps, rows.iter().map(|r| r.valid_ppl).collect()));
+    ppl.add(Series::new(
+        "minibatch",
+        &steps,
+        rows.iter().map(|r| r.minibatch_ppl).collect(),
+    ));
+    ppl.add(Series::new(
+        "validation",
+        &steps,
+        rows.iter().map(|r| r.valid_ppl).collect(),
+    ));
     ppl.write_png(&dir.join("perplexity.png"))
 }
 
@@ -146,6 +164,9 @@ mod tests {
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].step, 100);
         assert_eq!(back[0].valid_ppl_notebook, Some(9.0));
-        assert!(row.notebook_lines()[0].starts_with("Average loss at step 100: 2.500000 learning rate: 10.000000"));
+        assert!(
+            row.notebook_lines()[0]
+                .starts_with("Average loss at step 100: 2.500000 learning rate: 10.000000")
+        );
     }
 }

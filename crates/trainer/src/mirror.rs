@@ -33,14 +33,18 @@ use crate::safetensors::SafeTensors;
 /// The model configuration of a mirror recipe.
 pub fn model_config(r: &MirrorRecipe) -> MirrorConfig {
     let m = &r.model;
-    MirrorConfig::new(MirrorVocab.size(), MirrorVocab::START as usize, MirrorVocab::END as usize)
-        .with_d_embedding(m.d_embedding)
-        .with_d_hidden(m.d_hidden)
-        .with_n_layers(m.n_layers)
-        .with_attention(m.attention)
-        .with_bidirectional(m.bidirectional)
-        .with_reverse_source(m.reverse_source)
-        .with_keep_prob(m.keep_prob)
+    MirrorConfig::new(
+        MirrorVocab.size(),
+        MirrorVocab::START as usize,
+        MirrorVocab::END as usize,
+    )
+    .with_d_embedding(m.d_embedding)
+    .with_d_hidden(m.d_hidden)
+    .with_n_layers(m.n_layers)
+    .with_attention(m.attention)
+    .with_bidirectional(m.bidirectional)
+    .with_reverse_source(m.reverse_source)
+    .with_keep_prob(m.keep_prob)
 }
 
 /// Draws training batches whose windows all have one character length.
@@ -115,7 +119,8 @@ pub struct Scores {
 
 /// Scores outputs against targets (char ids).
 pub fn score(outputs: &[Vec<u8>], targets: &[Vec<u8>]) -> Scores {
-    let (mut chars, mut chars_ok, mut words, mut words_ok, mut exact) = (0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut chars, mut chars_ok, mut words, mut words_ok, mut exact) =
+        (0usize, 0usize, 0usize, 0usize, 0usize);
     for (o, t) in outputs.iter().zip(targets) {
         chars += o.len().max(t.len());
         chars_ok += o.iter().zip(t).filter(|(a, b)| a == b).count();
@@ -140,7 +145,12 @@ pub fn max_output_len(len: usize) -> usize {
 }
 
 /// Decodes every source (greedy for `beam` 1), batching sources of equal length.
-pub fn decode_all(model: &Mirror, sources: &[Vec<u8>], beam: usize, device: &Device) -> Vec<Vec<u8>> {
+pub fn decode_all(
+    model: &Mirror,
+    sources: &[Vec<u8>],
+    beam: usize,
+    device: &Device,
+) -> Vec<Vec<u8>> {
     let mut by_len: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, s) in sources.iter().enumerate() {
         by_len.entry(s.len()).or_default().push(i);
@@ -221,7 +231,8 @@ impl MirrorSummary {
     }
 }
 
-const CSV_HEADER: &str = "step,loss,lr,valid_loss,char_acc,word_acc,sentence_acc,chars_per_sec,wall_seconds";
+const CSV_HEADER: &str =
+    "step,loss,lr,valid_loss,char_acc,word_acc,sentence_acc,chars_per_sec,wall_seconds";
 
 fn write_csv(path: &Path, rows: &[MirrorSummary]) -> Result<()> {
     let mut s = String::from(CSV_HEADER);
@@ -229,7 +240,15 @@ fn write_csv(path: &Path, rows: &[MirrorSummary]) -> Result<()> {
     for r in rows {
         s.push_str(&format!(
             "{},{:.6},{:e},{:.6},{:.6},{:.6},{:.6},{:.0},{:.2}\n",
-            r.step, r.loss, r.lr, r.valid_loss, r.valid.char_acc, r.valid.word_acc, r.valid.sentence_acc, r.chars_per_sec, r.wall_seconds
+            r.step,
+            r.loss,
+            r.lr,
+            r.valid_loss,
+            r.valid.char_acc,
+            r.valid.word_acc,
+            r.valid.sentence_acc,
+            r.chars_per_sec,
+            r.wall_seconds
         ));
     }
     atomic_write_str(path, &s)
@@ -242,14 +261,20 @@ fn read_csv(path: &Path) -> Result<Vec<MirrorSummary>> {
         .skip(1)
         .map(|(i, line)| {
             let f: Vec<&str> = line.split(',').collect();
-            let bad = || TrainError::Run(format!("{}: line {}: malformed row", path.display(), i + 1));
+            let bad =
+                || TrainError::Run(format!("{}: line {}: malformed row", path.display(), i + 1));
             let num = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).ok_or_else(bad);
             Ok(MirrorSummary {
                 step: f[0].parse().map_err(|_| bad())?,
                 loss: num(1)?,
                 lr: num(2)?,
                 valid_loss: num(3)?,
-                valid: Scores { sentences: 0, char_acc: num(4)?, word_acc: num(5)?, sentence_acc: num(6)? },
+                valid: Scores {
+                    sentences: 0,
+                    char_acc: num(4)?,
+                    word_acc: num(5)?,
+                    sentence_acc: num(6)?,
+                },
                 chars_per_sec: num(7)?,
                 wall_seconds: num(8)?,
             })
@@ -262,14 +287,42 @@ fn write_plots(dir: &Path, title: &str, rows: &[MirrorSummary]) -> Result<()> {
         return Ok(());
     }
     let steps: Vec<f64> = rows.iter().map(|r| r.step as f64).collect();
-    let mut loss = Plot::new(&format!("{title}: loss per target symbol"), "step", "cross-entropy (nats)");
-    loss.add(Series::new("training", &steps, rows.iter().map(|r| r.loss).collect()));
-    loss.add(Series::new("validation", &steps, rows.iter().map(|r| r.valid_loss).collect()));
+    let mut loss = Plot::new(
+        &format!("{title}: loss per target symbol"),
+        "step",
+        "cross-entropy (nats)",
+    );
+    loss.add(Series::new(
+        "training",
+        &steps,
+        rows.iter().map(|r| r.loss).collect(),
+    ));
+    loss.add(Series::new(
+        "validation",
+        &steps,
+        rows.iter().map(|r| r.valid_loss).collect(),
+    ));
     loss.write_png(&dir.join("loss.png"))?;
-    let mut acc = Plot::new(&format!("{title}: validation accuracy (greedy)"), "step", "accuracy (%)");
-    acc.add(Series::new("characters", &steps, rows.iter().map(|r| 100.0 * r.valid.char_acc).collect()));
-    acc.add(Series::new("words", &steps, rows.iter().map(|r| 100.0 * r.valid.word_acc).collect()));
-    acc.add(Series::new("sentences", &steps, rows.iter().map(|r| 100.0 * r.valid.sentence_acc).collect()));
+    let mut acc = Plot::new(
+        &format!("{title}: validation accuracy (greedy)"),
+        "step",
+        "accuracy (%)",
+    );
+    acc.add(Series::new(
+        "characters",
+        &steps,
+        rows.iter().map(|r| 100.0 * r.valid.char_acc).collect(),
+    ));
+    acc.add(Series::new(
+        "words",
+        &steps,
+        rows.iter().map(|r| 100.0 * r.valid.word_acc).collect(),
+    ));
+    acc.add(Series::new(
+        "sentences",
+        &steps,
+        rows.iter().map(|r| 100.0 * r.valid.sentence_acc).collect(),
+    ));
     acc.write_png(&dir.join("accuracy.png"))
 }
 
@@ -294,7 +347,8 @@ impl MirrorData {
     pub fn new(corpus: &text8::Corpus, r: &MirrorRecipe) -> Result<Self> {
         let split = Split::new(&corpus.ids, SplitKind::Standard)?;
         let d = &r.data;
-        let sampler = |ids: &[u8]| MirrorSampler::new(ids.into(), d.min_words, d.max_words, d.max_chars);
+        let sampler =
+            |ids: &[u8]| MirrorSampler::new(ids.into(), d.min_words, d.max_words, d.max_chars);
         let train = sampler(split.train)?;
         let valid = sampler(split.valid)?.fixed_set(d.valid_windows, r.train.seed ^ 0x7A11D);
         let test_ids: Arc<[u8]> = split.test.into();
@@ -345,22 +399,42 @@ impl From<&MirrorReport> for FinalReport {
     }
 }
 
-fn save(run: &RunDir, config: &RunConfig, model: &Mirror, optim: &Optimizer, step: u64, rng: &Rng, wall: f64, max_chars: usize) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+fn save(
+    run: &RunDir,
+    config: &RunConfig,
+    model: &Mirror,
+    optim: &Optimizer,
+    step: u64,
+    rng: &Rng,
+    wall: f64,
+    max_chars: usize,
+) -> Result<()> {
     let mut weights = SafeTensors::default();
     save_weights(model, "", &mut weights);
     let mut ck = SafeTensors::default();
     save_weights(model, "model.", &mut ck);
     optim.save(&mut ck);
     for st in [&mut weights, &mut ck] {
-        st.metadata.insert("model_config".into(), config.model.to_string());
-        st.metadata.insert("tokenizer".into(), serde_json::to_string(&config.tokenizer).expect("json"));
+        st.metadata
+            .insert("model_config".into(), config.model.to_string());
+        st.metadata.insert(
+            "tokenizer".into(),
+            serde_json::to_string(&config.tokenizer).expect("json"),
+        );
         st.metadata.insert("step".into(), step.to_string());
-        st.metadata.insert("max_chars".into(), max_chars.to_string());
+        st.metadata
+            .insert("max_chars".into(), max_chars.to_string());
     }
-    weights.metadata.insert("format".into(), "charlstm-mirror".into());
-    ck.metadata.insert("format".into(), "charlstm-mirror-checkpoint".into());
-    ck.metadata.insert("rng".into(), serde_json::to_string(rng).expect("json"));
-    ck.metadata.insert("wall_seconds".into(), format!("{wall:e}"));
+    weights
+        .metadata
+        .insert("format".into(), "charlstm-mirror".into());
+    ck.metadata
+        .insert("format".into(), "charlstm-mirror-checkpoint".into());
+    ck.metadata
+        .insert("rng".into(), serde_json::to_string(rng).expect("json"));
+    ck.metadata
+        .insert("wall_seconds".into(), format!("{wall:e}"));
     ck.write(&run.checkpoint_path())?;
     weights.write(&run.model_path())
 }
@@ -386,53 +460,79 @@ pub fn train_mirror(
     cfg.validate().map_err(TrainError::Recipe)?;
     let ad = device.clone().autodiff();
     let t = &recipe.train;
-    let (run, config, mut model, mut optim, mut step, mut rng, mut wall, mut rows, resumed) = match target {
-        RunTarget::New { path, runs_root } => {
-            let run = RunDir::create(path.as_deref(), runs_root, &loaded.name)?;
-            let config = RunConfig {
-                charlstm_version: env!("CARGO_PKG_VERSION").into(),
-                recipe_name: loaded.name.clone(),
-                recipe: serde_json::to_value(&loaded.tree).expect("json"),
-                tokenizer: Tokenizer::Mirror,
-                model: serde_json::to_value(&cfg).expect("json"),
-                data_source: data.source.clone(),
-                data_chars: data.chars,
-                device: device_name.to_string(),
-            };
-            run.write_config(&config)?;
-            let model = cfg.init(Rng::derive(t.seed, 0).next_u64(), &ad);
-            (run, config, model, Optimizer::new(OptimizerKind::Adam, t.clip_norm), 0, Rng::derive(t.seed, 1), 0.0, vec![], false)
-        }
-        RunTarget::Resume(dir) => {
-            let run = RunDir::open(dir)?;
-            let config = run.read_config()?;
-            let saved: MirrorConfig = serde_json::from_value(config.model.clone())
-                .map_err(|e| TrainError::Run(format!("{}: bad model config: {e}", run.config_path().display())))?;
-            if serde_json::to_value(&saved).ok() != serde_json::to_value(&cfg).ok() {
-                return Err(TrainError::Run(format!(
-                    "cannot resume {}: the model differs from the run's",
-                    dir.display()
-                )));
+    let (run, config, mut model, mut optim, mut step, mut rng, mut wall, mut rows, resumed) =
+        match target {
+            RunTarget::New { path, runs_root } => {
+                let run = RunDir::create(path.as_deref(), runs_root, &loaded.name)?;
+                let config = RunConfig {
+                    charlstm_version: env!("CARGO_PKG_VERSION").into(),
+                    recipe_name: loaded.name.clone(),
+                    recipe: serde_json::to_value(&loaded.tree).expect("json"),
+                    tokenizer: Tokenizer::Mirror,
+                    model: serde_json::to_value(&cfg).expect("json"),
+                    data_source: data.source.clone(),
+                    data_chars: data.chars,
+                    device: device_name.to_string(),
+                };
+                run.write_config(&config)?;
+                let model = cfg.init(Rng::derive(t.seed, 0).next_u64(), &ad);
+                (
+                    run,
+                    config,
+                    model,
+                    Optimizer::new(OptimizerKind::Adam, t.clip_norm),
+                    0,
+                    Rng::derive(t.seed, 1),
+                    0.0,
+                    vec![],
+                    false,
+                )
             }
-            let path = run.checkpoint_path();
-            let ck = SafeTensors::read(&path)?;
-            let model = load_weights(cfg.init(0, &ad), "model.", &ck, &path, &ad)?;
-            let mut optim = Optimizer::new(OptimizerKind::Adam, t.clip_norm);
-            optim.load(&ck, &ad).map_err(|e| TrainError::checkpoint(&path, e))?;
-            let meta = |k: &str| {
-                ck.metadata
-                    .get(k)
-                    .cloned()
-                    .ok_or_else(|| TrainError::checkpoint(&path, format!("missing metadata {k}")))
-            };
-            let step: u64 = meta("step")?.parse().map_err(|_| TrainError::checkpoint(&path, "bad step"))?;
-            let rng: Rng = serde_json::from_str(&meta("rng")?).map_err(|e| TrainError::checkpoint(&path, e.to_string()))?;
-            let wall: f64 = meta("wall_seconds")?.parse().map_err(|_| TrainError::checkpoint(&path, "bad wall_seconds"))?;
-            let mut rows = if run.metrics_path().exists() { read_csv(&run.metrics_path())? } else { vec![] };
-            rows.retain(|r| r.step < step && r.step % t.summary == 0);
-            (run, config, model, optim, step, rng, wall, rows, true)
-        }
-    };
+            RunTarget::Resume(dir) => {
+                let run = RunDir::open(dir)?;
+                let config = run.read_config()?;
+                let saved: MirrorConfig =
+                    serde_json::from_value(config.model.clone()).map_err(|e| {
+                        TrainError::Run(format!(
+                            "{}: bad model config: {e}",
+                            run.config_path().display()
+                        ))
+                    })?;
+                if serde_json::to_value(&saved).ok() != serde_json::to_value(&cfg).ok() {
+                    return Err(TrainError::Run(format!(
+                        "cannot resume {}: the model differs from the run's",
+                        dir.display()
+                    )));
+                }
+                let path = run.checkpoint_path();
+                let ck = SafeTensors::read(&path)?;
+                let model = load_weights(cfg.init(0, &ad), "model.", &ck, &path, &ad)?;
+                let mut optim = Optimizer::new(OptimizerKind::Adam, t.clip_norm);
+                optim
+                    .load(&ck, &ad)
+                    .map_err(|e| TrainError::checkpoint(&path, e))?;
+                let meta = |k: &str| {
+                    ck.metadata.get(k).cloned().ok_or_else(|| {
+                        TrainError::checkpoint(&path, format!("missing metadata {k}"))
+                    })
+                };
+                let step: u64 = meta("step")?
+                    .parse()
+                    .map_err(|_| TrainError::checkpoint(&path, "bad step"))?;
+                let rng: Rng = serde_json::from_str(&meta("rng")?)
+                    .map_err(|e| TrainError::checkpoint(&path, e.to_string()))?;
+                let wall: f64 = meta("wall_seconds")?
+                    .parse()
+                    .map_err(|_| TrainError::checkpoint(&path, "bad wall_seconds"))?;
+                let mut rows = if run.metrics_path().exists() {
+                    read_csv(&run.metrics_path())?
+                } else {
+                    vec![]
+                };
+                rows.retain(|r| r.step < step && r.step % t.summary == 0);
+                (run, config, model, optim, step, rng, wall, rows, true)
+            }
+        };
     observer(&Event::Started {
         run_dir: run.path(),
         start_step: step,
@@ -451,10 +551,9 @@ pub fn train_mirror(
             break;
         }
         let t0 = Instant::now();
-        let lr = if t.decay_every > 0 {
-            t.learning_rate * t.decay_factor.powi((step / t.decay_every) as i32)
-        } else {
-            t.learning_rate
+        let lr = match step.checked_div(t.decay_every) {
+            Some(k) => t.learning_rate * t.decay_factor.powi(k as i32),
+            None => t.learning_rate,
         };
         let batch = data.batcher.next_batch(&mut rng);
         if recipe.model.keep_prob < 1.0 {
@@ -469,7 +568,11 @@ pub fn train_mirror(
         let grads = loss.backward();
         let (m, _) = optim.step(model, &grads, lr);
         model = m;
-        let l = loss.inner().into_data().try_into_vec_as::<f64>().expect("f64")[0];
+        let l = loss
+            .inner()
+            .into_data()
+            .try_into_vec_as::<f64>()
+            .expect("f64")[0];
         step += 1;
         let dt = t0.elapsed().as_secs_f64();
         wall += dt;
@@ -509,15 +612,39 @@ pub fn train_mirror(
             run.append(&run.log_path(), &(summary.line() + "\n"))?;
             observer(&Event::MirrorSummary(&summary));
             rows.push(summary);
-            save(&run, &config, &model, &optim, step, &rng, wall, recipe.data.max_chars)?;
+            save(
+                &run,
+                &config,
+                &model,
+                &optim,
+                step,
+                &rng,
+                wall,
+                recipe.data.max_chars,
+            )?;
             write_csv(&run.metrics_path(), &rows)?;
             write_plots(run.path(), &loaded.name, &rows)?;
-            observer(&Event::Checkpoint { step, path: &run.checkpoint_path() });
+            observer(&Event::Checkpoint {
+                step,
+                path: &run.checkpoint_path(),
+            });
         }
     }
     if interrupted {
-        save(&run, &config, &model, &optim, step, &rng, wall, recipe.data.max_chars)?;
-        observer(&Event::Checkpoint { step, path: &run.checkpoint_path() });
+        save(
+            &run,
+            &config,
+            &model,
+            &optim,
+            step,
+            &rng,
+            wall,
+            recipe.data.max_chars,
+        )?;
+        observer(&Event::Checkpoint {
+            step,
+            path: &run.checkpoint_path(),
+        });
         return Ok(MirrorReport {
             run_dir: run.path().to_path_buf(),
             steps: step,
@@ -531,9 +658,15 @@ pub fn train_mirror(
     let eval_model = model.valid();
     let sources: Vec<Vec<u8>> = data.test.iter().map(|p| p.source.clone()).collect();
     let targets: Vec<Vec<u8>> = data.test.iter().map(|p| p.target.clone()).collect();
-    let greedy = score(&decode_all(&eval_model, &sources, 1, &eval_device), &targets);
+    let greedy = score(
+        &decode_all(&eval_model, &sources, 1, &eval_device),
+        &targets,
+    );
     let beam = if t.beam > 1 {
-        score(&decode_all(&eval_model, &sources, t.beam, &eval_device), &targets)
+        score(
+            &decode_all(&eval_model, &sources, t.beam, &eval_device),
+            &targets,
+        )
     } else {
         greedy
     };
@@ -563,8 +696,12 @@ pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
             run_dir.display()
         )));
     }
-    let cfg: MirrorConfig = serde_json::from_value(config.model.clone())
-        .map_err(|e| TrainError::Run(format!("{}: bad model config: {e}", run.config_path().display())))?;
+    let cfg: MirrorConfig = serde_json::from_value(config.model.clone()).map_err(|e| {
+        TrainError::Run(format!(
+            "{}: bad model config: {e}",
+            run.config_path().display()
+        ))
+    })?;
     let path = run.model_path();
     if !path.exists() {
         return Err(TrainError::Run(format!(
@@ -574,7 +711,10 @@ pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
     }
     let weights = SafeTensors::read(&path)?;
     if weights.metadata.get("format").map(String::as_str) != Some("charlstm-mirror") {
-        return Err(TrainError::checkpoint(&path, "not a charlstm mirror weights file"));
+        return Err(TrainError::checkpoint(
+            &path,
+            "not a charlstm mirror weights file",
+        ));
     }
     let max_chars = weights
         .metadata
@@ -586,7 +726,17 @@ pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
 }
 
 /// Accuracy on `count` fixed windows of exactly `words` words from `ids`.
-pub fn evaluate_words(model: &Mirror, ids: Arc<[u8]>, words: usize, count: usize, beam: usize, seed: u64, max_chars: usize, device: &Device) -> Result<Scores> {
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_words(
+    model: &Mirror,
+    ids: Arc<[u8]>,
+    words: usize,
+    count: usize,
+    beam: usize,
+    seed: u64,
+    max_chars: usize,
+    device: &Device,
+) -> Result<Scores> {
     let sampler = MirrorSampler::new(ids, words, words, max_chars)?;
     let pairs = sampler.fixed_set(count, seed);
     let sources: Vec<Vec<u8>> = pairs.iter().map(|p| p.source.clone()).collect();
@@ -620,7 +770,11 @@ mod tests {
         for _ in 0..20 {
             let batch = b.next_batch(&mut rng);
             assert_eq!(batch.len(), 8);
-            assert!(batch.iter().all(|p| p.source.len() == batch[0].source.len()));
+            assert!(
+                batch
+                    .iter()
+                    .all(|p| p.source.len() == batch[0].source.len())
+            );
             assert!(batch.iter().all(|p| p.target == mirror_words(&p.source)));
         }
     }

@@ -122,7 +122,8 @@ impl Optimizer {
             out.push(format!("optim.{name}.m"), to_host(m));
             out.push(format!("optim.{name}.v"), to_host(v));
         }
-        out.metadata.insert("optim.updates".into(), self.t.to_string());
+        out.metadata
+            .insert("optim.updates".into(), self.t.to_string());
     }
 
     /// Restores the state written by [`save`](Self::save).
@@ -140,8 +141,10 @@ impl Optimizer {
                 let v = from
                     .get(&format!("optim.{param}.v"))
                     .ok_or_else(|| format!("missing optim.{param}.v"))?;
-                self.moments
-                    .insert(param.to_string(), (from_host(t, device), from_host(v, device)));
+                self.moments.insert(
+                    param.to_string(),
+                    (from_host(t, device), from_host(v, device)),
+                );
             }
         }
         if self.kind == OptimizerKind::Adam && self.t > 0 && self.moments.is_empty() {

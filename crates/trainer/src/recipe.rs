@@ -11,11 +11,26 @@ use crate::error::{Result, TrainError};
 
 /// The recipes compiled into the binary: `(name, TOML source)`.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("notebook-char", include_str!("../../../xtask/recipes/notebook-char.toml")),
-    ("notebook-fused", include_str!("../../../xtask/recipes/notebook-fused.toml")),
-    ("notebook-embed", include_str!("../../../xtask/recipes/notebook-embed.toml")),
-    ("notebook-bigram", include_str!("../../../xtask/recipes/notebook-bigram.toml")),
-    ("notebook-dropout", include_str!("../../../xtask/recipes/notebook-dropout.toml")),
+    (
+        "notebook-char",
+        include_str!("../../../xtask/recipes/notebook-char.toml"),
+    ),
+    (
+        "notebook-fused",
+        include_str!("../../../xtask/recipes/notebook-fused.toml"),
+    ),
+    (
+        "notebook-embed",
+        include_str!("../../../xtask/recipes/notebook-embed.toml"),
+    ),
+    (
+        "notebook-bigram",
+        include_str!("../../../xtask/recipes/notebook-bigram.toml"),
+    ),
+    (
+        "notebook-dropout",
+        include_str!("../../../xtask/recipes/notebook-dropout.toml"),
+    ),
     ("large", include_str!("../../../xtask/recipes/large.toml")),
     ("mirror", include_str!("../../../xtask/recipes/mirror.toml")),
 ];
@@ -317,7 +332,11 @@ pub fn recipe_source(name_or_path: &str) -> Result<(String, String)> {
     }
     Err(TrainError::Recipe(format!(
         "unknown recipe {name_or_path:?}: expected one of {} or a path to a .toml file",
-        BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        BUILTIN
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
 }
 
@@ -365,7 +384,9 @@ pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
         table = table
             .get_mut(part)
             .and_then(|v| v.as_table_mut())
-            .ok_or_else(|| TrainError::Recipe(format!("--set {key}: no section {part:?} in the recipe")))?;
+            .ok_or_else(|| {
+                TrainError::Recipe(format!("--set {key}: no section {part:?} in the recipe"))
+            })?;
     }
     let last = path.last().expect("non-empty key");
     if let (Some(old), new) = (table.get(last), &value)
@@ -403,13 +424,19 @@ pub fn load_recipe(name_or_path: &str, overrides: &[String]) -> Result<LoadedRec
 
 /// Parses a recipe tree (after overrides) and validates it.
 pub fn parse_tree(name: &str, tree: &toml::Table) -> Result<Recipe> {
-    let task = tree
-        .get("task")
-        .and_then(|t| t.as_str())
-        .ok_or_else(|| TrainError::Recipe(format!("recipe {name}: missing task = \"lm\" or \"mirror\"")))?;
+    let task = tree.get("task").and_then(|t| t.as_str()).ok_or_else(|| {
+        TrainError::Recipe(format!(
+            "recipe {name}: missing task = \"lm\" or \"mirror\""
+        ))
+    })?;
     // the display names the key: "invalid value: integer `-5`, expected u64 in `train.steps`"
     let err = |e: toml::de::Error| {
-        let text: Vec<String> = e.to_string().lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        let text: Vec<String> = e
+            .to_string()
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
         TrainError::Recipe(format!("recipe {name}: {}", text.join(" ")))
     };
     let recipe = match task {
@@ -421,7 +448,9 @@ pub fn parse_tree(name: &str, tree: &toml::Table) -> Result<Recipe> {
             )));
         }
     };
-    recipe.validate().map_err(|e| TrainError::Recipe(format!("recipe {name}: {e}")))?;
+    recipe
+        .validate()
+        .map_err(|e| TrainError::Recipe(format!("recipe {name}: {e}")))?;
     Ok(recipe)
 }
 
@@ -461,7 +490,9 @@ impl Recipe {
                 probability("model.keep_prob", m.keep_prob)?;
                 if m.tokenizer == TokenizerKind::Bigram && m.input == InputSpec::OneHot {
                     // a 729-wide one-hot works, but is never what anyone means
-                    return Err("model.tokenizer = \"bigram\" needs model.input = \"embedding\"".into());
+                    return Err(
+                        "model.tokenizer = \"bigram\" needs model.input = \"embedding\"".into(),
+                    );
                 }
                 let d = &r.data;
                 at_least_one("data.batch_size", d.batch_size as u64)?;
@@ -491,7 +522,10 @@ impl Recipe {
                 at_least_one("data.valid_windows", d.valid_windows as u64)?;
                 at_least_one("data.test_windows", d.test_windows as u64)?;
                 if !(0.0..=1.0).contains(&d.random_word_prob) {
-                    return Err(format!("data.random_word_prob must be in [0, 1], got {}", d.random_word_prob));
+                    return Err(format!(
+                        "data.random_word_prob must be in [0, 1], got {}",
+                        d.random_word_prob
+                    ));
                 }
                 let t = &r.train;
                 at_least_one("train.steps", t.steps)?;
@@ -542,7 +576,11 @@ pub fn list_builtin() -> Vec<(String, String)> {
             let desc = src
                 .parse::<toml::Table>()
                 .ok()
-                .and_then(|t| t.get("description").and_then(|d| d.as_str()).map(str::to_string))
+                .and_then(|t| {
+                    t.get("description")
+                        .and_then(|d| d.as_str())
+                        .map(str::to_string)
+                })
                 .unwrap_or_default();
             (name.to_string(), desc)
         })
@@ -562,12 +600,20 @@ mod tests {
 
     #[test]
     fn overrides_apply_by_section_or_bare_name() {
-        let r = load_recipe("notebook-char", &["train.steps=20".into(), "d_hidden=8".into()]).unwrap();
+        let r = load_recipe(
+            "notebook-char",
+            &["train.steps=20".into(), "d_hidden=8".into()],
+        )
+        .unwrap();
         let Recipe::Lm(r) = r.recipe else { panic!() };
         assert_eq!(r.train.steps, 20);
         assert_eq!(r.model.d_hidden, 8);
         // integers become floats where a float is expected
-        let r = load_recipe("notebook-char", &["learning_rate=1".into(), "layout=fused".into()]).unwrap();
+        let r = load_recipe(
+            "notebook-char",
+            &["learning_rate=1".into(), "layout=fused".into()],
+        )
+        .unwrap();
         let Recipe::Lm(r) = r.recipe else { panic!() };
         assert_eq!(r.train.learning_rate, 1.0);
         assert_eq!(r.model.layout, LayoutSpec::Fused);
@@ -575,16 +621,44 @@ mod tests {
 
     #[test]
     fn bad_overrides_and_values_are_clear_errors() {
-        let e = |o: &str| load_recipe("notebook-char", &[o.to_string()]).unwrap_err().to_string();
-        assert!(e("train.stepz=3").contains("unknown field `stepz`"), "{}", e("train.stepz=3"));
-        assert!(e("stepz=3").contains("unknown field `stepz`"), "{}", e("stepz=3"));
+        let e = |o: &str| {
+            load_recipe("notebook-char", &[o.to_string()])
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            e("train.stepz=3").contains("unknown field `stepz`"),
+            "{}",
+            e("train.stepz=3")
+        );
+        assert!(
+            e("stepz=3").contains("unknown field `stepz`"),
+            "{}",
+            e("stepz=3")
+        );
         assert!(e("train.steps=0").contains("train.steps must be at least 1, got 0"));
-        assert!(e("train.steps=-5").contains("expected u64 in `train.steps`"), "{}", e("train.steps=-5"));
+        assert!(
+            e("train.steps=-5").contains("expected u64 in `train.steps`"),
+            "{}",
+            e("train.steps=-5")
+        );
         assert!(e("learning_rate=-1").contains("train.learning_rate must be a positive number"));
-        assert!(e("train.steps=abc").contains("expected a integer"), "{}", e("train.steps=abc"));
+        assert!(
+            e("train.steps=abc").contains("expected a integer"),
+            "{}",
+            e("train.steps=abc")
+        );
         assert!(e("keep_prob=0").contains("model.keep_prob must be in (0, 1]"));
-        assert!(e("layout=diagonal").contains("unknown variant `diagonal`"), "{}", e("layout=diagonal"));
-        assert!(e("nosection.x=1").contains("no section \"nosection\""), "{}", e("nosection.x=1"));
+        assert!(
+            e("layout=diagonal").contains("unknown variant `diagonal`"),
+            "{}",
+            e("layout=diagonal")
+        );
+        assert!(
+            e("nosection.x=1").contains("no section \"nosection\""),
+            "{}",
+            e("nosection.x=1")
+        );
         assert!(e("steps").contains("expected key=value"));
         let unknown = load_recipe("no-such-recipe", &[]).unwrap_err().to_string();
         assert!(unknown.contains("notebook-char"), "{unknown}");
@@ -592,7 +666,9 @@ mod tests {
 
     #[test]
     fn staircase_schedule() {
-        let Recipe::Lm(r) = load_recipe("notebook-char", &[]).unwrap().recipe else { panic!() };
+        let Recipe::Lm(r) = load_recipe("notebook-char", &[]).unwrap().recipe else {
+            panic!()
+        };
         assert_eq!(r.train.learning_rate_at(0), 10.0);
         assert_eq!(r.train.learning_rate_at(4999), 10.0);
         assert!((r.train.learning_rate_at(5000) - 1.0).abs() < 1e-12);

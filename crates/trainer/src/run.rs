@@ -152,8 +152,9 @@ impl RunDir {
     pub fn read_config(&self) -> Result<RunConfig> {
         let p = self.config_path();
         let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| TrainError::Run(format!("{}: not a charlstm run config: {e}", p.display())))
+        serde_json::from_str(&text).map_err(|e| {
+            TrainError::Run(format!("{}: not a charlstm run config: {e}", p.display()))
+        })
     }
 
     /// Appends lines to a text file of the run.
@@ -163,6 +164,7 @@ impl RunDir {
             .append(true)
             .open(file)
             .map_err(|e| TrainError::io(file, e))?;
-        f.write_all(text.as_bytes()).map_err(|e| TrainError::io(file, e))
+        f.write_all(text.as_bytes())
+            .map_err(|e| TrainError::io(file, e))
     }
 }

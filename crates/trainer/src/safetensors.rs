@@ -24,7 +24,11 @@ pub struct HostTensor {
 impl HostTensor {
     /// A tensor of `shape` holding `data`.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?}");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?}"
+        );
         HostTensor { shape, data }
     }
 }
@@ -102,9 +106,13 @@ impl SafeTensors {
         let mut entries = vec![];
         for (name, v) in header {
             if name == "__metadata__" {
-                let m = v.as_object().ok_or_else(|| bad("__metadata__ is not a map".into()))?;
+                let m = v
+                    .as_object()
+                    .ok_or_else(|| bad("__metadata__ is not a map".into()))?;
                 for (k, v) in m {
-                    let s = v.as_str().ok_or_else(|| bad(format!("metadata {k} is not a string")))?;
+                    let s = v
+                        .as_str()
+                        .ok_or_else(|| bad(format!("metadata {k} is not a string")))?;
                     metadata.insert(k.clone(), s.to_string());
                 }
                 continue;
@@ -170,7 +178,10 @@ mod tests {
     #[test]
     fn round_trip_and_independent_reader_agree() {
         let mut st = SafeTensors::default();
-        st.push("a.w", HostTensor::new(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5]));
+        st.push(
+            "a.w",
+            HostTensor::new(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5]),
+        );
         st.push("b", HostTensor::new(vec![1, 1], vec![0.25]));
         st.metadata.insert("step".into(), "7".into());
         let bytes = st.to_bytes();
@@ -190,10 +201,14 @@ mod tests {
         st.push("w", HostTensor::new(vec![4], vec![1.0; 4]));
         let bytes = st.to_bytes();
         for cut in [0, 5, 8, 20, bytes.len() - 1] {
-            let err = SafeTensors::from_bytes(&bytes[..cut], Path::new("ck.safetensors")).unwrap_err();
+            let err =
+                SafeTensors::from_bytes(&bytes[..cut], Path::new("ck.safetensors")).unwrap_err();
             let msg = err.to_string();
             assert!(msg.starts_with("ck.safetensors: "), "{msg}");
-            assert!(msg.contains("truncated") || msg.contains("corrupt"), "cut {cut}: {msg}");
+            assert!(
+                msg.contains("truncated") || msg.contains("corrupt"),
+                "cut {cut}: {msg}"
+            );
         }
         let mut junk = bytes.clone();
         junk[8] = b'#';

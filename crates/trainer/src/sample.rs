@@ -65,7 +65,9 @@ pub fn draw(logits: &[f32], temperature: f64, rng: &mut Rng) -> usize {
         return logits
             .iter()
             .enumerate()
-            .fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best })
+            .fold((0, f32::NEG_INFINITY), |best, (i, &l)| {
+                if l > best.1 { (i, l) } else { best }
+            })
             .0;
     }
     let inv_t = (1.0 / temperature) as f32;
@@ -89,7 +91,13 @@ fn ids_tensor(ids: Vec<i64>, device: &Device) -> Tensor<1, Int> {
 /// Generates `opts.count` texts. `model` must not be on an autodiff device
 /// (use `model.valid()`). Each text is the prime (or a random start of one
 /// character, two for bigram models) followed by `opts.length` generated characters.
-pub fn generate(model: &CharLm, kind: TokenizerKind, opts: &SampleOptions, rng: &mut Rng, device: &Device) -> Result<Vec<String>> {
+pub fn generate(
+    model: &CharLm,
+    kind: TokenizerKind,
+    opts: &SampleOptions,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Vec<String>> {
     if opts.count == 0 {
         return Ok(vec![]);
     }
@@ -110,7 +118,9 @@ pub fn generate(model: &CharLm, kind: TokenizerKind, opts: &SampleOptions, rng: 
             }
             vec![ids; s]
         }
-        _ => (0..s).map(|_| (0..ctx).map(|_| random_start(rng)).collect()).collect(),
+        _ => (0..s)
+            .map(|_| (0..ctx).map(|_| random_start(rng)).collect())
+            .collect(),
     };
     let mut state = model.zero_state(s, device);
     // warm up on the prime: every input position except the last
@@ -127,10 +137,16 @@ pub fn generate(model: &CharLm, kind: TokenizerKind, opts: &SampleOptions, rng: 
         state = st;
     }
     for _ in 0..opts.length {
-        let ids: Vec<i64> = hist.iter().map(|h| input_id(kind, h, h.len() - 1)).collect();
+        let ids: Vec<i64> = hist
+            .iter()
+            .map(|h| input_id(kind, h, h.len() - 1))
+            .collect();
         let (logits, st) = model.forward(ids_tensor(ids, device), s, state, false);
         state = st;
-        let values = logits.into_data().try_into_vec_as::<f32>().expect("f32 logits");
+        let values = logits
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .expect("f32 logits");
         let v = model.output_size();
         for (b, h) in hist.iter_mut().enumerate() {
             h.push(draw(&values[b * v..(b + 1) * v], opts.temperature, rng) as u8);
@@ -138,7 +154,11 @@ pub fn generate(model: &CharLm, kind: TokenizerKind, opts: &SampleOptions, rng: 
     }
     Ok(hist
         .into_iter()
-        .map(|h| h.into_iter().map(|id| id_to_byte(id).expect("char id") as char).collect())
+        .map(|h| {
+            h.into_iter()
+                .map(|id| id_to_byte(id).expect("char id") as char)
+                .collect()
+        })
         .collect())
 }
 
@@ -172,7 +192,10 @@ impl EvalReport {
 pub fn logprob_sum(logits: Tensor<2>, labels: &[u8]) -> f64 {
     let [n, v] = logits.dims();
     assert_eq!(n, labels.len());
-    let values = logits.into_data().try_into_vec_as::<f32>().expect("f32 logits");
+    let values = logits
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("f32 logits");
     let mut total = 0.0f64;
     for (row, &label) in values.chunks_exact(v).zip(labels) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
@@ -256,7 +279,9 @@ pub fn evaluate_text(
         )));
     }
     let total = inputs.len();
-    let (sum, n) = evaluate_sequence(model, &inputs, &labels, device, 4096, &mut |d| progress(d, total));
+    let (sum, n) = evaluate_sequence(model, &inputs, &labels, device, 4096, &mut |d| {
+        progress(d, total)
+    });
     Ok(EvalReport::from_sum(sum, n))
 }
 

@@ -26,14 +26,28 @@ fn shared() -> PathBuf {
 
 fn golden(variant: &str) -> Value {
     let p = shared().join(format!("reference/golden/{variant}.json"));
-    let text = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{}: {e} (set CHARLSTM_SHARED to the shared folder)", p.display()));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (set CHARLSTM_SHARED to the shared folder)",
+            p.display()
+        )
+    });
     serde_json::from_str(&text).unwrap()
 }
 
 fn tensor(v: &Value) -> HostTensor {
-    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
-    let data: Vec<f32> = v["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
+    let data: Vec<f32> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
     HostTensor::new(shape, data)
 }
 
@@ -63,9 +77,18 @@ fn init_weights(g: &Value, fused: bool) -> SafeTensors {
         st.push("layers.0.blocks.0.b", part("b"));
     } else {
         for (k, gate) in gates.iter().enumerate() {
-            st.push(format!("layers.0.blocks.{k}.wx"), tensor(&p[format!("{gate}x")]));
-            st.push(format!("layers.0.blocks.{k}.wh"), tensor(&p[format!("{gate}m")]));
-            st.push(format!("layers.0.blocks.{k}.b"), tensor(&p[format!("{gate}b")]));
+            st.push(
+                format!("layers.0.blocks.{k}.wx"),
+                tensor(&p[format!("{gate}x")]),
+            );
+            st.push(
+                format!("layers.0.blocks.{k}.wh"),
+                tensor(&p[format!("{gate}m")]),
+            );
+            st.push(
+                format!("layers.0.blocks.{k}.b"),
+                tensor(&p[format!("{gate}b")]),
+            );
         }
     }
     st.push("w", tensor(&p["w"]));
@@ -79,10 +102,24 @@ fn init_weights(g: &Value, fused: bool) -> SafeTensors {
 
 fn run_golden(variant: &str, recipe: &str) {
     let g = golden(variant);
-    let expected: Vec<f64> = g["loss_pytorch"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-    let tf: Vec<f64> = g["loss_tensorflow"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let expected: Vec<f64> = g["loss_pytorch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let tf: Vec<f64> = g["loss_tensorflow"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     assert_eq!(expected.len(), 300);
-    let loaded = trainer::load_recipe(recipe, &["train.steps=300".into(), "train.summary=1000".into()]).unwrap();
+    let loaded = trainer::load_recipe(
+        recipe,
+        &["train.steps=300".into(), "train.summary=1000".into()],
+    )
+    .unwrap();
     let corpus = text8::read_corpus(&shared().join("datasets/wikitext2-valid/text8.zip")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let fused = !recipe.ends_with("char");
@@ -90,7 +127,10 @@ fn run_golden(variant: &str, recipe: &str) {
     let report = train_lm(
         &loaded,
         &corpus,
-        &RunTarget::New { path: Some(dir.path().join("run")), runs_root: dir.path().into() },
+        &RunTarget::New {
+            path: Some(dir.path().join("run")),
+            runs_root: dir.path().into(),
+        },
         TrainOptions {
             device: Device::flex(),
             device_name: "flex".into(),
@@ -115,12 +155,22 @@ fn run_golden(variant: &str, recipe: &str) {
             worst = (k, d);
         }
     }
-    let tf_gap = expected.iter().zip(&tf).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-    eprintln!("{recipe}: largest difference {:.2e} at step {} (PyTorch vs TensorFlow: {tf_gap:.2e})", worst.1, worst.0);
+    let tf_gap = expected
+        .iter()
+        .zip(&tf)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    eprintln!(
+        "{recipe}: largest difference {:.2e} at step {} (PyTorch vs TensorFlow: {tf_gap:.2e})",
+        worst.1, worst.0
+    );
     assert!(
         worst.1 <= 1e-4,
         "{recipe}: step {} loss {} differs from the reference {} by {:.3e}",
-        worst.0, losses[worst.0], expected[worst.0], worst.1
+        worst.0,
+        losses[worst.0],
+        expected[worst.0],
+        worst.1
     );
 }
 

@@ -1,0 +1,93 @@
+//! Helpers shared by the test modules.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_charlstm");
+
+/// A paragraph in text8 form, repeated into a corpus of about 24 KB.
+pub const PARAGRAPH: &str = " the quick brown fox jumps over the lazy dog while the cat sleeps on the warm \
+    mat and the birds sing in the old oak tree near the river where children play every summer \
+    day until the sun goes down behind the hills and the stars come out one by one";
+
+pub fn corpus(dir: &Path) -> PathBuf {
+    let p = dir.join("tiny.txt");
+    std::fs::write(&p, PARAGRAPH.repeat(100)).unwrap();
+    p
+}
+
+pub fn charlstm(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("CHARLSTM_DEVICE")
+        .output()
+        .expect("runs the binary")
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The error message of a failed run; asserts exit code 1 and no panic.
+pub fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "expected a failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+/// A tiny language-model run's arguments (16 units, batch 8, 5 unrollings).
+pub fn train_args<'a>(data: &'a str, run: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "train",
+        "--data",
+        data,
+        "--run",
+        run,
+        "--log",
+        "plain",
+        "--no-samples",
+        "--set",
+        "model.d_hidden=16",
+        "--set",
+        "data.batch_size=8",
+        "--set",
+        "data.num_unrollings=5",
+    ];
+    a.extend_from_slice(extra);
+    if !extra.contains(&"--summary") {
+        a.extend_from_slice(&["--summary", "10"]);
+    }
+    a
+}
+
+/// Tensors of a safetensors file read with the reference `safetensors` crate, sorted by name.
+pub fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.shape().to_vec(), t.data().to_vec()))
+        .collect();
+    out.sort();
+    out
+}

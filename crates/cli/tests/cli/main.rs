@@ -1,0 +1,7 @@
+//! End-to-end tests of the `charlstm` binary.
+
+#![allow(clippy::print_stderr)]
+
+mod common;
+mod faults;
+mod runs;

@@ -1,0 +1,324 @@
+//! Run directories, resume, sampling, evaluation, preparing text.
+
+use std::process::Command;
+
+use crate::common::*;
+
+#[test]
+fn train_writes_a_self_describing_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let out = ok(&charlstm(&train_args(d, r, &["--steps", "21"])));
+    assert!(out.contains("Average loss at step 0:"), "{out}");
+    assert!(out.contains("Validation set perplexity:"), "{out}");
+    assert!(out.contains("done: 21 steps"), "{out}");
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "metrics.csv",
+        "train.log",
+        "loss.png",
+        "perplexity.png",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    // an independent safetensors reader sees the notebook cell's tensors, named and shaped
+    let t = tensors(&run.join("model.safetensors"));
+    let shapes: Vec<(&str, &[usize])> = t
+        .iter()
+        .map(|(n, s, _)| (n.as_str(), s.as_slice()))
+        .collect();
+    assert!(
+        shapes.contains(&("layers.0.blocks.0.wx", &[27, 16][..])),
+        "{shapes:?}"
+    );
+    assert!(
+        shapes.contains(&("layers.0.blocks.3.wh", &[16, 16][..])),
+        "{shapes:?}"
+    );
+    assert!(shapes.contains(&("w", &[16, 27][..])), "{shapes:?}");
+    assert!(shapes.contains(&("b", &[1, 27][..])), "{shapes:?}");
+    assert_eq!(t.len(), 14);
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 1 + 3, "{metrics}"); // steps 0, 10, 20
+    assert!(metrics.starts_with("step,loss,lr,minibatch_ppl,valid_ppl,valid_bpc"));
+    assert_eq!(&std::fs::read(run.join("loss.png")).unwrap()[1..4], b"PNG");
+    let tok = std::fs::read_to_string(run.join("tokenizer.json")).unwrap();
+    assert!(tok.contains("\"char\""), "{tok}");
+
+    // a run directory is never overwritten
+    let err = fails(&charlstm(&train_args(d, r, &["--steps", "5"])));
+    assert!(
+        err.contains("already exists") && err.contains("--resume"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.csv")).unwrap(),
+        metrics
+    );
+
+    // sampling: reproducible by seed, primed, of the asked length
+    let s1 = ok(&charlstm(&[
+        "sample", "--run", r, "--prime", "The ", "--length", "40", "--seed", "3", "-n", "2",
+    ]));
+    let s2 = ok(&charlstm(&[
+        "sample", "--run", r, "--prime", "the ", "--length", "40", "--seed", "3", "-n", "2",
+    ]));
+    assert_eq!(s1, s2);
+    let lines: Vec<&str> = s1.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines.iter().all(|l| l.len() == 44 && l.starts_with("the ")),
+        "{lines:?}"
+    );
+    let greedy = ok(&charlstm(&[
+        "sample",
+        "--run",
+        r,
+        "--temperature",
+        "0",
+        "--length",
+        "10",
+        "--prime",
+        "the",
+    ]));
+    assert_eq!(greedy.trim_end().len(), 13);
+
+    // evaluation on any text8-form file
+    let e = ok(&charlstm(&[
+        "eval", "--run", r, "--data", d, "--limit", "3000",
+    ]));
+    assert!(
+        e.contains("2999 characters predicted")
+            && e.contains("perplexity")
+            && e.contains("bits per character"),
+        "{e}"
+    );
+    let j = ok(&charlstm(&[
+        "eval", "--run", r, "--data", d, "--limit", "3000", "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
+    assert!(v["report"]["perplexity"].as_f64().unwrap() > 1.0);
+}
+
+/// Stopping at any step and resuming gives the same final weights as a run
+/// that never stopped: same batches, optimiser state, schedule, dropout masks.
+#[test]
+fn resume_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let d = data.to_str().unwrap();
+    for (name, extra) in [
+        ("sgd", vec![]),
+        (
+            "adam-dropout",
+            vec![
+                "--recipe",
+                "notebook-dropout",
+                "--set",
+                "train.optimizer=adam",
+                "--set",
+                "train.learning_rate=0.01",
+                "--set",
+                "d_embedding=8",
+                "--set",
+                "train.decay_every=15",
+            ],
+        ),
+    ] {
+        let a = dir.path().join(format!("{name}-straight"));
+        let b = dir.path().join(format!("{name}-resumed"));
+        let mut args = train_args(d, a.to_str().unwrap(), &["--steps", "25"]);
+        args.extend(extra.iter().copied());
+        ok(&charlstm(&args));
+        // the same run, stopped after 13 steps (not a summary step) and resumed twice
+        let mut args = train_args(d, b.to_str().unwrap(), &["--steps", "13"]);
+        args.extend(extra.iter().copied());
+        ok(&charlstm(&args));
+        ok(&charlstm(&[
+            "train",
+            "--resume",
+            b.to_str().unwrap(),
+            "--steps",
+            "20",
+            "--log",
+            "plain",
+            "--no-samples",
+        ]));
+        let out = ok(&charlstm(&[
+            "train",
+            "--resume",
+            b.to_str().unwrap(),
+            "--steps",
+            "25",
+            "--log",
+            "plain",
+            "--no-samples",
+        ]));
+        assert!(out.contains("Resuming"), "{out}");
+        assert_eq!(
+            tensors(&a.join("model.safetensors")),
+            tensors(&b.join("model.safetensors")),
+            "{name}: weights differ"
+        );
+        let ma = std::fs::read_to_string(a.join("metrics.csv")).unwrap();
+        let mb = std::fs::read_to_string(b.join("metrics.csv")).unwrap();
+        let strip = |m: &str| -> Vec<String> {
+            // all but the timing columns
+            m.lines()
+                .map(|l| l.split(',').take(8).collect::<Vec<_>>().join(","))
+                .collect()
+        };
+        assert_eq!(strip(&ma), strip(&mb), "{name}: metrics differ");
+    }
+}
+
+#[test]
+fn resume_refuses_another_model_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "11"])));
+    let err = fails(&charlstm(&[
+        "train",
+        "--resume",
+        r,
+        "--set",
+        "model.d_hidden=32",
+    ]));
+    assert!(
+        err.contains("cannot resume") && err.contains("model differs"),
+        "{err}"
+    );
+    let err = fails(&charlstm(&[
+        "train",
+        "--resume",
+        dir.path().join("nothing").to_str().unwrap(),
+    ]));
+    assert!(err.contains("no such run directory"), "{err}");
+}
+
+#[test]
+fn prepare_normalises_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let output = dir.path().join("out.txt");
+    std::fs::write(&input, "Chapter 1.\nIt was 1984; THE END!").unwrap();
+    let out = ok(&charlstm(&[
+        "prepare",
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+    ]));
+    assert!(out.contains("characters of text8 form"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        " chapter one it was one nine eight four the end"
+    );
+    let err = fails(&charlstm(&[
+        "prepare",
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+}
+
+#[test]
+fn recipes_are_listed_and_printable() {
+    let out = ok(&charlstm(&["recipes"]));
+    for r in [
+        "notebook-char",
+        "notebook-fused",
+        "notebook-embed",
+        "notebook-bigram",
+        "notebook-dropout",
+        "mirror",
+    ] {
+        assert!(out.contains(r), "{out}");
+    }
+    let toml = ok(&charlstm(&["recipes", "notebook-char"]));
+    assert!(toml.contains("learning_rate = 10.0"), "{toml}");
+}
+
+/// Ctrl-C (SIGINT) stops after the current step with a checkpoint; resuming
+/// from it ends with the weights of a run that was never interrupted.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let d = data.to_str().unwrap();
+    let run = dir.path().join("interrupted");
+    let r = run.to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args(train_args(
+            d,
+            r,
+            &["--steps", "100000", "--summary", "100000"],
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until training runs (its config is written before the first step)
+    let t0 = std::time::Instant::now();
+    while !run.join("config.json").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "training exited early");
+        assert!(t0.elapsed().as_secs() < 60, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stopped: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stopped: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'stopped' line in {stdout}"));
+    assert!(stopped > 1, "{stdout}");
+    assert!(
+        stdout.contains(&format!("charlstm train --resume {r}")),
+        "{stdout}"
+    );
+    let target = (stopped + 7).to_string();
+    ok(&charlstm(&[
+        "train",
+        "--resume",
+        r,
+        "--steps",
+        &target,
+        "--log",
+        "plain",
+        "--no-samples",
+    ]));
+    let straight = dir.path().join("straight");
+    let s = straight.to_str().unwrap();
+    ok(&charlstm(&train_args(
+        d,
+        s,
+        &["--steps", &target, "--summary", "100000"],
+    )));
+    assert_eq!(
+        tensors(&run.join("model.safetensors")),
+        tensors(&straight.join("model.safetensors"))
+    );
+}

@@ -1,0 +1,78 @@
+//! `cargo bench -p model`: the LSTM sequence kernel on its own (one thread):
+//! matrix-product throughput at the notebook's shapes and forward/backward
+//! times of whole sequences. The end-to-end benchmark is `cargo xtask bench`.
+
+#![allow(clippy::print_stdout)]
+
+use std::time::Instant;
+
+use model::kernel::{self, SeqCache, SeqDims};
+
+fn time<F: FnMut()>(mut f: F) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let mut n = 0;
+        while t.elapsed().as_secs_f64() < 0.2 {
+            f();
+            n += 1;
+        }
+        best = best.min(t.elapsed().as_secs_f64() / n as f64);
+    }
+    best
+}
+
+fn main() {
+    for (m, n, k) in [
+        (64, 256, 64),
+        (64, 64, 256),
+        (64, 256, 640),
+        (64, 2048, 512),
+    ] {
+        let a = vec![0.5f32; m * k];
+        let b = vec![0.25f32; k * n];
+        let mut c = vec![0.0f32; m * n];
+        let s = time(|| kernel::matmul(&mut c, &a, &b, m, n, k, false, false, true));
+        println!(
+            "{{\"bench\": \"matmul\", \"m\": {m}, \"n\": {n}, \"k\": {k}, \"us\": {:.2}, \"gflops\": {:.1}}}",
+            s * 1e6,
+            2.0 * (m * n * k) as f64 / s / 1e9
+        );
+    }
+    for (steps, batch, hidden) in [(10, 64, 64), (50, 64, 512), (1000, 1, 64)] {
+        let dims = SeqDims {
+            steps,
+            batch,
+            hidden,
+        };
+        let rows = steps * batch;
+        let p: Vec<f32> = (0..rows * 4 * hidden)
+            .map(|i| ((i % 17) as f32 - 8.0) / 20.0)
+            .collect();
+        let wh: Vec<f32> = (0..hidden * 4 * hidden)
+            .map(|i| ((i % 13) as f32 - 6.0) / 50.0)
+            .collect();
+        let h0 = vec![0.1f32; batch * hidden];
+        let c0 = vec![0.2f32; batch * hidden];
+        let mut cache = SeqCache::default();
+        let fwd = time(|| {
+            kernel::forward(dims, p.clone(), &wh, &h0, &c0, &mut cache);
+        });
+        let dh = vec![0.01f32; rows * hidden];
+        let dc = vec![0.01f32; batch * hidden];
+        let bwd = time(|| {
+            kernel::backward(dims, &cache, &wh, &h0, &c0, &dh, &dc);
+        });
+        let flops = 2.0 * (rows * hidden * 4 * hidden) as f64;
+        println!(
+            "{{\"bench\": \"lstm_sequence\", \"steps\": {steps}, \"batch\": {batch}, \"hidden\": {hidden}, \"forward_us\": {:.1}, \"backward_us\": {:.1}, \"forward_gflops\": {:.1}, \"backward_gflops\": {:.1}}}",
+            fwd * 1e6,
+            bwd * 1e6,
+            flops / fwd / 1e9,
+            2.0 * flops / bwd / 1e9
+        );
+    }
+}
