@@ -1,14 +1,272 @@
-//! `cargo xtask bench`: the speed benchmark (filled in by the performance work).
+//! `cargo xtask bench`: speed of every recipe on every asked device, and the
+//! same model in TensorFlow and PyTorch when their reference scripts are
+//! installed, run alternately in one session and compared as ratios.
+//!
+//! ```text
+//! cargo xtask bench [--data FILE] [--recipes a,b] [--devices flex,ndarray,wgpu]
+//!                   [--threads 1,2] [--steps N] [--repeats R] [--no-reference]
+//! ```
+//!
+//! Prints one JSON line per measurement (ours: `"framework": "charlstm"`),
+//! then one line per comparison with the medians and the ratio.
+//! The references are looked for in `../shared/reference/` (scripts) and
+//! `../refvenv/` (a Python with tensorflow-cpu and torch, see the README there);
+//! `CHARLSTM_REFERENCE` and `CHARLSTM_REFVENV` override those paths.
 
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 
-/// Runs the benchmark.
-pub fn run(args: &[String]) -> ExitCode {
-    let mut a = vec!["bench".to_string()];
-    a.extend(args.iter().cloned());
-    let mut c = crate::charlstm(None, &a);
-    match c.status() {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        _ => ExitCode::from(1),
+use serde_json::{Value, json};
+
+struct Options {
+    data: String,
+    recipes: Vec<String>,
+    devices: Vec<String>,
+    threads: Vec<usize>,
+    steps: u64,
+    repeats: usize,
+    reference: bool,
+}
+
+fn parse(args: &[String]) -> Result<Options, String> {
+    let mut o = Options {
+        data: "../shared/datasets/wikitext2-valid/text8.zip".into(),
+        recipes: [
+            "notebook-char",
+            "notebook-fused",
+            "notebook-embed",
+            "notebook-bigram",
+            "notebook-dropout",
+            "large",
+        ]
+        .map(String::from)
+        .to_vec(),
+        devices: vec!["flex".into()],
+        threads: vec![1, 2],
+        steps: 1000,
+        repeats: 3,
+        reference: true,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--data" => o.data = val()?,
+            "--recipes" => o.recipes = val()?.split(',').map(String::from).collect(),
+            "--devices" => o.devices = val()?.split(',').map(String::from).collect(),
+            "--threads" => {
+                o.threads = val()?
+                    .split(',')
+                    .map(|t| {
+                        t.parse()
+                            .map_err(|_| format!("--threads: bad number {t:?}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            "--steps" => {
+                o.steps = val()?
+                    .parse()
+                    .map_err(|_| "--steps: bad number".to_string())?
+            }
+            "--repeats" => {
+                o.repeats = val()?
+                    .parse()
+                    .map_err(|_| "--repeats: bad number".to_string())?
+            }
+            "--no-reference" => o.reference = false,
+            other => return Err(format!("unknown option {other}")),
+        }
     }
+    if o.repeats == 0 || o.steps == 0 || o.threads.contains(&0) {
+        return Err("--steps, --repeats and --threads must be at least 1".into());
+    }
+    Ok(o)
+}
+
+fn root() -> PathBuf {
+    crate::root()
+}
+
+fn run_json(mut c: Command) -> Option<Value> {
+    let out = c.stderr(std::process::Stdio::inherit()).output().ok()?;
+    if !out.status.success() {
+        eprintln!("xtask bench: {c:?} failed");
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+}
+
+fn ours(
+    bin: &Path,
+    recipe: &str,
+    device: &str,
+    threads: usize,
+    steps: u64,
+    data: &str,
+) -> Option<Value> {
+    let mut c = Command::new(bin);
+    c.current_dir(root()).args([
+        "bench",
+        "--recipe",
+        recipe,
+        "--device",
+        device,
+        "--threads",
+        &threads.to_string(),
+        "--steps",
+        &steps.to_string(),
+        "--data",
+        data,
+    ]);
+    let mut v = run_json(c)?;
+    v["framework"] = json!("charlstm");
+    Some(v)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn reference_paths() -> Option<(PathBuf, PathBuf)> {
+    let scripts = std::env::var_os("CHARLSTM_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/reference"));
+    let venv = std::env::var_os("CHARLSTM_REFVENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../refvenv"));
+    let python = venv.join("bin/python");
+    (scripts.join("seed_tf.py").exists() && python.exists()).then_some((scripts, python))
+}
+
+/// A reference run: `script` with `args`, the JSON line it ends with.
+fn reference(python: &Path, script: &Path, args: &[String]) -> Option<Value> {
+    let mut c = Command::new(python);
+    c.current_dir(root())
+        .arg(script)
+        .args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "3");
+    run_json(c)
+}
+
+pub fn run(args: &[String]) -> ExitCode {
+    let o = match parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("xtask bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let features: Vec<&str> = o
+        .devices
+        .iter()
+        .map(String::as_str)
+        .filter(|d| *d != "flex")
+        .collect();
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build
+        .current_dir(root())
+        .args(["build", "--release", "-p", "cli"]);
+    if !features.is_empty() {
+        build.args(["--features", &features.join(",")]);
+    }
+    if !build.status().is_ok_and(|s| s.success()) {
+        eprintln!("xtask bench: the build failed");
+        return ExitCode::from(1);
+    }
+    let bin = root().join("target/release/charlstm");
+    let refs = if o.reference { reference_paths() } else { None };
+    if o.reference && refs.is_none() {
+        eprintln!("xtask bench: no reference scripts or venv found; measuring charlstm only");
+    }
+    for recipe in &o.recipes {
+        for device in &o.devices {
+            for &threads in &o.threads {
+                // the large model is slow: fewer steps
+                let steps = if recipe == "large" {
+                    (o.steps / 25).max(10)
+                } else {
+                    o.steps
+                };
+                let mut mine = vec![];
+                let mut tf = vec![];
+                let mut torch = vec![];
+                for _ in 0..o.repeats {
+                    if let Some(v) = ours(&bin, recipe, device, threads, steps, &o.data) {
+                        println!("{v}");
+                        mine.push(v["chars_per_sec"].as_f64().unwrap_or(f64::NAN));
+                    }
+                    let Some((scripts, python)) = &refs else {
+                        continue;
+                    };
+                    if device != "flex" {
+                        continue;
+                    }
+                    let t = threads.to_string();
+                    let s = steps.to_string();
+                    if let Some(variant) = recipe.strip_prefix("notebook-") {
+                        let common: Vec<String> = [
+                            "--data",
+                            &o.data,
+                            "--variant",
+                            variant,
+                            "--steps",
+                            &s,
+                            "--summary",
+                            "100000000",
+                            "--no-samples",
+                            "--threads",
+                            &t,
+                        ]
+                        .map(String::from)
+                        .to_vec();
+                        if let Some(mut v) = reference(python, &scripts.join("seed_tf.py"), &common)
+                        {
+                            v["recipe"] = json!(recipe);
+                            println!("{v}");
+                            tf.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
+                        }
+                        let mut a = common.clone();
+                        a.extend(["--impl".into(), "nnlstm".into()]);
+                        if let Some(mut v) = reference(python, &scripts.join("seed_torch.py"), &a) {
+                            v["recipe"] = json!(recipe);
+                            println!("{v}");
+                            torch.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
+                        }
+                    } else if recipe == "large" {
+                        let script = root().join("xtask/bench/torch_large.py");
+                        let a = ["--data", &o.data, "--steps", &s, "--threads", &t]
+                            .map(String::from)
+                            .to_vec();
+                        if let Some(mut v) = reference(python, &script, &a) {
+                            v["recipe"] = json!(recipe);
+                            println!("{v}");
+                            torch.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
+                        }
+                    }
+                }
+                if !tf.is_empty() || !torch.is_empty() {
+                    let (m, t, p) = (median(mine), median(tf), median(torch));
+                    let best = [t, p]
+                        .into_iter()
+                        .filter(|x| x.is_finite())
+                        .fold(f64::NAN, f64::max);
+                    println!(
+                        "{}",
+                        json!({"compare": recipe, "device": device, "threads": threads, "steps": steps,
+                               "charlstm_chars_per_sec": m, "tensorflow_chars_per_sec": t,
+                               "pytorch_chars_per_sec": p, "ratio_vs_fastest_reference": m / best})
+                    );
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -18,7 +18,7 @@ use std::process::{Command, ExitCode};
 
 mod bench;
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")

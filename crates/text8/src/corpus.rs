@@ -238,6 +238,39 @@ mod tests {
         assert_eq!(&a.ids[..5], &[0, 20, 8, 5, 0]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Fuzz: arbitrary bytes, as a plain file, as a zip member, or as a
+        /// damaged zip, are read or rejected with an error; never a panic,
+        /// and what is read holds only valid ids.
+        #[test]
+        fn reader_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+                               flip in 0usize..400, with_pk in proptest::prelude::any::<bool>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let plain = dir.path().join("plain");
+            let mut data = bytes.clone();
+            if with_pk && data.len() >= 4 {
+                data[..4].copy_from_slice(b"PK\x03\x04");
+            }
+            std::fs::write(&plain, &data).unwrap();
+            if let Ok(c) = read_corpus(&plain) {
+                proptest::prop_assert!(c.ids.iter().all(|&i| i < 27));
+            }
+            let z = dir.path().join("z.zip");
+            write_zip(&z, &[("text8", &bytes)]);
+            let mut zipped = std::fs::read(&z).unwrap();
+            if let Ok(c) = read_corpus(&z) {
+                proptest::prop_assert_eq!(c.ids.len(), bytes.len());
+            }
+            let k = flip % zipped.len();
+            zipped[k] ^= 0xA5;
+            std::fs::write(&z, &zipped).unwrap();
+            if let Ok(c) = read_corpus(&z) {
+                proptest::prop_assert!(c.ids.iter().all(|&i| i < 27));
+            }
+        }
+    }
+
     #[test]
     fn bad_byte_names_file_member_and_offset() {
         let dir = tempfile::tempdir().unwrap();

@@ -347,6 +347,38 @@ mod tests {
         assert_eq!(v.decode(&ids).unwrap(), "eh ");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Fuzz: any string encodes to valid ids or fails at the first
+        /// character outside the alphabet; valid text round-trips through
+        /// the char and bigram vocabularies.
+        #[test]
+        fn encode_never_panics_and_round_trips(s in ".{0,64}", t in "[a-z ]{0,64}") {
+            match CharVocab.encode(&s) {
+                Ok(ids) => {
+                    proptest::prop_assert!(ids.iter().all(|&i| i < 27));
+                    proptest::prop_assert_eq!(CharVocab.decode(&ids).unwrap(), s.clone());
+                }
+                Err(TokenizerError::UnknownChar { found, position, byte_offset }) => {
+                    proptest::prop_assert_eq!(s.chars().nth(position), Some(found));
+                    proptest::prop_assert_eq!(s[byte_offset..].chars().next(), Some(found));
+                    proptest::prop_assert!(s.chars().take(position).all(|c| c == ' ' || c.is_ascii_lowercase()));
+                }
+                Err(e) => proptest::prop_assert!(false, "unexpected {e}"),
+            }
+            let ids = CharVocab.encode(&t).unwrap();
+            proptest::prop_assert_eq!(CharVocab.decode(&ids).unwrap(), t.clone());
+            let bigrams = BigramVocab.encode(&t).unwrap();
+            proptest::prop_assert_eq!(bigrams.len(), t.len().saturating_sub(1));
+            if t.len() >= 2 {
+                proptest::prop_assert_eq!(BigramVocab.decode(&bigrams).unwrap(), t.clone());
+            }
+            let raw: Vec<u8> = s.bytes().collect();
+            let _ = CharVocab.decode(&raw);
+            let _ = MirrorVocab.decode(&raw);
+        }
+    }
+
     #[test]
     fn tokenizer_serialises_with_its_kind() {
         let json = serde_json::to_string(&Tokenizer::Bigram).unwrap();
