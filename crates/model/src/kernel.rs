@@ -43,6 +43,10 @@ pub struct SeqCache {
 
 /// `c (+)= a · b` for row-major matrices: `a` is `[m, k]` (or `[k, m]` when
 /// `a_t`), `b` is `[k, n]` (or `[n, k]` when `b_t`), `c` is `[m, n]`.
+///
+/// Shapes whose rows come in fours and columns in sixteens, with `b` not
+/// transposed (every product of the LSTM kernels), go to a register-blocked
+/// AVX2+FMA kernel that reads `b` in place; anything else to the `gemm` crate.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     c: &mut [f32],
@@ -66,6 +70,28 @@ pub fn matmul(
         if !accumulate {
             c[..m * n].fill(0.0);
         }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !b_t && m % 4 == 0 && n % 16 == 0 && n * k <= BLOCKED_MAX_B && has_avx2_fma() {
+        let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
+        // SAFETY: the CPU has AVX2 and FMA; the sizes were checked above and
+        // every index the kernel forms stays inside them.
+        unsafe {
+            gemm_4x16(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                a_rs,
+                a_cs,
+                b.as_ptr(),
+                n,
+                c.as_mut_ptr(),
+                n,
+                accumulate,
+            )
+        };
         return;
     }
     let (a_cs, a_rs) = if a_t {
@@ -101,6 +127,136 @@ pub fn matmul(
             false,
             gemm::Parallelism::None,
         );
+    }
+}
+
+/// Largest right operand (elements) the blocked kernel takes: it reads `b` in
+/// place, without packing, which pays only while `b` stays in cache.
+pub const BLOCKED_MAX_B: usize = 64 * 1024;
+
+/// `c (+)= a · b` through the `gemm` crate only (for comparisons).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_gemm_crate(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    a_t: bool,
+    accumulate: bool,
+) {
+    let (a_cs, a_rs) = if a_t {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    assert!(
+        c.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
+        "matmul operand sizes"
+    );
+    // SAFETY: sizes checked; strides describe row-major layouts.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Whether this CPU runs the AVX2+FMA code paths.
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// `C (+)= A B` in blocks of 4 rows by 16 columns held in 8 registers.
+/// `A[i][p]` is at `a[i * a_rs + p * a_cs]`; `B` is row-major with row stride
+/// `ldb`, read where it lies (each block's 16 columns of a row are contiguous).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `m % 4 == 0`, `n % 16 == 0`, and the
+/// pointers must cover every element the strides address.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_4x16(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    for j in (0..n).step_by(16) {
+        for i in (0..m).step_by(4) {
+            // SAFETY (whole block): indices stay below m x n, m x k and k x n as documented.
+            unsafe {
+                let cp = c.add(i * ldc + j);
+                let mut acc = if accumulate {
+                    [
+                        _mm256_loadu_ps(cp),
+                        _mm256_loadu_ps(cp.add(8)),
+                        _mm256_loadu_ps(cp.add(ldc)),
+                        _mm256_loadu_ps(cp.add(ldc + 8)),
+                        _mm256_loadu_ps(cp.add(2 * ldc)),
+                        _mm256_loadu_ps(cp.add(2 * ldc + 8)),
+                        _mm256_loadu_ps(cp.add(3 * ldc)),
+                        _mm256_loadu_ps(cp.add(3 * ldc + 8)),
+                    ]
+                } else {
+                    [_mm256_setzero_ps(); 8]
+                };
+                let a0 = a.add(i * a_rs);
+                let (a1, a2, a3) = (a0.add(a_rs), a0.add(2 * a_rs), a0.add(3 * a_rs));
+                let mut bp = b.add(j);
+                for p in 0..k {
+                    let b0 = _mm256_loadu_ps(bp);
+                    let b1 = _mm256_loadu_ps(bp.add(8));
+                    let off = p * a_cs;
+                    let x0 = _mm256_broadcast_ss(&*a0.add(off));
+                    acc[0] = _mm256_fmadd_ps(x0, b0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(x0, b1, acc[1]);
+                    let x1 = _mm256_broadcast_ss(&*a1.add(off));
+                    acc[2] = _mm256_fmadd_ps(x1, b0, acc[2]);
+                    acc[3] = _mm256_fmadd_ps(x1, b1, acc[3]);
+                    let x2 = _mm256_broadcast_ss(&*a2.add(off));
+                    acc[4] = _mm256_fmadd_ps(x2, b0, acc[4]);
+                    acc[5] = _mm256_fmadd_ps(x2, b1, acc[5]);
+                    let x3 = _mm256_broadcast_ss(&*a3.add(off));
+                    acc[6] = _mm256_fmadd_ps(x3, b0, acc[6]);
+                    acc[7] = _mm256_fmadd_ps(x3, b1, acc[7]);
+                    bp = bp.add(ldb);
+                }
+                for r in 0..4 {
+                    _mm256_storeu_ps(cp.add(r * ldc), acc[2 * r]);
+                    _mm256_storeu_ps(cp.add(r * ldc + 8), acc[2 * r + 1]);
+                }
+            }
+        }
     }
 }
 
@@ -327,6 +483,13 @@ pub fn backward(
     let mut dc = dc_last.to_vec();
     let mut dh_next = vec![0.0f32; b * hd];
     let mut dh = vec![0.0f32; b * hd];
+    // Wh^T [4H, H], once, so that dG Wh^T reads its right operand row by row
+    let mut wh_t = vec![0.0f32; g4 * hd];
+    for r in 0..hd {
+        for c in 0..g4 {
+            wh_t[c * hd + r] = wh[r * g4 + c];
+        }
+    }
     for s in (0..dims.steps).rev() {
         let h_span = s * b * hd..(s + 1) * b * hd;
         for (d, (x, y)) in dh.iter_mut().zip(dhs[h_span.clone()].iter().zip(&dh_next)) {
@@ -342,7 +505,7 @@ pub fn backward(
         let dg = &mut dp[s * b * g4..(s + 1) * b * g4];
         dispatch!(cell_backward_rows(acts, c_prev, tc, &dh, &mut dc, dg, hd));
         // dh_prev = dG · Wh^T
-        matmul(&mut dh_next, dg, wh, b, hd, g4, false, true, false);
+        matmul(&mut dh_next, dg, &wh_t, b, hd, g4, false, false, false);
     }
     // dWh = h0^T dG_0 + H_{0..T-1}^T dG_{1..T}
     let mut dwh = vec![0.0f32; hd * g4];
@@ -390,6 +553,38 @@ mod tests {
         assert_eq!(tanh(100.0), 1.0);
         assert_eq!(tanh(-100.0), -1.0);
         assert!(sigmoid(-100.0) >= 0.0 && sigmoid(100.0) <= 1.0);
+    }
+
+    #[test]
+    fn blocked_kernel_matches_a_naive_product() {
+        let (m, n, k) = (8, 32, 7);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let c0: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32).collect();
+        for (a_t, accumulate) in [(false, false), (false, true), (true, true)] {
+            // a as stored: [m, k], or [k, m] when transposed
+            let stored: Vec<f32> = if a_t {
+                (0..k * m).map(|x| a[(x % m) * k + x / m]).collect()
+            } else {
+                a.clone()
+            };
+            let mut c = c0.clone();
+            matmul(&mut c, &stored, &b, m, n, k, a_t, false, accumulate);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>()
+                        + if accumulate { c0[i * n + j] } else { 0.0 };
+                    assert!(
+                        (c[i * n + j] - want).abs() < 1e-4,
+                        "({i},{j}) {a_t} {accumulate}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
