@@ -73,7 +73,7 @@ pub fn matmul(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if !b_t && m % 4 == 0 && n % 16 == 0 && n * k <= BLOCKED_MAX_B && has_avx2_fma() {
+    if !b_t && m.is_multiple_of(4) && n.is_multiple_of(16) && n * k <= BLOCKED_MAX_B && has_avx2_fma() {
         let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
         // SAFETY: the CPU has AVX2 and FMA; the sizes were checked above and
         // every index the kernel forms stays inside them.
