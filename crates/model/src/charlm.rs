@@ -198,9 +198,30 @@ impl CharLm {
         (out.expect("at least one layer"), new_state)
     }
 
+    /// Mean cross-entropy `[1]` of the classifier on LSTM outputs `[rows, d_hidden]`
+    /// against `labels` `[rows]` (dropout first when training). On flex the
+    /// classifier, softmax and loss are one fused operation.
+    pub fn loss(&self, hidden: Tensor<2>, labels: Tensor<1, Int>, train: bool) -> Tensor<1> {
+        let hidden = Dropout::new(self.keep_prob).forward(hidden, train);
+        #[cfg(feature = "flex")]
+        if crate::fused::supported(&hidden.device()) {
+            return crate::fused::linear_cross_entropy(hidden, self.w.val(), self.b.val(), labels);
+        }
+        cross_entropy(hidden.matmul(self.w.val()) + self.b.val(), labels)
+    }
+
     /// Logits `[rows, output_size]` of LSTM outputs `[rows, d_hidden]` (dropout first when training).
     pub fn classify(&self, hidden: Tensor<2>, train: bool) -> Tensor<2> {
         let hidden = Dropout::new(self.keep_prob).forward(hidden, train);
         hidden.matmul(self.w.val()) + self.b.val()
     }
+}
+
+/// Mean softmax cross-entropy of logits `[n, v]` against labels `[n]`: a `[1]` tensor.
+pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let n = labels.dims()[0];
+    burn::tensor::activation::log_softmax(logits, 1)
+        .gather(1, labels.reshape([n, 1]))
+        .mean()
+        .neg()
 }

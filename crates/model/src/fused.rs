@@ -15,9 +15,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::kernel::{self, SeqCache, SeqDims};
 
@@ -30,6 +30,15 @@ pub trait LstmSeqBackend: Backend {
         wh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// Mean softmax cross-entropy of `h w + b` against `labels`:
+    /// `[n, d]`, `[d, v]`, `[1, v]`, `[n]` (int) -> `[1]`.
+    fn linear_cross_entropy(
+        h: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        labels: IntTensor<Self>,
     ) -> FloatTensor<Self>;
 }
 
@@ -102,9 +111,97 @@ fn run(i: Inputs, cache: &mut SeqCache) -> (FlexTensor, Inputs) {
     )
 }
 
+fn labels_host(t: FlexTensor) -> Vec<i64> {
+    t.into_data()
+        .try_into_vec_as::<i64>()
+        .expect("integer labels")
+}
+
+/// Host copies of the classifier's operands and its forward result.
+struct Xent {
+    h: Vec<f32>,
+    w: Vec<f32>,
+    labels: Vec<i64>,
+    dims: (usize, usize, usize),
+    loss: f64,
+    probs: Vec<f32>,
+}
+
+fn xent(h: FlexTensor, w: FlexTensor, b: FlexTensor, labels: FlexTensor) -> Xent {
+    let (hs, h) = host(h);
+    let (ws, w) = host(w);
+    let (_, b) = host(b);
+    let labels = labels_host(labels);
+    let (n, d, v) = (hs[0], hs[1], ws[1]);
+    assert_eq!(ws[0], d, "classifier weights");
+    let (loss, probs) = kernel::linear_xent(&h, &w, &b, &labels, n, d, v);
+    Xent {
+        h,
+        w,
+        labels,
+        dims: (n, d, v),
+        loss,
+        probs,
+    }
+}
+
+fn scalar(x: f64) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(vec![x as f32], [1]))
+}
+
 impl LstmSeqBackend for Flex {
     fn lstm_sequence(p: FlexTensor, wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> FlexTensor {
         run(inputs(p, wh, h0, c0), &mut SeqCache::default()).0
+    }
+
+    fn linear_cross_entropy(
+        h: FlexTensor,
+        w: FlexTensor,
+        b: FlexTensor,
+        labels: FlexTensor,
+    ) -> FlexTensor {
+        scalar(xent(h, w, b, labels).loss)
+    }
+}
+
+#[derive(Debug)]
+struct XentBackward;
+
+/// The classifier's backward state.
+#[derive(Debug, Clone)]
+struct XentState(
+    Arc<(
+        Vec<f32>,
+        Vec<f32>,
+        Vec<i64>,
+        (usize, usize, usize),
+        Vec<f32>,
+    )>,
+);
+
+impl Backward<Flex, 3> for XentBackward {
+    type State = XentState;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let (h, w, labels, (n, d, v), probs) = &*ops.state.0;
+        let (_, dloss) = host(grads.consume::<Flex>(&ops.node));
+        let (dh, dw, db) =
+            kernel::linear_xent_backward(h, w, probs.clone(), labels, *n, *d, *v, dloss[0]);
+        let [ph, pw, pb] = ops.parents;
+        if let Some(node) = ph {
+            grads.register::<Flex>(node.id, flex(dh, [*n, *d]));
+        }
+        if let Some(node) = pw {
+            grads.register::<Flex>(node.id, flex(dw, [*d, *v]));
+        }
+        if let Some(node) = pb {
+            grads.register::<Flex>(node.id, flex(db, [1, *v]));
+        }
     }
 }
 
@@ -197,11 +294,59 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
             )),
         }
     }
+
+    fn linear_cross_entropy(
+        h: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let nodes = [h.node(), w.node(), b.node()];
+        match XentBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let x = xent(
+                    h.into_primitive(),
+                    w.into_primitive(),
+                    b.into_primitive(),
+                    labels,
+                );
+                let loss = scalar(x.loss);
+                prep.finish(
+                    XentState(Arc::new((x.h, x.w, x.labels, x.dims, x.probs))),
+                    loss,
+                )
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(<Flex as LstmSeqBackend>::linear_cross_entropy(
+                    h.into_primitive(),
+                    w.into_primitive(),
+                    b.into_primitive(),
+                    labels,
+                ))
+            }
+        }
+    }
+}
+
+/// Mean softmax cross-entropy of the classifier `h w + b` against `labels`, in one operation: `[1]`.
+pub fn linear_cross_entropy(
+    h: Tensor<2>,
+    w: Tensor<2>,
+    b: Tensor<2>,
+    labels: Tensor<1, Int>,
+) -> Tensor<1> {
+    let out = <Dispatch as LstmSeqBackend>::linear_cross_entropy(
+        h.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+        labels.into_dispatch(),
+    );
+    Tensor::<1>::from_dispatch(out)
 }
 
 /// Whether tensors on `device` can use [`lstm_sequence`].
 pub fn supported(device: &Device) -> bool {
-    cfg!(feature = "flex") && *device == Device::flex()
+    crate::device::is_flex(device)
 }
 
 /// Runs the sequence operation: outputs `[steps * batch, H]` and final cell `[batch, H]`.

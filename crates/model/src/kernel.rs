@@ -73,7 +73,12 @@ pub fn matmul(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if !b_t && m.is_multiple_of(4) && n.is_multiple_of(16) && n * k <= BLOCKED_MAX_B && has_avx2_fma() {
+    if !b_t
+        && m.is_multiple_of(4)
+        && n.is_multiple_of(16)
+        && n * k <= BLOCKED_MAX_B
+        && has_avx2_fma()
+    {
         let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
         // SAFETY: the CPU has AVX2 and FMA; the sizes were checked above and
         // every index the kernel forms stays inside them.
@@ -531,6 +536,72 @@ pub fn backward(
     }
 }
 
+/// Mean softmax cross-entropy of the logits `h w + b` (`h` `[n, d]`, `w`
+/// `[d, v]`, `b` `[v]`) against `labels`; also returns the softmax `[n, v]`
+/// for the backward pass.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_xent(
+    h: &[f32],
+    w: &[f32],
+    b: &[f32],
+    labels: &[i64],
+    n: usize,
+    d: usize,
+    v: usize,
+) -> (f64, Vec<f32>) {
+    assert_eq!(labels.len(), n, "one label per row");
+    let mut probs = vec![0.0f32; n * v];
+    for row in probs.chunks_exact_mut(v) {
+        row.copy_from_slice(&b[..v]);
+    }
+    matmul(&mut probs, h, w, n, v, d, false, false, true);
+    let mut total = 0.0f64;
+    for (row, &label) in probs.chunks_exact_mut(v).zip(labels) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut z = 0.0f64;
+        for x in row.iter_mut() {
+            let e = ((*x - max) as f64).exp();
+            z += e;
+            *x = e as f32;
+        }
+        let inv = (1.0 / z) as f32;
+        let picked = row[label as usize] as f64 / z;
+        total -= picked.max(f64::MIN_POSITIVE).ln();
+        for x in row.iter_mut() {
+            *x *= inv;
+        }
+    }
+    (total / n as f64, probs)
+}
+
+/// Gradients of [`linear_xent`] scaled by `dloss`: `(dh [n, d], dw [d, v], db [v])`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_xent_backward(
+    h: &[f32],
+    w: &[f32],
+    mut probs: Vec<f32>,
+    labels: &[i64],
+    n: usize,
+    d: usize,
+    v: usize,
+    dloss: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let scale = dloss / n as f32;
+    let mut db = vec![0.0f32; v];
+    for (row, &label) in probs.chunks_exact_mut(v).zip(labels) {
+        row[label as usize] -= 1.0;
+        for (x, acc) in row.iter_mut().zip(db.iter_mut()) {
+            *x *= scale;
+            *acc += *x;
+        }
+    }
+    let mut dw = vec![0.0f32; d * v];
+    matmul(&mut dw, h, &probs, d, v, n, true, false, false);
+    let mut dh = vec![0.0f32; n * d];
+    matmul(&mut dh, &probs, w, n, d, v, false, true, false);
+    (dh, dw, db)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,6 +654,41 @@ mod tests {
                         "({i},{j}) {a_t} {accumulate}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn linear_xent_gradients_match_finite_differences() {
+        let (n, d, v) = (3, 4, 5);
+        let h: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 7.0)
+            .collect();
+        let w: Vec<f32> = (0..d * v)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) / 9.0)
+            .collect();
+        let b: Vec<f32> = (0..v).map(|i| i as f32 / 10.0).collect();
+        let labels = [1i64, 4, 0];
+        let (loss, probs) = linear_xent(&h, &w, &b, &labels, n, d, v);
+        assert!(loss > 0.0);
+        let (dh, dw, db) = linear_xent_backward(&h, &w, probs, &labels, n, d, v, 1.0);
+        let eps = 1e-2f32;
+        let f = |h: &[f32], w: &[f32], b: &[f32]| linear_xent(h, w, b, &labels, n, d, v).0;
+        for (x, g, which) in [(&h, &dh, 0), (&w, &dw, 1), (&b, &db, 2)] {
+            for k in 0..x.len() {
+                let (mut p, mut m) = (x.to_vec(), x.to_vec());
+                p[k] += eps;
+                m[k] -= eps;
+                let num = match which {
+                    0 => (f(&p, &w, &b) - f(&m, &w, &b)) / (2.0 * eps as f64),
+                    1 => (f(&h, &p, &b) - f(&h, &m, &b)) / (2.0 * eps as f64),
+                    _ => (f(&h, &w, &p) - f(&h, &w, &m)) / (2.0 * eps as f64),
+                };
+                assert!(
+                    (num - g[k] as f64).abs() < 1e-3,
+                    "operand {which}[{k}]: {num} vs {}",
+                    g[k]
+                );
             }
         }
     }

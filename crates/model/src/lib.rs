@@ -10,6 +10,7 @@
 //! `text8`, `trainer`, files, optimizers or terminals.
 
 pub mod charlm;
+pub mod device;
 pub mod dropout;
 #[cfg(feature = "flex")]
 pub mod fused;
@@ -19,7 +20,7 @@ pub mod lstm;
 pub mod mirror;
 pub mod params;
 
-pub use charlm::{CharLm, CharLmConfig, InputKind};
+pub use charlm::{CharLm, CharLmConfig, InputKind, cross_entropy};
 pub use dropout::Dropout;
 pub use init::InitScheme;
 pub use lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState};

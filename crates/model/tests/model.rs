@@ -405,3 +405,34 @@ fn fused_sequence_matches_reference_operations() {
     }
     assert!(model::fused::supported(&d));
 }
+
+/// The fused classifier + softmax cross-entropy against the same computation in Burn operations.
+#[test]
+fn fused_cross_entropy_matches_reference_operations() {
+    let d = dev();
+    let leaf = |r: usize, c: usize, k: usize| {
+        let v: Vec<f32> = (0..r * c)
+            .map(|i| (((i + k) * 31 % 19) as f32 - 9.0) / 7.0)
+            .collect();
+        Tensor::<2>::from_data(TensorData::new(v, [r, c]), &d).require_grad()
+    };
+    let run = |fused: bool| {
+        let (h, w, b) = (leaf(6, 4, 1), leaf(4, 27, 2), leaf(1, 27, 3));
+        let labels = ids(&[0, 26, 3, 3, 9, 1], &d);
+        let loss = if fused {
+            model::fused::linear_cross_entropy(h.clone(), w.clone(), b.clone(), labels)
+        } else {
+            model::cross_entropy(h.clone().matmul(w.clone()) + b.clone(), labels)
+        };
+        let grads = loss.clone().mul_scalar(2.0).backward();
+        let mut out = vec![host(loss)];
+        for t in [&h, &w, &b] {
+            out.push(host(t.grad(&grads).unwrap()));
+        }
+        out
+    };
+    let (a, b) = (run(true), run(false));
+    for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_close(x, y, 1e-5, ["loss", "d h", "d w", "d b"][k]);
+    }
+}

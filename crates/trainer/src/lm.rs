@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use model::{CellLayout, CharLm, CharLmConfig, InitScheme, InputKind, LstmState};
 use text8::{BatchGenerator, Corpus, Split, SplitKind};
@@ -251,14 +250,7 @@ pub fn step_inputs(
     }
 }
 
-/// Mean softmax cross-entropy of logits `[n, v]` against labels `[n]`: a `[1]` tensor.
-pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
-    let n = labels.dims()[0];
-    log_softmax(logits, 1)
-        .gather(1, labels.reshape([n, 1]))
-        .mean()
-        .neg()
-}
+pub use model::cross_entropy;
 
 /// Dropout seed of a step: the same for a step whatever session runs it.
 fn step_seed(seed: u64, step: u64) -> u64 {
@@ -399,7 +391,7 @@ pub fn train_lm(
             let session = Session {
                 recipe: recipe.clone(),
                 device: device.clone(),
-                optim: Optimizer::new(recipe.train.optimizer, recipe.train.clip_norm),
+                optim: Optimizer::new(recipe.train.optimizer, recipe.train.clip_norm, &device),
                 model,
                 generator,
                 state,
@@ -480,9 +472,11 @@ pub fn train_lm(
         let inputs = ids_tensor(inputs, &session.device);
         let labels_t = ids_tensor(labels, &session.device);
         let state = std::mem::take(&mut session.state);
-        let (logits, state) = session.model.forward(inputs, batch_size, state, true);
-        debug_assert_eq!(logits.dims()[0], steps * batch_size);
-        let loss = cross_entropy(logits, labels_t);
+        let (hidden, state) = session
+            .model
+            .forward_hidden(inputs, batch_size, state, true);
+        debug_assert_eq!(hidden.dims()[0], steps * batch_size);
+        let loss = session.model.loss(hidden, labels_t, true);
         let grads = loss.backward();
         let (model, stats) = session.optim.step(session.model, &grads, lr);
         session.model = model;
@@ -579,7 +573,7 @@ pub fn train_lm(
                 valid_ppl,
                 valid_bpc: valid_ppl.log2(),
                 valid_ppl_notebook: valid_nb,
-                grad_norm: stats.grad_norm.into_scalar_f64(),
+                grad_norm: stats.grad_norm.value(),
                 chars_per_sec: window_chars as f64 / window_seconds.max(1e-9),
                 wall_seconds: session.wall,
             };
@@ -738,7 +732,7 @@ fn resume_session(
     };
     let model = cfg.init(0, device);
     let model = load_weights(model, "model.", &ck, &path, device)?;
-    let mut optim = Optimizer::new(asked.train.optimizer, asked.train.clip_norm);
+    let mut optim = Optimizer::new(asked.train.optimizer, asked.train.clip_norm, device);
     optim
         .load(&ck, device)
         .map_err(|e| TrainError::checkpoint(&path, e))?;

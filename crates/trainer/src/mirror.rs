@@ -480,7 +480,7 @@ pub fn train_mirror(
                     run,
                     config,
                     model,
-                    Optimizer::new(OptimizerKind::Adam, t.clip_norm),
+                    Optimizer::new(OptimizerKind::Adam, t.clip_norm, &ad),
                     0,
                     Rng::derive(t.seed, 1),
                     0.0,
@@ -507,7 +507,7 @@ pub fn train_mirror(
                 let path = run.checkpoint_path();
                 let ck = SafeTensors::read(&path)?;
                 let model = load_weights(cfg.init(0, &ad), "model.", &ck, &path, &ad)?;
-                let mut optim = Optimizer::new(OptimizerKind::Adam, t.clip_norm);
+                let mut optim = Optimizer::new(OptimizerKind::Adam, t.clip_norm, &ad);
                 optim
                     .load(&ck, &ad)
                     .map_err(|e| TrainError::checkpoint(&path, e))?;
