@@ -118,6 +118,7 @@ fn labels_host(t: FlexTensor) -> Vec<i64> {
 }
 
 /// Host copies of the classifier's operands and its forward result.
+#[derive(Debug)]
 struct Xent {
     h: Vec<f32>,
     w: Vec<f32>,
@@ -169,15 +170,7 @@ struct XentBackward;
 
 /// The classifier's backward state.
 #[derive(Debug, Clone)]
-struct XentState(
-    Arc<(
-        Vec<f32>,
-        Vec<f32>,
-        Vec<i64>,
-        (usize, usize, usize),
-        Vec<f32>,
-    )>,
-);
+struct XentState(Arc<Xent>);
 
 impl Backward<Flex, 3> for XentBackward {
     type State = XentState;
