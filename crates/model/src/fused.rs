@@ -181,10 +181,19 @@ impl Backward<Flex, 3> for XentBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let (h, w, labels, (n, d, v), probs) = &*ops.state.0;
+        let x = &*ops.state.0;
+        let (n, d, v) = &x.dims;
         let (_, dloss) = host(grads.consume::<Flex>(&ops.node));
-        let (dh, dw, db) =
-            kernel::linear_xent_backward(h, w, probs.clone(), labels, *n, *d, *v, dloss[0]);
+        let (dh, dw, db) = kernel::linear_xent_backward(
+            &x.h,
+            &x.w,
+            x.probs.clone(),
+            &x.labels,
+            *n,
+            *d,
+            *v,
+            dloss[0],
+        );
         let [ph, pw, pb] = ops.parents;
         if let Some(node) = ph {
             grads.register::<Flex>(node.id, flex(dh, [*n, *d]));
@@ -304,10 +313,7 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
                     labels,
                 );
                 let loss = scalar(x.loss);
-                prep.finish(
-                    XentState(Arc::new((x.h, x.w, x.labels, x.dims, x.probs))),
-                    loss,
-                )
+                prep.finish(XentState(Arc::new(x)), loss)
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(<Flex as LstmSeqBackend>::linear_cross_entropy(

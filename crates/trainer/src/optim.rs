@@ -37,16 +37,19 @@ pub struct Optimizer {
     /// Adam's first and second moments by parameter name (device mode).
     moments: BTreeMap<String, (Tensor<2>, Tensor<2>)>,
     /// The same, as host vectors with their matrix shape (host mode).
-    host_moments: BTreeMap<String, ([usize; 2], Vec<f32>, Vec<f32>)>,
+    host_moments: BTreeMap<String, HostMoments>,
     /// Updates made (Adam's bias correction).
     t: u64,
 }
+
+/// Adam's moments of one parameter on the host: its matrix shape, first and second moments.
+type HostMoments = ([usize; 2], Vec<f32>, Vec<f32>);
 
 /// What a step measured.
 #[derive(Debug, Clone)]
 pub enum GradNorm {
     /// On the device, `[1]` (read it only when needed).
-    Device(Tensor<1>),
+    Device(Box<Tensor<1>>),
     /// Already on the host.
     Host(f64),
 }
@@ -154,7 +157,7 @@ impl Optimizer {
         (
             module,
             StepStats {
-                grad_norm: GradNorm::Device(grad_norm),
+                grad_norm: GradNorm::Device(Box::new(grad_norm)),
             },
         )
     }
