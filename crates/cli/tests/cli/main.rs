@@ -2,6 +2,7 @@
 
 #![allow(clippy::print_stderr)]
 
+mod backends;
 mod common;
 mod faults;
 mod mirror;
