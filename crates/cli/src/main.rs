@@ -297,13 +297,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 /// Applies `--threads` (before any backend thread pool starts) and picks the device.
 pub fn setup_device(d: &DeviceArgs) -> Result<(burn::tensor::Device, &'static str)> {
-    if let Some(n) = d.threads {
-        if n == 0 {
-            bail!("--threads must be at least 1");
-        }
-        // SAFETY: called once, before any other thread of this process exists.
-        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
-    }
+    let n = match d.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    // SAFETY: called once, before any other thread of this process exists.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    trainer::set_threads(n);
     device::select(d.device)
 }
 

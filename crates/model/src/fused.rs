@@ -19,7 +19,7 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::kernel::{self, SeqCache, SeqDims};
+use crate::kernel::{self, SeqDims, SplitCache};
 
 /// The LSTM sequence operation.
 #[backend_extension(Flex, Autodiff)]
@@ -86,7 +86,7 @@ fn inputs(p: FlexTensor, wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> Inpu
     }
 }
 
-fn run(i: Inputs, cache: &mut SeqCache) -> (FlexTensor, Inputs) {
+fn run(i: Inputs, cache: &mut SplitCache) -> (FlexTensor, Inputs) {
     let Inputs {
         dims,
         p,
@@ -94,9 +94,7 @@ fn run(i: Inputs, cache: &mut SeqCache) -> (FlexTensor, Inputs) {
         h0,
         c0,
     } = i;
-    let c_last = kernel::forward(dims, p, &wh, &h0, &c0, cache);
-    let mut out = Vec::with_capacity(cache.hs.len() + c_last.len());
-    out.extend_from_slice(&cache.hs);
+    let (mut out, c_last) = kernel::forward_split(dims, p, &wh, &h0, &c0, cache);
     out.extend_from_slice(&c_last);
     let t = flex(out, [(dims.steps + 1) * dims.batch, dims.hidden]);
     (
@@ -152,7 +150,7 @@ fn scalar(x: f64) -> FlexTensor {
 
 impl LstmSeqBackend for Flex {
     fn lstm_sequence(p: FlexTensor, wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> FlexTensor {
-        run(inputs(p, wh, h0, c0), &mut SeqCache::default()).0
+        run(inputs(p, wh, h0, c0), &mut SplitCache::default()).0
     }
 
     fn linear_cross_entropy(
@@ -214,7 +212,7 @@ struct LstmSeqBackward;
 #[derive(Debug, Clone)]
 struct SeqState {
     dims: SeqDims,
-    cache: Arc<SeqCache>,
+    cache: Arc<SplitCache>,
     wh: Arc<Vec<f32>>,
     h0: Arc<Vec<f32>>,
     c0: Arc<Vec<f32>>,
@@ -232,7 +230,7 @@ impl Backward<Flex, 4> for LstmSeqBackward {
         let s = ops.state;
         let (rows, hd, b) = (s.dims.steps * s.dims.batch, s.dims.hidden, s.dims.batch);
         let (_, d_out) = host(grads.consume::<Flex>(&ops.node));
-        let g = kernel::backward(
+        let g = kernel::backward_split(
             s.dims,
             &s.cache,
             &s.wh,
@@ -277,7 +275,7 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
                     h0.into_primitive(),
                     c0.into_primitive(),
                 );
-                let mut cache = SeqCache::default();
+                let mut cache = SplitCache::default();
                 let (out, i) = run(i, &mut cache);
                 let state = SeqState {
                     dims: i.dims,

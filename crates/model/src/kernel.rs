@@ -8,6 +8,52 @@
 //! `[steps * batch, 4 * d_hidden]` with the gates `i, f, u, o` side by side
 //! (bias included); `wh` is `[d_hidden, 4 * d_hidden]`; states are `[batch, d_hidden]`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+static THREADS: AtomicUsize = AtomicUsize::new(1);
+static POOL: Mutex<Option<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(None);
+
+/// Sets how many threads the sequence kernels may use (at least 1).
+pub fn set_threads(n: usize) {
+    THREADS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// How many threads the sequence kernels may use.
+pub fn threads() -> usize {
+    THREADS.load(Ordering::Relaxed)
+}
+
+/// The kernels' thread pool, of [`threads`] threads (kept across calls: a
+/// step spends tens of microseconds per part, too little to start threads for).
+fn pool() -> Arc<rayon::ThreadPool> {
+    let n = threads();
+    let mut guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    match &*guard {
+        Some((k, p)) if *k == n => p.clone(),
+        _ => {
+            let p = Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("charlstm-kernel-{i}"))
+                    .build()
+                    .expect("kernel thread pool"),
+            );
+            *guard = Some((n, p.clone()));
+            p
+        }
+    }
+}
+
+/// Runs `f` on every item on the kernel pool, results in order.
+pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+    use rayon::prelude::*;
+    if items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    pool().install(|| items.par_iter().map(&f).collect())
+}
+
 /// Sizes of one sequence call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqDims {
@@ -361,6 +407,20 @@ fn cell_forward_rows(
     }
 }
 
+/// One step of the cell for every row: `g` holds the pre-activations
+/// `[rows, 4H]` (overwritten by the activations); writes the new cell state,
+/// its tanh and the output `[rows, H]`.
+pub fn cell_step(
+    g: &mut [f32],
+    c_prev: &[f32],
+    c: &mut [f32],
+    tc: &mut [f32],
+    h: &mut [f32],
+    hidden: usize,
+) {
+    dispatch!(cell_forward_rows(g, c_prev, c, tc, h, hidden));
+}
+
 /// Gradients of one step's pre-activations from `dh` and `dc` (which becomes
 /// the gradient flowing to the previous cell state).
 #[inline(always)]
@@ -558,6 +618,7 @@ pub fn linear_xent(
     let mut total = 0.0f64;
     for (row, &label) in probs.chunks_exact_mut(v).zip(labels) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let target = (row[label as usize] - max) as f64;
         let mut z = 0.0f64;
         for x in row.iter_mut() {
             let e = ((*x - max) as f64).exp();
@@ -565,8 +626,9 @@ pub fn linear_xent(
             *x = e as f32;
         }
         let inv = (1.0 / z) as f32;
-        let picked = row[label as usize] as f64 / z;
-        total -= picked.max(f64::MIN_POSITIVE).ln();
+        // log-sum-exp minus the target's logit: exact for any logits (no
+        // clamped log of a tiny probability), and NaN once they overflow
+        total += z.ln() - target;
         for x in row.iter_mut() {
             *x *= inv;
         }
@@ -600,6 +662,149 @@ pub fn linear_xent_backward(
     let mut dh = vec![0.0f32; n * d];
     matmul(&mut dh, &probs, w, n, d, v, false, true, false);
     (dh, dw, db)
+}
+
+/// The batch split for `parts` threads: `(first sequence, sequences)` of each part.
+pub fn split_batch(batch: usize, parts: usize) -> Vec<(usize, usize)> {
+    let parts = parts.clamp(1, batch.max(1));
+    (0..parts)
+        .map(|k| {
+            let lo = batch * k / parts;
+            let hi = batch * (k + 1) / parts;
+            (lo, hi - lo)
+        })
+        .collect()
+}
+
+/// Rows `[lo, lo + n)` of every step of time-major `x` (`width` values a row).
+fn gather(x: &[f32], dims: SeqDims, lo: usize, n: usize, width: usize, steps: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(steps * n * width);
+    for t in 0..steps {
+        let start = (t * dims.batch + lo) * width;
+        out.extend_from_slice(&x[start..start + n * width]);
+    }
+    out
+}
+
+/// Writes the part's rows back into time-major `x`.
+fn scatter(
+    x: &mut [f32],
+    part: &[f32],
+    dims: SeqDims,
+    lo: usize,
+    n: usize,
+    width: usize,
+    steps: usize,
+) {
+    for t in 0..steps {
+        let start = (t * dims.batch + lo) * width;
+        x[start..start + n * width].copy_from_slice(&part[t * n * width..(t + 1) * n * width]);
+    }
+}
+
+/// Caches of a forward pass split over threads.
+#[derive(Debug, Clone, Default)]
+pub struct SplitCache {
+    /// `(first sequence, sequences, cache)` of every part.
+    pub parts: Vec<(usize, usize, SeqCache)>,
+}
+
+/// [`forward`] with the batch split over up to [`threads`] threads (each
+/// sequence is independent of the others). Returns the outputs `[rows, H]`
+/// and the final cell state `[batch, H]`.
+pub fn forward_split(
+    dims: SeqDims,
+    p: Vec<f32>,
+    wh: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    cache: &mut SplitCache,
+) -> (Vec<f32>, Vec<f32>) {
+    let parts = split_batch(dims.batch, if dims.batch >= 16 { threads() } else { 1 });
+    if parts.len() == 1 {
+        let mut c = SeqCache::default();
+        let c_last = forward(dims, p, wh, h0, c0, &mut c);
+        let hs = c.hs.clone();
+        cache.parts = vec![(0, dims.batch, c)];
+        return (hs, c_last);
+    }
+    let (g4, hd) = (dims.gates(), dims.hidden);
+    let results: Vec<(usize, usize, SeqCache, Vec<f32>)> = parallel_map(&parts, |&(lo, n)| {
+        let pk = gather(&p, dims, lo, n, g4, dims.steps);
+        let h0k = &h0[lo * hd..(lo + n) * hd];
+        let c0k = &c0[lo * hd..(lo + n) * hd];
+        let d = SeqDims {
+            steps: dims.steps,
+            batch: n,
+            hidden: hd,
+        };
+        let mut c = SeqCache::default();
+        let last = forward(d, pk, wh, h0k, c0k, &mut c);
+        (lo, n, c, last)
+    });
+    let mut hs = vec![0.0f32; dims.rows() * hd];
+    let mut c_last = vec![0.0f32; dims.batch * hd];
+    cache.parts.clear();
+    for (lo, n, c, last) in results {
+        scatter(&mut hs, &c.hs, dims, lo, n, hd, dims.steps);
+        c_last[lo * hd..(lo + n) * hd].copy_from_slice(&last);
+        cache.parts.push((lo, n, c));
+    }
+    (hs, c_last)
+}
+
+/// [`backward`] of a [`forward_split`] pass, on the same split.
+pub fn backward_split(
+    dims: SeqDims,
+    cache: &SplitCache,
+    wh: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    dhs: &[f32],
+    dc_last: &[f32],
+) -> SeqGrads {
+    if cache.parts.len() == 1 {
+        return backward(dims, &cache.parts[0].2, wh, h0, c0, dhs, dc_last);
+    }
+    let (g4, hd) = (dims.gates(), dims.hidden);
+    let results: Vec<(usize, usize, SeqGrads)> = parallel_map(&cache.parts, |(lo, n, c)| {
+        let (lo, n) = (*lo, *n);
+        let dh = gather(dhs, dims, lo, n, hd, dims.steps);
+        let dc = &dc_last[lo * hd..(lo + n) * hd];
+        let d = SeqDims {
+            steps: dims.steps,
+            batch: n,
+            hidden: hd,
+        };
+        (
+            lo,
+            n,
+            backward(
+                d,
+                c,
+                wh,
+                &h0[lo * hd..(lo + n) * hd],
+                &c0[lo * hd..(lo + n) * hd],
+                &dh,
+                dc,
+            ),
+        )
+    });
+    let mut out = SeqGrads {
+        dp: vec![0.0; dims.rows() * g4],
+        dwh: vec![0.0; hd * g4],
+        dh0: vec![0.0; dims.batch * hd],
+        dc0: vec![0.0; dims.batch * hd],
+    };
+    for (lo, n, g) in results {
+        scatter(&mut out.dp, &g.dp, dims, lo, n, g4, dims.steps);
+        for (a, b) in out.dwh.iter_mut().zip(&g.dwh) {
+            *a += b;
+        }
+        out.dh0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dh0);
+        out.dc0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dc0);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -690,6 +895,54 @@ mod tests {
                     g[k]
                 );
             }
+        }
+    }
+
+    /// Far-off logits give the exact (huge) loss, not a clamped one, and
+    /// overflowed ones give NaN, so a diverging run is seen as diverging.
+    #[test]
+    fn linear_xent_is_exact_for_large_logits_and_nan_on_overflow() {
+        // logits [1e30, 0]: the loss of label 1 is 1e30
+        let (loss, _) = linear_xent(&[1.0], &[1e30, 0.0], &[0.0, 0.0], &[1], 1, 1, 2);
+        assert!((loss / 1e30 - 1.0).abs() < 1e-6, "{loss}");
+        let (loss, _) = linear_xent(&[1.0], &[f32::INFINITY, 0.0], &[0.0, 0.0], &[1], 1, 1, 2);
+        assert!(loss.is_nan(), "{loss}");
+        // an ordinary case: logits [0, 0] give ln 2
+        let (loss, _) = linear_xent(&[1.0], &[0.0, 0.0], &[0.0, 0.0], &[0], 1, 1, 2);
+        assert!((loss - std::f64::consts::LN_2).abs() < 1e-9, "{loss}");
+    }
+
+    /// Splitting the batch over threads changes nothing but the summation
+    /// order of the recurrent weights' gradient.
+    #[test]
+    fn split_passes_equal_the_single_pass() {
+        let dims = SeqDims {
+            steps: 4,
+            batch: 20,
+            hidden: 3,
+        };
+        let n = |k: usize, m: usize| -> Vec<f32> {
+            (0..k)
+                .map(|i| (((i * m) % 17) as f32 - 8.0) / 10.0)
+                .collect()
+        };
+        let (p, wh, h0, c0) = (n(80 * 12, 7), n(36, 5), n(60, 3), n(60, 11));
+        let (dh, dc) = (n(80 * 3, 13), n(60, 2));
+        let mut one = SeqCache::default();
+        let c1 = forward(dims, p.clone(), &wh, &h0, &c0, &mut one);
+        let g1 = backward(dims, &one, &wh, &h0, &c0, &dh, &dc);
+        set_threads(3);
+        let mut split = SplitCache::default();
+        let (hs, c2) = forward_split(dims, p, &wh, &h0, &c0, &mut split);
+        let g2 = backward_split(dims, &split, &wh, &h0, &c0, &dh, &dc);
+        set_threads(1);
+        assert_eq!(split.parts.len(), 3);
+        assert_eq!(hs, one.hs);
+        assert_eq!(c1, c2);
+        assert_eq!(g1.dp, g2.dp);
+        assert_eq!((g1.dh0, g1.dc0), (g2.dh0, g2.dc0));
+        for (a, b) in g1.dwh.iter().zip(&g2.dwh) {
+            assert!((a - b).abs() < 1e-5);
         }
     }
 

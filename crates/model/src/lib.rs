@@ -14,6 +14,7 @@ pub mod device;
 pub mod dropout;
 #[cfg(feature = "flex")]
 pub mod fused;
+pub mod host;
 pub mod init;
 pub mod kernel;
 pub mod lstm;

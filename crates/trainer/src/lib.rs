@@ -27,3 +27,9 @@ pub use error::{Result, TrainError};
 pub use lm::{Event, FinalReport, RunTarget, TrainOptions, train_lm};
 pub use recipe::{LoadedRecipe, Recipe, load_recipe};
 pub use run::{RunConfig, RunDir};
+
+/// Sets how many threads the CPU kernels use (the sequence operations split
+/// their batch over them).
+pub fn set_threads(n: usize) {
+    model::kernel::set_threads(n);
+}

@@ -255,6 +255,7 @@ impl Optimizer {
             .and_then(|s| s.parse().ok())
             .ok_or("missing optim.updates")?;
         self.moments.clear();
+        self.host_moments.clear();
         for (name, t) in &from.tensors {
             if let Some(rest) = name.strip_prefix("optim.")
                 && let Some(param) = rest.strip_suffix(".m")
@@ -262,13 +263,23 @@ impl Optimizer {
                 let v = from
                     .get(&format!("optim.{param}.v"))
                     .ok_or_else(|| format!("missing optim.{param}.v"))?;
-                self.moments.insert(
-                    param.to_string(),
-                    (from_host(t, device), from_host(v, device)),
-                );
+                if t.shape != v.shape {
+                    return Err(format!("optim.{param}: m and v differ in shape"));
+                }
+                if self.host {
+                    let dims = model::params::matrix_dims(&t.shape);
+                    self.host_moments
+                        .insert(param.to_string(), (dims, t.data.clone(), v.data.clone()));
+                } else {
+                    self.moments.insert(
+                        param.to_string(),
+                        (from_host(t, device), from_host(v, device)),
+                    );
+                }
             }
         }
-        if self.kind == OptimizerKind::Adam && self.t > 0 && self.moments.is_empty() {
+        let restored = self.moments.len() + self.host_moments.len();
+        if self.kind == OptimizerKind::Adam && self.t > 0 && restored == 0 {
             return Err("Adam state missing (was the run trained with SGD?)".into());
         }
         Ok(())
@@ -342,11 +353,36 @@ mod tests {
                     );
                 }
             }
+            // a restored optimiser (in either mode) makes the same next update as the original
             let mut saved = SafeTensors::default();
             opts[0].save(&mut saved);
-            let mut back = Optimizer::new(kind, 0.05, &device).with_host(false);
-            back.load(&saved, &device).unwrap();
-            assert_eq!(back.updates(), 3);
+            let next = |opt: &mut Optimizer| {
+                let m = models[0].clone();
+                let ids = Tensor::<1, Int>::from_data(
+                    TensorData::new(vec![3i64, 1, 4, 1, 5, 9], [6]),
+                    &device,
+                );
+                let (logits, _) = m.forward(ids, 2, m.zero_state(2, &device), true);
+                let grads = logits.square().mean().backward();
+                values(&opt.step(m, &grads, 0.5).0)
+            };
+            let mut restored = vec![];
+            for host in [true, false] {
+                let mut back = Optimizer::new(kind, 0.05, &device).with_host(host);
+                back.load(&saved, &device).unwrap();
+                assert_eq!(back.updates(), 3);
+                restored.push(next(&mut back));
+            }
+            let original = next(&mut opts[0]);
+            for (mode, r) in ["host", "device"].iter().zip(&restored) {
+                for (x, y) in original.iter().flatten().zip(r.iter().flatten()) {
+                    assert!(
+                        (x - y).abs() < 1e-4 * (1.0 + x.abs()),
+                        "{kind:?} restored in {mode} mode: {x} vs {y}"
+                    );
+                }
+            }
+            assert_eq!(original, restored[0], "{kind:?}: host restore is not exact");
         }
     }
 }

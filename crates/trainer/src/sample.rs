@@ -72,7 +72,17 @@ pub fn draw(logits: &[f32], temperature: f64, rng: &mut Rng) -> usize {
     }
     let inv_t = (1.0 / temperature) as f32;
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f32> = logits.iter().map(|&l| ((l - max) * inv_t).exp()).collect();
+    let mut weights = [0.0f32; 64];
+    if logits.len() <= weights.len() {
+        for (w, &l) in weights.iter_mut().zip(logits) {
+            *w = model::kernel::exp((l - max) * inv_t);
+        }
+        return rng.weighted(&weights[..logits.len()]);
+    }
+    let weights: Vec<f32> = logits
+        .iter()
+        .map(|&l| model::kernel::exp((l - max) * inv_t))
+        .collect();
     rng.weighted(&weights)
 }
 
@@ -107,6 +117,20 @@ pub fn generate(
             opts.temperature
         )));
     }
+    if model::device::runs_on_host(device) {
+        return generate_host(model, kind, opts, rng, model::kernel::threads());
+    }
+    generate_tensor(model, kind, opts, rng, device)
+}
+
+/// [`generate`] with tensor operations on `device` (any backend).
+fn generate_tensor(
+    model: &CharLm,
+    kind: TokenizerKind,
+    opts: &SampleOptions,
+    rng: &mut Rng,
+    device: &Device,
+) -> Result<Vec<String>> {
     let s = opts.count;
     let ctx = context(kind);
     // every sequence's history of character ids
@@ -160,6 +184,71 @@ pub fn generate(
                 .collect()
         })
         .collect())
+}
+
+/// [`generate`] on the host: the model's weights copied once, then plain
+/// loops (no tensor operations), the streams split into `parts` groups run
+/// on the kernel threads. Stream `k` draws from its own generator, derived
+/// from `rng`, so the texts do not depend on the number of threads.
+fn generate_host(
+    model: &CharLm,
+    kind: TokenizerKind,
+    opts: &SampleOptions,
+    rng: &mut Rng,
+    parts: usize,
+) -> Result<Vec<String>> {
+    let lm = model::host::HostLm::new(model);
+    let ctx = context(kind);
+    let base = rng.next_u64();
+    let prime = match &opts.prime {
+        Some(p) if !p.is_empty() => {
+            let mut ids = prime_ids(p)?;
+            while ids.len() < ctx {
+                ids.insert(0, 0);
+            }
+            Some(ids)
+        }
+        _ => None,
+    };
+    let parts = model::kernel::split_batch(opts.count, parts);
+    let texts = model::kernel::parallel_map(&parts, |&(lo, n)| {
+        let mut rngs: Vec<Rng> = (lo..lo + n).map(|k| Rng::derive(base, k as u64)).collect();
+        let mut hist: Vec<Vec<u8>> = match &prime {
+            Some(ids) => vec![ids.clone(); n],
+            None => rngs
+                .iter_mut()
+                .map(|r| (0..ctx).map(|_| random_start(r)).collect())
+                .collect(),
+        };
+        let mut state = lm.zero_state(n);
+        let mut logits = Vec::new();
+        let mut ids = vec![0usize; n];
+        // warm up on the prime: every input position except the last
+        for k in ctx - 1..hist[0].len().saturating_sub(1) {
+            for (id, h) in ids.iter_mut().zip(&hist) {
+                *id = input_id(kind, h, k) as usize;
+            }
+            lm.step(&ids, &mut state, &mut logits);
+        }
+        let v = lm.vocab_out();
+        for _ in 0..opts.length {
+            for (id, h) in ids.iter_mut().zip(&hist) {
+                *id = input_id(kind, h, h.len() - 1) as usize;
+            }
+            lm.step(&ids, &mut state, &mut logits);
+            for (b, h) in hist.iter_mut().enumerate() {
+                h.push(draw(&logits[b * v..(b + 1) * v], opts.temperature, &mut rngs[b]) as u8);
+            }
+        }
+        hist.into_iter()
+            .map(|h| {
+                h.into_iter()
+                    .map(|id| id_to_byte(id).expect("char id") as char)
+                    .collect::<String>()
+            })
+            .collect::<Vec<String>>()
+    });
+    Ok(texts.into_iter().flatten().collect())
 }
 
 /// Cross-entropy of a model on a text.
@@ -320,6 +409,63 @@ mod tests {
         }
         assert_eq!(counts[2], 0);
         assert!((1800..2200).contains(&counts[1]), "{counts:?}");
+    }
+
+    fn small_model(kind: TokenizerKind, device: &Device) -> CharLm {
+        let vocab = if kind == TokenizerKind::Bigram {
+            729
+        } else {
+            27
+        };
+        model::CharLmConfig::new(vocab, 27)
+            .with_input(model::InputKind::Embedding)
+            .with_n_layers(2)
+            .with_d_hidden(16)
+            .with_d_embedding(8)
+            .init(3, device)
+    }
+
+    /// Greedy generation (temperature 0, a prime, so no randomness at all)
+    /// gives the same text on the host path as with tensor operations.
+    #[test]
+    fn host_and_tensor_generation_agree_greedily() {
+        let device = Device::flex();
+        for kind in [TokenizerKind::Char, TokenizerKind::Bigram] {
+            let m = small_model(kind, &device);
+            let opts = SampleOptions {
+                length: 40,
+                temperature: 0.0,
+                prime: Some("the cat".into()),
+                count: 3,
+            };
+            let a = generate_tensor(&m, kind, &opts, &mut Rng::new(1), &device).unwrap();
+            let b = generate_host(&m, kind, &opts, &mut Rng::new(1), 2).unwrap();
+            assert_eq!(a, b, "{kind:?}");
+            assert!(a.iter().all(|t| t.starts_with("the cat") && t.len() == 47));
+        }
+    }
+
+    /// Random samples do not depend on how the streams are split over threads,
+    /// and differ between streams.
+    #[test]
+    fn host_generation_is_independent_of_the_thread_split() {
+        let device = Device::flex();
+        let m = small_model(TokenizerKind::Char, &device);
+        let opts = SampleOptions {
+            length: 30,
+            temperature: 1.0,
+            prime: None,
+            count: 7,
+        };
+        let one = generate_host(&m, TokenizerKind::Char, &opts, &mut Rng::new(5), 1).unwrap();
+        let three = generate_host(&m, TokenizerKind::Char, &opts, &mut Rng::new(5), 3).unwrap();
+        assert_eq!(one, three);
+        assert_eq!(one.len(), 7);
+        assert!(one.iter().all(|t| t.len() == 31));
+        let distinct: std::collections::BTreeSet<_> = one.iter().collect();
+        assert!(distinct.len() > 1, "{one:?}");
+        let other = generate_host(&m, TokenizerKind::Char, &opts, &mut Rng::new(6), 1).unwrap();
+        assert_ne!(one, other);
     }
 
     #[test]

@@ -1,0 +1,209 @@
+//! A character language model's weights as host arrays, stepped one
+//! character at a time without any tensor operation: for generation on the
+//! CPU, where a step is a few small matrix products and per-operation
+//! overhead would dominate.
+//!
+//! The first layer's input projection (one-hot row or embedding, times the
+//! input weights, plus the bias) is precomputed once per input symbol, so a
+//! step of the notebook's model is one table lookup, one `[streams, 64] x
+//! [64, 256]` product, the gate arithmetic and the classifier.
+
+use burn::tensor::Tensor;
+
+use crate::charlm::CharLm;
+use crate::kernel::{self, matmul};
+use crate::lstm::{Lstm, LstmInput};
+
+/// One layer on the host.
+#[derive(Debug, Clone)]
+struct HostLayer {
+    /// First layer: the projection of every input symbol, bias included, `[vocab, 4H]`.
+    table: Option<Vec<f32>>,
+    /// Later layers: input weights `[H, 4H]` and bias `[4H]`.
+    wx: Vec<f32>,
+    b: Vec<f32>,
+    /// Recurrent weights `[H, 4H]`.
+    wh: Vec<f32>,
+}
+
+/// A [`CharLm`] on the host, for stepping.
+#[derive(Debug, Clone)]
+pub struct HostLm {
+    layers: Vec<HostLayer>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    hidden: usize,
+    vocab_in: usize,
+    vocab_out: usize,
+}
+
+/// The state of `streams` sequences: per layer, outputs and cells `[streams, H]`.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    h: Vec<Vec<f32>>,
+    c: Vec<Vec<f32>>,
+    streams: usize,
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.inner()
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .expect("f32 parameter")
+}
+
+fn dense(layer: &Lstm) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let wx = if layer.blocks.len() == 1 {
+        layer.blocks[0].wx.val()
+    } else {
+        Tensor::cat(layer.blocks.iter().map(|b| b.wx.val()).collect(), 1)
+    };
+    let b = if layer.blocks.len() == 1 {
+        layer.blocks[0].b.val()
+    } else {
+        Tensor::cat(layer.blocks.iter().map(|b| b.b.val()).collect(), 1)
+    };
+    (host(wx), host(b), host(layer.recurrent_weights()))
+}
+
+impl HostLm {
+    /// Copies a model's weights to the host (any device).
+    pub fn new(model: &CharLm) -> Self {
+        let first = &model.layers[0];
+        let vocab_in = match &model.embedding {
+            Some(e) => e.val().dims()[0],
+            None => first.d_input(),
+        };
+        let layers = model
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(k, layer)| {
+                let (wx, b, wh) = dense(layer);
+                if k > 0 {
+                    return HostLayer {
+                        table: None,
+                        wx,
+                        b,
+                        wh,
+                    };
+                }
+                // the projection of every symbol: embedding (or identity) x Wx + b
+                let ids = burn::tensor::Tensor::<1, burn::tensor::Int>::arange(
+                    0..vocab_in as i64,
+                    &layer.blocks[0].wx.val().device(),
+                );
+                let input = match &model.embedding {
+                    Some(e) => LstmInput::Dense(e.val().select(0, ids)),
+                    None => LstmInput::OneHot(ids),
+                };
+                let table = host(layer.project_input(&input));
+                HostLayer {
+                    table: Some(table),
+                    wx: vec![],
+                    b: vec![],
+                    wh,
+                }
+            })
+            .collect();
+        HostLm {
+            layers,
+            w: host(model.w.val()),
+            b: host(model.b.val()),
+            hidden: model.d_hidden(),
+            vocab_in,
+            vocab_out: model.output_size(),
+        }
+    }
+
+    /// Number of input symbols.
+    pub fn vocab_in(&self) -> usize {
+        self.vocab_in
+    }
+
+    /// Number of output classes.
+    pub fn vocab_out(&self) -> usize {
+        self.vocab_out
+    }
+
+    /// Zero state for `streams` sequences.
+    pub fn zero_state(&self, streams: usize) -> HostState {
+        let n = streams * self.hidden;
+        HostState {
+            h: vec![vec![0.0; n]; self.layers.len()],
+            c: vec![vec![0.0; n]; self.layers.len()],
+            streams,
+        }
+    }
+
+    /// One step of every stream: input symbols `ids` (one per stream) in,
+    /// logits `[streams, vocab_out]` written to `logits`.
+    pub fn step(&self, ids: &[usize], state: &mut HostState, logits: &mut Vec<f32>) {
+        let (s, hd) = (state.streams, self.hidden);
+        assert_eq!(ids.len(), s, "one input per stream");
+        let g4 = 4 * hd;
+        let mut g = vec![0.0f32; s * g4];
+        let mut c_new = vec![0.0f32; s * hd];
+        let mut tc = vec![0.0f32; s * hd];
+        let mut h_new = vec![0.0f32; s * hd];
+        for (k, layer) in self.layers.iter().enumerate() {
+            match &layer.table {
+                Some(table) => {
+                    for (row, &id) in g.chunks_exact_mut(g4).zip(ids) {
+                        assert!(
+                            id < self.vocab_in,
+                            "input symbol {id} outside the vocabulary"
+                        );
+                        row.copy_from_slice(&table[id * g4..(id + 1) * g4]);
+                    }
+                }
+                None => {
+                    for row in g.chunks_exact_mut(g4) {
+                        row.copy_from_slice(&layer.b);
+                    }
+                    matmul(
+                        &mut g,
+                        &state.h[k - 1],
+                        &layer.wx,
+                        s,
+                        g4,
+                        hd,
+                        false,
+                        false,
+                        true,
+                    );
+                }
+            }
+            matmul(
+                &mut g,
+                &state.h[k],
+                &layer.wh,
+                s,
+                g4,
+                hd,
+                false,
+                false,
+                true,
+            );
+            kernel::cell_step(&mut g, &state.c[k], &mut c_new, &mut tc, &mut h_new, hd);
+            std::mem::swap(&mut state.c[k], &mut c_new);
+            std::mem::swap(&mut state.h[k], &mut h_new);
+        }
+        let v = self.vocab_out;
+        logits.clear();
+        for _ in 0..s {
+            logits.extend_from_slice(&self.b);
+        }
+        matmul(
+            logits,
+            &state.h[self.layers.len() - 1],
+            &self.w,
+            s,
+            v,
+            hd,
+            false,
+            false,
+            true,
+        );
+    }
+}
