@@ -239,7 +239,10 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            // PROPTEST_CASES runs longer fuzzing (docs/RELIABILITY.md)
+            std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256),
+        ))]
         /// Fuzz: arbitrary bytes, as a plain file, as a zip member, or as a
         /// damaged zip, are read or rejected with an error; never a panic,
         /// and what is read holds only valid ids.

@@ -295,7 +295,10 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
+        #![proptest_config(ProptestConfig::with_cases(
+            // PROPTEST_CASES runs longer fuzzing (docs/RELIABILITY.md)
+            std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512),
+        ))]
         /// Fuzz: any string normalises to valid text8 form (alphabet, single
         /// spaces, leading space, no trailing space), and normalising is idempotent.
         #[test]

@@ -348,7 +348,10 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            // PROPTEST_CASES runs longer fuzzing (docs/RELIABILITY.md)
+            std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(2000),
+        ))]
         /// Fuzz: any string encodes to valid ids or fails at the first
         /// character outside the alphabet; valid text round-trips through
         /// the char and bigram vocabularies.
