@@ -123,6 +123,29 @@ pub fn generate(
     generate_tensor(model, kind, opts, rng, device)
 }
 
+/// The prime's ids, with spaces before it up to the model's context (a
+/// bigram model needs two characters: a space before a lone one); `None`
+/// when there is no prime.
+fn padded_prime(opts: &SampleOptions, ctx: usize) -> Result<Option<Vec<u8>>> {
+    match &opts.prime {
+        Some(p) if !p.is_empty() => {
+            let mut ids = prime_ids(p)?;
+            while ids.len() < ctx {
+                ids.insert(0, 0);
+            }
+            Ok(Some(ids))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A generated history of character ids as text.
+fn text_of(ids: Vec<u8>) -> String {
+    ids.into_iter()
+        .map(|id| id_to_byte(id).expect("char id") as char)
+        .collect()
+}
+
 /// [`generate`] with tensor operations on `device` (any backend).
 fn generate_tensor(
     model: &CharLm,
@@ -134,15 +157,9 @@ fn generate_tensor(
     let s = opts.count;
     let ctx = context(kind);
     // every sequence's history of character ids
-    let mut hist: Vec<Vec<u8>> = match &opts.prime {
-        Some(p) if !p.is_empty() => {
-            let mut ids = prime_ids(p)?;
-            while ids.len() < ctx {
-                ids.insert(0, 0); // a bigram model needs two characters: a space before a lone one
-            }
-            vec![ids; s]
-        }
-        _ => (0..s)
+    let mut hist: Vec<Vec<u8>> = match padded_prime(opts, ctx)? {
+        Some(ids) => vec![ids; s],
+        None => (0..s)
             .map(|_| (0..ctx).map(|_| random_start(rng)).collect())
             .collect(),
     };
@@ -176,14 +193,7 @@ fn generate_tensor(
             h.push(draw(&values[b * v..(b + 1) * v], opts.temperature, rng) as u8);
         }
     }
-    Ok(hist
-        .into_iter()
-        .map(|h| {
-            h.into_iter()
-                .map(|id| id_to_byte(id).expect("char id") as char)
-                .collect()
-        })
-        .collect())
+    Ok(hist.into_iter().map(text_of).collect())
 }
 
 /// [`generate`] on the host: the model's weights copied once, then plain
@@ -200,16 +210,7 @@ fn generate_host(
     let lm = model::host::HostLm::new(model);
     let ctx = context(kind);
     let base = rng.next_u64();
-    let prime = match &opts.prime {
-        Some(p) if !p.is_empty() => {
-            let mut ids = prime_ids(p)?;
-            while ids.len() < ctx {
-                ids.insert(0, 0);
-            }
-            Some(ids)
-        }
-        _ => None,
-    };
+    let prime = padded_prime(opts, ctx)?;
     let parts = model::kernel::split_batch(opts.count, parts);
     let texts = model::kernel::parallel_map(&parts, |&(lo, n)| {
         let mut rngs: Vec<Rng> = (lo..lo + n).map(|k| Rng::derive(base, k as u64)).collect();
@@ -240,13 +241,7 @@ fn generate_host(
                 h.push(draw(&logits[b * v..(b + 1) * v], opts.temperature, &mut rngs[b]) as u8);
             }
         }
-        hist.into_iter()
-            .map(|h| {
-                h.into_iter()
-                    .map(|id| id_to_byte(id).expect("char id") as char)
-                    .collect::<String>()
-            })
-            .collect::<Vec<String>>()
+        hist.into_iter().map(text_of).collect::<Vec<String>>()
     });
     Ok(texts.into_iter().flatten().collect())
 }
