@@ -31,6 +31,8 @@ fn main() {
         (64, 64, 256),
         (64, 256, 640),
         (64, 2048, 512),
+        (32, 2048, 512),
+        (32, 512, 2048),
     ] {
         let a = vec![0.5f32; m * k];
         let b = vec![0.25f32; k * n];
@@ -41,6 +43,14 @@ fn main() {
             s * 1e6,
             2.0 * (m * n * k) as f64 / s / 1e9
         );
+        if let Some(packed) = kernel::PackedB::new(&b, k, n, false) {
+            let s = time(|| packed.matmul(&mut c, &a, m, true));
+            println!(
+                "{{\"bench\": \"matmul_packed\", \"m\": {m}, \"n\": {n}, \"k\": {k}, \"us\": {:.2}, \"gflops\": {:.1}}}",
+                s * 1e6,
+                2.0 * (m * n * k) as f64 / s / 1e9
+            );
+        }
     }
     for (steps, batch, hidden) in [(10, 64, 64), (50, 64, 512), (1000, 1, 64)] {
         let dims = SeqDims {

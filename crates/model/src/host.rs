@@ -11,7 +11,7 @@
 use burn::tensor::Tensor;
 
 use crate::charlm::CharLm;
-use crate::kernel::{self, matmul};
+use crate::kernel::{self, PackedB, matmul};
 use crate::lstm::{Lstm, LstmInput};
 
 /// One layer on the host.
@@ -24,6 +24,9 @@ struct HostLayer {
     b: Vec<f32>,
     /// Recurrent weights `[H, 4H]`.
     wh: Vec<f32>,
+    /// The same weights packed for the blocked kernel (where it applies).
+    wx_packed: Option<PackedB>,
+    wh_packed: Option<PackedB>,
 }
 
 /// A [`CharLm`] on the host, for stepping.
@@ -32,6 +35,9 @@ pub struct HostLm {
     layers: Vec<HostLayer>,
     w: Vec<f32>,
     b: Vec<f32>,
+    /// The classifier padded to a multiple of 16 columns and packed, with its
+    /// bias padded alike (where the blocked kernel applies).
+    w_packed: Option<(PackedB, Vec<f32>)>,
     hidden: usize,
     vocab_in: usize,
     vocab_out: usize,
@@ -80,12 +86,16 @@ impl HostLm {
             .enumerate()
             .map(|(k, layer)| {
                 let (wx, b, wh) = dense(layer);
+                let (hd, g4) = (model.d_hidden(), 4 * model.d_hidden());
+                let wh_packed = PackedB::new(&wh, hd, g4, false);
                 if k > 0 {
                     return HostLayer {
                         table: None,
+                        wx_packed: PackedB::new(&wx, hd, g4, false),
                         wx,
                         b,
                         wh,
+                        wh_packed,
                     };
                 }
                 // the projection of every symbol: embedding (or identity) x Wx + b
@@ -103,13 +113,26 @@ impl HostLm {
                     wx: vec![],
                     b: vec![],
                     wh,
+                    wx_packed: None,
+                    wh_packed,
                 }
             })
             .collect();
+        let (w, b) = (host(model.w.val()), host(model.b.val()));
+        let (hd, v) = (model.d_hidden(), model.output_size());
+        let vp = v.div_ceil(16) * 16;
+        let mut w_pad = vec![0.0f32; hd * vp];
+        for (dst, src) in w_pad.chunks_exact_mut(vp).zip(w.chunks_exact(v)) {
+            dst[..v].copy_from_slice(src);
+        }
+        let mut b_pad = b.clone();
+        b_pad.resize(vp, 0.0);
+        let w_packed = PackedB::new(&w_pad, hd, vp, false).map(|p| (p, b_pad));
         HostLm {
             layers,
-            w: host(model.w.val()),
-            b: host(model.b.val()),
+            w,
+            b,
+            w_packed,
             hidden: model.d_hidden(),
             vocab_in,
             vocab_out: model.output_size(),
@@ -161,49 +184,68 @@ impl HostLm {
                     for row in g.chunks_exact_mut(g4) {
                         row.copy_from_slice(&layer.b);
                     }
-                    matmul(
+                    product(
                         &mut g,
                         &state.h[k - 1],
                         &layer.wx,
+                        layer.wx_packed.as_ref(),
                         s,
                         g4,
                         hd,
-                        false,
-                        false,
-                        true,
                     );
                 }
             }
-            matmul(
+            product(
                 &mut g,
                 &state.h[k],
                 &layer.wh,
+                layer.wh_packed.as_ref(),
                 s,
                 g4,
                 hd,
-                false,
-                false,
-                true,
             );
             kernel::cell_step(&mut g, &state.c[k], &mut c_new, &mut tc, &mut h_new, hd);
             std::mem::swap(&mut state.c[k], &mut c_new);
             std::mem::swap(&mut state.h[k], &mut h_new);
         }
         let v = self.vocab_out;
+        let top = &state.h[self.layers.len() - 1];
         logits.clear();
-        for _ in 0..s {
-            logits.extend_from_slice(&self.b);
+        match &self.w_packed {
+            Some((w, b)) if s % 4 == 0 => {
+                let vp = b.len();
+                let mut padded = Vec::with_capacity(s * vp);
+                for _ in 0..s {
+                    padded.extend_from_slice(b);
+                }
+                w.matmul(&mut padded, top, s, true);
+                for row in padded.chunks_exact(vp) {
+                    logits.extend_from_slice(&row[..v]);
+                }
+            }
+            _ => {
+                for _ in 0..s {
+                    logits.extend_from_slice(&self.b);
+                }
+                matmul(logits, top, &self.w, s, v, hd, false, false, true);
+            }
         }
-        matmul(
-            logits,
-            &state.h[self.layers.len() - 1],
-            &self.w,
-            s,
-            v,
-            hd,
-            false,
-            false,
-            true,
-        );
+    }
+}
+
+/// `c += a · b` for `a` `[m, k]`: the packed kernel where `b` was packed and
+/// the rows come in fours, else [`matmul`].
+fn product(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    packed: Option<&PackedB>,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    match packed {
+        Some(p) if m % 4 == 0 => p.matmul(c, a, m, true),
+        _ => matmul(c, a, b, m, n, k, false, false, true),
     }
 }
