@@ -212,7 +212,7 @@ impl HostLm {
         let top = &state.h[self.layers.len() - 1];
         logits.clear();
         match &self.w_packed {
-            Some((w, b)) if s % 4 == 0 => {
+            Some((w, b)) if s.is_multiple_of(4) => {
                 let vp = b.len();
                 let mut padded = Vec::with_capacity(s * vp);
                 for _ in 0..s {
@@ -245,7 +245,7 @@ fn product(
     k: usize,
 ) {
     match packed {
-        Some(p) if m % 4 == 0 => p.matmul(c, a, m, true),
+        Some(p) if m.is_multiple_of(4) => p.matmul(c, a, m, true),
         _ => matmul(c, a, b, m, n, k, false, false, true),
     }
 }

@@ -712,7 +712,8 @@ pub fn forward(
     // packed once for all steps: faster than reading `wh` in place (small
     // models) and than the `gemm` crate, which packs it at every call (large ones)
     // (batches in fours: the packed kernel's row blocks; others read `wh` in place)
-    let packed = (b % 4 == 0)
+    let packed = b
+        .is_multiple_of(4)
         .then(|| PackedB::new(wh, hd, g4, false))
         .flatten();
     for s in 0..dims.steps {
@@ -788,7 +789,8 @@ pub fn backward(
             wh_t[c * hd + r] = wh[r * g4 + c];
         }
     }
-    let packed = (b % 4 == 0)
+    let packed = b
+        .is_multiple_of(4)
         .then(|| PackedB::new(&wh_t, g4, hd, false))
         .flatten();
     for s in (0..dims.steps).rev() {
