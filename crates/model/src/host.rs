@@ -49,6 +49,17 @@ pub struct HostState {
     h: Vec<Vec<f32>>,
     c: Vec<Vec<f32>>,
     streams: usize,
+    /// Work buffers of a step, kept so that stepping allocates nothing.
+    scratch: Scratch,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Scratch {
+    g: Vec<f32>,
+    c_new: Vec<f32>,
+    tc: Vec<f32>,
+    h_new: Vec<f32>,
+    padded: Vec<f32>,
 }
 
 fn host(t: Tensor<2>) -> Vec<f32> {
@@ -156,6 +167,7 @@ impl HostLm {
             h: vec![vec![0.0; n]; self.layers.len()],
             c: vec![vec![0.0; n]; self.layers.len()],
             streams,
+            scratch: Scratch::default(),
         }
     }
 
@@ -165,10 +177,18 @@ impl HostLm {
         let (s, hd) = (state.streams, self.hidden);
         assert_eq!(ids.len(), s, "one input per stream");
         let g4 = 4 * hd;
-        let mut g = vec![0.0f32; s * g4];
-        let mut c_new = vec![0.0f32; s * hd];
-        let mut tc = vec![0.0f32; s * hd];
-        let mut h_new = vec![0.0f32; s * hd];
+        let mut sc = std::mem::take(&mut state.scratch);
+        sc.g.resize(s * g4, 0.0);
+        sc.c_new.resize(s * hd, 0.0);
+        sc.tc.resize(s * hd, 0.0);
+        sc.h_new.resize(s * hd, 0.0);
+        let Scratch {
+            g,
+            c_new,
+            tc,
+            h_new,
+            padded,
+        } = &mut sc;
         for (k, layer) in self.layers.iter().enumerate() {
             match &layer.table {
                 Some(table) => {
@@ -185,7 +205,7 @@ impl HostLm {
                         row.copy_from_slice(&layer.b);
                     }
                     product(
-                        &mut g,
+                        g,
                         &state.h[k - 1],
                         &layer.wx,
                         layer.wx_packed.as_ref(),
@@ -196,7 +216,7 @@ impl HostLm {
                 }
             }
             product(
-                &mut g,
+                g,
                 &state.h[k],
                 &layer.wh,
                 layer.wh_packed.as_ref(),
@@ -204,9 +224,9 @@ impl HostLm {
                 g4,
                 hd,
             );
-            kernel::cell_step(&mut g, &state.c[k], &mut c_new, &mut tc, &mut h_new, hd);
-            std::mem::swap(&mut state.c[k], &mut c_new);
-            std::mem::swap(&mut state.h[k], &mut h_new);
+            kernel::cell_step(g, &state.c[k], c_new, tc, h_new, hd);
+            std::mem::swap(&mut state.c[k], c_new);
+            std::mem::swap(&mut state.h[k], h_new);
         }
         let v = self.vocab_out;
         let top = &state.h[self.layers.len() - 1];
@@ -214,11 +234,11 @@ impl HostLm {
         match &self.w_packed {
             Some((w, b)) if s.is_multiple_of(4) => {
                 let vp = b.len();
-                let mut padded = Vec::with_capacity(s * vp);
+                padded.clear();
                 for _ in 0..s {
                     padded.extend_from_slice(b);
                 }
-                w.matmul(&mut padded, top, s, true);
+                w.matmul(padded, top, s, true);
                 for row in padded.chunks_exact(vp) {
                     logits.extend_from_slice(&row[..v]);
                 }
@@ -230,6 +250,7 @@ impl HostLm {
                 matmul(logits, top, &self.w, s, v, hd, false, false, true);
             }
         }
+        state.scratch = sc;
     }
 }
 

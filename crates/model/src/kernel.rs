@@ -51,6 +51,12 @@ pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + 
     if items.len() <= 1 {
         return items.iter().map(f).collect();
     }
+    if threads() == rayon::current_num_threads() {
+        // The global pool (which Burn's flex backend uses for its own threaded
+        // operations) has the asked size: share it. Two pools on the same
+        // cores would have their idle workers spinning against each other.
+        return items.par_iter().map(&f).collect();
+    }
     pool().install(|| items.par_iter().map(&f).collect())
 }
 
