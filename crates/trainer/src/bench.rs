@@ -134,7 +134,8 @@ pub fn bench_lm(
         n += data.valid.len();
     }
     let valid_cps = n as f64 / t.elapsed().as_secs_f64();
-    // sampling: many streams at once
+    // sampling: many streams at once, repeated for at least a second (one
+    // call of the notebook model takes a tenth of that: too short to time alone)
     let streams = 256;
     let opts = SampleOptions {
         length: 400,
@@ -142,9 +143,13 @@ pub fn bench_lm(
         prime: None,
         count: streams,
     };
+    let mut rng = Rng::new(1);
     let t = Instant::now();
-    let texts = sample::generate(&model, kind, &opts, &mut Rng::new(1), &device)?;
-    let generated: usize = texts.iter().map(|s| s.len()).sum();
+    let mut generated = 0usize;
+    while t.elapsed().as_secs_f64() < 1.0 || generated == 0 {
+        let texts = sample::generate(&model, kind, &opts, &mut rng, &device)?;
+        generated += texts.iter().map(|s| s.len()).sum::<usize>();
+    }
     let sample_cps = generated as f64 / t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&run);
     Ok(BenchResult {
