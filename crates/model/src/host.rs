@@ -11,7 +11,7 @@
 use burn::tensor::Tensor;
 
 use crate::charlm::CharLm;
-use crate::kernel::{self, PackedB, matmul};
+use crate::kernel::{self, PackedB, matmul, matmul_maybe_packed};
 use crate::lstm::{Lstm, LstmInput};
 
 /// One layer on the host.
@@ -204,7 +204,7 @@ impl HostLm {
                     for row in g.chunks_exact_mut(g4) {
                         row.copy_from_slice(&layer.b);
                     }
-                    product(
+                    matmul_maybe_packed(
                         g,
                         &state.h[k - 1],
                         &layer.wx,
@@ -212,10 +212,11 @@ impl HostLm {
                         s,
                         g4,
                         hd,
+                        true,
                     );
                 }
             }
-            product(
+            matmul_maybe_packed(
                 g,
                 &state.h[k],
                 &layer.wh,
@@ -223,6 +224,7 @@ impl HostLm {
                 s,
                 g4,
                 hd,
+                true,
             );
             kernel::cell_step(g, &state.c[k], c_new, tc, h_new, hd);
             std::mem::swap(&mut state.c[k], c_new);
@@ -251,22 +253,5 @@ impl HostLm {
             }
         }
         state.scratch = sc;
-    }
-}
-
-/// `c += a · b` for `a` `[m, k]`: the packed kernel where `b` was packed and
-/// the rows come in fours, else [`matmul`].
-fn product(
-    c: &mut [f32],
-    a: &[f32],
-    b: &[f32],
-    packed: Option<&PackedB>,
-    m: usize,
-    n: usize,
-    k: usize,
-) {
-    match packed {
-        Some(p) if m.is_multiple_of(4) => p.matmul(c, a, m, true),
-        _ => matmul(c, a, b, m, n, k, false, false, true),
     }
 }

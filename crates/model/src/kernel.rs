@@ -276,10 +276,10 @@ impl PackedB {
     }
 }
 
-/// `c (+)= a · b` where `b` may have been packed: the packed kernel when it
-/// was, else [`matmul`].
+/// `c (+)= a · b` for `a` `[m, k]` where `b` may have been packed: the packed
+/// kernel when it was and the rows come in fours (its row blocks), else [`matmul`].
 #[allow(clippy::too_many_arguments)]
-fn matmul_maybe_packed(
+pub fn matmul_maybe_packed(
     c: &mut [f32],
     a: &[f32],
     b: &[f32],
@@ -290,8 +290,8 @@ fn matmul_maybe_packed(
     accumulate: bool,
 ) {
     match packed {
-        Some(pb) => pb.matmul(c, a, m, accumulate),
-        None => matmul(c, a, b, m, n, k, false, false, accumulate),
+        Some(pb) if m.is_multiple_of(4) => pb.matmul(c, a, m, accumulate),
+        _ => matmul(c, a, b, m, n, k, false, false, accumulate),
     }
 }
 
@@ -622,25 +622,6 @@ unsafe fn cell_forward_avx2(
     }
 }
 
-/// [`cell_forward_avx2`] where it applies, else the portable loops.
-fn cell_forward(
-    g: &mut [f32],
-    c_prev: &[f32],
-    c: &mut [f32],
-    tc: &mut [f32],
-    h: &mut [f32],
-    hidden: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if hidden.is_multiple_of(8) && has_avx2_fma() {
-        // SAFETY: the features were detected and hidden is a multiple of 8;
-        // the function checks the slice sizes.
-        unsafe { cell_forward_avx2(g, c_prev, c, tc, h, hidden) };
-        return;
-    }
-    dispatch!(cell_forward_rows(g, c_prev, c, tc, h, hidden));
-}
-
 /// One step of the cell for every row: `g` holds the pre-activations
 /// `[rows, 4H]` (overwritten by the activations); writes the new cell state,
 /// its tanh and the output `[rows, H]`.
@@ -652,7 +633,15 @@ pub fn cell_step(
     h: &mut [f32],
     hidden: usize,
 ) {
-    cell_forward(g, c_prev, c, tc, h, hidden);
+    // the AVX2 pass where it applies, else the portable loops
+    #[cfg(target_arch = "x86_64")]
+    if hidden.is_multiple_of(8) && has_avx2_fma() {
+        // SAFETY: the features were detected and hidden is a multiple of 8;
+        // the function checks the slice sizes.
+        unsafe { cell_forward_avx2(g, c_prev, c, tc, h, hidden) };
+        return;
+    }
+    dispatch!(cell_forward_rows(g, c_prev, c, tc, h, hidden));
 }
 
 /// Gradients of one step's pre-activations from `dh` and `dc` (which becomes
@@ -752,7 +741,7 @@ pub fn forward(
         let g = &mut cache.acts[g_span];
         let tc = &mut cache.tanh_c[h_span.clone()];
         let h = &mut cache.hs[h_span];
-        cell_forward(g, c_prev, c, tc, h, hd);
+        cell_step(g, c_prev, c, tc, h, hd);
     }
     cache.cells[(rows - b) * hd..].to_vec()
 }
@@ -788,17 +777,21 @@ pub fn backward(
     let mut dc = dc_last.to_vec();
     let mut dh_next = vec![0.0f32; b * hd];
     let mut dh = vec![0.0f32; b * hd];
-    // Wh^T [4H, H], once, so that dG Wh^T reads its right operand row by row
-    let mut wh_t = vec![0.0f32; g4 * hd];
-    for r in 0..hd {
-        for c in 0..g4 {
-            wh_t[c * hd + r] = wh[r * g4 + c];
-        }
-    }
+    // Wh^T [4H, H], once: packed straight from `wh` where the packed kernel
+    // applies, else transposed so that dG Wh^T reads it row by row
     let packed = b
         .is_multiple_of(4)
-        .then(|| PackedB::new(&wh_t, g4, hd, false))
+        .then(|| PackedB::new(wh, g4, hd, true))
         .flatten();
+    let mut wh_t = Vec::new();
+    if packed.is_none() {
+        wh_t = vec![0.0f32; g4 * hd];
+        for r in 0..hd {
+            for c in 0..g4 {
+                wh_t[c * hd + r] = wh[r * g4 + c];
+            }
+        }
+    }
     for s in (0..dims.steps).rev() {
         let h_span = s * b * hd..(s + 1) * b * hd;
         for (d, (x, y)) in dh.iter_mut().zip(dhs[h_span.clone()].iter().zip(&dh_next)) {
