@@ -26,9 +26,14 @@ impl Dropout {
         Dropout { keep_prob }
     }
 
+    /// Whether [`forward`](Self::forward) changes anything.
+    pub fn active(&self, train: bool) -> bool {
+        train && self.keep_prob < 1.0
+    }
+
     /// Applies dropout when `train` is true; the identity otherwise.
     pub fn forward<const D: usize>(&self, x: Tensor<D>, train: bool) -> Tensor<D> {
-        if !train || self.keep_prob >= 1.0 {
+        if !self.active(train) {
             return x;
         }
         let mask = x.random_like(Distribution::Bernoulli(self.keep_prob));

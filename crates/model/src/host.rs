@@ -115,7 +115,10 @@ impl HostLm {
                     &layer.blocks[0].wx.val().device(),
                 );
                 let input = match &model.embedding {
-                    Some(e) => LstmInput::Dense(e.val().select(0, ids)),
+                    Some(e) => LstmInput::Embedded {
+                        table: e.val(),
+                        ids,
+                    },
                     None => LstmInput::OneHot(ids),
                 };
                 let table = host(layer.project_input(&input));

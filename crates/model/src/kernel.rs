@@ -695,6 +695,28 @@ pub fn forward(
     c0: &[f32],
     cache: &mut SeqCache,
 ) -> Vec<f32> {
+    // packed once for all steps: faster than reading `wh` in place (small
+    // models) and than the `gemm` crate, which packs it at every call (large ones)
+    // (batches in fours: the packed kernel's row blocks; others read `wh` in place)
+    let packed = dims
+        .batch
+        .is_multiple_of(4)
+        .then(|| PackedB::new(wh, dims.hidden, dims.gates(), false))
+        .flatten();
+    forward_packed(dims, p, wh, packed.as_ref(), h0, c0, cache)
+}
+
+/// [`forward`] with `wh` already packed (`PackedB::new(wh, H, 4H, false)`),
+/// shared by the threads of [`forward_split`].
+pub fn forward_packed(
+    dims: SeqDims,
+    p: Vec<f32>,
+    wh: &[f32],
+    packed: Option<&PackedB>,
+    h0: &[f32],
+    c0: &[f32],
+    cache: &mut SeqCache,
+) -> Vec<f32> {
     let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
     assert_eq!(p.len(), rows * g4, "input projections");
     assert_eq!(wh.len(), hd * g4, "recurrent weights");
@@ -704,13 +726,6 @@ pub fn forward(
     cache.cells.resize(rows * hd, 0.0);
     cache.tanh_c.resize(rows * hd, 0.0);
     cache.hs.resize(rows * hd, 0.0);
-    // packed once for all steps: faster than reading `wh` in place (small
-    // models) and than the `gemm` crate, which packs it at every call (large ones)
-    // (batches in fours: the packed kernel's row blocks; others read `wh` in place)
-    let packed = b
-        .is_multiple_of(4)
-        .then(|| PackedB::new(wh, hd, g4, false))
-        .flatten();
     for s in 0..dims.steps {
         let (g_span, h_span) = (s * b * g4..(s + 1) * b * g4, s * b * hd..(s + 1) * b * hd);
         {
@@ -724,7 +739,7 @@ pub fn forward(
                 &mut cache.acts[g_span.clone()],
                 h_prev,
                 wh,
-                packed.as_ref(),
+                packed,
                 b,
                 g4,
                 hd,
@@ -770,6 +785,29 @@ pub fn backward(
     dhs: &[f32],
     dc_last: &[f32],
 ) -> SeqGrads {
+    // Wh^T [4H, H], once: packed straight from `wh` where the packed kernel
+    // applies (batches in fours)
+    let packed = dims
+        .batch
+        .is_multiple_of(4)
+        .then(|| PackedB::new(wh, dims.gates(), dims.hidden, true))
+        .flatten();
+    backward_packed(dims, cache, wh, packed.as_ref(), h0, c0, dhs, dc_last)
+}
+
+/// [`backward`] with `Wh^T` already packed (`PackedB::new(wh, 4H, H, true)`),
+/// shared by the threads of [`backward_split`].
+#[allow(clippy::too_many_arguments)]
+pub fn backward_packed(
+    dims: SeqDims,
+    cache: &SeqCache,
+    wh: &[f32],
+    packed_t: Option<&PackedB>,
+    h0: &[f32],
+    c0: &[f32],
+    dhs: &[f32],
+    dc_last: &[f32],
+) -> SeqGrads {
     let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
     assert_eq!(dhs.len(), rows * hd, "output gradients");
     assert_eq!(dc_last.len(), b * hd, "final cell gradient");
@@ -777,12 +815,8 @@ pub fn backward(
     let mut dc = dc_last.to_vec();
     let mut dh_next = vec![0.0f32; b * hd];
     let mut dh = vec![0.0f32; b * hd];
-    // Wh^T [4H, H], once: packed straight from `wh` where the packed kernel
-    // applies, else transposed so that dG Wh^T reads it row by row
-    let packed = b
-        .is_multiple_of(4)
-        .then(|| PackedB::new(wh, g4, hd, true))
-        .flatten();
+    // where the packed kernel does not apply, Wh^T transposed so that dG Wh^T reads it row by row
+    let packed = packed_t.filter(|_| b.is_multiple_of(4));
     let mut wh_t = Vec::new();
     if packed.is_none() {
         wh_t = vec![0.0f32; g4 * hd];
@@ -807,7 +841,7 @@ pub fn backward(
         let dg = &mut dp[s * b * g4..(s + 1) * b * g4];
         dispatch!(cell_backward_rows(acts, c_prev, tc, &dh, &mut dc, dg, hd));
         // dh_prev = dG · Wh^T
-        matmul_maybe_packed(&mut dh_next, dg, &wh_t, packed.as_ref(), b, hd, g4, false);
+        matmul_maybe_packed(&mut dh_next, dg, &wh_t, packed, b, hd, g4, false);
     }
     // dWh = h0^T dG_0 + H_{0..T-1}^T dG_{1..T}
     let mut dwh = vec![0.0f32; hd * g4];
@@ -966,6 +1000,8 @@ pub fn forward_split(
         return (hs, c_last);
     }
     let (g4, hd) = (dims.gates(), dims.hidden);
+    // one packed copy for all threads (two copies of a 4 MiB `wh` would fill the L3 cache)
+    let packed = PackedB::new(wh, hd, g4, false);
     let results: Vec<(usize, usize, SeqCache, Vec<f32>)> = parallel_map(&parts, |&(lo, n)| {
         let pk = gather(&p, dims, lo, n, g4, dims.steps);
         let h0k = &h0[lo * hd..(lo + n) * hd];
@@ -976,7 +1012,7 @@ pub fn forward_split(
             hidden: hd,
         };
         let mut c = SeqCache::default();
-        let last = forward(d, pk, wh, h0k, c0k, &mut c);
+        let last = forward_packed(d, pk, wh, packed.as_ref(), h0k, c0k, &mut c);
         (lo, n, c, last)
     });
     let mut hs = vec![0.0f32; dims.rows() * hd];
@@ -1004,6 +1040,7 @@ pub fn backward_split(
         return backward(dims, &cache.parts[0].2, wh, h0, c0, dhs, dc_last);
     }
     let (g4, hd) = (dims.gates(), dims.hidden);
+    let packed_t = PackedB::new(wh, g4, hd, true);
     let results: Vec<(usize, usize, SeqGrads)> = parallel_map(&cache.parts, |(lo, n, c)| {
         let (lo, n) = (*lo, *n);
         let dh = gather(dhs, dims, lo, n, hd, dims.steps);
@@ -1016,10 +1053,11 @@ pub fn backward_split(
         (
             lo,
             n,
-            backward(
+            backward_packed(
                 d,
                 c,
                 wh,
+                packed_t.as_ref(),
                 &h0[lo * hd..(lo + n) * hd],
                 &c0[lo * hd..(lo + n) * hd],
                 &dh,
@@ -1244,37 +1282,48 @@ mod tests {
         assert!((loss - std::f64::consts::LN_2).abs() < 1e-9, "{loss}");
     }
 
-    /// Splitting the batch over threads changes nothing but the summation
-    /// order of the recurrent weights' gradient.
+    /// Splitting the batch over threads changes nothing but rounding: with
+    /// unpacked weights (12 gate columns), with weights packed once for all
+    /// threads (16 columns, parts of 8) and with packed weights that some
+    /// parts cannot use (parts of 6 and 7 rows: not the kernel's fours).
     #[test]
     fn split_passes_equal_the_single_pass() {
-        let dims = SeqDims {
-            steps: 4,
-            batch: 20,
-            hidden: 3,
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!((x - y).abs() < 1e-5, "{what}[{i}]: {x} vs {y}");
+            }
         };
-        let n = |k: usize, m: usize| -> Vec<f32> {
-            (0..k)
-                .map(|i| (((i * m) % 17) as f32 - 8.0) / 10.0)
-                .collect()
-        };
-        let (p, wh, h0, c0) = (n(80 * 12, 7), n(36, 5), n(60, 3), n(60, 11));
-        let (dh, dc) = (n(80 * 3, 13), n(60, 2));
-        let mut one = SeqCache::default();
-        let c1 = forward(dims, p.clone(), &wh, &h0, &c0, &mut one);
-        let g1 = backward(dims, &one, &wh, &h0, &c0, &dh, &dc);
-        set_threads(3);
-        let mut split = SplitCache::default();
-        let (hs, c2) = forward_split(dims, p, &wh, &h0, &c0, &mut split);
-        let g2 = backward_split(dims, &split, &wh, &h0, &c0, &dh, &dc);
-        set_threads(1);
-        assert_eq!(split.parts.len(), 3);
-        assert_eq!(hs, one.hs);
-        assert_eq!(c1, c2);
-        assert_eq!(g1.dp, g2.dp);
-        assert_eq!((g1.dh0, g1.dc0), (g2.dh0, g2.dc0));
-        for (a, b) in g1.dwh.iter().zip(&g2.dwh) {
-            assert!((a - b).abs() < 1e-5);
+        for (batch, hidden) in [(20, 3), (24, 4), (20, 4)] {
+            let dims = SeqDims {
+                steps: 4,
+                batch,
+                hidden,
+            };
+            let n = |k: usize, m: usize| -> Vec<f32> {
+                (0..k)
+                    .map(|i| (((i * m) % 17) as f32 - 8.0) / 10.0)
+                    .collect()
+            };
+            let (rows, g4) = (dims.rows(), dims.gates());
+            let (p, wh) = (n(rows * g4, 7), n(hidden * g4, 5));
+            let (h0, c0) = (n(batch * hidden, 3), n(batch * hidden, 11));
+            let (dh, dc) = (n(rows * hidden, 13), n(batch * hidden, 2));
+            let mut one = SeqCache::default();
+            let c1 = forward(dims, p.clone(), &wh, &h0, &c0, &mut one);
+            let g1 = backward(dims, &one, &wh, &h0, &c0, &dh, &dc);
+            set_threads(3);
+            let mut split = SplitCache::default();
+            let (hs, c2) = forward_split(dims, p, &wh, &h0, &c0, &mut split);
+            let g2 = backward_split(dims, &split, &wh, &h0, &c0, &dh, &dc);
+            set_threads(1);
+            assert_eq!(split.parts.len(), 3);
+            close(&hs, &one.hs, "outputs");
+            close(&c1, &c2, "final cell");
+            close(&g1.dp, &g2.dp, "dp");
+            close(&g1.dh0, &g2.dh0, "dh0");
+            close(&g1.dc0, &g2.dc0, "dc0");
+            close(&g1.dwh, &g2.dwh, "dwh");
         }
     }
 

@@ -337,6 +337,59 @@ fn one_hot_input_equals_a_dense_one_hot_matmul() {
 }
 
 #[test]
+fn embedded_input_equals_looking_up_then_projecting() {
+    // the projected-table path (vocab 4 <= 12 rows) and the row-by-row path
+    // (vocab 16 > 12 rows) against the plain lookup then product, in outputs
+    // and in the gradients of the layer and of the table
+    let d = dev();
+    for (vocab, layout) in [
+        (4usize, CellLayout::Fused),
+        (4, CellLayout::Gates),
+        (16, CellLayout::Fused),
+    ] {
+        let lstm = LstmConfig::new(5, 6)
+            .with_layout(layout)
+            .with_init(InitScheme::Notebook)
+            .init_with(&mut Rng::new(3), &d);
+        let values: Vec<f32> = (0..vocab * 5)
+            .map(|i| ((i * 29 % 13) as f32 - 6.0) / 6.0)
+            .collect();
+        let v: Vec<i64> = (0..12).map(|i| (i * 7 % vocab) as i64).collect();
+        let run = |embedded: bool| {
+            let table = Param::from_tensor(Tensor::<2>::from_data(
+                TensorData::new(values.clone(), [vocab, 5]),
+                &d,
+            ));
+            let input = if embedded {
+                LstmInput::Embedded {
+                    table: table.val(),
+                    ids: ids(&v, &d),
+                }
+            } else {
+                LstmInput::Dense(table.val().select(0, ids(&v, &d)))
+            };
+            let (out, st) = lstm.forward(&input, 3, LstmState::zeros(3, 6, &d));
+            let grads = (out.clone().sin().sum() + st.c.sum()).backward();
+            let mut g = vec![host(table.val().grad(&grads).unwrap().into())];
+            for_each_param_grad(&lstm, &grads, |_, _, grad| g.push(host(grad.unwrap())));
+            (host(out), g)
+        };
+        let (out_e, grads_e) = run(true);
+        let (out_d, grads_d) = run(false);
+        assert_close(&out_e, &out_d, 1e-6, "outputs");
+        assert_eq!(grads_e.len(), grads_d.len());
+        for (k, (a, b)) in grads_e.iter().zip(&grads_d).enumerate() {
+            assert_close(
+                a,
+                b,
+                1e-5,
+                &format!("gradient {k} (vocab {vocab}, {layout:?})"),
+            );
+        }
+    }
+}
+
+#[test]
 fn notebook_init_draws_from_the_notebook_distribution() {
     let m = CharLmConfig::new(729, 27)
         .with_input(InputKind::Embedding)
