@@ -109,6 +109,8 @@ impl LstmState {
 }
 
 /// What an LSTM layer reads.
+// made once per forward pass and borrowed: boxing the larger variant would gain nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum LstmInput {
     /// One-hot rows given by their ids `[n]`: `x W` is row `id` of `W`.

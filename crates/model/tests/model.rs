@@ -370,7 +370,7 @@ fn embedded_input_equals_looking_up_then_projecting() {
             };
             let (out, st) = lstm.forward(&input, 3, LstmState::zeros(3, 6, &d));
             let grads = (out.clone().sin().sum() + st.c.sum()).backward();
-            let mut g = vec![host(table.val().grad(&grads).unwrap().into())];
+            let mut g = vec![host(table.val().grad(&grads).unwrap())];
             for_each_param_grad(&lstm, &grads, |_, _, grad| g.push(host(grad.unwrap())));
             (host(out), g)
         };
