@@ -60,6 +60,18 @@ pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + 
     pool().install(|| items.par_iter().map(&f).collect())
 }
 
+/// Runs `f` on every item, mutably, on the kernel pool (as [`parallel_map`]).
+pub fn parallel_for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync + Send) {
+    use rayon::prelude::*;
+    if items.len() <= 1 || threads() == 1 {
+        items.iter_mut().for_each(f);
+    } else if threads() == rayon::current_num_threads() {
+        items.par_iter_mut().for_each(&f);
+    } else {
+        pool().install(|| items.par_iter_mut().for_each(&f));
+    }
+}
+
 /// Sizes of one sequence call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqDims {
@@ -957,20 +969,29 @@ fn gather(x: &[f32], dims: SeqDims, lo: usize, n: usize, width: usize, steps: us
     out
 }
 
-/// Writes the part's rows back into time-major `x`.
-fn scatter(
-    x: &mut [f32],
-    part: &[f32],
+/// Time-major `[steps * batch, width]` from the parts' rows (`(first
+/// sequence, sequences, rows [steps * sequences, width])` each), copied by
+/// all threads, a run of steps each.
+fn scatter_all<'a>(
+    parts: impl Iterator<Item = (usize, usize, &'a [f32])>,
     dims: SeqDims,
-    lo: usize,
-    n: usize,
     width: usize,
-    steps: usize,
-) {
-    for t in 0..steps {
-        let start = (t * dims.batch + lo) * width;
-        x[start..start + n * width].copy_from_slice(&part[t * n * width..(t + 1) * n * width]);
-    }
+) -> Vec<f32> {
+    let parts: Vec<(usize, usize, &[f32])> = parts.collect();
+    let mut x = vec![0.0f32; dims.rows() * width];
+    let step = dims.batch * width;
+    let per = dims.steps.div_ceil(threads().max(1)).max(1);
+    let mut runs: Vec<(usize, &mut [f32])> = x.chunks_mut(per * step).enumerate().collect();
+    parallel_for_each_mut(&mut runs, |(r, run)| {
+        for (k, out) in run.chunks_exact_mut(step).enumerate() {
+            let t = *r * per + k;
+            for &(lo, n, part) in &parts {
+                out[lo * width..(lo + n) * width]
+                    .copy_from_slice(&part[t * n * width..(t + 1) * n * width]);
+            }
+        }
+    });
+    x
 }
 
 /// Caches of a forward pass split over threads.
@@ -1015,11 +1036,14 @@ pub fn forward_split(
         let last = forward_packed(d, pk, wh, packed.as_ref(), h0k, c0k, &mut c);
         (lo, n, c, last)
     });
-    let mut hs = vec![0.0f32; dims.rows() * hd];
+    let hs = scatter_all(
+        results.iter().map(|(lo, n, c, _)| (*lo, *n, &c.hs[..])),
+        dims,
+        hd,
+    );
     let mut c_last = vec![0.0f32; dims.batch * hd];
     cache.parts.clear();
     for (lo, n, c, last) in results {
-        scatter(&mut hs, &c.hs, dims, lo, n, hd, dims.steps);
         c_last[lo * hd..(lo + n) * hd].copy_from_slice(&last);
         cache.parts.push((lo, n, c));
     }
@@ -1066,13 +1090,16 @@ pub fn backward_split(
         )
     });
     let mut out = SeqGrads {
-        dp: vec![0.0; dims.rows() * g4],
+        dp: scatter_all(
+            results.iter().map(|(lo, n, g)| (*lo, *n, &g.dp[..])),
+            dims,
+            g4,
+        ),
         dwh: vec![0.0; hd * g4],
         dh0: vec![0.0; dims.batch * hd],
         dc0: vec![0.0; dims.batch * hd],
     };
     for (lo, n, g) in results {
-        scatter(&mut out.dp, &g.dp, dims, lo, n, g4, dims.steps);
         for (a, b) in out.dwh.iter_mut().zip(&g.dwh) {
             *a += b;
         }

@@ -22,6 +22,8 @@ use crate::safetensors::{HostTensor, SafeTensors};
 const BETA1: f64 = 0.9;
 const BETA2: f64 = 0.999;
 const EPSILON: f64 = 1e-8;
+/// Parameters per work item of the host update (256 KiB of each array).
+const CHUNK: usize = 1 << 16;
 
 /// An optimiser with global-norm clipping.
 ///
@@ -194,12 +196,17 @@ impl Optimizer {
                 .into_data()
                 .try_into_vec_as::<f32>()
                 .expect("f32 parameter");
+            // element-wise updates, in chunks spread over the kernel threads
+            // (a 2 x 512 model has 3.4 M parameters: serial, this was 4% of a step)
             match kind {
                 OptimizerKind::Sgd => {
                     let step = (lr * scale) as f32;
-                    for (p, g) in v.iter_mut().zip(&g) {
-                        *p -= step * g;
-                    }
+                    let mut work: Vec<_> = v.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).collect();
+                    model::kernel::parallel_for_each_mut(&mut work, |(v, g)| {
+                        for (p, g) in v.iter_mut().zip(g.iter()) {
+                            *p -= step * g;
+                        }
+                    });
                 }
                 OptimizerKind::Adam => {
                     let (_, m, s) = moments
@@ -209,12 +216,21 @@ impl Optimizer {
                     let c1 = 1.0 - BETA1.powi(t as i32);
                     let c2 = 1.0 - BETA2.powi(t as i32);
                     let (lr1, inv_c2) = ((lr / c1) as f32, (1.0 / c2) as f32);
-                    for i in 0..v.len() {
-                        let gi = g[i] * sc;
-                        m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                        s[i] = b2 * s[i] + (1.0 - b2) * gi * gi;
-                        v[i] -= lr1 * m[i] / ((s[i] * inv_c2).sqrt() + EPSILON as f32);
-                    }
+                    let eps = EPSILON as f32;
+                    let mut work: Vec<_> = v
+                        .chunks_mut(CHUNK)
+                        .zip(g.chunks(CHUNK))
+                        .zip(m.chunks_mut(CHUNK).zip(s.chunks_mut(CHUNK)))
+                        .collect();
+                    model::kernel::parallel_for_each_mut(&mut work, |((v, g), (m, s))| {
+                        let moments = m.iter_mut().zip(s.iter_mut());
+                        for ((p, &g), (m, s)) in v.iter_mut().zip(g.iter()).zip(moments) {
+                            let gi = g * sc;
+                            *m = b1 * *m + (1.0 - b1) * gi;
+                            *s = b2 * *s + (1.0 - b2) * gi * gi;
+                            *p -= lr1 * *m / ((*s * inv_c2).sqrt() + eps);
+                        }
+                    });
                 }
             }
             Tensor::from_data(burn::tensor::TensorData::new(v, dims), &device)
@@ -319,18 +335,29 @@ mod tests {
     }
 
     /// Host-side loops and device tensor operations make the same updates,
-    /// SGD and Adam, with clipping active; and Adam's state survives a save and load.
+    /// SGD and Adam, with clipping active; and Adam's state survives a save
+    /// and load. With 160 units (recurrent weights of two host chunks,
+    /// updated on two threads) only the first update is compared: after it
+    /// the two models differ by rounding, and Adam, which divides each
+    /// gradient by its own size, turns the rounding noise of near-zero
+    /// gradients into visible differences.
     #[test]
     fn host_and_device_modes_agree() {
         let device = Device::flex().autodiff();
-        for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
-            let cfg = CharLmConfig::new(27, 27).with_d_hidden(8);
+        model::kernel::set_threads(2);
+        for (kind, units) in [
+            (OptimizerKind::Sgd, 8),
+            (OptimizerKind::Adam, 8),
+            (OptimizerKind::Sgd, 160),
+            (OptimizerKind::Adam, 160),
+        ] {
+            let cfg = CharLmConfig::new(27, 27).with_d_hidden(units);
             let mut models = [cfg.init(1, &device), cfg.init(1, &device)];
             let mut opts = [
                 Optimizer::new(kind, 0.05, &device).with_host(true),
                 Optimizer::new(kind, 0.05, &device).with_host(false),
             ];
-            for step in 0..3 {
+            for step in 0..if units > 8 { 1 } else { 3 } {
                 for k in 0..2 {
                     let m = &models[k];
                     let ids = Tensor::<1, Int>::from_data(
@@ -370,7 +397,7 @@ mod tests {
             for host in [true, false] {
                 let mut back = Optimizer::new(kind, 0.05, &device).with_host(host);
                 back.load(&saved, &device).unwrap();
-                assert_eq!(back.updates(), 3);
+                assert_eq!(back.updates(), if units > 8 { 1 } else { 3 });
                 restored.push(next(&mut back));
             }
             let original = next(&mut opts[0]);
