@@ -43,6 +43,12 @@ fn main() {
             s * 1e6,
             2.0 * (m * n * k) as f64 / s / 1e9
         );
+        let s = time(|| kernel::matmul_gemm_crate(&mut c, &a, &b, m, n, k, false, true));
+        println!(
+            "{{\"bench\": \"matmul_gemm_crate\", \"m\": {m}, \"n\": {n}, \"k\": {k}, \"us\": {:.2}, \"gflops\": {:.1}}}",
+            s * 1e6,
+            2.0 * (m * n * k) as f64 / s / 1e9
+        );
         if let Some(packed) = kernel::PackedB::new(&b, k, n, false) {
             let s = time(|| packed.matmul(&mut c, &a, m, true));
             println!(
