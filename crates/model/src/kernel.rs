@@ -218,6 +218,9 @@ pub struct PackedB {
 /// the strip, which stays in the L1 cache while every row block reads it).
 const PACKED_KC: usize = 256;
 
+/// Operands from this many elements up are packed by all threads.
+const PARALLEL_PACK: usize = 1 << 18;
+
 impl PackedB {
     /// Packs `b` (`[k, n]` row-major, or `[n, k]` when `b_t`), or returns
     /// `None` where the blocked kernel does not apply (no AVX2+FMA, or `n`
@@ -227,13 +230,21 @@ impl PackedB {
         #[cfg(target_arch = "x86_64")]
         if n.is_multiple_of(16) && n > 0 && k > 0 && has_avx2_fma() {
             let mut data = vec![0.0f32; k * n];
-            for (s, strip) in data.chunks_exact_mut(16 * k).enumerate() {
+            let pack = |(s, strip): &mut (usize, &mut [f32])| {
                 for (p, row) in strip.chunks_exact_mut(16).enumerate() {
                     for (q, x) in row.iter_mut().enumerate() {
-                        let j = s * 16 + q;
+                        let j = *s * 16 + q;
                         *x = if b_t { b[j * k + p] } else { b[p * n + j] };
                     }
                 }
+            };
+            let mut strips: Vec<(usize, &mut [f32])> =
+                data.chunks_exact_mut(16 * k).enumerate().collect();
+            if k * n >= PARALLEL_PACK {
+                // large weights (`large`'s 4 MiB) are packed on every thread
+                parallel_for_each_mut(&mut strips, pack);
+            } else {
+                strips.iter_mut().for_each(pack);
             }
             return Some(PackedB { data, k, n });
         }
@@ -879,9 +890,16 @@ pub fn backward_packed(
     }
 }
 
+/// Rows per work item of the classifier: the rows split evenly over the
+/// threads, in blocks of at least 256 (fewer rows are not worth a thread).
+fn xent_rows(n: usize) -> usize {
+    n.div_ceil(threads()).max(256)
+}
+
 /// Mean softmax cross-entropy of the logits `h w + b` (`h` `[n, d]`, `w`
 /// `[d, v]`, `b` `[v]`) against `labels`; also returns the softmax `[n, v]`
-/// for the backward pass.
+/// for the backward pass. Rows are split over the threads; the mean is
+/// summed in row order whatever the split.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_xent(
     h: &[f32],
@@ -893,30 +911,54 @@ pub fn linear_xent(
     v: usize,
 ) -> (f64, Vec<f32>) {
     assert_eq!(labels.len(), n, "one label per row");
+    assert!(
+        h.len() >= n * d && w.len() >= d * v && b.len() >= v,
+        "classifier operand sizes"
+    );
     let mut probs = vec![0.0f32; n * v];
-    for row in probs.chunks_exact_mut(v) {
-        row.copy_from_slice(&b[..v]);
-    }
-    matmul(&mut probs, h, w, n, v, d, false, false, true);
-    let mut total = 0.0f64;
-    for (row, &label) in probs.chunks_exact_mut(v).zip(labels) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let target = (row[label as usize] - max) as f64;
-        let mut z = 0.0f64;
-        for x in row.iter_mut() {
-            let e = ((*x - max) as f64).exp();
-            z += e;
-            *x = e as f32;
+    let mut losses = vec![0.0f64; n];
+    let per = xent_rows(n);
+    let mut work: Vec<_> = probs
+        .chunks_mut((per * v).max(1))
+        .zip(losses.chunks_mut(per))
+        .enumerate()
+        .collect();
+    parallel_for_each_mut(&mut work, |(c, (probs, losses))| {
+        let (lo, rows) = (*c * per, losses.len());
+        for row in probs.chunks_exact_mut(v) {
+            row.copy_from_slice(&b[..v]);
         }
-        let inv = (1.0 / z) as f32;
-        // log-sum-exp minus the target's logit: exact for any logits (no
-        // clamped log of a tiny probability), and NaN once they overflow
-        total += z.ln() - target;
-        for x in row.iter_mut() {
-            *x *= inv;
+        matmul(
+            probs,
+            &h[lo * d..(lo + rows) * d],
+            w,
+            rows,
+            v,
+            d,
+            false,
+            false,
+            true,
+        );
+        let rows = probs.chunks_exact_mut(v).zip(&labels[lo..lo + rows]);
+        for ((row, &label), loss) in rows.zip(losses.iter_mut()) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let target = (row[label as usize] - max) as f64;
+            let mut z = 0.0f64;
+            for x in row.iter_mut() {
+                let e = ((*x - max) as f64).exp();
+                z += e;
+                *x = e as f32;
+            }
+            let inv = (1.0 / z) as f32;
+            // log-sum-exp minus the target's logit: exact for any logits (no
+            // clamped log of a tiny probability), and NaN once they overflow
+            *loss = z.ln() - target;
+            for x in row.iter_mut() {
+                *x *= inv;
+            }
         }
-    }
-    (total / n as f64, probs)
+    });
+    (losses.iter().sum::<f64>() / n as f64, probs)
 }
 
 /// Gradients of [`linear_xent`] scaled by `dloss`: `(dh [n, d], dw [d, v], db [v])`.
@@ -940,10 +982,38 @@ pub fn linear_xent_backward(
             *acc += *x;
         }
     }
-    let mut dw = vec![0.0f32; d * v];
-    matmul(&mut dw, h, &probs, d, v, n, true, false, false);
+    // per row block: its rows of dh = dlogits w^T and its share of dw = h^T dlogits
+    let per = xent_rows(n);
     let mut dh = vec![0.0f32; n * d];
-    matmul(&mut dh, &probs, w, n, d, v, false, true, false);
+    let mut work: Vec<_> = dh
+        .chunks_mut((per * d).max(1))
+        .enumerate()
+        .map(|(c, dh)| (c, dh, Vec::new()))
+        .collect();
+    parallel_for_each_mut(&mut work, |(c, dh, dw)| {
+        let lo = *c * per;
+        let rows = dh.len() / d;
+        let p = &probs[lo * v..(lo + rows) * v];
+        matmul(dh, p, w, rows, d, v, false, true, false);
+        *dw = vec![0.0f32; d * v];
+        matmul(
+            dw,
+            &h[lo * d..(lo + rows) * d],
+            p,
+            d,
+            v,
+            rows,
+            true,
+            false,
+            false,
+        );
+    });
+    let mut dw = vec![0.0f32; d * v];
+    for (_, _, part) in &work {
+        for (a, b) in dw.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
     (dh, dw, db)
 }
 
@@ -978,19 +1048,34 @@ fn scatter_all<'a>(
     width: usize,
 ) -> Vec<f32> {
     let parts: Vec<(usize, usize, &[f32])> = parts.collect();
-    let mut x = vec![0.0f32; dims.rows() * width];
+    let len = dims.rows() * width;
+    let mut covered = 0;
+    for &(lo, n, part) in &parts {
+        assert_eq!(lo, covered, "parts are consecutive sequence ranges");
+        assert!(part.len() >= dims.steps * n * width, "part size");
+        covered += n;
+    }
+    assert_eq!(covered, dims.batch, "the parts cover the batch");
+    // written once, by the copies below: not zeroed first
+    let mut x: Vec<f32> = Vec::with_capacity(len);
     let step = dims.batch * width;
     let per = dims.steps.div_ceil(threads().max(1)).max(1);
-    let mut runs: Vec<(usize, &mut [f32])> = x.chunks_mut(per * step).enumerate().collect();
+    let mut runs: Vec<(usize, &mut [std::mem::MaybeUninit<f32>])> = x.spare_capacity_mut()[..len]
+        .chunks_mut(per * step)
+        .enumerate()
+        .collect();
     parallel_for_each_mut(&mut runs, |(r, run)| {
         for (k, out) in run.chunks_exact_mut(step).enumerate() {
             let t = *r * per + k;
             for &(lo, n, part) in &parts {
                 out[lo * width..(lo + n) * width]
-                    .copy_from_slice(&part[t * n * width..(t + 1) * n * width]);
+                    .write_copy_of_slice(&part[t * n * width..(t + 1) * n * width]);
             }
         }
     });
+    // SAFETY: every element was written: the parts are consecutive,
+    // disjoint sequence ranges covering the batch (checked above).
+    unsafe { x.set_len(len) };
     x
 }
 
@@ -1113,6 +1198,9 @@ pub fn backward_split(
 mod tests {
     use super::*;
 
+    /// Held by the tests that change the thread count.
+    static THREAD_COUNT: Mutex<()> = Mutex::new(());
+
     #[test]
     fn fast_math_is_accurate() {
         let mut worst_exp = 0.0f64;
@@ -1226,7 +1314,16 @@ mod tests {
     /// storage orders of the operand, accumulating or not.
     #[test]
     fn packed_kernel_matches_a_naive_product() {
-        for (m, n, k) in [(4, 16, 3), (7, 32, 300), (1, 48, 600), (12, 16, 256)] {
+        // the last operand is large enough to be packed on all threads
+        let _threads = THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+        set_threads(2);
+        for (m, n, k) in [
+            (4, 16, 3),
+            (7, 32, 300),
+            (1, 48, 600),
+            (12, 16, 256),
+            (5, 512, 520),
+        ] {
             let a: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 30.0)
                 .collect();
@@ -1254,10 +1351,48 @@ mod tests {
                 }
             }
         }
+        set_threads(1);
         assert!(
             PackedB::new(&[0.0; 24], 2, 12, false).is_none(),
             "12 columns: not packable"
         );
+    }
+
+    /// The classifier split over threads (600 rows: two blocks of 300)
+    /// gives what one block gives.
+    #[test]
+    fn linear_xent_split_over_threads_equals_one_block() {
+        let (n, d, v) = (600, 24, 27);
+        let h: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 9.0)
+            .collect();
+        let w: Vec<f32> = (0..d * v)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) / 9.0)
+            .collect();
+        let b: Vec<f32> = (0..v).map(|i| i as f32 / 30.0).collect();
+        let labels: Vec<i64> = (0..n).map(|i| (i * 11 % v) as i64).collect();
+        let run = |threads: usize| {
+            let _guard = THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+            set_threads(threads);
+            let (loss, probs) = linear_xent(&h, &w, &b, &labels, n, d, v);
+            let g = linear_xent_backward(&h, &w, probs.clone(), &labels, n, d, v, 0.7);
+            set_threads(1);
+            (loss, probs, g)
+        };
+        let (l1, p1, (dh1, dw1, db1)) = run(1);
+        let (l2, p2, (dh2, dw2, db2)) = run(2);
+        assert!((l1 - l2).abs() < 1e-9, "loss {l1} vs {l2}");
+        for (what, a, b) in [
+            ("probs", &p1, &p2),
+            ("dh", &dh1, &dh2),
+            ("dw", &dw1, &dw2),
+            ("db", &db1, &db2),
+        ] {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                assert!((x - y).abs() < 1e-5, "{what}[{i}]: {x} vs {y}");
+            }
+        }
     }
 
     #[test]
@@ -1339,11 +1474,13 @@ mod tests {
             let mut one = SeqCache::default();
             let c1 = forward(dims, p.clone(), &wh, &h0, &c0, &mut one);
             let g1 = backward(dims, &one, &wh, &h0, &c0, &dh, &dc);
+            let threads = THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
             set_threads(3);
             let mut split = SplitCache::default();
             let (hs, c2) = forward_split(dims, p, &wh, &h0, &c0, &mut split);
             let g2 = backward_split(dims, &split, &wh, &h0, &c0, &dh, &dc);
             set_threads(1);
+            drop(threads);
             assert_eq!(split.parts.len(), 3);
             close(&hs, &one.hs, "outputs");
             close(&c1, &c2, "final cell");
