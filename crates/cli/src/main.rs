@@ -267,7 +267,26 @@ struct RecipesArgs {
     show: Option<String>,
 }
 
+/// Keeps glibc's allocator from handing the training step's large buffers
+/// (up to 26 MB for `large`) back to the kernel after every use and
+/// faulting them in again at the next: allocations up to 32 MiB come from
+/// the heap, and freed heap memory is kept for reuse. Peak memory is
+/// unchanged (the buffers are live together at the peak); `large` on two
+/// threads trains about 3% faster (docs/PERFORMANCE.md).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
