@@ -267,26 +267,33 @@ struct RecipesArgs {
     show: Option<String>,
 }
 
-/// Keeps glibc's allocator from handing the training step's large buffers
-/// (up to 26 MB for `large`) back to the kernel after every use and
-/// faulting them in again at the next: allocations up to 32 MiB come from
-/// the heap, and freed heap memory is kept for reuse. Peak memory is
-/// unchanged (the buffers are live together at the peak); `large` on two
-/// threads trains about 3% faster (docs/PERFORMANCE.md).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_allocator() {
-    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+/// Bytes of a step's largest buffer (the gate pre-activations of every
+/// unrolled step) from which [`tune_allocator`] applies: `large`'s are 26 MB,
+/// the notebook models' 0.6 MB.
+const LARGE_STEP_BUFFER: usize = 8 << 20;
+
+/// For models whose step buffers are large, keeps glibc's allocator from
+/// handing them back to the kernel after every use and faulting them in
+/// again at the next: allocations up to 32 MiB come from the heap, and freed
+/// heap memory is kept for reuse. `large` on two threads trains about 3%
+/// faster for ~40 MiB more at the peak; the small models run slower with
+/// it (~5% on one thread), so they keep the defaults (docs/PERFORMANCE.md).
+fn tune_allocator(loaded: &trainer::LoadedRecipe) {
+    let Recipe::Lm(r) = &loaded.recipe else {
+        return;
+    };
+    let gates = r.data.batch_size * r.data.num_unrollings * 4 * r.model.d_hidden;
+    if gates * std::mem::size_of::<f32>() >= LARGE_STEP_BUFFER {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only sets allocator parameters (under the allocator's lock).
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        }
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
-
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -394,6 +401,7 @@ fn train(a: TrainArgs) -> Result<ExitCode> {
             loaded.name
         );
     }
+    tune_allocator(&loaded);
     let path = resolve_data(&a.data, data_fallback.as_deref())?;
     let corpus = read_corpus(&path)?;
 
@@ -468,6 +476,7 @@ fn bench(a: BenchArgs) -> Result<ExitCode> {
     let scratch = std::env::temp_dir().join(format!("charlstm-bench-{}", std::process::id()));
     for r in &a.recipe {
         let loaded = trainer::load_recipe(r, &a.set)?;
+        tune_allocator(&loaded);
         let result = trainer::bench::bench_lm(
             &loaded,
             &corpus,
