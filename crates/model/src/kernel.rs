@@ -45,19 +45,25 @@ fn pool() -> Arc<rayon::ThreadPool> {
     }
 }
 
+/// Runs `f` on the kernel threads: Burn's global pool when it has the asked
+/// size (which Burn's flex backend uses for its own threaded operations: two
+/// pools on the same cores would have their idle workers spinning against
+/// each other), else the kernels' own pool.
+fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if threads() == rayon::current_num_threads() {
+        f()
+    } else {
+        pool().install(f)
+    }
+}
+
 /// Runs `f` on every item on the kernel pool, results in order.
 pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
     use rayon::prelude::*;
     if items.len() <= 1 {
         return items.iter().map(f).collect();
     }
-    if threads() == rayon::current_num_threads() {
-        // The global pool (which Burn's flex backend uses for its own threaded
-        // operations) has the asked size: share it. Two pools on the same
-        // cores would have their idle workers spinning against each other.
-        return items.par_iter().map(&f).collect();
-    }
-    pool().install(|| items.par_iter().map(&f).collect())
+    on_pool(|| items.par_iter().map(&f).collect())
 }
 
 /// Runs `f` on every item, mutably, on the kernel pool (as [`parallel_map`]).
@@ -65,10 +71,8 @@ pub fn parallel_for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync
     use rayon::prelude::*;
     if items.len() <= 1 || threads() == 1 {
         items.iter_mut().for_each(f);
-    } else if threads() == rayon::current_num_threads() {
-        items.par_iter_mut().for_each(&f);
     } else {
-        pool().install(|| items.par_iter_mut().for_each(&f));
+        on_pool(|| items.par_iter_mut().for_each(&f));
     }
 }
 
