@@ -1,7 +1,7 @@
 //! `cargo xtask`: training recipes and chores.
 //!
 //! Depends on no workspace crate: it reads the recipe files in
-//! `xtask/recipes/` and shells out to `cargo run --release -p cli -- ...`.
+//! `crates/trainer/recipes/` and shells out to `cargo run --release -p cli -- ...`.
 //!
 //! ```text
 //! cargo xtask recipes                      list the recipes
@@ -153,8 +153,10 @@ fn main() -> ExitCode {
             let Some(recipe) = args.get(1) else {
                 return usage();
             };
-            let text = std::fs::read_to_string(root().join(format!("xtask/recipes/{recipe}.toml")))
-                .or_else(|_| std::fs::read_to_string(recipe));
+            let text = std::fs::read_to_string(
+                root().join(format!("crates/trainer/recipes/{recipe}.toml")),
+            )
+            .or_else(|_| std::fs::read_to_string(recipe));
             let Ok(text) = text else {
                 eprintln!("xtask: unknown recipe {recipe:?}; `cargo xtask recipes` lists them");
                 return ExitCode::from(2);

@@ -9,13 +9,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use tokenizer::MirrorVocab;
-use trainer::lm::RunTarget;
-use trainer::mirror::{self, Scores};
-use trainer::recipe::Recipe;
+use trainer::mirror;
 
-use crate::progress::{LogMode, Progress};
-use crate::{DataArgs, DeviceArgs, TrainArgs, resolve_data, setup_device};
+use crate::args::{DataArgs, DeviceArgs, TrainArgs};
+use crate::setup::{resolve_data, setup_device};
+use crate::train::TrainCommand;
 
 /// Mirror every word of sentences with a trained run (`the cat` -> `eht tac`),
 /// or train or evaluate one.
@@ -77,7 +75,7 @@ struct EvalArgs {
 /// Runs the mirror command.
 pub fn run(a: MirrorArgs) -> Result<ExitCode> {
     match a.command {
-        Some(MirrorCommand::Train(t)) => train(t),
+        Some(MirrorCommand::Train(t)) => crate::train::train(t, TrainCommand::Mirror),
         Some(MirrorCommand::Eval(e)) => eval(e),
         None => {
             let Some(run) = a.run else {
@@ -88,89 +86,6 @@ pub fn run(a: MirrorArgs) -> Result<ExitCode> {
             infer(&run, a.beam, a.chunk, &a.sentences, &a.device)
         }
     }
-}
-
-fn train(a: TrainArgs) -> Result<ExitCode> {
-    let (device, device_name) = setup_device(&a.device)?;
-    let overrides = a.overrides();
-    let (loaded, target, fallback) = match &a.resume {
-        Some(dir) => {
-            let (loaded, config) = trainer::lm::run_recipe(dir, &overrides)?;
-            (
-                loaded,
-                RunTarget::Resume(dir.clone()),
-                Some(config.data_source),
-            )
-        }
-        None => (
-            trainer::load_recipe(a.recipe.as_deref().unwrap_or("mirror"), &overrides)?,
-            RunTarget::New {
-                path: a.run.clone(),
-                runs_root: a.runs.clone(),
-            },
-            None,
-        ),
-    };
-    if let Recipe::Lm(_) = loaded.recipe {
-        bail!(
-            "recipe {} trains a language model: use `charlstm train --recipe {0}`",
-            loaded.name
-        );
-    }
-    let path = resolve_data(&a.data, fallback.as_deref())?;
-    let corpus = text8::read_corpus(&path)?;
-    let stop = crate::install_ctrl_c()?;
-    let mut shown = Progress::new(a.log, a.quiet);
-    let json = shown.mode() == LogMode::Json;
-    let result = mirror::train_mirror(
-        &loaded,
-        &corpus,
-        &target,
-        device_name,
-        &device,
-        Some(&stop),
-        &mut |e| shown.event(e),
-    );
-    shown.finish();
-    let report = result?;
-    if json {
-        println!("{}", serde_json::json!({"event": "done", "report": report}));
-    } else if report.interrupted {
-        println!(
-            "stopped: {} steps; run: {}",
-            report.steps,
-            report.run_dir.display()
-        );
-        println!(
-            "continue with: charlstm mirror train --resume {}",
-            report.run_dir.display()
-        );
-    } else {
-        let pct = |s: &Scores| {
-            format!(
-                "characters {:.2}%, words {:.2}%, sentences {:.2}%",
-                100.0 * s.char_acc,
-                100.0 * s.word_acc,
-                100.0 * s.sentence_acc
-            )
-        };
-        println!(
-            "done: {} steps in {:.0} s; test ({} unseen sentences), greedy: {}",
-            report.steps,
-            report.train_seconds,
-            report.test_greedy.sentences,
-            pct(&report.test_greedy)
-        );
-        if report.beam > 1 {
-            println!("beam {}: {}", report.beam, pct(&report.test_beam));
-        }
-        println!("run: {}", report.run_dir.display());
-    }
-    Ok(if report.interrupted {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
-    })
 }
 
 fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<usize>> {
@@ -241,34 +156,6 @@ fn prepare_input(raw: &str) -> String {
     text8::normalize(raw).trim_start().to_string()
 }
 
-/// Splits a sentence into chunks of whole words of at most `max` characters
-/// (a word longer than `max` is cut).
-fn chunks(text: &str, max: usize) -> Vec<String> {
-    let mut out: Vec<String> = vec![];
-    let mut cur = String::new();
-    for word in text.split(' ') {
-        let mut word = word;
-        while word.len() > max {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-            out.push(word[..max].to_string());
-            word = &word[max..];
-        }
-        if !cur.is_empty() && cur.len() + 1 + word.len() > max {
-            out.push(std::mem::take(&mut cur));
-        }
-        if !cur.is_empty() {
-            cur.push(' ');
-        }
-        cur.push_str(word);
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
 fn infer(
     run: &std::path::Path,
     beam: usize,
@@ -299,31 +186,17 @@ fn infer(
         if text != raw.trim() {
             eprintln!("note: input {} normalised to text8 form: {text:?}", k + 1);
         }
-        let parts = if text.len() > max_chars {
-            if !chunk {
-                bail!(
-                    "input {} has {} characters, more than the {max_chars} this model was trained on \
-                     (data.max_chars); shorten it, or pass --chunk to mirror it in pieces of whole words",
-                    k + 1,
-                    text.len()
-                );
-            }
-            chunks(&text, max_chars)
-        } else {
-            vec![text]
-        };
-        let sources: Vec<Vec<u8>> = parts
-            .iter()
-            .map(|p| MirrorVocab.encode(p))
-            .collect::<Result<_, _>>()
-            .context("encoding the input")?;
-        let outputs = mirror::decode_all(&model, &sources, beam, &device);
-        let texts: Vec<String> = outputs
-            .iter()
-            .map(|o| MirrorVocab.decode(o))
-            .collect::<Result<_, _>>()
-            .context("decoding the output")?;
-        println!("{}", texts.join(" "));
+        if text.len() > max_chars && !chunk {
+            bail!(
+                "input {} has {} characters, more than the {max_chars} this model was trained on \
+                 (data.max_chars); shorten it, or pass --chunk to mirror it in pieces of whole words",
+                k + 1,
+                text.len()
+            );
+        }
+        let out = mirror::mirror_text(&model, &text, max_chars, beam, &device)
+            .with_context(|| format!("input {}", k + 1))?;
+        println!("{out}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -333,15 +206,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_keep_whole_words() {
-        assert_eq!(
-            chunks("the quick brown fox", 10),
-            vec!["the quick", "brown fox"]
-        );
-        assert_eq!(
-            chunks("abcdefghijkl xy", 5),
-            vec!["abcde", "fghij", "kl xy"]
-        );
+    fn inputs_and_ranges() {
         assert_eq!(prepare_input("Hello, World 2!"), "hello world two");
         assert!(parse_range("3-1").is_err());
         assert_eq!(parse_range("2-4").unwrap(), 2..=4);

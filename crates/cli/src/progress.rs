@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use trainer::lm::Event;
+use trainer::Event;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -123,32 +123,23 @@ impl Progress {
                     bar.set_message(format!("{loss} {:.0}k chars/s", chars_per_sec / 1000.0));
                 }
             }
-            Event::Summary { summary, samples } => {
-                self.last_loss = Some(summary.loss);
+            Event::Summary {
+                loss,
+                lines,
+                row,
+                samples,
+                ..
+            } => {
+                self.last_loss = Some(*loss);
                 if self.mode == LogMode::Json {
                     println!(
                         "{}",
-                        json!({"event": "summary", "summary": summary, "samples": samples})
+                        json!({"event": "summary", "summary": row, "samples": samples})
                     );
                     return;
                 }
-                let mut lines = summary.notebook_lines();
-                if let Some(samples) = samples {
-                    let mut block = vec!["=".repeat(80)];
-                    block.extend(samples.iter().cloned());
-                    block.push("=".repeat(80));
-                    lines.splice(2..2, block);
-                }
-                for l in lines {
-                    self.line(&l);
-                }
-            }
-            Event::MirrorSummary(summary) => {
-                self.last_loss = Some(summary.loss);
-                if self.mode == LogMode::Json {
-                    println!("{}", json!({"event": "summary", "summary": summary}));
-                } else {
-                    self.line(&summary.line());
+                for l in lines.iter() {
+                    self.line(l);
                 }
             }
             Event::Checkpoint { step, path } => {

@@ -25,3 +25,11 @@ pub use charlm::{CharLm, CharLmConfig, InputKind, cross_entropy};
 pub use dropout::Dropout;
 pub use init::InitScheme;
 pub use lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// Ids (of characters, tokens or labels) as a `[n]` integer tensor on `device`.
+pub fn ids_tensor(ids: Vec<i64>, device: &Device) -> Tensor<1, Int> {
+    let n = ids.len();
+    Tensor::from_data(TensorData::new(ids, [n]), device)
+}

@@ -19,10 +19,11 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::activation::{log_softmax, softmax};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use tokenizer::rng::Rng;
 
 use crate::dropout::Dropout;
+use crate::ids_tensor;
 use crate::init::{self, InitScheme};
 use crate::lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState};
 
@@ -201,11 +202,6 @@ impl MirrorConfig {
             end_id: self.end_id,
         }
     }
-}
-
-fn ids_tensor(ids: Vec<i64>, device: &Device) -> Tensor<1, Int> {
-    let n = ids.len();
-    Tensor::from_data(TensorData::new(ids, [n]), device)
 }
 
 /// Time-major rows `[steps * batch, d]` as batch-major `[batch, steps, d]`.

@@ -36,6 +36,36 @@ impl Corpus {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+
+    /// A 64-bit fingerprint of the ids, as 16 hex digits: two corpora of the
+    /// same length but other text get other fingerprints, so a run can tell
+    /// that it is resumed on the text it was trained on. (Not cryptographic:
+    /// it guards against mistakes, not against an adversary.)
+    pub fn fingerprint(&self) -> String {
+        format!("{:016x}", fingerprint(&self.ids))
+    }
+}
+
+/// 8 bytes at a time: xor, multiply by an odd constant, rotate; then the
+/// length, and a final avalanche (splitmix64's). About 5 GB/s, so the 100 MB
+/// of Text8 take some 20 ms.
+fn fingerprint(ids: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = 0x243F_6A88_85A3_08D3;
+    let mut chunks = ids.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+        h = (h ^ w).wrapping_mul(K).rotate_left(29);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = (h ^ u64::from_le_bytes(tail))
+        .wrapping_mul(K)
+        .rotate_left(29);
+    h ^= ids.len() as u64;
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 31)
 }
 
 /// Whether the file starts like a zip archive (`PK\x03\x04`, or `PK\x05\x06` for an empty one).
@@ -224,6 +254,20 @@ pub(crate) mod tests_support {
 mod tests {
     use super::tests_support::write_zip;
     use super::*;
+
+    #[test]
+    fn fingerprints_tell_texts_of_one_length_apart() {
+        let a = Corpus::from_text("the cat sat on the mat").unwrap();
+        let b = Corpus::from_text("the cat sat on the hat").unwrap();
+        let c = Corpus::from_text("the cat sat on the ma").unwrap();
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        assert_eq!(a.fingerprint().len(), 16);
+        // a trailing space is not the same text as none
+        let d = Corpus::from_text("the cat sat on the mat ").unwrap();
+        assert_ne!(a.fingerprint(), d.fingerprint());
+    }
 
     #[test]
     fn reads_a_zip_member_and_a_plain_file_alike() {

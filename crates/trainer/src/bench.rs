@@ -11,9 +11,10 @@ use serde::Serialize;
 use tokenizer::rng::Rng;
 
 use crate::error::{Result, TrainError};
-use crate::lm::{self, Event, RunTarget, TrainOptions};
+use crate::lm;
 use crate::recipe::{LoadedRecipe, Recipe};
 use crate::sample::{self, SampleOptions};
+use crate::session::{Event, RunTarget, TrainOptions};
 
 /// One measurement.
 #[derive(Debug, Clone, Serialize)]
@@ -82,7 +83,7 @@ pub fn bench_lm(
     let mut elapsed = 0.0;
     let mut last_loss = f64::NAN;
     let run = scratch.join(format!("{}-{device_name}", loaded.name));
-    let report = lm::train_lm(
+    lm::train_lm(
         &loaded,
         corpus,
         &RunTarget::New {
@@ -108,12 +109,11 @@ pub fn bench_lm(
                     elapsed = t.elapsed().as_secs_f64();
                 }
             }
-            if let Event::Summary { summary, .. } = e {
-                last_loss = summary.loss;
+            if let Event::Summary { loss, .. } = e {
+                last_loss = *loss;
             }
         },
     )?;
-    let _ = report;
     let chars_per_step = {
         let kind = recipe.model.tokenizer;
         let cols = recipe.data.num_unrollings + 1;

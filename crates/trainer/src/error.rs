@@ -38,20 +38,41 @@ pub enum TrainError {
     },
     /// The loss became NaN or infinite.
     #[error(
-        "the training loss is {value} at step {step}: stopping. The last good checkpoint (step {last_good}) \
-         is kept; try a lower learning rate or clip_norm"
+        "the training loss is {value} at step {step}: stopping. {}; try a lower learning rate or clip_norm",
+        kept(*last_good)
     )]
     Diverged {
         /// Step where it was seen.
         step: u64,
         /// The loss.
         value: f64,
-        /// Step of the last checkpoint written.
-        last_good: u64,
+        /// Step of the last checkpoint written, if any.
+        last_good: Option<u64>,
+    },
+    /// The weights stopped being finite (the loss may still look finite).
+    #[error(
+        "the weights are not finite after step {step} ({tensor}): stopping. {}; try a lower \
+         learning rate or clip_norm",
+        kept(*last_good)
+    )]
+    NonFiniteWeights {
+        /// Step after which it was seen.
+        step: u64,
+        /// The first tensor holding a NaN or an infinity.
+        tensor: String,
+        /// Step of the last checkpoint written, if any.
+        last_good: Option<u64>,
     },
     /// Invalid input to sampling or evaluation.
     #[error("{0}")]
     Input(String),
+}
+
+fn kept(last_good: Option<u64>) -> String {
+    match last_good {
+        Some(step) => format!("The last good checkpoint (step {step}) is kept"),
+        None => "No checkpoint was written".to_string(),
+    }
 }
 
 impl TrainError {

@@ -1,7 +1,8 @@
-//! File writing that never leaves a half-written file at the target path.
+//! File writing that never leaves a half-written file at the target path,
+//! and reading with a bound on size.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::error::{Result, TrainError};
@@ -40,6 +41,58 @@ pub fn atomic_write_str(path: &Path, text: &str) -> Result<()> {
     atomic_write(path, text.as_bytes())
 }
 
+/// Largest text file of a run directory or recipe read (config, tokenizer,
+/// metrics, recipes): far above any real one, far below a mistaken
+/// `--recipe /dev/zero`.
+pub const MAX_TEXT_BYTES: u64 = 64 << 20;
+
+/// Largest safetensors file read: 4 GiB (a 2 x 4096-unit LSTM with Adam's
+/// moments is under 2 GiB).
+pub const MAX_TENSOR_FILE_BYTES: u64 = 4 << 30;
+
+/// Reads a regular file of at most `max` bytes; anything else (a folder, a
+/// FIFO, a device, a larger file) is an error naming the file.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| TrainError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(TrainError::Input(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() > max {
+        return Err(TrainError::Input(format!(
+            "{}: {} bytes, more than the {max} read at most",
+            path.display(),
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // the file may grow after the check: never read past the bound
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| TrainError::io(path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(TrainError::Input(format!(
+            "{}: more than the {max} bytes read at most",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`] of UTF-8 text.
+pub fn read_text(path: &Path, max: u64) -> Result<String> {
+    String::from_utf8(read_bounded(path, max)?).map_err(|e| {
+        TrainError::Input(format!(
+            "{}: invalid UTF-8 at byte offset {}",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +105,21 @@ mod tests {
         atomic_write(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn bounded_reads_refuse_large_files_and_non_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.txt");
+        std::fs::write(&p, "hello").unwrap();
+        assert_eq!(read_text(&p, 5).unwrap(), "hello");
+        let e = read_text(&p, 4).unwrap_err().to_string();
+        assert!(e.contains("a.txt: 5 bytes, more than the 4"), "{e}");
+        let e = read_text(dir.path(), 4).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::write(&p, b"ab\xffc").unwrap();
+        let e = read_text(&p, 10).unwrap_err().to_string();
+        assert!(e.contains("invalid UTF-8 at byte offset 2"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! metrics and plots.
 //!
 //! May import: `model`, `text8`, `tokenizer`, Burn. Never prints: progress
-//! goes to the caller through [`lm::Event`] callbacks and results come back
+//! goes to the caller through [`session::Event`] callbacks and results come back
 //! as values; the CLI decides what a person sees.
 
 pub mod bench;
@@ -22,11 +22,58 @@ pub mod recipe;
 pub mod run;
 pub mod safetensors;
 pub mod sample;
+pub mod session;
 
 pub use error::{Result, TrainError};
-pub use lm::{Event, FinalReport, RunTarget, TrainOptions, train_lm};
+pub use lm::train_lm;
+pub use mirror::{MirrorReport, train_mirror};
 pub use recipe::{LoadedRecipe, Recipe, load_recipe};
 pub use run::{RunConfig, RunDir};
+pub use session::{Event, FinalReport, RunTarget, TrainOptions, run_recipe};
+
+/// What [`train`] reports, by task.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum TrainReport {
+    /// A language model's run.
+    Lm(FinalReport<metrics::Summary>),
+    /// A mirror run, with its test scores.
+    Mirror(MirrorReport),
+}
+
+impl TrainReport {
+    /// The run's part of the report, whichever the task.
+    pub fn run_dir(&self) -> &std::path::Path {
+        match self {
+            TrainReport::Lm(r) => &r.run_dir,
+            TrainReport::Mirror(r) => &r.run.run_dir,
+        }
+    }
+
+    /// Whether the run stopped early on request.
+    pub fn interrupted(&self) -> bool {
+        match self {
+            TrainReport::Lm(r) => r.interrupted,
+            TrainReport::Mirror(r) => r.run.interrupted,
+        }
+    }
+}
+
+/// Trains (or resumes) a run of whichever task the recipe is for.
+pub fn train(
+    loaded: &LoadedRecipe,
+    corpus: &text8::Corpus,
+    target: &RunTarget,
+    opts: TrainOptions<'_>,
+    observer: &mut dyn FnMut(&Event<'_>),
+) -> Result<TrainReport> {
+    Ok(match loaded.recipe {
+        Recipe::Lm(_) => TrainReport::Lm(train_lm(loaded, corpus, target, opts, observer)?),
+        Recipe::Mirror(_) => {
+            TrainReport::Mirror(train_mirror(loaded, corpus, target, opts, observer)?)
+        }
+    })
+}
 
 /// Sets how many threads the CPU kernels use (the sequence operations split
 /// their batch over them).

@@ -1,4 +1,5 @@
-//! Per-summary metrics: the notebook's log lines, `metrics.csv` and the plots.
+//! Per-summary metrics: the notebook's log lines, `metrics.csv` and the plots,
+//! for any task's rows ([`MetricsRow`]).
 
 use std::path::Path;
 
@@ -34,66 +35,62 @@ pub struct Summary {
     pub wall_seconds: f64,
 }
 
-impl Summary {
-    /// The notebook's log lines for this summary.
-    pub fn notebook_lines(&self) -> Vec<String> {
-        let mut lines = vec![
-            format!(
-                "Average loss at step {}: {:.6} learning rate: {:.6}",
-                self.step, self.loss, self.lr
-            ),
-            format!("Minibatch perplexity: {:.2}", self.minibatch_ppl),
-        ];
-        let mut v = format!("Validation set perplexity: {:.2}", self.valid_ppl);
-        if let Some(nb) = self.valid_ppl_notebook {
-            v.push_str(&format!(
-                " (the notebook's bigram validation, every other character: {nb:.2})"
-            ));
-        }
-        lines.push(v);
-        lines
-    }
+/// One row of `metrics.csv`: a summary of either task. The run lifecycle
+/// ([`crate::session`]) writes, reads back and plots rows through this trait
+/// alone, so both tasks keep their metrics the same way.
+pub trait MetricsRow: Clone + Serialize + std::fmt::Debug {
+    /// The CSV header line (no newline).
+    const CSV_HEADER: &'static str;
+    /// The step the summary was taken at.
+    fn step(&self) -> u64;
+    /// Mean training loss since the previous summary.
+    fn loss(&self) -> f64;
+    /// The row as one CSV line (no newline).
+    fn to_csv(&self) -> String;
+    /// A row back from its CSV fields; `None` when malformed.
+    fn from_csv(fields: &[&str]) -> Option<Self>;
+    /// The log lines of this summary, with the samples drawn at it, if any.
+    fn log_lines(&self, samples: Option<&[String]>) -> Vec<String>;
+    /// The plots of a run's rows: `(file name, plot)`.
+    fn plots(title: &str, rows: &[Self]) -> Vec<(&'static str, Plot)>;
 }
 
-const HEADER: &str = "step,loss,lr,minibatch_ppl,valid_ppl,valid_bpc,valid_ppl_notebook,grad_norm,chars_per_sec,wall_seconds";
+impl MetricsRow for Summary {
+    const CSV_HEADER: &'static str = "step,loss,lr,minibatch_ppl,valid_ppl,valid_bpc,valid_ppl_notebook,grad_norm,chars_per_sec,wall_seconds";
 
-/// Writes every row to `metrics.csv` (atomically, so it always matches a checkpoint).
-pub fn write_csv(path: &Path, rows: &[Summary]) -> Result<()> {
-    let mut text = String::from(HEADER);
-    text.push('\n');
-    for r in rows {
-        text.push_str(&format!(
-            "{},{:.6},{},{:.4},{:.4},{:.4},{},{:.4},{:.0},{:.2}\n",
-            r.step,
-            r.loss,
-            r.lr,
-            r.minibatch_ppl,
-            r.valid_ppl,
-            r.valid_bpc,
-            r.valid_ppl_notebook
+    fn step(&self) -> u64 {
+        self.step
+    }
+
+    fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    fn to_csv(&self) -> String {
+        format!(
+            "{},{:.6},{},{:.4},{:.4},{:.4},{},{:.4},{:.0},{:.2}",
+            self.step,
+            self.loss,
+            self.lr,
+            self.minibatch_ppl,
+            self.valid_ppl,
+            self.valid_bpc,
+            self.valid_ppl_notebook
                 .map(|v| format!("{v:.4}"))
                 .unwrap_or_default(),
-            r.grad_norm,
-            r.chars_per_sec,
-            r.wall_seconds
-        ));
+            self.grad_norm,
+            self.chars_per_sec,
+            self.wall_seconds
+        )
     }
-    atomic_write_str(path, &text)
-}
 
-/// Reads `metrics.csv` back.
-pub fn read_csv(path: &Path) -> Result<Vec<Summary>> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    let mut rows = vec![];
-    for (i, line) in text.lines().enumerate().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let bad = || TrainError::Run(format!("{}: line {}: malformed row", path.display(), i + 1));
+    fn from_csv(f: &[&str]) -> Option<Self> {
         if f.len() != 10 {
-            return Err(bad());
+            return None;
         }
-        let num = |k: usize| f[k].parse::<f64>().map_err(|_| bad());
-        rows.push(Summary {
-            step: f[0].parse().map_err(|_| bad())?,
+        let num = |k: usize| f[k].parse::<f64>().ok();
+        Some(Summary {
+            step: f[0].parse().ok()?,
             loss: num(1)?,
             lr: num(2)?,
             minibatch_ppl: num(3)?,
@@ -103,40 +100,121 @@ pub fn read_csv(path: &Path) -> Result<Vec<Summary>> {
             grad_norm: num(7)?,
             chars_per_sec: num(8)?,
             wall_seconds: num(9)?,
-        });
+        })
     }
-    Ok(rows)
+
+    /// The notebook's three lines, with the samples between the second and the third.
+    fn log_lines(&self, samples: Option<&[String]>) -> Vec<String> {
+        let mut lines = vec![
+            format!(
+                "Average loss at step {}: {:.6} learning rate: {:.6}",
+                self.step, self.loss, self.lr
+            ),
+            format!("Minibatch perplexity: {:.2}", self.minibatch_ppl),
+        ];
+        if let Some(samples) = samples {
+            lines.push("=".repeat(80));
+            lines.extend(samples.iter().cloned());
+            lines.push("=".repeat(80));
+        }
+        let mut v = format!("Validation set perplexity: {:.2}", self.valid_ppl);
+        if let Some(nb) = self.valid_ppl_notebook {
+            v.push_str(&format!(
+                " (the notebook's bigram validation, every other character: {nb:.2})"
+            ));
+        }
+        lines.push(v);
+        lines
+    }
+
+    fn plots(title: &str, rows: &[Self]) -> Vec<(&'static str, Plot)> {
+        vec![
+            (
+                "loss.png",
+                step_plot(
+                    &format!("{title}: training loss"),
+                    "cross-entropy (nats)",
+                    rows,
+                    &[("mean training loss", &|r: &Self| r.loss)],
+                ),
+            ),
+            (
+                "perplexity.png",
+                step_plot(
+                    &format!("{title}: perplexity"),
+                    "perplexity",
+                    rows,
+                    &[
+                        ("minibatch", &|r: &Self| r.minibatch_ppl),
+                        ("validation", &|r: &Self| r.valid_ppl),
+                    ],
+                ),
+            ),
+        ]
+    }
 }
 
-/// Redraws `loss.png` and `perplexity.png` in `dir`.
-pub fn write_plots(dir: &Path, title: &str, rows: &[Summary]) -> Result<()> {
+/// A column of rows to draw: its legend and how to read it from a row.
+pub type Column<'a, R> = (&'a str, &'a dyn Fn(&R) -> f64);
+
+/// A plot of columns of `rows` against their steps.
+pub fn step_plot<R: MetricsRow>(
+    title: &str,
+    y_label: &str,
+    rows: &[R],
+    columns: &[Column<'_, R>],
+) -> Plot {
+    let steps: Vec<f64> = rows.iter().map(|r| r.step() as f64).collect();
+    let mut plot = Plot::new(title, "step", y_label);
+    for (label, value) in columns {
+        plot.add(Series::new(label, &steps, rows.iter().map(value).collect()));
+    }
+    plot
+}
+
+/// Writes every row to `metrics.csv` (atomically, so it always matches a checkpoint).
+pub fn write_csv<R: MetricsRow>(path: &Path, rows: &[R]) -> Result<()> {
+    let mut text = String::from(R::CSV_HEADER);
+    text.push('\n');
+    for r in rows {
+        text.push_str(&r.to_csv());
+        text.push('\n');
+    }
+    atomic_write_str(path, &text)
+}
+
+/// Reads `metrics.csv` back; a header of another task or a malformed line is
+/// an error naming the file and the line.
+pub fn read_csv<R: MetricsRow>(path: &Path) -> Result<Vec<R>> {
+    let text = crate::fsutil::read_text(path, crate::fsutil::MAX_TEXT_BYTES)?;
+    let mut lines = text.lines();
+    if lines.next() != Some(R::CSV_HEADER) {
+        return Err(TrainError::Run(format!(
+            "{}: line 1: not the header of this kind of run ({})",
+            path.display(),
+            R::CSV_HEADER
+        )));
+    }
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let f: Vec<&str> = line.split(',').collect();
+            R::from_csv(&f).ok_or_else(|| {
+                TrainError::Run(format!("{}: line {}: malformed row", path.display(), i + 2))
+            })
+        })
+        .collect()
+}
+
+/// Redraws the plots of `rows` in `dir`.
+pub fn write_plots<R: MetricsRow>(dir: &Path, title: &str, rows: &[R]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let steps: Vec<f64> = rows.iter().map(|r| r.step as f64).collect();
-    let mut loss = Plot::new(
-        &format!("{title}: training loss"),
-        "step",
-        "cross-entropy (nats)",
-    );
-    loss.add(Series::new(
-        "mean training loss",
-        &steps,
-        rows.iter().map(|r| r.loss).collect(),
-    ));
-    loss.write_png(&dir.join("loss.png"))?;
-    let mut ppl = Plot::new(&format!("{title}: perplexity"), "step", "perplexity");
-    ppl.add(Series::new(
-        "minibatch",
-        &steps,
-        rows.iter().map(|r| r.minibatch_ppl).collect(),
-    ));
-    ppl.add(Series::new(
-        "validation",
-        &steps,
-        rows.iter().map(|r| r.valid_ppl).collect(),
-    ));
-    ppl.write_png(&dir.join("perplexity.png"))
+    for (name, plot) in R::plots(title, rows) {
+        plot.write_png(&dir.join(name))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -160,12 +238,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.csv");
         write_csv(&p, std::slice::from_ref(&row)).unwrap();
-        let back = read_csv(&p).unwrap();
+        let back: Vec<Summary> = read_csv(&p).unwrap();
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].step, 100);
         assert_eq!(back[0].valid_ppl_notebook, Some(9.0));
         assert!(
-            row.notebook_lines()[0]
+            row.log_lines(None)[0]
                 .starts_with("Average loss at step 100: 2.500000 learning rate: 10.000000")
         );
     }

@@ -7,14 +7,13 @@
 //! by random letters so the model learns to mirror words it has never seen.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::Device;
 use model::mirror::{Mirror, MirrorConfig};
+use model::{cross_entropy, ids_tensor};
 use serde::{Deserialize, Serialize};
 use text8::{MirrorPair, MirrorSampler, Split, SplitKind, mirror_words};
 use tokenizer::rng::Rng;
@@ -23,12 +22,15 @@ use tokenizer::{MirrorVocab, Tokenizer};
 use crate::checkpoint::{load_weights, save_weights};
 use crate::error::{Result, TrainError};
 use crate::fsutil::atomic_write_str;
-use crate::lm::{Event, FinalReport, RunTarget, cross_entropy};
+use crate::metrics::{MetricsRow, step_plot};
 use crate::optim::Optimizer;
-use crate::plot::{Plot, Series};
-use crate::recipe::{LoadedRecipe, MirrorRecipe, OptimizerKind, Recipe};
-use crate::run::{RunConfig, RunDir};
+use crate::plot::Plot;
+use crate::recipe::{LoadedRecipe, MirrorRecipe, Recipe};
 use crate::safetensors::SafeTensors;
+use crate::session::{
+    self, Event, FinalReport, RunTarget, StepOutput, SummaryInput, SummaryOutput, Task,
+    TrainOptions,
+};
 
 /// The model configuration of a mirror recipe.
 pub fn model_config(r: &MirrorRecipe) -> MirrorConfig {
@@ -169,11 +171,6 @@ pub fn decode_all(
     out
 }
 
-fn ids_tensor(ids: Vec<i64>, device: &Device) -> Tensor<1, Int> {
-    let n = ids.len();
-    Tensor::from_data(TensorData::new(ids, [n]), device)
-}
-
 /// Teacher-forced mean cross-entropy over pairs (grouped by length).
 pub fn teacher_forced_loss(model: &Mirror, pairs: &[MirrorPair], device: &Device) -> f64 {
     let mut by_len: BTreeMap<usize, Vec<&MirrorPair>> = BTreeMap::new();
@@ -215,10 +212,56 @@ pub struct MirrorSummary {
     pub wall_seconds: f64,
 }
 
-impl MirrorSummary {
-    /// One log line.
-    pub fn line(&self) -> String {
+impl MetricsRow for MirrorSummary {
+    const CSV_HEADER: &'static str =
+        "step,loss,lr,valid_loss,char_acc,word_acc,sentence_acc,chars_per_sec,wall_seconds";
+
+    fn step(&self) -> u64 {
+        self.step
+    }
+
+    fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    fn to_csv(&self) -> String {
         format!(
+            "{},{:.6},{:e},{:.6},{:.6},{:.6},{:.6},{:.0},{:.2}",
+            self.step,
+            self.loss,
+            self.lr,
+            self.valid_loss,
+            self.valid.char_acc,
+            self.valid.word_acc,
+            self.valid.sentence_acc,
+            self.chars_per_sec,
+            self.wall_seconds
+        )
+    }
+
+    fn from_csv(f: &[&str]) -> Option<Self> {
+        if f.len() != 9 {
+            return None;
+        }
+        let num = |k: usize| f[k].parse::<f64>().ok();
+        Some(MirrorSummary {
+            step: f[0].parse().ok()?,
+            loss: num(1)?,
+            lr: num(2)?,
+            valid_loss: num(3)?,
+            valid: Scores {
+                sentences: 0,
+                char_acc: num(4)?,
+                word_acc: num(5)?,
+                sentence_acc: num(6)?,
+            },
+            chars_per_sec: num(7)?,
+            wall_seconds: num(8)?,
+        })
+    }
+
+    fn log_lines(&self, _samples: Option<&[String]>) -> Vec<String> {
+        vec![format!(
             "step {}: loss {:.4}, lr {:.2e}, validation loss {:.4}, accuracy: characters {:.2}%, words {:.2}%, sentences {:.2}%",
             self.step,
             self.loss,
@@ -227,103 +270,38 @@ impl MirrorSummary {
             100.0 * self.valid.char_acc,
             100.0 * self.valid.word_acc,
             100.0 * self.valid.sentence_acc
-        )
+        )]
     }
-}
 
-const CSV_HEADER: &str =
-    "step,loss,lr,valid_loss,char_acc,word_acc,sentence_acc,chars_per_sec,wall_seconds";
-
-fn write_csv(path: &Path, rows: &[MirrorSummary]) -> Result<()> {
-    let mut s = String::from(CSV_HEADER);
-    s.push('\n');
-    for r in rows {
-        s.push_str(&format!(
-            "{},{:.6},{:e},{:.6},{:.6},{:.6},{:.6},{:.0},{:.2}\n",
-            r.step,
-            r.loss,
-            r.lr,
-            r.valid_loss,
-            r.valid.char_acc,
-            r.valid.word_acc,
-            r.valid.sentence_acc,
-            r.chars_per_sec,
-            r.wall_seconds
-        ));
+    fn plots(title: &str, rows: &[Self]) -> Vec<(&'static str, Plot)> {
+        vec![
+            (
+                "loss.png",
+                step_plot(
+                    &format!("{title}: loss per target symbol"),
+                    "cross-entropy (nats)",
+                    rows,
+                    &[
+                        ("training", &|r: &Self| r.loss),
+                        ("validation", &|r: &Self| r.valid_loss),
+                    ],
+                ),
+            ),
+            (
+                "accuracy.png",
+                step_plot(
+                    &format!("{title}: validation accuracy (greedy)"),
+                    "accuracy (%)",
+                    rows,
+                    &[
+                        ("characters", &|r: &Self| 100.0 * r.valid.char_acc),
+                        ("words", &|r: &Self| 100.0 * r.valid.word_acc),
+                        ("sentences", &|r: &Self| 100.0 * r.valid.sentence_acc),
+                    ],
+                ),
+            ),
+        ]
     }
-    atomic_write_str(path, &s)
-}
-
-fn read_csv(path: &Path) -> Result<Vec<MirrorSummary>> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    text.lines()
-        .enumerate()
-        .skip(1)
-        .map(|(i, line)| {
-            let f: Vec<&str> = line.split(',').collect();
-            let bad =
-                || TrainError::Run(format!("{}: line {}: malformed row", path.display(), i + 1));
-            let num = |k: usize| f.get(k).and_then(|v| v.parse::<f64>().ok()).ok_or_else(bad);
-            Ok(MirrorSummary {
-                step: f[0].parse().map_err(|_| bad())?,
-                loss: num(1)?,
-                lr: num(2)?,
-                valid_loss: num(3)?,
-                valid: Scores {
-                    sentences: 0,
-                    char_acc: num(4)?,
-                    word_acc: num(5)?,
-                    sentence_acc: num(6)?,
-                },
-                chars_per_sec: num(7)?,
-                wall_seconds: num(8)?,
-            })
-        })
-        .collect()
-}
-
-fn write_plots(dir: &Path, title: &str, rows: &[MirrorSummary]) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let steps: Vec<f64> = rows.iter().map(|r| r.step as f64).collect();
-    let mut loss = Plot::new(
-        &format!("{title}: loss per target symbol"),
-        "step",
-        "cross-entropy (nats)",
-    );
-    loss.add(Series::new(
-        "training",
-        &steps,
-        rows.iter().map(|r| r.loss).collect(),
-    ));
-    loss.add(Series::new(
-        "validation",
-        &steps,
-        rows.iter().map(|r| r.valid_loss).collect(),
-    ));
-    loss.write_png(&dir.join("loss.png"))?;
-    let mut acc = Plot::new(
-        &format!("{title}: validation accuracy (greedy)"),
-        "step",
-        "accuracy (%)",
-    );
-    acc.add(Series::new(
-        "characters",
-        &steps,
-        rows.iter().map(|r| 100.0 * r.valid.char_acc).collect(),
-    ));
-    acc.add(Series::new(
-        "words",
-        &steps,
-        rows.iter().map(|r| 100.0 * r.valid.word_acc).collect(),
-    ));
-    acc.add(Series::new(
-        "sentences",
-        &steps,
-        rows.iter().map(|r| 100.0 * r.valid.sentence_acc).collect(),
-    ));
-    acc.write_png(&dir.join("accuracy.png"))
 }
 
 /// The corpus parts of a mirror run.
@@ -366,77 +344,141 @@ impl MirrorData {
 }
 
 /// What a mirror run reports at the end.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MirrorReport {
-    /// The run directory.
-    pub run_dir: PathBuf,
-    /// Steps done.
-    pub steps: u64,
-    /// Stopped early on request.
-    pub interrupted: bool,
-    /// Training seconds (all sessions).
-    pub train_seconds: f64,
-    /// Test accuracy with greedy decoding.
-    pub test_greedy: Scores,
+    /// The run's report.
+    #[serde(flatten)]
+    pub run: FinalReport<MirrorSummary>,
+    /// Test accuracy with greedy decoding (none when stopped early).
+    pub test_greedy: Option<Scores>,
     /// Test accuracy with the recipe's beam (equal to greedy for beam 1).
-    pub test_beam: Scores,
+    pub test_beam: Option<Scores>,
     /// The beam width.
     pub beam: usize,
 }
 
-impl From<&MirrorReport> for FinalReport {
-    fn from(r: &MirrorReport) -> Self {
-        FinalReport {
-            run_dir: r.run_dir.clone(),
-            steps: r.steps,
-            interrupted: r.interrupted,
-            final_valid_ppl: f64::NAN,
-            train_seconds: r.train_seconds,
-            chars_per_sec: f64::NAN,
-            valid_seconds: 0.0,
-            sample_seconds: 0.0,
-        }
+/// The mirror as a [`Task`] of the run lifecycle.
+struct MirrorTask {
+    recipe: MirrorRecipe,
+    config: serde_json::Value,
+    /// The training device (with autodiff) and the one evaluation runs on.
+    device: Device,
+    eval_device: Device,
+    /// Always present between steps (a step moves it through the optimiser).
+    model: Option<Mirror>,
+    data: MirrorData,
+}
+
+impl MirrorTask {
+    fn model(&self) -> &Mirror {
+        self.model
+            .as_ref()
+            .expect("the model is present between steps")
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn save(
-    run: &RunDir,
-    config: &RunConfig,
-    model: &Mirror,
-    optim: &Optimizer,
-    step: u64,
-    rng: &Rng,
-    wall: f64,
-    max_chars: usize,
-) -> Result<()> {
-    let mut weights = SafeTensors::default();
-    save_weights(model, "", &mut weights);
-    let mut ck = SafeTensors::default();
-    save_weights(model, "model.", &mut ck);
-    optim.save(&mut ck);
-    for st in [&mut weights, &mut ck] {
-        st.metadata
-            .insert("model_config".into(), config.model.to_string());
-        st.metadata.insert(
-            "tokenizer".into(),
-            serde_json::to_string(&config.tokenizer).expect("json"),
-        );
-        st.metadata.insert("step".into(), step.to_string());
-        st.metadata
-            .insert("max_chars".into(), max_chars.to_string());
+impl Task for MirrorTask {
+    type Row = MirrorSummary;
+    const FORMAT: &'static str = "charlstm-mirror";
+    const LOSS_EVERY_STEP: bool = true;
+
+    fn tokenizer(&self) -> Tokenizer {
+        Tokenizer::Mirror
     }
-    weights
-        .metadata
-        .insert("format".into(), "charlstm-mirror".into());
-    ck.metadata
-        .insert("format".into(), "charlstm-mirror-checkpoint".into());
-    ck.metadata
-        .insert("rng".into(), serde_json::to_string(rng).expect("json"));
-    ck.metadata
-        .insert("wall_seconds".into(), format!("{wall:e}"));
-    ck.write(&run.checkpoint_path())?;
-    weights.write(&run.model_path())
+
+    fn model_config(&self) -> serde_json::Value {
+        self.config.clone()
+    }
+
+    fn params(&self) -> usize {
+        model::params::num_scalars(self.model())
+    }
+
+    fn train_chars(&self) -> usize {
+        self.data.chars
+    }
+
+    fn step(
+        &mut self,
+        step: u64,
+        lr: f64,
+        optim: &mut Optimizer,
+        rng: &mut Rng,
+    ) -> Result<StepOutput> {
+        let batch = self.data.batcher.next_batch(rng);
+        if self.recipe.model.keep_prob < 1.0 {
+            self.device
+                .seed(Rng::derive(self.recipe.train.seed ^ 0xD809, step).next_u64());
+        }
+        let src: Vec<Vec<u8>> = batch.iter().map(|p| p.source.clone()).collect();
+        let tgt: Vec<Vec<u8>> = batch.iter().map(|p| p.target.clone()).collect();
+        let model = self
+            .model
+            .take()
+            .expect("the model is present between steps");
+        let labels = model.labels(&tgt);
+        let chars = labels.len();
+        let logits = model.forward(&src, &tgt, true, &self.device);
+        let loss = cross_entropy(logits, ids_tensor(labels, &self.device));
+        let grads = loss.backward();
+        let (model, stats) = optim.step(model, &grads, lr);
+        self.model = Some(model);
+        Ok(StepOutput {
+            loss: loss.inner(),
+            chars,
+            grad_norm: stats.grad_norm,
+        })
+    }
+
+    fn summary(
+        &mut self,
+        s: &SummaryInput,
+        _rng: &mut Rng,
+    ) -> Result<SummaryOutput<MirrorSummary>> {
+        let eval_model = self.model().valid();
+        let valid = &self.data.valid;
+        let valid_loss = teacher_forced_loss(&eval_model, valid, &self.eval_device);
+        let sources: Vec<Vec<u8>> = valid.iter().map(|p| p.source.clone()).collect();
+        let targets: Vec<Vec<u8>> = valid.iter().map(|p| p.target.clone()).collect();
+        let outputs = decode_all(&eval_model, &sources, 1, &self.eval_device);
+        Ok(SummaryOutput {
+            row: MirrorSummary {
+                step: s.step,
+                loss: s.mean_loss,
+                lr: s.lr,
+                valid_loss,
+                valid: score(&outputs, &targets),
+                chars_per_sec: s.chars_per_sec,
+                wall_seconds: s.wall_seconds,
+            },
+            samples: None,
+            sample_seconds: 0.0,
+        })
+    }
+
+    fn save_model(&self, prefix: &str, out: &mut SafeTensors) {
+        save_weights(self.model(), prefix, out);
+    }
+
+    fn load_model(&mut self, from: &SafeTensors, prefix: &str, path: &Path) -> Result<()> {
+        let model = self
+            .model
+            .take()
+            .expect("the model is present between steps");
+        self.model = Some(load_weights(model, prefix, from, path, &self.device)?);
+        Ok(())
+    }
+
+    /// Nothing beyond the lifecycle's own: batches come from its random generator.
+    fn save_state(&self, _ck: &mut SafeTensors) {}
+
+    fn load_state(&mut self, _ck: &SafeTensors, _step: u64, _path: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    fn weights_metadata(&self) -> Vec<(&'static str, String)> {
+        vec![("max_chars", self.recipe.data.max_chars.to_string())]
+    }
 }
 
 /// Trains (or resumes) a mirror run, then scores the test windows.
@@ -444,9 +486,7 @@ pub fn train_mirror(
     loaded: &LoadedRecipe,
     corpus: &text8::Corpus,
     target: &RunTarget,
-    device_name: &str,
-    device: &Device,
-    stop: Option<&AtomicBool>,
+    opts: TrainOptions<'_>,
     observer: &mut dyn FnMut(&Event<'_>),
 ) -> Result<MirrorReport> {
     let Recipe::Mirror(recipe) = &loaded.recipe else {
@@ -458,237 +498,54 @@ pub fn train_mirror(
     let data = MirrorData::new(corpus, recipe)?;
     let cfg = model_config(recipe);
     cfg.validate().map_err(TrainError::Recipe)?;
-    let ad = device.clone().autodiff();
-    let t = &recipe.train;
-    let (run, config, mut model, mut optim, mut step, mut rng, mut wall, mut rows, resumed) =
-        match target {
-            RunTarget::New { path, runs_root } => {
-                let run = RunDir::create(path.as_deref(), runs_root, &loaded.name)?;
-                let config = RunConfig {
-                    charlstm_version: env!("CARGO_PKG_VERSION").into(),
-                    recipe_name: loaded.name.clone(),
-                    recipe: serde_json::to_value(&loaded.tree).expect("json"),
-                    tokenizer: Tokenizer::Mirror,
-                    model: serde_json::to_value(&cfg).expect("json"),
-                    data_source: data.source.clone(),
-                    data_chars: data.chars,
-                    device: device_name.to_string(),
-                };
-                run.write_config(&config)?;
-                let model = cfg.init(Rng::derive(t.seed, 0).next_u64(), &ad);
-                (
-                    run,
-                    config,
-                    model,
-                    Optimizer::new(OptimizerKind::Adam, t.clip_norm, &ad),
-                    0,
-                    Rng::derive(t.seed, 1),
-                    0.0,
-                    vec![],
-                    false,
-                )
-            }
-            RunTarget::Resume(dir) => {
-                let run = RunDir::open(dir)?;
-                let config = run.read_config()?;
-                let saved: MirrorConfig =
-                    serde_json::from_value(config.model.clone()).map_err(|e| {
-                        TrainError::Run(format!(
-                            "{}: bad model config: {e}",
-                            run.config_path().display()
-                        ))
-                    })?;
-                if serde_json::to_value(&saved).ok() != serde_json::to_value(&cfg).ok() {
-                    return Err(TrainError::Run(format!(
-                        "cannot resume {}: the model differs from the run's",
-                        dir.display()
-                    )));
-                }
-                let path = run.checkpoint_path();
-                let ck = SafeTensors::read(&path)?;
-                let model = load_weights(cfg.init(0, &ad), "model.", &ck, &path, &ad)?;
-                let mut optim = Optimizer::new(OptimizerKind::Adam, t.clip_norm, &ad);
-                optim
-                    .load(&ck, &ad)
-                    .map_err(|e| TrainError::checkpoint(&path, e))?;
-                let meta = |k: &str| {
-                    ck.metadata.get(k).cloned().ok_or_else(|| {
-                        TrainError::checkpoint(&path, format!("missing metadata {k}"))
-                    })
-                };
-                let step: u64 = meta("step")?
-                    .parse()
-                    .map_err(|_| TrainError::checkpoint(&path, "bad step"))?;
-                let rng: Rng = serde_json::from_str(&meta("rng")?)
-                    .map_err(|e| TrainError::checkpoint(&path, e.to_string()))?;
-                let wall: f64 = meta("wall_seconds")?
-                    .parse()
-                    .map_err(|_| TrainError::checkpoint(&path, "bad wall_seconds"))?;
-                let mut rows = if run.metrics_path().exists() {
-                    read_csv(&run.metrics_path())?
-                } else {
-                    vec![]
-                };
-                rows.retain(|r| r.step < step && r.step % t.summary == 0);
-                (run, config, model, optim, step, rng, wall, rows, true)
-            }
-        };
-    observer(&Event::Started {
-        run_dir: run.path(),
-        start_step: step,
-        total_steps: t.steps,
-        params: model::params::num_scalars(&model),
-        train_chars: data.chars,
-        resumed,
-    });
-    let eval_device = device.clone();
-    let (mut loss_sum, mut loss_n) = (0.0f64, 0u64);
-    let (mut window_secs, mut window_chars) = (0.0f64, 0usize);
-    let mut interrupted = false;
-    while step < t.steps {
-        if stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-            interrupted = true;
-            break;
-        }
-        let t0 = Instant::now();
-        let lr = match step.checked_div(t.decay_every) {
-            Some(k) => t.learning_rate * t.decay_factor.powi(k as i32),
-            None => t.learning_rate,
-        };
-        let batch = data.batcher.next_batch(&mut rng);
-        if recipe.model.keep_prob < 1.0 {
-            ad.seed(Rng::derive(t.seed ^ 0xD809, step).next_u64());
-        }
-        let src: Vec<Vec<u8>> = batch.iter().map(|p| p.source.clone()).collect();
-        let tgt: Vec<Vec<u8>> = batch.iter().map(|p| p.target.clone()).collect();
-        let labels = model.labels(&tgt);
-        let n_labels = labels.len();
-        let logits = model.forward(&src, &tgt, true, &ad);
-        let loss = cross_entropy(logits, ids_tensor(labels, &ad));
-        let grads = loss.backward();
-        let (m, _) = optim.step(model, &grads, lr);
-        model = m;
-        let l = loss
-            .inner()
-            .into_data()
-            .try_into_vec_as::<f64>()
-            .expect("f64")[0];
-        step += 1;
-        let dt = t0.elapsed().as_secs_f64();
-        wall += dt;
-        window_secs += dt;
-        window_chars += n_labels;
-        loss_sum += l;
-        loss_n += 1;
-        observer(&Event::Step {
-            step: step - 1,
-            total_steps: t.steps,
-            loss: Some(l),
-            chars_per_sec: window_chars as f64 / window_secs.max(1e-9),
-        });
-        if !l.is_finite() {
-            return Err(TrainError::Diverged {
-                step: step - 1,
-                value: l,
-                last_good: rows.last().map(|r| r.step + 1).unwrap_or(0),
-            });
-        }
-        if (step - 1) % t.summary == 0 || step == t.steps {
-            let eval_model = model.valid();
-            let valid_loss = teacher_forced_loss(&eval_model, &data.valid, &eval_device);
-            let sources: Vec<Vec<u8>> = data.valid.iter().map(|p| p.source.clone()).collect();
-            let targets: Vec<Vec<u8>> = data.valid.iter().map(|p| p.target.clone()).collect();
-            let outputs = decode_all(&eval_model, &sources, 1, &eval_device);
-            let summary = MirrorSummary {
-                step: step - 1,
-                loss: loss_sum / loss_n.max(1) as f64,
-                lr,
-                valid_loss,
-                valid: score(&outputs, &targets),
-                chars_per_sec: window_chars as f64 / window_secs.max(1e-9),
-                wall_seconds: wall,
-            };
-            (loss_sum, loss_n, window_secs, window_chars) = (0.0, 0, 0.0, 0);
-            run.append(&run.log_path(), &(summary.line() + "\n"))?;
-            observer(&Event::MirrorSummary(&summary));
-            rows.push(summary);
-            save(
-                &run,
-                &config,
-                &model,
-                &optim,
-                step,
-                &rng,
-                wall,
-                recipe.data.max_chars,
-            )?;
-            write_csv(&run.metrics_path(), &rows)?;
-            write_plots(run.path(), &loaded.name, &rows)?;
-            observer(&Event::Checkpoint {
-                step,
-                path: &run.checkpoint_path(),
-            });
-        }
-    }
-    if interrupted {
-        save(
-            &run,
-            &config,
-            &model,
-            &optim,
-            step,
-            &rng,
-            wall,
-            recipe.data.max_chars,
-        )?;
-        observer(&Event::Checkpoint {
-            step,
-            path: &run.checkpoint_path(),
-        });
+    let device = opts.device.clone().autodiff();
+    let task = MirrorTask {
+        recipe: recipe.clone(),
+        config: serde_json::to_value(&cfg).expect("config json"),
+        model: Some(cfg.init(Rng::derive(recipe.train.seed, 0).next_u64(), &device)),
+        device,
+        eval_device: opts.device.clone(),
+        data,
+    };
+    let (run, task) = session::train(loaded, corpus, target, &opts, task, observer)?;
+    let beam = recipe.train.beam;
+    if run.interrupted {
         return Ok(MirrorReport {
-            run_dir: run.path().to_path_buf(),
-            steps: step,
-            interrupted,
-            train_seconds: wall,
-            test_greedy: Scores::default(),
-            test_beam: Scores::default(),
-            beam: t.beam,
+            run,
+            test_greedy: None,
+            test_beam: None,
+            beam,
         });
     }
-    let eval_model = model.valid();
-    let sources: Vec<Vec<u8>> = data.test.iter().map(|p| p.source.clone()).collect();
-    let targets: Vec<Vec<u8>> = data.test.iter().map(|p| p.target.clone()).collect();
-    let greedy = score(
-        &decode_all(&eval_model, &sources, 1, &eval_device),
-        &targets,
-    );
-    let beam = if t.beam > 1 {
-        score(
-            &decode_all(&eval_model, &sources, t.beam, &eval_device),
-            &targets,
-        )
+    let eval_model = task.model().valid();
+    let test = &task.data.test;
+    let sources: Vec<Vec<u8>> = test.iter().map(|p| p.source.clone()).collect();
+    let targets: Vec<Vec<u8>> = test.iter().map(|p| p.target.clone()).collect();
+    let device = &task.eval_device;
+    let greedy = score(&decode_all(&eval_model, &sources, 1, device), &targets);
+    let beamed = if beam > 1 {
+        score(&decode_all(&eval_model, &sources, beam, device), &targets)
     } else {
         greedy
     };
     let report = MirrorReport {
-        run_dir: run.path().to_path_buf(),
-        steps: step,
-        interrupted,
-        train_seconds: wall,
-        test_greedy: greedy,
-        test_beam: beam,
-        beam: t.beam,
+        run,
+        test_greedy: Some(greedy),
+        test_beam: Some(beamed),
+        beam,
     };
     atomic_write_str(
-        &run.path().join("test.json"),
+        &report.run.run_dir.join("test.json"),
         &(serde_json::to_string_pretty(&report).expect("json") + "\n"),
     )?;
     Ok(report)
 }
 
-/// A trained mirror model rebuilt from its run directory, and the longest input it accepts.
+/// A trained mirror model rebuilt from its run directory, and the longest
+/// input it was trained on. Everything read is checked against the weights
+/// before use (the vocabulary and its start and end ids).
 pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
-    let run = RunDir::open(run_dir)?;
+    let run = crate::run::RunDir::open(run_dir)?;
     let config = run.read_config()?;
     if config.tokenizer != Tokenizer::Mirror {
         return Err(TrainError::Run(format!(
@@ -696,33 +553,132 @@ pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
             run_dir.display()
         )));
     }
-    let cfg: MirrorConfig = serde_json::from_value(config.model.clone()).map_err(|e| {
+    let (config, weights) = session::load_weights_file(run_dir, "charlstm-mirror")?;
+    let bad_config = |e: String| {
         TrainError::Run(format!(
             "{}: bad model config: {e}",
             run.config_path().display()
         ))
-    })?;
-    let path = run.model_path();
-    if !path.exists() {
-        return Err(TrainError::Run(format!(
-            "{}: no model.safetensors yet (the run stopped before its first summary)",
-            run_dir.display()
+    };
+    let cfg: MirrorConfig =
+        serde_json::from_value(config.model.clone()).map_err(|e| bad_config(e.to_string()))?;
+    cfg.validate().map_err(bad_config)?;
+    let vocab = MirrorVocab;
+    if (cfg.vocab_size, cfg.start_id, cfg.end_id)
+        != (
+            vocab.size(),
+            MirrorVocab::START as usize,
+            MirrorVocab::END as usize,
+        )
+    {
+        return Err(bad_config(format!(
+            "vocab_size {}, start_id {}, end_id {}: the mirror vocabulary has {}, {}, {}",
+            cfg.vocab_size,
+            cfg.start_id,
+            cfg.end_id,
+            vocab.size(),
+            MirrorVocab::START,
+            MirrorVocab::END
         )));
     }
-    let weights = SafeTensors::read(&path)?;
-    if weights.metadata.get("format").map(String::as_str) != Some("charlstm-mirror") {
-        return Err(TrainError::checkpoint(
-            &path,
-            "not a charlstm mirror weights file",
-        ));
-    }
+    let path = run.model_path();
     let max_chars = weights
         .metadata
         .get("max_chars")
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| TrainError::checkpoint(&path, "missing max_chars"))?;
+        .filter(|&n: &usize| n > 0)
+        .ok_or_else(|| TrainError::checkpoint(&path, "missing or bad max_chars"))?;
     let model = load_weights(cfg.init(0, device), "", &weights, &path, device)?;
     Ok((model, max_chars))
+}
+
+/// A piece of a sentence given to the model on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    /// Whole words, or one part of a word longer than the model accepts.
+    pub text: String,
+    /// Whether it continues the previous piece's word (no space between them).
+    pub joins_previous: bool,
+}
+
+/// Splits text8-form `text` into pieces of at most `max` characters: whole
+/// words where they fit, and a word longer than `max` cut into parts that
+/// each stand alone, marked as continuing the same word.
+pub fn pieces(text: &str, max: usize) -> Vec<Piece> {
+    let max = max.max(1);
+    let mut out = vec![];
+    let mut cur = String::new();
+    let flush = |cur: &mut String, out: &mut Vec<Piece>| {
+        if !cur.is_empty() {
+            out.push(Piece {
+                text: std::mem::take(cur),
+                joins_previous: false,
+            });
+        }
+    };
+    for word in text.split(' ').filter(|w| !w.is_empty()) {
+        if word.len() > max {
+            flush(&mut cur, &mut out);
+            for (k, part) in word.as_bytes().chunks(max).enumerate() {
+                out.push(Piece {
+                    text: String::from_utf8_lossy(part).into_owned(),
+                    joins_previous: k > 0,
+                });
+            }
+            continue;
+        }
+        if !cur.is_empty() && cur.len() + 1 + word.len() > max {
+            flush(&mut cur, &mut out);
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    flush(&mut cur, &mut out);
+    out
+}
+
+/// Mirrors text8-form `text` with `model`: whole when it has at most
+/// `max_chars` characters, otherwise in [`pieces`], put back together so that
+/// a perfect model gives the exact mirror (the parts of a cut word are
+/// mirrored and joined in reverse order).
+pub fn mirror_text(
+    model: &Mirror,
+    text: &str,
+    max_chars: usize,
+    beam: usize,
+    device: &Device,
+) -> Result<String> {
+    let parts = if text.len() > max_chars {
+        pieces(text, max_chars)
+    } else {
+        vec![Piece {
+            text: text.to_string(),
+            joins_previous: false,
+        }]
+    };
+    let sources: Vec<Vec<u8>> = parts
+        .iter()
+        .map(|p| MirrorVocab.encode(&p.text))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| TrainError::Input(e.to_string()))?;
+    let outputs = decode_all(model, &sources, beam, device);
+    let mut words: Vec<String> = vec![];
+    for (part, out) in parts.iter().zip(outputs) {
+        let mirrored = MirrorVocab
+            .decode(&out)
+            .map_err(|e| TrainError::Input(e.to_string()))?;
+        match words.pop() {
+            Some(last) if part.joins_previous => words.push(mirrored + &last),
+            Some(last) => {
+                words.push(last);
+                words.push(mirrored);
+            }
+            None => words.push(mirrored),
+        }
+    }
+    Ok(words.join(" "))
 }
 
 /// Accuracy on `count` fixed windows of exactly `words` words from `ids`.
@@ -747,6 +703,33 @@ pub fn evaluate_words(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pieces_keep_whole_words_and_mark_cut_ones() {
+        let texts = |p: Vec<Piece>| -> Vec<(String, bool)> {
+            p.into_iter().map(|p| (p.text, p.joins_previous)).collect()
+        };
+        let t = |s: &str, j: bool| (s.to_string(), j);
+        assert_eq!(
+            texts(pieces("the quick brown fox", 10)),
+            vec![t("the quick", false), t("brown fox", false)]
+        );
+        assert_eq!(
+            texts(pieces("abcdefghijkl xy", 5)),
+            vec![
+                t("abcde", false),
+                t("fghij", true),
+                t("kl", true),
+                t("xy", false)
+            ]
+        );
+        // joined back in reverse order, the mirrors of the parts are the mirror of the word
+        let mirrored: String = ["kl", "fghij", "abcde"]
+            .iter()
+            .map(|p| p.chars().rev().collect::<String>())
+            .collect();
+        assert_eq!(mirrored, "abcdefghijkl".chars().rev().collect::<String>());
+    }
 
     #[test]
     fn scores_count_characters_words_and_sentences() {

@@ -1,6 +1,6 @@
 //! Recipes: TOML files holding what a person chooses for a training run
 //! (model sizes, data layout, optimiser, steps). The built-in ones live in
-//! `xtask/recipes/` and are compiled in; any other file can be given by path.
+//! this crate's `recipes/` and are compiled in; any other file can be given by path.
 //! `--set section.key=value` overrides a value; unknown keys are errors.
 
 use std::path::Path;
@@ -13,26 +13,26 @@ use crate::error::{Result, TrainError};
 pub const BUILTIN: &[(&str, &str)] = &[
     (
         "notebook-char",
-        include_str!("../../../xtask/recipes/notebook-char.toml"),
+        include_str!("../recipes/notebook-char.toml"),
     ),
     (
         "notebook-fused",
-        include_str!("../../../xtask/recipes/notebook-fused.toml"),
+        include_str!("../recipes/notebook-fused.toml"),
     ),
     (
         "notebook-embed",
-        include_str!("../../../xtask/recipes/notebook-embed.toml"),
+        include_str!("../recipes/notebook-embed.toml"),
     ),
     (
         "notebook-bigram",
-        include_str!("../../../xtask/recipes/notebook-bigram.toml"),
+        include_str!("../recipes/notebook-bigram.toml"),
     ),
     (
         "notebook-dropout",
-        include_str!("../../../xtask/recipes/notebook-dropout.toml"),
+        include_str!("../recipes/notebook-dropout.toml"),
     ),
-    ("large", include_str!("../../../xtask/recipes/large.toml")),
-    ("mirror", include_str!("../../../xtask/recipes/mirror.toml")),
+    ("large", include_str!("../recipes/large.toml")),
+    ("mirror", include_str!("../recipes/mirror.toml")),
 ];
 
 /// Input vocabulary of a language model.
@@ -315,6 +315,9 @@ pub struct LoadedRecipe {
     pub recipe: Recipe,
 }
 
+/// Largest recipe file read.
+pub const RECIPE_MAX_BYTES: u64 = 1 << 20;
+
 /// Source text of a recipe given by built-in name or path.
 pub fn recipe_source(name_or_path: &str) -> Result<(String, String)> {
     if let Some((name, src)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
@@ -322,7 +325,8 @@ pub fn recipe_source(name_or_path: &str) -> Result<(String, String)> {
     }
     let path = Path::new(name_or_path);
     if path.exists() || name_or_path.ends_with(".toml") {
-        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        // a recipe is a few hundred bytes: 1 MiB is a generous bound (`--recipe /dev/zero`)
+        let text = crate::fsutil::read_text(path, RECIPE_MAX_BYTES)?;
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -557,14 +561,93 @@ fn validate_train(t: &TrainSpec) -> std::result::Result<(), String> {
 }
 
 impl TrainSpec {
-    /// The learning rate at `step`: staircase exponential decay.
-    pub fn learning_rate_at(&self, step: u64) -> f64 {
-        self.learning_rate * self.decay_factor.powi((step / self.decay_every) as i32)
+    /// Steps between samples (default 10 x summary, as the notebook).
+    pub fn samples_every(&self) -> u64 {
+        self.samples_every
+            .unwrap_or(self.summary.saturating_mul(10))
+    }
+}
+
+/// What the run lifecycle needs of any recipe: how long, how often, how fast.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    /// Steps to train.
+    pub steps: u64,
+    /// Steps between summaries.
+    pub summary: u64,
+    /// Steps between samples (`u64::MAX`: never).
+    pub samples_every: u64,
+    /// Optimiser.
+    pub optimizer: OptimizerKind,
+    /// Initial learning rate.
+    pub learning_rate: f64,
+    /// Staircase decay every this many steps (0 = never).
+    pub decay_every: u64,
+    /// Decay factor.
+    pub decay_factor: f64,
+    /// Global gradient norm clip (0 = none).
+    pub clip_norm: f64,
+    /// Seed of initialisation, dropout, batches and sampling.
+    pub seed: u64,
+}
+
+/// Bytes of a step's largest buffer from which
+/// [`Recipe::has_large_step_buffers`] holds: `large`'s gate pre-activations
+/// are 26 MB, the notebook models' 0.6 MB.
+pub const LARGE_STEP_BUFFER: usize = 8 << 20;
+
+impl Recipe {
+    /// Whether a training step's largest buffer (the gate pre-activations of
+    /// every unrolled step, f32) reaches [`LARGE_STEP_BUFFER`]: for such
+    /// models the allocator should keep freed memory rather than return it
+    /// to the system and fault it in again at the next step.
+    pub fn has_large_step_buffers(&self) -> bool {
+        match self {
+            Recipe::Lm(r) => {
+                let gates = r
+                    .data
+                    .batch_size
+                    .saturating_mul(r.data.num_unrollings)
+                    .saturating_mul(r.model.d_hidden)
+                    .saturating_mul(4 * std::mem::size_of::<f32>());
+                gates >= LARGE_STEP_BUFFER
+            }
+            Recipe::Mirror(_) => false,
+        }
     }
 
-    /// Steps between samples.
-    pub fn samples_every(&self) -> u64 {
-        self.samples_every.unwrap_or(self.summary * 10)
+    /// The schedule, whichever the task.
+    pub fn schedule(&self) -> Schedule {
+        match self {
+            Recipe::Lm(r) => {
+                let t = &r.train;
+                Schedule {
+                    steps: t.steps,
+                    summary: t.summary,
+                    samples_every: t.samples_every(),
+                    optimizer: t.optimizer,
+                    learning_rate: t.learning_rate,
+                    decay_every: t.decay_every,
+                    decay_factor: t.decay_factor,
+                    clip_norm: t.clip_norm,
+                    seed: t.seed,
+                }
+            }
+            Recipe::Mirror(r) => {
+                let t = &r.train;
+                Schedule {
+                    steps: t.steps,
+                    summary: t.summary,
+                    samples_every: u64::MAX,
+                    optimizer: OptimizerKind::Adam,
+                    learning_rate: t.learning_rate,
+                    decay_every: t.decay_every,
+                    decay_factor: t.decay_factor,
+                    clip_norm: t.clip_norm,
+                    seed: t.seed,
+                }
+            }
+        }
     }
 }
 
@@ -665,13 +748,12 @@ mod tests {
     }
 
     #[test]
-    fn staircase_schedule() {
+    fn samples_default_to_ten_summaries() {
         let Recipe::Lm(r) = load_recipe("notebook-char", &[]).unwrap().recipe else {
             panic!()
         };
-        assert_eq!(r.train.learning_rate_at(0), 10.0);
-        assert_eq!(r.train.learning_rate_at(4999), 10.0);
-        assert!((r.train.learning_rate_at(5000) - 1.0).abs() < 1e-12);
         assert_eq!(r.train.samples_every(), 1000);
+        let s = Recipe::Lm(r).schedule();
+        assert_eq!((s.steps, s.summary, s.samples_every), (7001, 100, 1000));
     }
 }

@@ -11,9 +11,10 @@
 //!   samples.txt              samples printed during training
 //!   train.log                the notebook's log lines
 //!   loss.png, perplexity.png plots against steps, redrawn at every summary
+//!   .lock                    held (flock) by the process training the run
 //! ```
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -44,8 +45,18 @@ pub struct RunConfig {
     pub data_source: String,
     /// Characters in that corpus.
     pub data_chars: usize,
+    /// [`text8::Corpus::fingerprint`] of that corpus (absent in runs made
+    /// before it was recorded: they are checked by length only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_fingerprint: Option<String>,
     /// Device name it was trained on (first session).
     pub device: String,
+}
+
+/// The lock of a run directory, held while this value lives.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
 }
 
 impl RunDir {
@@ -140,6 +151,49 @@ impl RunDir {
         self.path.join("train.log")
     }
 
+    /// Takes the run's lock (`.lock`, an advisory lock the system drops when
+    /// the process ends, however it ends): a second process training the same
+    /// run is refused. Then removes the temporary files of saves that a killed
+    /// process left (no other process can be writing them now).
+    pub fn lock(&self) -> Result<RunLock> {
+        let path = self.path.join(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .read(true)
+            .open(&path)
+            .map_err(|e| TrainError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(TrainError::Run(format!(
+                    "{} is in use by another charlstm process{}; wait for it to finish",
+                    self.path.display(),
+                    match holder.trim() {
+                        "" => String::new(),
+                        pid => format!(" (pid {pid})"),
+                    }
+                )));
+            }
+            Err(TryLockError::Error(e)) => return Err(TrainError::io(&path, e)),
+        }
+        let mut f = &file;
+        let _ = f.set_len(0);
+        let _ = write!(f, "{}", std::process::id());
+        if let Ok(entries) = std::fs::read_dir(&self.path) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.contains(".tmp-") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(RunLock { _file: file })
+    }
+
     /// Writes `config.json` and `tokenizer.json`.
     pub fn write_config(&self, config: &RunConfig) -> Result<()> {
         let json = serde_json::to_string_pretty(config).expect("config serialises");
@@ -151,7 +205,7 @@ impl RunDir {
     /// Reads `config.json`.
     pub fn read_config(&self) -> Result<RunConfig> {
         let p = self.config_path();
-        let text = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
+        let text = crate::fsutil::read_text(&p, crate::fsutil::MAX_TEXT_BYTES)?;
         serde_json::from_str(&text).map_err(|e| {
             TrainError::Run(format!("{}: not a charlstm run config: {e}", p.display()))
         })

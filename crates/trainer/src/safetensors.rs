@@ -159,9 +159,18 @@ impl SafeTensors {
         })
     }
 
-    /// Reads a file.
+    /// The name of the first tensor holding a NaN or an infinity.
+    pub fn first_non_finite(&self) -> Option<&str> {
+        self.tensors
+            .iter()
+            .find(|(_, t)| t.data.iter().any(|v| !v.is_finite()))
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Reads a file (a regular file of at most
+    /// [`MAX_TENSOR_FILE_BYTES`](crate::fsutil::MAX_TENSOR_FILE_BYTES)).
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+        let bytes = crate::fsutil::read_bounded(path, crate::fsutil::MAX_TENSOR_FILE_BYTES)?;
         Self::from_bytes(&bytes, path)
     }
 

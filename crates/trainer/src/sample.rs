@@ -1,6 +1,6 @@
 //! Generating text from a character language model, and evaluating one on a text.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use model::{CharLm, LstmState};
 use tokenizer::rng::Rng;
 use tokenizer::{CHAR_VOCAB_SIZE, bigram_id, byte_to_id, id_to_byte};
@@ -51,12 +51,9 @@ fn input_id(kind: TokenizerKind, history: &[u8], k: usize) -> i64 {
     }
 }
 
-/// Characters of context a model input needs.
-fn context(kind: TokenizerKind) -> usize {
-    match kind {
-        TokenizerKind::Char => 1,
-        TokenizerKind::Bigram => 2,
-    }
+/// Characters of context a model input needs (1, or 2 for bigrams).
+pub fn context_chars(kind: TokenizerKind) -> usize {
+    crate::lm::tokenizer_of(kind).context()
 }
 
 /// Draws an index from logits at `temperature` (0: the arg max).
@@ -93,10 +90,7 @@ fn random_start(rng: &mut Rng) -> u8 {
     rng.weighted(&weights) as u8
 }
 
-fn ids_tensor(ids: Vec<i64>, device: &Device) -> Tensor<1, Int> {
-    let n = ids.len();
-    Tensor::from_data(TensorData::new(ids, [n]), device)
-}
+pub(crate) use model::ids_tensor;
 
 /// Generates `opts.count` texts. `model` must not be on an autodiff device
 /// (use `model.valid()`). Each text is the prime (or a random start of one
@@ -155,7 +149,7 @@ fn generate_tensor(
     device: &Device,
 ) -> Result<Vec<String>> {
     let s = opts.count;
-    let ctx = context(kind);
+    let ctx = context_chars(kind);
     // every sequence's history of character ids
     let mut hist: Vec<Vec<u8>> = match padded_prime(opts, ctx)? {
         Some(ids) => vec![ids; s],
@@ -208,7 +202,7 @@ fn generate_host(
     parts: usize,
 ) -> Result<Vec<String>> {
     let lm = model::host::HostLm::new(model);
-    let ctx = context(kind);
+    let ctx = context_chars(kind);
     let base = rng.next_u64();
     let prime = padded_prime(opts, ctx)?;
     let parts = model::kernel::split_batch(opts.count, parts);
@@ -295,7 +289,7 @@ pub fn logprob_sum(logits: Tensor<2>, labels: &[u8]) -> f64 {
 /// circle (the notebook's validation): every character is predicted once.
 pub fn sequence_inputs(kind: TokenizerKind, ids: &[u8], wrap: bool) -> (Vec<i64>, Vec<u8>) {
     let n = ids.len();
-    let ctx = context(kind);
+    let ctx = context_chars(kind);
     let at = |k: usize| ids[k % n];
     let count = if wrap { n } else { n.saturating_sub(ctx) };
     let mut inputs = Vec::with_capacity(count);
@@ -359,7 +353,7 @@ pub fn evaluate_text(
         return Err(TrainError::Input(format!(
             "text of {} characters: nothing to predict (needs at least {})",
             ids.len(),
-            context(kind) + 1
+            context_chars(kind) + 1
         )));
     }
     let total = inputs.len();

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 use serde_json::Value;
-use trainer::lm::{Event, RunTarget, TrainOptions, train_lm};
 use trainer::safetensors::{HostTensor, SafeTensors};
+use trainer::{Event, RunTarget, TrainOptions, train_lm};
 
 fn shared() -> PathBuf {
     std::env::var_os("CHARLSTM_SHARED")

@@ -5,5 +5,6 @@
 mod backends;
 mod common;
 mod faults;
+mod lifecycle;
 mod mirror;
 mod runs;

@@ -1,0 +1,202 @@
+//! The arguments of every subcommand but `mirror`'s own (`mirror_cmd.rs`),
+//! and the groups they share (data, device, training).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::device::DeviceChoice;
+use crate::progress::LogMode;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Recipes to measure (language-model recipes)
+    #[arg(long, short, default_value = "notebook-char")]
+    pub recipe: Vec<String>,
+    /// Steps timed
+    #[arg(long, default_value_t = 300)]
+    pub steps: u64,
+    /// Steps run before timing starts
+    #[arg(long, default_value_t = 20)]
+    pub warmup: u64,
+    /// Override a recipe value (as for `train`)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Where the corpus comes from.
+#[derive(Debug, Args, Clone)]
+pub struct DataArgs {
+    /// Corpus: a text8-form zip or text file, or an http(s) URL [default: datasets/text8.zip,
+    /// downloaded from mattmahoney.net when missing]
+    #[arg(long, value_name = "FILE|URL")]
+    pub data: Option<String>,
+    /// Folder where downloads land and text8.zip is looked for
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "datasets",
+        env = "CHARLSTM_DATASETS"
+    )]
+    pub datasets: PathBuf,
+}
+
+/// Backend and threads.
+#[derive(Debug, Args, Clone)]
+pub struct DeviceArgs {
+    /// Backend to run on (only those compiled in are available)
+    #[arg(long, value_enum, default_value = "auto", env = "CHARLSTM_DEVICE")]
+    pub device: DeviceChoice,
+    /// CPU threads for the CPU backends [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// Arguments of `train` and `mirror train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Built-in recipe name (see `charlstm recipes`) or path to a recipe .toml
+    /// [default: notebook-char; mirror for `mirror train`]
+    #[arg(long, short, conflicts_with = "resume")]
+    pub recipe: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Run directory to create [default: runs/<recipe>-<n>, the first unused n]
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub run: Option<PathBuf>,
+    /// Continue the run in DIR from its last checkpoint (same batches, optimiser state,
+    /// schedule and random numbers); --steps may extend it
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Training steps (overrides the recipe's train.steps)
+    #[arg(long, value_name = "N")]
+    pub steps: Option<u64>,
+    /// Steps between summaries: log, validation, checkpoint, plots (train.summary)
+    #[arg(long, value_name = "N")]
+    pub summary: Option<u64>,
+    /// Override a recipe value, e.g. --set model.d_hidden=128 --set train.seed=3
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// How to show progress
+    #[arg(long, value_enum, default_value = "auto")]
+    pub log: LogMode,
+    /// Print only the final result line (and errors)
+    #[arg(long, short, conflicts_with = "log")]
+    pub quiet: bool,
+    /// Do not generate the periodic samples
+    #[arg(long)]
+    pub no_samples: bool,
+    /// Also write every step's training loss to FILE, one per line (costs a device read per step)
+    #[arg(long, value_name = "FILE")]
+    pub loss_trace: Option<PathBuf>,
+    /// Parent folder of automatically named runs
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "runs",
+        env = "CHARLSTM_RUNS"
+    )]
+    pub runs: PathBuf,
+}
+
+impl TrainArgs {
+    /// `--steps`, `--summary` and `--set` as recipe overrides.
+    pub fn overrides(&self) -> Vec<String> {
+        let mut o = vec![];
+        if let Some(s) = self.steps {
+            o.push(format!("train.steps={s}"));
+        }
+        if let Some(s) = self.summary {
+            o.push(format!("train.summary={s}"));
+        }
+        o.extend(self.set.iter().cloned());
+        o
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    /// Run directory to sample from
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// Text to start from (letters and spaces; upper-case is lowered)
+    #[arg(long, short)]
+    pub prime: Option<String>,
+    /// Characters to generate
+    #[arg(long, short, default_value_t = 200)]
+    pub length: usize,
+    /// Softmax temperature (1: the model's distribution; lower: safer; 0: always the most likely)
+    #[arg(long, short, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Random seed
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of samples
+    #[arg(long, short = 'n', default_value_t = 1)]
+    pub count: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Which part of the corpus to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// The whole file
+    All,
+    /// The standard split's training part (first 90%)
+    Train,
+    /// The standard split's validation part (next 5%)
+    Valid,
+    /// The standard split's test part (last 5%)
+    Test,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run directory of the model
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Part of the corpus to evaluate
+    #[arg(long, value_enum, default_value = "all")]
+    pub part: Part,
+    /// Evaluate at most the first N characters of that part
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print the result as one JSON object
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PrepareArgs {
+    /// UTF-8 text file to normalise
+    pub input: PathBuf,
+    /// Where to write the text8-form result (written atomically)
+    pub output: PathBuf,
+    /// Replace OUTPUT if it exists
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RecipesArgs {
+    /// Print this recipe's TOML
+    #[arg(value_name = "NAME")]
+    pub show: Option<String>,
+}

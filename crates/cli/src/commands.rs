@@ -1,0 +1,141 @@
+//! The language-model commands besides training: sample, eval, prepare,
+//! fetch, recipes, bench.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+use crate::args::{BenchArgs, EvalArgs, FetchArgs, Part, PrepareArgs, RecipesArgs, SampleArgs};
+use crate::progress;
+use crate::setup::{read_corpus, resolve_data, setup_device, tune_allocator};
+
+/// `charlstm fetch`: prints where the corpus is (downloading it first if needed).
+pub fn fetch(a: FetchArgs) -> Result<ExitCode> {
+    let path = resolve_data(&a.data, None)?;
+    println!("{}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bench(a: BenchArgs) -> Result<ExitCode> {
+    let (device, device_name) = setup_device(&a.device)?;
+    if a.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    let path = resolve_data(&a.data, None)?;
+    let corpus = read_corpus(&path)?;
+    let scratch = std::env::temp_dir().join(format!("charlstm-bench-{}", std::process::id()));
+    for r in &a.recipe {
+        let loaded = trainer::load_recipe(r, &a.set)?;
+        tune_allocator(&loaded);
+        let result = trainer::bench::bench_lm(
+            &loaded,
+            &corpus,
+            device.clone(),
+            device_name,
+            a.device.threads.unwrap_or(0),
+            a.warmup,
+            a.steps,
+            &scratch,
+        );
+        let _ = std::fs::remove_dir_all(&scratch);
+        println!("{}", serde_json::to_string(&result?)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sample(a: SampleArgs) -> Result<ExitCode> {
+    let (device, _) = setup_device(&a.device)?;
+    let (model, kind, _) = trainer::lm::load_lm(&a.run, &device)?;
+    let mut rng = tokenizer::rng::Rng::new(a.seed);
+    let texts = trainer::sample::generate(
+        &model,
+        kind,
+        &trainer::sample::SampleOptions {
+            length: a.length,
+            temperature: a.temperature,
+            prime: a.prime.clone(),
+            count: a.count,
+        },
+        &mut rng,
+        &device,
+    )?;
+    for t in texts {
+        println!("{t}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn eval(a: EvalArgs) -> Result<ExitCode> {
+    let (device, _) = setup_device(&a.device)?;
+    let (model, kind, _) = trainer::lm::load_lm(&a.run, &device)?;
+    let path = resolve_data(&a.data, None)?;
+    let corpus = read_corpus(&path)?;
+    let ids: &[u8] = match a.part {
+        Part::All => &corpus.ids,
+        p => {
+            let s = text8::Split::new(&corpus.ids, text8::SplitKind::Standard)?;
+            match p {
+                Part::Train => s.train,
+                Part::Valid => s.valid,
+                _ => s.test,
+            }
+        }
+    };
+    let ids = &ids[..a.limit.unwrap_or(ids.len()).min(ids.len())];
+    let bar = progress::bytes_bar(Some(ids.len() as u64), "evaluating");
+    let report = trainer::sample::evaluate_text(&model, kind, ids, &device, &mut |done, _| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"data": path, "part": format!("{:?}", a.part).to_lowercase(), "report": report})
+        );
+    } else {
+        println!(
+            "{}: {} characters predicted; cross-entropy {:.4} nats, perplexity {:.3}, {:.4} bits per character",
+            path.display(),
+            report.predicted,
+            report.cross_entropy,
+            report.perplexity,
+            report.bits_per_char
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
+    if a.output.exists() && !a.force {
+        bail!(
+            "{}: already exists (use --force to replace it)",
+            a.output.display()
+        );
+    }
+    let total = std::fs::metadata(&a.input).map(|m| m.len()).ok();
+    let bar = progress::bytes_bar(total, "normalising");
+    let stats = text8::normalize_file(&a.input, &a.output, &mut |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    println!(
+        "{}: {} bytes in, {} characters of text8 form out",
+        a.output.display(),
+        stats.bytes_in,
+        stats.chars_out
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn recipes(a: RecipesArgs) -> Result<ExitCode> {
+    match a.show {
+        Some(name) => {
+            let (_, src) = trainer::recipe::recipe_source(&name)?;
+            print!("{src}");
+        }
+        None => {
+            for (name, desc) in trainer::recipe::list_builtin() {
+                println!("{name:<18} {desc}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,104 @@
+//! What every command does first: threads and device, the corpus (found or
+//! downloaded, with a bar), the Ctrl-C handler, the allocator setting.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use text8::{DataSource, FetchEvent};
+
+use crate::args::{DataArgs, DeviceArgs};
+use crate::{device, progress};
+
+/// Applies `--threads` (before any backend thread pool starts) and picks the device.
+pub fn setup_device(d: &DeviceArgs) -> Result<(burn::tensor::Device, &'static str)> {
+    let n = match d.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+    };
+    // SAFETY: called once, before any other thread of this process exists.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    trainer::set_threads(n);
+    device::select(d.device)
+}
+
+/// Finds or downloads the corpus, showing a download bar.
+pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> {
+    let spec = data.data.as_deref().or(fallback);
+    let source = DataSource::parse(spec, &data.datasets);
+    let mut bar = None;
+    let path = text8::resolve(&source, &mut |e| match e {
+        FetchEvent::Started { url, total } => {
+            eprintln!("downloading {url}");
+            bar = Some(progress::bytes_bar(total, "text8.zip"));
+        }
+        FetchEvent::Progress(n) => {
+            if let Some(b) = &bar {
+                b.set_position(n);
+            }
+        }
+        FetchEvent::Done(p) => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            eprintln!("saved {}", p.display());
+        }
+        FetchEvent::Found(_) => {}
+    })
+    .with_context(|| match &source {
+        DataSource::Default { .. } => {
+            "getting the Text8 corpus (give a local copy with --data FILE)".to_string()
+        }
+        DataSource::Url { url, .. } => format!("downloading {url}"),
+        DataSource::Path(p) => format!("--data {}", p.display()),
+    })?;
+    Ok(path)
+}
+
+/// Installs the Ctrl-C handler: the first press asks training to stop after
+/// the current step (with a checkpoint), the second exits at once.
+pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            // a checkpoint being written is finished first: the run's files stay of one step
+            trainer::session::wait_for_checkpoint(Duration::from_secs(60));
+            eprintln!("\ninterrupted again: exiting now");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)"
+        );
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+/// Reads a corpus file.
+pub fn read_corpus(path: &Path) -> Result<text8::Corpus> {
+    Ok(text8::read_corpus(path)?)
+}
+
+/// For recipes whose step buffers are large
+/// ([`trainer::Recipe::has_large_step_buffers`]), keeps glibc's allocator
+/// from handing them back to the kernel after every use and faulting them in
+/// again at the next: allocations up to 32 MiB come from the heap, and freed
+/// heap memory is kept for reuse. `large` on two threads trains about 3%
+/// faster for ~40 MiB more at the peak; the small models run slower with
+/// it (~5% on one thread), so they keep the defaults (docs/PERFORMANCE.md).
+pub fn tune_allocator(loaded: &trainer::LoadedRecipe) {
+    if loaded.recipe.has_large_step_buffers() {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only sets allocator parameters (under the allocator's lock).
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! `charlstm train` and `charlstm mirror train`: one driver for both tasks.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use trainer::mirror::Scores;
+use trainer::{Event, Recipe, RunTarget, TrainOptions, TrainReport};
+
+use crate::args::TrainArgs;
+use crate::progress::{LogMode, Progress};
+use crate::setup::{install_ctrl_c, read_corpus, resolve_data, setup_device, tune_allocator};
+
+/// The task a train command is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainCommand {
+    /// `charlstm train`: language models.
+    Lm,
+    /// `charlstm mirror train`: the word mirror.
+    Mirror,
+}
+
+impl TrainCommand {
+    fn default_recipe(self) -> &'static str {
+        match self {
+            TrainCommand::Lm => "notebook-char",
+            TrainCommand::Mirror => "mirror",
+        }
+    }
+
+    /// The command line that trains `recipe`, when it is not this one.
+    fn refuses(self, recipe: &Recipe) -> Option<&'static str> {
+        match (self, recipe) {
+            (TrainCommand::Lm, Recipe::Mirror(_)) => Some("charlstm mirror train"),
+            (TrainCommand::Mirror, Recipe::Lm(_)) => Some("charlstm train"),
+            _ => None,
+        }
+    }
+
+    fn resume_command(self) -> &'static str {
+        match self {
+            TrainCommand::Lm => "charlstm train",
+            TrainCommand::Mirror => "charlstm mirror train",
+        }
+    }
+}
+
+/// Trains a new run or resumes one: device, recipe and overrides, the run
+/// target, the corpus (the run's own when resuming without --data), Ctrl-C,
+/// progress, the final line and the exit code (130 when stopped).
+pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
+    let (device, device_name) = setup_device(&a.device)?;
+    let overrides = a.overrides();
+    let (loaded, target, data_fallback) = match &a.resume {
+        Some(dir) => {
+            let (loaded, config) = trainer::run_recipe(dir, &overrides)?;
+            (
+                loaded,
+                RunTarget::Resume(dir.clone()),
+                Some(config.data_source),
+            )
+        }
+        None => (
+            trainer::load_recipe(
+                a.recipe.as_deref().unwrap_or(command.default_recipe()),
+                &overrides,
+            )?,
+            RunTarget::New {
+                path: a.run.clone(),
+                runs_root: a.runs.clone(),
+            },
+            None,
+        ),
+    };
+    if let Some(other) = command.refuses(&loaded.recipe) {
+        let what = match loaded.recipe {
+            Recipe::Lm(_) => "trains a language model",
+            Recipe::Mirror(_) => "trains the word mirror",
+        };
+        bail!("recipe {} {what}: use `{other} --recipe {0}`", loaded.name);
+    }
+    tune_allocator(&loaded);
+    let path = resolve_data(&a.data, data_fallback.as_deref())?;
+    let corpus = read_corpus(&path)?;
+
+    let stop = install_ctrl_c()?;
+    let mut trace = match &a.loss_trace {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("--loss-trace {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let mut shown = Progress::new(a.log, a.quiet);
+    let json = shown.mode() == LogMode::Json;
+    let result = trainer::train(
+        &loaded,
+        &corpus,
+        &target,
+        TrainOptions {
+            device,
+            device_name: device_name.to_string(),
+            stop: Some(&stop),
+            init: None,
+            loss_trace: trace.is_some(),
+            samples: !a.no_samples,
+        },
+        &mut |e| {
+            if let (Some(t), Event::Step { loss: Some(l), .. }) = (trace.as_mut(), e) {
+                let _ = writeln!(t, "{l}");
+            }
+            shown.event(e);
+        },
+    );
+    shown.finish();
+    let report = result?;
+    if json {
+        println!("{}", serde_json::json!({"event": "done", "report": report}));
+    } else {
+        for line in final_lines(&report) {
+            println!("{line}");
+        }
+        if report.interrupted() {
+            println!(
+                "continue with: {} --resume {}",
+                command.resume_command(),
+                report.run_dir().display()
+            );
+        }
+    }
+    Ok(if report.interrupted() {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// What a person reads at the end of a run.
+fn final_lines(report: &TrainReport) -> Vec<String> {
+    match report {
+        TrainReport::Lm(r) => {
+            let verb = if r.interrupted { "stopped" } else { "done" };
+            let valid = r
+                .last
+                .as_ref()
+                .map(|s| format!("validation perplexity {:.2} (step {})", s.valid_ppl, s.step))
+                .unwrap_or_else(|| "no summary yet".to_string());
+            vec![format!(
+                "{verb}: {} steps, {valid}, {:.1} s training ({:.0} chars/s); run: {}",
+                r.steps,
+                r.train_seconds,
+                r.chars_per_sec,
+                r.run_dir.display()
+            )]
+        }
+        TrainReport::Mirror(r) => {
+            let pct = |s: &Scores| {
+                format!(
+                    "characters {:.2}%, words {:.2}%, sentences {:.2}%",
+                    100.0 * s.char_acc,
+                    100.0 * s.word_acc,
+                    100.0 * s.sentence_acc
+                )
+            };
+            let run = &r.run;
+            match (&r.test_greedy, &r.test_beam) {
+                (Some(greedy), Some(beam)) => {
+                    let mut lines = vec![format!(
+                        "done: {} steps in {:.0} s; test ({} unseen sentences), greedy: {}",
+                        run.steps,
+                        run.train_seconds,
+                        greedy.sentences,
+                        pct(greedy)
+                    )];
+                    if r.beam > 1 {
+                        lines.push(format!("beam {}: {}", r.beam, pct(beam)));
+                    }
+                    lines.push(format!("run: {}", run.run_dir.display()));
+                    lines
+                }
+                _ => {
+                    let valid = run
+                        .last
+                        .as_ref()
+                        .map(|s| format!(", validation at step {}: {}", s.step, pct(&s.valid)))
+                        .unwrap_or_default();
+                    vec![format!(
+                        "stopped: {} steps{valid}; run: {}",
+                        run.steps,
+                        run.run_dir.display()
+                    )]
+                }
+            }
+        }
+    }
+}

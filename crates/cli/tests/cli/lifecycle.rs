@@ -1,0 +1,236 @@
+//! The run lifecycle, the same for both tasks: what resume checks, the lock,
+//! a run stopped before its first checkpoint, leftovers of killed saves,
+//! weights that are not finite.
+
+use std::process::Command;
+
+use crate::common::*;
+
+/// A tiny mirror run's arguments.
+fn mirror_args<'a>(data: &'a str, run: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "mirror",
+        "train",
+        "--data",
+        data,
+        "--run",
+        run,
+        "--log",
+        "plain",
+        "--steps",
+        steps,
+        "--summary",
+        "5",
+        "--set",
+        "model.d_hidden=8",
+        "--set",
+        "model.d_embedding=4",
+        "--set",
+        "data.batch_size=4",
+        "--set",
+        "data.valid_windows=4",
+        "--set",
+        "data.test_windows=4",
+        "--set",
+        "data.max_chars=20",
+        "--set",
+        "data.max_words=3",
+    ]
+}
+
+/// Resume refuses a different text of the same length, for both tasks.
+#[test]
+fn resume_refuses_another_text_of_the_same_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let text = std::fs::read_to_string(&data).unwrap();
+    let other = dir.path().join("other.txt");
+    // same length, one word changed
+    std::fs::write(&other, text.replacen("quick", "quack", 1)).unwrap();
+    let (d, o) = (data.to_str().unwrap(), other.to_str().unwrap());
+    let lm = dir.path().join("lm");
+    let l = lm.to_str().unwrap();
+    ok(&charlstm(&train_args(d, l, &["--steps", "3"])));
+    let err = fails(&charlstm(&[
+        "train", "--resume", l, "--data", o, "--steps", "6",
+    ]));
+    assert!(
+        err.contains("cannot resume") && err.contains("is another text"),
+        "{err}"
+    );
+    let mirror = dir.path().join("mirror");
+    let m = mirror.to_str().unwrap();
+    ok(&charlstm(&mirror_args(d, m, "3")));
+    let err = fails(&charlstm(&[
+        "mirror", "train", "--resume", m, "--data", o, "--steps", "6",
+    ]));
+    assert!(
+        err.contains("cannot resume") && err.contains("is another text"),
+        "{err}"
+    );
+    // the run's own text resumes, for both
+    ok(&charlstm(&[
+        "train", "--resume", l, "--steps", "6", "--log", "plain",
+    ]));
+    ok(&charlstm(&[
+        "mirror", "train", "--resume", m, "--steps", "6", "--log", "plain",
+    ]));
+}
+
+/// A recipe value edited in config.json (or set on the command line) is
+/// refused, except the schedule's length; resuming past the end says so.
+#[test]
+fn resume_refuses_an_edited_recipe_and_says_when_nothing_is_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "4"])));
+    let config = run.join("config.json");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let edited = original.replace("\"valid_size\": 1000", "\"valid_size\": 500");
+    assert_ne!(edited, original);
+    std::fs::write(&config, &edited).unwrap();
+    let err = fails(&charlstm(&["train", "--resume", r, "--steps", "8"]));
+    assert!(err.contains("data.valid_size differs"), "{err}");
+    std::fs::write(&config, &original).unwrap();
+    let err = fails(&charlstm(&[
+        "train",
+        "--resume",
+        r,
+        "--steps",
+        "8",
+        "--set",
+        "train.learning_rate=1",
+    ]));
+    assert!(err.contains("train.learning_rate differs"), "{err}");
+    let err = fails(&charlstm(&["train", "--resume", r, "--steps", "4"]));
+    assert!(
+        err.contains("nothing to do") && err.contains("--steps"),
+        "{err}"
+    );
+    let out = ok(&charlstm(&[
+        "train",
+        "--resume",
+        r,
+        "--steps",
+        "8",
+        "--summary",
+        "2",
+        "--log",
+        "plain",
+    ]));
+    assert!(out.contains("done: 8 steps"), "{out}");
+}
+
+/// A run whose process died before its first checkpoint resumes from step
+/// 0; leftovers of a killed save are removed; the report after resuming is
+/// of the step reached.
+#[test]
+fn a_run_without_a_checkpoint_starts_again_and_leftovers_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "3"])));
+    for f in ["checkpoint.safetensors", "model.safetensors", "metrics.csv"] {
+        std::fs::remove_file(run.join(f)).unwrap();
+    }
+    let leftover = run.join(".checkpoint.safetensors.tmp-999999");
+    std::fs::write(&leftover, b"half a checkpoint").unwrap();
+    let out = ok(&charlstm(&[
+        "train", "--resume", r, "--steps", "5", "--log", "plain",
+    ]));
+    assert!(
+        out.contains("from step 0 of 5") && out.contains("done: 5 steps"),
+        "{out}"
+    );
+    assert!(!leftover.exists());
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(
+        log.contains("no checkpoint yet: starting again from step 0"),
+        "{log}"
+    );
+    // the same as a run that never stopped
+    let straight = dir.path().join("straight");
+    ok(&charlstm(&train_args(
+        d,
+        straight.to_str().unwrap(),
+        &["--steps", "5"],
+    )));
+    assert_eq!(
+        tensors(&run.join("model.safetensors")),
+        tensors(&straight.join("model.safetensors"))
+    );
+}
+
+/// Two processes never train one run: the second is refused while the first holds the lock.
+#[cfg(unix)]
+#[test]
+fn a_run_in_use_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "2"])));
+    let mut first = Command::new(BIN)
+        .args([
+            "train",
+            "--resume",
+            r,
+            "--steps",
+            "1000000",
+            "--summary",
+            "1000000",
+        ])
+        .args(["--log", "plain", "--no-samples"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = run.join("train.log");
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("resumed at step")
+    {
+        assert!(
+            t0.elapsed().as_secs() < 60,
+            "the first process did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let err = fails(&charlstm(&["train", "--resume", r, "--steps", "2000000"]));
+    assert!(err.contains("in use by another charlstm process"), "{err}");
+    let status = Command::new("kill")
+        .args(["-INT", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(first.wait().unwrap().code(), Some(130));
+    // once it is gone, the run is free again
+    ok(&charlstm(&[
+        "eval", "--run", r, "--data", d, "--limit", "500",
+    ]));
+}
+
+/// Weights that are not finite are refused by sample and eval.
+#[test]
+fn weights_that_are_not_finite_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "2"])));
+    let path = run.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut broken = bytes.clone();
+    // the first value after the header becomes NaN
+    broken[8 + n..8 + n + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&path, &broken).unwrap();
+    let err = fails(&charlstm(&["sample", "--run", r, "--length", "5"]));
+    assert!(err.contains("not finite"), "{err}");
+    let err = fails(&charlstm(&["eval", "--run", r, "--data", d]));
+    assert!(err.contains("not finite"), "{err}");
+}

@@ -1,0 +1,982 @@
+//! The run lifecycle every task shares: create or resume a run directory
+//! (locked while in use), run the steps, summarise, checkpoint, write the
+//! metrics and the plots, stop cleanly on request, and load a trained run
+//! back. A task ([`Task`]: the language model, the mirror) supplies only its
+//! step, its summary and its extra state; every check, every file of the run
+//! directory and the behaviour on Ctrl-C are this module's, the same for all.
+//!
+//! What a checkpoint holds, besides the task's tensors: the step, the random
+//! generator, the running loss window (so a resumed run averages exactly as
+//! one that never stopped), the training seconds, the model config, the
+//! tokenizer, the recipe it was trained with and the corpus fingerprint.
+//! A checkpoint is written only when every weight is finite: "the last good
+//! checkpoint" always loads and means something.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use burn::tensor::{Device, Tensor};
+use serde::Serialize;
+use tokenizer::Tokenizer;
+use tokenizer::rng::Rng;
+
+use crate::error::{Result, TrainError};
+use crate::metrics::{self, MetricsRow};
+use crate::optim::{GradNorm, Optimizer};
+use crate::recipe::{LoadedRecipe, Schedule};
+use crate::run::{RunConfig, RunDir, RunLock};
+use crate::safetensors::SafeTensors;
+
+/// Where a training run writes.
+#[derive(Debug, Clone)]
+pub enum RunTarget {
+    /// A new run directory: `path`, or the next free `<runs_root>/<recipe>-<n>`.
+    New {
+        /// Explicit directory.
+        path: Option<PathBuf>,
+        /// Parent of automatically named runs.
+        runs_root: PathBuf,
+    },
+    /// Continue the run in this directory from its checkpoint.
+    Resume(PathBuf),
+}
+
+/// Options of a training run that are not part of the recipe.
+pub struct TrainOptions<'a> {
+    /// Device to train on (autodiff is added by the trainer).
+    pub device: Device,
+    /// Its name, recorded in the run.
+    pub device_name: String,
+    /// Set from another thread (Ctrl-C) to stop after the current step with a checkpoint.
+    pub stop: Option<&'a AtomicBool>,
+    /// Start from these weights (named as in `model.safetensors`) instead of
+    /// the recipe's init (language models only).
+    pub init: Option<SafeTensors>,
+    /// Read every step's loss back (one device-to-host read per step) and report it.
+    pub loss_trace: bool,
+    /// Generate the periodic samples (language models only).
+    pub samples: bool,
+}
+
+/// Something the trainer reports while it runs.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Training starts (or resumes).
+    Started {
+        /// The run directory.
+        run_dir: &'a Path,
+        /// First step to run.
+        start_step: u64,
+        /// Total steps of the run.
+        total_steps: u64,
+        /// Number of scalar parameters.
+        params: usize,
+        /// Training characters.
+        train_chars: usize,
+        /// Whether this continues an earlier session.
+        resumed: bool,
+    },
+    /// A step finished.
+    Step {
+        /// The step.
+        step: u64,
+        /// Total steps.
+        total_steps: u64,
+        /// Its loss, when it was read back (`loss_trace`, or a task that always reads it).
+        loss: Option<f64>,
+        /// Training characters per second since the last summary.
+        chars_per_sec: f64,
+    },
+    /// A summary: validation, the log lines, the samples when some were drawn.
+    Summary {
+        /// The step it was taken at.
+        step: u64,
+        /// Mean training loss since the previous summary.
+        loss: f64,
+        /// The log lines (as written to `train.log`, samples included).
+        lines: &'a [String],
+        /// The summary's row as JSON (as in `metrics.csv`, with every field).
+        row: serde_json::Value,
+        /// Samples drawn at this step.
+        samples: Option<&'a [String]>,
+    },
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Next step to run from it.
+        step: u64,
+        /// The file.
+        path: &'a Path,
+    },
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct FinalReport<R> {
+    /// The run directory.
+    pub run_dir: PathBuf,
+    /// Steps done (all sessions).
+    pub steps: u64,
+    /// Whether it stopped early on request.
+    pub interrupted: bool,
+    /// The last summary, taken at the last step done (also when stopped early).
+    pub last: Option<R>,
+    /// Training-loop seconds of this session (validation, samples and checkpoints excluded).
+    pub train_seconds: f64,
+    /// Training characters per second of this session.
+    pub chars_per_sec: f64,
+    /// Seconds spent in summaries (validation) in this session.
+    pub valid_seconds: f64,
+    /// Seconds spent sampling in this session.
+    pub sample_seconds: f64,
+}
+
+/// What one training step gives back.
+pub struct StepOutput {
+    /// Mean loss of the step, `[1]`, on the device (without autodiff).
+    pub loss: Tensor<1>,
+    /// Characters (or target symbols) trained on.
+    pub chars: usize,
+    /// Global gradient norm before clipping.
+    pub grad_norm: GradNorm,
+}
+
+/// What the lifecycle knows at a summary; the task adds its validation.
+#[derive(Debug, Clone)]
+pub struct SummaryInput {
+    /// The step just done.
+    pub step: u64,
+    /// Mean training loss since the previous periodic summary.
+    pub mean_loss: f64,
+    /// Loss of the step just done.
+    pub last_loss: f64,
+    /// Its learning rate.
+    pub lr: f64,
+    /// Its gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Training characters per second since the previous summary.
+    pub chars_per_sec: f64,
+    /// Training seconds so far, all sessions.
+    pub wall_seconds: f64,
+    /// Whether to draw samples now.
+    pub samples: bool,
+}
+
+/// A task's summary.
+pub struct SummaryOutput<R> {
+    /// The metrics row.
+    pub row: R,
+    /// Samples drawn, when asked.
+    pub samples: Option<Vec<String>>,
+    /// Seconds the samples took (the rest of the summary counts as validation).
+    pub sample_seconds: f64,
+}
+
+/// A trainable task: what differs between the language model and the mirror.
+pub trait Task {
+    /// Its rows of `metrics.csv`.
+    type Row: MetricsRow;
+    /// The weights file's `format` metadata; the checkpoint's is `<FORMAT>-checkpoint`.
+    const FORMAT: &'static str;
+    /// Whether every step's loss is read back to the host (it costs a device
+    /// synchronisation per step; the language model reads it only at summaries).
+    const LOSS_EVERY_STEP: bool;
+
+    /// The tokenizer, as saved in the run.
+    fn tokenizer(&self) -> Tokenizer;
+    /// The model configuration, as saved in the run.
+    fn model_config(&self) -> serde_json::Value;
+    /// Scalar parameters of the model.
+    fn params(&self) -> usize;
+    /// Characters of training text.
+    fn train_chars(&self) -> usize;
+    /// One training step: forward, backward, `optim` update at `lr`.
+    fn step(
+        &mut self,
+        step: u64,
+        lr: f64,
+        optim: &mut Optimizer,
+        rng: &mut Rng,
+    ) -> Result<StepOutput>;
+    /// Validation (and samples when asked) at a summary.
+    fn summary(&mut self, input: &SummaryInput, rng: &mut Rng) -> Result<SummaryOutput<Self::Row>>;
+    /// Adds the model's weights to `out`, named `<prefix><parameter>`.
+    fn save_model(&self, prefix: &str, out: &mut SafeTensors);
+    /// Replaces the model's weights by those of `from` (read from `path`).
+    fn load_model(&mut self, from: &SafeTensors, prefix: &str, path: &Path) -> Result<()>;
+    /// Adds the task's own state (carried LSTM state, data position) to a checkpoint.
+    fn save_state(&self, ck: &mut SafeTensors);
+    /// Restores what [`Task::save_state`] wrote; `step` is the checkpoint's step.
+    fn load_state(&mut self, ck: &SafeTensors, step: u64, path: &Path) -> Result<()>;
+    /// Metadata written into both weight files (e.g. the longest input).
+    fn weights_metadata(&self) -> Vec<(&'static str, String)> {
+        vec![]
+    }
+}
+
+/// Set while a checkpoint's files are being replaced: see [`wait_for_checkpoint`].
+static WRITING_CHECKPOINT: AtomicBool = AtomicBool::new(false);
+
+/// Waits (at most `limit`) until no checkpoint is being written, so that a
+/// process that exits at once (a second Ctrl-C) never leaves
+/// `model.safetensors` and `checkpoint.safetensors` from different steps.
+pub fn wait_for_checkpoint(limit: Duration) {
+    let t = Instant::now();
+    while WRITING_CHECKPOINT.load(Ordering::SeqCst) && t.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+struct WritingGuard;
+
+impl WritingGuard {
+    fn new() -> Self {
+        WRITING_CHECKPOINT.store(true, Ordering::SeqCst);
+        WritingGuard
+    }
+}
+
+impl Drop for WritingGuard {
+    fn drop(&mut self) {
+        WRITING_CHECKPOINT.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The training loss of the current summary window: finished parts on the
+/// host, the rest accumulated on the device (read only at summaries).
+#[derive(Default)]
+struct LossWindow {
+    host: f64,
+    device: Option<Tensor<1>>,
+    count: u64,
+}
+
+impl LossWindow {
+    fn add(&mut self, loss: &Tensor<1>, host: Option<f64>) {
+        match host {
+            Some(v) => self.host += v,
+            None => {
+                self.device = Some(match self.device.take() {
+                    Some(acc) => acc + loss.clone(),
+                    None => loss.clone(),
+                })
+            }
+        }
+        self.count += 1;
+    }
+
+    /// Moves the device part to the host; returns the window's sum.
+    fn sum(&mut self) -> f64 {
+        if let Some(t) = self.device.take() {
+            self.host += scalar(t);
+        }
+        self.host
+    }
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    t.into_data().try_into_vec_as::<f64>().expect("f64")[0]
+}
+
+/// The part of the lifecycle's state that a checkpoint carries.
+struct Progress {
+    /// Next step to run.
+    step: u64,
+    rng: Rng,
+    window: LossWindow,
+    /// Training seconds so far, all sessions.
+    wall: f64,
+}
+
+/// A run directory opened for training, locked while this value lives.
+struct OpenRun<R> {
+    run: RunDir,
+    _lock: RunLock,
+    config: RunConfig,
+    /// The checkpoint to continue from, with the recipe it was trained with
+    /// (none for a new run, or a run stopped before its first checkpoint,
+    /// which starts again from step 0).
+    checkpoint: Option<(SafeTensors, toml::Table)>,
+    rows: Vec<R>,
+    resumed: bool,
+}
+
+/// Trains `task` as `loaded` says, into the run `target`; returns the report
+/// and the trained task.
+pub fn train<T: Task>(
+    loaded: &LoadedRecipe,
+    corpus: &text8::Corpus,
+    target: &RunTarget,
+    opts: &TrainOptions<'_>,
+    mut task: T,
+    observer: &mut dyn FnMut(&Event<'_>),
+) -> Result<(FinalReport<T::Row>, T)> {
+    let schedule = loaded.recipe.schedule();
+    let fingerprint = corpus.fingerprint();
+    let open = match target {
+        RunTarget::New { path, runs_root } => {
+            let run = RunDir::create(path.as_deref(), runs_root, &loaded.name)?;
+            let lock = run.lock()?;
+            let config = RunConfig {
+                charlstm_version: env!("CARGO_PKG_VERSION").into(),
+                recipe_name: loaded.name.clone(),
+                recipe: serde_json::to_value(&loaded.tree).expect("toml as json"),
+                tokenizer: task.tokenizer(),
+                model: task.model_config(),
+                data_source: corpus.source.display().to_string(),
+                data_chars: corpus.len(),
+                data_fingerprint: Some(fingerprint.clone()),
+                device: opts.device_name.clone(),
+            };
+            run.write_config(&config)?;
+            OpenRun {
+                run,
+                _lock: lock,
+                config,
+                checkpoint: None,
+                rows: vec![],
+                resumed: false,
+            }
+        }
+        RunTarget::Resume(dir) => open_resume::<T>(dir, loaded, &task, corpus, &fingerprint)?,
+    };
+    let OpenRun {
+        run,
+        config,
+        checkpoint,
+        mut rows,
+        resumed,
+        ..
+    } = open;
+    let device = opts.device.clone().autodiff();
+    let mut optim = Optimizer::new(schedule.optimizer, schedule.clip_norm, &device);
+    let mut progress = Progress {
+        step: 0,
+        rng: Rng::derive(schedule.seed, 1),
+        window: LossWindow::default(),
+        wall: 0.0,
+    };
+    if let Some((ck, trained)) = &checkpoint {
+        let path = run.checkpoint_path();
+        // the weights first: a checkpoint of another shape says which tensors differ
+        task.load_model(ck, "model.", &path)?;
+        if let Some(key) = changed_key(trained, &loaded.tree) {
+            return Err(TrainError::Run(format!(
+                "cannot resume {}: {key} differs from the recipe it was trained with \
+                 (config.json edited, or --set); only {} may change when resuming",
+                run.path().display(),
+                RESUMABLE_KEYS.join(", ")
+            )));
+        }
+        optim
+            .load(ck, &device)
+            .map_err(|e| TrainError::checkpoint(&path, e))?;
+        progress = restore_progress(ck, &path)?;
+        task.load_state(ck, progress.step, &path)?;
+        // end-of-session rows (off the summary grid) are not part of the continued run
+        rows.retain(|r| r.step() < progress.step && r.step().is_multiple_of(schedule.summary));
+    } else {
+        rows.clear();
+    }
+    let total = schedule.steps;
+    if resumed && progress.step >= total {
+        return Err(TrainError::Run(format!(
+            "{} has trained {} steps already, and train.steps is {total}: nothing to do; \
+             give --steps N with N above {} to train further",
+            run.path().display(),
+            progress.step,
+            progress.step
+        )));
+    }
+    if resumed {
+        // every check passed: config.json now says what the run is (the schedule asked for)
+        run.write_config(&config)?;
+    }
+    observer(&Event::Started {
+        run_dir: run.path(),
+        start_step: progress.step,
+        total_steps: total,
+        params: task.params(),
+        train_chars: task.train_chars(),
+        resumed,
+    });
+    let first_line = match (resumed, checkpoint.is_some()) {
+        (false, _) => format!(
+            "charlstm {} recipe {} on {} ({} characters), device {}",
+            env!("CARGO_PKG_VERSION"),
+            loaded.name,
+            config.data_source,
+            config.data_chars,
+            opts.device_name
+        ),
+        (true, true) => format!("resumed at step {}", progress.step),
+        (true, false) => "no checkpoint yet: starting again from step 0".to_string(),
+    };
+    run.append(&run.log_path(), &(first_line + "\n"))?;
+
+    let recipe_json = serde_json::to_string(&loaded.tree).expect("toml as json");
+    let saver = Saver {
+        run: &run,
+        config: &config,
+        recipe_json: &recipe_json,
+        fingerprint: &fingerprint,
+        title: &loaded.name,
+    };
+    let mut clock = SessionClock::default();
+    let mut last_good = checkpoint.as_ref().map(|_| progress.step);
+    let mut last_step: Option<(StepOutput, f64)> = None;
+    let mut summarised_at = None;
+    let mut interrupted = false;
+    while progress.step < total {
+        if opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            interrupted = true;
+            break;
+        }
+        let step = progress.step;
+        let t0 = Instant::now();
+        let lr = schedule.learning_rate_at(step);
+        let out = task.step(step, lr, &mut optim, &mut progress.rng)?;
+        let host_loss = (T::LOSS_EVERY_STEP || opts.loss_trace).then(|| scalar(out.loss.clone()));
+        progress.window.add(&out.loss, host_loss);
+        progress.step += 1;
+        let dt = t0.elapsed().as_secs_f64();
+        progress.wall += dt;
+        clock.trained(dt, out.chars);
+        observer(&Event::Step {
+            step,
+            total_steps: total,
+            loss: host_loss,
+            chars_per_sec: clock.window_rate(),
+        });
+        if let Some(l) = host_loss
+            && !l.is_finite()
+        {
+            return Err(TrainError::Diverged {
+                step,
+                value: l,
+                last_good,
+            });
+        }
+        last_step = Some((out, lr));
+        // a summary every `summary` steps, and one at the last step of the session
+        let periodic = step.is_multiple_of(schedule.summary);
+        if periodic || progress.step == total {
+            let (out, lr) = last_step.take().expect("just set");
+            summarise(
+                &mut task,
+                &saver,
+                &optim,
+                &mut progress,
+                &mut rows,
+                &mut clock,
+                SummaryAt {
+                    out,
+                    lr,
+                    periodic,
+                    samples: periodic
+                        && opts.samples
+                        && step.is_multiple_of(schedule.samples_every),
+                },
+                &mut last_good,
+                observer,
+            )?;
+            summarised_at = Some(progress.step);
+        }
+    }
+    if interrupted {
+        // a summary at the step reached, so that the report is of these
+        // weights (unless one was just taken), and the checkpoint
+        if summarised_at != Some(progress.step)
+            && let Some((out, lr)) = last_step.take()
+        {
+            summarise(
+                &mut task,
+                &saver,
+                &optim,
+                &mut progress,
+                &mut rows,
+                &mut clock,
+                SummaryAt {
+                    out,
+                    lr,
+                    periodic: false,
+                    samples: false,
+                },
+                &mut last_good,
+                observer,
+            )?;
+        }
+        run.append(
+            &run.log_path(),
+            &format!("stopped at step {}\n", progress.step),
+        )?;
+    }
+    let report = FinalReport {
+        run_dir: run.path().to_path_buf(),
+        steps: progress.step,
+        interrupted,
+        last: rows.last().cloned(),
+        train_seconds: clock.train_seconds,
+        chars_per_sec: clock.session_chars as f64 / clock.train_seconds.max(1e-9),
+        valid_seconds: clock.valid_seconds,
+        sample_seconds: clock.sample_seconds,
+    };
+    Ok((report, task))
+}
+
+/// Seconds and characters of this session.
+#[derive(Default)]
+struct SessionClock {
+    train_seconds: f64,
+    valid_seconds: f64,
+    sample_seconds: f64,
+    session_chars: usize,
+    window_seconds: f64,
+    window_chars: usize,
+}
+
+impl SessionClock {
+    fn trained(&mut self, seconds: f64, chars: usize) {
+        self.train_seconds += seconds;
+        self.window_seconds += seconds;
+        self.session_chars += chars;
+        self.window_chars += chars;
+    }
+
+    fn window_rate(&self) -> f64 {
+        self.window_chars as f64 / self.window_seconds.max(1e-9)
+    }
+}
+
+/// The step a summary is taken at.
+struct SummaryAt {
+    out: StepOutput,
+    lr: f64,
+    /// On the summary grid (the window restarts), or at the end of a session
+    /// (the window runs on, so a resumed run averages as an unbroken one).
+    periodic: bool,
+    samples: bool,
+}
+
+/// What a save needs besides the task and the progress.
+struct Saver<'a> {
+    run: &'a RunDir,
+    config: &'a RunConfig,
+    recipe_json: &'a str,
+    fingerprint: &'a str,
+    title: &'a str,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarise<T: Task>(
+    task: &mut T,
+    saver: &Saver<'_>,
+    optim: &Optimizer,
+    progress: &mut Progress,
+    rows: &mut Vec<T::Row>,
+    clock: &mut SessionClock,
+    at: SummaryAt,
+    last_good: &mut Option<u64>,
+    observer: &mut dyn FnMut(&Event<'_>),
+) -> Result<()> {
+    let step = progress.step - 1;
+    let window = progress.window.sum();
+    let mean_loss = window / progress.window.count.max(1) as f64;
+    let last_loss = scalar(at.out.loss);
+    if !mean_loss.is_finite() || !last_loss.is_finite() {
+        return Err(TrainError::Diverged {
+            step,
+            value: if last_loss.is_finite() {
+                mean_loss
+            } else {
+                last_loss
+            },
+            last_good: *last_good,
+        });
+    }
+    if at.periodic {
+        progress.window = LossWindow::default();
+    }
+    let t = Instant::now();
+    let input = SummaryInput {
+        step,
+        mean_loss,
+        last_loss,
+        lr: at.lr,
+        grad_norm: at.out.grad_norm.value(),
+        chars_per_sec: clock.window_rate(),
+        wall_seconds: progress.wall,
+        samples: at.samples,
+    };
+    let out = task.summary(&input, &mut progress.rng)?;
+    clock.sample_seconds += out.sample_seconds;
+    clock.valid_seconds += t.elapsed().as_secs_f64() - out.sample_seconds;
+    clock.window_seconds = 0.0;
+    clock.window_chars = 0;
+    let run = saver.run;
+    if let Some(texts) = &out.samples {
+        run.append(
+            &run.samples_path(),
+            &format!("step {step}\n{}\n\n", texts.join("\n")),
+        )?;
+    }
+    let lines = out.row.log_lines(out.samples.as_deref());
+    observer(&Event::Summary {
+        step,
+        loss: out.row.loss(),
+        lines: &lines,
+        row: serde_json::to_value(&out.row).expect("row json"),
+        samples: out.samples.as_deref(),
+    });
+    run.append(&run.log_path(), &(lines.join("\n") + "\n"))?;
+    rows.push(out.row);
+    save(task, saver, optim, progress, rows, *last_good)?;
+    *last_good = Some(progress.step);
+    metrics::write_plots(run.path(), saver.title, rows)?;
+    observer(&Event::Checkpoint {
+        step: progress.step,
+        path: &run.checkpoint_path(),
+    });
+    Ok(())
+}
+
+/// Writes `checkpoint.safetensors` (everything to resume), then
+/// `model.safetensors` (the weights alone) and `metrics.csv`; refuses, as a
+/// diverged run, weights that are not all finite.
+fn save<T: Task>(
+    task: &T,
+    saver: &Saver<'_>,
+    optim: &Optimizer,
+    progress: &mut Progress,
+    rows: &[T::Row],
+    last_good: Option<u64>,
+) -> Result<()> {
+    let config = saver.config;
+    let tokenizer = serde_json::to_string(&config.tokenizer).expect("json");
+    let mut weights = SafeTensors::default();
+    task.save_model("", &mut weights);
+    if let Some(name) = weights.first_non_finite() {
+        return Err(TrainError::NonFiniteWeights {
+            step: progress.step - 1,
+            tensor: name.to_string(),
+            last_good,
+        });
+    }
+    let mut ck = SafeTensors::default();
+    task.save_model("model.", &mut ck);
+    optim.save(&mut ck);
+    task.save_state(&mut ck);
+    let step = progress.step.to_string();
+    for st in [&mut weights, &mut ck] {
+        st.metadata
+            .insert("model_config".into(), config.model.to_string());
+        st.metadata.insert("tokenizer".into(), tokenizer.clone());
+        st.metadata.insert("step".into(), step.clone());
+        for (k, v) in task.weights_metadata() {
+            st.metadata.insert(k.into(), v);
+        }
+    }
+    weights.metadata.insert("format".into(), T::FORMAT.into());
+    let loss_sum = progress.window.sum();
+    let meta = [
+        ("format", format!("{}-checkpoint", T::FORMAT)),
+        ("rng", serde_json::to_string(&progress.rng).expect("json")),
+        ("loss_sum", format!("{loss_sum:e}")),
+        ("loss_count", progress.window.count.to_string()),
+        ("wall_seconds", format!("{:e}", progress.wall)),
+        ("recipe", saver.recipe_json.to_string()),
+        ("data_fingerprint", saver.fingerprint.to_string()),
+    ];
+    for (k, v) in meta {
+        ck.metadata.insert(k.into(), v);
+    }
+    let run = saver.run;
+    let _writing = WritingGuard::new();
+    // checkpoint first: it is the source of truth for --resume
+    ck.write(&run.checkpoint_path())?;
+    weights.write(&run.model_path())?;
+    metrics::write_csv(&run.metrics_path(), rows)
+}
+
+fn restore_progress(ck: &SafeTensors, path: &Path) -> Result<Progress> {
+    let meta = |k: &str| -> Result<&String> {
+        ck.metadata
+            .get(k)
+            .ok_or_else(|| TrainError::checkpoint(path, format!("missing metadata {k}")))
+    };
+    let bad = |k: &str| TrainError::checkpoint(path, format!("bad metadata {k}"));
+    let number = |k: &str| -> Result<f64> {
+        let v: f64 = meta(k)?.parse().map_err(|_| bad(k))?;
+        if v.is_finite() { Ok(v) } else { Err(bad(k)) }
+    };
+    let window = LossWindow {
+        // checkpoints of mirror runs before 0.1 kept no window: it starts empty
+        host: if ck.metadata.contains_key("loss_sum") {
+            number("loss_sum")?
+        } else {
+            0.0
+        },
+        device: None,
+        count: match ck.metadata.get("loss_count") {
+            Some(v) => v.parse().map_err(|_| bad("loss_count"))?,
+            None => 0,
+        },
+    };
+    Ok(Progress {
+        step: meta("step")?.parse().map_err(|_| bad("step"))?,
+        rng: serde_json::from_str(meta("rng")?)
+            .map_err(|e| TrainError::checkpoint(path, format!("bad rng state: {e}")))?,
+        window,
+        wall: number("wall_seconds")?,
+    })
+}
+
+/// Opens a run to resume: locks it, then checks that the task, the model,
+/// the corpus and the recipe are the run's, and reads its checkpoint.
+fn open_resume<T: Task>(
+    dir: &Path,
+    loaded: &LoadedRecipe,
+    task: &T,
+    corpus: &text8::Corpus,
+    fingerprint: &str,
+) -> Result<OpenRun<T::Row>> {
+    let run = RunDir::open(dir)?;
+    let lock = run.lock()?;
+    let mut config = run.read_config()?;
+    let cannot = |why: String| TrainError::Run(format!("cannot resume {}: {why}", dir.display()));
+    if config.tokenizer != task.tokenizer() {
+        return Err(cannot(format!(
+            "it holds a model of the {:?} vocabulary, recipe {} trains one of {:?}",
+            config.tokenizer,
+            loaded.name,
+            task.tokenizer()
+        )));
+    }
+    if config.model != task.model_config() {
+        return Err(cannot(format!(
+            "the model differs from the run's (run: {}; asked: {})",
+            config.model,
+            task.model_config()
+        )));
+    }
+    let same_corpus = match &config.data_fingerprint {
+        Some(f) => f == fingerprint,
+        // runs made before fingerprints: the length is all there is
+        None => config.data_chars == corpus.len(),
+    };
+    if !same_corpus {
+        return Err(cannot(format!(
+            "it was trained on {} ({} characters, fingerprint {}), and {} ({} characters, \
+             fingerprint {fingerprint}) is another text: the batches would not be the same",
+            config.data_source,
+            config.data_chars,
+            config.data_fingerprint.as_deref().unwrap_or("not recorded"),
+            corpus.source.display(),
+            corpus.len()
+        )));
+    }
+    let path = run.checkpoint_path();
+    let checkpoint = if path.exists() {
+        let ck = SafeTensors::read(&path)?;
+        let format = format!("{}-checkpoint", T::FORMAT);
+        if ck.metadata.get("format") != Some(&format) {
+            return Err(TrainError::checkpoint(
+                &path,
+                format!("not a {format} file"),
+            ));
+        }
+        let tok = ck.metadata.get("tokenizer").cloned().unwrap_or_default();
+        let want_tok = serde_json::to_string(&config.tokenizer).expect("json");
+        if tok != want_tok {
+            return Err(TrainError::checkpoint(
+                &path,
+                format!("vocabulary {tok} does not match the run's {want_tok}"),
+            ));
+        }
+        // the recipe the weights were trained with (older checkpoints: config.json's)
+        let trained: toml::Table = match ck.metadata.get("recipe") {
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| TrainError::checkpoint(&path, format!("bad metadata recipe: {e}")))?,
+            None => serde_json::from_value(config.recipe.clone()).map_err(|e| {
+                TrainError::Run(format!("{}: bad recipe: {e}", run.config_path().display()))
+            })?,
+        };
+        Some((ck, trained))
+    } else {
+        None
+    };
+    let rows = if checkpoint.is_some() && run.metrics_path().exists() {
+        metrics::read_csv(&run.metrics_path())?
+    } else {
+        vec![]
+    };
+    // config.json will say what the run is now (written once every check passed)
+    config.recipe = serde_json::to_value(&loaded.tree).expect("toml as json");
+    config.data_fingerprint = Some(fingerprint.to_string());
+    Ok(OpenRun {
+        run,
+        _lock: lock,
+        config,
+        checkpoint,
+        rows,
+        resumed: true,
+    })
+}
+
+/// The recipe keys a resumed run may change: how long it trains and how often it reports.
+pub const RESUMABLE_KEYS: &[&str] = &["train.steps", "train.summary", "train.samples_every"];
+
+/// The first `section.key` whose value differs between two recipe trees,
+/// other than [`RESUMABLE_KEYS`] and the description.
+pub fn changed_key(a: &toml::Table, b: &toml::Table) -> Option<String> {
+    fn walk(prefix: &str, a: &toml::Table, b: &toml::Table) -> Option<String> {
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            let name = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if name == "description" || RESUMABLE_KEYS.contains(&name.as_str()) {
+                continue;
+            }
+            match (a.get(k), b.get(k)) {
+                (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                    if let Some(n) = walk(&name, x, y) {
+                        return Some(n);
+                    }
+                }
+                (x, y) if x != y => return Some(name),
+                _ => {}
+            }
+        }
+        None
+    }
+    walk("", a, b)
+}
+
+/// The weights of a trained run (`model.safetensors`), checked: the run's
+/// format, the tokenizer of its config, every value finite.
+pub fn load_weights_file(run_dir: &Path, format: &str) -> Result<(RunConfig, SafeTensors)> {
+    let run = RunDir::open(run_dir)?;
+    let config = run.read_config()?;
+    let path = run.model_path();
+    if !path.exists() {
+        return Err(TrainError::Run(format!(
+            "{}: no model.safetensors yet (the run stopped before its first checkpoint; \
+             continue it with --resume {0})",
+            run_dir.display()
+        )));
+    }
+    let weights = SafeTensors::read(&path)?;
+    if weights.metadata.get("format").map(String::as_str) != Some(format) {
+        return Err(TrainError::checkpoint(
+            &path,
+            format!("not a {format} weights file"),
+        ));
+    }
+    if let Some(tok) = weights.metadata.get("tokenizer") {
+        let want = serde_json::to_string(&config.tokenizer).expect("json");
+        if *tok != want {
+            return Err(TrainError::checkpoint(
+                &path,
+                format!(
+                    "vocabulary {tok} does not match {}'s {want}",
+                    run.config_path().display()
+                ),
+            ));
+        }
+    }
+    if let Some(name) = weights.first_non_finite() {
+        return Err(TrainError::checkpoint(
+            &path,
+            format!("{name} holds values that are not finite (a diverged run?)"),
+        ));
+    }
+    Ok((config, weights))
+}
+
+/// The recipe of an existing run (its `config.json`), with overrides applied
+/// (for resuming: more steps, another summary interval).
+pub fn run_recipe(run_dir: &Path, overrides: &[String]) -> Result<(LoadedRecipe, RunConfig)> {
+    let run = RunDir::open(run_dir)?;
+    let config = run.read_config()?;
+    let mut tree: toml::Table = serde_json::from_value(config.recipe.clone()).map_err(|e| {
+        TrainError::Run(format!("{}: bad recipe: {e}", run.config_path().display()))
+    })?;
+    for o in overrides {
+        crate::recipe::apply_override(&mut tree, o)?;
+    }
+    let recipe = crate::recipe::parse_tree(&config.recipe_name, &tree)?;
+    Ok((
+        LoadedRecipe {
+            name: config.recipe_name.clone(),
+            tree,
+            recipe,
+        },
+        config,
+    ))
+}
+
+impl Schedule {
+    /// The staircase: the rate times `decay_factor` for every `decay_every`
+    /// steps done (never decayed when `decay_every` is 0).
+    pub fn learning_rate_at(&self, step: u64) -> f64 {
+        match step.checked_div(self.decay_every) {
+            Some(k) => self.learning_rate * self.decay_factor.powi(k.min(i32::MAX as u64) as i32),
+            None => self.learning_rate,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(s: &str) -> toml::Table {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_the_schedule_length_may_change_on_resume() {
+        let a = tree(
+            "description = \"x\"\n[train]\nsteps = 5\nlearning_rate = 10.0\n[data]\nvalid_size = 1000\n",
+        );
+        let more = tree(
+            "description = \"y\"\n[train]\nsteps = 9\nsummary = 3\nlearning_rate = 10.0\n[data]\nvalid_size = 1000\n",
+        );
+        assert_eq!(changed_key(&a, &more), None);
+        let lr = tree("[train]\nsteps = 5\nlearning_rate = 1.0\n[data]\nvalid_size = 1000\n");
+        assert_eq!(changed_key(&a, &lr).as_deref(), Some("train.learning_rate"));
+        let valid = tree("[train]\nsteps = 5\nlearning_rate = 10.0\n[data]\nvalid_size = 10\n");
+        assert_eq!(changed_key(&a, &valid).as_deref(), Some("data.valid_size"));
+        let added =
+            tree("[train]\nsteps = 5\nlearning_rate = 10.0\nseed = 2\n[data]\nvalid_size = 1000\n");
+        assert_eq!(changed_key(&a, &added).as_deref(), Some("train.seed"));
+    }
+
+    #[test]
+    fn staircase_schedule() {
+        let s = Schedule {
+            steps: 7001,
+            summary: 100,
+            samples_every: 1000,
+            optimizer: crate::recipe::OptimizerKind::Sgd,
+            learning_rate: 10.0,
+            decay_every: 5000,
+            decay_factor: 0.1,
+            clip_norm: 1.25,
+            seed: 0,
+        };
+        assert_eq!(s.learning_rate_at(0), 10.0);
+        assert_eq!(s.learning_rate_at(4999), 10.0);
+        assert!((s.learning_rate_at(5000) - 1.0).abs() < 1e-12);
+        let never = Schedule {
+            decay_every: 0,
+            ..s
+        };
+        assert_eq!(never.learning_rate_at(1 << 40), 10.0);
+    }
+}
