@@ -209,8 +209,13 @@ impl CharLm {
     pub fn loss(&self, hidden: Tensor<2>, labels: Tensor<1, Int>, train: bool) -> Tensor<1> {
         let hidden = Dropout::new(self.keep_prob).forward(hidden, train);
         #[cfg(feature = "flex")]
-        if crate::fused::supported(&hidden.device()) {
-            return crate::fused::linear_cross_entropy(hidden, self.w.val(), self.b.val(), labels);
+        if crate::flex_ops::supported(&hidden.device()) {
+            return crate::flex_ops::linear_cross_entropy(
+                hidden,
+                self.w.val(),
+                self.b.val(),
+                labels,
+            );
         }
         cross_entropy(hidden.matmul(self.w.val()) + self.b.val(), labels)
     }

@@ -13,7 +13,7 @@ pub mod charlm;
 pub mod device;
 pub mod dropout;
 #[cfg(feature = "flex")]
-pub mod fused;
+pub mod flex_ops;
 pub mod host;
 pub mod init;
 pub mod kernel;

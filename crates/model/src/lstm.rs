@@ -280,9 +280,9 @@ impl Lstm {
             "{rows} input rows are not a whole number of steps of batch {batch}"
         );
         #[cfg(feature = "flex")]
-        if crate::fused::supported(&pre.device()) {
+        if crate::flex_ops::supported(&pre.device()) {
             let wh = self.recurrent_weights();
-            let (hs, c) = crate::fused::lstm_sequence(pre, wh, state.h, state.c);
+            let (hs, c) = crate::flex_ops::lstm_sequence(pre, wh, state.h, state.c);
             let h = hs.clone().narrow(0, rows - batch, batch);
             return (hs, LstmState { h, c });
         }

@@ -456,7 +456,7 @@ fn fused_sequence_matches_reference_operations() {
     for (k, (x, y)) in a.iter().zip(&b).enumerate() {
         assert_close(x, y, 2e-5, names.get(k).unwrap_or(&"?"));
     }
-    assert!(model::fused::supported(&d));
+    assert!(model::flex_ops::supported(&d));
 }
 
 /// The fused classifier + softmax cross-entropy against the same computation in Burn operations.
@@ -473,7 +473,7 @@ fn fused_cross_entropy_matches_reference_operations() {
         let (h, w, b) = (leaf(6, 4, 1), leaf(4, 27, 2), leaf(1, 27, 3));
         let labels = ids(&[0, 26, 3, 3, 9, 1], &d);
         let loss = if fused {
-            model::fused::linear_cross_entropy(h.clone(), w.clone(), b.clone(), labels)
+            model::flex_ops::linear_cross_entropy(h.clone(), w.clone(), b.clone(), labels)
         } else {
             model::cross_entropy(h.clone().matmul(w.clone()) + b.clone(), labels)
         };

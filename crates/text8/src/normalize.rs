@@ -30,8 +30,6 @@ pub struct Normalizer {
     offset: u64,
     /// An incomplete UTF-8 sequence carried from the previous chunk.
     pending: Vec<u8>,
-    /// Whether the last byte emitted was a space (or nothing was emitted yet).
-    last_space: bool,
     /// Whether anything was emitted.
     started: bool,
     /// Whether a space is owed before the next letter.
@@ -53,10 +51,7 @@ fn utf8_check(bytes: &[u8]) -> std::result::Result<usize, usize> {
 impl Normalizer {
     /// A normaliser at the start of a stream.
     pub fn new() -> Self {
-        Normalizer {
-            last_space: true,
-            ..Default::default()
-        }
+        Normalizer::default()
     }
 
     fn emit_letter(&mut self, b: u8, out: &mut Vec<u8>) {
@@ -66,7 +61,6 @@ impl Normalizer {
         self.started = true;
         self.space_owed = false;
         out.push(b);
-        self.last_space = false;
     }
 
     fn emit_space(&mut self) {

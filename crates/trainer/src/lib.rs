@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod error;
+pub mod eval;
 pub mod fsutil;
 pub mod lm;
 pub mod metrics;
@@ -78,5 +79,5 @@ pub fn train(
 /// Sets how many threads the CPU kernels use (the sequence operations split
 /// their batch over them).
 pub fn set_threads(n: usize) {
-    model::kernel::set_threads(n);
+    model::kernel::pool::set_threads(n);
 }

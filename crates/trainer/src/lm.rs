@@ -21,6 +21,7 @@ use tokenizer::{Tokenizer, bigram_id};
 
 use crate::checkpoint::{load_weights, save_weights};
 use crate::error::{Result, TrainError};
+use crate::eval;
 use crate::metrics::Summary;
 use crate::optim::{Optimizer, from_host, to_host};
 use crate::recipe::{
@@ -381,15 +382,15 @@ pub fn validate(
     valid: &[u8],
     device: &Device,
 ) -> (f64, Option<f64>) {
-    let (inputs, labels) = sample::sequence_inputs(kind, valid, true);
+    let (inputs, labels) = eval::sequence_inputs(kind, valid, true);
     let (sum, n) =
-        sample::evaluate_sequence(model, &inputs, &labels, device, usize::MAX, &mut |_| {});
-    let ppl = sample::perplexity(sum, n);
+        eval::evaluate_sequence(model, &inputs, &labels, device, usize::MAX, &mut |_| {});
+    let ppl = eval::perplexity(sum, n);
     let notebook = (kind == TokenizerKind::Bigram).then(|| {
-        let (inputs, labels) = sample::notebook_bigram_inputs(valid);
+        let (inputs, labels) = eval::notebook_bigram_inputs(valid);
         let (sum, n) =
-            sample::evaluate_sequence(model, &inputs, &labels, device, usize::MAX, &mut |_| {});
-        sample::perplexity(sum, n)
+            eval::evaluate_sequence(model, &inputs, &labels, device, usize::MAX, &mut |_| {});
+        eval::perplexity(sum, n)
     });
     (ppl, notebook)
 }

@@ -202,7 +202,7 @@ impl Optimizer {
                 OptimizerKind::Sgd => {
                     let step = (lr * scale) as f32;
                     let mut work: Vec<_> = v.chunks_mut(CHUNK).zip(g.chunks(CHUNK)).collect();
-                    model::kernel::parallel_for_each_mut(&mut work, |(v, g)| {
+                    model::kernel::pool::parallel_for_each_mut(&mut work, |(v, g)| {
                         for (p, g) in v.iter_mut().zip(g.iter()) {
                             *p -= step * g;
                         }
@@ -222,7 +222,7 @@ impl Optimizer {
                         .zip(g.chunks(CHUNK))
                         .zip(m.chunks_mut(CHUNK).zip(s.chunks_mut(CHUNK)))
                         .collect();
-                    model::kernel::parallel_for_each_mut(&mut work, |((v, g), (m, s))| {
+                    model::kernel::pool::parallel_for_each_mut(&mut work, |((v, g), (m, s))| {
                         let moments = m.iter_mut().zip(s.iter_mut());
                         for ((p, &g), (m, s)) in v.iter_mut().zip(g.iter()).zip(moments) {
                             let gi = g * sc;
@@ -344,7 +344,7 @@ mod tests {
     #[test]
     fn host_and_device_modes_agree() {
         let device = Device::flex().autodiff();
-        model::kernel::set_threads(2);
+        model::kernel::pool::set_threads(2);
         for (kind, units) in [
             (OptimizerKind::Sgd, 8),
             (OptimizerKind::Adam, 8),

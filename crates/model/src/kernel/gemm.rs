@@ -1,0 +1,460 @@
+//! Matrix products for the LSTM kernels: a register-blocked AVX2+FMA
+//! kernel (4 rows x 16 columns in 8 registers) that reads the right operand
+//! in place or from a packed copy ([`PackedB`]), and the `gemm` crate (the
+//! one Burn's flex backend uses) for every other shape and CPU.
+
+use super::pool::parallel_for_each_mut;
+
+/// `c (+)= a · b` for row-major matrices: `a` is `[m, k]` (or `[k, m]` when
+/// `a_t`), `b` is `[k, n]` (or `[n, k]` when `b_t`), `c` is `[m, n]`.
+///
+/// Shapes whose rows come in fours and columns in sixteens, with `b` not
+/// transposed (every product of the LSTM kernels), go to a register-blocked
+/// AVX2+FMA kernel that reads `b` in place; anything else to the `gemm` crate.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    a_t: bool,
+    b_t: bool,
+    accumulate: bool,
+) {
+    assert!(
+        c.len() >= elems(m, n) && a.len() >= elems(m, k) && b.len() >= elems(k, n),
+        "matmul operand sizes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !b_t
+        && m.is_multiple_of(4)
+        && n.is_multiple_of(16)
+        && n * k <= BLOCKED_MAX_B
+        && has_avx2_fma()
+    {
+        let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
+        // SAFETY: the CPU has AVX2 and FMA; the sizes were checked above and
+        // every index the kernel forms stays inside them.
+        unsafe {
+            gemm_4x16(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                a_rs,
+                a_cs,
+                b.as_ptr(),
+                n,
+                c.as_mut_ptr(),
+                n,
+                accumulate,
+            )
+        };
+        return;
+    }
+    let (a_cs, a_rs) = if a_t {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    let (b_cs, b_rs) = if b_t {
+        (k as isize, 1)
+    } else {
+        (1, n as isize)
+    };
+    // SAFETY: the sizes were checked above; strides describe the row-major layouts.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `a * b` elements, for the size checks that guard unsafe code: a product
+/// that overflows is a caller's bug, never a wrapped (small) bound.
+pub(super) fn elems(a: usize, b: usize) -> usize {
+    a.checked_mul(b).expect("matrix size overflows usize")
+}
+
+/// Largest right operand (elements) the blocked kernel takes: it reads `b` in
+/// place, without packing, which pays only while `b` stays in cache.
+pub const BLOCKED_MAX_B: usize = 64 * 1024;
+
+/// A right operand packed once for many products with different left
+/// operands (the recurrent weights, used at every time step): strips of 16
+/// columns, each `[k, 16]` contiguous, so that the blocked kernel streams it
+/// through the cache instead of striding across rows of a large matrix.
+///
+/// **Invariant:** a `PackedB` exists only on a CPU with AVX2 and FMA: its
+/// only constructor, [`PackedB::new`], returns `None` elsewhere, and
+/// [`PackedB::matmul`] calls the AVX2 kernel without checking again. Its
+/// `data` holds `n / 16` strips of `k * 16` values (`n` a multiple of 16).
+#[derive(Debug, Clone)]
+pub struct PackedB {
+    data: Vec<f32>,
+    k: usize,
+    n: usize,
+}
+
+/// Rows of a packed strip one pass of the blocked kernel covers (16 KiB of
+/// the strip, which stays in the L1 cache while every row block reads it).
+const PACKED_KC: usize = 256;
+
+/// Operands from this many elements up are packed by all threads.
+const PARALLEL_PACK: usize = 1 << 18;
+
+impl PackedB {
+    /// Packs `b` (`[k, n]` row-major, or `[n, k]` when `b_t`), or returns
+    /// `None` where the blocked kernel does not apply (no AVX2+FMA, or `n`
+    /// not a multiple of 16): callers then use [`matmul`].
+    pub fn new(b: &[f32], k: usize, n: usize, b_t: bool) -> Option<Self> {
+        assert!(b.len() >= elems(k, n), "packed operand size");
+        #[cfg(target_arch = "x86_64")]
+        if n.is_multiple_of(16) && n > 0 && k > 0 && has_avx2_fma() {
+            let mut data = vec![0.0f32; k * n];
+            let pack = |(s, strip): &mut (usize, &mut [f32])| {
+                for (p, row) in strip.chunks_exact_mut(16).enumerate() {
+                    for (q, x) in row.iter_mut().enumerate() {
+                        let j = *s * 16 + q;
+                        *x = if b_t { b[j * k + p] } else { b[p * n + j] };
+                    }
+                }
+            };
+            let mut strips: Vec<(usize, &mut [f32])> =
+                data.chunks_exact_mut(16 * k).enumerate().collect();
+            if k * n >= PARALLEL_PACK {
+                // large weights (`large`'s 4 MiB) are packed on every thread
+                parallel_for_each_mut(&mut strips, pack);
+            } else {
+                strips.iter_mut().for_each(pack);
+            }
+            return Some(PackedB { data, k, n });
+        }
+        None
+    }
+
+    /// `c (+)= a · B` for `a` `[m, k]` row-major and `c` `[m, n]`.
+    pub fn matmul(&self, c: &mut [f32], a: &[f32], m: usize, accumulate: bool) {
+        let (k, n) = (self.k, self.n);
+        assert!(
+            c.len() >= elems(m, n) && a.len() >= elems(m, k),
+            "matmul operand sizes"
+        );
+        let m4 = m - m % 4;
+        #[cfg(target_arch = "x86_64")]
+        for (s, strip) in self.data.chunks_exact(16 * k).enumerate() {
+            for k0 in (0..k).step_by(PACKED_KC) {
+                let kc = PACKED_KC.min(k - k0);
+                if m4 > 0 {
+                    // SAFETY: a packed operand exists only where AVX2 and FMA
+                    // do; rows 0..m4 (a multiple of 4) by the strip's 16
+                    // columns, k0..k0+kc, lie inside a, the strip and c.
+                    unsafe {
+                        gemm_4x16(
+                            m4,
+                            16,
+                            kc,
+                            a.as_ptr().add(k0),
+                            k,
+                            1,
+                            strip.as_ptr().add(k0 * 16),
+                            16,
+                            c.as_mut_ptr().add(s * 16),
+                            n,
+                            accumulate || k0 > 0,
+                        )
+                    };
+                }
+                for i in m4..m {
+                    let out = &mut c[i * n + s * 16..i * n + s * 16 + 16];
+                    if !(accumulate || k0 > 0) {
+                        out.fill(0.0);
+                    }
+                    for p in k0..k0 + kc {
+                        let x = a[i * k + p];
+                        for (o, w) in out.iter_mut().zip(&strip[p * 16..p * 16 + 16]) {
+                            *o += x * w;
+                        }
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("packed operands are made only on x86_64");
+    }
+}
+
+/// `c (+)= a · b` for `a` `[m, k]` where `b` may have been packed: the packed
+/// kernel when it was and the rows come in fours (its row blocks), else [`matmul`].
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_maybe_packed(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    packed: Option<&PackedB>,
+    m: usize,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+) {
+    match packed {
+        Some(pb) if m.is_multiple_of(4) => pb.matmul(c, a, m, accumulate),
+        _ => matmul(c, a, b, m, n, k, false, false, accumulate),
+    }
+}
+
+/// `c (+)= a · b` through the `gemm` crate only (for comparisons).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_gemm_crate(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    a_t: bool,
+    accumulate: bool,
+) {
+    let (a_cs, a_rs) = if a_t {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    assert!(
+        c.len() >= elems(m, n) && a.len() >= elems(m, k) && b.len() >= elems(k, n),
+        "matmul operand sizes"
+    );
+    // SAFETY: sizes checked; strides describe row-major layouts.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Whether this CPU runs the AVX2+FMA code paths.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// `C (+)= A B` in blocks of 4 rows by 16 columns held in 8 registers.
+/// `A[i][p]` is at `a[i * a_rs + p * a_cs]`; `B` is row-major with row stride
+/// `ldb`, read where it lies (each block's 16 columns of a row are contiguous).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `m % 4 == 0`, `n % 16 == 0`, and the
+/// pointers must cover every element the strides address.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_4x16(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    for j in (0..n).step_by(16) {
+        for i in (0..m).step_by(4) {
+            // SAFETY (whole block): indices stay below m x n, m x k and k x n as documented.
+            unsafe {
+                let cp = c.add(i * ldc + j);
+                let mut acc = if accumulate {
+                    [
+                        _mm256_loadu_ps(cp),
+                        _mm256_loadu_ps(cp.add(8)),
+                        _mm256_loadu_ps(cp.add(ldc)),
+                        _mm256_loadu_ps(cp.add(ldc + 8)),
+                        _mm256_loadu_ps(cp.add(2 * ldc)),
+                        _mm256_loadu_ps(cp.add(2 * ldc + 8)),
+                        _mm256_loadu_ps(cp.add(3 * ldc)),
+                        _mm256_loadu_ps(cp.add(3 * ldc + 8)),
+                    ]
+                } else {
+                    [_mm256_setzero_ps(); 8]
+                };
+                let a0 = a.add(i * a_rs);
+                let (a1, a2, a3) = (a0.add(a_rs), a0.add(2 * a_rs), a0.add(3 * a_rs));
+                let mut bp = b.add(j);
+                for p in 0..k {
+                    let b0 = _mm256_loadu_ps(bp);
+                    let b1 = _mm256_loadu_ps(bp.add(8));
+                    let off = p * a_cs;
+                    let x0 = _mm256_broadcast_ss(&*a0.add(off));
+                    acc[0] = _mm256_fmadd_ps(x0, b0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(x0, b1, acc[1]);
+                    let x1 = _mm256_broadcast_ss(&*a1.add(off));
+                    acc[2] = _mm256_fmadd_ps(x1, b0, acc[2]);
+                    acc[3] = _mm256_fmadd_ps(x1, b1, acc[3]);
+                    let x2 = _mm256_broadcast_ss(&*a2.add(off));
+                    acc[4] = _mm256_fmadd_ps(x2, b0, acc[4]);
+                    acc[5] = _mm256_fmadd_ps(x2, b1, acc[5]);
+                    let x3 = _mm256_broadcast_ss(&*a3.add(off));
+                    acc[6] = _mm256_fmadd_ps(x3, b0, acc[6]);
+                    acc[7] = _mm256_fmadd_ps(x3, b1, acc[7]);
+                    bp = bp.add(ldb);
+                }
+                for r in 0..4 {
+                    _mm256_storeu_ps(cp.add(r * ldc), acc[2 * r]);
+                    _mm256_storeu_ps(cp.add(r * ldc + 8), acc[2 * r + 1]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::pool::{TEST_THREAD_COUNT, set_threads};
+
+    #[test]
+    fn blocked_kernel_matches_a_naive_product() {
+        let (m, n, k) = (8, 32, 7);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let c0: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32).collect();
+        for (a_t, accumulate) in [(false, false), (false, true), (true, true)] {
+            // a as stored: [m, k], or [k, m] when transposed
+            let stored: Vec<f32> = if a_t {
+                (0..k * m).map(|x| a[(x % m) * k + x / m]).collect()
+            } else {
+                a.clone()
+            };
+            let mut c = c0.clone();
+            matmul(&mut c, &stored, &b, m, n, k, a_t, false, accumulate);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>()
+                        + if accumulate { c0[i * n + j] } else { 0.0 };
+                    assert!(
+                        (c[i * n + j] - want).abs() < 1e-4,
+                        "({i},{j}) {a_t} {accumulate}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The packed kernel against a naive product: row counts that are and
+    /// are not multiples of 4, depths across the packing's k-chunks, both
+    /// storage orders of the operand, accumulating or not.
+    #[test]
+    fn packed_kernel_matches_a_naive_product() {
+        // the last operand is large enough to be packed on all threads
+        let _threads = TEST_THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+        set_threads(2);
+        for (m, n, k) in [
+            (4, 16, 3),
+            (7, 32, 300),
+            (1, 48, 600),
+            (12, 16, 256),
+            (5, 512, 520),
+        ] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 30.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 40.0)
+                .collect();
+            let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
+            let c0: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32).collect();
+            for (b_t, accumulate) in [(false, false), (false, true), (true, true)] {
+                let Some(packed) = PackedB::new(if b_t { &bt } else { &b }, k, n, b_t) else {
+                    return; // no AVX2+FMA here: nothing to compare
+                };
+                let mut c = c0.clone();
+                packed.matmul(&mut c, &a, m, accumulate);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>()
+                            + if accumulate { c0[i * n + j] } else { 0.0 };
+                        assert!(
+                            (c[i * n + j] - want).abs() < 1e-4,
+                            "{m}x{n}x{k} ({i},{j}) {b_t} {accumulate}: {} vs {want}",
+                            c[i * n + j]
+                        );
+                    }
+                }
+            }
+        }
+        set_threads(1);
+        assert!(
+            PackedB::new(&[0.0; 24], 2, 12, false).is_none(),
+            "12 columns: not packable"
+        );
+    }
+
+    #[test]
+    fn matmul_handles_transposes() {
+        // a = [[1,2,3],[4,5,6]] (2x3), b = [[1,0],[0,1],[1,1]] (3x2): a b = [[4,5],[10,11]]
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let mut c = [0.0f32; 4];
+        matmul(&mut c, &a, &b, 2, 2, 3, false, false, false);
+        assert_eq!(c, [4.0, 5.0, 10.0, 11.0]);
+        let at = [1.0, 4.0, 2.0, 5.0, 3.0, 6.0];
+        let bt = [1.0, 0.0, 1.0, 0.0, 1.0, 1.0];
+        matmul(&mut c, &at, &bt, 2, 2, 3, true, true, true);
+        assert_eq!(c, [8.0, 10.0, 20.0, 22.0]);
+    }
+}

@@ -1,0 +1,294 @@
+//! The unrolled sequence on one thread: forward over all time steps with
+//! the recurrent product and the cell step, and backward through time.
+
+use super::cell::{cell_backward_rows, cell_step};
+use super::gemm::{PackedB, matmul, matmul_maybe_packed};
+
+/// Sizes of one sequence call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqDims {
+    /// Time steps.
+    pub steps: usize,
+    /// Sequences.
+    pub batch: usize,
+    /// Units.
+    pub hidden: usize,
+}
+
+impl SeqDims {
+    pub(super) fn rows(&self) -> usize {
+        self.steps
+            .checked_mul(self.batch)
+            .expect("steps x batch overflows usize")
+    }
+    pub(super) fn gates(&self) -> usize {
+        4 * self.hidden
+    }
+}
+
+/// What the forward pass keeps for the backward pass.
+#[derive(Debug, Clone, Default)]
+pub struct SeqCache {
+    /// Gate activations `[rows, 4H]`: `sigmoid(i), sigmoid(f), tanh(u), sigmoid(o)`.
+    pub acts: Vec<f32>,
+    /// Cell states `c_t`, `[rows, H]`.
+    pub cells: Vec<f32>,
+    /// `tanh(c_t)`, `[rows, H]`.
+    pub tanh_c: Vec<f32>,
+    /// Outputs `h_t`, `[rows, H]`.
+    pub hs: Vec<f32>,
+}
+
+/// Forward pass over all steps. Returns the outputs `[rows, H]` and the final
+/// cell state `[batch, H]`; `cache` (reused across calls) keeps what the
+/// backward pass needs (its `hs` holds the outputs).
+///
+/// `p` (the input projections) becomes the cache's activation buffer: the
+/// pre-activations are overwritten in place, no copy is made.
+pub fn forward(
+    dims: SeqDims,
+    p: Vec<f32>,
+    wh: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    cache: &mut SeqCache,
+) -> Vec<f32> {
+    // packed once for all steps: faster than reading `wh` in place (small
+    // models) and than the `gemm` crate, which packs it at every call (large ones)
+    // (batches in fours: the packed kernel's row blocks; others read `wh` in place)
+    let packed = dims
+        .batch
+        .is_multiple_of(4)
+        .then(|| PackedB::new(wh, dims.hidden, dims.gates(), false))
+        .flatten();
+    forward_packed(dims, p, wh, packed.as_ref(), h0, c0, cache)
+}
+
+/// [`forward`] with `wh` already packed (`PackedB::new(wh, H, 4H, false)`),
+/// shared by the threads of [`forward_split`].
+pub fn forward_packed(
+    dims: SeqDims,
+    p: Vec<f32>,
+    wh: &[f32],
+    packed: Option<&PackedB>,
+    h0: &[f32],
+    c0: &[f32],
+    cache: &mut SeqCache,
+) -> Vec<f32> {
+    let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
+    assert_eq!(p.len(), rows * g4, "input projections");
+    assert_eq!(wh.len(), hd * g4, "recurrent weights");
+    assert_eq!(h0.len(), b * hd, "initial output");
+    assert_eq!(c0.len(), b * hd, "initial cell");
+    cache.acts = p;
+    cache.cells.resize(rows * hd, 0.0);
+    cache.tanh_c.resize(rows * hd, 0.0);
+    cache.hs.resize(rows * hd, 0.0);
+    for s in 0..dims.steps {
+        let (g_span, h_span) = (s * b * g4..(s + 1) * b * g4, s * b * hd..(s + 1) * b * hd);
+        {
+            let (done, _) = cache.hs.split_at(s * b * hd);
+            let h_prev = if s == 0 {
+                h0
+            } else {
+                &done[(s - 1) * b * hd..]
+            };
+            matmul_maybe_packed(
+                &mut cache.acts[g_span.clone()],
+                h_prev,
+                wh,
+                packed,
+                b,
+                g4,
+                hd,
+                true,
+            );
+        }
+        let (cells_done, cells_now) = cache.cells.split_at_mut(s * b * hd);
+        let c_prev = if s == 0 {
+            c0
+        } else {
+            &cells_done[(s - 1) * b * hd..]
+        };
+        let c = &mut cells_now[..b * hd];
+        let g = &mut cache.acts[g_span];
+        let tc = &mut cache.tanh_c[h_span.clone()];
+        let h = &mut cache.hs[h_span];
+        cell_step(g, c_prev, c, tc, h, hd);
+    }
+    cache.cells[(rows - b) * hd..].to_vec()
+}
+
+/// Gradients of the sequence.
+#[derive(Debug, Clone)]
+pub struct SeqGrads {
+    /// Of the input projections `[rows, 4H]`.
+    pub dp: Vec<f32>,
+    /// Of the recurrent weights `[H, 4H]`.
+    pub dwh: Vec<f32>,
+    /// Of the initial output `[batch, H]`.
+    pub dh0: Vec<f32>,
+    /// Of the initial cell state `[batch, H]`.
+    pub dc0: Vec<f32>,
+}
+
+/// Backward pass from the gradients of the outputs `dhs` `[rows, H]` and of the
+/// final cell state `dc_last` `[batch, H]`.
+pub fn backward(
+    dims: SeqDims,
+    cache: &SeqCache,
+    wh: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    dhs: &[f32],
+    dc_last: &[f32],
+) -> SeqGrads {
+    // Wh^T [4H, H], once: packed straight from `wh` where the packed kernel
+    // applies (batches in fours)
+    let packed = dims
+        .batch
+        .is_multiple_of(4)
+        .then(|| PackedB::new(wh, dims.gates(), dims.hidden, true))
+        .flatten();
+    backward_packed(dims, cache, wh, packed.as_ref(), h0, c0, dhs, dc_last)
+}
+
+/// [`backward`] with `Wh^T` already packed (`PackedB::new(wh, 4H, H, true)`),
+/// shared by the threads of [`backward_split`].
+#[allow(clippy::too_many_arguments)]
+pub fn backward_packed(
+    dims: SeqDims,
+    cache: &SeqCache,
+    wh: &[f32],
+    packed_t: Option<&PackedB>,
+    h0: &[f32],
+    c0: &[f32],
+    dhs: &[f32],
+    dc_last: &[f32],
+) -> SeqGrads {
+    let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
+    assert_eq!(dhs.len(), rows * hd, "output gradients");
+    assert_eq!(dc_last.len(), b * hd, "final cell gradient");
+    let mut dp = vec![0.0f32; rows * g4];
+    let mut dc = dc_last.to_vec();
+    let mut dh_next = vec![0.0f32; b * hd];
+    let mut dh = vec![0.0f32; b * hd];
+    // where the packed kernel does not apply, Wh^T transposed so that dG Wh^T reads it row by row
+    let packed = packed_t.filter(|_| b.is_multiple_of(4));
+    let mut wh_t = Vec::new();
+    if packed.is_none() {
+        wh_t = vec![0.0f32; g4 * hd];
+        for r in 0..hd {
+            for c in 0..g4 {
+                wh_t[c * hd + r] = wh[r * g4 + c];
+            }
+        }
+    }
+    for s in (0..dims.steps).rev() {
+        let h_span = s * b * hd..(s + 1) * b * hd;
+        for (d, (x, y)) in dh.iter_mut().zip(dhs[h_span.clone()].iter().zip(&dh_next)) {
+            *d = x + y;
+        }
+        let c_prev = if s == 0 {
+            c0
+        } else {
+            &cache.cells[(s - 1) * b * hd..s * b * hd]
+        };
+        let acts = &cache.acts[s * b * g4..(s + 1) * b * g4];
+        let tc = &cache.tanh_c[h_span];
+        let dg = &mut dp[s * b * g4..(s + 1) * b * g4];
+        dispatch!(cell_backward_rows(acts, c_prev, tc, &dh, &mut dc, dg, hd));
+        // dh_prev = dG · Wh^T
+        matmul_maybe_packed(&mut dh_next, dg, &wh_t, packed, b, hd, g4, false);
+    }
+    // dWh = h0^T dG_0 + H_{0..T-1}^T dG_{1..T}
+    let mut dwh = vec![0.0f32; hd * g4];
+    matmul(&mut dwh, h0, &dp[..b * g4], hd, g4, b, true, false, false);
+    if dims.steps > 1 {
+        matmul(
+            &mut dwh,
+            &cache.hs[..(rows - b) * hd],
+            &dp[b * g4..],
+            hd,
+            g4,
+            rows - b,
+            true,
+            false,
+            true,
+        );
+    }
+    SeqGrads {
+        dp,
+        dwh,
+        dh0: dh_next,
+        dc0: dc,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finite differences of a scalar function of every input.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let dims = SeqDims {
+            steps: 3,
+            batch: 2,
+            hidden: 3,
+        };
+        let mut seed = 1u32;
+        let mut rnd = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let p = rnd(dims.rows() * 12);
+        let wh = rnd(3 * 12);
+        let h0 = rnd(6);
+        let c0 = rnd(6);
+        let wy = rnd(dims.rows() * 3);
+        let wc = rnd(6);
+        // loss = sum(wy * hs) + sum(wc * c_last), in f64 for the differences
+        let loss = |p: &[f32], wh: &[f32], h0: &[f32], c0: &[f32]| -> f64 {
+            let mut cache = SeqCache::default();
+            let c_last = forward(dims, p.to_vec(), wh, h0, c0, &mut cache);
+            cache
+                .hs
+                .iter()
+                .zip(&wy)
+                .map(|(a, b)| (a * b) as f64)
+                .sum::<f64>()
+                + c_last
+                    .iter()
+                    .zip(&wc)
+                    .map(|(a, b)| (a * b) as f64)
+                    .sum::<f64>()
+        };
+        let mut cache = SeqCache::default();
+        forward(dims, p.clone(), &wh, &h0, &c0, &mut cache);
+        let g = backward(dims, &cache, &wh, &h0, &c0, &wy, &wc);
+        let eps = 1e-2f32;
+        let check = |name: &str, x: &[f32], grad: &[f32], f: &dyn Fn(&[f32]) -> f64| {
+            for k in 0..x.len() {
+                let mut plus = x.to_vec();
+                plus[k] += eps;
+                let mut minus = x.to_vec();
+                minus[k] -= eps;
+                let num = (f(&plus) - f(&minus)) / (2.0 * eps as f64);
+                assert!(
+                    (num - grad[k] as f64).abs() < 2e-3,
+                    "{name}[{k}]: numeric {num} vs {}",
+                    grad[k]
+                );
+            }
+        };
+        check("p", &p, &g.dp, &|x| loss(x, &wh, &h0, &c0));
+        check("wh", &wh, &g.dwh, &|x| loss(&p, x, &h0, &c0));
+        check("h0", &h0, &g.dh0, &|x| loss(&p, &wh, x, &c0));
+        check("c0", &c0, &g.dc0, &|x| loss(&p, &wh, &h0, x));
+    }
+}

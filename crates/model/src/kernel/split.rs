@@ -1,0 +1,243 @@
+//! The batch split over threads: every sequence of a batch is independent,
+//! so a forward or backward pass runs as one part per thread, each on its
+//! own sequences, sharing one packed copy of the recurrent weights.
+
+use super::gemm::{PackedB, elems};
+use super::pool::parallel_map;
+use super::pool::{parallel_for_each_mut, threads};
+use super::sequence::{
+    SeqCache, SeqDims, SeqGrads, backward, backward_packed, forward, forward_packed,
+};
+
+/// The batch split for `parts` threads: `(first sequence, sequences)` of each part.
+pub fn split_batch(batch: usize, parts: usize) -> Vec<(usize, usize)> {
+    let parts = parts.clamp(1, batch.max(1));
+    (0..parts)
+        .map(|k| {
+            let lo = batch * k / parts;
+            let hi = batch * (k + 1) / parts;
+            (lo, hi - lo)
+        })
+        .collect()
+}
+
+/// Rows `[lo, lo + n)` of every step of time-major `x` (`width` values a row).
+fn gather(x: &[f32], dims: SeqDims, lo: usize, n: usize, width: usize, steps: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(steps * n * width);
+    for t in 0..steps {
+        let start = (t * dims.batch + lo) * width;
+        out.extend_from_slice(&x[start..start + n * width]);
+    }
+    out
+}
+
+/// Time-major `[steps * batch, width]` from the parts' rows (`(first
+/// sequence, sequences, rows [steps * sequences, width])` each), copied by
+/// all threads, a run of steps each.
+fn scatter_all<'a>(
+    parts: impl Iterator<Item = (usize, usize, &'a [f32])>,
+    dims: SeqDims,
+    width: usize,
+) -> Vec<f32> {
+    let parts: Vec<(usize, usize, &[f32])> = parts.collect();
+    let len = elems(dims.rows(), width);
+    let mut covered = 0;
+    for &(lo, n, part) in &parts {
+        assert_eq!(lo, covered, "parts are consecutive sequence ranges");
+        assert!(
+            part.len() >= elems(elems(dims.steps, n), width),
+            "part size"
+        );
+        covered += n;
+    }
+    assert_eq!(covered, dims.batch, "the parts cover the batch");
+    // written once, by the copies below: not zeroed first
+    let mut x: Vec<f32> = Vec::with_capacity(len);
+    let step = dims.batch * width;
+    let per = dims.steps.div_ceil(threads().max(1)).max(1);
+    let mut runs: Vec<(usize, &mut [std::mem::MaybeUninit<f32>])> = x.spare_capacity_mut()[..len]
+        .chunks_mut(per * step)
+        .enumerate()
+        .collect();
+    parallel_for_each_mut(&mut runs, |(r, run)| {
+        for (k, out) in run.chunks_exact_mut(step).enumerate() {
+            let t = *r * per + k;
+            for &(lo, n, part) in &parts {
+                out[lo * width..(lo + n) * width]
+                    .write_copy_of_slice(&part[t * n * width..(t + 1) * n * width]);
+            }
+        }
+    });
+    // SAFETY: every element was written: the parts are consecutive,
+    // disjoint sequence ranges covering the batch (checked above).
+    unsafe { x.set_len(len) };
+    x
+}
+
+/// Caches of a forward pass split over threads.
+#[derive(Debug, Clone, Default)]
+pub struct SplitCache {
+    /// `(first sequence, sequences, cache)` of every part.
+    pub parts: Vec<(usize, usize, SeqCache)>,
+}
+
+/// [`forward`] with the batch split over up to [`threads`] threads (each
+/// sequence is independent of the others). Returns the outputs `[rows, H]`
+/// and the final cell state `[batch, H]`.
+pub fn forward_split(
+    dims: SeqDims,
+    p: Vec<f32>,
+    wh: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    cache: &mut SplitCache,
+) -> (Vec<f32>, Vec<f32>) {
+    let parts = split_batch(dims.batch, if dims.batch >= 16 { threads() } else { 1 });
+    if parts.len() == 1 {
+        let mut c = SeqCache::default();
+        let c_last = forward(dims, p, wh, h0, c0, &mut c);
+        let hs = c.hs.clone();
+        cache.parts = vec![(0, dims.batch, c)];
+        return (hs, c_last);
+    }
+    let (g4, hd) = (dims.gates(), dims.hidden);
+    // one packed copy for all threads (two copies of a 4 MiB `wh` would fill the L3 cache)
+    let packed = PackedB::new(wh, hd, g4, false);
+    let results: Vec<(usize, usize, SeqCache, Vec<f32>)> = parallel_map(&parts, |&(lo, n)| {
+        let pk = gather(&p, dims, lo, n, g4, dims.steps);
+        let h0k = &h0[lo * hd..(lo + n) * hd];
+        let c0k = &c0[lo * hd..(lo + n) * hd];
+        let d = SeqDims {
+            steps: dims.steps,
+            batch: n,
+            hidden: hd,
+        };
+        let mut c = SeqCache::default();
+        let last = forward_packed(d, pk, wh, packed.as_ref(), h0k, c0k, &mut c);
+        (lo, n, c, last)
+    });
+    let hs = scatter_all(
+        results.iter().map(|(lo, n, c, _)| (*lo, *n, &c.hs[..])),
+        dims,
+        hd,
+    );
+    let mut c_last = vec![0.0f32; dims.batch * hd];
+    cache.parts.clear();
+    for (lo, n, c, last) in results {
+        c_last[lo * hd..(lo + n) * hd].copy_from_slice(&last);
+        cache.parts.push((lo, n, c));
+    }
+    (hs, c_last)
+}
+
+/// [`backward`] of a [`forward_split`] pass, on the same split.
+pub fn backward_split(
+    dims: SeqDims,
+    cache: &SplitCache,
+    wh: &[f32],
+    h0: &[f32],
+    c0: &[f32],
+    dhs: &[f32],
+    dc_last: &[f32],
+) -> SeqGrads {
+    if cache.parts.len() == 1 {
+        return backward(dims, &cache.parts[0].2, wh, h0, c0, dhs, dc_last);
+    }
+    let (g4, hd) = (dims.gates(), dims.hidden);
+    let packed_t = PackedB::new(wh, g4, hd, true);
+    let results: Vec<(usize, usize, SeqGrads)> = parallel_map(&cache.parts, |(lo, n, c)| {
+        let (lo, n) = (*lo, *n);
+        let dh = gather(dhs, dims, lo, n, hd, dims.steps);
+        let dc = &dc_last[lo * hd..(lo + n) * hd];
+        let d = SeqDims {
+            steps: dims.steps,
+            batch: n,
+            hidden: hd,
+        };
+        (
+            lo,
+            n,
+            backward_packed(
+                d,
+                c,
+                wh,
+                packed_t.as_ref(),
+                &h0[lo * hd..(lo + n) * hd],
+                &c0[lo * hd..(lo + n) * hd],
+                &dh,
+                dc,
+            ),
+        )
+    });
+    let mut out = SeqGrads {
+        dp: scatter_all(
+            results.iter().map(|(lo, n, g)| (*lo, *n, &g.dp[..])),
+            dims,
+            g4,
+        ),
+        dwh: vec![0.0; hd * g4],
+        dh0: vec![0.0; dims.batch * hd],
+        dc0: vec![0.0; dims.batch * hd],
+    };
+    for (lo, n, g) in results {
+        for (a, b) in out.dwh.iter_mut().zip(&g.dwh) {
+            *a += b;
+        }
+        out.dh0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dh0);
+        out.dc0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dc0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::pool::{TEST_THREAD_COUNT, set_threads};
+
+    /// Splitting the batch over threads changes nothing but rounding: with
+    /// unpacked weights (12 gate columns), with weights packed once for all
+    /// threads (16 columns, parts of 8) and with packed weights that some
+    /// parts cannot use (parts of 6 and 7 rows: not the kernel's fours).
+    #[test]
+    fn split_passes_equal_the_single_pass() {
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!((x - y).abs() < 1e-5, "{what}[{i}]: {x} vs {y}");
+            }
+        };
+        for (batch, hidden) in [(20, 3), (24, 4), (20, 4)] {
+            let dims = SeqDims {
+                steps: 4,
+                batch,
+                hidden,
+            };
+            let n = |k: usize, m: usize| -> Vec<f32> {
+                (0..k)
+                    .map(|i| (((i * m) % 17) as f32 - 8.0) / 10.0)
+                    .collect()
+            };
+            let (rows, g4) = (dims.rows(), dims.gates());
+            let (p, wh) = (n(rows * g4, 7), n(hidden * g4, 5));
+            let (h0, c0) = (n(batch * hidden, 3), n(batch * hidden, 11));
+            let (dh, dc) = (n(rows * hidden, 13), n(batch * hidden, 2));
+            let mut one = SeqCache::default();
+            let c1 = forward(dims, p.clone(), &wh, &h0, &c0, &mut one);
+            let g1 = backward(dims, &one, &wh, &h0, &c0, &dh, &dc);
+            let threads = TEST_THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+            set_threads(3);
+            let mut split = SplitCache::default();
+            let (hs, c2) = forward_split(dims, p, &wh, &h0, &c0, &mut split);
+            let g2 = backward_split(dims, &split, &wh, &h0, &c0, &dh, &dc);
+            set_threads(1);
+            drop(threads);
+            assert_eq!(split.parts.len(), 3);
+            close(&hs, &one.hs, "outputs");
+            close(&c1, &c2, "final cell");
+            close(&g1.dp, &g2.dp, "dp");
+            close(&g1.dh0, &g2.dh0, "dh0");
+            close(&g1.dc0, &g2.dc0, "dc0");
+            close(&g1.dwh, &g2.dwh, "dwh");
+        }
+    }
+}
