@@ -7,6 +7,9 @@
 //! `mirror_cmd.rs`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+// The doc comments of argument structs are clap's --help text, shown as written
+// (`runs/<recipe>-<n>`), not HTML.
+#![allow(rustdoc::invalid_html_tags)]
 
 mod args;
 mod commands;

@@ -21,6 +21,17 @@ pub enum InputKind {
 }
 
 /// Configuration of a [`CharLm`].
+///
+/// ```
+/// use burn::tensor::Device;
+/// use model::{CharLmConfig, ids_tensor};
+/// let device = Device::flex();
+/// let lm = CharLmConfig::new(27, 27).with_d_hidden(32).init(0, &device);
+/// let (batch, steps) = (2, 5);
+/// let ids = ids_tensor(vec![1; batch * steps], &device); // time-major
+/// let (hidden, _state) = lm.forward_hidden(ids, batch, lm.zero_state(batch, &device), false);
+/// assert_eq!(hidden.dims(), [steps * batch, 32]);
+/// ```
 #[derive(Config, Debug)]
 pub struct CharLmConfig {
     /// Number of input ids (27 for characters, 729 for bigrams).

@@ -23,6 +23,18 @@ pub struct BatchGenerator {
 impl BatchGenerator {
     /// A fresh generator (no calls made yet).
     ///
+    /// ```
+    /// use text8::{BatchGenerator, Corpus};
+    /// let corpus = Corpus::from_text(" the quick brown fox jumps over the lazy dog").unwrap();
+    /// let mut batches = BatchGenerator::new(corpus.ids.into(), 4, 3).unwrap();
+    /// let first = batches.next_batch();
+    /// // num_unrollings + 1 columns of batch_size ids, time-major
+    /// assert_eq!(first.len(), (3 + 1) * 4);
+    /// // the last column of one batch is the first of the next
+    /// let second = batches.next_batch();
+    /// assert_eq!(first[3 * 4..], second[..4]);
+    /// ```
+    ///
     /// Errors when a size is zero, or when the text is shorter than
     /// `batch_size * num_unrollings` (the cursors would overlap within one call).
     pub fn new(ids: Arc<[u8]>, batch_size: usize, num_unrollings: usize) -> Result<Self> {

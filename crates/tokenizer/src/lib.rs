@@ -95,6 +95,14 @@ impl CharVocab {
     }
 
     /// Ids of every character of `text`.
+    ///
+    /// ```
+    /// use tokenizer::CharVocab;
+    /// let ids = CharVocab.encode("the cat").unwrap();
+    /// assert_eq!(ids, [20, 8, 5, 0, 3, 1, 20]);
+    /// assert_eq!(CharVocab.decode(&ids).unwrap(), "the cat");
+    /// assert!(CharVocab.encode("The").is_err()); // upper case is not in the alphabet
+    /// ```
     pub fn encode(&self, text: &str) -> Result<Vec<u8>, TokenizerError> {
         let mut ids = Vec::with_capacity(text.len());
         for (position, (byte_offset, c)) in text.char_indices().enumerate() {

@@ -414,6 +414,14 @@ pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
 }
 
 /// Loads a recipe by built-in name or path, applies overrides, parses and validates it.
+///
+/// ```
+/// use trainer::{Recipe, load_recipe};
+/// let loaded = load_recipe("notebook-char", &["model.d_hidden=128".into()]).unwrap();
+/// let Recipe::Lm(r) = &loaded.recipe else { unreachable!() };
+/// assert_eq!((r.model.d_hidden, r.train.steps), (128, 7001));
+/// assert!(load_recipe("notebook-char", &["train.stepz=3".into()]).is_err());
+/// ```
 pub fn load_recipe(name_or_path: &str, overrides: &[String]) -> Result<LoadedRecipe> {
     let (name, src) = recipe_source(name_or_path)?;
     let mut tree: toml::Table = src

@@ -65,7 +65,7 @@ pub fn forward(
 }
 
 /// [`forward`] with `wh` already packed (`PackedB::new(wh, H, 4H, false)`),
-/// shared by the threads of [`forward_split`].
+/// shared by the threads of [`forward_split`](super::split::forward_split).
 pub fn forward_packed(
     dims: SeqDims,
     p: Vec<f32>,
@@ -154,7 +154,7 @@ pub fn backward(
 }
 
 /// [`backward`] with `Wh^T` already packed (`PackedB::new(wh, 4H, H, true)`),
-/// shared by the threads of [`backward_split`].
+/// shared by the threads of [`backward_split`](super::split::backward_split).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_packed(
     dims: SeqDims,
