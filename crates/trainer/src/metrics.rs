@@ -206,13 +206,16 @@ pub fn read_csv<R: MetricsRow>(path: &Path) -> Result<Vec<R>> {
         .collect()
 }
 
-/// Redraws the plots of `rows` in `dir`.
+/// Redraws the plots of `rows` in `dir`: each as PNG and as SVG (the same
+/// name, `.svg`).
 pub fn write_plots<R: MetricsRow>(dir: &Path, title: &str, rows: &[R]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     for (name, plot) in R::plots(title, rows) {
-        plot.write_png(&dir.join(name))?;
+        let png = dir.join(name);
+        plot.write_png(&png)?;
+        plot.write_svg(&png.with_extension("svg"))?;
     }
     Ok(())
 }

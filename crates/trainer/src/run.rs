@@ -10,7 +10,8 @@
 //!   metrics.csv              one row per summary
 //!   samples.txt              samples printed during training
 //!   train.log                the notebook's log lines
-//!   loss.png, perplexity.png plots against steps, redrawn at every summary
+//!   loss.png, perplexity.png plots against steps, redrawn at every summary (also as .svg;
+//!                            a mirror run has loss and accuracy)
 //!   .lock                    held (flock) by the process training the run
 //! ```
 

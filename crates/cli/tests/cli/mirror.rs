@@ -65,7 +65,9 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
         "metrics.csv",
         "loss.png",
         "accuracy.png",
+        "accuracy.svg",
         "test.json",
+        "train.log",
     ] {
         assert!(run.join(f).exists(), "{f}");
     }

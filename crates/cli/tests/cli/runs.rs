@@ -23,6 +23,8 @@ fn train_writes_a_self_describing_run_directory() {
         "train.log",
         "loss.png",
         "perplexity.png",
+        "loss.svg",
+        "perplexity.svg",
     ] {
         assert!(run.join(f).exists(), "{f} missing");
     }
