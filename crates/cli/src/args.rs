@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use clap::builder::{RangedU64ValueParser, TypedValueParser};
+
 use crate::device::DeviceChoice;
 use crate::progress::LogMode;
 
@@ -14,7 +16,7 @@ pub struct BenchArgs {
     #[arg(long, short, default_value = "notebook-char")]
     pub recipe: Vec<String>,
     /// Steps timed
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = steps_value())]
     pub steps: u64,
     /// Steps run before timing starts
     #[arg(long, default_value_t = 20)]
@@ -73,10 +75,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
     /// Training steps (overrides the recipe's train.steps)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = steps_value())]
     pub steps: Option<u64>,
     /// Steps between summaries: log, validation, checkpoint, plots (train.summary)
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = steps_value())]
     pub summary: Option<u64>,
     /// Override a recipe value, e.g. --set model.d_hidden=128 --set train.seed=3
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -95,6 +97,9 @@ pub struct TrainArgs {
     /// Also write every step's training loss to FILE, one per line (costs a device read per step)
     #[arg(long, value_name = "FILE")]
     pub loss_trace: Option<PathBuf>,
+    /// Replace the --loss-trace FILE if it exists (never a link, a device or an input)
+    #[arg(long)]
+    pub force: bool,
     /// Parent folder of automatically named runs
     #[arg(
         long,
@@ -129,7 +134,7 @@ pub struct SampleArgs {
     #[arg(long, short)]
     pub prime: Option<String>,
     /// Characters to generate
-    #[arg(long, short, default_value_t = 200)]
+    #[arg(long, short, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=1 << 30).map(|v| v as usize))]
     pub length: usize,
     /// Softmax temperature (1: the model's distribution; lower: safer; 0: always the most likely)
     #[arg(long, short, default_value_t = 1.0)]
@@ -138,7 +143,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Number of samples
-    #[arg(long, short = 'n', default_value_t = 1)]
+    #[arg(long, short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1 << 20).map(|v| v as usize))]
     pub count: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
@@ -199,4 +204,16 @@ pub struct RecipesArgs {
     /// Print this recipe's TOML
     #[arg(value_name = "NAME")]
     pub show: Option<String>,
+}
+
+/// Step counts: at least 1 and at most what a recipe (TOML, 64-bit signed
+/// integers) can hold, so that `--steps 18446744073709551615` is refused by
+/// name here rather than as a recipe value later.
+fn steps_value() -> RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=i64::MAX as u64)
+}
+
+/// Beam widths: 1 (greedy) to 64 (wider beams cost more than they find).
+pub fn beam_value() -> impl TypedValueParser<Value = usize> {
+    clap::value_parser!(u64).range(1..=64).map(|v| v as usize)
 }

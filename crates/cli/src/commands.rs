@@ -12,7 +12,7 @@ use crate::setup::{read_corpus, resolve_data, setup_device, tune_allocator};
 /// `charlstm fetch`: prints where the corpus is (downloading it first if needed).
 pub fn fetch(a: FetchArgs) -> Result<ExitCode> {
     let path = resolve_data(&a.data, None)?;
-    println!("{}", path.display());
+    outln!("{}", path.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -38,7 +38,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             &scratch,
         );
         let _ = std::fs::remove_dir_all(&scratch);
-        println!("{}", serde_json::to_string(&result?)?);
+        outln!("{}", serde_json::to_string(&result?)?);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -60,7 +60,7 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
         &device,
     )?;
     for t in texts {
-        println!("{t}");
+        outln!("{t}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -88,12 +88,12 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"data": path, "part": format!("{:?}", a.part).to_lowercase(), "report": report})
         );
     } else {
-        println!(
+        outln!(
             "{}: {} characters predicted; cross-entropy {:.4} nats, perplexity {:.3}, {:.4} bits per character",
             path.display(),
             report.predicted,
@@ -106,17 +106,20 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
 }
 
 pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
-    if a.output.exists() && !a.force {
-        bail!(
-            "{}: already exists (use --force to replace it)",
-            a.output.display()
-        );
+    // the input must be a file that ends (not a FIFO or /dev/zero)
+    match std::fs::metadata(&a.input) {
+        Ok(m) if !m.is_file() => bail!(
+            "{}: not a regular file; save the text to a file first",
+            a.input.display()
+        ),
+        _ => {}
     }
+    trainer::fsutil::check_output(&a.output, a.force, &[&a.input])?;
     let total = std::fs::metadata(&a.input).map(|m| m.len()).ok();
     let bar = progress::bytes_bar(total, "normalising");
     let stats = text8::normalize_file(&a.input, &a.output, &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
-    println!(
+    outln!(
         "{}: {} bytes in, {} characters of text8 form out",
         a.output.display(),
         stats.bytes_in,
@@ -129,11 +132,11 @@ pub fn recipes(a: RecipesArgs) -> Result<ExitCode> {
     match a.show {
         Some(name) => {
             let (_, src) = trainer::recipe::recipe_source(&name)?;
-            print!("{src}");
+            out!("{src}");
         }
         None => {
             for (name, desc) in trainer::recipe::list_builtin() {
-                println!("{name:<18} {desc}");
+                outln!("{name:<18} {desc}");
             }
         }
     }

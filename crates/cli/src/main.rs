@@ -11,6 +11,28 @@
 // (`runs/<recipe>-<n>`), not HTML.
 #![allow(rustdoc::invalid_html_tags)]
 
+/// `println!` that never panics: a stdout that is closed or full ends the
+/// program as Unix tools end ([`setup::stdout_failed`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::setup::stdout_failed(e)
+        }
+    }};
+}
+
+/// `print!` as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if let Err(e) = write!(stdout, $($arg)*).and_then(|_| stdout.flush()) {
+            $crate::setup::stdout_failed(e)
+        }
+    }};
+}
+
 mod args;
 mod commands;
 mod device;
@@ -63,6 +85,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    setup::default_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

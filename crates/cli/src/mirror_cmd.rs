@@ -2,7 +2,6 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use trainer::mirror;
 
-use crate::args::{DataArgs, DeviceArgs, TrainArgs};
+use clap::builder::TypedValueParser;
+
+use crate::args::{DataArgs, DeviceArgs, TrainArgs, beam_value};
 use crate::setup::{resolve_data, setup_device};
 use crate::train::TrainCommand;
 
@@ -25,8 +26,8 @@ pub struct MirrorArgs {
     /// Run directory of a trained mirror model
     #[arg(long, value_name = "DIR")]
     run: Option<PathBuf>,
-    /// Beam width (1: greedy decoding)
-    #[arg(long, default_value_t = 1)]
+    /// Beam width (1: greedy decoding; at most 64)
+    #[arg(long, default_value_t = 1, value_parser = beam_value())]
     beam: usize,
     /// Mirror inputs longer than the model accepts in chunks of whole words,
     /// instead of refusing them
@@ -56,11 +57,11 @@ struct EvalArgs {
     /// Sentence lengths in words, as FIRST-LAST or one number
     #[arg(long, default_value = "1-12")]
     words: String,
-    /// Sentences per length
-    #[arg(long, default_value_t = 1000)]
+    /// Sentences per length (at most 1000000)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|v| v as usize))]
     count: usize,
-    /// Beam width (1: greedy)
-    #[arg(long, default_value_t = 1)]
+    /// Beam width (1: greedy; at most 64)
+    #[arg(long, default_value_t = 1, value_parser = beam_value())]
     beam: usize,
     /// Seed of the drawn sentences
     #[arg(long, default_value_t = 1)]
@@ -118,11 +119,11 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
     let split = text8::Split::new(&corpus.ids, text8::SplitKind::Standard)?;
     let test: Arc<[u8]> = split.test.into();
     if !a.json {
-        println!("| words | sentences | characters | words | sentences exact |");
-        println!("|---:|---:|---:|---:|---:|");
+        outln!("| words | sentences | characters | words | sentences exact |");
+        outln!("|---:|---:|---:|---:|---:|");
     }
     for n in range {
-        // long sentences may exceed the training limit: evaluate them anyway, up to 200 characters
+        // windows of n words with their natural lengths: no character cap
         let s = mirror::evaluate_words(
             &model,
             test.clone(),
@@ -130,16 +131,16 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
             a.count,
             a.beam,
             a.seed,
-            200,
+            usize::MAX,
             &device,
         )?;
         if a.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"words": n, "beam": a.beam, "scores": s})
             );
         } else {
-            println!(
+            outln!(
                 "| {n} | {} | {:.2}% | {:.2}% | {:.2}% |",
                 s.sentences,
                 100.0 * s.char_acc,
@@ -149,6 +150,43 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Longest input line read from stdin (a sentence is a few hundred bytes).
+const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The next line of `input` without its line ending, `None` at the end;
+/// a line longer than `max` bytes, or not UTF-8, is an error (nothing past
+/// `max` is read).
+fn read_line(input: &mut impl std::io::BufRead, max: usize) -> Result<Option<String>> {
+    let mut line = Vec::new();
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() + take > max + 1 {
+            bail!("a line longer than {max} bytes (one sentence per line)");
+        }
+        line.extend_from_slice(&buf[..take]);
+        input.consume(take);
+        if done {
+            break;
+        }
+    }
+    if line.is_empty() {
+        return Ok(None);
+    }
+    while matches!(line.last(), Some(b'\n' | b'\r')) {
+        line.pop();
+    }
+    String::from_utf8(line)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()))
 }
 
 /// Text8 form of a user's sentence, without the leading space.
@@ -168,19 +206,26 @@ fn infer(
     }
     let (device, _) = setup_device(device)?;
     let (model, max_chars) = mirror::load_mirror(run, &device)?;
-    let lines: Vec<String> = if sentences.is_empty() {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<std::io::Result<_>>()
-            .context("reading sentences from stdin")?
-    } else {
-        sentences.to_vec()
-    };
-    for (k, raw) in lines.iter().enumerate() {
+    // arguments, or stdin answered line by line as it arrives
+    let mut stdin = (sentences.is_empty()).then(|| std::io::stdin().lock());
+    let mut args = sentences.iter();
+    for k in 0.. {
+        let raw = match stdin.as_mut() {
+            Some(input) => match read_line(input, MAX_LINE_BYTES)
+                .with_context(|| format!("reading sentence {} from stdin", k + 1))?
+            {
+                Some(line) => line,
+                None => break,
+            },
+            None => match args.next() {
+                Some(a) => a.clone(),
+                None => break,
+            },
+        };
+        let raw = &raw;
         let text = prepare_input(raw);
         if text.is_empty() {
-            println!();
+            outln!();
             continue;
         }
         if text != raw.trim() {
@@ -196,7 +241,7 @@ fn infer(
         }
         let out = mirror::mirror_text(&model, &text, max_chars, beam, &device)
             .with_context(|| format!("input {}", k + 1))?;
-        println!("{out}");
+        outln!("{out}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -211,5 +256,15 @@ mod tests {
         assert!(parse_range("3-1").is_err());
         assert_eq!(parse_range("2-4").unwrap(), 2..=4);
         assert_eq!(parse_range("5").unwrap(), 5..=5);
+        let mut input = std::io::Cursor::new(b"the cat\r\nsat\n\nlast".to_vec());
+        let lines: Vec<Option<String>> =
+            (0..5).map(|_| read_line(&mut input, 10).unwrap()).collect();
+        let want = ["the cat", "sat", "", "last"].map(|s| Some(s.to_string()));
+        assert_eq!(lines[..4], want);
+        assert_eq!(lines[4], None);
+        use std::io::Read as _;
+        let mut zeros = std::io::repeat(0).take(1 << 30);
+        let e = read_line(&mut std::io::BufReader::new(&mut zeros), 1000).unwrap_err();
+        assert!(e.to_string().contains("longer than 1000 bytes"), "{e}");
     }
 }

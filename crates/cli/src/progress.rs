@@ -58,7 +58,7 @@ impl Progress {
         }
         match &self.bar {
             Some(bar) => bar.println(s),
-            None => println!("{s}"),
+            None => outln!("{s}"),
         }
     }
 
@@ -74,7 +74,7 @@ impl Progress {
                 resumed,
             } => {
                 if self.mode == LogMode::Json {
-                    println!(
+                    outln!(
                         "{}",
                         json!({"event": "started", "run_dir": run_dir, "start_step": start_step,
                                "total_steps": total_steps, "params": params,
@@ -132,7 +132,7 @@ impl Progress {
             } => {
                 self.last_loss = Some(*loss);
                 if self.mode == LogMode::Json {
-                    println!(
+                    outln!(
                         "{}",
                         json!({"event": "summary", "summary": row, "samples": samples})
                     );
@@ -144,7 +144,7 @@ impl Progress {
             }
             Event::Checkpoint { step, path } => {
                 if self.mode == LogMode::Json {
-                    println!(
+                    outln!(
                         "{}",
                         json!({"event": "checkpoint", "step": step, "path": path})
                     );

@@ -85,9 +85,12 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
 
     let stop = install_ctrl_c()?;
     let mut trace = match &a.loss_trace {
-        Some(p) => Some(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("--loss-trace {}", p.display()))?,
-        )),
+        Some(p) => Some(std::io::BufWriter::new(open_loss_trace(
+            p,
+            a.force,
+            &path,
+            a.resume.as_deref().or(a.run.as_deref()),
+        )?)),
         None => None,
     };
     let mut shown = Progress::new(a.log, a.quiet);
@@ -114,13 +117,13 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     shown.finish();
     let report = result?;
     if json {
-        println!("{}", serde_json::json!({"event": "done", "report": report}));
+        outln!("{}", serde_json::json!({"event": "done", "report": report}));
     } else {
         for line in final_lines(&report) {
-            println!("{line}");
+            outln!("{line}");
         }
         if report.interrupted() {
-            println!(
+            outln!(
                 "continue with: {} --resume {}",
                 command.resume_command(),
                 report.run_dir().display()
@@ -132,6 +135,29 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The `--loss-trace` file: never an existing file without `--force`, never
+/// a link or a device, never the corpus or a file of the run directory.
+fn open_loss_trace(
+    p: &std::path::Path,
+    force: bool,
+    corpus: &std::path::Path,
+    run: Option<&std::path::Path>,
+) -> Result<std::fs::File> {
+    let mut inputs = vec![corpus];
+    inputs.extend(run);
+    trainer::fsutil::check_output(p, force, &inputs).context("--loss-trace")?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true);
+    if force {
+        open.create(true).truncate(true);
+    } else {
+        // fails if something appeared since the check
+        open.create_new(true);
+    }
+    open.open(p)
+        .with_context(|| format!("--loss-trace {}", p.display()))
 }
 
 /// What a person reads at the end of a run.

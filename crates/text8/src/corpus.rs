@@ -68,6 +68,15 @@ fn fingerprint(ids: &[u8]) -> u64 {
     h ^ (h >> 31)
 }
 
+/// Most characters a corpus may have: it is held in memory whole, one byte
+/// a character (Text8 is 100 M).
+pub const MAX_CORPUS_CHARS: u64 = 2 << 30;
+
+/// How much larger than its zip a member may expand: English text deflates
+/// to about a third, so 16x leaves room for any real corpus and stops a zip
+/// bomb (a 3 MB archive of a 1 GB member) after 48 MB.
+pub const MAX_ZIP_RATIO: u64 = 16;
+
 /// Whether the file starts like a zip archive (`PK\x03\x04`, or `PK\x05\x06` for an empty one).
 fn looks_like_zip(path: &Path, file: &mut File) -> Result<bool> {
     let mut magic = [0u8; 4];
@@ -93,6 +102,16 @@ fn looks_like_zip(path: &Path, file: &mut File) -> Result<bool> {
 /// Every byte must be `a`-`z` or space; the first other byte is an error that
 /// names the file (and member) and its offset.
 pub fn read_corpus(path: &Path) -> Result<Corpus> {
+    // a FIFO is refused before it is opened: opening one waits for a writer
+    if let Ok(meta) = std::fs::metadata(path)
+        && !meta.is_file()
+        && !meta.is_dir()
+    {
+        return Err(Text8Error::Invalid(format!(
+            "{}: not a regular file (a FIFO, socket or device); give a text8.zip or a text file",
+            path.display()
+        )));
+    }
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -102,23 +121,46 @@ pub fn read_corpus(path: &Path) -> Result<Corpus> {
         }
         Err(e) => return Err(Text8Error::io(path, e)),
     };
-    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+    let meta = file.metadata().map_err(|e| Text8Error::io(path, e))?;
+    if meta.is_dir() {
         return Err(Text8Error::Invalid(format!(
             "{}: is a directory, expected a text8.zip or a text file",
             path.display()
         )));
     }
+    if !meta.is_file() {
+        return Err(Text8Error::Invalid(format!(
+            "{}: not a regular file (a FIFO, socket or device); give a text8.zip or a text file",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_CORPUS_CHARS {
+        return Err(Text8Error::Invalid(format!(
+            "{}: {} bytes, more than the {MAX_CORPUS_CHARS} characters a corpus may have \
+             (it is held in memory whole)",
+            path.display(),
+            meta.len()
+        )));
+    }
     let ids = if looks_like_zip(path, &mut file)? {
-        read_zip_member(path, file)?
+        let limit = MAX_CORPUS_CHARS.min(meta.len().saturating_mul(MAX_ZIP_RATIO).max(1 << 20));
+        read_zip_member(path, file, limit)?
     } else {
-        let mut ids = Vec::with_capacity(file.metadata().map(|m| m.len() as usize).unwrap_or(0));
-        read_stream(BufReader::new(file), path, None, &mut ids)?;
+        let mut ids = Vec::with_capacity(meta.len() as usize);
+        read_stream(BufReader::new(file), path, None, MAX_CORPUS_CHARS, &mut ids)?;
         ids
     };
     if ids.is_empty() {
         return Err(Text8Error::Empty {
             path: path.to_path_buf(),
         });
+    }
+    if ids.iter().all(|&c| c == 0) {
+        return Err(Text8Error::Invalid(format!(
+            "{}: the corpus has no letters, only {} spaces: nothing to learn",
+            path.display(),
+            ids.len()
+        )));
     }
     Ok(Corpus {
         ids,
@@ -163,7 +205,7 @@ fn single_member<R: Read + Seek>(
     Ok(files.into_iter().next().expect("one member"))
 }
 
-fn read_zip_member(path: &Path, file: File) -> Result<Vec<u8>> {
+fn read_zip_member(path: &Path, file: File, limit: u64) -> Result<Vec<u8>> {
     let mut archive = open_zip(path, file)?;
     let (index, name) = single_member(path, &archive)?;
     let zip_err = |e: zip::result::ZipError| Text8Error::Zip {
@@ -171,16 +213,18 @@ fn read_zip_member(path: &Path, file: File) -> Result<Vec<u8>> {
         reason: e.to_string(),
     };
     let member = archive.by_index(index).map_err(zip_err)?;
-    let mut ids = Vec::with_capacity(member.size().min(1 << 31) as usize);
-    read_stream(member, path, Some(&name), &mut ids)?;
+    let mut ids = Vec::with_capacity(member.size().min(limit) as usize);
+    read_stream(member, path, Some(&name), limit, &mut ids)?;
     Ok(ids)
 }
 
-/// Streams `reader` into `ids`, validating every byte.
+/// Streams `reader` into `ids`, validating every byte; more than `limit`
+/// bytes is an error.
 fn read_stream<R: Read>(
     mut reader: R,
     path: &Path,
     member: Option<&str>,
+    limit: u64,
     ids: &mut Vec<u8>,
 ) -> Result<()> {
     let mut buf = vec![0u8; 1 << 16];
@@ -201,6 +245,20 @@ fn read_stream<R: Read>(
                 });
             }
         };
+        if offset + n as u64 > limit {
+            return Err(Text8Error::Invalid(format!(
+                "{}: more than {limit} characters{}; a corpus is held in memory whole",
+                match member {
+                    Some(m) => format!("{}:{m}", path.display()),
+                    None => path.display().to_string(),
+                },
+                match member {
+                    Some(_) =>
+                        format!(" (the member expands more than {MAX_ZIP_RATIO} times the archive)"),
+                    None => String::new(),
+                }
+            )));
+        }
         push_ids(&buf[..n], offset, ids, path, member)?;
         offset += n as u64;
     }
@@ -254,6 +312,33 @@ pub(crate) mod tests_support {
 mod tests {
     use super::tests_support::write_zip;
     use super::*;
+
+    #[test]
+    fn zip_bombs_fifos_and_space_only_corpora_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // a member that expands far more than text does
+        let p = dir.path().join("bomb.zip");
+        tests_support::write_zip(&p, &[("text8", &vec![b'a'; 40 << 20])]);
+        let e = read_corpus(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("bomb.zip:text8: more than") && e.contains("16 times"),
+            "{e}"
+        );
+        let p = dir.path().join("spaces.txt");
+        std::fs::write(&p, "      ").unwrap();
+        let e = read_corpus(&p).unwrap_err().to_string();
+        assert!(e.contains("no letters, only 6 spaces"), "{e}");
+        #[cfg(unix)]
+        {
+            let fifo = dir.path().join("fifo");
+            let ok = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if ok.is_ok_and(|s| s.success()) {
+                // refused without opening it (which would wait for a writer)
+                let e = read_corpus(&fifo).unwrap_err().to_string();
+                assert!(e.contains("not a regular file"), "{e}");
+            }
+        }
+    }
 
     #[test]
     fn fingerprints_tell_texts_of_one_length_apart() {

@@ -8,14 +8,14 @@ use thiserror::Error;
 /// Messages name the file, URL or offset, and what was expected.
 #[derive(Debug, Error)]
 pub enum Text8Error {
-    /// An I/O error on a file.
-    #[error("{}: {source}", path.display())]
+    /// An I/O error on a file. (The OS error is part of the message, not a
+    /// `source`: chained, it would be printed twice.)
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The corpus file does not exist.
     #[error("{}: no such file (give an existing text8.zip or text file with --data)", path.display())]
@@ -131,10 +131,10 @@ pub enum Text8Error {
 }
 
 impl Text8Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Text8Error::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

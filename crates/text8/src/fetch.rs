@@ -5,6 +5,12 @@
 //! size matches the expected size (31,344,016 bytes for Text8) and it opens
 //! as a zip of one member. A failed, short or long download leaves nothing
 //! at the target path, so a retry starts clean.
+//!
+//! Every download is bounded ([`Limits`]): in size (the expected size, or
+//! 2 GiB when none is known, checked against `Content-Length` before the
+//! body and against the bytes as they arrive), in time per read, and in
+//! rate (a server trickling bytes is given up on). A `.part` file left by a
+//! killed download is replaced by the next download of the same file.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -19,6 +25,76 @@ pub const TEXT8_URL: &str = "http://mattmahoney.net/dc/text8.zip";
 pub const TEXT8_SIZE: u64 = 31_344_016;
 /// File name of the canonical archive.
 pub const TEXT8_FILE: &str = "text8.zip";
+
+/// Bounds of a download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes read when the size is not known in advance.
+    pub max_bytes: u64,
+    /// Longest wait for the connection, the response, or any single read.
+    pub read_timeout: Duration,
+    /// The rate below which a download is abandoned: fewer than
+    /// `min_bytes_per_window` bytes in any `window`.
+    pub window: Duration,
+    /// See `window`.
+    pub min_bytes_per_window: u64,
+}
+
+impl Default for Limits {
+    /// 2 GiB; 60 s per read; at least 64 KiB in every minute (a 31 MB Text8
+    /// at that rate would take 8 hours: anything slower is a stalled server).
+    fn default() -> Self {
+        Limits {
+            max_bytes: 2 << 30,
+            read_timeout: Duration::from_secs(60),
+            window: Duration::from_secs(60),
+            min_bytes_per_window: 64 << 10,
+        }
+    }
+}
+
+/// The file a URL is saved as, under `datasets_dir`: the canonical Text8 URL
+/// as `text8.zip`, any other as `<host>/<last path segment>` (query and
+/// fragment ignored), so that one name from two hosts are two files. A URL
+/// whose path names no file is an error.
+pub fn download_path(url: &str, datasets_dir: &Path) -> Result<PathBuf> {
+    if url == TEXT8_URL {
+        return Ok(datasets_dir.join(TEXT8_FILE));
+    }
+    let bad = |reason: &str| Text8Error::UnsupportedUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| bad("expected an http:// or https:// URL"))?;
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // the host without user info; the port stays (another server)
+    let host = host
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .replace(':', "_");
+    let name = path.rsplit('/').next().unwrap_or_default();
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '%' | '+'))
+    };
+    if !safe(&host) {
+        return Err(bad("the host part is empty or unusual"));
+    }
+    if !safe(name) {
+        return Err(bad(
+            "the URL's path names no file to save (it must end in a file name, such as .../text8.zip)",
+        ));
+    }
+    Ok(datasets_dir.join(host).join(name))
+}
 
 /// What the user asked for with `--data` (or nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,12 +156,14 @@ pub enum FetchEvent {
 /// Resolves a data source to a local file, downloading it if needed.
 pub fn resolve(source: &DataSource, progress: &mut dyn FnMut(FetchEvent)) -> Result<PathBuf> {
     match source {
-        DataSource::Path(p) => {
-            if !p.exists() {
-                return Err(Text8Error::NotFound { path: p.clone() });
+        DataSource::Path(p) => match std::fs::metadata(p) {
+            Ok(_) => Ok(p.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Text8Error::NotFound { path: p.clone() })
             }
-            Ok(p.clone())
-        }
+            // a symlink loop, a folder without permission: the OS says which
+            Err(e) => Err(Text8Error::io(p, e)),
+        },
         DataSource::Default { datasets_dir } => {
             let target = datasets_dir.join(TEXT8_FILE);
             if target.exists() {
@@ -114,12 +192,7 @@ pub fn resolve(source: &DataSource, progress: &mut dyn FnMut(FetchEvent)) -> Res
             datasets_dir,
             expected_size,
         } => {
-            let name = url
-                .rsplit('/')
-                .next()
-                .filter(|n| !n.is_empty() && !n.contains(['?', '#']))
-                .unwrap_or(TEXT8_FILE);
-            let target = datasets_dir.join(name);
+            let target = download_path(url, datasets_dir)?;
             if target.exists() {
                 if let Some(size) = expected_size {
                     check_size(&target, *size)?;
@@ -169,6 +242,17 @@ pub fn fetch(
     expected_size: Option<u64>,
     progress: &mut dyn FnMut(FetchEvent),
 ) -> Result<()> {
+    fetch_with(url, target, expected_size, &Limits::default(), progress)
+}
+
+/// [`fetch`] within `limits`.
+pub fn fetch_with(
+    url: &str,
+    target: &Path,
+    expected_size: Option<u64>,
+    limits: &Limits,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<()> {
     if url.starts_with("https://") && !cfg!(feature = "https") {
         return Err(Text8Error::UnsupportedUrl {
             url: url.to_string(),
@@ -195,9 +279,9 @@ pub fn fetch(
     };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_connect(Some(limits.read_timeout))
+        .timeout_recv_response(Some(limits.read_timeout))
+        .timeout_per_read(Some(limits.read_timeout))
         .user_agent(concat!("charlstm/", env!("CARGO_PKG_VERSION")))
         .build()
         .into();
@@ -222,6 +306,14 @@ pub fn fetch(
             found: len,
         });
     }
+    let max_bytes = expected_size.unwrap_or(limits.max_bytes);
+    if let Some(len) = announced
+        && len > max_bytes
+    {
+        return Err(http_err(format!(
+            "the server announces {len} bytes, more than the {max_bytes} this download takes"
+        )));
+    }
     progress(FetchEvent::Started {
         url: url.to_string(),
         total: announced.or(expected_size),
@@ -235,11 +327,13 @@ pub fn fetch(
             .unwrap_or(TEXT8_FILE)
     ));
     let mut guard = TempGuard(Some(part.clone()));
+    // a `.part` of a killed download is replaced (File::create truncates it)
     let mut out = File::create(&part).map_err(|e| Text8Error::io(&part, e))?;
     let mut reader = response.into_body().into_reader();
     let mut buf = vec![0u8; 1 << 16];
     let mut received = 0u64;
     let mut last_report = 0u64;
+    let (mut window_start, mut window_bytes) = (std::time::Instant::now(), 0u64);
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
@@ -256,9 +350,25 @@ pub fn fetch(
                 });
             }
         };
+        if received + n as u64 > max_bytes {
+            return Err(http_err(format!(
+                "the body goes on past {max_bytes} bytes, the most this download takes"
+            )));
+        }
         out.write_all(&buf[..n])
             .map_err(|e| Text8Error::io(&part, e))?;
         received += n as u64;
+        window_bytes += n as u64;
+        if window_start.elapsed() >= limits.window {
+            if window_bytes < limits.min_bytes_per_window {
+                return Err(http_err(format!(
+                    "too slow: {window_bytes} bytes in the last {:.0} s (after {received} bytes); \
+                     try again later, or download the file yourself and pass it with --data",
+                    window_start.elapsed().as_secs_f64()
+                )));
+            }
+            (window_start, window_bytes) = (std::time::Instant::now(), 0);
+        }
         if received - last_report >= 1 << 20 {
             progress(FetchEvent::Progress(received));
             last_report = received;
@@ -338,6 +448,12 @@ mod tests {
         Status(u16),
         /// Announces `announced` bytes, sends the body, closes.
         Lying { body: Vec<u8>, announced: usize },
+        /// No Content-Length; `chunks` pieces of `chunk` bytes, `pause` apart.
+        Trickle {
+            chunk: usize,
+            chunks: usize,
+            pause: Duration,
+        },
     }
 
     /// A one-thread HTTP/1.1 server on 127.0.0.1 answering every request with the
@@ -374,6 +490,20 @@ mod tests {
                         format!("HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\n"),
                         body,
                     ),
+                    Reply::Trickle {
+                        chunk,
+                        chunks,
+                        pause,
+                    } => {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                        for _ in 0..chunks {
+                            if stream.write_all(&vec![b'a'; chunk]).is_err() {
+                                break; // the client gave up
+                            }
+                            std::thread::sleep(pause);
+                        }
+                        continue;
+                    }
                 };
                 let _ = stream.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes());
                 let _ = stream.write_all(&body);
@@ -527,7 +657,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let source = DataSource::parse(Some(&url), dir.path());
         let path = resolve(&source, &mut |_| {}).unwrap();
-        assert_eq!(path, dir.path().join("text8.zip"));
+        assert_eq!(path, download_path(&url, dir.path()).unwrap());
+        let host = path
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy();
+        assert!(host.starts_with("127.0.0.1_"), "{}", path.display());
         let mut events = vec![];
         assert_eq!(resolve(&source, &mut |e| events.push(e)).unwrap(), path);
         assert_eq!(events, vec![FetchEvent::Found(path)]);
@@ -557,5 +694,91 @@ mod tests {
             .unwrap_err();
             assert!(err.to_string().contains("`https` cargo feature"), "{err}");
         }
+    }
+
+    #[test]
+    fn urls_map_to_files_by_host_and_name() {
+        let d = Path::new("datasets");
+        assert_eq!(download_path(TEXT8_URL, d).unwrap(), d.join("text8.zip"));
+        assert_eq!(
+            download_path("http://example.org/a/good.zip?x=1#top", d).unwrap(),
+            d.join("example.org").join("good.zip")
+        );
+        assert_eq!(
+            download_path("https://user@mirror.net:8080/text8.zip", d).unwrap(),
+            d.join("mirror.net_8080").join("text8.zip")
+        );
+        for bad in [
+            "http://example.org/",
+            "http://example.org",
+            "http://example.org/a/..",
+            "ftp://x/y.zip",
+        ] {
+            let e = download_path(bad, d).unwrap_err().to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_huge_announced_length_is_refused_before_the_body() {
+        let (url, _) = serve(vec![Reply::Lying {
+            body: vec![0; 10],
+            announced: 100 << 30,
+        }]);
+        let dir = tempfile::tempdir().unwrap();
+        let err = fetch(&url, &dir.path().join("t.zip"), None, &mut |_| {}).unwrap_err();
+        assert!(
+            err.to_string().contains("more than the 2147483648"),
+            "{err}"
+        );
+        no_files_but(dir.path(), &[]);
+    }
+
+    #[test]
+    fn an_endless_body_and_a_trickle_are_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t.zip");
+        let limits = Limits {
+            max_bytes: 100_000,
+            ..Limits::default()
+        };
+        let (url, _) = serve(vec![Reply::NoLength(vec![b'a'; 300_000])]);
+        let err = fetch_with(&url, &target, None, &limits, &mut |_| {}).unwrap_err();
+        assert!(
+            err.to_string().contains("goes on past 100000 bytes"),
+            "{err}"
+        );
+        no_files_but(dir.path(), &[]);
+        let limits = Limits {
+            window: Duration::from_millis(300),
+            min_bytes_per_window: 10_000,
+            ..Limits::default()
+        };
+        let (url, _) = serve(vec![Reply::Trickle {
+            chunk: 10,
+            chunks: 100,
+            pause: Duration::from_millis(50),
+        }]);
+        let t = std::time::Instant::now();
+        let err = fetch_with(&url, &target, None, &limits, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("too slow"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        no_files_but(dir.path(), &[]);
+    }
+
+    #[test]
+    fn a_part_file_of_a_killed_download_is_replaced() {
+        let body = small_zip();
+        let (url, _) = serve(vec![Reply::Ok(body.clone())]);
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("text8.zip");
+        std::fs::write(
+            dir.path().join("text8.zip.part"),
+            b"left by a killed download",
+        )
+        .unwrap();
+        fetch(&url, &target, None, &mut |_| {}).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), body);
+        no_files_but(dir.path(), &["text8.zip"]);
     }
 }

@@ -33,6 +33,10 @@ impl MirrorPair {
     }
 }
 
+/// Random draws [`MirrorSampler::sample`] makes before it settles for the
+/// first window that fits.
+pub const MAX_REDRAWS: usize = 10_000;
+
 /// Draws windows of consecutive words from one part of a corpus.
 #[derive(Debug, Clone)]
 pub struct MirrorSampler {
@@ -73,24 +77,46 @@ impl MirrorSampler {
         if let Some(s) = start {
             words.push((s as u32, ids.len() as u32));
         }
-        let fitting = words
-            .iter()
-            .filter(|(s, e)| (e - s) as usize <= max_chars)
-            .count();
-        if words.len() < max_words || fitting == 0 {
+        if words.len() < max_words {
             return Err(Text8Error::TooShort {
                 what: format!("text for windows of up to {max_words} words"),
                 needed: max_words,
                 found: words.len(),
             });
         }
-        Ok(MirrorSampler {
+        let sampler = MirrorSampler {
             ids,
             words,
             min_words,
             max_words,
             max_chars,
-        })
+        };
+        // every draw must be able to end: some window of the fewest words fits
+        if sampler.first_fitting(0).is_none() {
+            return Err(Text8Error::Invalid(format!(
+                "no window of {min_words} consecutive words has at most {max_chars} characters"
+            )));
+        }
+        Ok(sampler)
+    }
+
+    /// Characters of the window of `len` words starting at word `first`
+    /// (the words joined by single spaces, as [`MirrorSampler::window`] makes it).
+    fn window_chars(&self, first: usize, len: usize) -> usize {
+        let letters: usize = self.words[first..first + len]
+            .iter()
+            .map(|(s, e)| (e - s) as usize)
+            .sum();
+        letters + len - 1
+    }
+
+    /// The first start, from word `from` on (wrapping around), of a window of
+    /// `min_words` words that fits `max_chars`.
+    fn first_fitting(&self, from: usize) -> Option<usize> {
+        let starts = self.words.len() - self.min_words + 1;
+        (0..starts)
+            .map(|k| (from + k) % starts)
+            .find(|&first| self.window_chars(first, self.min_words) <= self.max_chars)
     }
 
     /// Number of words in the text.
@@ -112,16 +138,23 @@ impl MirrorSampler {
         out
     }
 
-    /// One random pair.
+    /// One random pair: a random length and start, redrawn while the window
+    /// is longer than `max_chars`; after [`MAX_REDRAWS`] draws, the first
+    /// window of the fewest words that fits from a random start (one exists:
+    /// [`MirrorSampler::new`] checks), so every call ends.
     pub fn sample(&self, rng: &mut Rng) -> MirrorPair {
-        loop {
+        for _ in 0..MAX_REDRAWS {
             let len = rng.range_inclusive(self.min_words, self.max_words);
             let first = rng.below((self.words.len() - len + 1) as u64) as usize;
-            let src = self.window(first, len);
-            if src.len() <= self.max_chars {
-                return MirrorPair::new(src);
+            if self.window_chars(first, len) <= self.max_chars {
+                return MirrorPair::new(self.window(first, len));
             }
         }
+        let from = rng.below(self.words.len() as u64) as usize;
+        let first = self
+            .first_fitting(from)
+            .expect("checked when the sampler was made");
+        MirrorPair::new(self.window(first, self.min_words))
     }
 
     /// `n` pairs drawn with a fixed seed (an evaluation set).
@@ -154,7 +187,7 @@ mod tests {
     #[test]
     fn windows_are_consecutive_words_within_limits() {
         let text = ids(" one two three four five six seven eight nine ten");
-        let s = MirrorSampler::new(text.into(), 2, 4, 100).unwrap();
+        let s = MirrorSampler::new(text.clone().into(), 2, 4, 100).unwrap();
         assert_eq!(s.num_words(), 10);
         assert_eq!(s.window(1, 3), ids("two three four"));
         let mut rng = Rng::new(5);
@@ -166,6 +199,17 @@ mod tests {
         }
         assert_eq!(s.fixed_set(5, 9), s.fixed_set(5, 9));
         assert!(MirrorSampler::new(ids(" a b").into(), 1, 3, 10).is_err());
+        // no window fits: refused at once, not a draw that never ends
+        let e = MirrorSampler::new(text.clone().into(), 3, 3, 5).unwrap_err();
+        assert!(
+            e.to_string().contains("no window of 3 consecutive words"),
+            "{e}"
+        );
+        // windows that rarely fit still come back
+        let mut long = ids(" abcdefghijklmnopqrstuvwxy").repeat(2000);
+        long.extend(ids(" a b"));
+        let s = MirrorSampler::new(long.into(), 2, 2, 3).unwrap();
+        assert_eq!(s.sample(&mut rng).source, ids("a b"));
         assert!(MirrorSampler::new(ids(" a b").into(), 0, 1, 10).is_err());
     }
 }

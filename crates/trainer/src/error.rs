@@ -13,14 +13,14 @@ pub enum TrainError {
     /// Corpus problems (missing, malformed, too short).
     #[error(transparent)]
     Data(#[from] text8::Text8Error),
-    /// An I/O error on a file.
-    #[error("{}: {source}", path.display())]
+    /// An I/O error on a file. (The OS error is part of the message, not a
+    /// `source`: chained, it would be printed twice.)
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A bad recipe or override.
     #[error("{0}")]
@@ -76,10 +76,10 @@ fn kept(last_good: Option<u64>) -> String {
 }
 
 impl TrainError {
-    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl AsRef<Path>, error: std::io::Error) -> Self {
         TrainError::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            error,
         }
     }
 

@@ -41,6 +41,61 @@ pub fn atomic_write_str(path: &Path, text: &str) -> Result<()> {
     atomic_write(path, text.as_bytes())
 }
 
+/// Checks that `path` may be written as an output of a command: a path
+/// that exists is replaced only with `force`, and only when it is a regular
+/// file (never a symlink, a device, a FIFO or a folder, forced or not); and
+/// it is none of the command's `inputs` (files, or folders it must not
+/// write into, such as the run directory being trained), nor inside any run
+/// directory.
+pub fn check_output(path: &Path, force: bool, inputs: &[&Path]) -> Result<()> {
+    let refuse = |why: String| Err(TrainError::Input(format!("{}: {why}", path.display())));
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => {
+            return refuse(
+                "exists and is not a regular file (a symlink, device, FIFO or folder): \
+                 it is never replaced; choose another path"
+                    .into(),
+            );
+        }
+        Ok(_) if !force => return refuse("already exists (use --force to replace it)".into()),
+        _ => {}
+    }
+    // where the output would land, its folder resolved (the file may not exist yet)
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(parent) = parent.canonicalize() else {
+        return Ok(()); // a folder that does not exist: the write itself will say so
+    };
+    let landing = parent.join(path.file_name().unwrap_or_default());
+    // a run directory's files are written by training alone, forced or not
+    if parent.join("config.json").is_file()
+        && (parent.join("checkpoint.safetensors").exists()
+            || parent.join("model.safetensors").exists())
+    {
+        return refuse(format!(
+            "is inside the run directory {}: its files are written by training alone",
+            parent.display()
+        ));
+    }
+    for input in inputs {
+        let Ok(input) = input.canonicalize() else {
+            continue;
+        };
+        if input.is_dir() && landing.starts_with(&input) {
+            return refuse(format!(
+                "is inside {}, which this command reads or trains: not written there",
+                input.display()
+            ));
+        }
+        if landing == input {
+            return refuse("is one of this command's inputs: not overwritten".into());
+        }
+    }
+    Ok(())
+}
+
 /// Largest text file of a run directory or recipe read (config, tokenizer,
 /// metrics, recipes): far above any real one, far below a mistaken
 /// `--recipe /dev/zero`.
@@ -53,8 +108,8 @@ pub const MAX_TENSOR_FILE_BYTES: u64 = 4 << 30;
 /// Reads a regular file of at most `max` bytes; anything else (a folder, a
 /// FIFO, a device, a larger file) is an error naming the file.
 pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
-    let meta = file.metadata().map_err(|e| TrainError::io(path, e))?;
+    // looked at before opening: opening a FIFO would wait for a writer
+    let meta = std::fs::metadata(path).map_err(|e| TrainError::io(path, e))?;
     if !meta.is_file() {
         return Err(TrainError::Input(format!(
             "{}: not a regular file",
@@ -68,6 +123,7 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
             meta.len()
         )));
     }
+    let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     // the file may grow after the check: never read past the bound
     file.take(max + 1)
@@ -120,6 +176,39 @@ mod tests {
         std::fs::write(&p, b"ab\xffc").unwrap();
         let e = read_text(&p, 10).unwrap_err().to_string();
         assert!(e.contains("invalid UTF-8 at byte offset 2"), "{e}");
+    }
+
+    #[test]
+    fn outputs_never_replace_inputs_links_or_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = d.join("out.txt");
+        check_output(&out, false, &[]).unwrap();
+        std::fs::write(&out, "x").unwrap();
+        let e = check_output(&out, false, &[]).unwrap_err().to_string();
+        assert!(e.contains("already exists (use --force"), "{e}");
+        check_output(&out, true, &[]).unwrap();
+        let e = check_output(&out, true, &[&out]).unwrap_err().to_string();
+        assert!(e.contains("one of this command's inputs"), "{e}");
+        let run = d.join("run");
+        std::fs::create_dir(&run).unwrap();
+        let e = check_output(&run.join("checkpoint.safetensors"), true, &[&run])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inside"), "{e}");
+        #[cfg(unix)]
+        {
+            let link = d.join("link.txt");
+            std::os::unix::fs::symlink(&out, &link).unwrap();
+            let e = check_output(&link, true, &[]).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+            let e = check_output(Path::new("/dev/null"), true, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        let e = check_output(&run, true, &[]).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod error;
 pub mod eval;
 pub mod fsutil;
 pub mod lm;
+pub mod memory;
 pub mod metrics;
 pub mod mirror;
 pub mod optim;

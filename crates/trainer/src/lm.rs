@@ -348,6 +348,7 @@ pub fn train_lm(
     let data = LmData::new(corpus, recipe)?;
     let cfg = model_config(recipe);
     cfg.validate().map_err(TrainError::Recipe)?;
+    crate::memory::check_lm(recipe, &cfg)?;
     let device = opts.device.clone().autodiff();
     let mut model = cfg.init(Rng::derive(recipe.train.seed, 0).next_u64(), &device);
     if let Some(init) = &opts.init {
@@ -436,6 +437,11 @@ pub fn load_lm(
             tok.output_size()
         )));
     }
+    crate::memory::check_config_fits_weights(
+        crate::memory::lm_params(&cfg),
+        weights.scalars(),
+        &run.config_path().display().to_string(),
+    )?;
     let model = load_weights(cfg.init(0, device), "", &weights, &run.model_path(), device)?;
     Ok((model, kind, config))
 }

@@ -498,6 +498,7 @@ pub fn train_mirror(
     let data = MirrorData::new(corpus, recipe)?;
     let cfg = model_config(recipe);
     cfg.validate().map_err(TrainError::Recipe)?;
+    crate::memory::check_mirror(recipe, &cfg)?;
     let device = opts.device.clone().autodiff();
     let task = MirrorTask {
         recipe: recipe.clone(),
@@ -588,6 +589,11 @@ pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
         .and_then(|v| v.parse().ok())
         .filter(|&n: &usize| n > 0)
         .ok_or_else(|| TrainError::checkpoint(&path, "missing or bad max_chars"))?;
+    crate::memory::check_config_fits_weights(
+        crate::memory::mirror_params(&cfg),
+        weights.scalars(),
+        &run.config_path().display().to_string(),
+    )?;
     let model = load_weights(cfg.init(0, device), "", &weights, &path, device)?;
     Ok((model, max_chars))
 }

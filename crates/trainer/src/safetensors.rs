@@ -159,6 +159,11 @@ impl SafeTensors {
         })
     }
 
+    /// Scalars in all tensors.
+    pub fn scalars(&self) -> usize {
+        self.tensors.iter().map(|(_, t)| t.data.len()).sum()
+    }
+
     /// The name of the first tensor holding a NaN or an infinity.
     pub fn first_non_finite(&self) -> Option<&str> {
         self.tensors

@@ -92,6 +92,9 @@ fn random_start(rng: &mut Rng) -> u8 {
 
 pub(crate) use model::ids_tensor;
 
+/// Most characters one [`generate`] call holds (all its texts together).
+pub const MAX_SAMPLE_CHARS: usize = 1 << 28;
+
 /// Generates `opts.count` texts. `model` must not be on an autodiff device
 /// (use `model.valid()`). Each text is the prime (or a random start of one
 /// character, two for bigram models) followed by `opts.length` generated characters.
@@ -105,6 +108,21 @@ pub fn generate(
     if opts.count == 0 {
         return Ok(vec![]);
     }
+    let chars = (opts.count as f64) * (opts.length as f64 + 2.0);
+    if chars > MAX_SAMPLE_CHARS as f64 {
+        return Err(TrainError::Input(format!(
+            "--count {} x --length {}: {chars:.0} characters to generate, more than the \
+             {MAX_SAMPLE_CHARS} held at once; lower --count or --length",
+            opts.count, opts.length
+        )));
+    }
+    // each stream's state and logits, besides its text
+    let hidden: usize = model.layers.iter().map(|l| l.d_hidden).sum();
+    crate::memory::check_fits(
+        &format!("sampling {} streams", opts.count),
+        opts.count as f64 * (hidden as f64 * 8.0 + 64.0) * 4.0 + chars,
+        "lower --count",
+    )?;
     if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
         return Err(TrainError::Input(format!(
             "--temperature must be a number >= 0, got {}",

@@ -5,6 +5,7 @@
 mod backends;
 mod common;
 mod faults;
+mod hostile;
 mod lifecycle;
 mod mirror;
 mod runs;

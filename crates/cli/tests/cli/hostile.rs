@@ -1,0 +1,481 @@
+//! Hostile and careless input, as a table: each case is a command line, the
+//! exit code it must end with, words its message must hold, and the promise
+//! that every file that existed before is byte-for-byte the same after (and
+//! that no device or link was replaced). No case may panic or hang.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Every regular file under `dir` with its bytes (`.lock` files excepted:
+/// taking a run's lock writes the taker's pid into it).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() && e.file_name() != ".lock" {
+                out.insert(e.path(), std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Runs `args` with `stdin` (a file, or nothing), at most `limit`.
+fn run_bounded(args: &[String], stdin: Option<&Path>, limit: Duration) -> (Option<i32>, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("CHARLSTM_DEVICE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    match stdin {
+        Some(p) => cmd.stdin(std::fs::File::open(p).unwrap()),
+        None => cmd.stdin(Stdio::null()),
+    };
+    let mut child = cmd.spawn().unwrap();
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code(), err);
+        }
+        if t.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("{args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Case {
+    args: Vec<String>,
+    code: i32,
+    words: &'static [&'static str],
+    stdin: Option<PathBuf>,
+}
+
+fn case(args: &[&str], code: i32, words: &'static [&'static str]) -> Case {
+    Case {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        code,
+        words,
+        stdin: None,
+    }
+}
+
+#[test]
+fn hostile_inputs_are_refused_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = corpus(d);
+    let c = data.to_str().unwrap();
+    let p = |name: &str| d.join(name).to_str().unwrap().to_string();
+    // a trained language model and a trained mirror
+    let lm = p("lm");
+    ok(&charlstm(&train_args(c, &lm, &["--steps", "3"])));
+    let mirror = p("mirror");
+    ok(&charlstm(&[
+        "mirror",
+        "train",
+        "--data",
+        c,
+        "--run",
+        &mirror,
+        "--log",
+        "plain",
+        "--steps",
+        "3",
+        "--summary",
+        "2",
+        "--set",
+        "model.d_hidden=8",
+        "--set",
+        "model.d_embedding=4",
+        "--set",
+        "data.batch_size=4",
+        "--set",
+        "data.valid_windows=4",
+        "--set",
+        "data.test_windows=4",
+    ]));
+    // runs whose config.json no longer matches the weights
+    let copy = |from: &str, to: &str, edit: &dyn Fn(String) -> String| {
+        let to = p(to);
+        std::fs::create_dir(&to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), Path::new(&to).join(e.file_name())).unwrap();
+        }
+        let config = Path::new(&to).join("config.json");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let edited = edit(text.clone());
+        assert_ne!(edited, text, "the edit changed nothing");
+        std::fs::write(&config, edited).unwrap();
+        to
+    };
+    let other_tok = copy(&lm, "lm-bigram", &|t| {
+        t.replace("\"kind\": \"char\"", "\"kind\": \"bigram\"")
+    });
+    let huge = copy(&lm, "lm-huge", &|t| {
+        t.replace("\"d_hidden\": 16", "\"d_hidden\": 100000")
+    });
+    let bad_ids = copy(&mirror, "mirror-ids", &|t| {
+        t.replace("\"start_id\": 28", "\"start_id\": 9999")
+    });
+    let spaces = p("spaces.txt");
+    std::fs::write(&spaces, " ".repeat(5000)).unwrap();
+    let text = p("book.txt");
+    std::fs::write(&text, "Some text, to prepare.").unwrap();
+    let link = p("link.txt");
+    let loop_a = p("loop-a");
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&data, &link).unwrap();
+        std::os::unix::fs::symlink(p("loop-b"), &loop_a).unwrap();
+        std::os::unix::fs::symlink(&loop_a, p("loop-b")).unwrap();
+        let _ = Command::new("mkfifo").arg(p("fifo")).status();
+    }
+    let checkpoint = format!("{lm}/checkpoint.safetensors");
+    let new_run = p("new-run");
+    let zero = Path::new("/dev/zero");
+
+    let mut cases = vec![
+        // data loss
+        case(
+            &[
+                "train",
+                "--data",
+                c,
+                "--run",
+                &new_run,
+                "--loss-trace",
+                &checkpoint,
+            ],
+            1,
+            &["already exists", "--force"],
+        ),
+        case(
+            &[
+                "train",
+                "--data",
+                c,
+                "--run",
+                &new_run,
+                "--loss-trace",
+                &checkpoint,
+                "--force",
+            ],
+            1,
+            &["--loss-trace", "inside the run directory"],
+        ),
+        case(
+            &[
+                "train",
+                "--data",
+                c,
+                "--run",
+                &new_run,
+                "--loss-trace",
+                c,
+                "--force",
+            ],
+            1,
+            &["one of this command's inputs"],
+        ),
+        case(
+            &[
+                "train",
+                "--resume",
+                &lm,
+                "--steps",
+                "9",
+                "--loss-trace",
+                &format!("{lm}/trace.txt"),
+            ],
+            1,
+            &["inside"],
+        ),
+        case(
+            &[
+                "train",
+                "--data",
+                c,
+                "--run",
+                &new_run,
+                "--loss-trace",
+                &link,
+                "--force",
+            ],
+            1,
+            &["not a regular file"],
+        ),
+        case(
+            &["prepare", "--force", &text, "/dev/full"],
+            1,
+            &["/dev/full", "not a regular file"],
+        ),
+        case(
+            &["prepare", "--force", &text, &text],
+            1,
+            &["one of this command's inputs"],
+        ),
+        case(
+            &["prepare", "--force", &text, &link],
+            1,
+            &["not a regular file"],
+        ),
+        case(&["prepare", &text, c], 1, &["already exists", "--force"]),
+        // values read from a run directory, checked against the weights
+        case(
+            &["sample", "--run", &other_tok, "--length", "5"],
+            1,
+            &["vocabulary", "does not match"],
+        ),
+        case(
+            &["eval", "--run", &other_tok, "--data", c],
+            1,
+            &["vocabulary", "does not match"],
+        ),
+        case(
+            &["sample", "--run", &huge, "--length", "5"],
+            1,
+            &["config.json", "does not belong to these weights"],
+        ),
+        case(&["mirror", "--run", &bad_ids, "the cat"], 1, &["start_id"]),
+        // sizes that would abort on allocation
+        case(
+            &[
+                "train",
+                "--data",
+                c,
+                "--run",
+                &new_run,
+                "--set",
+                "model.d_hidden=100000",
+            ],
+            1,
+            &["GB, more than this machine's", "model.d_hidden"],
+        ),
+        case(
+            &["sample", "--run", &lm, "--count", "1000000000"],
+            2,
+            &["--count"],
+        ),
+        case(
+            &[
+                "sample", "--run", &lm, "--count", "1000000", "--length", "1000",
+            ],
+            1,
+            &["lower --count or --length"],
+        ),
+        case(
+            &[
+                "mirror",
+                "--run",
+                &mirror,
+                "--beam",
+                "18446744073709551615",
+                "the cat",
+            ],
+            2,
+            &["--beam"],
+        ),
+        case(
+            &[
+                "mirror",
+                "--run",
+                &mirror,
+                "--beam",
+                "4294967296",
+                "the cat",
+            ],
+            2,
+            &["--beam"],
+        ),
+        case(
+            &[
+                "mirror",
+                "eval",
+                "--run",
+                &mirror,
+                "--data",
+                c,
+                "--count",
+                "18446744073709551615",
+            ],
+            2,
+            &["--count"],
+        ),
+        case(
+            &[
+                "train",
+                "--data",
+                c,
+                "--run",
+                &new_run,
+                "--threads",
+                "10000",
+            ],
+            1,
+            &["--threads 10000: at most"],
+        ),
+        // unbounded input
+        case(
+            &["train", "--recipe", "/dev/zero", "--data", c],
+            1,
+            &["/dev/zero", "not a regular file"],
+        ),
+        case(
+            &["train", "--data", &p("fifo"), "--run", &new_run],
+            1,
+            &["fifo", "not a regular file"],
+        ),
+        case(
+            &[
+                "mirror", "eval", "--run", &mirror, "--data", c, "--words", "60", "--count", "3",
+            ],
+            0,
+            &[],
+        ),
+        // wrong results and unclear errors
+        case(
+            &["train", "--data", &spaces, "--run", &new_run],
+            1,
+            &["no letters"],
+        ),
+        case(
+            &["train", "--data", c, "--steps", "18446744073709551615"],
+            2,
+            &["--steps"],
+        ),
+        case(
+            &["train", "--data", &loop_a, "--run", &new_run],
+            1,
+            &["symbolic links"],
+        ),
+        case(
+            &["train", "--resume", &lm, "--steps", "2"],
+            1,
+            &["nothing to do"],
+        ),
+    ];
+    cases.push(Case {
+        stdin: Some(zero.to_path_buf()),
+        ..case(
+            &["mirror", "--run", &mirror],
+            1,
+            &["longer than 1048576 bytes"],
+        )
+    });
+    #[cfg(not(unix))]
+    cases.retain(|c| {
+        !c.args
+            .iter()
+            .any(|a| a.contains("link") || a.contains("fifo") || a.contains("loop"))
+    });
+
+    for case in &cases {
+        let before = snapshot(d);
+        let (code, err) = run_bounded(&case.args, case.stdin.as_deref(), Duration::from_secs(60));
+        assert_eq!(code, Some(case.code), "{:?}: {err}", case.args);
+        assert!(!err.contains("panicked"), "{:?} panicked: {err}", case.args);
+        for w in case.words {
+            assert!(err.contains(w), "{:?}: {w:?} not in: {err}", case.args);
+        }
+        let after = snapshot(d);
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>(),
+            "{:?} added or removed files",
+            case.args
+        );
+        for (path, bytes) in &before {
+            assert!(
+                after[path] == *bytes,
+                "{:?} changed {}",
+                case.args,
+                path.display()
+            );
+        }
+        assert!(!Path::new(&new_run).exists(), "{:?} made a run", case.args);
+    }
+    // the devices are still devices
+    #[cfg(unix)]
+    for dev in ["/dev/full", "/dev/null"] {
+        use std::os::unix::fs::FileTypeExt;
+        assert!(
+            std::fs::metadata(dev).unwrap().file_type().is_char_device(),
+            "{dev}"
+        );
+    }
+}
+
+/// Lines piped in are answered as they arrive, not after the end of input.
+#[cfg(unix)]
+#[test]
+fn mirror_answers_stdin_line_by_line() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("mirror");
+    let (c, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&[
+        "mirror",
+        "train",
+        "--data",
+        c,
+        "--run",
+        r,
+        "--log",
+        "plain",
+        "--steps",
+        "2",
+        "--summary",
+        "2",
+        "--set",
+        "model.d_hidden=8",
+        "--set",
+        "model.d_embedding=4",
+        "--set",
+        "data.batch_size=4",
+        "--set",
+        "data.valid_windows=4",
+        "--set",
+        "data.test_windows=4",
+    ]));
+    let mut child = Command::new(BIN)
+        .args(["mirror", "--run", r])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut answer = String::new();
+    for _ in 0..3 {
+        // one line in, one line out, with the input still open
+        writeln!(stdin, "the cat").unwrap();
+        stdin.flush().unwrap();
+        answer.clear();
+        stdout.read_line(&mut answer).unwrap();
+        assert!(answer.ends_with('\n'), "{answer:?}");
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
