@@ -162,6 +162,18 @@ pub enum Part {
     Test,
 }
 
+impl Part {
+    /// The library's name for it.
+    pub fn part(self) -> text8::Part {
+        match self {
+            Part::All => text8::Part::All,
+            Part::Train => text8::Part::Train,
+            Part::Valid => text8::Part::Valid,
+            Part::Test => text8::Part::Test,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Run directory of the model

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-use crate::args::{BenchArgs, EvalArgs, FetchArgs, Part, PrepareArgs, RecipesArgs, SampleArgs};
+use crate::args::{BenchArgs, EvalArgs, FetchArgs, PrepareArgs, RecipesArgs, SampleArgs};
 use crate::progress;
 use crate::setup::{read_corpus, resolve_data, setup_device, tune_allocator};
 
@@ -70,17 +70,8 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let (model, kind, _) = trainer::lm::load_lm(&a.run, &device)?;
     let path = resolve_data(&a.data, None)?;
     let corpus = read_corpus(&path)?;
-    let ids: &[u8] = match a.part {
-        Part::All => &corpus.ids,
-        p => {
-            let s = text8::Split::new(&corpus.ids, text8::SplitKind::Standard)?;
-            match p {
-                Part::Train => s.train,
-                Part::Valid => s.valid,
-                _ => s.test,
-            }
-        }
-    };
+    let part = a.part.part();
+    let ids = part.of(&corpus.ids)?;
     let ids = &ids[..a.limit.unwrap_or(ids.len()).min(ids.len())];
     let bar = progress::bytes_bar(Some(ids.len() as u64), "evaluating");
     let report = trainer::eval::evaluate_text(&model, kind, ids, &device, &mut |done, _| {
@@ -90,7 +81,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     if a.json {
         outln!(
             "{}",
-            serde_json::json!({"data": path, "part": format!("{:?}", a.part).to_lowercase(), "report": report})
+            serde_json::json!({"data": path, "part": part.name(), "report": report})
         );
     } else {
         outln!(

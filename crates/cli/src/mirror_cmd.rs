@@ -231,15 +231,7 @@ fn infer(
         if text != raw.trim() {
             eprintln!("note: input {} normalised to text8 form: {text:?}", k + 1);
         }
-        if text.len() > max_chars && !chunk {
-            bail!(
-                "input {} has {} characters, more than the {max_chars} this model was trained on \
-                 (data.max_chars); shorten it, or pass --chunk to mirror it in pieces of whole words",
-                k + 1,
-                text.len()
-            );
-        }
-        let out = mirror::mirror_text(&model, &text, max_chars, beam, &device)
+        let out = mirror::mirror_text(&model, &text, max_chars, chunk, beam, &device)
             .with_context(|| format!("input {}", k + 1))?;
         outln!("{out}");
     }

@@ -86,9 +86,11 @@ impl BatchGenerator {
     /// Text position of column `column` of call `call` for cursor `b`.
     #[inline]
     fn position(&self, call: u64, b: usize, column: usize) -> usize {
-        let n = self.ids.len() as u64;
-        let start = (b as u64 * self.segment as u64) % n;
-        ((start + (call * self.num_unrollings as u64) % n + column as u64) % n) as usize
+        // in u128: any call count (a resumed run's comes from a file) stays exact
+        let n = self.ids.len() as u128;
+        let start = (b as u128 * self.segment as u128) % n;
+        let advance = (call as u128 % n) * (self.num_unrollings as u128 % n) % n;
+        ((start + advance + column as u128) % n) as usize
     }
 
     /// The next batch: `[num_unrollings + 1, batch_size]` ids, time-major
@@ -107,7 +109,7 @@ impl BatchGenerator {
                 out.push(self.ids[self.position(self.calls, b, t)]);
             }
         }
-        self.calls += 1;
+        self.calls = self.calls.wrapping_add(1);
     }
 }
 

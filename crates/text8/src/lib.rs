@@ -24,7 +24,7 @@ pub use error::Text8Error;
 pub use fetch::{DataSource, FetchEvent, TEXT8_SIZE, TEXT8_URL, fetch, resolve};
 pub use mirror::{MirrorPair, MirrorSampler, mirror_words};
 pub use normalize::{Normalizer, normalize, normalize_file};
-pub use split::{Split, SplitKind};
+pub use split::{Part, Split, SplitKind};
 
 /// Result type of this crate.
 pub type Result<T, E = Text8Error> = std::result::Result<T, E>;

@@ -26,6 +26,45 @@ impl SplitKind {
     pub const STANDARD_VALID_END: f64 = 0.95;
 }
 
+/// A part of a corpus by the standard split, or all of it (what `eval` reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    /// The whole corpus.
+    All,
+    /// The standard split's training part (first 90%).
+    Train,
+    /// The standard split's validation part (next 5%).
+    Valid,
+    /// The standard split's test part (last 5%).
+    Test,
+}
+
+impl Part {
+    /// This part of `ids`.
+    pub fn of(self, ids: &[u8]) -> Result<&[u8]> {
+        if self == Part::All {
+            return Ok(ids);
+        }
+        let s = Split::new(ids, SplitKind::Standard)?;
+        Ok(match self {
+            Part::Train => s.train,
+            Part::Valid => s.valid,
+            _ => s.test,
+        })
+    }
+
+    /// Its lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::All => "all",
+            Part::Train => "train",
+            Part::Valid => "valid",
+            Part::Test => "test",
+        }
+    }
+}
+
 /// The three parts of a corpus, borrowed.
 #[derive(Debug, Clone, Copy)]
 pub struct Split<'a> {

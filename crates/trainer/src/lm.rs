@@ -297,7 +297,7 @@ impl Task for LmTask {
             .insert("generator_calls".into(), self.generator.calls().to_string());
     }
 
-    fn load_state(&mut self, ck: &SafeTensors, _step: u64, path: &Path) -> Result<()> {
+    fn load_state(&mut self, ck: &SafeTensors, step: u64, path: &Path) -> Result<()> {
         let batch_size = self.recipe.data.batch_size;
         let mut state = vec![];
         for (k, layer) in self.model().layers.iter().enumerate() {
@@ -326,6 +326,13 @@ impl Task for LmTask {
             .ok_or_else(|| {
                 TrainError::checkpoint(path, "missing or bad metadata generator_calls")
             })?;
+        // one batch a step: anything else is a damaged or foreign checkpoint
+        if calls != step {
+            return Err(TrainError::checkpoint(
+                path,
+                format!("generator_calls {calls} does not match step {step}"),
+            ));
+        }
         self.generator.seek(calls);
         Ok(())
     }

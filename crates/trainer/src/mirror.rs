@@ -646,16 +646,27 @@ pub fn pieces(text: &str, max: usize) -> Vec<Piece> {
 }
 
 /// Mirrors text8-form `text` with `model`: whole when it has at most
-/// `max_chars` characters, otherwise in [`pieces`], put back together so that
-/// a perfect model gives the exact mirror (the parts of a cut word are
-/// mirrored and joined in reverse order).
+/// `max_chars` characters; longer, an error unless `chunk`, then in
+/// [`pieces`], put back together so that a perfect model gives the exact
+/// mirror (the parts of a cut word are mirrored and joined in reverse order).
 pub fn mirror_text(
     model: &Mirror,
     text: &str,
     max_chars: usize,
+    chunk: bool,
     beam: usize,
     device: &Device,
 ) -> Result<String> {
+    if text.is_empty() {
+        return Ok(String::new());
+    }
+    if text.len() > max_chars && !chunk {
+        return Err(TrainError::Input(format!(
+            "has {} characters, more than the {max_chars} this model was trained on \
+             (data.max_chars); shorten it, or pass --chunk to mirror it in pieces of whole words",
+            text.len()
+        )));
+    }
     let parts = if text.len() > max_chars {
         pieces(text, max_chars)
     } else {
@@ -709,6 +720,36 @@ pub fn evaluate_words(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            // PROPTEST_CASES runs longer fuzzing (docs/RELIABILITY.md)
+            std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(128),
+        ))]
+
+        /// Any line a person types, normalised, is mirrored whole or in
+        /// pieces (never a panic), and the pieces put back give the text.
+        #[test]
+        fn any_input_line_is_mirrored_or_refused(line in "(\\PC){0,120}", max in 1usize..40, chunk in proptest::prelude::any::<bool>()) {
+            let text = text8::normalize(&line).trim_start().to_string();
+            let parts = pieces(&text, max);
+            proptest::prop_assert!(parts.iter().all(|p| !p.text.is_empty() && p.text.len() <= max));
+            let mut back = String::new();
+            for p in &parts {
+                if !back.is_empty() && !p.joins_previous {
+                    back.push(' ');
+                }
+                back.push_str(&p.text);
+            }
+            proptest::prop_assert_eq!(back, text.clone());
+            let device = Device::flex();
+            let model = MirrorConfig::new(MirrorVocab.size(), MirrorVocab::START as usize, MirrorVocab::END as usize)
+                .with_d_embedding(4)
+                .with_d_hidden(8)
+                .init(1, &device);
+            let _ = mirror_text(&model, &text, max, chunk, 1, &device);
+        }
+    }
 
     #[test]
     fn pieces_keep_whole_words_and_mark_cut_ones() {

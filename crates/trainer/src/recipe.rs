@@ -755,6 +755,107 @@ mod tests {
         assert!(unknown.contains("notebook-char"), "{unknown}");
     }
 
+    /// A value as someone might type it after `--set key=`.
+    fn typed_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<i64>().prop_map(|v| v.to_string()),
+            any::<u64>().prop_map(|v| v.to_string()),
+            any::<f64>().prop_map(|v| format!("{v:e}")),
+            Just("nan".to_string()),
+            Just("inf".to_string()),
+            Just("-0".to_string()),
+            Just("0".to_string()),
+            Just("1".to_string()),
+            Just("true".to_string()),
+            Just("[1, 2]".to_string()),
+            "[a-z\\-]{0,12}",
+        ]
+    }
+
+    const KEYS: &[&str] = &[
+        "model.d_hidden",
+        "model.n_layers",
+        "model.d_embedding",
+        "model.keep_prob",
+        "model.tokenizer",
+        "model.input",
+        "model.layout",
+        "model.attention",
+        "data.batch_size",
+        "data.num_unrollings",
+        "data.valid_size",
+        "data.max_chars",
+        "data.min_words",
+        "data.max_words",
+        "data.random_word_prob",
+        "data.valid_windows",
+        "train.steps",
+        "train.learning_rate",
+        "train.decay_every",
+        "train.decay_factor",
+        "train.clip_norm",
+        "train.summary",
+        "train.seed",
+        "train.samples_every",
+        "train.beam",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            // PROPTEST_CASES runs longer fuzzing (docs/RELIABILITY.md)
+            std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512),
+        ))]
+
+        /// Any value of any key, on either task's recipe, is parsed or refused,
+        /// and what is accepted is sized (memory) without a panic or an allocation.
+        #[test]
+        fn any_override_is_parsed_or_refused(
+            key in proptest::sample::select(KEYS),
+            value in typed_value(),
+            lm in proptest::prelude::any::<bool>(),
+        ) {
+            let name = if lm { "notebook-embed" } else { "mirror" };
+            if let Ok(loaded) = load_recipe(name, &[format!("{key}={value}")]) {
+                let _ = loaded.recipe.schedule().learning_rate_at(u64::MAX);
+                let _ = loaded.recipe.has_large_step_buffers();
+                match &loaded.recipe {
+                    Recipe::Lm(r) => {
+                        let cfg = crate::lm::model_config(r);
+                        if cfg.validate().is_ok() {
+                            let _ = crate::memory::check_lm(r, &cfg);
+                        }
+                    }
+                    Recipe::Mirror(r) => {
+                        let cfg = crate::mirror::model_config(r);
+                        if cfg.validate().is_ok() {
+                            let _ = crate::memory::check_mirror(r, &cfg);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Any text as a recipe file is parsed or refused.
+        #[test]
+        fn any_recipe_file_is_parsed_or_refused(text in "(\\PC|\n){0,300}", lines in proptest::collection::vec(0usize..40, 0..4)) {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("r.toml");
+            std::fs::write(&p, &text).unwrap();
+            let _ = load_recipe(p.to_str().unwrap(), &[]);
+            // a real recipe with lines dropped
+            let src = BUILTIN[0].1;
+            let kept: String = src
+                .lines()
+                .enumerate()
+                .filter(|(i, _)| !lines.contains(i))
+                .map(|(_, l)| format!("{l}\n"))
+                .collect();
+            std::fs::write(&p, kept).unwrap();
+            let _ = load_recipe(p.to_str().unwrap(), &[]);
+        }
+    }
+
     #[test]
     fn samples_default_to_ten_summaries() {
         let Recipe::Lm(r) = load_recipe("notebook-char", &[]).unwrap().recipe else {

@@ -133,8 +133,12 @@ impl SafeTensors {
                 .filter(|o: &Vec<usize>| o.len() == 2)
                 .ok_or_else(|| bad(format!("tensor {name}: bad data_offsets")))?;
             let (begin, end) = (offs[0], offs[1]);
-            let count = shape.iter().product::<usize>();
-            if end < begin || end - begin != count * 4 {
+            // checked: a header may announce any shape; only what the data holds is allocated
+            let bytes_of_shape = shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .and_then(|n| n.checked_mul(4));
+            if end < begin || bytes_of_shape != Some(end - begin) {
                 return Err(bad(format!(
                     "tensor {name}: data_offsets {begin}..{end} do not hold shape {shape:?}"
                 )));
@@ -207,6 +211,44 @@ mod tests {
         assert_eq!(t.shape(), &[2, 3]);
         assert_eq!(t.dtype(), safetensors::Dtype::F32);
         assert_eq!(&t.data()[20..24], &(-6.5f32).to_le_bytes());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            // PROPTEST_CASES runs longer fuzzing (docs/RELIABILITY.md)
+            std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512),
+        ))]
+
+        /// Random bytes, and a real file with bytes changed or cut, are read or
+        /// refused; never a panic, never an allocation larger than the file.
+        #[test]
+        fn reader_never_panics(
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            flips in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 0..6),
+            cut in 0usize..400,
+            shape in proptest::collection::vec(0usize..usize::MAX, 0..4),
+        ) {
+            let _ = SafeTensors::from_bytes(&junk, Path::new("junk"));
+            let mut st = SafeTensors::default();
+            st.push("a", HostTensor::new(vec![2, 3], vec![1.0; 6]));
+            st.push("b", HostTensor::new(vec![4], vec![-2.0; 4]));
+            st.metadata.insert("step".into(), "3".into());
+            let mut bytes = st.to_bytes();
+            for (at, v) in flips {
+                let n = bytes.len();
+                bytes[at % n] = v;
+            }
+            bytes.truncate(cut.max(1).min(bytes.len()));
+            let _ = SafeTensors::from_bytes(&bytes, Path::new("flipped"));
+            // a header announcing any shape, over 8 bytes of data
+            let header = format!(
+                "{{\"w\":{{\"dtype\":\"F32\",\"shape\":{shape:?},\"data_offsets\":[0,8]}}}}"
+            );
+            let mut file = (header.len() as u64).to_le_bytes().to_vec();
+            file.extend(header.as_bytes());
+            file.extend([0u8; 8]);
+            let _ = SafeTensors::from_bytes(&file, Path::new("shape"));
+        }
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub fn forward_packed(
         let h = &mut cache.hs[h_span];
         cell_step(g, c_prev, c, tc, h, hd);
     }
+    if dims.steps == 0 {
+        // no step: the final cell state is the initial one
+        return c0.to_vec();
+    }
     cache.cells[(rows - b) * hd..].to_vec()
 }
 

@@ -1,0 +1,201 @@
+//! Fuzzing what is read from a run directory: `config.json` with any value
+//! changed, `model.safetensors` and `checkpoint.safetensors` with bytes
+//! changed or cut, checkpoint metadata rewritten. Loading or resuming gives
+//! a model or an error, never a panic, an abort or a hang.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use proptest::prelude::*;
+use trainer::{RunTarget, TrainOptions};
+
+const TEXT: &str = " the quick brown fox jumps over the lazy dog while the cat sleeps on the warm \
+    mat and the birds sing in the old oak tree near the river where children play";
+
+fn corpus() -> text8::Corpus {
+    text8::Corpus::from_text(&TEXT.repeat(60)).unwrap()
+}
+
+fn options() -> TrainOptions<'static> {
+    TrainOptions {
+        device: Device::flex(),
+        device_name: "flex".into(),
+        stop: None,
+        init: None,
+        loss_trace: false,
+        samples: false,
+    }
+}
+
+/// A trained language-model run and a trained mirror run, made once.
+fn runs() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
+    static RUNS: OnceLock<(tempfile::TempDir, PathBuf, PathBuf)> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let lm = dir.path().join("lm");
+        let loaded = trainer::load_recipe(
+            "notebook-embed",
+            &[
+                "train.steps=2".into(),
+                "model.d_hidden=8".into(),
+                "model.d_embedding=4".into(),
+                "data.batch_size=4".into(),
+                "data.num_unrollings=3".into(),
+                "data.valid_size=50".into(),
+            ],
+        )
+        .unwrap();
+        let target = RunTarget::New {
+            path: Some(lm.clone()),
+            runs_root: dir.path().into(),
+        };
+        trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {}).unwrap();
+        let mirror = dir.path().join("mirror");
+        let loaded = trainer::load_recipe(
+            "mirror",
+            &[
+                "train.steps=2".into(),
+                "model.d_hidden=8".into(),
+                "model.d_embedding=4".into(),
+                "data.batch_size=4".into(),
+                "data.valid_windows=4".into(),
+                "data.test_windows=4".into(),
+            ],
+        )
+        .unwrap();
+        let target = RunTarget::New {
+            path: Some(mirror.clone()),
+            runs_root: dir.path().into(),
+        };
+        trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {}).unwrap();
+        (dir, lm, mirror)
+    })
+}
+
+/// A copy of `run` in a fresh folder.
+fn copy(run: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(run).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+    }
+    dir
+}
+
+/// Every number, string and boolean of a JSON tree, by path.
+fn leaves(v: &serde_json::Value, path: String, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                leaves(x, format!("{path}/{k}"), out)
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                leaves(x, format!("{path}/{i}"), out)
+            }
+        }
+        _ => out.push(path),
+    }
+}
+
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        any::<u64>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        (0u64..40).prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(|f| serde_json::json!(f)),
+        Just(serde_json::json!(null)),
+        Just(serde_json::json!(true)),
+        "[a-z]{0,8}".prop_map(serde_json::Value::from),
+        Just(serde_json::json!({"kind": "bigram"})),
+        Just(serde_json::json!({"kind": "mirror"})),
+    ]
+}
+
+fn load(run: &Path, lm: bool) {
+    if lm {
+        let _ = trainer::lm::load_lm(run, &Device::flex());
+    } else {
+        let _ = trainer::mirror::load_mirror(run, &Device::flex());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        // PROPTEST_CASES runs longer fuzzing (docs/RELIABILITY.md)
+        std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64),
+    ))]
+
+    /// `config.json` with one value replaced by anything: loaded or refused.
+    #[test]
+    fn any_config_value_is_loaded_or_refused(pick in any::<prop::sample::Index>(), value in any_json(), lm in any::<bool>()) {
+        let (_, lm_run, mirror_run) = runs();
+        let dir = copy(if lm { lm_run } else { mirror_run });
+        let path = dir.path().join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut paths = vec![];
+        leaves(&config, String::new(), &mut paths);
+        let at = pick.get(&paths).clone();
+        *config.pointer_mut(&at).unwrap() = value;
+        std::fs::write(&path, config.to_string()).unwrap();
+        load(dir.path(), lm);
+    }
+
+    /// A weights or checkpoint file with bytes changed or cut: loaded,
+    /// resumed or refused.
+    #[test]
+    fn damaged_weight_files_are_loaded_or_refused(
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+        checkpoint in any::<bool>(),
+        lm in any::<bool>(),
+    ) {
+        let (_, lm_run, mirror_run) = runs();
+        let dir = copy(if lm { lm_run } else { mirror_run });
+        let name = if checkpoint { "checkpoint.safetensors" } else { "model.safetensors" };
+        let path = dir.path().join(name);
+        let mut bytes = std::fs::read(&path).unwrap();
+        for (at, v) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = v;
+        }
+        if cut.index(4) == 0 {
+            bytes.truncate(cut.index(bytes.len()));
+        }
+        std::fs::write(&path, bytes).unwrap();
+        if checkpoint {
+            let Ok((loaded, _)) = trainer::run_recipe(dir.path(), &["train.steps=3".into()]) else {
+                return Ok(());
+            };
+            let target = RunTarget::Resume(dir.path().to_path_buf());
+            let _ = trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {});
+        } else {
+            load(dir.path(), lm);
+        }
+    }
+
+    /// Checkpoint metadata rewritten (step, random state, loss window, recipe):
+    /// resumed or refused.
+    #[test]
+    fn any_checkpoint_metadata_is_resumed_or_refused(
+        key in prop::sample::select(&["step", "rng", "loss_sum", "loss_count", "wall_seconds",
+                                      "generator_calls", "recipe", "format", "tokenizer"][..]),
+        value in prop_oneof![any::<u64>().prop_map(|v| v.to_string()), "[ -~]{0,20}",
+                             Just("NaN".to_string()), Just("-1".to_string())],
+    ) {
+        let (_, lm_run, _) = runs();
+        let dir = copy(lm_run);
+        let path = dir.path().join("checkpoint.safetensors");
+        let mut ck = trainer::safetensors::SafeTensors::read(&path).unwrap();
+        ck.metadata.insert(key.to_string(), value);
+        ck.write(&path).unwrap();
+        let (loaded, _) = trainer::run_recipe(dir.path(), &["train.steps=4".into()]).unwrap();
+        let target = RunTarget::Resume(dir.path().to_path_buf());
+        let _ = trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {});
+    }
+}
