@@ -149,31 +149,6 @@ pub struct SampleArgs {
     pub device: DeviceArgs,
 }
 
-/// Which part of the corpus to evaluate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Part {
-    /// The whole file
-    All,
-    /// The standard split's training part (first 90%)
-    Train,
-    /// The standard split's validation part (next 5%)
-    Valid,
-    /// The standard split's test part (last 5%)
-    Test,
-}
-
-impl Part {
-    /// The library's name for it.
-    pub fn part(self) -> text8::Part {
-        match self {
-            Part::All => text8::Part::All,
-            Part::Train => text8::Part::Train,
-            Part::Valid => text8::Part::Valid,
-            Part::Test => text8::Part::Test,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Run directory of the model
@@ -181,9 +156,10 @@ pub struct EvalArgs {
     pub run: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Part of the corpus to evaluate
-    #[arg(long, value_enum, default_value = "all")]
-    pub part: Part,
+    /// Part of the corpus to evaluate: all of it, or the standard split's
+    /// train (first 90%), valid (next 5%) or test (last 5%)
+    #[arg(long, default_value = "all", value_parser = part_value())]
+    pub part: text8::Part,
     /// Evaluate at most the first N characters of that part
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -228,4 +204,12 @@ fn steps_value() -> RangedU64ValueParser<u64> {
 /// Beam widths: 1 (greedy) to 64 (wider beams cost more than they find).
 pub fn beam_value() -> impl TypedValueParser<Value = usize> {
     clap::value_parser!(u64).range(1..=64).map(|v| v as usize)
+}
+
+/// `--part`: the names of [`text8::Part`].
+fn part_value() -> impl TypedValueParser<Value = text8::Part> {
+    clap::builder::PossibleValuesParser::new(text8::Part::ALL.map(|p| p.name())).map(|s| {
+        s.parse::<text8::Part>()
+            .expect("one of the possible values")
+    })
 }

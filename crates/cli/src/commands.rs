@@ -70,7 +70,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let (model, kind, _) = trainer::lm::load_lm(&a.run, &device)?;
     let path = resolve_data(&a.data, None)?;
     let corpus = read_corpus(&path)?;
-    let part = a.part.part();
+    let part = a.part;
     let ids = part.of(&corpus.ids)?;
     let ids = &ids[..a.limit.unwrap_or(ids.len()).min(ids.len())];
     let bar = progress::bytes_bar(Some(ids.len() as u64), "evaluating");

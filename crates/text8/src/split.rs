@@ -54,6 +54,9 @@ impl Part {
         })
     }
 
+    /// Every part, in order.
+    pub const ALL: [Part; 4] = [Part::All, Part::Train, Part::Valid, Part::Test];
+
     /// Its lower-case name.
     pub fn name(self) -> &'static str {
         match self {
@@ -62,6 +65,18 @@ impl Part {
             Part::Valid => "valid",
             Part::Test => "test",
         }
+    }
+}
+
+impl std::str::FromStr for Part {
+    type Err = String;
+
+    /// A part by its [`Part::name`].
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Part::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("{s:?}: expected all, train, valid or test"))
     }
 }
 

@@ -71,7 +71,14 @@ pub fn bench_lm(
         )));
     };
     let mut loaded = loaded.clone();
-    let total = warmup + steps;
+    let total = warmup
+        .checked_add(steps)
+        .filter(|&t| t < i64::MAX as u64)
+        .ok_or_else(|| {
+            TrainError::Recipe(format!(
+                "bench: --warmup {warmup} + --steps {steps} is too many steps"
+            ))
+        })?;
     for o in [
         format!("train.steps={total}"),
         format!("train.summary={}", total + 1),

@@ -19,7 +19,7 @@ use text8::{BatchGenerator, Corpus, Split, SplitKind};
 use tokenizer::rng::Rng;
 use tokenizer::{Tokenizer, bigram_id};
 
-use crate::checkpoint::{load_weights, save_weights};
+use crate::checkpoint::load_weights;
 use crate::error::{Result, TrainError};
 use crate::eval;
 use crate::metrics::Summary;
@@ -30,7 +30,7 @@ use crate::recipe::{
 use crate::safetensors::{HostTensor, SafeTensors};
 use crate::sample::{self, SampleOptions, ids_tensor};
 use crate::session::{
-    self, Event, FinalReport, RunTarget, StepOutput, SummaryInput, SummaryOutput, Task,
+    self, Event, FinalReport, ModelSlot, RunTarget, StepOutput, SummaryInput, SummaryOutput, Task,
     TrainOptions,
 };
 
@@ -161,22 +161,13 @@ struct LmTask {
     /// The training device (with autodiff) and the one validation runs on.
     device: Device,
     eval_device: Device,
-    /// Always present between steps (a step moves it through the optimiser).
-    model: Option<CharLm>,
+    model: ModelSlot<CharLm>,
     generator: BatchGenerator,
     /// The LSTM state carried from step to step.
     state: Vec<LstmState>,
     valid: Vec<u8>,
     train_chars: usize,
     batch: Vec<u8>,
-}
-
-impl LmTask {
-    fn model(&self) -> &CharLm {
-        self.model
-            .as_ref()
-            .expect("the model is present between steps")
-    }
 }
 
 impl Task for LmTask {
@@ -193,7 +184,7 @@ impl Task for LmTask {
     }
 
     fn params(&self) -> usize {
-        model::params::num_scalars(self.model())
+        model::params::num_scalars(self.model.get())
     }
 
     fn train_chars(&self) -> usize {
@@ -216,17 +207,14 @@ impl Task for LmTask {
         }
         let inputs = ids_tensor(inputs, &self.device);
         let labels = ids_tensor(labels, &self.device);
-        let model = self
-            .model
-            .take()
-            .expect("the model is present between steps");
+        let model = self.model.take();
         let state = std::mem::take(&mut self.state);
         let (hidden, state) = model.forward_hidden(inputs, batch_size, state, true);
         debug_assert_eq!(hidden.dims()[0], steps * batch_size);
         let loss = model.loss(hidden, labels, true);
         let grads = loss.backward();
         let (model, stats) = optim.step(model, &grads, lr);
-        self.model = Some(model);
+        self.model.put(model);
         self.state = state.into_iter().map(LstmState::detach).collect();
         Ok(StepOutput {
             loss: loss.inner(),
@@ -237,7 +225,7 @@ impl Task for LmTask {
 
     fn summary(&mut self, s: &SummaryInput, rng: &mut Rng) -> Result<SummaryOutput<Summary>> {
         let kind = self.recipe.model.tokenizer;
-        let eval_model = self.model().valid();
+        let eval_model = self.model.get().valid();
         let mut samples = None;
         let mut sample_seconds = 0.0;
         if s.samples {
@@ -276,16 +264,11 @@ impl Task for LmTask {
     }
 
     fn save_model(&self, prefix: &str, out: &mut SafeTensors) {
-        save_weights(self.model(), prefix, out);
+        self.model.save(prefix, out);
     }
 
     fn load_model(&mut self, from: &SafeTensors, prefix: &str, path: &Path) -> Result<()> {
-        let model = self
-            .model
-            .take()
-            .expect("the model is present between steps");
-        self.model = Some(load_weights(model, prefix, from, path, &self.device)?);
-        Ok(())
+        self.model.load(from, prefix, path, &self.device)
     }
 
     fn save_state(&self, ck: &mut SafeTensors) {
@@ -300,7 +283,7 @@ impl Task for LmTask {
     fn load_state(&mut self, ck: &SafeTensors, step: u64, path: &Path) -> Result<()> {
         let batch_size = self.recipe.data.batch_size;
         let mut state = vec![];
-        for (k, layer) in self.model().layers.iter().enumerate() {
+        for (k, layer) in self.model.get().layers.iter().enumerate() {
             let get = |n: &str| -> Result<Tensor<2>> {
                 let t: &HostTensor = ck.get(&format!("state.{k}.{n}")).ok_or_else(|| {
                     TrainError::checkpoint(path, format!("missing state.{k}.{n}"))
@@ -367,7 +350,7 @@ pub fn train_lm(
         eval_device: opts.device.clone(),
         state: model.zero_state(recipe.data.batch_size, &device),
         device,
-        model: Some(model),
+        model: ModelSlot::new(model),
         generator: BatchGenerator::new(
             data.train.clone(),
             recipe.data.batch_size,

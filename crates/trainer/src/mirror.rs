@@ -19,7 +19,7 @@ use text8::{MirrorPair, MirrorSampler, Split, SplitKind, mirror_words};
 use tokenizer::rng::Rng;
 use tokenizer::{MirrorVocab, Tokenizer};
 
-use crate::checkpoint::{load_weights, save_weights};
+use crate::checkpoint::load_weights;
 use crate::error::{Result, TrainError};
 use crate::fsutil::atomic_write_str;
 use crate::metrics::{MetricsRow, step_plot};
@@ -28,7 +28,7 @@ use crate::plot::Plot;
 use crate::recipe::{LoadedRecipe, MirrorRecipe, Recipe};
 use crate::safetensors::SafeTensors;
 use crate::session::{
-    self, Event, FinalReport, RunTarget, StepOutput, SummaryInput, SummaryOutput, Task,
+    self, Event, FinalReport, ModelSlot, RunTarget, StepOutput, SummaryInput, SummaryOutput, Task,
     TrainOptions,
 };
 
@@ -364,17 +364,8 @@ struct MirrorTask {
     /// The training device (with autodiff) and the one evaluation runs on.
     device: Device,
     eval_device: Device,
-    /// Always present between steps (a step moves it through the optimiser).
-    model: Option<Mirror>,
+    model: ModelSlot<Mirror>,
     data: MirrorData,
-}
-
-impl MirrorTask {
-    fn model(&self) -> &Mirror {
-        self.model
-            .as_ref()
-            .expect("the model is present between steps")
-    }
 }
 
 impl Task for MirrorTask {
@@ -391,7 +382,7 @@ impl Task for MirrorTask {
     }
 
     fn params(&self) -> usize {
-        model::params::num_scalars(self.model())
+        model::params::num_scalars(self.model.get())
     }
 
     fn train_chars(&self) -> usize {
@@ -412,17 +403,14 @@ impl Task for MirrorTask {
         }
         let src: Vec<Vec<u8>> = batch.iter().map(|p| p.source.clone()).collect();
         let tgt: Vec<Vec<u8>> = batch.iter().map(|p| p.target.clone()).collect();
-        let model = self
-            .model
-            .take()
-            .expect("the model is present between steps");
+        let model = self.model.take();
         let labels = model.labels(&tgt);
         let chars = labels.len();
         let logits = model.forward(&src, &tgt, true, &self.device);
         let loss = cross_entropy(logits, ids_tensor(labels, &self.device));
         let grads = loss.backward();
         let (model, stats) = optim.step(model, &grads, lr);
-        self.model = Some(model);
+        self.model.put(model);
         Ok(StepOutput {
             loss: loss.inner(),
             chars,
@@ -435,7 +423,7 @@ impl Task for MirrorTask {
         s: &SummaryInput,
         _rng: &mut Rng,
     ) -> Result<SummaryOutput<MirrorSummary>> {
-        let eval_model = self.model().valid();
+        let eval_model = self.model.get().valid();
         let valid = &self.data.valid;
         let valid_loss = teacher_forced_loss(&eval_model, valid, &self.eval_device);
         let sources: Vec<Vec<u8>> = valid.iter().map(|p| p.source.clone()).collect();
@@ -457,16 +445,11 @@ impl Task for MirrorTask {
     }
 
     fn save_model(&self, prefix: &str, out: &mut SafeTensors) {
-        save_weights(self.model(), prefix, out);
+        self.model.save(prefix, out);
     }
 
     fn load_model(&mut self, from: &SafeTensors, prefix: &str, path: &Path) -> Result<()> {
-        let model = self
-            .model
-            .take()
-            .expect("the model is present between steps");
-        self.model = Some(load_weights(model, prefix, from, path, &self.device)?);
-        Ok(())
+        self.model.load(from, prefix, path, &self.device)
     }
 
     /// Nothing beyond the lifecycle's own: batches come from its random generator.
@@ -503,7 +486,7 @@ pub fn train_mirror(
     let task = MirrorTask {
         recipe: recipe.clone(),
         config: serde_json::to_value(&cfg).expect("config json"),
-        model: Some(cfg.init(Rng::derive(recipe.train.seed, 0).next_u64(), &device)),
+        model: ModelSlot::new(cfg.init(Rng::derive(recipe.train.seed, 0).next_u64(), &device)),
         device,
         eval_device: opts.device.clone(),
         data,
@@ -518,7 +501,7 @@ pub fn train_mirror(
             beam,
         });
     }
-    let eval_model = task.model().valid();
+    let eval_model = task.model.get().valid();
     let test = &task.data.test;
     let sources: Vec<Vec<u8>> = test.iter().map(|p| p.source.clone()).collect();
     let targets: Vec<Vec<u8>> = test.iter().map(|p| p.target.clone()).collect();

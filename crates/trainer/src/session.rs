@@ -214,6 +214,53 @@ pub trait Task {
     }
 }
 
+/// A task's model between steps. A step moves it out, through the
+/// optimiser (which updates it in place while it holds the only reference:
+/// a clone kept here would make every update a copy), and back in.
+pub struct ModelSlot<M>(Option<M>);
+
+impl<M: burn::module::Module> ModelSlot<M> {
+    /// A slot holding `model`.
+    pub fn new(model: M) -> Self {
+        ModelSlot(Some(model))
+    }
+
+    /// The model.
+    pub fn get(&self) -> &M {
+        self.0.as_ref().expect("the model is present between steps")
+    }
+
+    /// Moves the model out for a step; [`ModelSlot::put`] puts it back.
+    pub fn take(&mut self) -> M {
+        self.0.take().expect("the model is present between steps")
+    }
+
+    /// Puts the model back after a step.
+    pub fn put(&mut self, model: M) {
+        self.0 = Some(model);
+    }
+
+    /// Adds its weights to `out` as `<prefix><parameter>`.
+    pub fn save(&self, prefix: &str, out: &mut SafeTensors) {
+        crate::checkpoint::save_weights(self.get(), prefix, out);
+    }
+
+    /// Replaces its weights by those of `from` (read from `path`), on `device`.
+    pub fn load(
+        &mut self,
+        from: &SafeTensors,
+        prefix: &str,
+        path: &Path,
+        device: &Device,
+    ) -> Result<()> {
+        let model = self.take();
+        self.put(crate::checkpoint::load_weights(
+            model, prefix, from, path, device,
+        )?);
+        Ok(())
+    }
+}
+
 /// Set while a checkpoint's files are being replaced: see [`wait_for_checkpoint`].
 static WRITING_CHECKPOINT: AtomicBool = AtomicBool::new(false);
 
@@ -422,8 +469,12 @@ pub fn train<T: Task>(
         fingerprint: &fingerprint,
         title: &loaded.name,
     };
-    let mut clock = SessionClock::default();
-    let mut last_good = checkpoint.as_ref().map(|_| progress.step);
+    let mut books = Books {
+        saver,
+        rows,
+        clock: SessionClock::default(),
+        last_good: checkpoint.as_ref().map(|_| progress.step),
+    };
     let mut last_step: Option<(StepOutput, f64)> = None;
     let mut summarised_at = None;
     let mut interrupted = false;
@@ -441,12 +492,12 @@ pub fn train<T: Task>(
         progress.step += 1;
         let dt = t0.elapsed().as_secs_f64();
         progress.wall += dt;
-        clock.trained(dt, out.chars);
+        books.clock.trained(dt, out.chars);
         observer(&Event::Step {
             step,
             total_steps: total,
             loss: host_loss,
-            chars_per_sec: clock.window_rate(),
+            chars_per_sec: books.clock.window_rate(),
         });
         if let Some(l) = host_loss
             && !l.is_finite()
@@ -454,7 +505,7 @@ pub fn train<T: Task>(
             return Err(TrainError::Diverged {
                 step,
                 value: l,
-                last_good,
+                last_good: books.last_good,
             });
         }
         last_step = Some((out, lr));
@@ -462,24 +513,14 @@ pub fn train<T: Task>(
         let periodic = step.is_multiple_of(schedule.summary);
         if periodic || progress.step == total {
             let (out, lr) = last_step.take().expect("just set");
-            summarise(
-                &mut task,
-                &saver,
-                &optim,
-                &mut progress,
-                &mut rows,
-                &mut clock,
-                SummaryAt {
-                    out,
-                    lr,
-                    periodic,
-                    samples: periodic
-                        && opts.samples
-                        && step.is_multiple_of(schedule.samples_every),
-                },
-                &mut last_good,
-                observer,
-            )?;
+            let samples = periodic && opts.samples && step.is_multiple_of(schedule.samples_every);
+            let at = SummaryAt {
+                out,
+                lr,
+                periodic,
+                samples,
+            };
+            summarise(&mut task, &optim, &mut progress, &mut books, at, observer)?;
             summarised_at = Some(progress.step);
         }
     }
@@ -489,22 +530,14 @@ pub fn train<T: Task>(
         if summarised_at != Some(progress.step)
             && let Some((out, lr)) = last_step.take()
         {
-            summarise(
-                &mut task,
-                &saver,
-                &optim,
-                &mut progress,
-                &mut rows,
-                &mut clock,
-                SummaryAt {
-                    out,
-                    lr,
-                    periodic: false,
-                    samples: false,
-                },
-                &mut last_good,
-                observer,
-            )?;
+            let (periodic, samples) = (false, false);
+            let at = SummaryAt {
+                out,
+                lr,
+                periodic,
+                samples,
+            };
+            summarise(&mut task, &optim, &mut progress, &mut books, at, observer)?;
         }
         run.append(
             &run.log_path(),
@@ -515,11 +548,11 @@ pub fn train<T: Task>(
         run_dir: run.path().to_path_buf(),
         steps: progress.step,
         interrupted,
-        last: rows.last().cloned(),
-        train_seconds: clock.train_seconds,
-        chars_per_sec: clock.session_chars as f64 / clock.train_seconds.max(1e-9),
-        valid_seconds: clock.valid_seconds,
-        sample_seconds: clock.sample_seconds,
+        last: books.rows.last().cloned(),
+        train_seconds: books.clock.train_seconds,
+        chars_per_sec: books.clock.session_chars as f64 / books.clock.train_seconds.max(1e-9),
+        valid_seconds: books.clock.valid_seconds,
+        sample_seconds: books.clock.sample_seconds,
     };
     Ok((report, task))
 }
@@ -567,18 +600,31 @@ struct Saver<'a> {
     title: &'a str,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a session keeps besides the task and its progress: where it saves,
+/// the metrics rows, its clock, the step of its last good checkpoint.
+struct Books<'a, R> {
+    saver: Saver<'a>,
+    rows: Vec<R>,
+    clock: SessionClock,
+    last_good: Option<u64>,
+}
+
+/// Takes a summary (validation, log lines, samples), then saves the
+/// checkpoint, the metrics and the plots.
 fn summarise<T: Task>(
     task: &mut T,
-    saver: &Saver<'_>,
     optim: &Optimizer,
     progress: &mut Progress,
-    rows: &mut Vec<T::Row>,
-    clock: &mut SessionClock,
+    books: &mut Books<'_, T::Row>,
     at: SummaryAt,
-    last_good: &mut Option<u64>,
     observer: &mut dyn FnMut(&Event<'_>),
 ) -> Result<()> {
+    let Books {
+        saver,
+        rows,
+        clock,
+        last_good,
+    } = books;
     let step = progress.step - 1;
     let window = progress.window.sum();
     let mean_loss = window / progress.window.count.max(1) as f64;

@@ -91,3 +91,43 @@ pub fn tensors(path: &Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// A tiny mirror run's arguments (16 units, batch 8, windows of at most 4
+/// words and 30 characters, 10 validation and 10 test windows).
+pub fn mirror_train_args(d: &str, r: &str, steps: &str) -> Vec<String> {
+    [
+        "mirror",
+        "train",
+        "--data",
+        d,
+        "--run",
+        r,
+        "--log",
+        "plain",
+        "--steps",
+        steps,
+        "--summary",
+        "10",
+        "--set",
+        "model.d_hidden=16",
+        "--set",
+        "model.d_embedding=8",
+        "--set",
+        "data.batch_size=8",
+        "--set",
+        "data.valid_windows=10",
+        "--set",
+        "data.test_windows=10",
+        "--set",
+        "data.max_chars=30",
+        "--set",
+        "data.max_words=4",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// [`charlstm`] with owned arguments.
+pub fn charlstm_owned(args: &[String]) -> Output {
+    charlstm(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}

@@ -89,30 +89,7 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
     let lm = p("lm");
     ok(&charlstm(&train_args(c, &lm, &["--steps", "3"])));
     let mirror = p("mirror");
-    ok(&charlstm(&[
-        "mirror",
-        "train",
-        "--data",
-        c,
-        "--run",
-        &mirror,
-        "--log",
-        "plain",
-        "--steps",
-        "3",
-        "--summary",
-        "2",
-        "--set",
-        "model.d_hidden=8",
-        "--set",
-        "model.d_embedding=4",
-        "--set",
-        "data.batch_size=4",
-        "--set",
-        "data.valid_windows=4",
-        "--set",
-        "data.test_windows=4",
-    ]));
+    ok(&charlstm_owned(&mirror_train_args(c, &mirror, "3")));
     // runs whose config.json no longer matches the weights
     let copy = |from: &str, to: &str, edit: &dyn Fn(String) -> String| {
         let to = p(to);
@@ -434,30 +411,7 @@ fn mirror_answers_stdin_line_by_line() {
     let data = corpus(dir.path());
     let run = dir.path().join("mirror");
     let (c, r) = (data.to_str().unwrap(), run.to_str().unwrap());
-    ok(&charlstm(&[
-        "mirror",
-        "train",
-        "--data",
-        c,
-        "--run",
-        r,
-        "--log",
-        "plain",
-        "--steps",
-        "2",
-        "--summary",
-        "2",
-        "--set",
-        "model.d_hidden=8",
-        "--set",
-        "model.d_embedding=4",
-        "--set",
-        "data.batch_size=4",
-        "--set",
-        "data.valid_windows=4",
-        "--set",
-        "data.test_windows=4",
-    ]));
+    ok(&charlstm_owned(&mirror_train_args(c, r, "2")));
     let mut child = Command::new(BIN)
         .args(["mirror", "--run", r])
         .stdin(Stdio::piped())

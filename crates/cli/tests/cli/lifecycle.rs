@@ -6,38 +6,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-/// A tiny mirror run's arguments.
-fn mirror_args<'a>(data: &'a str, run: &'a str, steps: &'a str) -> Vec<&'a str> {
-    vec![
-        "mirror",
-        "train",
-        "--data",
-        data,
-        "--run",
-        run,
-        "--log",
-        "plain",
-        "--steps",
-        steps,
-        "--summary",
-        "5",
-        "--set",
-        "model.d_hidden=8",
-        "--set",
-        "model.d_embedding=4",
-        "--set",
-        "data.batch_size=4",
-        "--set",
-        "data.valid_windows=4",
-        "--set",
-        "data.test_windows=4",
-        "--set",
-        "data.max_chars=20",
-        "--set",
-        "data.max_words=3",
-    ]
-}
-
 /// Resume refuses a different text of the same length, for both tasks.
 #[test]
 fn resume_refuses_another_text_of_the_same_length() {
@@ -60,7 +28,7 @@ fn resume_refuses_another_text_of_the_same_length() {
     );
     let mirror = dir.path().join("mirror");
     let m = mirror.to_str().unwrap();
-    ok(&charlstm(&mirror_args(d, m, "3")));
+    ok(&charlstm_owned(&mirror_train_args(d, m, "3")));
     let err = fails(&charlstm(&[
         "mirror", "train", "--resume", m, "--data", o, "--steps", "6",
     ]));

@@ -6,39 +6,6 @@ use std::process::{Command, Stdio};
 
 use crate::common::*;
 
-fn tiny_mirror(d: &str, r: &str, steps: &str) -> Vec<String> {
-    [
-        "mirror",
-        "train",
-        "--data",
-        d,
-        "--run",
-        r,
-        "--log",
-        "plain",
-        "--steps",
-        steps,
-        "--summary",
-        "10",
-        "--set",
-        "model.d_hidden=16",
-        "--set",
-        "model.d_embedding=8",
-        "--set",
-        "data.batch_size=8",
-        "--set",
-        "data.valid_windows=10",
-        "--set",
-        "data.test_windows=10",
-        "--set",
-        "data.max_chars=30",
-        "--set",
-        "data.max_words=4",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 #[test]
 fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     let dir = tempfile::tempdir().unwrap();
@@ -46,10 +13,8 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     let d = data.to_str().unwrap();
     let run = dir.path().join("mirror");
     let r = run.to_str().unwrap();
-    let args = tiny_mirror(d, r, "21");
-    let out = ok(&charlstm(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    ));
+    let args = mirror_train_args(d, r, "21");
+    let out = ok(&charlstm_owned(&args));
     assert!(
         out.contains("step 20: loss") && out.contains("sentences"),
         "{out}"
@@ -73,10 +38,8 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     }
     // resume: same final weights as a run of that length from the start
     let straight = dir.path().join("straight");
-    let args = tiny_mirror(d, straight.to_str().unwrap(), "31");
-    ok(&charlstm(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    ));
+    let args = mirror_train_args(d, straight.to_str().unwrap(), "31");
+    ok(&charlstm_owned(&args));
     ok(&charlstm(&[
         "mirror", "train", "--resume", r, "--steps", "31", "--log", "plain",
     ]));
