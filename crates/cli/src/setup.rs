@@ -106,10 +106,9 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
     let flag = stop.clone();
     ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
-            // a checkpoint being written is finished first: the run's files stay of one step
-            trainer::session::wait_for_checkpoint(Duration::from_secs(60));
             eprintln!("\ninterrupted again: exiting now");
-            std::process::exit(130);
+            // a checkpoint being written is finished first: the run's files stay of one step
+            trainer::session::exit_between_checkpoints(130, Duration::from_secs(60));
         }
         eprintln!(
             "\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)"

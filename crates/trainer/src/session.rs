@@ -13,6 +13,7 @@
 //! checkpoint" always loads and means something.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -261,31 +262,27 @@ impl<M: burn::module::Module> ModelSlot<M> {
     }
 }
 
-/// Set while a checkpoint's files are being replaced: see [`wait_for_checkpoint`].
-static WRITING_CHECKPOINT: AtomicBool = AtomicBool::new(false);
+/// Held while a checkpoint's files are being replaced: see [`exit_between_checkpoints`].
+static WRITING_CHECKPOINT: Mutex<()> = Mutex::new(());
 
-/// Waits (at most `limit`) until no checkpoint is being written, so that a
-/// process that exits at once (a second Ctrl-C) never leaves
-/// `model.safetensors` and `checkpoint.safetensors` from different steps.
-pub fn wait_for_checkpoint(limit: Duration) {
+/// Ends the process with `code`, but not while a checkpoint is being
+/// written: it waits (at most `limit`) for the write in progress to finish,
+/// then exits holding the lock, so that no write can start either. A second
+/// Ctrl-C therefore never leaves `model.safetensors` and
+/// `checkpoint.safetensors` of different steps.
+pub fn exit_between_checkpoints(code: i32, limit: Duration) -> ! {
     let t = Instant::now();
-    while WRITING_CHECKPOINT.load(Ordering::SeqCst) && t.elapsed() < limit {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-struct WritingGuard;
-
-impl WritingGuard {
-    fn new() -> Self {
-        WRITING_CHECKPOINT.store(true, Ordering::SeqCst);
-        WritingGuard
-    }
-}
-
-impl Drop for WritingGuard {
-    fn drop(&mut self) {
-        WRITING_CHECKPOINT.store(false, Ordering::SeqCst);
+    loop {
+        match WRITING_CHECKPOINT.try_lock() {
+            Ok(_held) => std::process::exit(code),
+            Err(std::sync::TryLockError::Poisoned(_held)) => std::process::exit(code),
+            Err(std::sync::TryLockError::WouldBlock) if t.elapsed() >= limit => {
+                std::process::exit(code)
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+        }
     }
 }
 
@@ -643,6 +640,8 @@ fn summarise<T: Task>(
     if at.periodic {
         progress.window = LossWindow::default();
     }
+    // before validating: a summary of weights that overflowed means nothing
+    let weights = finite_weights(task, step, *last_good)?;
     let t = Instant::now();
     let input = SummaryInput {
         step,
@@ -676,7 +675,7 @@ fn summarise<T: Task>(
     });
     run.append(&run.log_path(), &(lines.join("\n") + "\n"))?;
     rows.push(out.row);
-    save(task, saver, optim, progress, rows, *last_good)?;
+    save(task, weights, saver, optim, progress, rows)?;
     *last_good = Some(progress.step);
     metrics::write_plots(run.path(), saver.title, rows)?;
     observer(&Event::Checkpoint {
@@ -686,28 +685,32 @@ fn summarise<T: Task>(
     Ok(())
 }
 
-/// Writes `checkpoint.safetensors` (everything to resume), then
-/// `model.safetensors` (the weights alone) and `metrics.csv`; refuses, as a
-/// diverged run, weights that are not all finite.
-fn save<T: Task>(
-    task: &T,
-    saver: &Saver<'_>,
-    optim: &Optimizer,
-    progress: &mut Progress,
-    rows: &[T::Row],
-    last_good: Option<u64>,
-) -> Result<()> {
-    let config = saver.config;
-    let tokenizer = serde_json::to_string(&config.tokenizer).expect("json");
+/// The task's weights, refused (as a diverged run) unless all finite.
+fn finite_weights<T: Task>(task: &T, step: u64, last_good: Option<u64>) -> Result<SafeTensors> {
     let mut weights = SafeTensors::default();
     task.save_model("", &mut weights);
     if let Some(name) = weights.first_non_finite() {
         return Err(TrainError::NonFiniteWeights {
-            step: progress.step - 1,
+            step,
             tensor: name.to_string(),
             last_good,
         });
     }
+    Ok(weights)
+}
+
+/// Writes `checkpoint.safetensors` (everything to resume), then
+/// `model.safetensors` (`weights`, checked finite) and `metrics.csv`.
+fn save<T: Task>(
+    task: &T,
+    mut weights: SafeTensors,
+    saver: &Saver<'_>,
+    optim: &Optimizer,
+    progress: &mut Progress,
+    rows: &[T::Row],
+) -> Result<()> {
+    let config = saver.config;
+    let tokenizer = serde_json::to_string(&config.tokenizer).expect("json");
     let mut ck = SafeTensors::default();
     task.save_model("model.", &mut ck);
     optim.save(&mut ck);
@@ -737,7 +740,7 @@ fn save<T: Task>(
         ck.metadata.insert(k.into(), v);
     }
     let run = saver.run;
-    let _writing = WritingGuard::new();
+    let _writing = WRITING_CHECKPOINT.lock().unwrap_or_else(|e| e.into_inner());
     // checkpoint first: it is the source of truth for --resume
     ck.write(&run.checkpoint_path())?;
     weights.write(&run.model_path())?;

@@ -127,6 +127,34 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
         std::os::unix::fs::symlink(&loop_a, p("loop-b")).unwrap();
         let _ = Command::new("mkfifo").arg(p("fifo")).status();
     }
+    // a 40 MB member in a zip of some 40 KB
+    let bomb = p("bomb.zip");
+    {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&bomb).unwrap());
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("text8", opts).unwrap();
+        zip.write_all(&vec![b'a'; 40 << 20]).unwrap();
+        zip.finish().unwrap();
+    }
+    // a server announcing a 100 GB body
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let huge_url = format!("http://{}/huge.zip", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 107374182400\r\n\r\n");
+        }
+    });
+    let downloads = p("downloads");
+    let not_a_dir = format!("{}/out.txt", text);
     let checkpoint = format!("{lm}/checkpoint.safetensors");
     let new_run = p("new-run");
     let zero = Path::new("/dev/zero");
@@ -350,6 +378,28 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             1,
             &["nothing to do"],
         ),
+        case(
+            &["train", "--data", &bomb, "--run", &new_run],
+            1,
+            &["bomb.zip:text8: more than", "16 times"],
+        ),
+        case(
+            &["fetch", "--data", &huge_url, "--datasets", &downloads],
+            1,
+            &["announces 107374182400 bytes"],
+        ),
+        case(
+            &[
+                "fetch",
+                "--data",
+                "http://127.0.0.1:9/",
+                "--datasets",
+                &downloads,
+            ],
+            1,
+            &["names no file"],
+        ),
+        case(&["prepare", &text, &not_a_dir], 1, &["os error"]),
     ];
     cases.push(Case {
         stdin: Some(zero.to_path_buf()),
@@ -374,6 +424,12 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
         for w in case.words {
             assert!(err.contains(w), "{:?}: {w:?} not in: {err}", case.args);
         }
+        // an error of the system is said once, not once per layer of context
+        assert!(
+            err.matches("(os error").count() <= 1,
+            "{:?}: {err}",
+            case.args
+        );
         let after = snapshot(d);
         assert_eq!(
             before.keys().collect::<Vec<_>>(),

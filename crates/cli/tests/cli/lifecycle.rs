@@ -202,3 +202,98 @@ fn weights_that_are_not_finite_are_refused() {
     let err = fails(&charlstm(&["eval", "--run", r, "--data", d]));
     assert!(err.contains("not finite"), "{err}");
 }
+
+/// Two Ctrl-C in quick succession, at several moments of a run that saves
+/// at every step: the weights file and the checkpoint are always of one step.
+#[cfg(unix)]
+#[test]
+fn a_second_ctrl_c_leaves_the_run_of_one_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let d = data.to_str().unwrap();
+    let step_of = |p: &std::path::Path| -> u64 {
+        let bytes = std::fs::read(p).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        meta.metadata().as_ref().unwrap()["step"].parse().unwrap()
+    };
+    for k in 0..4u64 {
+        let run = dir.path().join(format!("run{k}"));
+        let mut child = Command::new(BIN)
+            .args(train_args(
+                d,
+                run.to_str().unwrap(),
+                &[
+                    "--steps",
+                    "100000",
+                    "--summary",
+                    "1",
+                    "--set",
+                    "model.d_hidden=192",
+                ],
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ck = run.join("checkpoint.safetensors");
+        let t0 = std::time::Instant::now();
+        while !ck.exists() {
+            assert!(t0.elapsed().as_secs() < 60, "no checkpoint");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50 + 37 * k));
+        for _ in 0..2 {
+            let pid = child.id().to_string();
+            let _ = Command::new("kill").args(["-INT", &pid]).status();
+            std::thread::sleep(std::time::Duration::from_millis(3 * k));
+        }
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130));
+        assert_eq!(
+            step_of(&ck),
+            step_of(&run.join("model.safetensors")),
+            "attempt {k}: the checkpoint and the weights are of different steps"
+        );
+    }
+}
+
+/// A run whose weights overflow stops, and what it keeps is finite: the
+/// checkpoint it calls good loads and samples.
+#[test]
+fn a_diverging_run_keeps_only_finite_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let err = fails(&charlstm(&train_args(
+        d,
+        r,
+        &[
+            "--steps",
+            "30",
+            "--summary",
+            "1",
+            "--set",
+            "train.learning_rate=1e308",
+            "--set",
+            "train.clip_norm=0",
+        ],
+    )));
+    assert!(
+        err.contains("not finite") || err.contains("the training loss is"),
+        "{err}"
+    );
+    if run.join("model.safetensors").exists() {
+        for (name, _, bytes) in tensors(&run.join("model.safetensors")) {
+            for c in bytes.chunks_exact(4) {
+                assert!(
+                    f32::from_le_bytes(c.try_into().unwrap()).is_finite(),
+                    "{name}"
+                );
+            }
+        }
+        ok(&charlstm(&["sample", "--run", r, "--length", "10"]));
+    } else {
+        assert!(err.contains("No checkpoint was written"), "{err}");
+    }
+}

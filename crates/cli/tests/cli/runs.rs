@@ -297,6 +297,11 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no 'stopped' line in {stdout}"));
     assert!(stopped > 1, "{stdout}");
+    // the report is of the step reached, not of the last periodic summary
+    assert!(
+        stdout.contains(&format!("(step {})", stopped - 1)),
+        "{stdout}"
+    );
     assert!(
         stdout.contains(&format!("charlstm train --resume {r}")),
         "{stdout}"
