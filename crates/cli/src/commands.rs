@@ -81,7 +81,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     if a.json {
         outln!(
             "{}",
-            serde_json::json!({"data": path, "part": part.name(), "report": report})
+            serde_json::json!({"data": path.to_string_lossy(), "part": part.name(), "report": report})
         );
     } else {
         outln!(

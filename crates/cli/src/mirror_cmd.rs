@@ -169,7 +169,8 @@ fn read_line(input: &mut impl std::io::BufRead, max: usize) -> Result<Option<Str
             Some(i) => (i + 1, true),
             None => (buf.len(), false),
         };
-        if line.len() + take > max + 1 {
+        let content = take - usize::from(done);
+        if line.len() + content > max {
             bail!("a line longer than {max} bytes (one sentence per line)");
         }
         line.extend_from_slice(&buf[..take]);

@@ -76,7 +76,7 @@ impl Progress {
                 if self.mode == LogMode::Json {
                     outln!(
                         "{}",
-                        json!({"event": "started", "run_dir": run_dir, "start_step": start_step,
+                        json!({"event": "started", "run_dir": run_dir.to_string_lossy(), "start_step": start_step,
                                "total_steps": total_steps, "params": params,
                                "train_chars": train_chars, "resumed": resumed})
                     );
@@ -146,7 +146,7 @@ impl Progress {
                 if self.mode == LogMode::Json {
                     outln!(
                         "{}",
-                        json!({"event": "checkpoint", "step": step, "path": path})
+                        json!({"event": "checkpoint", "step": step, "path": path.to_string_lossy()})
                     );
                 }
             }

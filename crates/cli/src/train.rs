@@ -77,7 +77,10 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
             Recipe::Lm(_) => "trains a language model",
             Recipe::Mirror(_) => "trains the word mirror",
         };
-        bail!("recipe {} {what}: use `{other} --recipe {0}`", loaded.name);
+        match &a.resume {
+            Some(dir) => bail!("run {} {what}: use `{other} --resume {0}`", dir.display()),
+            None => bail!("recipe {} {what}: use `{other} --recipe {0}`", loaded.name),
+        }
     }
     tune_allocator(&loaded);
     let path = resolve_data(&a.data, data_fallback.as_deref())?;
@@ -108,13 +111,27 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
             samples: !a.no_samples,
         },
         &mut |e| {
-            if let (Some(t), Event::Step { loss: Some(l), .. }) = (trace.as_mut(), e) {
-                let _ = writeln!(t, "{l}");
+            match (trace.as_mut(), e) {
+                (Some(t), Event::Started { .. }) => {
+                    let _ = t.get_ref().set_len(0);
+                }
+                (Some(t), Event::Step { loss: Some(l), .. }) => {
+                    let _ = writeln!(t, "{l}");
+                }
+                _ => {}
             }
             shown.event(e);
         },
     );
     shown.finish();
+    if result.is_err()
+        && !a.force
+        && let Some(p) = &a.loss_trace
+        && std::fs::metadata(p).is_ok_and(|m| m.len() == 0)
+    {
+        // the empty trace this command created, for a run that never started
+        let _ = std::fs::remove_file(p);
+    }
     let report = result?;
     if json {
         outln!("{}", serde_json::json!({"event": "done", "report": report}));
@@ -151,7 +168,9 @@ fn open_loss_trace(
     let mut open = std::fs::OpenOptions::new();
     open.write(true);
     if force {
-        open.create(true).truncate(true);
+        // emptied only once training starts (at the `Started` event): a run
+        // refused by its checks leaves the old trace as it was
+        open.create(true);
     } else {
         // fails if something appeared since the check
         open.create_new(true);

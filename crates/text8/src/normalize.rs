@@ -158,15 +158,23 @@ pub fn normalize_file(
         }
         Err(e) => return Err(Text8Error::io(input, e)),
     };
+    // a hidden name of this process, created new: never an existing file
+    // (not the input, not someone's `out.txt.tmp`)
     let tmp = output.with_file_name(format!(
-        "{}.tmp",
+        ".{}.tmp-{}",
         output
             .file_name()
             .and_then(|n| n.to_str())
-            .unwrap_or("normalized")
+            .unwrap_or("normalized"),
+        std::process::id()
     ));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Text8Error::io(&tmp, e))?;
     let result = (|| {
-        let mut writer = BufWriter::new(File::create(&tmp).map_err(|e| Text8Error::io(&tmp, e))?);
+        let mut writer = BufWriter::new(created);
         let mut norm = Normalizer::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut out = Vec::with_capacity(1 << 21);

@@ -102,12 +102,16 @@ pub fn check_mirror(r: &MirrorRecipe, cfg: &MirrorConfig) -> Result<()> {
         r.model.d_hidden as f64,
     );
     let per_step = r.model.n_layers as f64 * 7.0 * h * 3.0 + cfg.vocab_size as f64 + t;
-    let bytes =
-        mirror_params(cfg) * TRAINING_BYTES_PER_PARAM + b * t * per_step * BYTES_PER_ACTIVATION;
+    // the fixed validation and test windows, source and target, as ids and pairs
+    let windows = (r.data.valid_windows as f64 + r.data.test_windows as f64) * (2.0 * t + 64.0);
+    let bytes = mirror_params(cfg) * TRAINING_BYTES_PER_PARAM
+        + b * t * per_step * BYTES_PER_ACTIVATION
+        + windows;
     check_fits(
         "training this model",
         bytes,
-        "lower model.d_hidden, model.n_layers, data.batch_size or data.max_chars",
+        "lower model.d_hidden, model.n_layers, data.batch_size, data.max_chars, \
+         data.valid_windows or data.test_windows",
     )
 }
 

@@ -67,9 +67,12 @@ impl LengthBatcher {
         }
     }
 
-    /// The next batch: `batch_size` windows of the length of a first random window.
-    pub fn next_batch(&self, rng: &mut Rng) -> Vec<MirrorPair> {
-        loop {
+    /// The next batch: `batch_size` windows of the length of a first random
+    /// window. A batch size that the text cannot fill with windows of one
+    /// length is an error after [`BATCH_ROUNDS`] first windows, not a loop
+    /// that never ends.
+    pub fn next_batch(&self, rng: &mut Rng) -> Result<Vec<MirrorPair>> {
+        for _ in 0..BATCH_ROUNDS {
             let first = self.sampler.sample(rng);
             let len = first.source.len();
             let mut out = vec![first];
@@ -88,12 +91,20 @@ impl LengthBatcher {
                         p.target = mirror_words(&p.source);
                     }
                 }
-                return out;
+                return Ok(out);
             }
             // a rare length: start again from another first window
         }
+        Err(TrainError::Recipe(format!(
+            "data.batch_size {}: no {BATCH_ROUNDS} tries found that many windows of one \
+             character length in this text; lower data.batch_size",
+            self.batch_size
+        )))
     }
 }
+
+/// First windows [`LengthBatcher::next_batch`] tries before it gives up.
+pub const BATCH_ROUNDS: usize = 20;
 
 /// Replaces each word, with probability `prob`, by random letters of the same length.
 pub fn randomise_words(ids: &mut [u8], prob: f64, rng: &mut Rng) {
@@ -396,7 +407,7 @@ impl Task for MirrorTask {
         optim: &mut Optimizer,
         rng: &mut Rng,
     ) -> Result<StepOutput> {
-        let batch = self.data.batcher.next_batch(rng);
+        let batch = self.data.batcher.next_batch(rng)?;
         if self.recipe.model.keep_prob < 1.0 {
             self.device
                 .seed(Rng::derive(self.recipe.train.seed ^ 0xD809, step).next_u64());
@@ -478,10 +489,10 @@ pub fn train_mirror(
             loaded.name
         )));
     };
-    let data = MirrorData::new(corpus, recipe)?;
     let cfg = model_config(recipe);
     cfg.validate().map_err(TrainError::Recipe)?;
     crate::memory::check_mirror(recipe, &cfg)?;
+    let data = MirrorData::new(corpus, recipe)?;
     let device = opts.device.clone().autodiff();
     let task = MirrorTask {
         recipe: recipe.clone(),
@@ -774,6 +785,20 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_the_text_cannot_fill_is_an_error_not_a_hang() {
+        // four word lengths, equally frequent: a quarter of the draws has any one
+        let text = tokenizer::CharVocab
+            .encode(&" a bb ccc dddd".repeat(50))
+            .unwrap();
+        let sampler = MirrorSampler::new(text.into(), 1, 1, 4).unwrap();
+        let b = LengthBatcher::new(sampler, 100_000, 0.0);
+        match b.next_batch(&mut Rng::new(1)) {
+            Ok(batch) => panic!("a batch of {} windows", batch.len()),
+            Err(e) => assert!(e.to_string().contains("lower data.batch_size"), "{e}"),
+        }
+    }
+
+    #[test]
     fn batches_have_one_length_and_mirrored_targets() {
         let text = tokenizer::CharVocab
             .encode(&" the cat sat on a mat and a dog ran to it in the sun".repeat(20))
@@ -781,7 +806,7 @@ mod tests {
         let b = LengthBatcher::new(MirrorSampler::new(text.into(), 2, 4, 40).unwrap(), 8, 0.5);
         let mut rng = Rng::new(1);
         for _ in 0..20 {
-            let batch = b.next_batch(&mut rng);
+            let batch = b.next_batch(&mut rng).unwrap();
             assert_eq!(batch.len(), 8);
             assert!(
                 batch

@@ -67,8 +67,9 @@ impl RunDir {
     }
 
     /// Creates a new run directory. `path` is used if given (it must not
-    /// exist, or be an empty folder); otherwise `<runs_root>/<recipe>-<n>` with
-    /// the first unused `n`. An existing run is never overwritten.
+    /// exist, or be an empty folder: checked again under the lock, see
+    /// [`RunDir::lock_new`]); otherwise `<runs_root>/<recipe>-<n>` with the
+    /// first unused `n`. An existing run is never overwritten.
     pub fn create(path: Option<&Path>, runs_root: &Path, recipe_name: &str) -> Result<Self> {
         let path = match path {
             Some(p) => {
@@ -89,13 +90,16 @@ impl RunDir {
                 p.to_path_buf()
             }
             None => {
+                std::fs::create_dir_all(runs_root).map_err(|e| TrainError::io(runs_root, e))?;
+                // created, not tested then created: two runs started together get two names
                 let mut n = 1;
                 loop {
                     let p = runs_root.join(format!("{recipe_name}-{n}"));
-                    if !p.exists() {
-                        break p;
+                    match std::fs::create_dir(&p) {
+                        Ok(()) => return Ok(RunDir { path: p }),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+                        Err(e) => return Err(TrainError::io(&p, e)),
                     }
-                    n += 1;
                 }
             }
         };
@@ -193,6 +197,19 @@ impl RunDir {
             }
         }
         Ok(RunLock { _file: file })
+    }
+
+    /// [`RunDir::lock`] for a run just created: also checks, under the lock,
+    /// that no other process has started a run in the folder meanwhile.
+    pub fn lock_new(&self) -> Result<RunLock> {
+        let lock = self.lock()?;
+        if self.config_path().exists() {
+            return Err(TrainError::Run(format!(
+                "run directory {} was started by another process meanwhile; choose another --run",
+                self.path.display()
+            )));
+        }
+        Ok(lock)
     }
 
     /// Writes `config.json` and `tokenizer.json`.

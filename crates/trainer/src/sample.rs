@@ -108,7 +108,8 @@ pub fn generate(
     if opts.count == 0 {
         return Ok(vec![]);
     }
-    let chars = (opts.count as f64) * (opts.length as f64 + 2.0);
+    let prime = opts.prime.as_ref().map_or(0, |p| p.len());
+    let chars = (opts.count as f64) * (opts.length as f64 + prime as f64 + 2.0);
     if chars > MAX_SAMPLE_CHARS as f64 {
         return Err(TrainError::Input(format!(
             "--count {} x --length {}: {chars:.0} characters to generate, more than the \

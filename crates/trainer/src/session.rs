@@ -115,6 +115,7 @@ pub enum Event<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct FinalReport<R> {
     /// The run directory.
+    #[serde(serialize_with = "lossy_path")]
     pub run_dir: PathBuf,
     /// Steps done (all sessions).
     pub steps: u64,
@@ -130,6 +131,12 @@ pub struct FinalReport<R> {
     pub valid_seconds: f64,
     /// Seconds spent sampling in this session.
     pub sample_seconds: f64,
+}
+
+/// A path as a string for JSON, lossily where it is not UTF-8 (serde
+/// refuses such a path, and a report must still be written).
+pub fn lossy_path<S: serde::Serializer>(path: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
 }
 
 /// What one training step gives back.
@@ -360,7 +367,7 @@ pub fn train<T: Task>(
     let open = match target {
         RunTarget::New { path, runs_root } => {
             let run = RunDir::create(path.as_deref(), runs_root, &loaded.name)?;
-            let lock = run.lock()?;
+            let lock = run.lock_new()?;
             let config = RunConfig {
                 charlstm_version: env!("CARGO_PKG_VERSION").into(),
                 recipe_name: loaded.name.clone(),
@@ -417,8 +424,16 @@ pub fn train<T: Task>(
             .map_err(|e| TrainError::checkpoint(&path, e))?;
         progress = restore_progress(ck, &path)?;
         task.load_state(ck, progress.step, &path)?;
-        // end-of-session rows (off the summary grid) are not part of the continued run
-        rows.retain(|r| r.step() < progress.step && r.step().is_multiple_of(schedule.summary));
+        // end-of-session rows (off the grid the run was trained with) are not
+        // part of the continued run; a new --summary keeps the old rows
+        let grid = trained
+            .get("train")
+            .and_then(|t| t.get("summary"))
+            .and_then(|v| v.as_integer())
+            .and_then(|v| u64::try_from(v).ok())
+            .filter(|&v| v > 0)
+            .unwrap_or(schedule.summary);
+        rows.retain(|r| r.step() < progress.step && r.step().is_multiple_of(grid));
     } else {
         rows.clear();
     }
@@ -527,6 +542,18 @@ pub fn train<T: Task>(
         if summarised_at != Some(progress.step)
             && let Some((out, lr)) = last_step.take()
         {
+            // the checkpoint first (validation may take a while, and a second
+            // Ctrl-C exits at once), then the summary, which saves again
+            let weights = finite_weights(&task, progress.step - 1, books.last_good)?;
+            save(
+                &task,
+                weights,
+                &books.saver,
+                &optim,
+                &mut progress,
+                &books.rows,
+            )?;
+            books.last_good = Some(progress.step);
             let (periodic, samples) = (false, false);
             let at = SummaryAt {
                 out,
@@ -771,8 +798,14 @@ fn restore_progress(ck: &SafeTensors, path: &Path) -> Result<Progress> {
             None => 0,
         },
     };
+    let step: u64 = meta("step")?.parse().map_err(|_| bad("step"))?;
+    // at most one loss per step done, and a sum that is not negative:
+    // anything else is a damaged checkpoint
+    if window.count > step || window.host < 0.0 {
+        return Err(bad("loss_count or loss_sum"));
+    }
     Ok(Progress {
-        step: meta("step")?.parse().map_err(|_| bad("step"))?,
+        step,
         rng: serde_json::from_str(meta("rng")?)
             .map_err(|e| TrainError::checkpoint(path, format!("bad rng state: {e}")))?,
         window,
@@ -790,6 +823,9 @@ fn open_resume<T: Task>(
     fingerprint: &str,
 ) -> Result<OpenRun<T::Row>> {
     let run = RunDir::open(dir)?;
+    // a folder is locked (its .lock written, its leftovers removed) only once
+    // its config.json reads as a run's; read again under the lock
+    run.read_config()?;
     let lock = run.lock()?;
     let mut config = run.read_config()?;
     let cannot = |why: String| TrainError::Run(format!("cannot resume {}: {why}", dir.display()));
@@ -825,6 +861,14 @@ fn open_resume<T: Task>(
         )));
     }
     let path = run.checkpoint_path();
+    if !path.exists() && (run.model_path().exists() || run.metrics_path().exists()) {
+        return Err(cannot(
+            "it has no checkpoint.safetensors but has trained files (model.safetensors or \
+             metrics.csv): starting it again would replace them; start a new run, or put the \
+             checkpoint back"
+                .to_string(),
+        ));
+    }
     let checkpoint = if path.exists() {
         let ck = SafeTensors::read(&path)?;
         let format = format!("{}-checkpoint", T::FORMAT);

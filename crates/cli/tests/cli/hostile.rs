@@ -400,6 +400,11 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             &["names no file"],
         ),
         case(&["prepare", &text, &not_a_dir], 1, &["os error"]),
+        case(
+            &["train", "--resume", &mirror],
+            1,
+            &["charlstm mirror train --resume"],
+        ),
     ];
     cases.push(Case {
         stdin: Some(zero.to_path_buf()),

@@ -101,7 +101,11 @@ fn a_run_without_a_checkpoint_starts_again_and_leftovers_go() {
     let run = dir.path().join("run");
     let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
     ok(&charlstm(&train_args(d, r, &["--steps", "3"])));
-    for f in ["checkpoint.safetensors", "model.safetensors", "metrics.csv"] {
+    // without its checkpoint but with trained files, a run is not started again
+    std::fs::remove_file(run.join("checkpoint.safetensors")).unwrap();
+    let err = fails(&charlstm(&["train", "--resume", r, "--steps", "5"]));
+    assert!(err.contains("has trained files"), "{err}");
+    for f in ["model.safetensors", "metrics.csv"] {
         std::fs::remove_file(run.join(f)).unwrap();
     }
     let leftover = run.join(".checkpoint.safetensors.tmp-999999");
@@ -296,4 +300,83 @@ fn a_diverging_run_keeps_only_finite_checkpoints() {
     } else {
         assert!(err.contains("No checkpoint was written"), "{err}");
     }
+}
+
+/// A new `--summary` on resume keeps the rows the run already has.
+#[test]
+fn resuming_with_another_summary_interval_keeps_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "25"])));
+    ok(&charlstm(&[
+        "train",
+        "--resume",
+        r,
+        "--steps",
+        "31",
+        "--summary",
+        "3",
+        "--log",
+        "plain",
+    ]));
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let steps: Vec<&str> = metrics
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["0", "10", "20", "27", "30"], "{metrics}");
+}
+
+/// Paths that are not UTF-8 are reported (lossily), never a panic.
+#[cfg(unix)]
+#[test]
+fn a_run_directory_that_is_not_utf8_is_reported() {
+    use std::os::unix::ffi::OsStringExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let mut name = dir.path().as_os_str().to_os_string().into_vec();
+    name.extend(b"/run-\xff");
+    let run = std::ffi::OsString::from_vec(name);
+    let out = Command::new(BIN)
+        .args(["train", "--data"])
+        .arg(&data)
+        .arg("--run")
+        .arg(&run)
+        .args([
+            "--log",
+            "json",
+            "--steps",
+            "3",
+            "--no-samples",
+            "--set",
+            "model.d_hidden=8",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("\"event\":\"done\"") && stdout.contains("run-\u{fffd}"),
+        "{stdout}"
+    );
+}
+
+/// `prepare` never touches a file that happens to have its temporary name.
+#[test]
+fn prepare_leaves_a_file_named_like_its_temporary_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("book.txt.tmp");
+    std::fs::write(&input, "The Book.").unwrap();
+    let output = dir.path().join("book.txt");
+    ok(&charlstm(&[
+        "prepare",
+        input.to_str().unwrap(),
+        output.to_str().unwrap(),
+    ]));
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), "The Book.");
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), " the book");
 }
