@@ -18,8 +18,8 @@ pub struct BenchArgs {
     /// Steps timed
     #[arg(long, default_value_t = 300, value_parser = steps_value())]
     pub steps: u64,
-    /// Steps run before timing starts
-    #[arg(long, default_value_t = 20)]
+    /// Steps run before timing starts (at least 1: the clock starts after one)
+    #[arg(long, default_value_t = 20, value_parser = steps_value())]
     pub warmup: u64,
     /// Override a recipe value (as for `train`)
     #[arg(long = "set", value_name = "KEY=VALUE")]

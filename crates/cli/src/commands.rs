@@ -9,6 +9,11 @@ use crate::args::{BenchArgs, EvalArgs, FetchArgs, PrepareArgs, RecipesArgs, Samp
 use crate::progress;
 use crate::setup::{read_corpus, resolve_data, setup_device, tune_allocator};
 
+/// The threads the kernels were set to use (`--threads`, or every core).
+fn model_threads() -> usize {
+    trainer::threads()
+}
+
 /// `charlstm fetch`: prints where the corpus is (downloading it first if needed).
 pub fn fetch(a: FetchArgs) -> Result<ExitCode> {
     let path = resolve_data(&a.data, None)?;
@@ -32,7 +37,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             &corpus,
             device.clone(),
             device_name,
-            a.device.threads.unwrap_or(0),
+            model_threads(),
             a.warmup,
             a.steps,
             &scratch,
@@ -110,6 +115,13 @@ pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
     let bar = progress::bytes_bar(total, "normalising");
     let stats = text8::normalize_file(&a.input, &a.output, &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
+    if stats.chars_out == 0 {
+        errln!(
+            "note: {} has no letters or digits: {} is empty",
+            a.input.display(),
+            a.output.display()
+        );
+    }
     outln!(
         "{}: {} bytes in, {} characters of text8 form out",
         a.output.display(),
@@ -122,6 +134,8 @@ pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
 pub fn recipes(a: RecipesArgs) -> Result<ExitCode> {
     match a.show {
         Some(name) => {
+            // only a recipe is printed: a path is read and checked as one first
+            trainer::load_recipe(&name, &[])?;
             let (_, src) = trainer::recipe::recipe_source(&name)?;
             out!("{src}");
         }

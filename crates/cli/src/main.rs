@@ -22,6 +22,15 @@ macro_rules! outln {
     }};
 }
 
+/// `eprintln!` that never panics: a closed or full stderr loses the message
+/// (there is nowhere left to say anything), never the command's work.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 /// `print!` as [`outln!`].
 macro_rules! out {
     ($($arg:tt)*) => {{
@@ -90,7 +99,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             ExitCode::from(1)
         }
     }

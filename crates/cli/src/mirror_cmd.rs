@@ -230,7 +230,7 @@ fn infer(
             continue;
         }
         if text != raw.trim() {
-            eprintln!("note: input {} normalised to text8 form: {text:?}", k + 1);
+            errln!("note: input {} normalised to text8 form: {text:?}", k + 1);
         }
         let out = mirror::mirror_text(&model, &text, max_chars, chunk, beam, &device)
             .with_context(|| format!("input {}", k + 1))?;

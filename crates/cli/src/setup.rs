@@ -31,7 +31,7 @@ pub fn stdout_failed(e: std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         std::process::exit(141);
     }
-    eprintln!("error: writing to stdout: {e}");
+    errln!("error: writing to stdout: {e}");
     std::process::exit(1)
 }
 
@@ -69,11 +69,20 @@ pub fn setup_device(d: &DeviceArgs) -> Result<(burn::tensor::Device, &'static st
 /// Finds or downloads the corpus, showing a download bar.
 pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> {
     let spec = data.data.as_deref().or(fallback);
+    if spec == Some("") {
+        bail!("--data is empty: give a text8.zip, a text file or an http(s) URL");
+    }
+    if trainer::run::is_run_dir(&data.datasets) {
+        bail!(
+            "--datasets {}: a run directory; downloads are not kept inside one",
+            data.datasets.display()
+        );
+    }
     let source = DataSource::parse(spec, &data.datasets);
     let mut bar = None;
     let path = text8::resolve(&source, &mut |e| match e {
         FetchEvent::Started { url, total } => {
-            eprintln!("downloading {url}");
+            errln!("downloading {url}");
             bar = Some(progress::bytes_bar(total, "text8.zip"));
         }
         FetchEvent::Progress(n) => {
@@ -85,7 +94,7 @@ pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> 
             if let Some(b) = bar.take() {
                 b.finish_and_clear();
             }
-            eprintln!("saved {}", p.display());
+            errln!("saved {}", p.display());
         }
         FetchEvent::Found(_) => {}
     })
@@ -106,13 +115,11 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
     let flag = stop.clone();
     ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\ninterrupted again: exiting now");
+            errln!("\ninterrupted again: exiting now");
             // a checkpoint being written is finished first: the run's files stay of one step
             trainer::session::exit_between_checkpoints(130, Duration::from_secs(60));
         }
-        eprintln!(
-            "\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)"
-        );
+        errln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)");
     })
     .context("installing the Ctrl-C handler")?;
     Ok(stop)

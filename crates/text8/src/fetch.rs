@@ -403,6 +403,13 @@ pub fn fetch_with(
             url: url.to_string(),
             reason: format!("the downloaded file is not a usable zip: {e}"),
         })?;
+    } else {
+        // kept only if it is a corpus: an error page saved as text would be
+        // taken from the cache, and fail, at every later run
+        crate::corpus::read_corpus(&part).map_err(|e| Text8Error::Http {
+            url: url.to_string(),
+            reason: format!("the downloaded file is not a corpus in text8 form: {e}"),
+        })?;
     }
     std::fs::rename(&part, target).map_err(|e| Text8Error::io(target, e))?;
     guard.0 = None;

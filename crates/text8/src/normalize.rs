@@ -172,7 +172,8 @@ pub fn normalize_file(
         .write(true)
         .create_new(true)
         .open(&tmp)
-        .map_err(|e| Text8Error::io(&tmp, e))?;
+        // the user named the output, not the temporary file beside it
+        .map_err(|e| Text8Error::io(output, e))?;
     let result = (|| {
         let mut writer = BufWriter::new(created);
         let mut norm = Normalizer::new();

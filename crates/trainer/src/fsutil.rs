@@ -70,10 +70,7 @@ pub fn check_output(path: &Path, force: bool, inputs: &[&Path]) -> Result<()> {
     };
     let landing = parent.join(path.file_name().unwrap_or_default());
     // a run directory's files are written by training alone, forced or not
-    if parent.join("config.json").is_file()
-        && (parent.join("checkpoint.safetensors").exists()
-            || parent.join("model.safetensors").exists())
-    {
+    if crate::run::is_run_dir(&parent) {
         return refuse(format!(
             "is inside the run directory {}: its files are written by training alone",
             parent.display()

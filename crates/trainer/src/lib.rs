@@ -77,6 +77,11 @@ pub fn train(
     })
 }
 
+/// How many threads the CPU kernels use.
+pub fn threads() -> usize {
+    model::kernel::pool::threads()
+}
+
 /// Sets how many threads the CPU kernels use (the sequence operations split
 /// their batch over them).
 pub fn set_threads(n: usize) {

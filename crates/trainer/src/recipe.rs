@@ -315,6 +315,16 @@ pub struct LoadedRecipe {
     pub recipe: Recipe,
 }
 
+/// A parser's message cut to a readable length (a one-line recipe of
+/// 400 KB would otherwise be echoed whole).
+fn shorten(message: &str) -> String {
+    const MAX: usize = 400;
+    match message.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}... ({} more bytes)", &message[..at], message.len() - at),
+        None => message.to_string(),
+    }
+}
+
 /// Largest recipe file read.
 pub const RECIPE_MAX_BYTES: u64 = 1 << 20;
 
@@ -362,7 +372,15 @@ pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
         ))
     })?;
     let key = key.trim();
-    let value = parse_value(value.trim());
+    let trimmed = value.trim();
+    if trimmed.parse::<u64>().is_ok() && trimmed.parse::<i64>().is_err() {
+        return Err(TrainError::Recipe(format!(
+            "--set {assignment:?}: {trimmed} is larger than a recipe integer can hold \
+             (at most {})",
+            i64::MAX
+        )));
+    }
+    let value = parse_value(trimmed);
     let path: Vec<String> = if key.contains('.') {
         key.split('.').map(str::to_string).collect()
     } else {
@@ -424,9 +442,9 @@ pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
 /// ```
 pub fn load_recipe(name_or_path: &str, overrides: &[String]) -> Result<LoadedRecipe> {
     let (name, src) = recipe_source(name_or_path)?;
-    let mut tree: toml::Table = src
-        .parse()
-        .map_err(|e| TrainError::Recipe(format!("recipe {name}: {e}")))?;
+    let mut tree: toml::Table = src.parse().map_err(|e: toml::de::Error| {
+        TrainError::Recipe(format!("recipe {name}: {}", shorten(&e.to_string())))
+    })?;
     for o in overrides {
         apply_override(&mut tree, o)?;
     }
@@ -449,7 +467,7 @@ pub fn parse_tree(name: &str, tree: &toml::Table) -> Result<Recipe> {
             .map(|l| l.trim().to_string())
             .filter(|l| !l.is_empty())
             .collect();
-        TrainError::Recipe(format!("recipe {name}: {}", text.join(" ")))
+        TrainError::Recipe(format!("recipe {name}: {}", shorten(&text.join(" "))))
     };
     let recipe = match task {
         "lm" => Recipe::Lm(tree.clone().try_into().map_err(err)?),
@@ -469,6 +487,19 @@ pub fn parse_tree(name: &str, tree: &toml::Table) -> Result<Recipe> {
 fn at_least_one(what: &str, v: u64) -> std::result::Result<(), String> {
     if v == 0 {
         Err(format!("{what} must be at least 1, got 0"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Most stacked layers a recipe may ask for (deeper LSTMs do not train here,
+/// and a typo of 100000 layers of one unit passes any memory check while
+/// taking minutes a step).
+pub const MAX_LAYERS: usize = 64;
+
+fn at_most(what: &str, v: usize, max: usize) -> std::result::Result<(), String> {
+    if v > max {
+        Err(format!("{what} must be at most {max}, got {v}"))
     } else {
         Ok(())
     }
@@ -498,6 +529,7 @@ impl Recipe {
                 let m = &r.model;
                 at_least_one("model.d_hidden", m.d_hidden as u64)?;
                 at_least_one("model.n_layers", m.n_layers as u64)?;
+                at_most("model.n_layers", m.n_layers, MAX_LAYERS)?;
                 at_least_one("model.d_embedding", m.d_embedding as u64)?;
                 probability("model.keep_prob", m.keep_prob)?;
                 if m.tokenizer == TokenizerKind::Bigram && m.input == InputSpec::OneHot {
@@ -520,6 +552,7 @@ impl Recipe {
                 at_least_one("model.d_hidden", m.d_hidden as u64)?;
                 at_least_one("model.d_embedding", m.d_embedding as u64)?;
                 at_least_one("model.n_layers", m.n_layers as u64)?;
+                at_most("model.n_layers", m.n_layers, MAX_LAYERS)?;
                 probability("model.keep_prob", m.keep_prob)?;
                 let d = &r.data;
                 at_least_one("data.min_words", d.min_words as u64)?;

@@ -54,6 +54,27 @@ pub struct RunConfig {
     pub device: String,
 }
 
+/// Whether `path` holds a run (a `config.json` and weights or a checkpoint):
+/// no file of another command is written into one.
+pub fn is_run_dir(path: &Path) -> bool {
+    path.join("config.json").is_file()
+        && (path.join("checkpoint.safetensors").exists() || path.join("model.safetensors").exists())
+}
+
+/// Whether a folder holds nothing but what a run that died before writing
+/// its config leaves (its `.lock`, temporary files of a save): it may be
+/// used for a new run.
+fn only_leftovers(path: &Path) -> Result<bool> {
+    for e in std::fs::read_dir(path).map_err(|e| TrainError::io(path, e))? {
+        let name = e.map_err(|e| TrainError::io(path, e))?.file_name();
+        let name = name.to_string_lossy();
+        if !(name == ".lock" || (name.starts_with('.') && name.contains(".tmp-"))) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// The lock of a run directory, held while this value lives.
 #[derive(Debug)]
 pub struct RunLock {
@@ -73,23 +94,44 @@ impl RunDir {
     pub fn create(path: Option<&Path>, runs_root: &Path, recipe_name: &str) -> Result<Self> {
         let path = match path {
             Some(p) => {
-                if p.exists() {
-                    let empty = p.is_dir()
-                        && std::fs::read_dir(p)
-                            .map_err(|e| TrainError::io(p, e))?
-                            .next()
-                            .is_none();
-                    if !empty {
+                if let Some(parent) = p.parent().filter(|q| is_run_dir(q)) {
+                    return Err(TrainError::Run(format!(
+                        "{}: inside the run directory {}; choose a --run outside it",
+                        p.display(),
+                        parent.display()
+                    )));
+                }
+                match std::fs::symlink_metadata(p) {
+                    Ok(m) if m.file_type().is_symlink() && !p.exists() => {
+                        return Err(TrainError::Run(format!(
+                            "{}: a symbolic link to nothing; choose another --run",
+                            p.display()
+                        )));
+                    }
+                    Ok(_) if !p.is_dir() => {
+                        return Err(TrainError::Run(format!(
+                            "{}: exists and is not a folder; choose another --run",
+                            p.display()
+                        )));
+                    }
+                    Ok(_) if is_run_dir(p) || !only_leftovers(p)? => {
                         return Err(TrainError::Run(format!(
                             "run directory {} already exists; continue it with --resume {0}, or \
                              choose another --run",
                             p.display()
                         )));
                     }
+                    _ => {}
                 }
                 p.to_path_buf()
             }
             None => {
+                if is_run_dir(runs_root) {
+                    return Err(TrainError::Run(format!(
+                        "--runs {}: a run directory; runs are not made inside one",
+                        runs_root.display()
+                    )));
+                }
                 std::fs::create_dir_all(runs_root).map_err(|e| TrainError::io(runs_root, e))?;
                 // created, not tested then created: two runs started together get two names
                 let mut n = 1;
@@ -110,10 +152,11 @@ impl RunDir {
     /// Opens an existing run directory (it must hold a `config.json`).
     pub fn open(path: &Path) -> Result<Self> {
         if !path.is_dir() {
-            return Err(TrainError::Run(format!(
-                "{}: no such run directory",
-                path.display()
-            )));
+            return Err(TrainError::Run(if path.exists() {
+                format!("{}: not a run directory (not a folder)", path.display())
+            } else {
+                format!("{}: no such run directory", path.display())
+            }));
         }
         let dir = RunDir {
             path: path.to_path_buf(),

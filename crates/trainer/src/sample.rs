@@ -58,7 +58,8 @@ pub fn context_chars(kind: TokenizerKind) -> usize {
 
 /// Draws an index from logits at `temperature` (0: the arg max).
 pub fn draw(logits: &[f32], temperature: f64, rng: &mut Rng) -> usize {
-    if temperature <= 0.0 {
+    // a temperature whose inverse is no f32 is the limit: the arg max
+    if temperature <= 0.0 || !((1.0 / temperature) as f32).is_finite() {
         return logits
             .iter()
             .enumerate()
@@ -267,6 +268,9 @@ mod tests {
     fn draw_respects_temperature_zero_and_weights() {
         let mut rng = Rng::new(0);
         assert_eq!(draw(&[0.1, 3.0, -1.0], 0.0, &mut rng), 1);
+        for tiny in [1e-39, 1e-45, 1e-320] {
+            assert_eq!(draw(&[0.1, 3.0, -1.0], tiny, &mut rng), 1, "{tiny}");
+        }
         let mut counts = [0; 3];
         for _ in 0..3000 {
             counts[draw(&[0.0, (2.0f32).ln(), f32::NEG_INFINITY], 1.0, &mut rng)] += 1;

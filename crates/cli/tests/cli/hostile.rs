@@ -405,6 +405,57 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             1,
             &["charlstm mirror train --resume"],
         ),
+        // found by an adversarial pass
+        case(
+            &["train", "--data", c, "--run", &format!("{lm}/sub")],
+            1,
+            &["inside the run directory"],
+        ),
+        case(
+            &["train", "--data", c, "--runs", &lm],
+            1,
+            &["a run directory"],
+        ),
+        case(
+            &["fetch", "--data", &huge_url, "--datasets", &lm],
+            1,
+            &["a run directory"],
+        ),
+        case(&["train", "--data", c, "--run", c], 1, &["not a folder"]),
+        case(&["sample", "--run", c], 1, &["not a run directory"]),
+        case(
+            &["train", "--data", "", "--run", &new_run],
+            1,
+            &["--data is empty"],
+        ),
+        case(
+            &[
+                "train",
+                "--data",
+                c,
+                "--run",
+                &new_run,
+                "--set",
+                "train.seed=18446744073709551615",
+            ],
+            1,
+            &["larger than a recipe integer"],
+        ),
+        case(
+            &[
+                "train",
+                "--data",
+                c,
+                "--run",
+                &new_run,
+                "--set",
+                "model.n_layers=100000",
+            ],
+            1,
+            &["model.n_layers must be at most 64"],
+        ),
+        case(&["recipes", &text], 1, &["recipe"]),
+        case(&["bench", "--data", c, "--warmup", "0"], 2, &["--warmup"]),
     ];
     cases.push(Case {
         stdin: Some(zero.to_path_buf()),
@@ -493,4 +544,27 @@ fn mirror_answers_stdin_line_by_line() {
     }
     drop(stdin);
     assert!(child.wait().unwrap().success());
+}
+
+/// A full stderr loses the message, not the exit code: never a panic.
+#[cfg(unix)]
+#[test]
+fn a_full_stderr_is_no_panic() {
+    for args in [
+        vec!["sample", "--run", "/nonexistent"],
+        vec!["train", "--data", "/nonexistent"],
+    ] {
+        let status = Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+            .status()
+            .unwrap();
+        assert_eq!(status.code(), Some(1), "{args:?}");
+    }
 }
