@@ -131,14 +131,26 @@ pub struct SampleArgs {
     #[arg(long, value_name = "DIR")]
     pub run: PathBuf,
     /// Text to start from (letters and spaces; upper-case is lowered)
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "prime_file")]
     pub prime: Option<String>,
+    /// Start from the text of FILE (any UTF-8 text, put in text8 form; at most 1 MiB)
+    #[arg(long, value_name = "FILE")]
+    pub prime_file: Option<PathBuf>,
     /// Characters to generate
     #[arg(long, short, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=1 << 30).map(|v| v as usize))]
     pub length: usize,
     /// Softmax temperature (1: the model's distribution; lower: safer; 0: always the most likely)
     #[arg(long, short, default_value_t = 1.0)]
     pub temperature: f64,
+    /// Always the most likely character (the same as --temperature 0)
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    pub greedy: bool,
+    /// Draw only among the K most likely characters (1: greedy)
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=729).map(|v| v as usize))]
+    pub top_k: Option<usize>,
+    /// Draw only among the smallest set of most likely characters whose probability reaches P (nucleus sampling), 0 < P <= 1
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f64>,
     /// Random seed
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::args::{BenchArgs, EvalArgs, FetchArgs, PrepareArgs, RecipesArgs, SampleArgs};
 use crate::progress;
@@ -49,6 +49,14 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
 }
 
 pub fn sample(a: SampleArgs) -> Result<ExitCode> {
+    let prime = match &a.prime_file {
+        Some(p) => {
+            let text = trainer::fsutil::read_text(p, 1 << 20)
+                .with_context(|| format!("--prime-file {}", p.display()))?;
+            Some(text8::normalize(&text).trim_start().to_string())
+        }
+        None => a.prime.clone(),
+    };
     let (device, _) = setup_device(&a.device)?;
     let (model, kind, _) = trainer::lm::load_lm(&a.run, &device)?;
     let mut rng = tokenizer::rng::Rng::new(a.seed);
@@ -57,9 +65,13 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
         kind,
         &trainer::sample::SampleOptions {
             length: a.length,
-            temperature: a.temperature,
-            prime: a.prime.clone(),
+            temperature: if a.greedy { 0.0 } else { a.temperature },
+            prime,
             count: a.count,
+            truncation: trainer::sample::Truncation {
+                top_k: a.top_k,
+                top_p: a.top_p,
+            },
         },
         &mut rng,
         &device,

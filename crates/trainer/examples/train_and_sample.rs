@@ -56,6 +56,7 @@ fn main() -> trainer::Result<()> {
             temperature: 0.8,
             prime: Some("the ".into()),
             count: 2,
+            truncation: Default::default(),
         },
         &mut rng,
         &Device::flex(),

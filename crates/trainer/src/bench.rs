@@ -149,6 +149,7 @@ pub fn bench_lm(
         temperature: 1.0,
         prime: None,
         count: streams,
+        truncation: Default::default(),
     };
     let mut rng = Rng::new(1);
     let t = Instant::now();

@@ -238,6 +238,7 @@ impl Task for LmTask {
                     temperature: 1.0,
                     prime: None,
                     count: 5,
+                    truncation: Default::default(),
                 },
                 rng,
                 &self.eval_device,

@@ -20,6 +20,62 @@ pub struct SampleOptions {
     pub prime: Option<String>,
     /// Number of independent samples (generated together, as one batch).
     pub count: usize,
+    /// Which characters may be drawn at each step (all, by default).
+    pub truncation: Truncation,
+}
+
+/// Characters left to draw from at each step: the `top_k` most likely, and
+/// of those the smallest set whose probability reaches `top_p` (nucleus
+/// sampling, Holtzman et al., arXiv 1904.09751). Neither set: all of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Truncation {
+    /// Keep only the `k` most likely characters (1: greedy).
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of most likely characters with at least this
+    /// probability, in (0, 1].
+    pub top_p: Option<f64>,
+}
+
+impl Truncation {
+    /// Checks the values; the message names the flag.
+    pub fn check(&self) -> Result<()> {
+        if self.top_k == Some(0) {
+            return Err(TrainError::Input("--top-k must be at least 1".into()));
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(TrainError::Input(format!(
+                "--top-p must be in (0, 1], got {p}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Zeroes the weights of the characters outside the kept set.
+    fn apply(&self, weights: &mut [f32]) {
+        if self.top_k.is_none() && self.top_p.is_none() {
+            return;
+        }
+        let mut order: Vec<usize> = (0..weights.len()).collect();
+        // most likely first; ties by index, so the result is deterministic
+        order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]).then(a.cmp(&b)));
+        let mut keep = self.top_k.unwrap_or(weights.len()).min(weights.len());
+        if let Some(p) = self.top_p {
+            let total: f64 = order[..keep].iter().map(|&i| weights[i] as f64).sum();
+            let mut mass = 0.0;
+            for (n, &i) in order[..keep].iter().enumerate() {
+                mass += weights[i] as f64;
+                if mass >= p * total {
+                    keep = n + 1;
+                    break;
+                }
+            }
+        }
+        for &i in &order[keep.max(1)..] {
+            weights[i] = 0.0;
+        }
+    }
 }
 
 /// Ids of a prime text: ASCII letters are lowered, anything else outside
@@ -56,10 +112,14 @@ pub fn context_chars(kind: TokenizerKind) -> usize {
     crate::lm::tokenizer_of(kind).context()
 }
 
-/// Draws an index from logits at `temperature` (0: the arg max).
-pub fn draw(logits: &[f32], temperature: f64, rng: &mut Rng) -> usize {
+/// Draws an index from logits at `temperature` (0: the arg max), among the
+/// characters `truncation` keeps.
+pub fn draw(logits: &[f32], temperature: f64, truncation: &Truncation, rng: &mut Rng) -> usize {
     // a temperature whose inverse is no f32 is the limit: the arg max
-    if temperature <= 0.0 || !((1.0 / temperature) as f32).is_finite() {
+    if temperature <= 0.0
+        || !((1.0 / temperature) as f32).is_finite()
+        || truncation.top_k == Some(1)
+    {
         return logits
             .iter()
             .enumerate()
@@ -75,12 +135,14 @@ pub fn draw(logits: &[f32], temperature: f64, rng: &mut Rng) -> usize {
         for (w, &l) in weights.iter_mut().zip(logits) {
             *w = model::kernel::exp((l - max) * inv_t);
         }
+        truncation.apply(&mut weights[..logits.len()]);
         return rng.weighted(&weights[..logits.len()]);
     }
-    let weights: Vec<f32> = logits
+    let mut weights: Vec<f32> = logits
         .iter()
         .map(|&l| model::kernel::exp((l - max) * inv_t))
         .collect();
+    truncation.apply(&mut weights);
     rng.weighted(&weights)
 }
 
@@ -125,6 +187,7 @@ pub fn generate(
         opts.count as f64 * (hidden as f64 * 8.0 + 64.0) * 4.0 + chars,
         "lower --count",
     )?;
+    opts.truncation.check()?;
     if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
         return Err(TrainError::Input(format!(
             "--temperature must be a number >= 0, got {}",
@@ -204,7 +267,12 @@ fn generate_tensor(
             .expect("f32 logits");
         let v = model.output_size();
         for (b, h) in hist.iter_mut().enumerate() {
-            h.push(draw(&values[b * v..(b + 1) * v], opts.temperature, rng) as u8);
+            h.push(draw(
+                &values[b * v..(b + 1) * v],
+                opts.temperature,
+                &opts.truncation,
+                rng,
+            ) as u8);
         }
     }
     Ok(hist.into_iter().map(text_of).collect())
@@ -252,7 +320,12 @@ fn generate_host(
             }
             lm.step(&ids, &mut state, &mut logits);
             for (b, h) in hist.iter_mut().enumerate() {
-                h.push(draw(&logits[b * v..(b + 1) * v], opts.temperature, &mut rngs[b]) as u8);
+                h.push(draw(
+                    &logits[b * v..(b + 1) * v],
+                    opts.temperature,
+                    &opts.truncation,
+                    &mut rngs[b],
+                ) as u8);
             }
         }
         hist.into_iter().map(text_of).collect::<Vec<String>>()
@@ -265,15 +338,91 @@ mod tests {
     use super::*;
 
     #[test]
+    fn top_k_of_one_is_greedy_and_top_p_keeps_the_smallest_set_with_the_mass() {
+        let logits = [0.5f32.ln(), 0.3f32.ln(), 0.15f32.ln(), 0.05f32.ln()];
+        let mut rng = Rng::new(3);
+        let one = Truncation {
+            top_k: Some(1),
+            top_p: None,
+        };
+        for _ in 0..50 {
+            assert_eq!(draw(&logits, 1.0, &one, &mut rng), 0);
+        }
+        let count = |t: Truncation, rng: &mut Rng| {
+            let mut c = [0usize; 4];
+            for _ in 0..4000 {
+                c[draw(&logits, 1.0, &t, rng)] += 1;
+            }
+            c
+        };
+        // 0.5 + 0.3 reaches 0.8: the first two only
+        let c = count(
+            Truncation {
+                top_k: None,
+                top_p: Some(0.8),
+            },
+            &mut rng,
+        );
+        assert!(c[0] > 0 && c[1] > 0 && c[2] == 0 && c[3] == 0, "{c:?}");
+        assert!((2300..2700).contains(&c[0]), "renormalised 5/8: {c:?}");
+        // a little more needs the third
+        let c = count(
+            Truncation {
+                top_k: None,
+                top_p: Some(0.81),
+            },
+            &mut rng,
+        );
+        assert!(c[2] > 0 && c[3] == 0, "{c:?}");
+        // top-k 2 and top-p 1: the two most likely
+        let c = count(
+            Truncation {
+                top_k: Some(2),
+                top_p: Some(1.0),
+            },
+            &mut rng,
+        );
+        assert!(c[2] == 0 && c[3] == 0, "{c:?}");
+        assert!(
+            Truncation {
+                top_k: Some(0),
+                top_p: None
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            Truncation {
+                top_k: None,
+                top_p: Some(0.0)
+            }
+            .check()
+            .is_err()
+        );
+    }
+
+    #[test]
     fn draw_respects_temperature_zero_and_weights() {
         let mut rng = Rng::new(0);
-        assert_eq!(draw(&[0.1, 3.0, -1.0], 0.0, &mut rng), 1);
+        assert_eq!(
+            draw(&[0.1, 3.0, -1.0], 0.0, &Truncation::default(), &mut rng),
+            1
+        );
         for tiny in [1e-39, 1e-45, 1e-320] {
-            assert_eq!(draw(&[0.1, 3.0, -1.0], tiny, &mut rng), 1, "{tiny}");
+            assert_eq!(
+                draw(&[0.1, 3.0, -1.0], tiny, &Truncation::default(), &mut rng),
+                1,
+                "{tiny}"
+            );
         }
         let mut counts = [0; 3];
         for _ in 0..3000 {
-            counts[draw(&[0.0, (2.0f32).ln(), f32::NEG_INFINITY], 1.0, &mut rng)] += 1;
+            counts[draw(
+                &[0.0, (2.0f32).ln(), f32::NEG_INFINITY],
+                1.0,
+                &Truncation::default(),
+                &mut rng,
+            )] += 1;
         }
         assert_eq!(counts[2], 0);
         assert!((1800..2200).contains(&counts[1]), "{counts:?}");
@@ -305,6 +454,7 @@ mod tests {
                 temperature: 0.0,
                 prime: Some("the cat".into()),
                 count: 3,
+                truncation: Truncation::default(),
             };
             let a = generate_tensor(&m, kind, &opts, &mut Rng::new(1), &device).unwrap();
             let b = generate_host(&m, kind, &opts, &mut Rng::new(1), 2).unwrap();
@@ -324,6 +474,7 @@ mod tests {
             temperature: 1.0,
             prime: None,
             count: 7,
+            truncation: Truncation::default(),
         };
         let one = generate_host(&m, TokenizerKind::Char, &opts, &mut Rng::new(5), 1).unwrap();
         let three = generate_host(&m, TokenizerKind::Char, &opts, &mut Rng::new(5), 3).unwrap();

@@ -329,3 +329,38 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
         tensors(&straight.join("model.safetensors"))
     );
 }
+
+/// `--top-k 1`, `--greedy` and `--temperature 0` are the same text; `--top-p`
+/// and `--top-k` sample; `--prime-file` primes with a file in text8 form.
+#[test]
+fn sampling_flags_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "30"])));
+    let sample = |extra: &[&str]| {
+        let mut args = vec![
+            "sample", "--run", r, "--length", "40", "--seed", "4", "--count", "3",
+        ];
+        args.extend_from_slice(extra);
+        ok(&charlstm(&args))
+    };
+    let greedy = sample(&["--greedy"]);
+    assert_eq!(sample(&["--top-k", "1"]), greedy);
+    assert_eq!(sample(&["--temperature", "0"]), greedy);
+    assert_eq!(sample(&["--top-p", "0.9"]).lines().count(), 3);
+    assert_eq!(
+        sample(&["--top-k", "5", "--top-p", "0.5"]).lines().count(),
+        3
+    );
+    let prime = dir.path().join("prime.txt");
+    std::fs::write(&prime, "The Quick, brown!").unwrap();
+    let out = sample(&["--prime-file", prime.to_str().unwrap(), "--greedy"]);
+    assert!(
+        out.lines().all(|l| l.starts_with("the quick brown")),
+        "{out}"
+    );
+    let err = fails(&charlstm(&["sample", "--run", r, "--top-p", "1.5"]));
+    assert!(err.contains("--top-p must be in (0, 1]"), "{err}");
+}
