@@ -60,23 +60,25 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
     let (device, _) = setup_device(&a.device)?;
     let (model, kind, _) = trainer::lm::load_lm(&a.run, &device)?;
     let mut rng = tokenizer::rng::Rng::new(a.seed);
-    let texts = trainer::sample::generate(
-        &model,
-        kind,
-        &trainer::sample::SampleOptions {
-            length: a.length,
-            temperature: if a.greedy { 0.0 } else { a.temperature },
-            prime,
-            count: a.count,
-            truncation: trainer::sample::Truncation {
-                top_k: a.top_k,
-                top_p: a.top_p,
-            },
+    let opts = trainer::sample::SampleOptions {
+        length: a.length,
+        temperature: if a.greedy { 0.0 } else { a.temperature },
+        prime,
+        count: a.count,
+        truncation: trainer::sample::Truncation {
+            top_k: a.top_k,
+            top_p: a.top_p,
         },
-        &mut rng,
-        &device,
-    )?;
-    for t in texts {
+    };
+    if a.count == 1 {
+        // one text is printed as it is generated
+        trainer::sample::generate_streaming(&model, kind, &opts, &mut rng, &device, &mut |t| {
+            out!("{t}")
+        })?;
+        outln!();
+        return Ok(ExitCode::SUCCESS);
+    }
+    for t in trainer::sample::generate(&model, kind, &opts, &mut rng, &device)? {
         outln!("{t}");
     }
     Ok(ExitCode::SUCCESS)

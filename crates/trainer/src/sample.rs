@@ -171,6 +171,15 @@ pub fn generate(
     if opts.count == 0 {
         return Ok(vec![]);
     }
+    check_options(model, opts)?;
+    if model::device::runs_on_host(device) {
+        return generate_host(model, kind, opts, rng, model::kernel::pool::threads());
+    }
+    generate_tensor(model, kind, opts, rng, device)
+}
+
+/// The bounds and values [`generate`] checks before allocating anything.
+fn check_options(model: &CharLm, opts: &SampleOptions) -> Result<()> {
     let prime = opts.prime.as_ref().map_or(0, |p| p.len());
     let chars = (opts.count as f64) * (opts.length as f64 + prime as f64 + 2.0);
     if chars > MAX_SAMPLE_CHARS as f64 {
@@ -194,10 +203,7 @@ pub fn generate(
             opts.temperature
         )));
     }
-    if model::device::runs_on_host(device) {
-        return generate_host(model, kind, opts, rng, model::kernel::pool::threads());
-    }
-    generate_tensor(model, kind, opts, rng, device)
+    Ok(())
 }
 
 /// The prime's ids, with spaces before it up to the model's context (a
@@ -290,52 +296,143 @@ fn generate_host(
     parts: usize,
 ) -> Result<Vec<String>> {
     let lm = model::host::HostLm::new(model);
-    let ctx = context_chars(kind);
     let base = rng.next_u64();
-    let prime = padded_prime(opts, ctx)?;
+    let prime = padded_prime(opts, context_chars(kind))?;
     let parts = model::kernel::split_batch(opts.count, parts);
     let texts = model::kernel::pool::parallel_map(&parts, |&(lo, n)| {
-        let mut rngs: Vec<Rng> = (lo..lo + n).map(|k| Rng::derive(base, k as u64)).collect();
-        let mut hist: Vec<Vec<u8>> = match &prime {
-            Some(ids) => vec![ids.clone(); n],
-            None => rngs
-                .iter_mut()
-                .map(|r| (0..ctx).map(|_| random_start(r)).collect())
-                .collect(),
-        };
-        let mut state = lm.zero_state(n);
-        let mut logits = Vec::new();
-        let mut ids = vec![0usize; n];
-        // warm up on the prime: every input position except the last
-        for k in ctx - 1..hist[0].len().saturating_sub(1) {
-            for (id, h) in ids.iter_mut().zip(&hist) {
-                *id = input_id(kind, h, k) as usize;
-            }
-            lm.step(&ids, &mut state, &mut logits);
-        }
-        let v = lm.vocab_out();
-        for _ in 0..opts.length {
-            for (id, h) in ids.iter_mut().zip(&hist) {
-                *id = input_id(kind, h, h.len() - 1) as usize;
-            }
-            lm.step(&ids, &mut state, &mut logits);
-            for (b, h) in hist.iter_mut().enumerate() {
-                h.push(draw(
-                    &logits[b * v..(b + 1) * v],
-                    opts.temperature,
-                    &opts.truncation,
-                    &mut rngs[b],
-                ) as u8);
-            }
-        }
-        hist.into_iter().map(text_of).collect::<Vec<String>>()
+        host_streams(&lm, kind, opts, &prime, base, lo..lo + n, &mut |_, _| {})
     });
     Ok(texts.into_iter().flatten().collect())
 }
 
+/// Streams `streams` of [`generate_host`], on this thread; `emit(stream,
+/// ids)` receives each stream's start (prime or random start), then every
+/// character as it is drawn.
+fn host_streams(
+    lm: &model::host::HostLm,
+    kind: TokenizerKind,
+    opts: &SampleOptions,
+    prime: &Option<Vec<u8>>,
+    base: u64,
+    streams: std::ops::Range<usize>,
+    emit: &mut dyn FnMut(usize, &[u8]),
+) -> Vec<String> {
+    let ctx = context_chars(kind);
+    let n = streams.len();
+    let mut rngs: Vec<Rng> = streams.map(|k| Rng::derive(base, k as u64)).collect();
+    let mut hist: Vec<Vec<u8>> = match prime {
+        Some(ids) => vec![ids.clone(); n],
+        None => rngs
+            .iter_mut()
+            .map(|r| (0..ctx).map(|_| random_start(r)).collect())
+            .collect(),
+    };
+    for (b, h) in hist.iter().enumerate() {
+        emit(b, h);
+    }
+    let mut state = lm.zero_state(n);
+    let mut logits = Vec::new();
+    let mut ids = vec![0usize; n];
+    // warm up on the prime: every input position except the last
+    for k in ctx - 1..hist[0].len().saturating_sub(1) {
+        for (id, h) in ids.iter_mut().zip(&hist) {
+            *id = input_id(kind, h, k) as usize;
+        }
+        lm.step(&ids, &mut state, &mut logits);
+    }
+    let v = lm.vocab_out();
+    for _ in 0..opts.length {
+        for (id, h) in ids.iter_mut().zip(&hist) {
+            *id = input_id(kind, h, h.len() - 1) as usize;
+        }
+        lm.step(&ids, &mut state, &mut logits);
+        for (b, h) in hist.iter_mut().enumerate() {
+            let c = draw(
+                &logits[b * v..(b + 1) * v],
+                opts.temperature,
+                &opts.truncation,
+                &mut rngs[b],
+            ) as u8;
+            h.push(c);
+            emit(b, &[c]);
+        }
+    }
+    hist.into_iter().map(text_of).collect()
+}
+
+/// One text of [`generate`] (its `count` is taken as 1), handed to `emit`
+/// piece by piece as it is generated: the same text `generate` gives, but
+/// a long sample shows its beginning at once. On devices whose tensors are
+/// not in this process, the whole text comes at the end.
+pub fn generate_streaming(
+    model: &CharLm,
+    kind: TokenizerKind,
+    opts: &SampleOptions,
+    rng: &mut Rng,
+    device: &Device,
+    emit: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let opts = SampleOptions {
+        count: 1,
+        ..opts.clone()
+    };
+    if !model::device::runs_on_host(device) {
+        for text in generate(model, kind, &opts, rng, device)? {
+            emit(&text);
+        }
+        return Ok(());
+    }
+    // the same checks and the same random draws as `generate` on the host
+    check_options(model, &opts)?;
+    let lm = model::host::HostLm::new(model);
+    let base = rng.next_u64();
+    let prime = padded_prime(&opts, context_chars(kind))?;
+    let mut pending = Vec::with_capacity(STREAM_CHUNK);
+    host_streams(&lm, kind, &opts, &prime, base, 0..1, &mut |_, ids| {
+        pending.extend_from_slice(ids);
+        if pending.len() >= STREAM_CHUNK {
+            emit(&text_of(std::mem::take(&mut pending)));
+        }
+    });
+    if !pending.is_empty() {
+        emit(&text_of(pending));
+    }
+    Ok(())
+}
+
+/// Characters [`generate_streaming`] hands over at a time.
+const STREAM_CHUNK: usize = 64;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stream_gives_the_same_text_as_the_batch() {
+        let device = Device::flex();
+        for kind in [TokenizerKind::Char, TokenizerKind::Bigram] {
+            let m = small_model(kind, &device);
+            for prime in [None, Some("the cat".to_string())] {
+                let opts = SampleOptions {
+                    length: 300,
+                    temperature: 1.0,
+                    prime,
+                    count: 1,
+                    truncation: Truncation::default(),
+                };
+                let batch = generate(&m, kind, &opts, &mut Rng::new(9), &device).unwrap();
+                let mut streamed = String::new();
+                let mut pieces = 0;
+                generate_streaming(&m, kind, &opts, &mut Rng::new(9), &device, &mut |t| {
+                    streamed.push_str(t);
+                    pieces += 1;
+                })
+                .unwrap();
+                assert_eq!(streamed, batch[0]);
+                assert!(pieces > 3, "{pieces} pieces: not streamed");
+            }
+        }
+    }
 
     #[test]
     fn top_k_of_one_is_greedy_and_top_p_keeps_the_smallest_set_with_the_mass() {

@@ -364,3 +364,47 @@ fn sampling_flags_agree() {
     let err = fails(&charlstm(&["sample", "--run", r, "--top-p", "1.5"]));
     assert!(err.contains("--top-p must be in (0, 1]"), "{err}");
 }
+
+/// A long sample shows its beginning while the rest is still being generated.
+#[test]
+fn a_long_sample_is_streamed() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(
+        d,
+        r,
+        &["--steps", "5", "--set", "model.d_hidden=256"],
+    )));
+    let mut child = Command::new(BIN)
+        .args([
+            "sample",
+            "--run",
+            r,
+            "--length",
+            "100000000",
+            "--threads",
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 200];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    // 100 M characters take minutes: these came while it runs
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "finished before streaming"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(first.iter().all(|&b| b == b' ' || b.is_ascii_lowercase()));
+}
