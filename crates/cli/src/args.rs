@@ -178,6 +178,14 @@ pub struct EvalArgs {
     /// Print the result as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// Segments of the text evaluated side by side (1: one stream, character by
+    /// character, as the notebook validates); each is warmed on --burn-in
+    /// characters before it, so the result equals one stream's
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096).map(|v| v as usize))]
+    pub streams: usize,
+    /// Characters read before each segment but the first, not scored
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1 << 20).map(|v| v as usize))]
+    pub burn_in: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
 }

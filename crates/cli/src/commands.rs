@@ -93,7 +93,11 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let ids = part.of(&corpus.ids)?;
     let ids = &ids[..a.limit.unwrap_or(ids.len()).min(ids.len())];
     let bar = progress::bytes_bar(Some(ids.len() as u64), "evaluating");
-    let report = trainer::eval::evaluate_text(&model, kind, ids, &device, &mut |done, _| {
+    let plan = trainer::eval::Streams {
+        streams: a.streams,
+        burn_in: a.burn_in,
+    };
+    let report = trainer::eval::evaluate_text(&model, kind, ids, plan, &device, &mut |done, _| {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
