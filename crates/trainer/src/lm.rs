@@ -407,7 +407,7 @@ pub fn load_lm(
             )));
         }
     };
-    let (config, weights) = session::load_weights_file(run_dir, "charlstm-lm")?;
+    let weights = session::load_weights_file(&run, &config, "charlstm-lm")?;
     let bad_config = |e: String| {
         TrainError::Run(format!(
             "{}: bad model config: {e}",

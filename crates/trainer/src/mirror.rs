@@ -548,7 +548,7 @@ pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
             run_dir.display()
         )));
     }
-    let (config, weights) = session::load_weights_file(run_dir, "charlstm-mirror")?;
+    let weights = session::load_weights_file(&run, &config, "charlstm-mirror")?;
     let bad_config = |e: String| {
         TrainError::Run(format!(
             "{}: bad model config: {e}",

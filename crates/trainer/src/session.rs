@@ -950,11 +950,11 @@ pub fn changed_key(a: &toml::Table, b: &toml::Table) -> Option<String> {
     walk("", a, b)
 }
 
-/// The weights of a trained run (`model.safetensors`), checked: the run's
-/// format, the tokenizer of its config, every value finite.
-pub fn load_weights_file(run_dir: &Path, format: &str) -> Result<(RunConfig, SafeTensors)> {
-    let run = RunDir::open(run_dir)?;
-    let config = run.read_config()?;
+/// The weights of a trained run (`model.safetensors`, of the opened `run`
+/// whose `config` the caller has read), checked: the run's format, the
+/// tokenizer of its config, every value finite.
+pub fn load_weights_file(run: &RunDir, config: &RunConfig, format: &str) -> Result<SafeTensors> {
+    let run_dir = run.path();
     let path = run.model_path();
     if !path.exists() {
         return Err(TrainError::Run(format!(
@@ -988,7 +988,7 @@ pub fn load_weights_file(run_dir: &Path, format: &str) -> Result<(RunConfig, Saf
             format!("{name} holds values that are not finite (a diverged run?)"),
         ));
     }
-    Ok((config, weights))
+    Ok(weights)
 }
 
 /// The recipe of an existing run (its `config.json`), with overrides applied
