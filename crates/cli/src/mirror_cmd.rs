@@ -66,6 +66,9 @@ struct EvalArgs {
     /// Seed of the drawn sentences
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Wrong words to show per length, with what the model wrote
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1_000_000).map(|v| v as usize))]
+    examples: usize,
     /// One JSON object per line
     #[arg(long)]
     json: bool,
@@ -119,37 +122,83 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
     let split = text8::Split::new(&corpus.ids, text8::SplitKind::Standard)?;
     let test: Arc<[u8]> = split.test.into();
     if !a.json {
-        outln!("| words | sentences | characters | words | sentences exact |");
-        outln!("|---:|---:|---:|---:|---:|");
+        outln!(
+            "| words | sentences | characters | words | sentences exact | sentences/s | chars/s |"
+        );
+        outln!("|---:|---:|---:|---:|---:|---:|---:|");
     }
+    let mut errors = vec![];
     for n in range {
-        // windows of n words with their natural lengths: no character cap
-        let s = mirror::evaluate_words(
-            &model,
-            test.clone(),
-            n,
-            a.count,
-            a.beam,
-            a.seed,
-            usize::MAX,
-            &device,
-        )?;
+        let e = mirror::evaluate_words(&model, test.clone(), n, a.count, a.beam, a.seed, &device)?;
+        let s = &e.scores;
+        let rate = |x: usize| x as f64 / e.seconds.max(1e-9);
         if a.json {
+            let shown = &e.errors[..e.errors.len().min(a.examples)];
             outln!(
                 "{}",
-                serde_json::json!({"words": n, "beam": a.beam, "scores": s})
+                serde_json::json!({"words": n, "beam": a.beam, "scores": s,
+                    "wrong_words": e.errors.len(), "examples": shown,
+                    "seconds": e.seconds, "sentences_per_sec": rate(s.sentences),
+                    "chars_per_sec": rate(e.chars)})
             );
         } else {
             outln!(
-                "| {n} | {} | {:.2}% | {:.2}% | {:.2}% |",
+                "| {n} | {} | {:.2}% | {:.2}% | {:.2}% | {:.0} | {:.0} |",
                 s.sentences,
                 100.0 * s.char_acc,
                 100.0 * s.word_acc,
-                100.0 * s.sentence_acc
+                100.0 * s.sentence_acc,
+                rate(s.sentences),
+                rate(e.chars)
+            );
+        }
+        errors.extend(e.errors.into_iter().take(a.examples.max(1) * 1000));
+    }
+    if !a.json && !errors.is_empty() {
+        outln!();
+        outln!("{}", where_errors_fall(&errors));
+        for e in errors.iter().take(a.examples) {
+            outln!(
+                "- word {} of {}: {:?} came out {:?}",
+                e.position + 1,
+                e.sentence_words,
+                e.word,
+                e.got
             );
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line saying at which word positions and on which kinds of words the
+/// errors are.
+fn where_errors_fall(errors: &[mirror::WordError]) -> String {
+    let count = |f: &dyn Fn(&mirror::WordError) -> bool| errors.iter().filter(|e| f(e)).count();
+    let first = count(&|e| e.position == 0);
+    let last = count(&|e| e.position + 1 == e.sentence_words && e.position > 0);
+    let lengths = [(1, 3), (4, 7), (8, 12), (13, usize::MAX)].map(|(lo, hi)| {
+        let n = count(&|e| (lo..=hi).contains(&e.word.len()));
+        if hi == usize::MAX {
+            format!("{lo}+ letters {n}")
+        } else {
+            format!("{lo}-{hi} letters {n}")
+        }
+    });
+    let runs = count(&|e| has_letter_run(&e.word));
+    format!(
+        "wrong words: {}; first word of its sentence {first}, last {last}, in between {}; \
+         {}; with a letter three or more times in a row {runs}",
+        errors.len(),
+        errors.len() - first - last,
+        lengths.join(", ")
+    )
+}
+
+/// Whether a word has one letter three or more times in a row.
+fn has_letter_run(word: &str) -> bool {
+    word.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == w[1] && w[1] == w[2])
 }
 
 /// Longest input line read from stdin (a sentence is a few hundred bytes).

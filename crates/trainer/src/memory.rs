@@ -101,7 +101,8 @@ pub fn check_mirror(r: &MirrorRecipe, cfg: &MirrorConfig) -> Result<()> {
         r.data.max_chars as f64 + 2.0,
         r.model.d_hidden as f64,
     );
-    let per_step = r.model.n_layers as f64 * 7.0 * h * 3.0 + cfg.vocab_size as f64 + t;
+    // attention: scores, weights, mask and relative bias per source position
+    let per_step = r.model.n_layers as f64 * 7.0 * h * 3.0 + cfg.vocab_size as f64 + 4.0 * t;
     // the fixed validation and test windows, source and target, as ids and pairs
     let windows = (r.data.valid_windows as f64 + r.data.test_windows as f64) * (2.0 * t + 64.0);
     let bytes = mirror_params(cfg) * TRAINING_BYTES_PER_PARAM

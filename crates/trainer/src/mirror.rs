@@ -15,7 +15,7 @@ use burn::tensor::Device;
 use model::mirror::{Mirror, MirrorConfig};
 use model::{cross_entropy, ids_tensor};
 use serde::{Deserialize, Serialize};
-use text8::{MirrorPair, MirrorSampler, Split, SplitKind, mirror_words};
+use text8::{MirrorPair, MirrorSampler, Split, SplitKind};
 use tokenizer::rng::Rng;
 use tokenizer::{MirrorVocab, Tokenizer};
 
@@ -25,7 +25,7 @@ use crate::fsutil::atomic_write_str;
 use crate::metrics::{MetricsRow, step_plot};
 use crate::optim::Optimizer;
 use crate::plot::Plot;
-use crate::recipe::{LoadedRecipe, MirrorRecipe, Recipe};
+use crate::recipe::{LoadedRecipe, MirrorDataSpec, MirrorRecipe, Recipe};
 use crate::safetensors::SafeTensors;
 use crate::session::{
     self, Event, FinalReport, ModelSlot, RunTarget, StepOutput, SummaryInput, SummaryOutput, Task,
@@ -47,6 +47,8 @@ pub fn model_config(r: &MirrorRecipe) -> MirrorConfig {
     .with_bidirectional(m.bidirectional)
     .with_reverse_source(m.reverse_source)
     .with_keep_prob(m.keep_prob)
+    .with_word_window(m.word_window)
+    .with_relative_span(m.relative_span)
 }
 
 /// Draws training batches whose windows all have one character length.
@@ -54,17 +56,32 @@ pub fn model_config(r: &MirrorRecipe) -> MirrorConfig {
 pub struct LengthBatcher {
     sampler: MirrorSampler,
     batch_size: usize,
-    random_word_prob: f64,
+    made_up: MadeUpWords,
+    max_chars: usize,
 }
 
 impl LengthBatcher {
-    /// A batcher over one part of the corpus.
-    pub fn new(sampler: MirrorSampler, batch_size: usize, random_word_prob: f64) -> Self {
+    /// A batcher over one part of the corpus: windows with made-up words
+    /// are at most `max_chars` long too.
+    pub fn new(
+        sampler: MirrorSampler,
+        batch_size: usize,
+        made_up: MadeUpWords,
+        max_chars: usize,
+    ) -> Self {
         LengthBatcher {
             sampler,
             batch_size,
-            random_word_prob,
+            made_up,
+            max_chars,
         }
+    }
+
+    /// One window, its words made up at random, if it fits `max_chars`.
+    fn draw(&self, rng: &mut Rng) -> Option<MirrorPair> {
+        let p = self.sampler.sample(rng);
+        let source = self.made_up.apply(&p.source, rng);
+        (source.len() <= self.max_chars).then(|| MirrorPair::new(source))
     }
 
     /// The next batch: `batch_size` windows of the length of a first random
@@ -73,24 +90,19 @@ impl LengthBatcher {
     /// that never ends.
     pub fn next_batch(&self, rng: &mut Rng) -> Result<Vec<MirrorPair>> {
         for _ in 0..BATCH_ROUNDS {
-            let first = self.sampler.sample(rng);
+            let Some(first) = self.draw(rng) else {
+                continue;
+            };
             let len = first.source.len();
             let mut out = vec![first];
             let mut tries = 0;
             while out.len() < self.batch_size && tries < 200_000 {
-                let p = self.sampler.sample(rng);
-                if p.source.len() == len {
+                if let Some(p) = self.draw(rng).filter(|p| p.source.len() == len) {
                     out.push(p);
                 }
                 tries += 1;
             }
             if out.len() == self.batch_size {
-                if self.random_word_prob > 0.0 {
-                    for p in &mut out {
-                        randomise_words(&mut p.source, self.random_word_prob, rng);
-                        p.target = mirror_words(&p.source);
-                    }
-                }
                 return Ok(out);
             }
             // a rare length: start again from another first window
@@ -106,14 +118,63 @@ impl LengthBatcher {
 /// First windows [`LengthBatcher::next_batch`] tries before it gives up.
 pub const BATCH_ROUNDS: usize = 20;
 
-/// Replaces each word, with probability `prob`, by random letters of the same length.
-pub fn randomise_words(ids: &mut [u8], prob: f64, rng: &mut Rng) {
-    for word in ids.split_mut(|&c| c == 0) {
-        if !word.is_empty() && rng.next_f64() < prob {
-            for c in word.iter_mut() {
-                *c = 1 + rng.below(26) as u8;
+/// How training words are replaced by made-up ones, so that the model learns
+/// to mirror letters, not to recall words: random letter strings, of the
+/// replaced word's length or of any length up to `max_len`, some of them runs
+/// of one letter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MadeUpWords {
+    /// Probability that a word is replaced.
+    pub prob: f64,
+    /// Longest made-up word (0: the length of the word it replaces).
+    pub max_len: usize,
+    /// Share of made-up words that are one letter repeated, with at most one
+    /// other letter at a random place (`zzzzzq`).
+    pub run_prob: f64,
+}
+
+impl MadeUpWords {
+    /// The recipe's settings.
+    pub fn from_recipe(d: &MirrorDataSpec) -> Self {
+        MadeUpWords {
+            prob: d.random_word_prob,
+            max_len: d.made_up_len,
+            run_prob: d.letter_run_prob,
+        }
+    }
+
+    /// `ids` (text8 ids, words between spaces) with words replaced at random.
+    pub fn apply(&self, ids: &[u8], rng: &mut Rng) -> Vec<u8> {
+        if self.prob <= 0.0 {
+            return ids.to_vec();
+        }
+        let letter = |rng: &mut Rng| 1 + rng.below(26) as u8;
+        let mut out = Vec::with_capacity(ids.len());
+        for (i, word) in ids.split(|&c| c == 0).enumerate() {
+            if i > 0 {
+                out.push(0);
+            }
+            if word.is_empty() || rng.next_f64() >= self.prob {
+                out.extend_from_slice(word);
+                continue;
+            }
+            let len = if self.max_len == 0 {
+                word.len()
+            } else {
+                rng.range_inclusive(1, self.max_len)
+            };
+            if rng.next_f64() < self.run_prob {
+                let start = out.len();
+                let c = letter(rng);
+                out.extend(std::iter::repeat_n(c, len));
+                if len > 1 && rng.next_f64() < 0.5 {
+                    out[start + rng.below(len as u64) as usize] = letter(rng);
+                }
+            } else {
+                out.extend((0..len).map(|_| letter(rng)));
             }
         }
+        out
     }
 }
 
@@ -344,7 +405,12 @@ impl MirrorData {
         let test = MirrorSampler::new(test_ids.clone(), d.min_words, d.max_words, d.max_chars)?
             .fixed_set(d.test_windows, r.train.seed ^ 0x7E57);
         Ok(MirrorData {
-            batcher: LengthBatcher::new(train, d.batch_size, d.random_word_prob),
+            batcher: LengthBatcher::new(
+                train,
+                d.batch_size,
+                MadeUpWords::from_recipe(d),
+                d.max_chars,
+            ),
             valid,
             test,
             test_ids,
@@ -692,8 +758,57 @@ pub fn mirror_text(
     Ok(words.join(" "))
 }
 
-/// Accuracy on `count` fixed windows of exactly `words` words from `ids`.
-#[allow(clippy::too_many_arguments)]
+/// A source word whose mirror came out wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WordError {
+    /// Index of the word in its sentence (0 = first).
+    pub position: usize,
+    /// Words in the sentence.
+    pub sentence_words: usize,
+    /// The source word.
+    pub word: String,
+    /// What the model wrote in its place (empty: nothing).
+    pub got: String,
+}
+
+/// Every target word of `targets` that the output at the same word index
+/// does not equal, with its source word.
+pub fn word_errors(sources: &[Vec<u8>], outputs: &[Vec<u8>]) -> Vec<WordError> {
+    let text = |w: &[u8]| MirrorVocab.decode(w).unwrap_or_else(|_| format!("{w:?}"));
+    let mut out = vec![];
+    for (src, o) in sources.iter().zip(outputs) {
+        let sw: Vec<&[u8]> = src.split(|&c| c == 0).collect();
+        let ow: Vec<&[u8]> = o.split(|&c| c == 0).collect();
+        for (position, w) in sw.iter().enumerate() {
+            let got = ow.get(position).copied().unwrap_or(&[]);
+            if !got.iter().eq(w.iter().rev()) {
+                out.push(WordError {
+                    position,
+                    sentence_words: sw.len(),
+                    word: text(w),
+                    got: text(got),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// What [`evaluate_words`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Accuracy.
+    pub scores: Scores,
+    /// Every wrong word.
+    pub errors: Vec<WordError>,
+    /// Source characters decoded.
+    pub chars: usize,
+    /// Wall time of the decoding, seconds.
+    pub seconds: f64,
+}
+
+/// Accuracy on `count` fixed windows of exactly `words` consecutive words of
+/// `ids`, with their natural lengths (no character cap).
 pub fn evaluate_words(
     model: &Mirror,
     ids: Arc<[u8]>,
@@ -701,14 +816,21 @@ pub fn evaluate_words(
     count: usize,
     beam: usize,
     seed: u64,
-    max_chars: usize,
     device: &Device,
-) -> Result<Scores> {
-    let sampler = MirrorSampler::new(ids, words, words, max_chars)?;
+) -> Result<Evaluation> {
+    let sampler = MirrorSampler::new(ids, words, words, usize::MAX)?;
     let pairs = sampler.fixed_set(count, seed);
     let sources: Vec<Vec<u8>> = pairs.iter().map(|p| p.source.clone()).collect();
     let targets: Vec<Vec<u8>> = pairs.iter().map(|p| p.target.clone()).collect();
-    Ok(score(&decode_all(model, &sources, beam, device), &targets))
+    let start = std::time::Instant::now();
+    let outputs = decode_all(model, &sources, beam, device);
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Evaluation {
+        scores: score(&outputs, &targets),
+        errors: word_errors(&sources, &outputs),
+        chars: sources.iter().map(|s| s.len()).sum(),
+        seconds,
+    })
 }
 
 #[cfg(test)]
@@ -791,7 +913,12 @@ mod tests {
             .encode(&" a bb ccc dddd".repeat(50))
             .unwrap();
         let sampler = MirrorSampler::new(text.into(), 1, 1, 4).unwrap();
-        let b = LengthBatcher::new(sampler, 100_000, 0.0);
+        let none = MadeUpWords {
+            prob: 0.0,
+            max_len: 0,
+            run_prob: 0.0,
+        };
+        let b = LengthBatcher::new(sampler, 100_000, none, 4);
         match b.next_batch(&mut Rng::new(1)) {
             Ok(batch) => panic!("a batch of {} windows", batch.len()),
             Err(e) => assert!(e.to_string().contains("lower data.batch_size"), "{e}"),
@@ -803,8 +930,15 @@ mod tests {
         let text = tokenizer::CharVocab
             .encode(&" the cat sat on a mat and a dog ran to it in the sun".repeat(20))
             .unwrap();
-        let b = LengthBatcher::new(MirrorSampler::new(text.into(), 2, 4, 40).unwrap(), 8, 0.5);
+        let made_up = MadeUpWords {
+            prob: 0.5,
+            max_len: 12,
+            run_prob: 0.5,
+        };
+        let sampler = MirrorSampler::new(text.into(), 2, 4, 40).unwrap();
+        let b = LengthBatcher::new(sampler, 8, made_up, 40);
         let mut rng = Rng::new(1);
+        let mut lengths = std::collections::BTreeSet::new();
         for _ in 0..20 {
             let batch = b.next_batch(&mut rng).unwrap();
             assert_eq!(batch.len(), 8);
@@ -813,7 +947,41 @@ mod tests {
                     .iter()
                     .all(|p| p.source.len() == batch[0].source.len())
             );
-            assert!(batch.iter().all(|p| p.target == mirror_words(&p.source)));
+            assert!(
+                batch
+                    .iter()
+                    .all(|p| p.target == text8::mirror_words(&p.source))
+            );
+            assert!(batch.iter().all(|p| p.source.len() <= 40));
+            for p in &batch {
+                lengths.extend(p.source.split(|&c| c == 0).map(|w| w.len()));
+            }
         }
+        // made-up words of lengths the text does not have ("the cat" has 1 to 3 letters)
+        assert!(lengths.iter().any(|&l| l > 3), "{lengths:?}");
+    }
+
+    #[test]
+    fn made_up_words_include_runs_of_one_letter() {
+        let made_up = MadeUpWords {
+            prob: 1.0,
+            max_len: 25,
+            run_prob: 1.0,
+        };
+        let mut rng = Rng::new(3);
+        let mut longest = 0;
+        for _ in 0..200 {
+            let out = made_up.apply(&[1, 2, 0, 3], &mut rng);
+            for w in out.split(|&c| c == 0) {
+                assert!((1..=25).contains(&w.len()));
+                let most = (1..=26u8)
+                    .map(|c| w.iter().filter(|&&x| x == c).count())
+                    .max()
+                    .unwrap();
+                assert!(most + 1 >= w.len(), "{w:?} is not a run");
+                longest = longest.max(w.len());
+            }
+        }
+        assert_eq!(longest, 25);
     }
 }

@@ -202,6 +202,13 @@ pub struct MirrorModelSpec {
     /// Dropout keep probability on non-recurrent connections.
     #[serde(default = "one_f")]
     pub keep_prob: f64,
+    /// Attention only over the source word being written and its delimiter.
+    #[serde(default)]
+    pub word_window: bool,
+    /// Learned attention bias per position relative to the letter due, this
+    /// many buckets each side (0: none).
+    #[serde(default)]
+    pub relative_span: usize,
 }
 
 /// Mirror data: windows of words.
@@ -212,8 +219,7 @@ pub struct MirrorDataSpec {
     pub min_words: usize,
     /// Most words per training window.
     pub max_words: usize,
-    /// Longest window in characters (longer draws are redrawn); also the
-    /// longest input the trained model accepts.
+    /// Longest training window in characters (longer draws are redrawn).
     pub max_chars: usize,
     /// Windows per training batch (all of one character length).
     pub batch_size: usize,
@@ -221,6 +227,14 @@ pub struct MirrorDataSpec {
     /// same length (so that made-up words are mirrored too).
     #[serde(default)]
     pub random_word_prob: f64,
+    /// Longest made-up word: a replaced word gets a random length from 1 to
+    /// this (0: the length of the word it replaces).
+    #[serde(default)]
+    pub made_up_len: usize,
+    /// Share of made-up words that are runs of one letter (`zzzzzq`,
+    /// `aaaaaaaab`: at most one other letter), which counting breaks.
+    #[serde(default)]
+    pub letter_run_prob: f64,
     /// Validation windows evaluated at each summary.
     pub valid_windows: usize,
     /// Test windows for the final report.
@@ -521,6 +535,17 @@ fn probability(what: &str, v: f64) -> std::result::Result<(), String> {
     }
 }
 
+fn share(what: &str, v: f64) -> std::result::Result<(), String> {
+    if !(0.0..=1.0).contains(&v) {
+        Err(format!("{what} must be in [0, 1], got {v}"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Longest made-up training word (`data.made_up_len`).
+pub const MAX_MADE_UP_LEN: usize = 1000;
+
 impl Recipe {
     /// Checks every number for sense; the message names the key.
     pub fn validate(&self) -> std::result::Result<(), String> {
@@ -566,11 +591,15 @@ impl Recipe {
                 at_least_one("data.batch_size", d.batch_size as u64)?;
                 at_least_one("data.valid_windows", d.valid_windows as u64)?;
                 at_least_one("data.test_windows", d.test_windows as u64)?;
-                if !(0.0..=1.0).contains(&d.random_word_prob) {
-                    return Err(format!(
-                        "data.random_word_prob must be in [0, 1], got {}",
-                        d.random_word_prob
-                    ));
+                share("data.random_word_prob", d.random_word_prob)?;
+                share("data.letter_run_prob", d.letter_run_prob)?;
+                at_most("data.made_up_len", d.made_up_len, MAX_MADE_UP_LEN)?;
+                at_most("model.relative_span", m.relative_span, 1024)?;
+                if (m.word_window || m.relative_span > 0) && !m.attention {
+                    return Err(
+                        "model.word_window and model.relative_span need model.attention = true"
+                            .into(),
+                    );
                 }
                 let t = &r.train;
                 at_least_one("train.steps", t.steps)?;
@@ -822,6 +851,10 @@ mod tests {
         "data.min_words",
         "data.max_words",
         "data.random_word_prob",
+        "data.made_up_len",
+        "data.letter_run_prob",
+        "model.word_window",
+        "model.relative_span",
         "data.valid_windows",
         "train.steps",
         "train.learning_rate",

@@ -13,12 +13,20 @@
 //!   `sum_s softmax(scores)_s e_s`, and `tanh([context; h_t] W_c + b_c)` in
 //!   place of `h_t` before the output layer.
 //!
+//! - Locating (optional, [`attention`]): attention restricted to the source
+//!   word being written and biased by the position relative to the letter
+//!   due, both taken from the decoder's place in its own output. With them
+//!   the model mirrors sentences far longer than it was trained on.
+//!
 //! All sequences of a call have the same source length (the trainer batches
 //! by length), so there is no padding to mask.
 
+pub mod attention;
+mod decode;
+
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use tokenizer::rng::Rng;
 
@@ -26,6 +34,7 @@ use crate::dropout::Dropout;
 use crate::ids_tensor;
 use crate::init::{self, InitScheme};
 use crate::lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState};
+use attention::{Bias, Locating, SourceWords, place};
 
 /// Configuration of a [`Mirror`] model.
 #[derive(Config, Debug)]
@@ -57,6 +66,14 @@ pub struct MirrorConfig {
     /// Dropout keep probability on non-recurrent connections.
     #[config(default = 1.0)]
     pub keep_prob: f64,
+    /// Attention only over the source word being written and its delimiter
+    /// (the source gets an end symbol, the last word's delimiter).
+    #[config(default = false)]
+    pub word_window: bool,
+    /// Learned attention bias per position relative to the letter due,
+    /// `span` buckets each side (0: none).
+    #[config(default = 0)]
+    pub relative_span: usize,
 }
 
 /// The word-mirroring encoder-decoder.
@@ -78,6 +95,8 @@ pub struct Mirror {
     pub attn_out: Option<Param<Tensor<2>>>,
     /// Attention output bias `[1, d_hidden]` (attention only).
     pub attn_bias: Option<Param<Tensor<2>>>,
+    /// Relative-position attention bias `[2 * relative_span + 1, 1]`.
+    pub attn_relative: Option<Param<Tensor<2>>>,
     /// Output layer `[d_hidden, vocab]`.
     pub out_w: Param<Tensor<2>>,
     /// Output bias `[1, vocab]`.
@@ -90,6 +109,10 @@ pub struct Mirror {
     pub start_id: usize,
     /// End symbol.
     pub end_id: usize,
+    /// Attention restricted to the current word.
+    pub word_window: bool,
+    /// Relative-position buckets each side.
+    pub relative_span: usize,
 }
 
 /// The encoder's result for a batch.
@@ -101,6 +124,8 @@ pub struct Encoded {
     pub keys: Option<Tensor<3>>,
     /// Final state of each forward encoder layer: the decoder's initial state.
     pub state: Vec<LstmState>,
+    /// The words of each source (locating attention only).
+    pub words: Vec<SourceWords>,
 }
 
 impl MirrorConfig {
@@ -118,6 +143,15 @@ impl MirrorConfig {
         }
         if self.start_id >= self.vocab_size || self.end_id >= self.vocab_size {
             return Err("start_id and end_id must be below vocab_size".into());
+        }
+        if (self.word_window || self.relative_span > 0) && !self.attention {
+            return Err("word_window and relative_span need attention = true".into());
+        }
+        if self.relative_span > 1024 {
+            return Err(format!(
+                "relative_span must be at most 1024, got {}",
+                self.relative_span
+            ));
         }
         if !(self.keep_prob > 0.0 && self.keep_prob <= 1.0) {
             return Err(format!(
@@ -185,6 +219,8 @@ impl MirrorConfig {
         } else {
             (None, None, None)
         };
+        let attn_relative = (self.attention && self.relative_span > 0)
+            .then(|| Param::from_tensor(Tensor::zeros([2 * self.relative_span + 1, 1], device)));
         Mirror {
             src_embedding,
             tgt_embedding,
@@ -194,14 +230,34 @@ impl MirrorConfig {
             attn_score,
             attn_out,
             attn_bias,
+            attn_relative,
             out_w: init::weight(scheme, h, self.vocab_size, rng, device),
             out_b: Param::from_tensor(Tensor::zeros([1, self.vocab_size], device)),
             keep_prob: self.keep_prob,
             reverse_source: self.reverse_source,
             start_id: self.start_id,
             end_id: self.end_id,
+            word_window: self.word_window,
+            relative_span: self.relative_span,
         }
     }
+}
+
+/// The relative-position table is stored in units of `1 / RELATIVE_SCALE`:
+/// Adam moves a parameter by about its learning rate per step whatever the
+/// gradient's size, and the bias must reach a peak of tens (a sharp pointer)
+/// in a few hundred steps, not thousands.
+const RELATIVE_SCALE: f32 = 10.0;
+
+/// Id of the space between words.
+const SPACE: u8 = 0;
+
+/// What one attention call looks at: keys and values `[rows, positions, _]`
+/// and an optional additive bias `[rows, steps, positions]`.
+struct AttentionView {
+    keys: Tensor<3>,
+    values: Tensor<3>,
+    bias: Option<Tensor<3>>,
 }
 
 /// Time-major rows `[steps * batch, d]` as batch-major `[batch, steps, d]`.
@@ -253,6 +309,18 @@ impl Mirror {
     ///
     /// - `src`: symbol ids `[batch][src_len]`, every row the same length.
     pub fn encode(&self, src: &[Vec<u8>], train: bool, device: &Device) -> Encoded {
+        let locating = self.locating();
+        // the end symbol closes the last word: where the decoder finds that it is due
+        let ended: Vec<Vec<u8>>;
+        let src = if locating.is_used() {
+            ended = src
+                .iter()
+                .map(|s| s.iter().copied().chain([self.end_id as u8]).collect())
+                .collect();
+            &ended[..]
+        } else {
+            src
+        };
         let batch = src.len();
         let len = src[0].len();
         assert!(
@@ -313,21 +381,51 @@ impl Mirror {
                 .matmul(w.val())
                 .reshape([b, s, self.d_hidden()])
         });
+        let words = if locating.is_used() {
+            src.iter().map(|s| SourceWords::new(s, SPACE)).collect()
+        } else {
+            vec![]
+        };
         Encoded {
             outputs,
             keys,
             state,
+            words,
+        }
+    }
+
+    /// How this model's attention uses the decoder's place.
+    pub fn locating(&self) -> Locating {
+        Locating {
+            word_window: self.word_window,
+            span: self.relative_span,
+        }
+    }
+
+    /// The additive attention bias `[rows, steps, positions]` of a [`Bias`].
+    fn bias_tensor(&self, bias: Bias, dims: [usize; 3], device: &Device) -> Tensor<3> {
+        let mask = Tensor::<1>::from_floats(bias.mask.as_slice(), device).reshape(dims);
+        match &self.attn_relative {
+            Some(table) => {
+                let rel = table.val().select(0, ids_tensor(bias.bucket, device));
+                mask + rel.reshape(dims).mul_scalar(RELATIVE_SCALE)
+            }
+            None => mask,
         }
     }
 
     /// Output logits for decoder outputs, batch-major `[batch, steps, d_hidden]` -> `[batch * steps, vocab]`.
-    fn readout(&self, enc: &Encoded, dec: Tensor<3>, train: bool) -> Tensor<2> {
+    fn readout(&self, view: Option<AttentionView>, dec: Tensor<3>, train: bool) -> Tensor<2> {
         let [b, t, h] = dec.dims();
-        let hidden = match (&enc.keys, &self.attn_out, &self.attn_bias) {
-            (Some(keys), Some(w_c), Some(b_c)) => {
-                let scores = dec.clone().matmul(keys.clone().swap_dims(1, 2)); // [b, t, s]
+        let hidden = match (view, &self.attn_out, &self.attn_bias) {
+            (Some(view), Some(w_c), Some(b_c)) => {
+                let scores = dec.clone().matmul(view.keys.swap_dims(1, 2)); // [b, t, s]
+                let scores = match view.bias {
+                    Some(bias) => scores + bias,
+                    None => scores,
+                };
                 let alpha = softmax(scores, 2);
-                let context = alpha.matmul(enc.outputs.clone()); // [b, t, d_enc]
+                let context = alpha.matmul(view.values); // [b, t, d_enc]
                 let joined = Tensor::cat(vec![context, dec], 2);
                 let d = joined.dims()[2];
                 (joined.reshape([b * t, d]).matmul(w_c.val()) + b_c.val()).tanh()
@@ -377,7 +475,34 @@ impl Mirror {
             train,
             Some(enc.state.clone()),
         );
-        self.readout(&enc, batch_major(dec, steps, batch), train)
+        let view = enc.keys.clone().map(|keys| AttentionView {
+            keys,
+            values: enc.outputs.clone(),
+            bias: self.teacher_forced_bias(&enc, tgt, device),
+        });
+        self.readout(view, batch_major(dec, steps, batch), train)
+    }
+
+    /// The locating bias `[batch, tgt_len + 1, src_len]` of teacher-forced
+    /// decoding: the decoder's place at each step is that of the target prefix.
+    fn teacher_forced_bias(
+        &self,
+        enc: &Encoded,
+        tgt: &[Vec<u8>],
+        device: &Device,
+    ) -> Option<Tensor<3>> {
+        let locating = self.locating();
+        if !locating.is_used() {
+            return None;
+        }
+        let (steps, len) = (tgt[0].len() + 1, enc.words[0].len());
+        let mut bias = Bias::default();
+        for (y, words) in tgt.iter().zip(&enc.words) {
+            for t in 0..steps {
+                bias.push(locating, words, place(&y[..t], SPACE), (0..len).map(Some));
+            }
+        }
+        Some(self.bias_tensor(bias, [tgt.len(), steps, len], device))
     }
 
     /// Labels matching [`forward`](Self::forward)'s rows: each target followed by the end symbol.
@@ -390,194 +515,6 @@ impl Mirror {
             })
             .collect()
     }
-
-    /// One decoder step for `rows` hypotheses: log-probabilities `[rows, vocab]`
-    /// and the new state. `enc` must have `rows` sequences.
-    fn step(
-        &self,
-        enc: &Encoded,
-        prev: &[i64],
-        state: Vec<LstmState>,
-        device: &Device,
-    ) -> (Tensor<2>, Vec<LstmState>) {
-        let rows = prev.len();
-        let x = self
-            .tgt_embedding
-            .val()
-            .select(0, ids_tensor(prev.to_vec(), device));
-        let (dec, state) = self.run_stack(
-            &self.decoder,
-            x,
-            rows,
-            Dropout::new(1.0),
-            false,
-            Some(state),
-        );
-        let h = self.d_hidden();
-        let logits = self.readout(enc, dec.reshape([rows, 1, h]), false);
-        (log_softmax(logits, 1), state)
-    }
-
-    /// Greedy decoding: for every source, the symbols up to (not including)
-    /// the end symbol, at most `max_len` of them.
-    pub fn greedy(&self, src: &[Vec<u8>], max_len: usize, device: &Device) -> Vec<Vec<u8>> {
-        let enc = self.encode(src, false, device);
-        let mut state = enc.state.clone();
-        let mut prev = vec![self.start_id as i64; src.len()];
-        let mut out: Vec<Vec<u8>> = vec![vec![]; src.len()];
-        let mut done = vec![false; src.len()];
-        for _ in 0..=max_len {
-            let (logp, st) = self.step(&enc, &prev, state, device);
-            state = st;
-            let v = self.vocab_size();
-            let values = logp.into_data().try_into_vec_as::<f32>().expect("f32");
-            for (b, row) in values.chunks_exact(v).enumerate() {
-                let best = argmax(row);
-                prev[b] = best as i64;
-                if !done[b] {
-                    if best == self.end_id || out[b].len() == max_len {
-                        done[b] = true;
-                    } else {
-                        out[b].push(best as u8);
-                    }
-                }
-            }
-            if done.iter().all(|d| *d) {
-                break;
-            }
-        }
-        out
-    }
-
-    /// Beam search with `beam` hypotheses per source: the most probable
-    /// complete output (ended by the end symbol, or cut at `max_len`).
-    pub fn beam_search(
-        &self,
-        src: &[Vec<u8>],
-        beam: usize,
-        max_len: usize,
-        device: &Device,
-    ) -> Vec<Vec<u8>> {
-        if beam <= 1 {
-            return self.greedy(src, max_len, device);
-        }
-        let n = src.len();
-        let enc = self.encode(src, false, device);
-        // every source repeated `beam` times: row n * beam + k
-        let expand: Vec<i64> = (0..n)
-            .flat_map(|b| std::iter::repeat_n(b as i64, beam))
-            .collect();
-        let idx = ids_tensor(expand, device);
-        let enc = Encoded {
-            outputs: enc.outputs.select(0, idx.clone()),
-            keys: enc.keys.map(|k| k.select(0, idx.clone())),
-            state: enc
-                .state
-                .into_iter()
-                .map(|s| LstmState {
-                    h: s.h.select(0, idx.clone()),
-                    c: s.c.select(0, idx.clone()),
-                })
-                .collect(),
-        };
-        let mut state = enc.state.clone();
-        // hypotheses: (score, symbols, alive); only beam 0 is alive at first
-        let mut hyps: Vec<Vec<(f64, Vec<u8>)>> =
-            (0..n).map(|_| vec![(0.0, vec![]); beam]).collect();
-        let mut alive: Vec<Vec<bool>> = (0..n)
-            .map(|_| (0..beam).map(|k| k == 0).collect())
-            .collect();
-        let mut finished: Vec<Vec<(f64, Vec<u8>)>> = vec![vec![]; n];
-        let mut prev = vec![self.start_id as i64; n * beam];
-        let v = self.vocab_size();
-        for t in 0..=max_len {
-            let (logp, st) = self.step(&enc, &prev, state, device);
-            let values = logp.into_data().try_into_vec_as::<f32>().expect("f32");
-            let mut parents = Vec::with_capacity(n * beam);
-            for b in 0..n {
-                let mut cands: Vec<(f64, usize, usize)> = vec![];
-                for k in 0..beam {
-                    if !alive[b][k] {
-                        continue;
-                    }
-                    let row = &values[(b * beam + k) * v..(b * beam + k + 1) * v];
-                    for (sym, &lp) in row.iter().enumerate() {
-                        if sym == self.start_id {
-                            continue;
-                        }
-                        cands.push((hyps[b][k].0 + lp as f64, k, sym));
-                    }
-                }
-                cands.sort_by(|x, y| y.0.total_cmp(&x.0));
-                let mut new_hyps = Vec::with_capacity(beam);
-                let mut new_alive = Vec::with_capacity(beam);
-                for &(score, k, sym) in &cands {
-                    if new_hyps.len() == beam {
-                        break;
-                    }
-                    let mut seq = hyps[b][k].1.clone();
-                    if sym == self.end_id || t == max_len {
-                        if sym != self.end_id {
-                            seq.push(sym as u8);
-                        }
-                        finished[b].push((score, seq));
-                        continue;
-                    }
-                    seq.push(sym as u8);
-                    parents.push((b * beam + k) as i64);
-                    prev[b * beam + new_hyps.len()] = sym as i64;
-                    new_hyps.push((score, seq));
-                    new_alive.push(true);
-                }
-                // stop this source once its best finished beats every live hypothesis
-                let best_done = finished[b]
-                    .iter()
-                    .map(|f| f.0)
-                    .fold(f64::NEG_INFINITY, f64::max);
-                if new_hyps.first().is_none_or(|h| h.0 <= best_done) {
-                    new_alive.iter_mut().for_each(|a| *a = false);
-                }
-                while new_hyps.len() < beam {
-                    parents.push((b * beam) as i64);
-                    prev[b * beam + new_hyps.len()] = self.end_id as i64;
-                    new_hyps.push((f64::NEG_INFINITY, vec![]));
-                    new_alive.push(false);
-                }
-                hyps[b] = new_hyps;
-                alive[b] = new_alive;
-            }
-            if alive.iter().all(|a| a.iter().all(|x| !x)) {
-                break;
-            }
-            let idx = ids_tensor(parents, device);
-            state = st
-                .into_iter()
-                .map(|s| LstmState {
-                    h: s.h.select(0, idx.clone()),
-                    c: s.c.select(0, idx.clone()),
-                })
-                .collect();
-        }
-        finished
-            .into_iter()
-            .map(|f| {
-                f.into_iter()
-                    .max_by(|x, y| x.0.total_cmp(&y.0))
-                    .map(|x| x.1)
-                    .unwrap_or_default()
-            })
-            .collect()
-    }
-}
-
-/// Index of the largest value.
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
-            if x > best.1 { (i, x) } else { best }
-        })
-        .0
 }
 
 /// Reverses the time order of time-major rows `[steps * batch, d]`.

@@ -1,0 +1,336 @@
+//! Decoding a trained mirror: greedy and beam search, one decoder step at a
+//! time, with the attention of each step restricted to the window its
+//! place allows (the same numbers as teacher forcing's masked attention:
+//! masked positions weigh exactly 0).
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor};
+
+use super::attention::{Bias, place};
+use super::{AttentionView, Encoded, Mirror, SPACE};
+use crate::dropout::Dropout;
+use crate::ids_tensor;
+use crate::lstm::LstmState;
+
+impl Mirror {
+    /// What one decoder step attends to, for hypotheses whose outputs so far
+    /// are `prefixes` (one per row of `enc`).
+    fn step_view(
+        &self,
+        enc: &Encoded,
+        prefixes: &[&[u8]],
+        device: &Device,
+    ) -> Option<AttentionView> {
+        let keys = enc.keys.clone()?;
+        let locating = self.locating();
+        let [rows, len, d_key] = keys.dims();
+        if !locating.is_used() {
+            return Some(AttentionView {
+                keys,
+                values: enc.outputs.clone(),
+                bias: None,
+            });
+        }
+        let places: Vec<(usize, usize)> = prefixes.iter().map(|p| place(p, SPACE)).collect();
+        let mut bias = Bias::default();
+        if !locating.word_window {
+            for (words, &at) in enc.words.iter().zip(&places) {
+                bias.push(locating, words, at, (0..len).map(Some));
+            }
+            return Some(AttentionView {
+                keys,
+                values: enc.outputs.clone(),
+                bias: Some(self.bias_tensor(bias, [rows, 1, len], device)),
+            });
+        }
+        // only the current word and its delimiter: a window as wide as the widest
+        let spans: Vec<(usize, usize)> = enc
+            .words
+            .iter()
+            .zip(&places)
+            .map(|(words, &(w, _))| words.span(w))
+            .collect();
+        let width = spans.iter().map(|(a, b)| b - a + 1).max().unwrap_or(1);
+        let mut gather = Vec::with_capacity(rows * width);
+        for (r, ((words, &at), &(a, b))) in enc.words.iter().zip(&places).zip(&spans).enumerate() {
+            let slots = (0..width).map(move |j| (a + j <= b).then_some(a + j));
+            gather.extend(slots.clone().map(|s| (r * len + s.unwrap_or(b)) as i64));
+            bias.push(locating, words, at, slots);
+        }
+        let idx = ids_tensor(gather, device);
+        let pick = |x: Tensor<3>| {
+            let d = x.dims()[2];
+            x.reshape([rows * len, d])
+                .select(0, idx.clone())
+                .reshape([rows, width, d])
+        };
+        debug_assert_eq!(d_key, self.d_hidden());
+        Some(AttentionView {
+            keys: pick(keys),
+            values: pick(enc.outputs.clone()),
+            bias: Some(self.bias_tensor(bias, [rows, 1, width], device)),
+        })
+    }
+
+    /// One decoder step for `rows` hypotheses: log-probabilities `[rows, vocab]`
+    /// and the new state. `enc` must have `rows` sequences; `prefixes` are the
+    /// symbols each row has written, `prev` the last of them (or the start).
+    fn step(
+        &self,
+        enc: &Encoded,
+        prev: &[i64],
+        prefixes: &[&[u8]],
+        state: Vec<LstmState>,
+        device: &Device,
+    ) -> (Tensor<2>, Vec<LstmState>) {
+        let rows = prev.len();
+        let x = self
+            .tgt_embedding
+            .val()
+            .select(0, ids_tensor(prev.to_vec(), device));
+        let (dec, state) = self.run_stack(
+            &self.decoder,
+            x,
+            rows,
+            Dropout::new(1.0),
+            false,
+            Some(state),
+        );
+        let h = self.d_hidden();
+        let view = self.step_view(enc, prefixes, device);
+        let logits = self.readout(view, dec.reshape([rows, 1, h]), false);
+        (log_softmax(logits, 1), state)
+    }
+
+    /// Greedy decoding: for every source, the symbols up to (not including)
+    /// the end symbol, at most `max_len` of them.
+    pub fn greedy(&self, src: &[Vec<u8>], max_len: usize, device: &Device) -> Vec<Vec<u8>> {
+        let enc = self.encode(src, false, device);
+        let mut state = enc.state.clone();
+        let mut prev = vec![self.start_id as i64; src.len()];
+        let mut out: Vec<Vec<u8>> = vec![vec![]; src.len()];
+        let mut done = vec![false; src.len()];
+        for _ in 0..=max_len {
+            let prefixes: Vec<&[u8]> = out.iter().map(|o| o.as_slice()).collect();
+            let (logp, st) = self.step(&enc, &prev, &prefixes, state, device);
+            state = st;
+            let v = self.vocab_size();
+            let values = logp.into_data().try_into_vec_as::<f32>().expect("f32");
+            for (b, row) in values.chunks_exact(v).enumerate() {
+                let best = argmax(row);
+                prev[b] = best as i64;
+                if !done[b] {
+                    if best == self.end_id || out[b].len() == max_len {
+                        done[b] = true;
+                    } else {
+                        out[b].push(best as u8);
+                    }
+                }
+            }
+            if done.iter().all(|d| *d) {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Beam search with `beam` hypotheses per source: the most probable
+    /// complete output (ended by the end symbol, or cut at `max_len`).
+    pub fn beam_search(
+        &self,
+        src: &[Vec<u8>],
+        beam: usize,
+        max_len: usize,
+        device: &Device,
+    ) -> Vec<Vec<u8>> {
+        if beam <= 1 {
+            return self.greedy(src, max_len, device);
+        }
+        let n = src.len();
+        let enc = self.encode(src, false, device);
+        // every source repeated `beam` times: row n * beam + k
+        let expand: Vec<i64> = (0..n)
+            .flat_map(|b| std::iter::repeat_n(b as i64, beam))
+            .collect();
+        let idx = ids_tensor(expand, device);
+        let enc = Encoded {
+            outputs: enc.outputs.select(0, idx.clone()),
+            keys: enc.keys.map(|k| k.select(0, idx.clone())),
+            state: enc
+                .state
+                .into_iter()
+                .map(|s| LstmState {
+                    h: s.h.select(0, idx.clone()),
+                    c: s.c.select(0, idx.clone()),
+                })
+                .collect(),
+            words: enc
+                .words
+                .iter()
+                .flat_map(|w| std::iter::repeat_n(w.clone(), beam))
+                .collect(),
+        };
+        let mut state = enc.state.clone();
+        // hypotheses: (score, symbols, alive); only beam 0 is alive at first
+        let mut hyps: Vec<Vec<(f64, Vec<u8>)>> =
+            (0..n).map(|_| vec![(0.0, vec![]); beam]).collect();
+        let mut alive: Vec<Vec<bool>> = (0..n)
+            .map(|_| (0..beam).map(|k| k == 0).collect())
+            .collect();
+        let mut finished: Vec<Vec<(f64, Vec<u8>)>> = vec![vec![]; n];
+        let mut prev = vec![self.start_id as i64; n * beam];
+        let v = self.vocab_size();
+        for t in 0..=max_len {
+            let prefixes: Vec<&[u8]> = hyps.iter().flatten().map(|h| h.1.as_slice()).collect();
+            let (logp, st) = self.step(&enc, &prev, &prefixes, state, device);
+            let values = logp.into_data().try_into_vec_as::<f32>().expect("f32");
+            let mut parents = Vec::with_capacity(n * beam);
+            for b in 0..n {
+                let mut cands: Vec<(f64, usize, usize)> = vec![];
+                for k in 0..beam {
+                    if !alive[b][k] {
+                        continue;
+                    }
+                    let row = &values[(b * beam + k) * v..(b * beam + k + 1) * v];
+                    for (sym, &lp) in row.iter().enumerate() {
+                        if sym == self.start_id {
+                            continue;
+                        }
+                        cands.push((hyps[b][k].0 + lp as f64, k, sym));
+                    }
+                }
+                cands.sort_by(|x, y| y.0.total_cmp(&x.0));
+                let mut new_hyps = Vec::with_capacity(beam);
+                let mut new_alive = Vec::with_capacity(beam);
+                for &(score, k, sym) in &cands {
+                    if new_hyps.len() == beam {
+                        break;
+                    }
+                    let mut seq = hyps[b][k].1.clone();
+                    if sym == self.end_id || t == max_len {
+                        if sym != self.end_id {
+                            seq.push(sym as u8);
+                        }
+                        finished[b].push((score, seq));
+                        continue;
+                    }
+                    seq.push(sym as u8);
+                    parents.push((b * beam + k) as i64);
+                    prev[b * beam + new_hyps.len()] = sym as i64;
+                    new_hyps.push((score, seq));
+                    new_alive.push(true);
+                }
+                // stop this source once its best finished beats every live hypothesis
+                let best_done = finished[b]
+                    .iter()
+                    .map(|f| f.0)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                if new_hyps.first().is_none_or(|h| h.0 <= best_done) {
+                    new_alive.iter_mut().for_each(|a| *a = false);
+                }
+                while new_hyps.len() < beam {
+                    parents.push((b * beam) as i64);
+                    prev[b * beam + new_hyps.len()] = self.end_id as i64;
+                    new_hyps.push((f64::NEG_INFINITY, vec![]));
+                    new_alive.push(false);
+                }
+                hyps[b] = new_hyps;
+                alive[b] = new_alive;
+            }
+            if alive.iter().all(|a| a.iter().all(|x| !x)) {
+                break;
+            }
+            let idx = ids_tensor(parents, device);
+            state = st
+                .into_iter()
+                .map(|s| LstmState {
+                    h: s.h.select(0, idx.clone()),
+                    c: s.c.select(0, idx.clone()),
+                })
+                .collect();
+        }
+        finished
+            .into_iter()
+            .map(|f| {
+                f.into_iter()
+                    .max_by(|x, y| x.0.total_cmp(&y.0))
+                    .map(|x| x.1)
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
+/// Index of the largest value.
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 { (i, x) } else { best }
+        })
+        .0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mirror::MirrorConfig;
+
+    /// Step-by-step decoding (windowed attention) gives teacher forcing's
+    /// (masked attention) log-probabilities at every step, for every way of
+    /// locating.
+    #[test]
+    fn stepping_equals_teacher_forcing() {
+        let device = Device::flex();
+        // "ab cde" and "abcd e": one length, different words
+        let src = vec![vec![1u8, 2, 0, 3, 4, 5], vec![1, 2, 3, 4, 0, 5]];
+        let tgt: Vec<Vec<u8>> = src.iter().map(|s| mirror(s)).collect();
+        for (word_window, relative_span) in [(false, 0), (true, 0), (false, 3), (true, 2)] {
+            let mut m = MirrorConfig::new(30, 28, 29)
+                .with_d_embedding(5)
+                .with_d_hidden(6)
+                .with_word_window(word_window)
+                .with_relative_span(relative_span)
+                .init(7, &device);
+            if relative_span > 0 {
+                // a bias that matters (it starts at zero)
+                let v: Vec<f32> = (0..2 * relative_span + 1).map(|i| i as f32 - 1.5).collect();
+                let table = Tensor::<1>::from_floats(v.as_slice(), &device).reshape([v.len(), 1]);
+                m.attn_relative = Some(burn::module::Param::from_tensor(table));
+            }
+            let forced = log_softmax(m.forward(&src, &tgt, false, &device), 1);
+            let forced = forced.into_data().try_into_vec_as::<f32>().unwrap();
+            let enc = m.encode(&src, false, &device);
+            let mut state = enc.state.clone();
+            let steps = tgt[0].len() + 1;
+            for t in 0..steps {
+                let prefixes: Vec<&[u8]> = tgt.iter().map(|y| &y[..t]).collect();
+                let prev: Vec<i64> = tgt
+                    .iter()
+                    .map(|y| if t == 0 { 28 } else { y[t - 1] as i64 })
+                    .collect();
+                let (logp, st) = m.step(&enc, &prev, &prefixes, state, &device);
+                state = st;
+                let logp = logp.into_data().try_into_vec_as::<f32>().unwrap();
+                for b in 0..2 {
+                    let want = &forced[(b * steps + t) * 30..(b * steps + t + 1) * 30];
+                    let got = &logp[b * 30..(b + 1) * 30];
+                    for (x, y) in want.iter().zip(got) {
+                        assert!(
+                            (x - y).abs() < 1e-5,
+                            "window {word_window} span {relative_span} step {t} row {b}: {x} vs {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn mirror(s: &[u8]) -> Vec<u8> {
+        let mut out = s.to_vec();
+        for w in out.split_mut(|&c| c == 0) {
+            w.reverse();
+        }
+        out
+    }
+}
