@@ -29,10 +29,10 @@ pub struct MirrorArgs {
     /// Beam width (1: greedy decoding; at most 64)
     #[arg(long, default_value_t = 1, value_parser = beam_value())]
     beam: usize,
-    /// Mirror inputs longer than the model accepts in chunks of whole words,
-    /// instead of refusing them
+    /// Print the model's own text8 form (lower case, no punctuation, digits
+    /// as letters a-j) instead of restoring the typed form around it
     #[arg(long)]
-    chunk: bool,
+    text8: bool,
     /// Sentences to mirror [default: one per line from stdin]
     sentences: Vec<String>,
     #[command(flatten)]
@@ -54,7 +54,7 @@ struct EvalArgs {
     run: PathBuf,
     #[command(flatten)]
     data: DataArgs,
-    /// Sentence lengths in words, as FIRST-LAST or one number
+    /// Sentence lengths in words: numbers and FIRST-LAST ranges, such as 1-10,20,60
     #[arg(long, default_value = "1-12")]
     words: String,
     /// Sentences per length (at most 1000000)
@@ -66,7 +66,11 @@ struct EvalArgs {
     /// Seed of the drawn sentences
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Wrong words to show per length, with what the model wrote
+    /// Replace every word by random letters of its length (sentences no
+    /// corpus has)
+    #[arg(long)]
+    made_up: bool,
+    /// Wrong words to show, with what the model wrote
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1_000_000).map(|v| v as usize))]
     examples: usize,
     /// One JSON object per line
@@ -87,31 +91,47 @@ pub fn run(a: MirrorArgs) -> Result<ExitCode> {
                     "give a trained model with --run DIR (or train one with `charlstm mirror train`)"
                 );
             };
-            infer(&run, a.beam, a.chunk, &a.sentences, &a.device)
+            infer(&run, a.beam, a.text8, &a.sentences, &a.device)
         }
     }
 }
 
-fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<usize>> {
-    let bad = || anyhow::anyhow!("--words {s:?}: expected FIRST-LAST or a number, such as 1-12");
-    let (a, b) = match s.split_once('-') {
-        Some((a, b)) => (
-            a.trim().parse().map_err(|_| bad())?,
-            b.trim().parse().map_err(|_| bad())?,
-        ),
-        None => {
-            let n = s.trim().parse().map_err(|_| bad())?;
-            (n, n)
-        }
+/// Sentence lengths of `--words`: numbers and FIRST-LAST ranges, comma-separated.
+fn parse_lengths(s: &str) -> Result<Vec<usize>> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--words {s:?}: expected numbers or FIRST-LAST ranges separated by commas, \
+             such as 1-10,20,60 (each from 1 to {MAX_WORDS})"
+        )
     };
-    if a == 0 || a > b {
-        return Err(bad());
+    let mut out = vec![];
+    for part in s.split(',') {
+        let (a, b): (usize, usize) = match part.split_once('-') {
+            Some((a, b)) => (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            ),
+            None => {
+                let n = part.trim().parse().map_err(|_| bad())?;
+                (n, n)
+            }
+        };
+        if a == 0 || a > b || b > MAX_WORDS || out.len() + (b - a + 1) > MAX_WORDS {
+            return Err(bad());
+        }
+        out.extend(a..=b);
     }
-    Ok(a..=b)
+    Ok(out)
 }
+
+/// Most words evaluated for one sentence length (held in memory with the outputs).
+const MAX_EVAL_WORDS: usize = 20_000_000;
+
+/// Longest evaluated sentence, in words (and most lengths in one `--words`).
+const MAX_WORDS: usize = 100_000;
 
 fn eval(a: EvalArgs) -> Result<ExitCode> {
-    let range = parse_range(&a.words)?;
+    let lengths = parse_lengths(&a.words)?;
     if a.beam == 0 || a.count == 0 {
         bail!("--beam and --count must be at least 1");
     }
@@ -128,8 +148,24 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
         outln!("|---:|---:|---:|---:|---:|---:|---:|");
     }
     let mut errors = vec![];
-    for n in range {
-        let e = mirror::evaluate_words(&model, test.clone(), n, a.count, a.beam, a.seed, &device)?;
+    for n in lengths {
+        if n.saturating_mul(a.count) > MAX_EVAL_WORDS {
+            bail!(
+                "--words {n} x --count {}: more than {MAX_EVAL_WORDS} words to hold at once; \
+                 lower --count",
+                a.count
+            );
+        }
+        let e = mirror::evaluate_words(
+            &model,
+            test.clone(),
+            n,
+            a.count,
+            a.beam,
+            a.seed,
+            a.made_up,
+            &device,
+        )?;
         let s = &e.scores;
         let rate = |x: usize| x as f64 / e.seconds.max(1e-9);
         if a.json {
@@ -239,15 +275,10 @@ fn read_line(input: &mut impl std::io::BufRead, max: usize) -> Result<Option<Str
         .map_err(|e| anyhow::anyhow!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()))
 }
 
-/// Text8 form of a user's sentence, without the leading space.
-fn prepare_input(raw: &str) -> String {
-    text8::normalize(raw).trim_start().to_string()
-}
-
 fn infer(
     run: &std::path::Path,
     beam: usize,
-    chunk: bool,
+    raw_form: bool,
     sentences: &[String],
     device: &DeviceArgs,
 ) -> Result<ExitCode> {
@@ -255,7 +286,7 @@ fn infer(
         bail!("--beam must be at least 1");
     }
     let (device, _) = setup_device(device)?;
-    let (model, max_chars) = mirror::load_mirror(run, &device)?;
+    let (model, whole_chars) = mirror::load_mirror(run, &device)?;
     // arguments, or stdin answered line by line as it arrives
     let mut stdin = (sentences.is_empty()).then(|| std::io::stdin().lock());
     let mut args = sentences.iter();
@@ -272,18 +303,25 @@ fn infer(
                 None => break,
             },
         };
-        let raw = &raw;
-        let text = prepare_input(raw);
-        if text.is_empty() {
-            outln!();
-            continue;
-        }
-        if text != raw.trim() {
-            errln!("note: input {} normalised to text8 form: {text:?}", k + 1);
-        }
-        let out = mirror::mirror_text(&model, &text, max_chars, chunk, beam, &device)
+        // the model reads the words in text8 form; the typed form goes back around them
+        let surface = text8::Surface::parse(&raw);
+        let text = surface.text8();
+        let (out, cut) = mirror::mirror_text(&model, &text, whole_chars, beam, &device)
             .with_context(|| format!("input {}", k + 1))?;
-        outln!("{out}");
+        if cut {
+            errln!(
+                "note: input {} has {} words ({} characters), more than the {whole_chars} \
+                 characters this model was measured on whole: mirrored in pieces of whole words",
+                k + 1,
+                surface.num_words(),
+                text.len()
+            );
+        }
+        if raw_form {
+            outln!("{out}");
+        } else {
+            outln!("{}", surface.restore(&out));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -294,10 +332,13 @@ mod tests {
 
     #[test]
     fn inputs_and_ranges() {
-        assert_eq!(prepare_input("Hello, World 2!"), "hello world two");
-        assert!(parse_range("3-1").is_err());
-        assert_eq!(parse_range("2-4").unwrap(), 2..=4);
-        assert_eq!(parse_range("5").unwrap(), 5..=5);
+        assert!(parse_lengths("3-1").is_err());
+        assert!(parse_lengths("0").is_err());
+        assert!(parse_lengths("1,,2").is_err());
+        assert!(parse_lengths("1-100001").is_err());
+        assert_eq!(parse_lengths("2-4").unwrap(), vec![2, 3, 4]);
+        assert_eq!(parse_lengths("5").unwrap(), vec![5]);
+        assert_eq!(parse_lengths("1-3, 10,60").unwrap(), vec![1, 2, 3, 10, 60]);
         let mut input = std::io::Cursor::new(b"the cat\r\nsat\n\nlast".to_vec());
         let lines: Vec<Option<String>> =
             (0..5).map(|_| read_line(&mut input, 10).unwrap()).collect();

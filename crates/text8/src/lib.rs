@@ -1,6 +1,7 @@
 //! The Text8 corpus: finding or downloading it, reading and validating it,
 //! normalising other text into its form, splitting it, and the notebook's
-//! batch generator; also the word-mirroring sentence pairs of problem 3.
+//! batch generator; also the word-mirroring sentence pairs of problem 3 and
+//! the typed form of a line around its text8 words ([`Surface`]).
 //!
 //! Owns: everything between a file (or URL) and vectors of character ids.
 //! Pure Rust, no tensors: batches are ids, and every random choice takes a seed.
@@ -15,6 +16,7 @@ pub mod fetch;
 pub mod mirror;
 pub mod normalize;
 pub mod split;
+pub mod surface;
 
 pub use tokenizer::rng;
 
@@ -25,6 +27,7 @@ pub use fetch::{DataSource, FetchEvent, TEXT8_SIZE, TEXT8_URL, fetch, resolve};
 pub use mirror::{MirrorPair, MirrorSampler, mirror_words};
 pub use normalize::{Normalizer, normalize, normalize_file};
 pub use split::{Part, Split, SplitKind};
+pub use surface::Surface;
 
 /// Result type of this crate.
 pub type Result<T, E = Text8Error> = std::result::Result<T, E>;

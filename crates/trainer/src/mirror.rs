@@ -602,9 +602,16 @@ pub fn train_mirror(
     Ok(report)
 }
 
+/// Longest input a model with word-window attention is given whole: 400
+/// words of English text in text8 form have about 2,300 to 2,700
+/// characters, and 400 words is the longest the model was measured on
+/// (docs/RESULTS.md). Longer lines go in pieces of whole words.
+pub const MEASURED_CHARS: usize = 3000;
+
 /// A trained mirror model rebuilt from its run directory, and the longest
-/// input it was trained on. Everything read is checked against the weights
-/// before use (the vocabulary and its start and end ids).
+/// input it takes whole: [`MEASURED_CHARS`] with word-window attention, else
+/// the longest window it was trained on. Everything read is checked against
+/// the weights before use (the vocabulary and its start and end ids).
 pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
     let run = crate::run::RunDir::open(run_dir)?;
     let config = run.read_config()?;
@@ -655,7 +662,12 @@ pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
         &run.config_path().display().to_string(),
     )?;
     let model = load_weights(cfg.init(0, device), "", &weights, &path, device)?;
-    Ok((model, max_chars))
+    let whole = if cfg.word_window {
+        MEASURED_CHARS
+    } else {
+        max_chars
+    };
+    Ok((model, whole))
 }
 
 /// A piece of a sentence given to the model on its own.
@@ -706,28 +718,21 @@ pub fn pieces(text: &str, max: usize) -> Vec<Piece> {
 }
 
 /// Mirrors text8-form `text` with `model`: whole when it has at most
-/// `max_chars` characters; longer, an error unless `chunk`, then in
-/// [`pieces`], put back together so that a perfect model gives the exact
-/// mirror (the parts of a cut word are mirrored and joined in reverse order).
+/// `max_chars` characters, else in [`pieces`], put back together so that a
+/// perfect model gives the exact mirror (the parts of a cut word are
+/// mirrored and joined in reverse order). Also says whether it was cut.
 pub fn mirror_text(
     model: &Mirror,
     text: &str,
     max_chars: usize,
-    chunk: bool,
     beam: usize,
     device: &Device,
-) -> Result<String> {
+) -> Result<(String, bool)> {
     if text.is_empty() {
-        return Ok(String::new());
+        return Ok((String::new(), false));
     }
-    if text.len() > max_chars && !chunk {
-        return Err(TrainError::Input(format!(
-            "has {} characters, more than the {max_chars} this model was trained on \
-             (data.max_chars); shorten it, or pass --chunk to mirror it in pieces of whole words",
-            text.len()
-        )));
-    }
-    let parts = if text.len() > max_chars {
+    let cut = text.len() > max_chars;
+    let parts = if cut {
         pieces(text, max_chars)
     } else {
         vec![Piece {
@@ -755,7 +760,7 @@ pub fn mirror_text(
             None => words.push(mirrored),
         }
     }
-    Ok(words.join(" "))
+    Ok((words.join(" "), cut))
 }
 
 /// A source word whose mirror came out wrong.
@@ -808,7 +813,10 @@ pub struct Evaluation {
 }
 
 /// Accuracy on `count` fixed windows of exactly `words` consecutive words of
-/// `ids`, with their natural lengths (no character cap).
+/// `ids`, with their natural lengths (no character cap); with `made_up`,
+/// every word replaced by random letters of the same length (sentences no
+/// corpus has).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_words(
     model: &Mirror,
     ids: Arc<[u8]>,
@@ -816,10 +824,22 @@ pub fn evaluate_words(
     count: usize,
     beam: usize,
     seed: u64,
+    made_up: bool,
     device: &Device,
 ) -> Result<Evaluation> {
     let sampler = MirrorSampler::new(ids, words, words, usize::MAX)?;
-    let pairs = sampler.fixed_set(count, seed);
+    let mut pairs = sampler.fixed_set(count, seed);
+    if made_up {
+        let every = MadeUpWords {
+            prob: 1.0,
+            max_len: 0,
+            run_prob: 0.0,
+        };
+        let mut rng = Rng::new(seed ^ 0x3ADE);
+        for p in &mut pairs {
+            *p = MirrorPair::new(every.apply(&p.source, &mut rng));
+        }
+    }
     let sources: Vec<Vec<u8>> = pairs.iter().map(|p| p.source.clone()).collect();
     let targets: Vec<Vec<u8>> = pairs.iter().map(|p| p.target.clone()).collect();
     let start = std::time::Instant::now();

@@ -1,5 +1,7 @@
 //! The word mirror from the command line: train a tiny model, mirror
-//! sentences from arguments and stdin, refuse or chunk long inputs, resume.
+//! sentences from arguments and stdin in their typed form, long inputs whole,
+//! resume; and a model trained briefly that must have learned to mirror
+//! sentences longer than any it was trained on.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -52,12 +54,20 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     let out = ok(&charlstm(&["mirror", "--run", r, "the cat", "a dog ran"]));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
-    // input outside the alphabet is normalised, with a note
-    let o = charlstm(&["mirror", "--run", r, "The Cat!"]);
-    let note = String::from_utf8_lossy(&o.stderr);
+    // the typed form comes back around the model's words; --text8 prints the model's own
+    let typed = ok(&charlstm(&["mirror", "--run", r, "The Cat, 42!"]));
+    assert!(typed.ends_with("!\n") && typed.contains(", "), "{typed}");
+    let raw = ok(&charlstm(&[
+        "mirror",
+        "--run",
+        r,
+        "--text8",
+        "The Cat, 42!",
+    ]));
     assert!(
-        note.contains("normalised to text8 form: \"the cat\""),
-        "{note}"
+        raw.bytes()
+            .all(|c| c == b' ' || c == b'\n' || c.is_ascii_lowercase()),
+        "{raw}"
     );
     // stdin, beam search
     let mut child = Command::new(BIN)
@@ -81,16 +91,25 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 
-    // too long for the model: refused, or mirrored in chunks when asked
-    let long = "the quick brown fox jumps over the lazy dog";
-    let err = fails(&charlstm(&["mirror", "--run", r, long]));
+    // longer than any training window: given to the model whole, no note
+    let o = charlstm(&[
+        "mirror",
+        "--run",
+        r,
+        "the quick brown fox jumps over the lazy dog",
+    ]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+    // longer than the model was measured on: in pieces of whole words, said on stderr
+    let long = "ab ".repeat(1100);
+    let o = charlstm(&["mirror", "--run", r, "--text8", &long]);
+    let note = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{note}");
     assert!(
-        err.contains("has 43 characters, more than the 30 this model was trained on"),
-        "{err}"
+        note.contains("1100 words") && note.contains("in pieces of whole words"),
+        "{note}"
     );
-    assert!(err.contains("--chunk"), "{err}");
-    let out = ok(&charlstm(&["mirror", "--run", r, "--chunk", long]));
-    assert_eq!(out.lines().count(), 1);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
 
     // evaluation by sentence length
     let out = ok(&charlstm(&[
@@ -106,4 +125,58 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     )));
     let err = fails(&charlstm(&["mirror", "--run", lm.to_str().unwrap(), "x"]));
     assert!(err.contains("is a language-model run"), "{err}");
+}
+
+/// A regression in the model, the trainer or the decoder fails here: a small
+/// model trained for a few hundred steps on sentences of 1 to 4 words must
+/// mirror unseen sentences of 10 words (greedy), and a made-up word.
+#[test]
+fn a_briefly_trained_mirror_mirrors_unseen_longer_sentences() {
+    let dir = tempfile::tempdir().unwrap();
+    // words of random letters: every test sentence is unseen
+    let data = dir.path().join("made-up.txt");
+    std::fs::write(&data, made_up_words(30_000, 7)).unwrap();
+    let d = data.to_str().unwrap();
+    let run = dir.path().join("learned");
+    let r = run.to_str().unwrap();
+    let mut args = mirror_train_args(d, r, "300");
+    for set in [
+        "model.d_hidden=32",
+        "model.d_embedding=16",
+        "data.batch_size=16",
+        "train.summary=100",
+    ] {
+        args.extend(["--set".to_string(), set.to_string()]);
+    }
+    ok(&charlstm_owned(&args));
+    let out = ok(&charlstm(&[
+        "mirror", "eval", "--run", r, "--data", d, "--words", "10", "--count", "100", "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let acc = |k: &str| v["scores"][k].as_f64().unwrap();
+    // measured: 1.0 for words and sentences (this test's first run); far
+    // below the bounds without the located attention
+    assert!(acc("word_acc") >= 0.98, "{out}");
+    assert!(acc("sentence_acc") >= 0.8, "{out}");
+    let out = ok(&charlstm(&["mirror", "--run", r, "Zyxwv, qqqqp!"]));
+    assert_eq!(out.trim(), "vwxyZ, pqqqq!");
+}
+
+/// `n` words of 1 to 12 random letters (a fixed generator), text8 form.
+fn made_up_words(n: usize, seed: u64) -> String {
+    let mut x = seed;
+    let mut next = move |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % m
+    };
+    let mut out = String::new();
+    for _ in 0..n {
+        out.push(' ');
+        for _ in 0..1 + next(12) {
+            out.push((b'a' + next(26) as u8) as char);
+        }
+    }
+    out
 }
