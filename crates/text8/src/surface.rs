@@ -153,6 +153,28 @@ mod tests {
         s.restore(&mirror(&s.text8()))
     }
 
+    proptest::proptest! {
+        /// With a perfect model every word comes back exactly reversed (case
+        /// travels with its letter) and everything else exactly in place.
+        #[test]
+        fn a_perfect_mirror_reverses_each_typed_word(line in "(\\PC|[a-zA-Z0-9]){0,80}") {
+            let mut want = String::new();
+            let mut word = String::new();
+            let mut kind = None;
+            for c in line.chars() {
+                let k = kind_of(if c.is_ascii() { c as u8 } else { b' ' });
+                if k.is_none() || k != kind {
+                    want.extend(word.chars().rev());
+                    word.clear();
+                }
+                kind = k;
+                if k.is_some() { word.push(c) } else { want.push(c) }
+            }
+            want.extend(word.chars().rev());
+            proptest::prop_assert_eq!(round_trip(&line), want);
+        }
+    }
+
     #[test]
     fn case_punctuation_digits_and_spacing_come_back() {
         assert_eq!(round_trip("Hello, World!"), "olleH, dlroW!");

@@ -76,12 +76,38 @@ impl SourceWords {
     }
 }
 
-/// The decoder's place after writing `prefix`: `(w, k)`, the word it is on
-/// (spaces written) and the letters of it written so far.
-pub fn place(prefix: &[u8], space: u8) -> (usize, usize) {
-    let w = prefix.iter().filter(|&&c| c == space).count();
-    let k = prefix.iter().rev().take_while(|&&c| c != space).count();
-    (w, k)
+/// The decoder's place in its own output: the word it is on (spaces
+/// written) and the letters of that word written so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Place {
+    /// Index of the word being written.
+    pub word: usize,
+    /// Letters of it written so far.
+    pub letter: usize,
+}
+
+impl Place {
+    /// The place after writing `symbol` here.
+    pub fn after(self, symbol: u8, space: u8) -> Place {
+        if symbol == space {
+            Place {
+                word: self.word + 1,
+                letter: 0,
+            }
+        } else {
+            Place {
+                letter: self.letter + 1,
+                ..self
+            }
+        }
+    }
+
+    /// The place after writing `prefix` from the start.
+    pub fn of(prefix: &[u8], space: u8) -> Place {
+        prefix
+            .iter()
+            .fold(Place::default(), |p, &c| p.after(c, space))
+    }
 }
 
 /// How one attention call is restricted and biased.
@@ -99,16 +125,16 @@ impl Locating {
         self.word_window || self.span > 0
     }
 
-    /// Mask and relative bucket of position `s` for a decoder at `(w, k)`.
-    pub fn at(&self, words: &SourceWords, s: usize, (w, k): (usize, usize)) -> (f32, i64) {
-        let (a, b) = words.span(w);
+    /// Mask and relative bucket of position `s` for a decoder at `place`.
+    pub fn at(&self, words: &SourceWords, s: usize, place: Place) -> (f32, i64) {
+        let (a, b) = words.span(place.word);
         let mask = if self.word_window && !(a..=b).contains(&s) {
             MASKED
         } else {
             0.0
         };
         let bucket = if self.span > 0 {
-            words.bucket(s, k, self.span)
+            words.bucket(s, place.letter, self.span)
         } else {
             0
         };
@@ -126,13 +152,13 @@ pub struct Bias {
 }
 
 impl Bias {
-    /// Appends the place `(w, k)`'s entries over `positions` (`None`: a
-    /// padding slot, always masked).
+    /// Appends the entries of a decoder at `place` over `positions` (`None`:
+    /// a padding slot, always masked).
     pub fn push(
         &mut self,
         locating: Locating,
         words: &SourceWords,
-        place: (usize, usize),
+        place: Place,
         positions: impl Iterator<Item = Option<usize>>,
     ) {
         for s in positions {
@@ -171,7 +197,7 @@ mod tests {
         let target = [3, 2, 1, 0, 5, 4, END]; // "cba ed" then end
         let words = SourceWords::new(&src, 0);
         for t in 0..target.len() {
-            let (w, k) = place(&target[..t], 0);
+            let Place { word: w, letter: k } = Place::of(&target[..t], 0);
             let (a, b) = words.span(w);
             // the one position at relative distance 0 in the word holds the symbol due
             let due: Vec<usize> = (a..=b).filter(|&s| words.bucket(s, k, 3) == 3).collect();
@@ -188,7 +214,8 @@ mod tests {
             span: 2,
         };
         let mut bias = Bias::default();
-        bias.push(loc, &words, (1, 0), (0..5).map(Some).chain([None]));
+        let at = Place { word: 1, letter: 0 };
+        bias.push(loc, &words, at, (0..5).map(Some).chain([None]));
         assert_eq!(bias.mask, vec![MASKED, MASKED, 0.0, 0.0, 0.0, MASKED]);
         // from_end of "bc" + end is 1, 0, 2; minus k = 0, clamped to 2, plus 2
         assert_eq!(&bias.bucket[2..5], &[3, 2, 4]);

@@ -6,21 +6,16 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor};
 
-use super::attention::{Bias, place};
+use super::attention::{Bias, Place};
 use super::{AttentionView, Encoded, Mirror, SPACE};
 use crate::dropout::Dropout;
 use crate::ids_tensor;
 use crate::lstm::LstmState;
 
 impl Mirror {
-    /// What one decoder step attends to, for hypotheses whose outputs so far
-    /// are `prefixes` (one per row of `enc`).
-    fn step_view(
-        &self,
-        enc: &Encoded,
-        prefixes: &[&[u8]],
-        device: &Device,
-    ) -> Option<AttentionView> {
+    /// What one decoder step attends to, for hypotheses at `places` in
+    /// their outputs (one per row of `enc`).
+    fn step_view(&self, enc: &Encoded, places: &[Place], device: &Device) -> Option<AttentionView> {
         let keys = enc.keys.clone()?;
         let locating = self.locating();
         let [rows, len, d_key] = keys.dims();
@@ -31,10 +26,9 @@ impl Mirror {
                 bias: None,
             });
         }
-        let places: Vec<(usize, usize)> = prefixes.iter().map(|p| place(p, SPACE)).collect();
         let mut bias = Bias::default();
         if !locating.word_window {
-            for (words, &at) in enc.words.iter().zip(&places) {
+            for (words, &at) in enc.words.iter().zip(places) {
                 bias.push(locating, words, at, (0..len).map(Some));
             }
             return Some(AttentionView {
@@ -47,12 +41,12 @@ impl Mirror {
         let spans: Vec<(usize, usize)> = enc
             .words
             .iter()
-            .zip(&places)
-            .map(|(words, &(w, _))| words.span(w))
+            .zip(places)
+            .map(|(words, at)| words.span(at.word))
             .collect();
         let width = spans.iter().map(|(a, b)| b - a + 1).max().unwrap_or(1);
         let mut gather = Vec::with_capacity(rows * width);
-        for (r, ((words, &at), &(a, b))) in enc.words.iter().zip(&places).zip(&spans).enumerate() {
+        for (r, ((words, &at), &(a, b))) in enc.words.iter().zip(places).zip(&spans).enumerate() {
             let slots = (0..width).map(move |j| (a + j <= b).then_some(a + j));
             gather.extend(slots.clone().map(|s| (r * len + s.unwrap_or(b)) as i64));
             bias.push(locating, words, at, slots);
@@ -73,13 +67,13 @@ impl Mirror {
     }
 
     /// One decoder step for `rows` hypotheses: log-probabilities `[rows, vocab]`
-    /// and the new state. `enc` must have `rows` sequences; `prefixes` are the
-    /// symbols each row has written, `prev` the last of them (or the start).
+    /// and the new state. `enc` must have `rows` sequences; `places` are where
+    /// each row is in its output, `prev` the symbol it wrote last (or the start).
     fn step(
         &self,
         enc: &Encoded,
         prev: &[i64],
-        prefixes: &[&[u8]],
+        places: &[Place],
         state: Vec<LstmState>,
         device: &Device,
     ) -> (Tensor<2>, Vec<LstmState>) {
@@ -97,7 +91,7 @@ impl Mirror {
             Some(state),
         );
         let h = self.d_hidden();
-        let view = self.step_view(enc, prefixes, device);
+        let view = self.step_view(enc, places, device);
         let logits = self.readout(view, dec.reshape([rows, 1, h]), false);
         (log_softmax(logits, 1), state)
     }
@@ -110,9 +104,9 @@ impl Mirror {
         let mut prev = vec![self.start_id as i64; src.len()];
         let mut out: Vec<Vec<u8>> = vec![vec![]; src.len()];
         let mut done = vec![false; src.len()];
+        let mut places = vec![Place::default(); src.len()];
         for _ in 0..=max_len {
-            let prefixes: Vec<&[u8]> = out.iter().map(|o| o.as_slice()).collect();
-            let (logp, st) = self.step(&enc, &prev, &prefixes, state, device);
+            let (logp, st) = self.step(&enc, &prev, &places, state, device);
             state = st;
             let v = self.vocab_size();
             let values = logp.into_data().try_into_vec_as::<f32>().expect("f32");
@@ -124,6 +118,7 @@ impl Mirror {
                         done[b] = true;
                     } else {
                         out[b].push(best as u8);
+                        places[b] = places[b].after(best as u8, SPACE);
                     }
                 }
             }
@@ -172,8 +167,9 @@ impl Mirror {
         };
         let mut state = enc.state.clone();
         // hypotheses: (score, symbols, alive); only beam 0 is alive at first
-        let mut hyps: Vec<Vec<(f64, Vec<u8>)>> =
-            (0..n).map(|_| vec![(0.0, vec![]); beam]).collect();
+        let mut hyps: Vec<Vec<(f64, Vec<u8>, Place)>> = (0..n)
+            .map(|_| vec![(0.0, vec![], Place::default()); beam])
+            .collect();
         let mut alive: Vec<Vec<bool>> = (0..n)
             .map(|_| (0..beam).map(|k| k == 0).collect())
             .collect();
@@ -181,8 +177,8 @@ impl Mirror {
         let mut prev = vec![self.start_id as i64; n * beam];
         let v = self.vocab_size();
         for t in 0..=max_len {
-            let prefixes: Vec<&[u8]> = hyps.iter().flatten().map(|h| h.1.as_slice()).collect();
-            let (logp, st) = self.step(&enc, &prev, &prefixes, state, device);
+            let places: Vec<Place> = hyps.iter().flatten().map(|h| h.2).collect();
+            let (logp, st) = self.step(&enc, &prev, &places, state, device);
             let values = logp.into_data().try_into_vec_as::<f32>().expect("f32");
             let mut parents = Vec::with_capacity(n * beam);
             for b in 0..n {
@@ -217,7 +213,7 @@ impl Mirror {
                     seq.push(sym as u8);
                     parents.push((b * beam + k) as i64);
                     prev[b * beam + new_hyps.len()] = sym as i64;
-                    new_hyps.push((score, seq));
+                    new_hyps.push((score, seq, hyps[b][k].2.after(sym as u8, SPACE)));
                     new_alive.push(true);
                 }
                 // stop this source once its best finished beats every live hypothesis
@@ -231,7 +227,7 @@ impl Mirror {
                 while new_hyps.len() < beam {
                     parents.push((b * beam) as i64);
                     prev[b * beam + new_hyps.len()] = self.end_id as i64;
-                    new_hyps.push((f64::NEG_INFINITY, vec![]));
+                    new_hyps.push((f64::NEG_INFINITY, vec![], Place::default()));
                     new_alive.push(false);
                 }
                 hyps[b] = new_hyps;
@@ -304,12 +300,12 @@ mod tests {
             let mut state = enc.state.clone();
             let steps = tgt[0].len() + 1;
             for t in 0..steps {
-                let prefixes: Vec<&[u8]> = tgt.iter().map(|y| &y[..t]).collect();
+                let places: Vec<Place> = tgt.iter().map(|y| Place::of(&y[..t], 0)).collect();
                 let prev: Vec<i64> = tgt
                     .iter()
                     .map(|y| if t == 0 { 28 } else { y[t - 1] as i64 })
                     .collect();
-                let (logp, st) = m.step(&enc, &prev, &prefixes, state, &device);
+                let (logp, st) = m.step(&enc, &prev, &places, state, &device);
                 state = st;
                 let logp = logp.into_data().try_into_vec_as::<f32>().unwrap();
                 for b in 0..2 {

@@ -34,7 +34,7 @@ use crate::dropout::Dropout;
 use crate::ids_tensor;
 use crate::init::{self, InitScheme};
 use crate::lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState};
-use attention::{Bias, Locating, SourceWords, place};
+use attention::{Bias, Locating, Place, SourceWords};
 
 /// Configuration of a [`Mirror`] model.
 #[derive(Config, Debug)]
@@ -498,8 +498,12 @@ impl Mirror {
         let (steps, len) = (tgt[0].len() + 1, enc.words[0].len());
         let mut bias = Bias::default();
         for (y, words) in tgt.iter().zip(&enc.words) {
+            let mut at = Place::default();
             for t in 0..steps {
-                bias.push(locating, words, place(&y[..t], SPACE), (0..len).map(Some));
+                bias.push(locating, words, at, (0..len).map(Some));
+                if let Some(&c) = y.get(t) {
+                    at = at.after(c, SPACE);
+                }
             }
         }
         Some(self.bias_tensor(bias, [tgt.len(), steps, len], device))
