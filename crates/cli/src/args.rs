@@ -186,8 +186,32 @@ pub struct EvalArgs {
     /// Characters read before each segment but the first, not scored
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1 << 20).map(|v| v as usize))]
     pub burn_in: usize,
+    /// Also evaluate dynamically (Krause et al.): the model learns from each
+    /// segment after scoring it; reported next to the static figure
+    #[arg(long)]
+    pub dynamic: bool,
+    /// Characters per dynamic update
+    #[arg(long, default_value_t = 50, requires = "dynamic", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=100_000).map(|v| v as usize))]
+    pub dynamic_segment: usize,
+    /// SGD learning rate of the dynamic updates
+    #[arg(long, default_value_t = 0.3, requires = "dynamic", value_name = "LR",
+          value_parser = non_negative_value)]
+    pub dynamic_lr: f64,
+    /// Pull towards the trained weights per dynamic update, 0 to 1
+    #[arg(long, default_value_t = 0.0, requires = "dynamic", value_name = "D",
+          value_parser = non_negative_value)]
+    pub dynamic_decay: f64,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// A finite number >= 0.
+fn non_negative_value(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number >= 0")),
+    }
 }
 
 #[derive(Debug, Args)]

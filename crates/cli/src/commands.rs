@@ -101,11 +101,35 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         bar.set_position(done as u64)
     })?;
     bar.finish_and_clear();
+    let dynamic = if a.dynamic {
+        let cfg = trainer::dynamic::Dynamic {
+            segment: a.dynamic_segment,
+            learning_rate: a.dynamic_lr,
+            decay: a.dynamic_decay,
+            ..Default::default()
+        };
+        let learning = device.clone().autodiff();
+        let (model, _, _) = trainer::lm::load_lm(&a.run, &learning)?;
+        let bar = progress::bytes_bar(Some(ids.len() as u64), "evaluating dynamically");
+        let report = trainer::dynamic::evaluate_dynamic(
+            model,
+            kind,
+            ids,
+            cfg,
+            &learning,
+            &mut |done, _| bar.set_position(done as u64),
+        )?;
+        bar.finish_and_clear();
+        Some((cfg, report))
+    } else {
+        None
+    };
     if a.json {
-        outln!(
-            "{}",
-            serde_json::json!({"data": path.to_string_lossy(), "part": part.name(), "report": report})
-        );
+        let mut v = serde_json::json!({"data": path.to_string_lossy(), "part": part.name(), "report": report});
+        if let Some((cfg, r)) = &dynamic {
+            v["dynamic"] = serde_json::json!({"settings": cfg, "report": r});
+        }
+        outln!("{v}");
     } else {
         outln!(
             "{}: {} characters predicted; cross-entropy {:.4} nats, perplexity {:.3}, {:.4} bits per character",
@@ -115,6 +139,18 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
             report.perplexity,
             report.bits_per_char
         );
+        if let Some((cfg, r)) = &dynamic {
+            outln!(
+                "dynamic (segments of {}, learning rate {}, decay {}): cross-entropy {:.4} nats, \
+                 perplexity {:.3}, {:.4} bits per character",
+                cfg.segment,
+                cfg.learning_rate,
+                cfg.decay,
+                r.cross_entropy,
+                r.perplexity,
+                r.bits_per_char
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use trainer::mirror;
+use trainer::plot::{Plot, Series};
 
 use clap::builder::TypedValueParser;
 
@@ -66,13 +67,28 @@ struct EvalArgs {
     /// Seed of the drawn sentences
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Replace every word by random letters of its length (sentences no
-    /// corpus has)
+    /// Replace every word by random letters (sentences no corpus has)
     #[arg(long)]
     made_up: bool,
+    /// With --made-up: words of 1 to N random letters (0: each of the
+    /// length of the word it replaces)
+    #[arg(long, default_value_t = 0, requires = "made_up", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(0..=1000).map(|v| v as usize))]
+    made_up_len: usize,
+    /// With --made-up: the share of made-up words that are one letter
+    /// repeated, with at most one other letter (zzzzzq)
+    #[arg(long, default_value_t = 0.0, requires = "made_up", value_name = "P",
+          value_parser = share_value)]
+    letter_runs: f64,
     /// Wrong words to show, with what the model wrote
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1_000_000).map(|v| v as usize))]
     examples: usize,
+    /// Also draw accuracy against sentence length to FILE (.png or .svg)
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// Replace an existing --plot file
+    #[arg(long)]
+    force: bool,
     /// One JSON object per line
     #[arg(long)]
     json: bool,
@@ -124,6 +140,14 @@ fn parse_lengths(s: &str) -> Result<Vec<usize>> {
     Ok(out)
 }
 
+/// A number from 0 to 1.
+fn share_value(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
+}
+
 /// Most words evaluated for one sentence length (held in memory with the outputs).
 const MAX_EVAL_WORDS: usize = 20_000_000;
 
@@ -132,6 +156,9 @@ const MAX_WORDS: usize = 100_000;
 
 fn eval(a: EvalArgs) -> Result<ExitCode> {
     let lengths = parse_lengths(&a.words)?;
+    if let Some(plot) = &a.plot {
+        trainer::fsutil::check_output(plot, a.force, &[&a.run])?;
+    }
     if a.beam == 0 || a.count == 0 {
         bail!("--beam and --count must be at least 1");
     }
@@ -148,6 +175,7 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
         outln!("|---:|---:|---:|---:|---:|---:|---:|");
     }
     let mut errors = vec![];
+    let mut measured = vec![];
     for n in lengths {
         if n.saturating_mul(a.count) > MAX_EVAL_WORDS {
             bail!(
@@ -163,7 +191,11 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
             a.count,
             a.beam,
             a.seed,
-            a.made_up,
+            a.made_up.then_some(mirror::MadeUpWords {
+                prob: 1.0,
+                max_len: a.made_up_len,
+                run_prob: a.letter_runs,
+            }),
             &device,
         )?;
         let s = &e.scores;
@@ -189,6 +221,10 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
             );
         }
         errors.extend(e.errors.into_iter().take(a.examples.max(1) * 1000));
+        measured.push((n, e.scores));
+    }
+    if let Some(path) = &a.plot {
+        length_plot(&a.run, a.beam, &measured).write(path)?;
     }
     if !a.json && !errors.is_empty() {
         outln!();
@@ -204,6 +240,33 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Accuracy (%) against sentence length.
+fn length_plot(run: &std::path::Path, beam: usize, measured: &[(usize, mirror::Scores)]) -> Plot {
+    let decoding = if beam > 1 {
+        format!("beam {beam}")
+    } else {
+        "greedy".to_string()
+    };
+    let mut plot = Plot::new(
+        &format!(
+            "{}: accuracy by sentence length ({decoding})",
+            run.display()
+        ),
+        "words in the sentence",
+        "accuracy (%)",
+    );
+    let xs: Vec<f64> = measured.iter().map(|(n, _)| *n as f64).collect();
+    let pick = |f: fn(&mirror::Scores) -> f64| measured.iter().map(|(_, s)| 100.0 * f(s)).collect();
+    plot.add(Series::new(
+        "sentences exact",
+        &xs,
+        pick(|s| s.sentence_acc),
+    ));
+    plot.add(Series::new("words", &xs, pick(|s| s.word_acc)));
+    plot.add(Series::new("characters", &xs, pick(|s| s.char_acc)));
+    plot
 }
 
 /// One line saying at which word positions and on which kinds of words the

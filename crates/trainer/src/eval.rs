@@ -24,7 +24,7 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
-    fn from_sum(sum: f64, n: usize) -> Self {
+    pub(crate) fn from_sum(sum: f64, n: usize) -> Self {
         let ce = sum / n as f64;
         EvalReport {
             predicted: n,

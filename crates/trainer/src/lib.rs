@@ -11,6 +11,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod dynamic;
 pub mod error;
 pub mod eval;
 pub mod fsutil;

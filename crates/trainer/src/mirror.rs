@@ -813,9 +813,8 @@ pub struct Evaluation {
 }
 
 /// Accuracy on `count` fixed windows of exactly `words` consecutive words of
-/// `ids`, with their natural lengths (no character cap); with `made_up`,
-/// every word replaced by random letters of the same length (sentences no
-/// corpus has).
+/// `ids`, with their natural lengths (no character cap); with `made_up`, its
+/// words replaced by made-up ones (sentences no corpus has).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_words(
     model: &Mirror,
@@ -824,20 +823,15 @@ pub fn evaluate_words(
     count: usize,
     beam: usize,
     seed: u64,
-    made_up: bool,
+    made_up: Option<MadeUpWords>,
     device: &Device,
 ) -> Result<Evaluation> {
     let sampler = MirrorSampler::new(ids, words, words, usize::MAX)?;
     let mut pairs = sampler.fixed_set(count, seed);
-    if made_up {
-        let every = MadeUpWords {
-            prob: 1.0,
-            max_len: 0,
-            run_prob: 0.0,
-        };
+    if let Some(made_up) = made_up {
         let mut rng = Rng::new(seed ^ 0x3ADE);
         for p in &mut pairs {
-            *p = MirrorPair::new(every.apply(&p.source, &mut rng));
+            *p = MirrorPair::new(made_up.apply(&p.source, &mut rng));
         }
     }
     let sources: Vec<Vec<u8>> = pairs.iter().map(|p| p.source.clone()).collect();

@@ -185,6 +185,14 @@ impl Plot {
         crate::fsutil::atomic_write(path, &bytes)
     }
 
+    /// Writes the plot as SVG when `path` ends in `.svg`, else as PNG.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("svg") => self.write_svg(path),
+            _ => self.write_png(path),
+        }
+    }
+
     /// Writes the plot as an SVG file (atomically).
     pub fn write_svg(&self, path: &Path) -> Result<()> {
         let mut svg = String::new();
