@@ -145,6 +145,12 @@ pub struct SampleArgs {
     /// Always the most likely character (the same as --temperature 0)
     #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
     pub greedy: bool,
+    /// The most likely continuation that a beam of N hypotheses finds (beam
+    /// search; 1: greedy), printed when complete, with its log-probability
+    /// on stderr
+    #[arg(long, value_name = "N", value_parser = beam_value(),
+          conflicts_with_all = ["temperature", "top_k", "top_p", "greedy", "count"])]
+    pub beam: Option<usize>,
     /// Draw only among the K most likely characters (1: greedy)
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=729).map(|v| v as usize))]
     pub top_k: Option<usize>,

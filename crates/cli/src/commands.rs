@@ -59,6 +59,17 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
     };
     let (device, _) = setup_device(&a.device)?;
     let (model, kind, _) = trainer::lm::load_lm(&a.run, &device)?;
+    if let Some(beam) = a.beam {
+        let found =
+            trainer::beam::most_likely(&model, kind, prime.as_deref(), a.length, beam, &device)?;
+        outln!("{}", found.text);
+        errln!(
+            "log-probability {:.4} nats ({:.4} bits per character)",
+            found.log_prob,
+            -found.log_prob / std::f64::consts::LN_2 / a.length.max(1) as f64
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut rng = tokenizer::rng::Rng::new(a.seed);
     let opts = trainer::sample::SampleOptions {
         length: a.length,

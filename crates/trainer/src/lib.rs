@@ -9,6 +9,7 @@
 //! goes to the caller through [`session::Event`] callbacks and results come back
 //! as values; the CLI decides what a person sees.
 
+pub mod beam;
 pub mod bench;
 pub mod checkpoint;
 pub mod dynamic;

@@ -100,7 +100,7 @@ pub fn prime_ids(prime: &str) -> Result<Vec<u8>> {
 
 /// Model input id at position `k` of a character history: the char itself,
 /// or the bigram ending at `k` (`history[k - 1], history[k]`).
-fn input_id(kind: TokenizerKind, history: &[u8], k: usize) -> i64 {
+pub(crate) fn input_id(kind: TokenizerKind, history: &[u8], k: usize) -> i64 {
     match kind {
         TokenizerKind::Char => history[k] as i64,
         TokenizerKind::Bigram => bigram_id(history[k - 1], history[k]) as i64,
@@ -223,7 +223,7 @@ fn padded_prime(opts: &SampleOptions, ctx: usize) -> Result<Option<Vec<u8>>> {
 }
 
 /// A generated history of character ids as text.
-fn text_of(ids: Vec<u8>) -> String {
+pub(crate) fn text_of(ids: Vec<u8>) -> String {
     ids.into_iter()
         .map(|id| id_to_byte(id).expect("char id") as char)
         .collect()
