@@ -6,14 +6,12 @@
 //! wrapping at the end of the text. The state after `k` calls has a closed
 //! form, so a generator can be moved to any call number at once (resuming a run).
 
-use std::sync::Arc;
-
-use crate::{Result, Text8Error};
+use crate::{Result, SharedIds, Text8Error};
 
 /// The notebook's batch generator.
 #[derive(Debug, Clone)]
 pub struct BatchGenerator {
-    ids: Arc<[u8]>,
+    ids: SharedIds,
     batch_size: usize,
     num_unrollings: usize,
     segment: usize,
@@ -26,7 +24,8 @@ impl BatchGenerator {
     /// ```
     /// use text8::{BatchGenerator, Corpus};
     /// let corpus = Corpus::from_text(" the quick brown fox jumps over the lazy dog").unwrap();
-    /// let mut batches = BatchGenerator::new(corpus.ids.into(), 4, 3).unwrap();
+    /// let ids = text8::SharedIds::whole(corpus.ids.clone());
+    /// let mut batches = BatchGenerator::new(ids, 4, 3).unwrap();
     /// let first = batches.next_batch();
     /// // num_unrollings + 1 columns of batch_size ids, time-major
     /// assert_eq!(first.len(), (3 + 1) * 4);
@@ -37,7 +36,7 @@ impl BatchGenerator {
     ///
     /// Errors when a size is zero, or when the text is shorter than
     /// `batch_size * num_unrollings` (the cursors would overlap within one call).
-    pub fn new(ids: Arc<[u8]>, batch_size: usize, num_unrollings: usize) -> Result<Self> {
+    pub fn new(ids: SharedIds, batch_size: usize, num_unrollings: usize) -> Result<Self> {
         if batch_size == 0 || num_unrollings == 0 {
             return Err(Text8Error::Invalid(format!(
                 "batch_size ({batch_size}) and num_unrollings ({num_unrollings}) must be at least 1"
@@ -161,10 +160,11 @@ mod tests {
         }
     }
 
-    fn text(s: &str) -> Arc<[u8]> {
+    fn text(s: &str) -> SharedIds {
         s.bytes()
             .map(|b| tokenizer::byte_to_id(b).unwrap())
-            .collect()
+            .collect::<Vec<u8>>()
+            .into()
     }
 
     #[test]

@@ -4,14 +4,16 @@
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::{Result, Text8Error};
 
 /// A validated corpus as character ids (space 0, `a`..`z` 1..26).
 #[derive(Debug, Clone)]
 pub struct Corpus {
-    /// One id per character.
-    pub ids: Vec<u8>,
+    /// One id per character, held once (parts of it are shared, not copied:
+    /// [`crate::SharedIds`]).
+    pub ids: Arc<Vec<u8>>,
     /// Where it was read from.
     pub source: PathBuf,
 }
@@ -22,7 +24,7 @@ impl Corpus {
         let mut ids = Vec::with_capacity(text.len());
         push_ids(text.as_bytes(), 0, &mut ids, Path::new("<memory>"), None)?;
         Ok(Corpus {
-            ids,
+            ids: Arc::new(ids),
             source: PathBuf::from("<memory>"),
         })
     }
@@ -163,7 +165,7 @@ pub fn read_corpus(path: &Path) -> Result<Corpus> {
         )));
     }
     Ok(Corpus {
-        ids,
+        ids: Arc::new(ids),
         source: path.to_path_buf(),
     })
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fetch;
 pub mod mirror;
 pub mod normalize;
+pub mod shared;
 pub mod split;
 pub mod surface;
 
@@ -26,6 +27,7 @@ pub use error::Text8Error;
 pub use fetch::{DataSource, FetchEvent, TEXT8_SIZE, TEXT8_URL, fetch, resolve};
 pub use mirror::{MirrorPair, MirrorSampler, mirror_words};
 pub use normalize::{Normalizer, normalize, normalize_file};
+pub use shared::SharedIds;
 pub use split::{Part, Split, SplitKind};
 pub use surface::Surface;
 

@@ -9,7 +9,6 @@
 //! `samples_every` steps five samples.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -67,8 +66,8 @@ pub fn tokenizer_of(kind: TokenizerKind) -> Tokenizer {
 
 /// Training and validation ids of a corpus, split as the recipe says.
 pub struct LmData {
-    /// Training ids.
-    pub train: Arc<[u8]>,
+    /// Training ids (shared with the corpus, not copied).
+    pub train: text8::SharedIds,
     /// Validation ids evaluated at each summary.
     pub valid: Vec<u8>,
     /// Where the corpus came from.
@@ -87,8 +86,7 @@ impl LmData {
             SplitSpec::Standard => SplitKind::Standard,
         };
         let split = Split::new(&corpus.ids, kind)?;
-        let mut valid = split.valid.to_vec();
-        valid.truncate(r.data.valid_size);
+        let valid = split.valid[..split.valid.len().min(r.data.valid_size)].to_vec();
         let min_valid = if r.model.tokenizer == TokenizerKind::Bigram {
             3
         } else {
@@ -102,7 +100,7 @@ impl LmData {
             }));
         }
         Ok(LmData {
-            train: split.train.into(),
+            train: text8::SharedIds::part_of(&corpus.ids, split.train),
             valid,
             source: corpus.source.display().to_string(),
             chars: corpus.len(),
