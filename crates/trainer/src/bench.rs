@@ -137,7 +137,13 @@ pub fn bench_lm(
     let t = Instant::now();
     let mut n = 0usize;
     while t.elapsed().as_secs_f64() < 1.0 || n == 0 {
-        lm::validate(&model, kind, &data.valid, &device);
+        lm::validate(
+            &model,
+            kind,
+            &data.valid,
+            recipe.data.valid_streams,
+            &device,
+        );
         n += data.valid.len();
     }
     let valid_cps = n as f64 / t.elapsed().as_secs_f64();

@@ -243,7 +243,13 @@ impl Task for LmTask {
             )?);
             sample_seconds = t.elapsed().as_secs_f64();
         }
-        let (valid_ppl, valid_nb) = validate(&eval_model, kind, &self.valid, &self.eval_device);
+        let (valid_ppl, valid_nb) = validate(
+            &eval_model,
+            kind,
+            &self.valid,
+            self.recipe.data.valid_streams,
+            &self.eval_device,
+        );
         Ok(SummaryOutput {
             row: Summary {
                 step: s.step,
@@ -370,11 +376,21 @@ pub fn validate(
     model: &CharLm,
     kind: TokenizerKind,
     valid: &[u8],
+    streams: usize,
     device: &Device,
 ) -> (f64, Option<f64>) {
-    let (inputs, labels) = eval::sequence_inputs(kind, valid, true);
-    let (sum, n) =
-        eval::evaluate_sequence(model, &inputs, &labels, device, usize::MAX, &mut |_| {});
+    let (sum, n) = if streams > 1 {
+        // segments side by side, each warmed on the text before it
+        let (inputs, labels) = eval::sequence_inputs(kind, valid, false);
+        let plan = eval::Streams {
+            streams,
+            ..Default::default()
+        };
+        eval::evaluate_streams(model, &inputs, &labels, plan, device, &mut |_| {})
+    } else {
+        let (inputs, labels) = eval::sequence_inputs(kind, valid, true);
+        eval::evaluate_sequence(model, &inputs, &labels, device, usize::MAX, &mut |_| {})
+    };
     let ppl = eval::perplexity(sum, n);
     let notebook = (kind == TokenizerKind::Bigram).then(|| {
         let (inputs, labels) = eval::notebook_bigram_inputs(valid);
@@ -433,4 +449,22 @@ pub fn load_lm(
     )?;
     let model = load_weights(cfg.init(0, device), "", &weights, &run.model_path(), device)?;
     Ok((model, kind, config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::CharLmConfig;
+
+    #[test]
+    fn validation_in_streams_equals_one_stream() {
+        // 20,000 characters: 5 segments of 4,000, each warmed on 1,000
+        let device = Device::flex();
+        let model = CharLmConfig::new(27, 27).with_d_hidden(16).init(2, &device);
+        let mut rng = Rng::new(9);
+        let text: Vec<u8> = (0..20_000).map(|_| rng.below(27) as u8).collect();
+        let (one, _) = validate(&model, TokenizerKind::Char, &text, 1, &device);
+        let (many, _) = validate(&model, TokenizerKind::Char, &text, 5, &device);
+        assert!((one.ln() - many.ln()).abs() < 1e-3, "{one} vs {many}");
+    }
 }

@@ -126,6 +126,11 @@ pub struct LmDataSpec {
     pub batch_size: usize,
     /// Columns per step.
     pub num_unrollings: usize,
+    /// Validation read as this many segments side by side, each warmed on
+    /// 1000 characters (1: one stream, character by character, around the
+    /// text as the notebook does; `charlstm eval --streams`).
+    #[serde(default = "one")]
+    pub valid_streams: usize,
 }
 
 /// Optimiser.
@@ -567,6 +572,8 @@ impl Recipe {
                 at_least_one("data.batch_size", d.batch_size as u64)?;
                 at_least_one("data.num_unrollings", d.num_unrollings as u64)?;
                 at_least_one("data.valid_size", d.valid_size as u64)?;
+                at_least_one("data.valid_streams", d.valid_streams as u64)?;
+                at_most("data.valid_streams", d.valid_streams, 4096)?;
                 if m.tokenizer == TokenizerKind::Bigram && d.num_unrollings < 2 {
                     return Err("data.num_unrollings must be at least 2 for bigram input".into());
                 }
@@ -847,6 +854,7 @@ mod tests {
         "data.batch_size",
         "data.num_unrollings",
         "data.valid_size",
+        "data.valid_streams",
         "data.max_chars",
         "data.min_words",
         "data.max_words",
