@@ -372,15 +372,16 @@ impl Mirror {
             };
             Tensor::cat(vec![fwd, back], 1)
         };
-        let outputs = batch_major(outputs, len, batch);
+        // batch-major rows, laid out once: every decoding step gathers from
+        // them, and a strided view would be copied whole at each step
+        let d = outputs.dims()[1];
+        let rows = batch_major(outputs, len, batch).reshape([batch * len, d]);
         let keys = self.attn_score.as_ref().map(|w| {
-            let [b, s, d] = outputs.dims();
-            outputs
-                .clone()
-                .reshape([b * s, d])
+            rows.clone()
                 .matmul(w.val())
-                .reshape([b, s, self.d_hidden()])
+                .reshape([batch, len, self.d_hidden()])
         });
+        let outputs = rows.reshape([batch, len, d]);
         let words = if locating.is_used() {
             src.iter().map(|s| SourceWords::new(s, SPACE)).collect()
         } else {
