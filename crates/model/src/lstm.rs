@@ -99,6 +99,15 @@ impl LstmState {
         }
     }
 
+    /// The batch rows `rows` (in that order, repeats allowed): beam search
+    /// keeping, copying and dropping hypotheses.
+    pub fn select_rows(self, rows: &Tensor<1, Int>) -> Self {
+        LstmState {
+            h: self.h.select(0, rows.clone()),
+            c: self.c.select(0, rows.clone()),
+        }
+    }
+
     /// Moved to `device`.
     pub fn to_device(self, device: &Device) -> Self {
         LstmState {

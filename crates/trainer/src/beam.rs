@@ -4,7 +4,7 @@
 
 use burn::tensor::Device;
 use burn::tensor::activation::log_softmax;
-use model::{CharLm, LstmState};
+use model::CharLm;
 
 use crate::error::{Result, TrainError};
 use crate::recipe::TokenizerKind;
@@ -83,13 +83,7 @@ pub fn most_likely(
         cands.truncate(beam);
         let parents: Vec<i64> = cands.iter().map(|&(_, k, _)| k as i64).collect();
         let idx = ids_tensor(parents, device);
-        state = st
-            .into_iter()
-            .map(|s| LstmState {
-                h: s.h.select(0, idx.clone()),
-                c: s.c.select(0, idx.clone()),
-            })
-            .collect();
+        state = st.into_iter().map(|s| s.select_rows(&idx)).collect();
         hyps = cands
             .into_iter()
             .map(|(score, k, c)| {

@@ -16,10 +16,10 @@ use model::params::{for_each_param, map_params};
 use model::{CharLm, LstmState, cross_entropy};
 
 use crate::error::{Result, TrainError};
-use crate::eval::{EvalReport, logprob_sum, sequence_inputs};
+use crate::eval::{EvalReport, logprob_sum, text_inputs};
 use crate::optim::Optimizer;
 use crate::recipe::{OptimizerKind, TokenizerKind};
-use crate::sample::{context_chars, ids_tensor};
+use crate::sample::ids_tensor;
 
 /// Settings of a dynamic evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -69,14 +69,7 @@ pub fn evaluate_dynamic(
             cfg.decay
         )));
     }
-    let (inputs, labels) = sequence_inputs(kind, ids, false);
-    if inputs.is_empty() {
-        return Err(TrainError::Input(format!(
-            "text of {} characters: nothing to predict (needs at least {})",
-            ids.len(),
-            context_chars(kind) + 1
-        )));
-    }
+    let (inputs, labels) = text_inputs(kind, ids)?;
     let mut trained: BTreeMap<String, Tensor<2>> = BTreeMap::new();
     if cfg.decay > 0.0 {
         for_each_param(&model, |name, v| {

@@ -214,6 +214,17 @@ pub fn evaluate_text(
     if plan.streams == 0 {
         return Err(TrainError::Input("--streams must be at least 1".into()));
     }
+    let (inputs, labels) = text_inputs(kind, ids)?;
+    let total = inputs.len();
+    let (sum, n) = evaluate_streams(model, &inputs, &labels, plan, device, &mut |d| {
+        progress(d, total)
+    });
+    Ok(EvalReport::from_sum(sum, n))
+}
+
+/// [`sequence_inputs`] of a text read once from its start; an error when
+/// it is too short to predict anything.
+pub fn text_inputs(kind: TokenizerKind, ids: &[u8]) -> Result<(Vec<i64>, Vec<u8>)> {
     let (inputs, labels) = sequence_inputs(kind, ids, false);
     if inputs.is_empty() {
         return Err(TrainError::Input(format!(
@@ -222,11 +233,7 @@ pub fn evaluate_text(
             context_chars(kind) + 1
         )));
     }
-    let total = inputs.len();
-    let (sum, n) = evaluate_streams(model, &inputs, &labels, plan, device, &mut |d| {
-        progress(d, total)
-    });
-    Ok(EvalReport::from_sum(sum, n))
+    Ok((inputs, labels))
 }
 
 /// Perplexity from a summed `-ln p` over `n` predictions.

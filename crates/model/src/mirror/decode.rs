@@ -151,14 +151,7 @@ impl Mirror {
         let enc = Encoded {
             outputs: enc.outputs.select(0, idx.clone()),
             keys: enc.keys.map(|k| k.select(0, idx.clone())),
-            state: enc
-                .state
-                .into_iter()
-                .map(|s| LstmState {
-                    h: s.h.select(0, idx.clone()),
-                    c: s.c.select(0, idx.clone()),
-                })
-                .collect(),
+            state: enc.state.into_iter().map(|s| s.select_rows(&idx)).collect(),
             words: enc
                 .words
                 .iter()
@@ -237,13 +230,7 @@ impl Mirror {
                 break;
             }
             let idx = ids_tensor(parents, device);
-            state = st
-                .into_iter()
-                .map(|s| LstmState {
-                    h: s.h.select(0, idx.clone()),
-                    c: s.c.select(0, idx.clone()),
-                })
-                .collect();
+            state = st.into_iter().map(|s| s.select_rows(&idx)).collect();
         }
         finished
             .into_iter()
