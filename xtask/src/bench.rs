@@ -198,9 +198,12 @@ pub fn run(args: &[String]) -> ExitCode {
                 let mut mine = vec![];
                 let mut tf = vec![];
                 let mut torch = vec![];
+                // the CPU ours names, said on every line of the comparison
+                let mut cpu = Value::Null;
                 for _ in 0..o.repeats {
                     if let Some(v) = ours(&bin, recipe, device, threads, steps, &o.data) {
                         println!("{v}");
+                        cpu = v["cpu"].clone();
                         mine.push(v["chars_per_sec"].as_f64().unwrap_or(f64::NAN));
                     }
                     let Some((scripts, python)) = &refs else {
@@ -230,6 +233,7 @@ pub fn run(args: &[String]) -> ExitCode {
                         if let Some(mut v) = reference(python, &scripts.join("seed_tf.py"), &common)
                         {
                             v["recipe"] = json!(recipe);
+                            v["cpu"] = cpu.clone();
                             println!("{v}");
                             tf.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
                         }
@@ -237,6 +241,7 @@ pub fn run(args: &[String]) -> ExitCode {
                         a.extend(["--impl".into(), "nnlstm".into()]);
                         if let Some(mut v) = reference(python, &scripts.join("seed_torch.py"), &a) {
                             v["recipe"] = json!(recipe);
+                            v["cpu"] = cpu.clone();
                             println!("{v}");
                             torch.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
                         }
@@ -247,6 +252,7 @@ pub fn run(args: &[String]) -> ExitCode {
                             .to_vec();
                         if let Some(mut v) = reference(python, &script, &a) {
                             v["recipe"] = json!(recipe);
+                            v["cpu"] = cpu.clone();
                             println!("{v}");
                             torch.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
                         }
@@ -262,7 +268,8 @@ pub fn run(args: &[String]) -> ExitCode {
                         "{}",
                         json!({"compare": recipe, "device": device, "threads": threads, "steps": steps,
                                "charlstm_chars_per_sec": m, "tensorflow_chars_per_sec": t,
-                               "pytorch_chars_per_sec": p, "ratio_vs_fastest_reference": m / best})
+                               "pytorch_chars_per_sec": p, "ratio_vs_fastest_reference": m / best,
+                               "cpu": cpu})
                     );
                 }
             }

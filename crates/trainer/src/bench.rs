@@ -41,6 +41,8 @@ pub struct BenchResult {
     pub peak_rss_mib: Option<f64>,
     /// Loss of the last step (a sanity check that training trains).
     pub last_loss: f64,
+    /// Where it was measured: the CPU, its vector extensions, the kernels used.
+    pub cpu: model::kernel::CpuInfo,
 }
 
 /// Peak resident set size of this process (`VmHWM`), in MiB.
@@ -167,6 +169,7 @@ pub fn bench_lm(
     let sample_cps = generated as f64 / t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&run);
     Ok(BenchResult {
+        cpu: model::kernel::cpu_info(),
         recipe: loaded.name.clone(),
         device: device_name.to_string(),
         threads,

@@ -10,6 +10,7 @@
 //! - [`sequence`]: all time steps on one thread.
 //! - [`split`]: the batch split over the threads.
 //! - [`classifier`]: output layer + softmax cross-entropy.
+//! - [`cpu`]: which CPU and extensions, for measurements to name.
 //!
 //! Layout (row-major, time-major): the input projections `p` are
 //! `[steps * batch, 4 * d_hidden]` with the gates `i, f, u, o` side by side
@@ -42,6 +43,7 @@ macro_rules! dispatch {
 
 pub mod cell;
 pub mod classifier;
+pub mod cpu;
 pub mod gemm;
 pub mod math;
 pub mod pool;
@@ -50,6 +52,7 @@ pub mod split;
 
 pub use cell::cell_step;
 pub use classifier::{linear_xent, linear_xent_backward};
+pub use cpu::{CpuInfo, cpu_info};
 pub use gemm::{BLOCKED_MAX_B, PackedB, matmul, matmul_gemm_crate, matmul_maybe_packed};
 pub use math::{exp, sigmoid, tanh};
 pub use sequence::{
