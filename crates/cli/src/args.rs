@@ -206,10 +206,18 @@ pub struct EvalArgs {
     pub dynamic_lr: f64,
     /// Pull towards the trained weights per dynamic update, 0 to 1
     #[arg(long, default_value_t = 0.0, requires = "dynamic", value_name = "D",
-          value_parser = non_negative_value)]
+          value_parser = unit_interval_value)]
     pub dynamic_decay: f64,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// A number from 0 to 1.
+pub fn unit_interval_value(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
 }
 
 /// A finite number >= 0.

@@ -13,12 +13,16 @@ use trainer::plot::{Plot, Series};
 
 use clap::builder::TypedValueParser;
 
-use crate::args::{DataArgs, DeviceArgs, TrainArgs, beam_value};
+use crate::args::{DataArgs, DeviceArgs, TrainArgs, beam_value, unit_interval_value};
 use crate::setup::{resolve_data, setup_device};
 use crate::train::TrainCommand;
 
-/// Mirror every word of sentences with a trained run (`the cat` -> `eht tac`),
-/// or train or evaluate one.
+/// Mirror every word of sentences with a trained run (`Hello, World!` ->
+/// `olleH, dlroW!`: case, punctuation, digits and spacing kept), or train
+/// or evaluate one. Each line goes to the model whole; only lines longer
+/// than the model was measured on (3,000 characters for word-window models,
+/// the training window for others) are mirrored in pieces of whole words,
+/// with a note on stderr.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct MirrorArgs {
@@ -44,7 +48,7 @@ pub struct MirrorArgs {
 enum MirrorCommand {
     /// Train a mirror model from a recipe (default: mirror)
     Train(TrainArgs),
-    /// Accuracy on unseen sentences of 1 to 12 words (the corpus's test part)
+    /// Accuracy on unseen sentences of any lengths (the corpus's test part), with speed and the wrong words
     Eval(EvalArgs),
 }
 
@@ -78,7 +82,7 @@ struct EvalArgs {
     /// With --made-up: the share of made-up words that are one letter
     /// repeated, with at most one other letter (zzzzzq)
     #[arg(long, default_value_t = 0.0, requires = "made_up", value_name = "P",
-          value_parser = share_value)]
+          value_parser = unit_interval_value)]
     letter_runs: f64,
     /// Wrong words to show, with what the model wrote
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1_000_000).map(|v| v as usize))]
@@ -140,16 +144,9 @@ fn parse_lengths(s: &str) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-/// A number from 0 to 1.
-fn share_value(s: &str) -> std::result::Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("{s:?} is not a number from 0 to 1")),
-    }
-}
-
-/// Most words evaluated for one sentence length (held in memory with the outputs).
-const MAX_EVAL_WORDS: usize = 20_000_000;
+/// Most characters evaluated for one sentence length (held in memory, with
+/// the targets and outputs, a few times over).
+const MAX_EVAL_CHARS: usize = 200_000_000;
 
 /// Longest evaluated sentence, in words (and most lengths in one `--words`).
 const MAX_WORDS: usize = 100_000;
@@ -174,13 +171,22 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
         );
         outln!("|---:|---:|---:|---:|---:|---:|---:|");
     }
-    let mut errors = vec![];
+    let mut tally = ErrorTally::default();
+    let mut examples = vec![];
     let mut measured = vec![];
+    // characters per word, to bound what one length holds
+    let words_in_test = test.split(|&c| c == 0).filter(|w| !w.is_empty()).count();
+    let per_word = if a.made_up && a.made_up_len > 0 {
+        a.made_up_len + 1
+    } else {
+        test.len() / words_in_test.max(1) + 1
+    };
     for n in lengths {
-        if n.saturating_mul(a.count) > MAX_EVAL_WORDS {
+        let chars = n.saturating_mul(a.count).saturating_mul(per_word);
+        if chars > MAX_EVAL_CHARS {
             bail!(
-                "--words {n} x --count {}: more than {MAX_EVAL_WORDS} words to hold at once; \
-                 lower --count",
+                "--words {n} x --count {}: about {chars} characters to hold at once, more than \
+                 {MAX_EVAL_CHARS}; lower --count",
                 a.count
             );
         }
@@ -220,16 +226,18 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
                 rate(e.chars)
             );
         }
-        errors.extend(e.errors.into_iter().take(a.examples.max(1) * 1000));
+        e.errors.iter().for_each(|w| tally.add(w));
+        let room = a.examples.saturating_sub(examples.len());
+        examples.extend(e.errors.into_iter().take(room));
         measured.push((n, e.scores));
     }
     if let Some(path) = &a.plot {
         length_plot(&a.run, a.beam, &measured).write(path)?;
     }
-    if !a.json && !errors.is_empty() {
+    if !a.json && tally.wrong > 0 {
         outln!();
-        outln!("{}", where_errors_fall(&errors));
-        for e in errors.iter().take(a.examples) {
+        outln!("{tally}");
+        for e in &examples {
             outln!(
                 "- word {} of {}: {:?} came out {:?}",
                 e.position + 1,
@@ -269,28 +277,52 @@ fn length_plot(run: &std::path::Path, beam: usize, measured: &[(usize, mirror::S
     plot
 }
 
-/// One line saying at which word positions and on which kinds of words the
-/// errors are.
-fn where_errors_fall(errors: &[mirror::WordError]) -> String {
-    let count = |f: &dyn Fn(&mirror::WordError) -> bool| errors.iter().filter(|e| f(e)).count();
-    let first = count(&|e| e.position == 0);
-    let last = count(&|e| e.position + 1 == e.sentence_words && e.position > 0);
-    let lengths = [(1, 3), (4, 7), (8, 12), (13, usize::MAX)].map(|(lo, hi)| {
-        let n = count(&|e| (lo..=hi).contains(&e.word.len()));
-        if hi == usize::MAX {
-            format!("{lo}+ letters {n}")
-        } else {
-            format!("{lo}-{hi} letters {n}")
+/// At which word positions and on which kinds of words the errors are,
+/// counted over every wrong word.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ErrorTally {
+    wrong: usize,
+    first: usize,
+    last: usize,
+    /// Words of 1-3, 4-7, 8-12 and 13+ letters.
+    by_length: [usize; 4],
+    letter_runs: usize,
+}
+
+impl ErrorTally {
+    fn add(&mut self, e: &mirror::WordError) {
+        self.wrong += 1;
+        if e.position == 0 {
+            self.first += 1;
+        } else if e.position + 1 == e.sentence_words {
+            self.last += 1;
         }
-    });
-    let runs = count(&|e| has_letter_run(&e.word));
-    format!(
-        "wrong words: {}; first word of its sentence {first}, last {last}, in between {}; \
-         {}; with a letter three or more times in a row {runs}",
-        errors.len(),
-        errors.len() - first - last,
-        lengths.join(", ")
-    )
+        let bucket = match e.word.len() {
+            0..=3 => 0,
+            4..=7 => 1,
+            8..=12 => 2,
+            _ => 3,
+        };
+        self.by_length[bucket] += 1;
+        self.letter_runs += usize::from(has_letter_run(&e.word));
+    }
+}
+
+impl std::fmt::Display for ErrorTally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d] = self.by_length;
+        write!(
+            f,
+            "wrong words: {}; first word of its sentence {}, last {}, in between {}; \
+             1-3 letters {a}, 4-7 letters {b}, 8-12 letters {c}, 13+ letters {d}; \
+             with a letter three or more times in a row {}",
+            self.wrong,
+            self.first,
+            self.last,
+            self.wrong - self.first - self.last,
+            self.letter_runs
+        )
+    }
 }
 
 /// Whether a word has one letter three or more times in a row.
@@ -395,6 +427,20 @@ mod tests {
 
     #[test]
     fn inputs_and_ranges() {
+        let mut tally = ErrorTally::default();
+        for (position, word) in [(0, "abc"), (4, "zzzq"), (2, "recommendations")] {
+            tally.add(&mirror::WordError {
+                position,
+                sentence_words: 5,
+                word: word.into(),
+                got: String::new(),
+            });
+        }
+        assert_eq!(
+            tally.to_string(),
+            "wrong words: 3; first word of its sentence 1, last 1, in between 1; 1-3 letters 1, \
+             4-7 letters 1, 8-12 letters 0, 13+ letters 1; with a letter three or more times in a row 1"
+        );
         assert!(parse_lengths("3-1").is_err());
         assert!(parse_lengths("0").is_err());
         assert!(parse_lengths("1,,2").is_err());

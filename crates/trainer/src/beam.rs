@@ -59,8 +59,12 @@ pub fn most_likely(
             .forward_hidden(ids_tensor(warm, device), 1, state, false)
             .1;
     }
-    // hypotheses: (log-probability, history)
-    let mut hyps: Vec<(f64, Vec<u8>)> = vec![(0.0, start)];
+    // hypotheses: log-probability and the last characters (the next input);
+    // each step's choices as (parent, character), the texts rebuilt at the end
+    // (copying whole histories at every step would be quadratic in the length)
+    let tail = |h: &[u8]| -> Vec<u8> { h[h.len() - ctx..].to_vec() };
+    let mut hyps: Vec<(f64, Vec<u8>)> = vec![(0.0, tail(&start))];
+    let mut trail: Vec<Vec<(u32, u8)>> = Vec::with_capacity(length);
     let v = model.output_size();
     for _ in 0..length {
         let ids: Vec<i64> = hyps
@@ -84,16 +88,28 @@ pub fn most_likely(
         let parents: Vec<i64> = cands.iter().map(|&(_, k, _)| k as i64).collect();
         let idx = ids_tensor(parents, device);
         state = st.into_iter().map(|s| s.select_rows(&idx)).collect();
+        trail.push(cands.iter().map(|&(_, k, c)| (k as u32, c)).collect());
         hyps = cands
             .into_iter()
             .map(|(score, k, c)| {
                 let mut h = hyps[k].1.clone();
                 h.push(c);
-                (score, h)
+                (score, tail(&h))
             })
             .collect();
     }
-    let (log_prob, best) = hyps.swap_remove(0);
+    // the best hypothesis is first; walk its choices back to the start
+    let log_prob = hyps[0].0;
+    let mut continuation = Vec::with_capacity(length);
+    let mut k = 0usize;
+    for step in trail.iter().rev() {
+        let (parent, c) = step[k];
+        continuation.push(c);
+        k = parent as usize;
+    }
+    continuation.reverse();
+    let mut best = start;
+    best.extend(continuation);
     Ok(Continuation {
         text: text_of(best),
         log_prob,

@@ -83,6 +83,15 @@ impl Default for Streams {
     }
 }
 
+impl Streams {
+    /// Segments a text of `n` predictions is read in: at most `streams`, each
+    /// at least four burn-ins long (or the burn-in would dominate); 1 for a
+    /// short text.
+    pub fn segments(&self, n: usize) -> usize {
+        self.streams.min(n / (4 * self.burn_in).max(1)).max(1)
+    }
+}
+
 /// [`evaluate_sequence`] over `plan.streams` segments at once (see [`Streams`]).
 pub fn evaluate_streams(
     model: &CharLm,
@@ -93,8 +102,7 @@ pub fn evaluate_streams(
     progress: &mut dyn FnMut(usize),
 ) -> (f64, usize) {
     let n = inputs.len();
-    // segments at least a few burn-ins long, or the burn-in would dominate
-    let s = plan.streams.min(n / (4 * plan.burn_in).max(1)).max(1);
+    let s = plan.segments(n);
     if s == 1 {
         return evaluate_sequence(model, inputs, labels, device, 4096, progress);
     }

@@ -379,13 +379,13 @@ pub fn validate(
     streams: usize,
     device: &Device,
 ) -> (f64, Option<f64>) {
-    let (sum, n) = if streams > 1 {
+    let plan = eval::Streams {
+        streams,
+        ..Default::default()
+    };
+    let (sum, n) = if plan.segments(valid.len()) > 1 {
         // segments side by side, each warmed on the text before it
         let (inputs, labels) = eval::sequence_inputs(kind, valid, false);
-        let plan = eval::Streams {
-            streams,
-            ..Default::default()
-        };
         eval::evaluate_streams(model, &inputs, &labels, plan, device, &mut |_| {})
     } else {
         let (inputs, labels) = eval::sequence_inputs(kind, valid, true);

@@ -218,20 +218,36 @@ pub fn max_output_len(len: usize) -> usize {
     len + 10
 }
 
-/// Decodes every source (greedy for `beam` 1), batching sources of equal length.
+/// Source positions (times beam hypotheses) decoded together: their encoder
+/// outputs, keys and states take about a kilobyte each for the recipe's model.
+const DECODE_POSITIONS: usize = 1 << 20;
+
+/// Decodes every source (greedy for `beam` 1), batching sources of equal
+/// length; a source too long to decode in this machine's memory is an error
+/// naming its length.
 pub fn decode_all(
     model: &Mirror,
     sources: &[Vec<u8>],
     beam: usize,
     device: &Device,
-) -> Vec<Vec<u8>> {
+) -> Result<Vec<Vec<u8>>> {
     let mut by_len: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, s) in sources.iter().enumerate() {
         by_len.entry(s.len()).or_default().push(i);
     }
+    if let Some(&longest) = by_len.keys().next_back() {
+        // per position and hypothesis: encoder outputs, keys, the state, a few copies
+        let width = (3 * model.d_hidden() + model.d_hidden() * 2) as f64;
+        crate::memory::check_fits(
+            &format!("decoding a sentence of {longest} characters with beam {beam}"),
+            (longest + 2) as f64 * beam as f64 * width * 4.0 * 3.0,
+            "lower --beam or give shorter sentences",
+        )?;
+    }
     let mut out = vec![vec![]; sources.len()];
-    let chunk = if beam > 1 { 64 } else { 256 };
+    let most = if beam > 1 { 64 } else { 256 };
     for (len, idx) in by_len {
+        let chunk = (DECODE_POSITIONS / ((len + 2) * beam)).clamp(1, most);
         for part in idx.chunks(chunk) {
             let batch: Vec<Vec<u8>> = part.iter().map(|&i| sources[i].clone()).collect();
             let decoded = model.beam_search(&batch, beam, max_output_len(len), device);
@@ -240,7 +256,7 @@ pub fn decode_all(
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Teacher-forced mean cross-entropy over pairs (grouped by length).
@@ -505,7 +521,7 @@ impl Task for MirrorTask {
         let valid_loss = teacher_forced_loss(&eval_model, valid, &self.eval_device);
         let sources: Vec<Vec<u8>> = valid.iter().map(|p| p.source.clone()).collect();
         let targets: Vec<Vec<u8>> = valid.iter().map(|p| p.target.clone()).collect();
-        let outputs = decode_all(&eval_model, &sources, 1, &self.eval_device);
+        let outputs = decode_all(&eval_model, &sources, 1, &self.eval_device)?;
         Ok(SummaryOutput {
             row: MirrorSummary {
                 step: s.step,
@@ -583,9 +599,9 @@ pub fn train_mirror(
     let sources: Vec<Vec<u8>> = test.iter().map(|p| p.source.clone()).collect();
     let targets: Vec<Vec<u8>> = test.iter().map(|p| p.target.clone()).collect();
     let device = &task.eval_device;
-    let greedy = score(&decode_all(&eval_model, &sources, 1, device), &targets);
+    let greedy = score(&decode_all(&eval_model, &sources, 1, device)?, &targets);
     let beamed = if beam > 1 {
-        score(&decode_all(&eval_model, &sources, beam, device), &targets)
+        score(&decode_all(&eval_model, &sources, beam, device)?, &targets)
     } else {
         greedy
     };
@@ -663,7 +679,7 @@ pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
     )?;
     let model = load_weights(cfg.init(0, device), "", &weights, &path, device)?;
     let whole = if cfg.word_window {
-        MEASURED_CHARS
+        MEASURED_CHARS.max(max_chars)
     } else {
         max_chars
     };
@@ -745,7 +761,7 @@ pub fn mirror_text(
         .map(|p| MirrorVocab.encode(&p.text))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| TrainError::Input(e.to_string()))?;
-    let outputs = decode_all(model, &sources, beam, device);
+    let outputs = decode_all(model, &sources, beam, device)?;
     let mut words: Vec<String> = vec![];
     for (part, out) in parts.iter().zip(outputs) {
         let mirrored = MirrorVocab
@@ -837,7 +853,7 @@ pub fn evaluate_words(
     let sources: Vec<Vec<u8>> = pairs.iter().map(|p| p.source.clone()).collect();
     let targets: Vec<Vec<u8>> = pairs.iter().map(|p| p.target.clone()).collect();
     let start = std::time::Instant::now();
-    let outputs = decode_all(model, &sources, beam, device);
+    let outputs = decode_all(model, &sources, beam, device)?;
     let seconds = start.elapsed().as_secs_f64();
     Ok(Evaluation {
         scores: score(&outputs, &targets),

@@ -126,9 +126,10 @@ pub struct LmDataSpec {
     pub batch_size: usize,
     /// Columns per step.
     pub num_unrollings: usize,
-    /// Validation read as this many segments side by side, each warmed on
-    /// 1000 characters (1: one stream, character by character, around the
-    /// text as the notebook does; `charlstm eval --streams`).
+    /// Validation read as up to this many segments side by side, each warmed
+    /// on 1000 characters and at least 4000 long (1, or a shorter validation
+    /// text: one stream, character by character, around the text as the
+    /// notebook does; `charlstm eval --streams`).
     #[serde(default = "one")]
     pub valid_streams: usize,
 }
@@ -601,6 +602,13 @@ impl Recipe {
                 share("data.random_word_prob", d.random_word_prob)?;
                 share("data.letter_run_prob", d.letter_run_prob)?;
                 at_most("data.made_up_len", d.made_up_len, MAX_MADE_UP_LEN)?;
+                if d.made_up_len > d.max_chars {
+                    return Err(format!(
+                        "data.made_up_len ({}) must be at most data.max_chars ({}): longer \
+                         made-up words never fit a training window",
+                        d.made_up_len, d.max_chars
+                    ));
+                }
                 at_most("model.relative_span", m.relative_span, 1024)?;
                 if (m.word_window || m.relative_span > 0) && !m.attention {
                     return Err(

@@ -357,6 +357,29 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             0,
             &[],
         ),
+        case(
+            &[
+                "mirror", "eval", "--run", &mirror, "--data", c, "--words", "60", "--count",
+                "1000000",
+            ],
+            1,
+            &["characters to hold at once", "lower --count"],
+        ),
+        case(
+            &[
+                "eval",
+                "--run",
+                &lm,
+                "--data",
+                c,
+                "--dynamic",
+                "--dynamic-decay",
+                "2",
+            ],
+            2,
+            &["--dynamic-decay", "from 0 to 1"],
+        ),
+        case(&["sample", "--run", &lm, "--beam", "65"], 2, &["--beam"]),
         // wrong results and unclear errors
         case(
             &["train", "--data", &spaces, "--run", &new_run],

@@ -69,6 +69,7 @@ pub fn cpu_info() -> CpuInfo {
 #[cfg(test)]
 mod tests {
     #[test]
+    #[allow(clippy::print_stderr)] // said in the output: which paths this CPU took
     fn names_the_cpu_and_what_it_selects() {
         let cpu = super::cpu_info();
         assert!(!cpu.model.is_empty());

@@ -170,6 +170,17 @@ impl Mirror {
         let mut prev = vec![self.start_id as i64; n * beam];
         let v = self.vocab_size();
         for t in 0..=max_len {
+            if t == max_len {
+                // cut: every live hypothesis ends as it is (greedy stops at max_len symbols too)
+                for (b, done) in finished.iter_mut().enumerate() {
+                    for (k, h) in hyps[b].iter().enumerate() {
+                        if alive[b][k] {
+                            done.push((h.0, h.1.clone()));
+                        }
+                    }
+                }
+                break;
+            }
             let places: Vec<Place> = hyps.iter().flatten().map(|h| h.2).collect();
             let (logp, st) = self.step(&enc, &prev, &places, state, device);
             let values = logp.into_data().try_into_vec_as::<f32>().expect("f32");
@@ -196,10 +207,7 @@ impl Mirror {
                         break;
                     }
                     let mut seq = hyps[b][k].1.clone();
-                    if sym == self.end_id || t == max_len {
-                        if sym != self.end_id {
-                            seq.push(sym as u8);
-                        }
+                    if sym == self.end_id {
                         finished[b].push((score, seq));
                         continue;
                     }
@@ -315,5 +323,29 @@ mod tests {
             w.reverse();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::*;
+    use crate::mirror::MirrorConfig;
+
+    #[test]
+    fn outputs_are_cut_at_max_len_by_greedy_and_beam_alike() {
+        // an untrained model rarely ends early: both must stop at max_len symbols
+        let device = Device::flex();
+        let m = MirrorConfig::new(30, 28, 29)
+            .with_d_embedding(4)
+            .with_d_hidden(5)
+            .with_word_window(true)
+            .with_relative_span(2)
+            .init(1, &device);
+        let src = vec![vec![1u8, 2, 0, 3, 4, 5, 6, 7]];
+        for beam in [1, 3] {
+            for out in m.beam_search(&src, beam, 4, &device) {
+                assert!(out.len() <= 4, "beam {beam}: {out:?}");
+            }
+        }
     }
 }
