@@ -196,18 +196,18 @@ pub struct EvalArgs {
     /// segment after scoring it; reported next to the static figure
     #[arg(long)]
     pub dynamic: bool,
-    /// Characters per dynamic update
-    #[arg(long, default_value_t = 50, requires = "dynamic", value_name = "N",
+    /// Characters per dynamic update [default: the run's recipe's
+    /// `dynamic.segment`, else 50]
+    #[arg(long, requires = "dynamic", value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=100_000).map(|v| v as usize))]
-    pub dynamic_segment: usize,
-    /// SGD learning rate of the dynamic updates
-    #[arg(long, default_value_t = 0.3, requires = "dynamic", value_name = "LR",
-          value_parser = non_negative_value)]
-    pub dynamic_lr: f64,
-    /// Pull towards the trained weights per dynamic update, 0 to 1
-    #[arg(long, default_value_t = 0.0, requires = "dynamic", value_name = "D",
-          value_parser = unit_interval_value)]
-    pub dynamic_decay: f64,
+    pub dynamic_segment: Option<usize>,
+    /// SGD learning rate of the dynamic updates [default: the recipe's, else 0.2]
+    #[arg(long, requires = "dynamic", value_name = "LR", value_parser = non_negative_value)]
+    pub dynamic_lr: Option<f64>,
+    /// Pull towards the trained weights per dynamic update, 0 to 1 [default:
+    /// the recipe's, else 0.001]
+    #[arg(long, requires = "dynamic", value_name = "D", value_parser = unit_interval_value)]
+    pub dynamic_decay: Option<f64>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }

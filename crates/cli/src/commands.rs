@@ -97,7 +97,7 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
 
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let (device, _) = setup_device(&a.device)?;
-    let (model, kind, _) = trainer::lm::load_lm(&a.run, &device)?;
+    let (model, kind, config) = trainer::lm::load_lm(&a.run, &device)?;
     let path = resolve_data(&a.data, None)?;
     let corpus = read_corpus(&path)?;
     let part = a.part;
@@ -113,11 +113,12 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     let dynamic = if a.dynamic {
+        let recipe = trainer::dynamic::Dynamic::of_recipe(&config.recipe)?;
         let cfg = trainer::dynamic::Dynamic {
-            segment: a.dynamic_segment,
-            learning_rate: a.dynamic_lr,
-            decay: a.dynamic_decay,
-            ..Default::default()
+            segment: a.dynamic_segment.unwrap_or(recipe.segment),
+            learning_rate: a.dynamic_lr.unwrap_or(recipe.learning_rate),
+            decay: a.dynamic_decay.unwrap_or(recipe.decay),
+            ..recipe
         };
         let learning = device.clone().autodiff();
         let (model, _, _) = trainer::lm::load_lm(&a.run, &learning)?;

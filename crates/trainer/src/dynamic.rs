@@ -35,14 +35,33 @@ pub struct Dynamic {
 }
 
 impl Default for Dynamic {
-    /// The settings measured best on the notebook and `large` models (docs/RESULTS.md).
+    /// The settings measured best for a 2 x 512 model on the shared corpus's
+    /// validation part (docs/RESULTS.md); a recipe may say its own.
     fn default() -> Self {
         Dynamic {
             segment: 50,
-            learning_rate: 0.3,
-            decay: 0.0,
+            learning_rate: 0.2,
+            decay: 0.001,
             clip_norm: 1.0,
         }
+    }
+}
+
+impl Dynamic {
+    /// The settings of a run's recipe (its `[dynamic]` section, the TOML
+    /// tree as JSON in `config.json`), else the defaults.
+    pub fn of_recipe(recipe: &serde_json::Value) -> crate::error::Result<Self> {
+        let Some(section) = recipe.get("dynamic") else {
+            return Ok(Dynamic::default());
+        };
+        let spec: crate::recipe::DynamicSpec = serde_json::from_value(section.clone())
+            .map_err(|e| TrainError::Run(format!("the run's recipe: [dynamic]: {e}")))?;
+        Ok(Dynamic {
+            segment: spec.segment,
+            learning_rate: spec.learning_rate,
+            decay: spec.decay,
+            ..Dynamic::default()
+        })
     }
 }
 

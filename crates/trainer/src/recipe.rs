@@ -32,6 +32,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../recipes/notebook-dropout.toml"),
     ),
     ("large", include_str!("../recipes/large.toml")),
+    ("best", include_str!("../recipes/best.toml")),
     ("mirror", include_str!("../recipes/mirror.toml")),
 ];
 
@@ -185,6 +186,24 @@ pub struct LmRecipe {
     pub data: LmDataSpec,
     /// Schedule.
     pub train: TrainSpec,
+    /// Dynamic evaluation settings measured for this model (`charlstm eval
+    /// --dynamic`; flags override them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic: Option<DynamicSpec>,
+}
+
+/// Dynamic evaluation (`trainer::dynamic`): segment length, SGD learning
+/// rate, pull towards the trained weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicSpec {
+    /// Characters scored between two updates.
+    pub segment: usize,
+    /// SGD learning rate of the updates.
+    pub learning_rate: f64,
+    /// Pull towards the trained weights per update, in `[0, 1]`.
+    #[serde(default)]
+    pub decay: f64,
 }
 
 /// The mirror model's architecture.
@@ -568,6 +587,16 @@ impl Recipe {
                     return Err(
                         "model.tokenizer = \"bigram\" needs model.input = \"embedding\"".into(),
                     );
+                }
+                if let Some(dy) = &r.dynamic {
+                    at_least_one("dynamic.segment", dy.segment as u64)?;
+                    if !(dy.learning_rate.is_finite() && dy.learning_rate >= 0.0) {
+                        return Err(format!(
+                            "dynamic.learning_rate must be a number >= 0, got {}",
+                            dy.learning_rate
+                        ));
+                    }
+                    share("dynamic.decay", dy.decay)?;
                 }
                 let d = &r.data;
                 at_least_one("data.batch_size", d.batch_size as u64)?;

@@ -917,7 +917,15 @@ fn open_resume<T: Task>(
 }
 
 /// The recipe keys a resumed run may change: how long it trains and how often it reports.
-pub const RESUMABLE_KEYS: &[&str] = &["train.steps", "train.summary", "train.samples_every"];
+pub const RESUMABLE_KEYS: &[&str] = &[
+    "train.steps",
+    "train.summary",
+    "train.samples_every",
+    // evaluation settings, not training
+    "dynamic.segment",
+    "dynamic.learning_rate",
+    "dynamic.decay",
+];
 
 /// The first `section.key` whose value differs between two recipe trees,
 /// other than [`RESUMABLE_KEYS`] and the description.
