@@ -174,6 +174,22 @@ mod tests {
     }
 
     #[test]
+    fn a_recipe_says_its_settings() {
+        let best = crate::load_recipe("best", &[]).unwrap();
+        let tree = serde_json::to_value(&best.tree).unwrap();
+        let d = Dynamic::of_recipe(&tree).unwrap();
+        assert_eq!((d.segment, d.learning_rate, d.decay), (50, 0.2, 0.001));
+        assert_eq!(
+            Dynamic::of_recipe(&serde_json::json!({})).unwrap(),
+            Dynamic::default()
+        );
+        let bad = serde_json::json!({"dynamic": {"segment": 5, "rate": 1}});
+        assert!(Dynamic::of_recipe(&bad).is_err());
+        let e = crate::load_recipe("best", &["dynamic.decay=2".into()]).unwrap_err();
+        assert!(e.to_string().contains("dynamic.decay"), "{e}");
+    }
+
+    #[test]
     fn it_learns_what_the_text_repeats() {
         // a random string said 100 times: an adapting model predicts the repeats
         let device = Device::flex().autodiff();
