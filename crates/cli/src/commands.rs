@@ -9,11 +9,6 @@ use crate::args::{BenchArgs, EvalArgs, FetchArgs, PrepareArgs, RecipesArgs, Samp
 use crate::progress;
 use crate::setup::{read_corpus, resolve_data, setup_device, tune_allocator};
 
-/// The threads the kernels were set to use (`--threads`, or every core).
-fn model_threads() -> usize {
-    trainer::threads()
-}
-
 /// `charlstm fetch`: prints where the corpus is (downloading it first if needed).
 pub fn fetch(a: FetchArgs) -> Result<ExitCode> {
     let path = resolve_data(&a.data, None)?;
@@ -37,7 +32,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             &corpus,
             device.clone(),
             device_name,
-            model_threads(),
+            trainer::threads(), // what --threads set, or every core
             a.warmup,
             a.steps,
             &scratch,

@@ -103,12 +103,10 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
         &corpus,
         &target,
         TrainOptions {
-            device,
-            device_name: device_name.to_string(),
             stop: Some(&stop),
-            init: None,
             loss_trace: trace.is_some(),
             samples: !a.no_samples,
+            ..TrainOptions::new(device, device_name)
         },
         &mut |e| {
             match (trace.as_mut(), e) {

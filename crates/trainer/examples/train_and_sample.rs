@@ -25,14 +25,7 @@ fn main() -> trainer::Result<()> {
             path: None,
             runs_root: runs.clone(),
         },
-        TrainOptions {
-            device: Device::flex(),
-            device_name: "flex".into(),
-            stop: None,
-            init: None,
-            loss_trace: false,
-            samples: false,
-        },
+        TrainOptions::new(Device::flex(), "flex"),
         &mut |e| {
             if let Event::Summary { lines, .. } = e {
                 println!("{}", lines.join("\n"));

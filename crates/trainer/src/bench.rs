@@ -99,14 +99,7 @@ pub fn bench_lm(
             path: Some(run.clone()),
             runs_root: scratch.to_path_buf(),
         },
-        TrainOptions {
-            device: device.clone(),
-            device_name: device_name.to_string(),
-            stop: None,
-            init: None,
-            loss_trace: false,
-            samples: false,
-        },
+        TrainOptions::new(device.clone(), device_name),
         &mut |e| {
             if let Event::Step { step, .. } = e {
                 if *step + 1 == warmup {

@@ -277,14 +277,7 @@ mod tests {
                 path: Some(dir.path().join("run")),
                 runs_root: dir.path().into(),
             },
-            crate::TrainOptions {
-                device: Device::flex(),
-                device_name: "flex".into(),
-                stop: None,
-                init: None,
-                loss_trace: false,
-                samples: false,
-            },
+            crate::TrainOptions::new(Device::flex(), "flex"),
             &mut |_| {},
         )
         .unwrap();

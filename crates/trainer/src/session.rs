@@ -60,6 +60,21 @@ pub struct TrainOptions<'a> {
     pub samples: bool,
 }
 
+impl TrainOptions<'_> {
+    /// Options for training on `device` (recorded as `device_name`): no
+    /// Ctrl-C flag, the recipe's init, no loss trace, no periodic samples.
+    pub fn new(device: Device, device_name: &str) -> Self {
+        TrainOptions {
+            device,
+            device_name: device_name.to_string(),
+            stop: None,
+            init: None,
+            loss_trace: false,
+            samples: false,
+        }
+    }
+}
+
 /// Something the trainer reports while it runs.
 #[derive(Debug)]
 pub enum Event<'a> {

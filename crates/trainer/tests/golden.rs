@@ -132,12 +132,9 @@ fn run_golden(variant: &str, recipe: &str) {
             runs_root: dir.path().into(),
         },
         TrainOptions {
-            device: Device::flex(),
-            device_name: "flex".into(),
-            stop: None,
             init: Some(init_weights(&g, fused)),
             loss_trace: true,
-            samples: false,
+            ..TrainOptions::new(Device::flex(), "flex")
         },
         &mut |e| {
             if let Event::Step { loss: Some(l), .. } = e {

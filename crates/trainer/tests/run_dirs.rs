@@ -18,14 +18,7 @@ fn corpus() -> text8::Corpus {
 }
 
 fn options() -> TrainOptions<'static> {
-    TrainOptions {
-        device: Device::flex(),
-        device_name: "flex".into(),
-        stop: None,
-        init: None,
-        loss_trace: false,
-        samples: false,
-    }
+    TrainOptions::new(Device::flex(), "flex")
 }
 
 /// A trained language-model run and a trained mirror run, made once.
