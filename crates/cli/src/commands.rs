@@ -92,7 +92,12 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
 
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let (device, _) = setup_device(&a.device)?;
-    let (model, kind, config) = trainer::lm::load_lm(&a.run, &device)?;
+    // loaded once: where it will learn when evaluated dynamically
+    let learning = a.dynamic.then(|| device.clone().autodiff());
+    let (model, kind, config) = trainer::lm::load_lm(&a.run, learning.as_ref().unwrap_or(&device))?;
+    let fixed = learning
+        .is_some()
+        .then(|| burn::module::Module::valid(&model));
     let path = resolve_data(&a.data, None)?;
     let corpus = read_corpus(&path)?;
     let part = a.part;
@@ -103,11 +108,16 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         streams: a.streams,
         burn_in: a.burn_in,
     };
-    let report = trainer::eval::evaluate_text(&model, kind, ids, plan, &device, &mut |done, _| {
-        bar.set_position(done as u64)
-    })?;
+    let report = trainer::eval::evaluate_text(
+        fixed.as_ref().unwrap_or(&model),
+        kind,
+        ids,
+        plan,
+        &device,
+        &mut |done, _| bar.set_position(done as u64),
+    )?;
     bar.finish_and_clear();
-    let dynamic = if a.dynamic {
+    let dynamic = if let Some(learning) = learning {
         let recipe = trainer::dynamic::Dynamic::of_recipe(&config.recipe)?;
         let cfg = trainer::dynamic::Dynamic {
             segment: a.dynamic_segment.unwrap_or(recipe.segment),
@@ -115,8 +125,6 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
             decay: a.dynamic_decay.unwrap_or(recipe.decay),
             ..recipe
         };
-        let learning = device.clone().autodiff();
-        let (model, _, _) = trainer::lm::load_lm(&a.run, &learning)?;
         let bar = progress::bytes_bar(Some(ids.len() as u64), "evaluating dynamically");
         let report = trainer::dynamic::evaluate_dynamic(
             model,
