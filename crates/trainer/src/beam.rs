@@ -8,7 +8,9 @@ use model::CharLm;
 
 use crate::error::{Result, TrainError};
 use crate::recipe::TokenizerKind;
-use crate::sample::{MAX_SAMPLE_CHARS, context_chars, ids_tensor, input_id, prime_ids, text_of};
+use crate::sample::{
+    MAX_SAMPLE_CHARS, context_chars, ids_tensor, input_id, padded_prime, primed_state, text_of,
+};
 
 /// What [`most_likely`] found.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,29 +38,14 @@ pub fn most_likely(
         )));
     }
     let ctx = context_chars(kind);
-    let mut start = match prime {
-        Some(p) if !p.is_empty() => prime_ids(p)?,
-        _ => vec![0],
-    };
-    while start.len() < ctx {
-        start.insert(0, 0);
-    }
+    let start = padded_prime(prime, ctx)?.unwrap_or_else(|| vec![0; ctx]);
     if (start.len() + length) as f64 * beam as f64 > MAX_SAMPLE_CHARS as f64 {
         return Err(TrainError::Input(format!(
             "--beam {beam} x --length {length}: more than the {MAX_SAMPLE_CHARS} characters \
              held at once; lower --length or --beam"
         )));
     }
-    // warm up on the prime: every input position except the last
-    let mut state = model.zero_state(1, device);
-    let warm: Vec<i64> = (ctx - 1..start.len() - 1)
-        .map(|k| input_id(kind, &start, k))
-        .collect();
-    if !warm.is_empty() {
-        state = model
-            .forward_hidden(ids_tensor(warm, device), 1, state, false)
-            .1;
-    }
+    let mut state = primed_state(model, kind, &start, 1, device);
     // hypotheses: log-probability and the last characters (the next input);
     // each step's choices as (parent, character), the texts rebuilt at the end
     // (copying whole histories at every step would be quadratic in the length)
@@ -119,7 +106,7 @@ pub fn most_likely(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sample::{SampleOptions, generate};
+    use crate::sample::{SampleOptions, generate, prime_ids};
     use model::CharLmConfig;
     use tokenizer::rng::Rng;
 

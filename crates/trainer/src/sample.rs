@@ -209,8 +209,8 @@ fn check_options(model: &CharLm, opts: &SampleOptions) -> Result<()> {
 /// The prime's ids, with spaces before it up to the model's context (a
 /// bigram model needs two characters: a space before a lone one); `None`
 /// when there is no prime.
-fn padded_prime(opts: &SampleOptions, ctx: usize) -> Result<Option<Vec<u8>>> {
-    match &opts.prime {
+pub(crate) fn padded_prime(prime: Option<&str>, ctx: usize) -> Result<Option<Vec<u8>>> {
+    match prime {
         Some(p) if !p.is_empty() => {
             let mut ids = prime_ids(p)?;
             while ids.len() < ctx {
@@ -220,6 +220,28 @@ fn padded_prime(opts: &SampleOptions, ctx: usize) -> Result<Option<Vec<u8>>> {
         }
         _ => Ok(None),
     }
+}
+
+/// The state of `rows` streams that have all read `start` (at least the
+/// model's context long) up to, not including, its last input position:
+/// the next step feeds that one. A start of just the context reads nothing.
+pub(crate) fn primed_state(
+    model: &CharLm,
+    kind: TokenizerKind,
+    start: &[u8],
+    rows: usize,
+    device: &Device,
+) -> Vec<model::LstmState> {
+    let state = model.zero_state(rows, device);
+    let warm: Vec<i64> = (context_chars(kind) - 1..start.len() - 1)
+        .flat_map(|k| std::iter::repeat_n(input_id(kind, start, k), rows))
+        .collect();
+    if warm.is_empty() {
+        return state;
+    }
+    model
+        .forward_hidden(ids_tensor(warm, device), rows, state, false)
+        .1
 }
 
 /// A generated history of character ids as text.
@@ -240,26 +262,14 @@ fn generate_tensor(
     let s = opts.count;
     let ctx = context_chars(kind);
     // every sequence's history of character ids
-    let mut hist: Vec<Vec<u8>> = match padded_prime(opts, ctx)? {
+    let mut hist: Vec<Vec<u8>> = match padded_prime(opts.prime.as_deref(), ctx)? {
         Some(ids) => vec![ids; s],
         None => (0..s)
             .map(|_| (0..ctx).map(|_| random_start(rng)).collect())
             .collect(),
     };
-    let mut state = model.zero_state(s, device);
-    // warm up on the prime: every input position except the last
-    let start = hist[0].len();
-    let warm: Vec<usize> = (ctx - 1..start - 1).collect();
-    if !warm.is_empty() {
-        let mut ids = Vec::with_capacity(warm.len() * s);
-        for &k in &warm {
-            for h in &hist {
-                ids.push(input_id(kind, h, k));
-            }
-        }
-        let (_, st) = model.forward_hidden(ids_tensor(ids, device), s, state, false);
-        state = st;
-    }
+    // a prime is the same for every stream; random starts are only the context: nothing to read
+    let mut state = primed_state(model, kind, &hist[0], s, device);
     for _ in 0..opts.length {
         let ids: Vec<i64> = hist
             .iter()
@@ -297,17 +307,23 @@ fn generate_host(
 ) -> Result<Vec<String>> {
     let lm = model::host::HostLm::new(model);
     let base = rng.next_u64();
-    let prime = padded_prime(opts, context_chars(kind))?;
+    let prime = padded_prime(opts.prime.as_deref(), context_chars(kind))?;
     let parts = model::kernel::split_batch(opts.count, parts);
+    let longest = prime.as_ref().map_or(context_chars(kind), Vec::len) + opts.length;
     let texts = model::kernel::pool::parallel_map(&parts, |&(lo, n)| {
-        host_streams(&lm, kind, opts, &prime, base, lo..lo + n, &mut |_, _| {})
+        let mut texts: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(longest)).collect();
+        host_streams(&lm, kind, opts, &prime, base, lo..lo + n, &mut |b, ids| {
+            texts[b].extend_from_slice(ids)
+        });
+        texts.into_iter().map(text_of).collect::<Vec<_>>()
     });
     Ok(texts.into_iter().flatten().collect())
 }
 
 /// Streams `streams` of [`generate_host`], on this thread; `emit(stream,
 /// ids)` receives each stream's start (prime or random start), then every
-/// character as it is drawn.
+/// character as it is drawn. Only the last characters (the next input) are
+/// kept here: a streamed text is not held.
 fn host_streams(
     lm: &model::host::HostLm,
     kind: TokenizerKind,
@@ -316,7 +332,7 @@ fn host_streams(
     base: u64,
     streams: std::ops::Range<usize>,
     emit: &mut dyn FnMut(usize, &[u8]),
-) -> Vec<String> {
+) {
     let ctx = context_chars(kind);
     let n = streams.len();
     let mut rngs: Vec<Rng> = streams.map(|k| Rng::derive(base, k as u64)).collect();
@@ -340,6 +356,9 @@ fn host_streams(
         }
         lm.step(&ids, &mut state, &mut logits);
     }
+    for h in &mut hist {
+        h.drain(..h.len() - ctx);
+    }
     let v = lm.vocab_out();
     for _ in 0..opts.length {
         for (id, h) in ids.iter_mut().zip(&hist) {
@@ -354,10 +373,10 @@ fn host_streams(
                 &mut rngs[b],
             ) as u8;
             h.push(c);
+            h.remove(0);
             emit(b, &[c]);
         }
     }
-    hist.into_iter().map(text_of).collect()
 }
 
 /// One text of [`generate`] (its `count` is taken as 1), handed to `emit`
@@ -386,7 +405,7 @@ pub fn generate_streaming(
     check_options(model, &opts)?;
     let lm = model::host::HostLm::new(model);
     let base = rng.next_u64();
-    let prime = padded_prime(&opts, context_chars(kind))?;
+    let prime = padded_prime(opts.prime.as_deref(), context_chars(kind))?;
     let mut pending = Vec::with_capacity(STREAM_CHUNK);
     host_streams(&lm, kind, &opts, &prime, base, 0..1, &mut |_, ids| {
         pending.extend_from_slice(ids);
