@@ -236,8 +236,9 @@ pub fn decode_all(
         by_len.entry(s.len()).or_default().push(i);
     }
     if let Some(&longest) = by_len.keys().next_back() {
-        // per position and hypothesis: encoder outputs, keys, the state, a few copies
-        let width = (3 * model.d_hidden() + model.d_hidden() * 2) as f64;
+        // floats per position and hypothesis: encoder outputs (2 h), keys (h)
+        // and the decoder state (2 h); three copies of them at a time
+        let width = (5 * model.d_hidden()) as f64;
         crate::memory::check_fits(
             &format!("decoding a sentence of {longest} characters with beam {beam}"),
             (longest + 2) as f64 * beam as f64 * width * 4.0 * 3.0,

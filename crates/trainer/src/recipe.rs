@@ -638,7 +638,11 @@ impl Recipe {
                         d.made_up_len, d.max_chars
                     ));
                 }
-                at_most("model.relative_span", m.relative_span, 1024)?;
+                at_most(
+                    "model.relative_span",
+                    m.relative_span,
+                    model::mirror::MAX_RELATIVE_SPAN,
+                )?;
                 if (m.word_window || m.relative_span > 0) && !m.attention {
                     return Err(
                         "model.word_window and model.relative_span need model.attention = true"

@@ -18,23 +18,20 @@ impl Mirror {
     fn step_view(&self, enc: &Encoded, places: &[Place], device: &Device) -> Option<AttentionView> {
         let keys = enc.keys.clone()?;
         let locating = self.locating();
-        let [rows, len, d_key] = keys.dims();
-        if !locating.is_used() {
-            return Some(AttentionView {
-                keys,
-                values: enc.outputs.clone(),
-                bias: None,
-            });
-        }
+        let [rows, len, _] = keys.dims();
         let mut bias = Bias::default();
         if !locating.word_window {
-            for (words, &at) in enc.words.iter().zip(places) {
-                bias.push(locating, words, at, (0..len).map(Some));
-            }
+            // every position, with the relative bias if there is one
+            let bias = locating.is_used().then(|| {
+                for (words, &at) in enc.words.iter().zip(places) {
+                    bias.push(locating, words, at, (0..len).map(Some));
+                }
+                self.bias_tensor(bias, [rows, 1, len], device)
+            });
             return Some(AttentionView {
                 keys,
                 values: enc.outputs.clone(),
-                bias: Some(self.bias_tensor(bias, [rows, 1, len], device)),
+                bias,
             });
         }
         // only the current word and its delimiter: a window as wide as the widest
@@ -58,7 +55,6 @@ impl Mirror {
                 .select(0, idx.clone())
                 .reshape([rows, width, d])
         };
-        debug_assert_eq!(d_key, self.d_hidden());
         Some(AttentionView {
             keys: pick(keys),
             values: pick(enc.outputs.clone()),

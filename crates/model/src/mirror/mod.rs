@@ -36,6 +36,10 @@ use crate::init::{self, InitScheme};
 use crate::lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState};
 use attention::{Bias, Locating, Place, SourceWords};
 
+/// Most relative-position buckets each side a model may have (the recipe
+/// and a run's config.json are both checked against it).
+pub const MAX_RELATIVE_SPAN: usize = 1024;
+
 /// Configuration of a [`Mirror`] model.
 #[derive(Config, Debug)]
 pub struct MirrorConfig {
@@ -147,9 +151,9 @@ impl MirrorConfig {
         if (self.word_window || self.relative_span > 0) && !self.attention {
             return Err("word_window and relative_span need attention = true".into());
         }
-        if self.relative_span > 1024 {
+        if self.relative_span > MAX_RELATIVE_SPAN {
             return Err(format!(
-                "relative_span must be at most 1024, got {}",
+                "relative_span must be at most {MAX_RELATIVE_SPAN}, got {}",
                 self.relative_span
             ));
         }
