@@ -1,9 +1,14 @@
 //! Dropout for the non-recurrent connections (Zaremba et al., arXiv 1409.2329).
 //!
-//! Masks come from the device's random generator; the trainer seeds it for
-//! every step, so a run (and a resumed run) draws the same masks.
+//! Each mask is seeded by one draw from the device's random generator,
+//! which the trainer seeds for every step, so a run (and a resumed run)
+//! draws the same masks. The mask itself is made on the host with the
+//! project's xoshiro generator, two values per 64 random bits, already
+//! scaled: Burn's per-element Bernoulli sampler (ChaCha) took a fifth of a
+//! `notebook-dropout` step.
 
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use tokenizer::rng::Rng;
 
 /// Inverted dropout: keeps each value with probability `keep_prob` and
 /// scales the kept ones by `1 / keep_prob`, so evaluation needs no scaling.
@@ -36,7 +41,36 @@ impl Dropout {
         if !self.active(train) {
             return x;
         }
-        let mask = x.random_like(Distribution::Bernoulli(self.keep_prob));
-        x * mask.mul_scalar(1.0 / self.keep_prob)
+        let device = x.device();
+        let shape = x.shape();
+        // one draw of the device's generator seeds the mask (two 30-bit halves:
+        // they fit every backend's integer type)
+        let halves =
+            Tensor::<1, Int>::random([2], Distribution::Uniform(0.0, 2f64.powi(30)), &device)
+                .into_data()
+                .try_into_vec_as::<i64>()
+                .expect("two seed halves");
+        let seed = ((halves[0] as u64) << 30) ^ halves[1] as u64;
+        let mask = keep_mask(shape.num_elements(), self.keep_prob, seed);
+        x * Tensor::from_data(TensorData::new(mask, shape), &device)
     }
+}
+
+/// `n` values, each `1 / keep_prob` with probability `keep_prob`, else 0:
+/// a value is kept when its 32 random bits fall below `keep_prob * 2^32`.
+pub fn keep_mask(n: usize, keep_prob: f64, seed: u64) -> Vec<f32> {
+    let threshold = (keep_prob * 4_294_967_296.0).min(u32::MAX as f64) as u64;
+    let scale = (1.0 / keep_prob) as f32;
+    let value = |bits: u64| if bits < threshold { scale } else { 0.0 };
+    let mut rng = Rng::new(seed);
+    let mut mask = Vec::with_capacity(n);
+    while mask.len() + 1 < n {
+        let r = rng.next_u64();
+        mask.push(value(r & 0xFFFF_FFFF));
+        mask.push(value(r >> 32));
+    }
+    if mask.len() < n {
+        mask.push(value(rng.next_u64() >> 32));
+    }
+    mask
 }

@@ -70,17 +70,11 @@ fn host(t: Tensor<2>) -> Vec<f32> {
 }
 
 fn dense(layer: &Lstm) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let wx = if layer.blocks.len() == 1 {
-        layer.blocks[0].wx.val()
-    } else {
-        Tensor::cat(layer.blocks.iter().map(|b| b.wx.val()).collect(), 1)
-    };
-    let b = if layer.blocks.len() == 1 {
-        layer.blocks[0].b.val()
-    } else {
-        Tensor::cat(layer.blocks.iter().map(|b| b.b.val()).collect(), 1)
-    };
-    (host(wx), host(b), host(layer.recurrent_weights()))
+    (
+        host(layer.input_weights()),
+        host(layer.biases()),
+        host(layer.recurrent_weights()),
+    )
 }
 
 impl HostLm {

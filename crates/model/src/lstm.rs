@@ -207,40 +207,27 @@ impl Lstm {
     }
 
     /// Input projections of every row, bias included: `[n, 4 d_hidden]`, gates `i, f, u, o`.
+    ///
+    /// With separate gate matrices the weights are put side by side first
+    /// (a `[d_input, 4 d_hidden]` copy, small) so that the rows are looked up
+    /// or multiplied once, not once per gate and then joined.
     pub fn project_input(&self, input: &LstmInput) -> Tensor<2> {
-        let parts: Vec<Tensor<2>> = self
-            .blocks
-            .iter()
-            .map(|block| match input {
-                LstmInput::OneHot(ids) => block.wx.val().select(0, ids.clone()) + block.b.val(),
-                LstmInput::Dense(x) => x.clone().matmul(block.wx.val()) + block.b.val(),
-                LstmInput::Embedded { table, ids } if table.dims()[0] <= ids.dims()[0] => {
-                    (table.clone().matmul(block.wx.val()) + block.b.val()).select(0, ids.clone())
-                }
-                LstmInput::Embedded { table, ids } => {
-                    table.clone().select(0, ids.clone()).matmul(block.wx.val()) + block.b.val()
-                }
-            })
-            .collect();
-        if parts.len() == 1 {
-            parts.into_iter().next().expect("one block")
-        } else {
-            Tensor::cat(parts, 1)
+        let (wx, b) = (self.input_weights(), self.biases());
+        match input {
+            LstmInput::OneHot(ids) => wx.select(0, ids.clone()) + b,
+            LstmInput::Dense(x) => x.clone().matmul(wx) + b,
+            LstmInput::Embedded { table, ids } if table.dims()[0] <= ids.dims()[0] => {
+                (table.clone().matmul(wx) + b).select(0, ids.clone())
+            }
+            LstmInput::Embedded { table, ids } => {
+                table.clone().select(0, ids.clone()).matmul(wx) + b
+            }
         }
     }
 
     /// Recurrent product `h Wh`: `[batch, 4 d_hidden]`.
     pub fn project_hidden(&self, h: Tensor<2>) -> Tensor<2> {
-        let parts: Vec<Tensor<2>> = self
-            .blocks
-            .iter()
-            .map(|block| h.clone().matmul(block.wh.val()))
-            .collect();
-        if parts.len() == 1 {
-            parts.into_iter().next().expect("one block")
-        } else {
-            Tensor::cat(parts, 1)
-        }
+        h.matmul(self.recurrent_weights())
     }
 
     /// One step from pre-activations `[batch, 4 d_hidden]` (input projection + recurrent product).
@@ -300,10 +287,26 @@ impl Lstm {
 
     /// All recurrent weights side by side, `[d_hidden, 4 d_hidden]`.
     pub fn recurrent_weights(&self) -> Tensor<2> {
+        self.side_by_side(|b| &b.wh)
+    }
+
+    /// All input weights side by side, `[d_input, 4 d_hidden]`.
+    pub fn input_weights(&self) -> Tensor<2> {
+        self.side_by_side(|b| &b.wx)
+    }
+
+    /// All biases side by side, `[1, 4 d_hidden]`.
+    pub fn biases(&self) -> Tensor<2> {
+        self.side_by_side(|b| &b.b)
+    }
+
+    /// One parameter of every gate block, joined along the gates (the
+    /// parameter itself for the fused layout).
+    fn side_by_side(&self, param: impl Fn(&GateBlock) -> &Param<Tensor<2>>) -> Tensor<2> {
         if self.blocks.len() == 1 {
-            self.blocks[0].wh.val()
+            param(&self.blocks[0]).val()
         } else {
-            Tensor::cat(self.blocks.iter().map(|b| b.wh.val()).collect(), 1)
+            Tensor::cat(self.blocks.iter().map(|b| param(b).val()).collect(), 1)
         }
     }
 

@@ -1,10 +1,13 @@
 //! One LSTM cell step for every row of a batch: the gate non-linearities
-//! and the state update, forward and backward. The forward has a hand-written
-//! AVX2+FMA variant; the rest is compiled for the baseline and for AVX2+FMA
-//! (`dispatch!` in `kernel/mod.rs`), the better picked at run time.
+//! and the state update, forward and backward. The forward has hand-written
+//! AVX-512 and AVX2+FMA variants (one macro body); the rest is compiled for
+//! the baseline, AVX2+FMA and AVX-512 (`dispatch!` in `kernel/mod.rs`), the
+//! widest picked at run time.
 
 #[cfg(target_arch = "x86_64")]
-use super::gemm::{elems, has_avx2_fma};
+use super::cpu::{Isa, isa};
+#[cfg(target_arch = "x86_64")]
+use super::gemm::elems;
 use super::math::{sigmoid, tanh};
 
 /// Gate non-linearities and the state update of one step, for every row:
@@ -46,107 +49,140 @@ fn cell_forward_rows(
     }
 }
 
-/// The cell step of [`cell_forward_rows`] in 8-lane AVX2+FMA, one pass over
-/// each row: `e^x` as [`exp`], and the divisions of the sigmoid and tanh as a
-/// hardware reciprocal estimate refined by one Newton step (relative error
-/// about 3e-7; a division is several times slower on this class of CPU).
-///
-/// # Safety
-/// AVX2 and FMA must be available and `hidden` a multiple of 8; the slices
-/// must hold whole rows (`g` `[rows, 4H]`, the others `[rows, H]`).
+/// Defines `$name`, the cell step of [`cell_forward_rows`] in `$lanes`-lane
+/// SIMD, one pass over each row: `e^x` as [`exp`](super::math::exp), and the
+/// divisions of the sigmoid and tanh as a hardware reciprocal estimate
+/// refined by one Newton step (relative error below 3e-7; a division is
+/// several times slower on these CPUs). One body for AVX2 and AVX-512: the
+/// arguments name each width's vector type and intrinsics.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn cell_forward_avx2(
-    g: &mut [f32],
-    c_prev: &[f32],
-    c: &mut [f32],
-    tc: &mut [f32],
-    h: &mut [f32],
-    hidden: usize,
-) {
-    use std::arch::x86_64::*;
-    assert!(hidden > 0, "hidden must be at least 1");
-    let rows = g.len() / elems(4, hidden);
-    let state = elems(rows, hidden);
-    assert!(
-        c_prev.len() >= state && c.len() >= state && tc.len() >= state && h.len() >= state,
-        "cell state sizes"
-    );
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn exp8(x: __m256) -> __m256 {
-        const ROUND: f32 = 12_582_912.0;
-        let x = _mm256_min_ps(
-            _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
-            _mm256_set1_ps(88.0),
-        );
-        let t = _mm256_add_ps(
-            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-            _mm256_set1_ps(ROUND),
-        );
-        let n = _mm256_sub_ps(t, _mm256_set1_ps(ROUND));
-        let r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693_145_75)));
-        let r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(1.428_606_8e-6)));
-        let mut p = _mm256_set1_ps(1.0 / 720.0);
-        for coef in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(coef));
-        }
-        let k = _mm256_slli_epi32(
-            _mm256_sub_epi32(
-                _mm256_castps_si256(t),
-                _mm256_set1_epi32(ROUND.to_bits() as i32),
-            ),
-            23,
-        );
-        _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), k))
-    }
-    /// `1 / d` for `d >= 1`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn recip8(d: __m256) -> __m256 {
-        let r = _mm256_rcp_ps(d);
-        _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0)))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn sigmoid8(x: __m256) -> __m256 {
-        let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), x));
-        recip8(_mm256_add_ps(_mm256_set1_ps(1.0), e))
-    }
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn tanh8(x: __m256) -> __m256 {
-        let e = exp8(_mm256_add_ps(x, x));
-        let r = recip8(_mm256_add_ps(_mm256_set1_ps(1.0), e));
-        _mm256_fnmadd_ps(_mm256_set1_ps(2.0), r, _mm256_set1_ps(1.0))
-    }
-    for r in 0..rows {
-        // SAFETY: every offset is below (r + 1) * 4H in g and (r + 1) * H in
-        // the state slices, whose sizes were checked above.
-        unsafe {
-            let gp = g.as_mut_ptr().add(r * 4 * hidden);
-            let cpp = c_prev.as_ptr().add(r * hidden);
-            let (cp, tp, hp) = (
-                c.as_mut_ptr().add(r * hidden),
-                tc.as_mut_ptr().add(r * hidden),
-                h.as_mut_ptr().add(r * hidden),
+macro_rules! simd_cell_forward {
+    ($name:ident, $features:literal, $lanes:literal, $v:ty,
+     load $load:ident, store $store:ident, set1 $set1:ident, zero $zero:ident,
+     add $add:ident, sub $sub:ident, mul $mul:ident, min $min:ident, max $max:ident,
+     fmadd $fmadd:ident, fnmadd $fnmadd:ident, rcp $rcp:ident,
+     to_int $to_int:ident, to_float $to_float:ident,
+     set1_i $set1_i:ident, add_i $add_i:ident, sub_i $sub_i:ident, shl_i $shl_i:ident) => {
+        /// The cell step of [`cell_forward_rows`] in SIMD (see `simd_cell_forward!`).
+        ///
+        /// # Safety
+        /// The CPU must have the function's target features and `hidden` must
+        /// be a multiple of its lanes; the slices must hold whole rows (`g`
+        /// `[rows, 4H]`, the others `[rows, H]`).
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            g: &mut [f32],
+            c_prev: &[f32],
+            c: &mut [f32],
+            tc: &mut [f32],
+            h: &mut [f32],
+            hidden: usize,
+        ) {
+            use std::arch::x86_64::*;
+            assert!(hidden > 0, "hidden must be at least 1");
+            let rows = g.len() / elems(4, hidden);
+            let state = elems(rows, hidden);
+            assert!(
+                c_prev.len() >= state && c.len() >= state && tc.len() >= state && h.len() >= state,
+                "cell state sizes"
             );
-            for j in (0..hidden).step_by(8) {
-                let i = sigmoid8(_mm256_loadu_ps(gp.add(j)));
-                let f = sigmoid8(_mm256_loadu_ps(gp.add(hidden + j)));
-                let u = tanh8(_mm256_loadu_ps(gp.add(2 * hidden + j)));
-                let o = sigmoid8(_mm256_loadu_ps(gp.add(3 * hidden + j)));
-                _mm256_storeu_ps(gp.add(j), i);
-                _mm256_storeu_ps(gp.add(hidden + j), f);
-                _mm256_storeu_ps(gp.add(2 * hidden + j), u);
-                _mm256_storeu_ps(gp.add(3 * hidden + j), o);
-                let cj = _mm256_fmadd_ps(f, _mm256_loadu_ps(cpp.add(j)), _mm256_mul_ps(i, u));
-                let t = tanh8(cj);
-                _mm256_storeu_ps(cp.add(j), cj);
-                _mm256_storeu_ps(tp.add(j), t);
-                _mm256_storeu_ps(hp.add(j), _mm256_mul_ps(o, t));
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn exp_v(x: $v) -> $v {
+                const ROUND: f32 = 12_582_912.0;
+                let x = $min($max(x, $set1(-87.0)), $set1(88.0));
+                let t = $add($mul(x, $set1(std::f32::consts::LOG2_E)), $set1(ROUND));
+                let n = $sub(t, $set1(ROUND));
+                let r = $sub(x, $mul(n, $set1(0.693_145_75)));
+                let r = $sub(r, $mul(n, $set1(1.428_606_8e-6)));
+                let mut p = $set1(1.0 / 720.0);
+                for coef in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+                    p = $fmadd(p, r, $set1(coef));
+                }
+                let k = $shl_i($sub_i($to_int(t), $set1_i(ROUND.to_bits() as i32)), 23);
+                $to_float($add_i($to_int(p), k))
+            }
+            /// `1 / d` for `d >= 1`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn recip_v(d: $v) -> $v {
+                let r = $rcp(d);
+                $mul(r, $fnmadd(d, r, $set1(2.0)))
+            }
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn sigmoid_v(x: $v) -> $v {
+                let e = exp_v($sub($zero(), x));
+                recip_v($add($set1(1.0), e))
+            }
+            #[inline]
+            #[target_feature(enable = $features)]
+            fn tanh_v(x: $v) -> $v {
+                let e = exp_v($add(x, x));
+                let r = recip_v($add($set1(1.0), e));
+                $fnmadd($set1(2.0), r, $set1(1.0))
+            }
+            for r in 0..rows {
+                // SAFETY: every offset is below (r + 1) * 4H in g and (r + 1) * H in
+                // the state slices, whose sizes were checked above.
+                unsafe {
+                    let gp = g.as_mut_ptr().add(r * 4 * hidden);
+                    let cpp = c_prev.as_ptr().add(r * hidden);
+                    let (cp, tp, hp) = (
+                        c.as_mut_ptr().add(r * hidden),
+                        tc.as_mut_ptr().add(r * hidden),
+                        h.as_mut_ptr().add(r * hidden),
+                    );
+                    for j in (0..hidden).step_by($lanes) {
+                        let i = sigmoid_v($load(gp.add(j)));
+                        let f = sigmoid_v($load(gp.add(hidden + j)));
+                        let u = tanh_v($load(gp.add(2 * hidden + j)));
+                        let o = sigmoid_v($load(gp.add(3 * hidden + j)));
+                        $store(gp.add(j), i);
+                        $store(gp.add(hidden + j), f);
+                        $store(gp.add(2 * hidden + j), u);
+                        $store(gp.add(3 * hidden + j), o);
+                        let cj = $fmadd(f, $load(cpp.add(j)), $mul(i, u));
+                        let t = tanh_v(cj);
+                        $store(cp.add(j), cj);
+                        $store(tp.add(j), t);
+                        $store(hp.add(j), $mul(o, t));
+                    }
+                }
             }
         }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+simd_cell_forward!(cell_forward_avx2, "avx2,fma", 8, __m256,
+    load _mm256_loadu_ps, store _mm256_storeu_ps, set1 _mm256_set1_ps, zero _mm256_setzero_ps,
+    add _mm256_add_ps, sub _mm256_sub_ps, mul _mm256_mul_ps, min _mm256_min_ps, max _mm256_max_ps,
+    fmadd _mm256_fmadd_ps, fnmadd _mm256_fnmadd_ps, rcp _mm256_rcp_ps,
+    to_int _mm256_castps_si256, to_float _mm256_castsi256_ps,
+    set1_i _mm256_set1_epi32, add_i _mm256_add_epi32, sub_i _mm256_sub_epi32, shl_i _mm256_slli_epi32);
+
+#[cfg(target_arch = "x86_64")]
+simd_cell_forward!(cell_forward_avx512, "avx512f,fma", 16, __m512,
+    load _mm512_loadu_ps, store _mm512_storeu_ps, set1 _mm512_set1_ps, zero _mm512_setzero_ps,
+    add _mm512_add_ps, sub _mm512_sub_ps, mul _mm512_mul_ps, min _mm512_min_ps, max _mm512_max_ps,
+    fmadd _mm512_fmadd_ps, fnmadd _mm512_fnmadd_ps, rcp _mm512_rcp14_ps,
+    to_int _mm512_castps_si512, to_float _mm512_castsi512_ps,
+    set1_i _mm512_set1_epi32, add_i _mm512_add_epi32, sub_i _mm512_sub_epi32, shl_i _mm512_slli_epi32);
+
+/// A SIMD cell step, with the arguments of [`cell_forward_rows`].
+#[cfg(target_arch = "x86_64")]
+type SimdCell = unsafe fn(&mut [f32], &[f32], &mut [f32], &mut [f32], &mut [f32], usize);
+
+/// The SIMD cell step for `hidden` units on this CPU: the widest within
+/// [`isa`] whose lanes divide `hidden` (16 for AVX-512, 8 for AVX2), if any.
+#[cfg(target_arch = "x86_64")]
+fn simd_cell(hidden: usize) -> Option<SimdCell> {
+    let ok = |lanes: usize| hidden > 0 && hidden.is_multiple_of(lanes);
+    match isa() {
+        Isa::Avx512 if ok(16) => Some(cell_forward_avx512),
+        Isa::Avx512 | Isa::Avx2 if ok(8) => Some(cell_forward_avx2),
+        _ => None,
     }
 }
 
@@ -161,12 +197,12 @@ pub fn cell_step(
     h: &mut [f32],
     hidden: usize,
 ) {
-    // the AVX2 pass where it applies, else the portable loops
+    // the SIMD pass where it applies, else the portable loops
     #[cfg(target_arch = "x86_64")]
-    if hidden > 0 && hidden.is_multiple_of(8) && has_avx2_fma() {
-        // SAFETY: the features were detected and hidden is a multiple of 8;
-        // the function checks the slice sizes.
-        unsafe { cell_forward_avx2(g, c_prev, c, tc, h, hidden) };
+    if let Some(simd) = simd_cell(hidden) {
+        // SAFETY: `simd_cell` picked a pass this CPU runs whose lanes divide
+        // hidden; the function checks the slice sizes.
+        unsafe { simd(g, c_prev, c, tc, h, hidden) };
         return;
     }
     dispatch!(cell_forward_rows(g, c_prev, c, tc, h, hidden));
@@ -213,12 +249,51 @@ pub(super) fn cell_backward_rows(
 mod tests {
     use super::*;
 
-    /// The cell step (the AVX2 one where the CPU has it) against the
-    /// definition in f64, over pre-activations from -30 to 30, and the
-    /// portable loops against it.
+    /// Every cell step this CPU has (AVX-512, AVX2, portable) against the
+    /// definition in f64, over pre-activations from -30 to 30, at a width
+    /// each SIMD pass takes (16, 48 = 3 x 16; 24 only for AVX2's 8 lanes).
+    /// A cell step pass under test, with the arguments of [`cell_forward_rows`].
+    type Pass = fn(&mut [f32], &[f32], &mut [f32], &mut [f32], &mut [f32], usize);
+
     #[test]
+    #[allow(clippy::print_stderr)] // says which passes this CPU could not run
     fn cell_step_matches_the_definition() {
-        let hidden = 16;
+        let mut passes: Vec<(&str, Pass)> = vec![("portable", |g, cp, c, tc, h, hd| {
+            cell_forward_rows(g, cp, c, tc, h, hd)
+        })];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::kernel::cpu::detected_isa;
+            if detected_isa() >= Isa::Avx2 {
+                // SAFETY: the CPU has AVX2+FMA; the widths below are multiples of 8
+                passes.push(("avx2", |g, cp, c, tc, h, hd| unsafe {
+                    cell_forward_avx2(g, cp, c, tc, h, hd)
+                }));
+            } else {
+                eprintln!("cell_step_matches_the_definition: no AVX2+FMA here: AVX2 pass not run");
+            }
+            if detected_isa() >= Isa::Avx512 {
+                // SAFETY: the CPU has AVX-512F; the widths it is run at are multiples of 16
+                passes.push(("avx512", |g, cp, c, tc, h, hd| unsafe {
+                    cell_forward_avx512(g, cp, c, tc, h, hd)
+                }));
+            } else {
+                eprintln!(
+                    "cell_step_matches_the_definition: no AVX-512 here: AVX-512 pass not run"
+                );
+            }
+        }
+        for hidden in [16usize, 24, 48] {
+            for &(name, pass) in &passes {
+                if name == "avx512" && !hidden.is_multiple_of(16) {
+                    continue;
+                }
+                check_cell_pass(name, pass, hidden);
+            }
+        }
+    }
+
+    fn check_cell_pass(name: &str, pass: Pass, hidden: usize) {
         let rows = 40;
         let g0: Vec<f32> = (0..rows * 4 * hidden)
             .map(|i| ((i * 37 % 601) as f32 - 300.0) / 10.0)
@@ -226,45 +301,35 @@ mod tests {
         let c_prev: Vec<f32> = (0..rows * hidden)
             .map(|i| ((i * 11 % 41) as f32 - 20.0) / 4.0)
             .collect();
-        let run = |portable: bool| {
-            let mut g = g0.clone();
-            let (mut c, mut tc, mut h) = (
-                vec![0.0f32; rows * hidden],
-                vec![0.0f32; rows * hidden],
-                vec![0.0f32; rows * hidden],
-            );
-            if portable {
-                cell_forward_rows(&mut g, &c_prev, &mut c, &mut tc, &mut h, hidden);
-            } else {
-                cell_step(&mut g, &c_prev, &mut c, &mut tc, &mut h, hidden);
-            }
-            (g, c, h)
-        };
+        let mut g = g0.clone();
+        let (mut c, mut tc, mut h) = (
+            vec![0.0f32; rows * hidden],
+            vec![0.0f32; rows * hidden],
+            vec![0.0f32; rows * hidden],
+        );
+        pass(&mut g, &c_prev, &mut c, &mut tc, &mut h, hidden);
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-        for portable in [false, true] {
-            let (g, c, h) = run(portable);
-            for r in 0..rows {
-                for j in 0..hidden {
-                    let pre = |q: usize| g0[r * 4 * hidden + q * hidden + j] as f64;
-                    let (i, f, u, o) = (sig(pre(0)), sig(pre(1)), pre(2).tanh(), sig(pre(3)));
-                    let want_c = f * c_prev[r * hidden + j] as f64 + i * u;
-                    let want_h = o * want_c.tanh();
-                    let got = |q: usize| g[r * 4 * hidden + q * hidden + j] as f64;
-                    for (q, want) in [i, f, u, o].into_iter().enumerate() {
-                        assert!(
-                            (got(q) - want).abs() < 1e-6,
-                            "gate {q} ({r},{j}) portable {portable}"
-                        );
-                    }
+        for r in 0..rows {
+            for j in 0..hidden {
+                let pre = |q: usize| g0[r * 4 * hidden + q * hidden + j] as f64;
+                let (i, f, u, o) = (sig(pre(0)), sig(pre(1)), pre(2).tanh(), sig(pre(3)));
+                let want_c = f * c_prev[r * hidden + j] as f64 + i * u;
+                let want_h = o * want_c.tanh();
+                let got = |q: usize| g[r * 4 * hidden + q * hidden + j] as f64;
+                for (q, want) in [i, f, u, o].into_iter().enumerate() {
                     assert!(
-                        (c[r * hidden + j] as f64 - want_c).abs() < 1e-5,
-                        "c ({r},{j})"
-                    );
-                    assert!(
-                        (h[r * hidden + j] as f64 - want_h).abs() < 1e-6,
-                        "h ({r},{j})"
+                        (got(q) - want).abs() < 1e-6,
+                        "{name} H={hidden}: gate {q} ({r},{j})"
                     );
                 }
+                assert!(
+                    (c[r * hidden + j] as f64 - want_c).abs() < 1e-5,
+                    "{name} H={hidden}: c ({r},{j})"
+                );
+                assert!(
+                    (h[r * hidden + j] as f64 - want_h).abs() < 1e-6,
+                    "{name} H={hidden}: h ({r},{j})"
+                );
             }
         }
     }

@@ -2,6 +2,66 @@
 //! taken: its model name, the vector extensions it has, and which kernel
 //! paths those select.
 
+/// The vector instruction sets the kernels have paths for, narrowest first
+/// (so `isa() >= Isa::Avx2` reads "at least AVX2").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Whatever the compiler makes of plain Rust for the baseline target.
+    Portable,
+    /// AVX2 with FMA: 8 lanes of `f32`.
+    Avx2,
+    /// AVX-512 (F, BW, VL, DQ) with FMA: 16 lanes of `f32`.
+    Avx512,
+}
+
+impl Isa {
+    /// The name measurements and `CHARLSTM_KERNELS` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2+fma",
+            Isa::Avx512 => "avx512",
+        }
+    }
+}
+
+/// The widest instruction set this CPU has.
+pub fn detected_isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        let avx512 = std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512dq");
+        if avx2 && avx512 {
+            return Isa::Avx512;
+        }
+        if avx2 {
+            return Isa::Avx2;
+        }
+    }
+    Isa::Portable
+}
+
+/// The instruction set the kernels use: the widest detected, or narrower when
+/// the environment variable `CHARLSTM_KERNELS` names one (`portable`,
+/// `avx2+fma`, `avx512`; wider than the CPU has means the CPU's), so that one
+/// binary can measure its paths against each other on one machine. Read once.
+pub fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let detected = detected_isa();
+        let asked = std::env::var("CHARLSTM_KERNELS").ok();
+        let asked = asked.as_deref().and_then(|name| {
+            [Isa::Portable, Isa::Avx2, Isa::Avx512]
+                .into_iter()
+                .find(|i| i.name() == name)
+        });
+        asked.map_or(detected, |a| a.min(detected))
+    })
+}
+
 /// The CPU and the kernel paths it selects.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CpuInfo {
@@ -9,7 +69,7 @@ pub struct CpuInfo {
     pub model: String,
     /// The vector extensions of interest that this CPU has.
     pub extensions: Vec<&'static str>,
-    /// The kernel paths used: `avx2+fma`, or `portable`.
+    /// The kernel paths used: `avx512`, `avx2+fma`, or `portable` ([`Isa::name`]).
     pub kernels: &'static str,
 }
 
@@ -34,6 +94,7 @@ fn extensions() -> Vec<&'static str> {
         "avx512f",
         "avx512bw",
         "avx512vl",
+        "avx512dq",
         "avx512vnni",
         "avx512bf16",
         "avx512fp16"
@@ -57,12 +118,10 @@ pub fn cpu_info() -> CpuInfo {
                 .map(|(_, v)| v.trim().to_string())
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    let extensions = extensions();
-    let fast = extensions.contains(&"avx2") && extensions.contains(&"fma");
     CpuInfo {
         model,
-        extensions,
-        kernels: if fast { "avx2+fma" } else { "portable" },
+        extensions: extensions(),
+        kernels: isa().name(),
     }
 }
 
@@ -73,8 +132,24 @@ mod tests {
     fn names_the_cpu_and_what_it_selects() {
         let cpu = super::cpu_info();
         assert!(!cpu.model.is_empty());
-        let fast = cpu.extensions.contains(&"avx2") && cpu.extensions.contains(&"fma");
-        assert_eq!(cpu.kernels == "avx2+fma", fast);
+        let has = |f| cpu.extensions.contains(&f);
+        let widest = if has("avx2")
+            && has("fma")
+            && has("avx512f")
+            && has("avx512bw")
+            && has("avx512vl")
+            && has("avx512dq")
+        {
+            "avx512"
+        } else if has("avx2") && has("fma") {
+            "avx2+fma"
+        } else {
+            "portable"
+        };
+        assert_eq!(super::detected_isa().name(), widest);
+        if std::env::var_os("CHARLSTM_KERNELS").is_none() {
+            assert_eq!(cpu.kernels, widest);
+        }
         // said in the output, so a run on a CPU without them does not pass silently
         eprintln!("cpu: {cpu:?}");
     }

@@ -1,8 +1,11 @@
-//! Matrix products for the LSTM kernels: a register-blocked AVX2+FMA
-//! kernel (4 rows x 16 columns in 8 registers) that reads the right operand
-//! in place or from a packed copy ([`PackedB`]), and the `gemm` crate (the
-//! one Burn's flex backend uses) for every other shape and CPU.
+//! Matrix products for the LSTM kernels: register-blocked kernels for
+//! AVX-512 (4 rows x 64 columns in 16 registers) and AVX2+FMA (4 rows x 16
+//! columns in 8 registers) that read the right operand in place or from a
+//! packed copy ([`PackedB`]), and the `gemm` crate (the one Burn's flex
+//! backend uses, built with its AVX-512 kernels) for every other shape and CPU.
 
+#[cfg(target_arch = "x86_64")]
+use super::cpu::{Isa, isa};
 use super::pool::parallel_for_each_mut;
 
 /// `c (+)= a · b` for row-major matrices: `a` is `[m, k]` (or `[k, m]` when
@@ -10,7 +13,8 @@ use super::pool::parallel_for_each_mut;
 ///
 /// Shapes whose rows come in fours and columns in sixteens, with `b` not
 /// transposed (every product of the LSTM kernels), go to a register-blocked
-/// AVX2+FMA kernel that reads `b` in place; anything else to the `gemm` crate.
+/// kernel (AVX-512 or AVX2+FMA, as [`isa`] says) that reads `b` in place; anything else to the
+/// `gemm` crate.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
     c: &mut [f32],
@@ -41,13 +45,13 @@ pub fn matmul(
         && m.is_multiple_of(4)
         && n.is_multiple_of(16)
         && n * k <= BLOCKED_MAX_B
-        && has_avx2_fma()
+        && let Some(kernel) = blocked_kernel()
     {
         let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
-        // SAFETY: the CPU has AVX2 and FMA; the sizes were checked above and
-        // every index the kernel forms stays inside them.
+        // SAFETY: the kernel is one this CPU runs; the sizes were checked
+        // above and every index the kernel forms stays inside them.
         unsafe {
-            gemm_4x16(
+            kernel(
                 m,
                 n,
                 k,
@@ -56,6 +60,7 @@ pub fn matmul(
                 a_cs,
                 b.as_ptr(),
                 n,
+                16,
                 c.as_mut_ptr(),
                 n,
                 accumulate,
@@ -114,9 +119,9 @@ pub const BLOCKED_MAX_B: usize = 64 * 1024;
 /// columns, each `[k, 16]` contiguous, so that the blocked kernel streams it
 /// through the cache instead of striding across rows of a large matrix.
 ///
-/// **Invariant:** a `PackedB` exists only on a CPU with AVX2 and FMA: its
-/// only constructor, [`PackedB::new`], returns `None` elsewhere, and
-/// [`PackedB::matmul`] calls the AVX2 kernel without checking again. Its
+/// **Invariant:** a `PackedB` exists only where a blocked kernel (AVX-512 or AVX2+FMA) does:
+/// its only constructor, [`PackedB::new`], returns `None` elsewhere, and
+/// [`PackedB::matmul`] calls that kernel without further checks. Its
 /// `data` holds `n / 16` strips of `k * 16` values (`n` a multiple of 16).
 #[derive(Debug, Clone)]
 pub struct PackedB {
@@ -125,8 +130,9 @@ pub struct PackedB {
     n: usize,
 }
 
-/// Rows of a packed strip one pass of the blocked kernel covers (16 KiB of
-/// the strip, which stays in the L1 cache while every row block reads it).
+/// Rows of a packed strip one pass of the blocked kernel covers: 16 KiB of
+/// a strip, which stays in the L1 cache while every row block reads it (the
+/// AVX2 kernel's one strip; the AVX-512 kernel's four, 64 KiB, stay in L2).
 const PACKED_KC: usize = 256;
 
 /// Operands from this many elements up are packed by all threads.
@@ -139,7 +145,7 @@ impl PackedB {
     pub fn new(b: &[f32], k: usize, n: usize, b_t: bool) -> Option<Self> {
         assert!(b.len() >= elems(k, n), "packed operand size");
         #[cfg(target_arch = "x86_64")]
-        if n.is_multiple_of(16) && n > 0 && k > 0 && has_avx2_fma() {
+        if n.is_multiple_of(16) && n > 0 && k > 0 && blocked_kernel().is_some() {
             let mut data = vec![0.0f32; k * n];
             let pack = |(s, strip): &mut (usize, &mut [f32])| {
                 for (p, row) in strip.chunks_exact_mut(16).enumerate() {
@@ -171,32 +177,36 @@ impl PackedB {
         );
         let m4 = m - m % 4;
         #[cfg(target_arch = "x86_64")]
-        for (s, strip) in self.data.chunks_exact(16 * k).enumerate() {
-            for k0 in (0..k).step_by(PACKED_KC) {
-                let kc = PACKED_KC.min(k - k0);
-                if m4 > 0 {
-                    // SAFETY: a packed operand exists only where AVX2 and FMA
-                    // do; rows 0..m4 (a multiple of 4) by the strip's 16
-                    // columns, k0..k0+kc, lie inside a, the strip and c.
-                    unsafe {
-                        gemm_4x16(
-                            m4,
-                            16,
-                            kc,
-                            a.as_ptr().add(k0),
-                            k,
-                            1,
-                            strip.as_ptr().add(k0 * 16),
-                            16,
-                            c.as_mut_ptr().add(s * 16),
-                            n,
-                            accumulate || k0 > 0,
-                        )
-                    };
-                }
-                for i in m4..m {
+        let kernel = blocked_kernel().expect("a PackedB exists only where a blocked kernel does");
+        #[cfg(target_arch = "x86_64")]
+        for k0 in (0..k).step_by(PACKED_KC) {
+            let kc = PACKED_KC.min(k - k0);
+            let first = !(accumulate || k0 > 0);
+            if m4 > 0 {
+                // SAFETY: the kernel is one this CPU runs; rows 0..m4 (a
+                // multiple of 4) by every strip's 16 columns (strips 16 * k
+                // apart), depths k0..k0+kc, lie inside a, the strips and c.
+                unsafe {
+                    kernel(
+                        m4,
+                        n,
+                        kc,
+                        a.as_ptr().add(k0),
+                        k,
+                        1,
+                        self.data.as_ptr().add(k0 * 16),
+                        16,
+                        16 * k,
+                        c.as_mut_ptr(),
+                        n,
+                        !first,
+                    )
+                };
+            }
+            for i in m4..m {
+                for (s, strip) in self.data.chunks_exact(16 * k).enumerate() {
                     let out = &mut c[i * n + s * 16..i * n + s * 16 + 16];
-                    if !(accumulate || k0 > 0) {
+                    if first {
                         out.fill(0.0);
                     }
                     for p in k0..k0 + kc {
@@ -279,15 +289,133 @@ pub fn matmul_gemm_crate(
     }
 }
 
-/// Whether this CPU runs the AVX2+FMA code paths.
+/// A register-blocked product kernel: `C (+)= A B` for `m % 4 == 0`,
+/// `n % 16 == 0`, with the arguments of [`gemm_4x16`].
 #[cfg(target_arch = "x86_64")]
-pub(super) fn has_avx2_fma() -> bool {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+type BlockedKernel = unsafe fn(
+    usize,
+    usize,
+    usize,
+    *const f32,
+    usize,
+    usize,
+    *const f32,
+    usize,
+    usize,
+    *mut f32,
+    usize,
+    bool,
+);
+
+/// The blocked kernel of the instruction set the kernels use ([`isa`]):
+/// AVX-512 or AVX2+FMA; `None` on a CPU with neither.
+#[cfg(target_arch = "x86_64")]
+fn blocked_kernel() -> Option<BlockedKernel> {
+    match isa() {
+        Isa::Avx512 => Some(gemm_avx512),
+        Isa::Avx2 => Some(gemm_4x16),
+        Isa::Portable => None,
+    }
+}
+
+/// [`gemm_4x16`] in 16-lane AVX-512: blocks of 4 rows by 64 columns (four
+/// strips; then 32 or 16 for the last columns), 16 accumulators, so that a
+/// step reads 4 vectors of `B` and broadcasts 4 values of `A` for 16 FMAs
+/// (an 8 x 16 block needs 9 loads for 8 and is bound by the loads).
+///
+/// # Safety
+/// As [`gemm_4x16`], with AVX-512F in place of AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_avx512(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    a_rs: usize,
+    a_cs: usize,
+    b: *const f32,
+    ldb: usize,
+    b_strip: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    /// One block of 4 rows by `S` strips of 16 columns.
+    ///
+    /// # Safety
+    /// AVX-512F; 4 rows of `A` from `a`, `k` rows of `S` strips of `B` from
+    /// `b` and 4 rows of `S * 16` columns of `C` from `c` lie inside the operands.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const S: usize>(
+        k: usize,
+        a: *const f32,
+        (a_rs, a_cs): (usize, usize),
+        b: *const f32,
+        (ldb, b_strip): (usize, usize),
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY (whole block): indices stay inside the operands as documented.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); S]; 4];
+            if accumulate {
+                for (r, row) in acc.iter_mut().enumerate() {
+                    for (q, v) in row.iter_mut().enumerate() {
+                        *v = _mm512_loadu_ps(c.add(r * ldc + 16 * q));
+                    }
+                }
+            }
+            for p in 0..k {
+                let mut bv = [_mm512_setzero_ps(); S];
+                for (q, v) in bv.iter_mut().enumerate() {
+                    *v = _mm512_loadu_ps(b.add(q * b_strip + p * ldb));
+                }
+                let ap = a.add(p * a_cs);
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_ps(*ap.add(r * a_rs));
+                    for (v, w) in row.iter_mut().zip(&bv) {
+                        *v = _mm512_fmadd_ps(x, *w, *v);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (q, v) in row.iter().enumerate() {
+                    _mm512_storeu_ps(c.add(r * ldc + 16 * q), *v);
+                }
+            }
+        }
+    }
+    let strips = n / 16;
+    let mut s = 0;
+    while s < strips {
+        let take = (strips - s).min(4);
+        let take = if take == 3 { 2 } else { take };
+        for i in (0..m).step_by(4) {
+            // SAFETY: rows i..i + 4 <= m, strips s..s + take <= n / 16, as documented.
+            unsafe {
+                let (ai, bs, ci) = (a.add(i * a_rs), b.add(s * b_strip), c.add(i * ldc + 16 * s));
+                let (ad, bd) = ((a_rs, a_cs), (ldb, b_strip));
+                match take {
+                    4 => block::<4>(k, ai, ad, bs, bd, ci, ldc, accumulate),
+                    2 => block::<2>(k, ai, ad, bs, bd, ci, ldc, accumulate),
+                    _ => block::<1>(k, ai, ad, bs, bd, ci, ldc, accumulate),
+                }
+            }
+        }
+        s += take;
+    }
 }
 
 /// `C (+)= A B` in blocks of 4 rows by 16 columns held in 8 registers.
-/// `A[i][p]` is at `a[i * a_rs + p * a_cs]`; `B` is row-major with row stride
-/// `ldb`, read where it lies (each block's 16 columns of a row are contiguous).
+/// `A[i][p]` is at `a[i * a_rs + p * a_cs]`; `B` is read where it lies, in
+/// strips of 16 columns: column `16 s + q` of row `p` at `b[s * b_strip + p *
+/// ldb + q]` (`b_strip` = 16 for a row-major matrix, `16 k` for a [`PackedB`]).
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `m % 4 == 0`, `n % 16 == 0`, and the
@@ -304,6 +432,7 @@ unsafe fn gemm_4x16(
     a_cs: usize,
     b: *const f32,
     ldb: usize,
+    b_strip: usize,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -330,7 +459,7 @@ unsafe fn gemm_4x16(
                 };
                 let a0 = a.add(i * a_rs);
                 let (a1, a2, a3) = (a0.add(a_rs), a0.add(2 * a_rs), a0.add(3 * a_rs));
-                let mut bp = b.add(j);
+                let mut bp = b.add(j / 16 * b_strip);
                 for p in 0..k {
                     let b0 = _mm256_loadu_ps(bp);
                     let b1 = _mm256_loadu_ps(bp.add(8));
@@ -442,6 +571,72 @@ mod tests {
             PackedB::new(&[0.0; 24], 2, 12, false).is_none(),
             "12 columns: not packable"
         );
+    }
+
+    /// Every blocked kernel this CPU has, called directly (not through the
+    /// run-time choice) on the same operands at the LSTM's shapes (64 rows
+    /// by 256 columns), and 16, 48 and 112 columns (every block width of the
+    /// AVX-512 kernel: 4, 2 and 1 strips), a transposed left operand,
+    /// accumulating or not.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(clippy::print_stderr)] // says which kernels this CPU could not run
+    fn every_blocked_kernel_matches_a_naive_product() {
+        use crate::kernel::cpu::detected_isa;
+        let mut kernels: Vec<(&str, BlockedKernel)> = vec![];
+        if detected_isa() >= Isa::Avx2 {
+            kernels.push(("avx2", gemm_4x16));
+        }
+        if detected_isa() >= Isa::Avx512 {
+            kernels.push(("avx512", gemm_avx512));
+        } else {
+            eprintln!("every_blocked_kernel_matches_a_naive_product: no AVX-512 here: not run");
+        }
+        for (m, n, k) in [(64, 256, 64), (68, 16, 33), (8, 48, 1), (4, 112, 130)] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 30.0)
+                .collect();
+            let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 40.0)
+                .collect();
+            let c0: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32).collect();
+            for &(name, kernel) in &kernels {
+                for (a_t, accumulate) in [(false, false), (false, true), (true, false)] {
+                    let mut c = c0.clone();
+                    let (ap, a_rs, a_cs) = if a_t { (&at, 1, m) } else { (&a, k, 1) };
+                    // SAFETY: the CPU has the kernel's features; m % 4 == 0,
+                    // n % 16 == 0 and the operands hold m x k, k x n, m x n.
+                    unsafe {
+                        kernel(
+                            m,
+                            n,
+                            k,
+                            ap.as_ptr(),
+                            a_rs,
+                            a_cs,
+                            b.as_ptr(),
+                            n,
+                            16,
+                            c.as_mut_ptr(),
+                            n,
+                            accumulate,
+                        )
+                    };
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want: f32 =
+                                (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum::<f32>()
+                                    + if accumulate { c0[i * n + j] } else { 0.0 };
+                            assert!(
+                                (c[i * n + j] - want).abs() < 1e-4,
+                                "{name} {m}x{n}x{k} ({i},{j}) a_t {a_t} acc {accumulate}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

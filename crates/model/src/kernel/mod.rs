@@ -3,7 +3,7 @@
 //! the fused output layer with its softmax cross-entropy.
 //!
 //! - [`pool`]: the threads the kernels (and the trainer's host-side work) run on.
-//! - [`gemm`]: matrix products: an AVX2+FMA blocked kernel, packed right
+//! - [`gemm`]: matrix products: AVX-512 and AVX2+FMA blocked kernels, packed right
 //!   operands ([`PackedB`]), the `gemm` crate for other shapes and CPUs.
 //! - [`math`]: fast `exp`, `sigmoid`, `tanh`.
 //! - [`cell`]: one cell step for every row, forward and backward.
@@ -16,22 +16,32 @@
 //! `[steps * batch, 4 * d_hidden]` with the gates `i, f, u, o` side by side
 //! (bias included); `wh` is `[d_hidden, 4 * d_hidden]`; states are `[batch, d_hidden]`.
 //!
-//! The AVX2+FMA paths are chosen at run time (`is_x86_feature_detected!`);
-//! every one has a portable fallback computing the same function, and the
-//! tests compare them on the same inputs.
+//! The AVX-512 and AVX2+FMA paths are chosen at run time ([`isa`]: the
+//! widest the CPU has, or the one `CHARLSTM_KERNELS` names); every one has a
+//! portable fallback computing the same function, and the tests compare
+//! them on the same inputs.
 
-/// Runs `f` compiled for AVX2+FMA when the CPU has them, else for the baseline.
+/// Runs `f` compiled for the widest instruction set the kernels use
+/// ([`isa`]): AVX-512, AVX2+FMA, or the baseline.
 macro_rules! dispatch {
     ($generic:ident ( $($arg:expr),* $(,)? )) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn fast(f: impl FnOnce()) { f() }
-                // SAFETY: the CPU supports the features just detected.
-                unsafe { fast(|| $generic($($arg),*)) };
-            } else {
-                $generic($($arg),*);
+            use $crate::kernel::cpu::{Isa, isa};
+            match isa() {
+                Isa::Avx512 => {
+                    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                    unsafe fn wide(f: impl FnOnce()) { f() }
+                    // SAFETY: the CPU supports the features (`isa` detected them).
+                    unsafe { wide(|| $generic($($arg),*)) };
+                }
+                Isa::Avx2 => {
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn fast(f: impl FnOnce()) { f() }
+                    // SAFETY: the CPU supports the features (`isa` detected them).
+                    unsafe { fast(|| $generic($($arg),*)) };
+                }
+                Isa::Portable => $generic($($arg),*),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -52,7 +62,7 @@ pub mod split;
 
 pub use cell::cell_step;
 pub use classifier::{linear_xent, linear_xent_backward};
-pub use cpu::{CpuInfo, cpu_info};
+pub use cpu::{CpuInfo, Isa, cpu_info, detected_isa, isa};
 pub use gemm::{BLOCKED_MAX_B, PackedB, matmul, matmul_gemm_crate, matmul_maybe_packed};
 pub use math::{exp, sigmoid, tanh};
 pub use sequence::{
