@@ -38,6 +38,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "notebook-bigram",
             "notebook-dropout",
             "large",
+            "mirror",
         ]
         .map(String::from)
         .to_vec(),
@@ -189,8 +190,8 @@ pub fn run(args: &[String]) -> ExitCode {
     for recipe in &o.recipes {
         for device in &o.devices {
             for &threads in &o.threads {
-                // the large model is slow: fewer steps
-                let steps = if recipe == "large" {
+                // the large model and the mirror are slow: fewer steps
+                let steps = if recipe == "large" || recipe == "mirror" {
                     (o.steps / 25).max(10)
                 } else {
                     o.steps
@@ -245,8 +246,12 @@ pub fn run(args: &[String]) -> ExitCode {
                             println!("{v}");
                             torch.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
                         }
-                    } else if recipe == "large" {
-                        let script = root().join("xtask/bench/torch_large.py");
+                    } else if let Some(script) = match recipe.as_str() {
+                        "large" => Some("xtask/bench/torch_large.py"),
+                        "mirror" => Some("xtask/bench/torch_mirror.py"),
+                        _ => None,
+                    } {
+                        let script = root().join(script);
                         let a = ["--data", &o.data, "--steps", &s, "--threads", &t]
                             .map(String::from)
                             .to_vec();

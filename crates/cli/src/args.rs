@@ -12,7 +12,7 @@ use crate::progress::LogMode;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Recipes to measure (language-model recipes)
+    /// Recipes to measure (language-model or mirror recipes; a mirror line has training speed only)
     #[arg(long, short, default_value = "notebook-char")]
     pub recipe: Vec<String>,
     /// Steps timed

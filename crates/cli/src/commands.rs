@@ -27,7 +27,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     for r in &a.recipe {
         let loaded = trainer::load_recipe(r, &a.set)?;
         tune_allocator(&loaded);
-        let result = trainer::bench::bench_lm(
+        let result = trainer::bench::bench_recipe(
             &loaded,
             &corpus,
             device.clone(),
@@ -38,7 +38,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             &scratch,
         );
         let _ = std::fs::remove_dir_all(&scratch);
-        outln!("{}", serde_json::to_string(&result?)?);
+        outln!("{}", result?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
-//! `cargo bench -p model`: the LSTM sequence kernel on its own (one thread):
-//! matrix-product throughput at the notebook's shapes and forward/backward
-//! times of whole sequences. The end-to-end benchmark is `cargo xtask bench`.
+//! `cargo bench -p model`: the LSTM sequence kernel on its own: matrix-product
+//! throughput at the notebook's shapes, forward/backward times of whole
+//! sequences on one thread, and of the batch split over one and two threads.
+//! The end-to-end benchmark is `cargo xtask bench`.
 
 #![allow(clippy::print_stdout)]
 
@@ -58,7 +59,7 @@ fn main() {
             );
         }
     }
-    for (steps, batch, hidden) in [(10, 64, 64), (50, 64, 512), (1000, 1, 64)] {
+    for (steps, batch, hidden) in [(10, 64, 64), (51, 64, 128), (50, 64, 512), (1000, 1, 64)] {
         let dims = SeqDims {
             steps,
             batch,
@@ -82,6 +83,26 @@ fn main() {
         let bwd = time(|| {
             kernel::backward(dims, &cache, &wh, &h0, &c0, &dh, &dc);
         });
+        // the batch split over 1 and 2 threads (what `--threads` runs): where
+        // a second core's time goes at each size
+        for threads in [1, 2] {
+            kernel::pool::set_threads(threads);
+            let mut split = kernel::SplitCache::default();
+            let fwd = time(|| {
+                kernel::forward_split(dims, p.clone(), &wh, &h0, &c0, &mut split);
+            });
+            let dh = vec![0.01f32; rows * hidden];
+            let dc = vec![0.01f32; batch * hidden];
+            let bwd = time(|| {
+                kernel::backward_split(dims, &split, &wh, &h0, &c0, &dh, &dc);
+            });
+            println!(
+                "{{\"bench\": \"lstm_split\", \"threads\": {threads}, \"steps\": {steps}, \"batch\": {batch}, \"hidden\": {hidden}, \"forward_us\": {:.1}, \"backward_us\": {:.1}}}",
+                fwd * 1e6,
+                bwd * 1e6
+            );
+        }
+        kernel::pool::set_threads(1);
         let flops = 2.0 * (rows * hidden * 4 * hidden) as f64;
         println!(
             "{{\"bench\": \"lstm_sequence\", \"steps\": {steps}, \"batch\": {batch}, \"hidden\": {hidden}, \"forward_us\": {:.1}, \"backward_us\": {:.1}, \"forward_gflops\": {:.1}, \"backward_gflops\": {:.1}}}",

@@ -193,12 +193,7 @@ impl CharLm {
         let dropout = Dropout::new(self.keep_prob);
         let mut input = match &self.embedding {
             None => LstmInput::OneHot(ids),
-            // without dropout on the embedding, the first layer projects the table, not every row
-            Some(table) if !dropout.active(train) => LstmInput::Embedded {
-                table: table.val(),
-                ids,
-            },
-            Some(table) => LstmInput::Dense(dropout.forward(table.val().select(0, ids), train)),
+            Some(table) => LstmInput::embedded(table.val(), ids, dropout, train),
         };
         let mut new_state = Vec::with_capacity(self.layers.len());
         let mut out = None;

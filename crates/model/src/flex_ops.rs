@@ -40,6 +40,17 @@ pub trait LstmSeqBackend: Backend {
         b: FloatTensor<Self>,
         labels: IntTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    /// `tanh` of every element with [`kernel::tanh`] (vectorised; Burn's
+    /// calls the C library's per element), any shape.
+    fn fast_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// The values and shape of a flex tensor, with `tanh` applied.
+fn tanh_host(x: FlexTensor) -> (Vec<usize>, Vec<f32>) {
+    let (shape, mut v) = host(x);
+    kernel::math::tanh_all(&mut v);
+    (shape, v)
 }
 
 fn host(t: FlexTensor) -> (Vec<usize>, Vec<f32>) {
@@ -161,6 +172,35 @@ impl LstmSeqBackend for Flex {
     ) -> FlexTensor {
         scalar(xent(h, w, b, labels).loss)
     }
+
+    fn fast_tanh(x: FlexTensor) -> FlexTensor {
+        let (shape, y) = tanh_host(x);
+        FlexTensor::from_data(TensorData::new(y, shape))
+    }
+}
+
+#[derive(Debug)]
+struct TanhBackward;
+
+impl Backward<Flex, 1> for TanhBackward {
+    /// The output `y` and its shape: `dx = dy (1 - y^2)`.
+    type State = (Vec<usize>, Arc<Vec<f32>>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let (shape, y) = ops.state;
+        let (_, mut d) = host(grads.consume::<Flex>(&ops.node));
+        for (d, y) in d.iter_mut().zip(y.iter()) {
+            *d *= 1.0 - y * y;
+        }
+        if let [Some(node)] = ops.parents {
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(d, shape)));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -256,6 +296,23 @@ impl Backward<Flex, 4> for LstmSeqBackward {
 }
 
 impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
+    fn fast_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match TanhBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (shape, y) = tanh_host(x.into_primitive());
+                let out = FlexTensor::from_data(TensorData::new(y.clone(), shape.clone()));
+                prep.finish((shape, Arc::new(y)), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(<Flex as LstmSeqBackend>::fast_tanh(x.into_primitive()))
+            }
+        }
+    }
+
     fn lstm_sequence(
         p: FloatTensor<Self>,
         wh: FloatTensor<Self>,
@@ -339,6 +396,14 @@ pub fn linear_cross_entropy(
         labels.into_dispatch(),
     );
     Tensor::<1>::from_dispatch(out)
+}
+
+/// `tanh` of every element: one vectorised pass on flex, Burn's `tanh` elsewhere.
+pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !supported(&x.device()) {
+        return x.tanh();
+    }
+    Tensor::<D>::from_dispatch(<Dispatch as LstmSeqBackend>::fast_tanh(x.into_dispatch()))
 }
 
 /// Whether tensors on `device` can use [`lstm_sequence`].

@@ -467,6 +467,32 @@ fn fused_sequence_against_reference(steps: usize, batch: usize, h: usize) {
     assert!(model::flex_ops::supported(&d));
 }
 
+/// The vectorised `tanh` operation against Burn's: values from -30 to 30
+/// (a length no vector width divides, so the tail is covered too), and the
+/// gradient of a weighted sum through it.
+#[test]
+fn fast_tanh_matches_burn_tanh() {
+    let d = dev();
+    let v: Vec<f32> = (0..1203).map(|i| (i as f32 - 601.0) / 20.0).collect();
+    let weights: Vec<f32> = (0..1203)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0)
+        .collect();
+    let run = |fast: bool| {
+        let x = Tensor::<2>::from_data(TensorData::new(v.clone(), [3, 401]), &d).require_grad();
+        let w = Tensor::<2>::from_data(TensorData::new(weights.clone(), [3, 401]), &d);
+        let y = if fast {
+            model::flex_ops::tanh(x.clone())
+        } else {
+            x.clone().tanh()
+        };
+        let grads = (y.clone() * w).sum().backward();
+        (host(y), host(x.grad(&grads).unwrap()))
+    };
+    let ((y, dy), (want_y, want_dy)) = (run(true), run(false));
+    assert_close(&y, &want_y, 5e-7, "tanh");
+    assert_close(&dy, &want_dy, 2e-6, "d tanh");
+}
+
 /// The fused classifier + softmax cross-entropy against the same computation in Burn operations.
 #[test]
 fn fused_cross_entropy_matches_reference_operations() {

@@ -11,10 +11,10 @@ use serde::Serialize;
 use tokenizer::rng::Rng;
 
 use crate::error::{Result, TrainError};
-use crate::lm;
 use crate::recipe::{LoadedRecipe, Recipe};
 use crate::sample::{self, SampleOptions};
 use crate::session::{Event, RunTarget, TrainOptions};
+use crate::{lm, mirror};
 
 /// One measurement.
 #[derive(Debug, Clone, Serialize)]
@@ -53,6 +53,97 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// What [`timed_training`] measured.
+struct Timed {
+    /// The scratch run directory (removed by the caller).
+    run: std::path::PathBuf,
+    /// Seconds of the timed steps.
+    seconds: f64,
+    /// Training characters of the timed steps.
+    chars: usize,
+    /// The loss of the last summary.
+    last_loss: f64,
+}
+
+/// A task's training function, as [`lm::train_lm`] and [`mirror::train_mirror`].
+type TrainFn<R> = fn(
+    &LoadedRecipe,
+    &text8::Corpus,
+    &RunTarget,
+    TrainOptions<'_>,
+    &mut dyn FnMut(&Event<'_>),
+) -> Result<R>;
+
+/// Trains `warmup + steps` steps of a recipe in a scratch run directory
+/// (with `extra` overrides) and times the last `steps`.
+#[allow(clippy::too_many_arguments)]
+fn timed_training<R>(
+    loaded: &LoadedRecipe,
+    extra: &[String],
+    corpus: &text8::Corpus,
+    train: TrainFn<R>,
+    device: &Device,
+    device_name: &str,
+    (warmup, steps): (u64, u64),
+    scratch: &Path,
+) -> Result<Timed> {
+    let mut loaded = loaded.clone();
+    let total = warmup
+        .checked_add(steps)
+        .filter(|&t| t < i64::MAX as u64)
+        .ok_or_else(|| {
+            TrainError::Recipe(format!(
+                "bench: --warmup {warmup} + --steps {steps} is too many steps"
+            ))
+        })?;
+    for o in [
+        format!("train.steps={total}"),
+        format!("train.summary={}", total + 1),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        crate::recipe::apply_override(&mut loaded.tree, o)?;
+    }
+    loaded.recipe = crate::recipe::parse_tree(&loaded.name, &loaded.tree)?;
+    let mut timer: Option<Instant> = None;
+    let (mut seconds, mut chars, mut last_loss) = (0.0, 0, f64::NAN);
+    let run = scratch.join(format!("{}-{device_name}", loaded.name));
+    train(
+        &loaded,
+        corpus,
+        &RunTarget::New {
+            path: Some(run.clone()),
+            runs_root: scratch.to_path_buf(),
+        },
+        TrainOptions::new(device.clone(), device_name),
+        &mut |e| {
+            if let Event::Step { step, chars: c, .. } = e {
+                if timer.is_some() {
+                    chars += c;
+                }
+                if *step + 1 == warmup {
+                    timer = Some(Instant::now());
+                }
+                if *step + 1 == total
+                    && let Some(t) = timer
+                {
+                    seconds = t.elapsed().as_secs_f64();
+                }
+            }
+            if let Event::Summary { loss, .. } = e {
+                last_loss = *loss;
+            }
+        },
+    )?;
+    Ok(Timed {
+        run,
+        seconds,
+        chars,
+        last_loss,
+    })
+}
+
 /// Trains `warmup + steps` steps of a language-model recipe in a scratch run
 /// directory and times the last `steps`; then times a validation pass and sampling.
 #[allow(clippy::too_many_arguments)]
@@ -72,49 +163,20 @@ pub fn bench_lm(
             loaded.name
         )));
     };
-    let mut loaded = loaded.clone();
-    let total = warmup
-        .checked_add(steps)
-        .filter(|&t| t < i64::MAX as u64)
-        .ok_or_else(|| {
-            TrainError::Recipe(format!(
-                "bench: --warmup {warmup} + --steps {steps} is too many steps"
-            ))
-        })?;
-    for o in [
-        format!("train.steps={total}"),
-        format!("train.summary={}", total + 1),
-    ] {
-        crate::recipe::apply_override(&mut loaded.tree, &o)?;
-    }
-    loaded.recipe = crate::recipe::parse_tree(&loaded.name, &loaded.tree)?;
-    let mut timer: Option<Instant> = None;
-    let mut elapsed = 0.0;
-    let mut last_loss = f64::NAN;
-    let run = scratch.join(format!("{}-{device_name}", loaded.name));
-    lm::train_lm(
-        &loaded,
+    let Timed {
+        run,
+        seconds: elapsed,
+        last_loss,
+        ..
+    } = timed_training(
+        loaded,
+        &[],
         corpus,
-        &RunTarget::New {
-            path: Some(run.clone()),
-            runs_root: scratch.to_path_buf(),
-        },
-        TrainOptions::new(device.clone(), device_name),
-        &mut |e| {
-            if let Event::Step { step, .. } = e {
-                if *step + 1 == warmup {
-                    timer = Some(Instant::now());
-                }
-                if *step + 1 == total
-                    && let Some(t) = timer
-                {
-                    elapsed = t.elapsed().as_secs_f64();
-                }
-            }
-            if let Event::Summary { loss, .. } = e {
-                last_loss = *loss;
-            }
-        },
+        lm::train_lm,
+        &device,
+        device_name,
+        (warmup, steps),
+        scratch,
     )?;
     let chars_per_step = {
         let kind = recipe.model.tokenizer;
@@ -175,4 +237,122 @@ pub fn bench_lm(
         peak_rss_mib: peak_rss_mib(),
         last_loss,
     })
+}
+
+/// One measurement of a mirror recipe's training.
+#[derive(Debug, Clone, Serialize)]
+pub struct MirrorBenchResult {
+    /// Recipe name.
+    pub recipe: String,
+    /// Device name.
+    pub device: String,
+    /// CPU threads asked for.
+    pub threads: usize,
+    /// Training steps measured (after the warm-up).
+    pub steps: u64,
+    /// Seconds of those steps.
+    pub train_seconds: f64,
+    /// Target characters predicted per second (each sentence's letters and
+    /// spaces, and its end symbol): the figure the PyTorch reference reports.
+    pub chars_per_sec: f64,
+    /// Sentences (batch rows) per second.
+    pub sentences_per_sec: f64,
+    /// Peak resident memory of the process in MiB (Linux), when known.
+    pub peak_rss_mib: Option<f64>,
+    /// Loss of the last step's summary (a sanity check that training trains).
+    pub last_loss: f64,
+    /// Where it was measured.
+    pub cpu: model::kernel::CpuInfo,
+}
+
+/// Trains `warmup + steps` steps of a mirror recipe in a scratch run
+/// directory and times the last `steps` (validation and the final test
+/// shrunk to one batch: they are not what is measured).
+#[allow(clippy::too_many_arguments)]
+pub fn bench_mirror(
+    loaded: &LoadedRecipe,
+    corpus: &text8::Corpus,
+    device: Device,
+    device_name: &str,
+    threads: usize,
+    warmup: u64,
+    steps: u64,
+    scratch: &Path,
+) -> Result<MirrorBenchResult> {
+    let Recipe::Mirror(recipe) = &loaded.recipe else {
+        return Err(TrainError::Recipe(format!(
+            "bench: {} is not a mirror recipe",
+            loaded.name
+        )));
+    };
+    let batch = recipe.data.batch_size;
+    let small = [
+        format!("data.valid_windows={batch}"),
+        format!("data.test_windows={batch}"),
+    ];
+    let timed = timed_training(
+        loaded,
+        &small,
+        corpus,
+        mirror::train_mirror,
+        &device,
+        device_name,
+        (warmup, steps),
+        scratch,
+    )?;
+    let _ = std::fs::remove_dir_all(&timed.run);
+    let seconds = timed.seconds.max(1e-9);
+    Ok(MirrorBenchResult {
+        recipe: loaded.name.clone(),
+        device: device_name.to_string(),
+        threads,
+        steps,
+        train_seconds: timed.seconds,
+        chars_per_sec: timed.chars as f64 / seconds,
+        sentences_per_sec: (steps as usize * batch) as f64 / seconds,
+        peak_rss_mib: peak_rss_mib(),
+        last_loss: timed.last_loss,
+        cpu: model::kernel::cpu_info(),
+    })
+}
+
+/// [`bench_lm`] or [`bench_mirror`], as the recipe's task says, on a thread
+/// of the kernels' pool as [`train`](crate::train) runs: the result as JSON.
+#[allow(clippy::too_many_arguments)]
+pub fn bench_recipe(
+    loaded: &LoadedRecipe,
+    corpus: &text8::Corpus,
+    device: Device,
+    device_name: &str,
+    threads: usize,
+    warmup: u64,
+    steps: u64,
+    scratch: &Path,
+) -> Result<serde_json::Value> {
+    let measure = || -> Result<serde_json::Value> {
+        let json = match loaded.recipe {
+            Recipe::Lm(_) => serde_json::to_value(bench_lm(
+                loaded,
+                corpus,
+                device,
+                device_name,
+                threads,
+                warmup,
+                steps,
+                scratch,
+            )?),
+            Recipe::Mirror(_) => serde_json::to_value(bench_mirror(
+                loaded,
+                corpus,
+                device,
+                device_name,
+                threads,
+                warmup,
+                steps,
+                scratch,
+            )?),
+        };
+        Ok(json.expect("a measurement is plain numbers and names"))
+    };
+    crate::run_inside(measure)
 }

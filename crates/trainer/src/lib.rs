@@ -63,19 +63,22 @@ impl TrainReport {
     }
 }
 
-/// Trains (or resumes) a run of whichever task the recipe is for.
+/// Trains (or resumes) a run of whichever task the recipe is for, on a
+/// thread of the kernels' pool ([`run_inside`]).
 pub fn train(
     loaded: &LoadedRecipe,
     corpus: &text8::Corpus,
     target: &RunTarget,
     opts: TrainOptions<'_>,
-    observer: &mut dyn FnMut(&Event<'_>),
+    observer: &mut (dyn FnMut(&Event<'_>) + Send),
 ) -> Result<TrainReport> {
-    Ok(match loaded.recipe {
-        Recipe::Lm(_) => TrainReport::Lm(train_lm(loaded, corpus, target, opts, observer)?),
-        Recipe::Mirror(_) => {
-            TrainReport::Mirror(train_mirror(loaded, corpus, target, opts, observer)?)
-        }
+    run_inside(|| {
+        Ok(match loaded.recipe {
+            Recipe::Lm(_) => TrainReport::Lm(train_lm(loaded, corpus, target, opts, observer)?),
+            Recipe::Mirror(_) => {
+                TrainReport::Mirror(train_mirror(loaded, corpus, target, opts, observer)?)
+            }
+        })
     })
 }
 
@@ -88,4 +91,10 @@ pub fn threads() -> usize {
 /// their batch over them).
 pub fn set_threads(n: usize) {
     model::kernel::pool::set_threads(n);
+}
+
+/// Runs `f` (a training, an evaluation) on a thread of the kernels' pool,
+/// where their parallel regions cost least ([`model::kernel::pool::run_inside`]).
+pub fn run_inside<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    model::kernel::pool::run_inside(f)
 }

@@ -711,27 +711,31 @@ pub struct Schedule {
 
 /// Bytes of a step's largest buffer from which
 /// [`Recipe::has_large_step_buffers`] holds: `large`'s gate pre-activations
-/// are 26 MB, the notebook models' 0.6 MB.
+/// are 26 MB, the mirror's (101 symbols, 128 units) 13 MB, the notebook
+/// models' 0.6 MB.
 pub const LARGE_STEP_BUFFER: usize = 8 << 20;
 
 impl Recipe {
     /// Whether a training step's largest buffer (the gate pre-activations of
-    /// every unrolled step, f32) reaches [`LARGE_STEP_BUFFER`]: for such
-    /// models the allocator should keep freed memory rather than return it
-    /// to the system and fault it in again at the next step.
+    /// every unrolled step, f32: of the language model's unrollings, of the
+    /// mirror decoder's longest target) reaches [`LARGE_STEP_BUFFER`]: for
+    /// such models the allocator should keep freed memory rather than return
+    /// it to the system and fault it in again at the next step.
     pub fn has_large_step_buffers(&self) -> bool {
-        match self {
-            Recipe::Lm(r) => {
-                let gates = r
-                    .data
-                    .batch_size
-                    .saturating_mul(r.data.num_unrollings)
-                    .saturating_mul(r.model.d_hidden)
-                    .saturating_mul(4 * std::mem::size_of::<f32>());
-                gates >= LARGE_STEP_BUFFER
-            }
-            Recipe::Mirror(_) => false,
-        }
+        let (rows, steps, hidden) = match self {
+            Recipe::Lm(r) => (r.data.batch_size, r.data.num_unrollings, r.model.d_hidden),
+            // the target and its end symbol
+            Recipe::Mirror(r) => (
+                r.data.batch_size,
+                r.data.max_chars.saturating_add(1),
+                r.model.d_hidden,
+            ),
+        };
+        let gates = rows
+            .saturating_mul(steps)
+            .saturating_mul(hidden)
+            .saturating_mul(4 * std::mem::size_of::<f32>());
+        gates >= LARGE_STEP_BUFFER
     }
 
     /// The schedule, whichever the task.

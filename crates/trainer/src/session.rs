@@ -103,6 +103,8 @@ pub enum Event<'a> {
         loss: Option<f64>,
         /// Training characters per second since the last summary.
         chars_per_sec: f64,
+        /// Training characters of this step (sequence positions predicted).
+        chars: usize,
     },
     /// A summary: validation, the log lines, the samples when some were drawn.
     Summary {
@@ -525,6 +527,7 @@ pub fn train<T: Task>(
             total_steps: total,
             loss: host_loss,
             chars_per_sec: books.clock.window_rate(),
+            chars: out.chars,
         });
         if let Some(l) = host_loss
             && !l.is_finite()

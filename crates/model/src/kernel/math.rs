@@ -37,6 +37,17 @@ pub fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (1.0 + exp(2.0 * x))
 }
 
+/// [`tanh`] of every value, in place, compiled for the CPU's widest vectors.
+pub fn tanh_all(v: &mut [f32]) {
+    #[inline(always)]
+    fn each(v: &mut [f32]) {
+        for x in v.iter_mut() {
+            *x = tanh(*x);
+        }
+    }
+    dispatch!(each(v));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

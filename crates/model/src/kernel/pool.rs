@@ -51,6 +51,24 @@ pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
+/// Runs `f` on a thread of the kernels' pool (Burn's global one when it has
+/// the asked size, as for every parallel region), so
+/// that the parallel regions inside it split their work by stealing: the
+/// calling thread runs one part and one other thread wakes for the other.
+/// Called from outside the pool, every region instead hands all its parts
+/// to the pool's threads and waits for them: two wake-ups and a hand-back
+/// per region, more than a 64-unit model's parts take to compute.
+pub fn run_inside<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if threads() == 1 || rayon::current_thread_index().is_some() {
+        return f();
+    }
+    if threads() == rayon::current_num_threads() {
+        rayon::scope(|_| f())
+    } else {
+        pool().install(f)
+    }
+}
+
 /// Runs `f` on every item on the kernel pool, results in order.
 pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
     use rayon::prelude::*;

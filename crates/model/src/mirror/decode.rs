@@ -10,7 +10,7 @@ use super::attention::{Bias, Place};
 use super::{AttentionView, Encoded, Mirror, SPACE};
 use crate::dropout::Dropout;
 use crate::ids_tensor;
-use crate::lstm::LstmState;
+use crate::lstm::{LstmInput, LstmState};
 
 impl Mirror {
     /// What one decoder step attends to, for hypotheses at `places` in
@@ -74,10 +74,10 @@ impl Mirror {
         device: &Device,
     ) -> (Tensor<2>, Vec<LstmState>) {
         let rows = prev.len();
-        let x = self
-            .tgt_embedding
-            .val()
-            .select(0, ids_tensor(prev.to_vec(), device));
+        let x = LstmInput::Embedded {
+            table: self.tgt_embedding.val(),
+            ids: ids_tensor(prev.to_vec(), device),
+        };
         let (dec, state) = self.run_stack(
             &self.decoder,
             x,

@@ -284,29 +284,31 @@ impl Mirror {
     fn run_stack(
         &self,
         layers: &[Lstm],
-        first: Tensor<2>,
+        first: LstmInput,
         batch: usize,
         dropout: Dropout,
         train: bool,
         state: Option<Vec<LstmState>>,
     ) -> (Tensor<2>, Vec<LstmState>) {
-        let device = first.device();
-        let mut x = first;
+        let device = self.out_b.val().device();
+        let mut input = first;
+        let mut out = None;
         let mut finals = Vec::with_capacity(layers.len());
         let mut state = state.map(|s| s.into_iter());
         for (k, layer) in layers.iter().enumerate() {
             if k > 0 {
-                x = dropout.forward(x, train);
+                let prev: Tensor<2> = out.take().expect("previous layer output");
+                input = LstmInput::Dense(dropout.forward(prev, train));
             }
             let s0 = state
                 .as_mut()
                 .and_then(|s| s.next())
                 .unwrap_or_else(|| LstmState::zeros(batch, layer.d_hidden, &device));
-            let (out, s) = layer.forward(&LstmInput::Dense(x), batch, s0);
-            x = out;
+            let (o, s) = layer.forward(&input, batch, s0);
+            out = Some(o);
             finals.push(s);
         }
-        (x, finals)
+        (out.expect("at least one layer"), finals)
     }
 
     /// Encodes sources of one length.
@@ -332,15 +334,17 @@ impl Mirror {
             "sources of one length per call"
         );
         let dropout = Dropout::new(self.keep_prob);
-        let ordered = |reverse: bool| -> Tensor<2> {
+        let ordered = |reverse: bool| -> LstmInput {
             let ids: Vec<i64> = (0..len)
                 .flat_map(|t| {
                     let t = if reverse { len - 1 - t } else { t };
                     src.iter().map(move |s| s[t] as i64)
                 })
                 .collect();
-            dropout.forward(
-                self.src_embedding.val().select(0, ids_tensor(ids, device)),
+            LstmInput::embedded(
+                self.src_embedding.val(),
+                ids_tensor(ids, device),
+                dropout,
                 train,
             )
         };
@@ -433,7 +437,7 @@ impl Mirror {
                 let context = alpha.matmul(view.values); // [b, t, d_enc]
                 let joined = Tensor::cat(vec![context, dec], 2);
                 let d = joined.dims()[2];
-                (joined.reshape([b * t, d]).matmul(w_c.val()) + b_c.val()).tanh()
+                fast_tanh(joined.reshape([b * t, d]).matmul(w_c.val()) + b_c.val())
             }
             _ => dec.reshape([b * t, h]),
         };
@@ -468,8 +472,10 @@ impl Mirror {
             })
             .collect();
         let dropout = Dropout::new(self.keep_prob);
-        let x = dropout.forward(
-            self.tgt_embedding.val().select(0, ids_tensor(ids, device)),
+        let x = LstmInput::embedded(
+            self.tgt_embedding.val(),
+            ids_tensor(ids, device),
+            dropout,
             train,
         );
         let (dec, _) = self.run_stack(
@@ -524,6 +530,14 @@ impl Mirror {
             })
             .collect()
     }
+}
+
+/// `tanh`: one vectorised pass on flex (Burn's calls the C library per element).
+fn fast_tanh(x: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    return crate::flex_ops::tanh(x);
+    #[cfg(not(feature = "flex"))]
+    x.tanh()
 }
 
 /// Reverses the time order of time-major rows `[steps * batch, d]`.
