@@ -27,16 +27,16 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     for r in &a.recipe {
         let loaded = trainer::load_recipe(r, &a.set)?;
         tune_allocator(&loaded);
-        let result = trainer::bench::bench_recipe(
-            &loaded,
-            &corpus,
-            device.clone(),
+        let setup = trainer::bench::BenchSetup {
+            corpus: &corpus,
+            device: device.clone(),
             device_name,
-            trainer::threads(), // what --threads set, or every core
-            a.warmup,
-            a.steps,
-            &scratch,
-        );
+            threads: trainer::threads(), // what --threads set, or every core
+            warmup: a.warmup,
+            steps: a.steps,
+            scratch: &scratch,
+        };
+        let result = trainer::bench::bench_recipe(&loaded, &setup);
         let _ = std::fs::remove_dir_all(&scratch);
         outln!("{}", result?);
     }

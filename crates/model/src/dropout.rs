@@ -2,13 +2,12 @@
 //!
 //! Each mask is seeded by one draw from the device's random generator,
 //! which the trainer seeds for every step, so a run (and a resumed run)
-//! draws the same masks. The mask itself is made on the host with the
-//! project's xoshiro generator, two values per 64 random bits, already
-//! scaled: Burn's per-element Bernoulli sampler (ChaCha) took a fifth of a
+//! draws the same masks. The mask itself is made on the host, two values per
+//! 64 random bits of a counter-based generator (vectorised), already scaled:
+//! Burn's per-element Bernoulli sampler (ChaCha) took a fifth of a
 //! `notebook-dropout` step.
 
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use tokenizer::rng::Rng;
 
 /// Inverted dropout: keeps each value with probability `keep_prob` and
 /// scales the kept ones by `1 / keep_prob`, so evaluation needs no scaling.
@@ -60,17 +59,7 @@ impl Dropout {
 /// a value is kept when its 32 random bits fall below `keep_prob * 2^32`.
 pub fn keep_mask(n: usize, keep_prob: f64, seed: u64) -> Vec<f32> {
     let threshold = (keep_prob * 4_294_967_296.0).min(u32::MAX as f64) as u64;
-    let scale = (1.0 / keep_prob) as f32;
-    let value = |bits: u64| if bits < threshold { scale } else { 0.0 };
-    let mut rng = Rng::new(seed);
-    let mut mask = Vec::with_capacity(n);
-    while mask.len() + 1 < n {
-        let r = rng.next_u64();
-        mask.push(value(r & 0xFFFF_FFFF));
-        mask.push(value(r >> 32));
-    }
-    if mask.len() < n {
-        mask.push(value(rng.next_u64() >> 32));
-    }
+    let mut mask = vec![0.0f32; n];
+    crate::kernel::math::fill_bernoulli(&mut mask, threshold, (1.0 / keep_prob) as f32, seed);
     mask
 }

@@ -45,6 +45,27 @@ pub struct BenchResult {
     pub cpu: model::kernel::CpuInfo,
 }
 
+/// Where and how long to measure: the corpus, the device, the threads
+/// asked for (as reported), warm-up and timed steps, and the folder for the
+/// scratch run directory.
+#[derive(Debug, Clone)]
+pub struct BenchSetup<'a> {
+    /// The corpus trained on.
+    pub corpus: &'a text8::Corpus,
+    /// The device.
+    pub device: Device,
+    /// Its name, as reported.
+    pub device_name: &'a str,
+    /// CPU threads asked for, as reported.
+    pub threads: usize,
+    /// Steps run before the clock starts.
+    pub warmup: u64,
+    /// Steps timed.
+    pub steps: u64,
+    /// Folder of the scratch run directory.
+    pub scratch: &'a Path,
+}
+
 /// Peak resident set size of this process (`VmHWM`), in MiB.
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -146,17 +167,16 @@ fn timed_training<R>(
 
 /// Trains `warmup + steps` steps of a language-model recipe in a scratch run
 /// directory and times the last `steps`; then times a validation pass and sampling.
-#[allow(clippy::too_many_arguments)]
-pub fn bench_lm(
-    loaded: &LoadedRecipe,
-    corpus: &text8::Corpus,
-    device: Device,
-    device_name: &str,
-    threads: usize,
-    warmup: u64,
-    steps: u64,
-    scratch: &Path,
-) -> Result<BenchResult> {
+pub fn bench_lm(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<BenchResult> {
+    let BenchSetup {
+        corpus,
+        device,
+        device_name,
+        threads,
+        warmup,
+        steps,
+        scratch,
+    } = setup.clone();
     let Recipe::Lm(recipe) = &loaded.recipe else {
         return Err(TrainError::Recipe(format!(
             "bench: {} is not a language-model recipe",
@@ -268,17 +288,16 @@ pub struct MirrorBenchResult {
 /// Trains `warmup + steps` steps of a mirror recipe in a scratch run
 /// directory and times the last `steps` (validation and the final test
 /// shrunk to one batch: they are not what is measured).
-#[allow(clippy::too_many_arguments)]
-pub fn bench_mirror(
-    loaded: &LoadedRecipe,
-    corpus: &text8::Corpus,
-    device: Device,
-    device_name: &str,
-    threads: usize,
-    warmup: u64,
-    steps: u64,
-    scratch: &Path,
-) -> Result<MirrorBenchResult> {
+pub fn bench_mirror(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<MirrorBenchResult> {
+    let BenchSetup {
+        corpus,
+        device,
+        device_name,
+        threads,
+        warmup,
+        steps,
+        scratch,
+    } = setup.clone();
     let Recipe::Mirror(recipe) = &loaded.recipe else {
         return Err(TrainError::Recipe(format!(
             "bench: {} is not a mirror recipe",
@@ -318,39 +337,11 @@ pub fn bench_mirror(
 
 /// [`bench_lm`] or [`bench_mirror`], as the recipe's task says, on a thread
 /// of the kernels' pool as [`train`](crate::train) runs: the result as JSON.
-#[allow(clippy::too_many_arguments)]
-pub fn bench_recipe(
-    loaded: &LoadedRecipe,
-    corpus: &text8::Corpus,
-    device: Device,
-    device_name: &str,
-    threads: usize,
-    warmup: u64,
-    steps: u64,
-    scratch: &Path,
-) -> Result<serde_json::Value> {
+pub fn bench_recipe(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<serde_json::Value> {
     let measure = || -> Result<serde_json::Value> {
         let json = match loaded.recipe {
-            Recipe::Lm(_) => serde_json::to_value(bench_lm(
-                loaded,
-                corpus,
-                device,
-                device_name,
-                threads,
-                warmup,
-                steps,
-                scratch,
-            )?),
-            Recipe::Mirror(_) => serde_json::to_value(bench_mirror(
-                loaded,
-                corpus,
-                device,
-                device_name,
-                threads,
-                warmup,
-                steps,
-                scratch,
-            )?),
+            Recipe::Lm(_) => serde_json::to_value(bench_lm(loaded, setup)?),
+            Recipe::Mirror(_) => serde_json::to_value(bench_mirror(loaded, setup)?),
         };
         Ok(json.expect("a measurement is plain numbers and names"))
     };

@@ -312,10 +312,17 @@ pub fn exit_between_checkpoints(code: i32, limit: Duration) -> ! {
 
 /// The training loss of the current summary window: finished parts on the
 /// host, the rest accumulated on the device (read only at summaries).
+///
+/// The device part is a sum in `f32`, so its rounding depends on the order
+/// of additions: a checkpoint saves it apart from the host part, exactly,
+/// and a resumed run goes on adding to it, so that an interrupted run's
+/// summaries equal an uninterrupted one's to the last digit.
 #[derive(Default)]
 struct LossWindow {
     host: f64,
     device: Option<Tensor<1>>,
+    /// A device part restored from a checkpoint, not yet on the device.
+    restored: Option<f32>,
     count: u64,
 }
 
@@ -324,7 +331,12 @@ impl LossWindow {
         match host {
             Some(v) => self.host += v,
             None => {
-                self.device = Some(match self.device.take() {
+                let acc = self.device.take().or_else(|| {
+                    self.restored
+                        .take()
+                        .map(|v| Tensor::<1>::from_floats([v], &loss.device()))
+                });
+                self.device = Some(match acc {
                     Some(acc) => acc + loss.clone(),
                     None => loss.clone(),
                 })
@@ -333,12 +345,20 @@ impl LossWindow {
         self.count += 1;
     }
 
-    /// Moves the device part to the host; returns the window's sum.
-    fn sum(&mut self) -> f64 {
-        if let Some(t) = self.device.take() {
-            self.host += scalar(t);
+    /// The device part's value, left where it is.
+    fn device_part(&self) -> f32 {
+        match (&self.device, self.restored) {
+            (Some(t), _) => scalar(t.clone()) as f32,
+            (None, Some(v)) => v,
+            (None, None) => 0.0,
         }
-        self.host
+    }
+
+    /// The window's sum. The device part stays where it is: an end-of-session
+    /// summary followed by a checkpoint must leave the sum a resumed run
+    /// goes on adding to as it was.
+    fn sum(&self) -> f64 {
+        self.host + self.device_part() as f64
     }
 }
 
@@ -771,11 +791,14 @@ fn save<T: Task>(
         }
     }
     weights.metadata.insert("format".into(), T::FORMAT.into());
-    let loss_sum = progress.window.sum();
+    let device_sum = progress.window.device_part();
+    let loss_sum = progress.window.host + device_sum as f64;
     let meta = [
         ("format", format!("{}-checkpoint", T::FORMAT)),
         ("rng", serde_json::to_string(&progress.rng).expect("json")),
         ("loss_sum", format!("{loss_sum:e}")),
+        // the f32 device part exactly (f64 holds every f32): see LossWindow
+        ("loss_sum_device", format!("{:e}", device_sum as f64)),
         ("loss_count", progress.window.count.to_string()),
         ("wall_seconds", format!("{:e}", progress.wall)),
         ("recipe", saver.recipe_json.to_string()),
@@ -803,14 +826,24 @@ fn restore_progress(ck: &SafeTensors, path: &Path) -> Result<Progress> {
         let v: f64 = meta(k)?.parse().map_err(|_| bad(k))?;
         if v.is_finite() { Ok(v) } else { Err(bad(k)) }
     };
+    // checkpoints of mirror runs before 0.1 kept no window: it starts empty;
+    // those before the device part was saved apart hold it all on the host
+    let sum = if ck.metadata.contains_key("loss_sum") {
+        number("loss_sum")?
+    } else {
+        0.0
+    };
+    let device_part = match ck.metadata.get("loss_sum_device") {
+        Some(_) => number("loss_sum_device")?,
+        None => 0.0,
+    };
+    if device_part < 0.0 || device_part > sum || device_part as f32 as f64 != device_part {
+        return Err(bad("loss_sum_device"));
+    }
     let window = LossWindow {
-        // checkpoints of mirror runs before 0.1 kept no window: it starts empty
-        host: if ck.metadata.contains_key("loss_sum") {
-            number("loss_sum")?
-        } else {
-            0.0
-        },
+        host: sum - device_part,
         device: None,
+        restored: (device_part > 0.0).then_some(device_part as f32),
         count: match ck.metadata.get("loss_count") {
             Some(v) => v.parse().map_err(|_| bad("loss_count"))?,
             None => 0,
