@@ -55,7 +55,7 @@ def batches(text, count, rng):
     lists of ids. As the recipe: a fifth of the words made up (1 to 30
     random letters, a fifth of those a run of one letter), windows over
     MAX_CHARS dropped, the batch's length that of a first random window."""
-    words = np.array(text.split(" "), dtype=object)
+    words = np.array([w for w in text.split(" ") if w], dtype=object)
     lens = np.array([len(w) for w in words], dtype=np.int64)
     out = []
     while len(out) < count:

@@ -46,6 +46,7 @@ pub fn max_threads() -> usize {
 
 /// Applies `--threads` (before any backend thread pool starts) and picks the device.
 pub fn setup_device(d: &DeviceArgs) -> Result<(burn::tensor::Device, &'static str)> {
+    trainer::check_kernels_setting().map_err(anyhow::Error::msg)?;
     let n = match d.threads {
         Some(0) => bail!("--threads must be at least 1"),
         Some(n) if n > max_threads() => bail!(

@@ -491,6 +491,13 @@ fn fast_tanh_matches_burn_tanh() {
     let ((y, dy), (want_y, want_dy)) = (run(true), run(false));
     assert_close(&y, &want_y, 5e-7, "tanh");
     assert_close(&dy, &want_dy, 2e-6, "d tanh");
+    // a diverged value stays visible
+    let nan = Tensor::<2>::from_data(TensorData::new(vec![f32::NAN, 0.5], [1, 2]), &d);
+    let y = host(model::flex_ops::tanh(nan));
+    assert!(
+        y[0].is_nan() && (y[1] - 0.5f32.tanh()).abs() < 1e-6,
+        "{y:?}"
+    );
 }
 
 /// The fused classifier + softmax cross-entropy against the same computation in Burn operations.

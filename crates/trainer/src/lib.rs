@@ -93,6 +93,12 @@ pub fn set_threads(n: usize) {
     model::kernel::pool::set_threads(n);
 }
 
+/// Checks the `CHARLSTM_KERNELS` environment variable (the kernels' widest
+/// instruction set, for measurements): an error names it and what it accepts.
+pub fn check_kernels_setting() -> std::result::Result<(), String> {
+    model::kernel::cpu::asked_isa().map(|_| ())
+}
+
 /// Runs `f` (a training, an evaluation) on a thread of the kernels' pool,
 /// where their parallel regions cost least ([`model::kernel::pool::run_inside`]).
 pub fn run_inside<R: Send>(f: impl FnOnce() -> R + Send) -> R {

@@ -797,7 +797,8 @@ fn save<T: Task>(
         ("format", format!("{}-checkpoint", T::FORMAT)),
         ("rng", serde_json::to_string(&progress.rng).expect("json")),
         ("loss_sum", format!("{loss_sum:e}")),
-        // the f32 device part exactly (f64 holds every f32): see LossWindow
+        // both parts exactly (f64 holds every f32): see LossWindow
+        ("loss_sum_host", format!("{:e}", progress.window.host)),
         ("loss_sum_device", format!("{:e}", device_sum as f64)),
         ("loss_count", progress.window.count.to_string()),
         ("wall_seconds", format!("{:e}", progress.wall)),
@@ -833,15 +834,18 @@ fn restore_progress(ck: &SafeTensors, path: &Path) -> Result<Progress> {
     } else {
         0.0
     };
-    let device_part = match ck.metadata.get("loss_sum_device") {
-        Some(_) => number("loss_sum_device")?,
-        None => 0.0,
+    let (host_part, device_part) = match (
+        ck.metadata.get("loss_sum_host"),
+        ck.metadata.get("loss_sum_device"),
+    ) {
+        (Some(_), Some(_)) => (number("loss_sum_host")?, number("loss_sum_device")?),
+        _ => (sum, 0.0),
     };
-    if device_part < 0.0 || device_part > sum || device_part as f32 as f64 != device_part {
-        return Err(bad("loss_sum_device"));
+    if host_part < 0.0 || device_part < 0.0 || device_part as f32 as f64 != device_part {
+        return Err(bad("loss_sum_host or loss_sum_device"));
     }
     let window = LossWindow {
-        host: sum - device_part,
+        host: host_part,
         device: None,
         restored: (device_part > 0.0).then_some(device_part as f32),
         count: match ck.metadata.get("loss_count") {

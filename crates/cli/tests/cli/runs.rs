@@ -408,3 +408,37 @@ fn a_long_sample_is_streamed() {
     child.wait().unwrap();
     assert!(first.iter().all(|&b| b == b' ' || b.is_ascii_lowercase()));
 }
+
+/// `CHARLSTM_KERNELS` caps the kernels' instruction set (the benchmark line
+/// says which ran, and the portable path trains), and a value it does not
+/// know is an error naming the variable, not silently ignored.
+#[test]
+fn the_kernels_setting_is_obeyed_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let bench = |kernels: &str| {
+        Command::new(BIN)
+            .args([
+                "bench",
+                "--recipe",
+                "notebook-char",
+                "--steps",
+                "3",
+                "--warmup",
+                "1",
+            ])
+            .args(["--data", data.to_str().unwrap(), "--threads", "1"])
+            .env("CHARLSTM_KERNELS", kernels)
+            .env("TMPDIR", dir.path())
+            .output()
+            .unwrap()
+    };
+    let line: serde_json::Value = serde_json::from_str(ok(&bench("portable")).trim()).unwrap();
+    assert_eq!(line["cpu"]["kernels"], "portable", "{line}");
+    assert!(line["last_loss"].as_f64().unwrap().is_finite(), "{line}");
+    let e = fails(&bench("avx3"));
+    assert!(
+        e.contains("CHARLSTM_KERNELS=avx3") && e.contains("avx2+fma"),
+        "{e}"
+    );
+}

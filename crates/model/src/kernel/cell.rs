@@ -249,12 +249,12 @@ pub(super) fn cell_backward_rows(
 mod tests {
     use super::*;
 
-    /// Every cell step this CPU has (AVX-512, AVX2, portable) against the
-    /// definition in f64, over pre-activations from -30 to 30, at a width
-    /// each SIMD pass takes (16, 48 = 3 x 16; 24 only for AVX2's 8 lanes).
     /// A cell step pass under test, with the arguments of [`cell_forward_rows`].
     type Pass = fn(&mut [f32], &[f32], &mut [f32], &mut [f32], &mut [f32], usize);
 
+    /// Every cell step this CPU has (AVX-512, AVX2, portable) against the
+    /// definition in f64, over pre-activations from -30 to 30, at a width
+    /// each SIMD pass takes (16, 48 = 3 x 16; 24 only for AVX2's 8 lanes).
     #[test]
     #[allow(clippy::print_stderr)] // says which passes this CPU could not run
     fn cell_step_matches_the_definition() {

@@ -48,18 +48,37 @@ pub fn detected_isa() -> Isa {
 /// the environment variable `CHARLSTM_KERNELS` names one (`portable`,
 /// `avx2+fma`, `avx512`; wider than the CPU has means the CPU's), so that one
 /// binary can measure its paths against each other on one machine. Read once.
+/// A value it does not know is ignored here; programs check it first with
+/// [`asked_isa`] and say so.
 pub fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *ISA.get_or_init(|| {
         let detected = detected_isa();
-        let asked = std::env::var("CHARLSTM_KERNELS").ok();
-        let asked = asked.as_deref().and_then(|name| {
-            [Isa::Portable, Isa::Avx2, Isa::Avx512]
-                .into_iter()
-                .find(|i| i.name() == name)
-        });
-        asked.map_or(detected, |a| a.min(detected))
+        asked_isa()
+            .ok()
+            .flatten()
+            .map_or(detected, |a| a.min(detected))
     })
+}
+
+/// The instruction set `CHARLSTM_KERNELS` names: `None` when it is not set,
+/// an error naming the variable and the accepted values when it names none.
+pub fn asked_isa() -> Result<Option<Isa>, String> {
+    let Some(value) = std::env::var_os("CHARLSTM_KERNELS") else {
+        return Ok(None);
+    };
+    let all = [Isa::Portable, Isa::Avx2, Isa::Avx512];
+    value
+        .to_str()
+        .and_then(|name| all.into_iter().find(|i| i.name() == name))
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "CHARLSTM_KERNELS={}: expected one of {}",
+                value.to_string_lossy(),
+                all.map(Isa::name).join(", ")
+            )
+        })
 }
 
 /// The CPU and the kernel paths it selects.

@@ -538,6 +538,10 @@ mod tests {
             (1, 48, 600),
             (12, 16, 256),
             (5, 512, 520),
+            // whole row blocks over 3 and 7 strips (the AVX-512 kernel's
+            // 2 + 1 and 4 + 2 + 1 blocks) across two depth chunks
+            (8, 48, 300),
+            (8, 112, 300),
         ] {
             let a: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 30.0)

@@ -38,12 +38,14 @@ pub fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (1.0 + exp(2.0 * x))
 }
 
-/// [`tanh`] of every value, in place, compiled for the CPU's widest vectors.
+/// [`tanh`] of every value, in place, compiled for the CPU's widest
+/// vectors; NaN stays NaN (as the library `tanh` does: a diverged model
+/// must not look finite), where [`tanh`] alone would give -1.
 pub fn tanh_all(v: &mut [f32]) {
     #[inline(always)]
     fn each(v: &mut [f32]) {
         for x in v.iter_mut() {
-            *x = tanh(*x);
+            *x = if x.is_nan() { *x } else { tanh(*x) };
         }
     }
     dispatch!(each(v));
