@@ -2,6 +2,7 @@
 //! softmax in one pass over rows split across the threads, and its gradients.
 
 use super::gemm::matmul;
+use super::math::exp_all;
 use super::pool::{parallel_for_each_mut, threads};
 
 /// Rows per work item of the classifier: the rows split evenly over the
@@ -53,16 +54,21 @@ pub fn linear_xent(
             false,
             true,
         );
-        let rows = probs.chunks_exact_mut(v).zip(&labels[lo..lo + rows]);
-        for ((row, &label), loss) in rows.zip(losses.iter_mut()) {
+        // every row less its largest logit, then `e^x` of the whole block in
+        // one vectorised pass (the library `exp`, per value, was 5% of a step)
+        let mut targets = Vec::with_capacity(rows);
+        for (row, &label) in probs.chunks_exact_mut(v).zip(&labels[lo..lo + rows]) {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let target = (row[label as usize] - max) as f64;
-            let mut z = 0.0f64;
-            for x in row.iter_mut() {
-                let e = ((*x - max) as f64).exp();
-                z += e;
-                *x = e as f32;
-            }
+            targets.push((row[label as usize] - max) as f64);
+            row.iter_mut().for_each(|x| *x -= max);
+        }
+        exp_all(probs);
+        for ((row, target), loss) in probs
+            .chunks_exact_mut(v)
+            .zip(targets)
+            .zip(losses.iter_mut())
+        {
+            let z: f64 = row.iter().map(|&e| e as f64).sum();
             let inv = (1.0 / z) as f32;
             // log-sum-exp minus the target's logit: exact for any logits (no
             // clamped log of a tiny probability), and NaN once they overflow

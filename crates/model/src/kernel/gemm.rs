@@ -130,10 +130,16 @@ pub struct PackedB {
     n: usize,
 }
 
-/// Rows of a packed strip one pass of the blocked kernel covers: 16 KiB of
-/// a strip, which stays in the L1 cache while every row block reads it (the
-/// AVX2 kernel's one strip; the AVX-512 kernel's four, 64 KiB, stay in L2).
-const PACKED_KC: usize = 256;
+/// Rows of a packed strip one pass of the blocked kernel covers, chosen so
+/// that the strips one row block reads stay in the L1 cache (48 KiB here)
+/// while every row block reads them: the AVX2 kernel's one strip of 256
+/// rows is 16 KiB, the AVX-512 kernel's four strips of 128 rows 32 KiB.
+fn packed_kc() -> usize {
+    match isa() {
+        Isa::Avx512 => 128,
+        _ => 256,
+    }
+}
 
 /// Operands from this many elements up are packed by all threads.
 const PARALLEL_PACK: usize = 1 << 18;
@@ -179,8 +185,9 @@ impl PackedB {
         #[cfg(target_arch = "x86_64")]
         let kernel = blocked_kernel().expect("a PackedB exists only where a blocked kernel does");
         #[cfg(target_arch = "x86_64")]
-        for k0 in (0..k).step_by(PACKED_KC) {
-            let kc = PACKED_KC.min(k - k0);
+        let depth = packed_kc();
+        for k0 in (0..k).step_by(depth) {
+            let kc = depth.min(k - k0);
             let first = !(accumulate || k0 > 0);
             if m4 > 0 {
                 // SAFETY: the kernel is one this CPU runs; rows 0..m4 (a
