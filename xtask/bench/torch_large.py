@@ -10,19 +10,15 @@ usage: torch_large.py --data text8.zip [--steps 40] [--warmup 5] [--threads 1] [
 import argparse
 import json
 import time
-import zipfile
 
 import numpy as np
 import torch
 
+from text8_file import read_text8
+
 
 def read_ids(path):
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            raw = z.read(z.namelist()[0])
-    else:
-        with open(path, "rb") as f:
-            raw = f.read()
+    raw = read_text8(path)
     b = np.frombuffer(raw, dtype=np.uint8)
     ids = np.where(b == 32, 0, b.astype(np.int64) - 96)
     return ids[: int(len(ids) * 0.9)]  # the standard split's training part

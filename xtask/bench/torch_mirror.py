@@ -28,10 +28,11 @@ usage: torch_mirror.py --data text8.zip [--steps 30] [--warmup 5] [--threads 1]
 import argparse
 import json
 import time
-import zipfile
 
 import numpy as np
 import torch
+
+from text8_file import read_text8
 
 VOCAB, START, END, SPACE = 30, 28, 29, 0
 EMB, HIDDEN, SPAN, SCALE = 32, 128, 4, 10.0
@@ -41,12 +42,7 @@ MASKED = -1e9
 
 
 def read_text(path):
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            raw = z.read(z.namelist()[0])
-    else:
-        with open(path, "rb") as f:
-            raw = f.read()
+    raw = read_text8(path)
     return raw[: int(len(raw) * 0.9)].decode("ascii")  # the training part
 
 

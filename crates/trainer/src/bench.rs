@@ -101,13 +101,18 @@ type TrainFn<R> = fn(
 fn timed_training<R>(
     loaded: &LoadedRecipe,
     extra: &[String],
-    corpus: &text8::Corpus,
     train: TrainFn<R>,
-    device: &Device,
-    device_name: &str,
-    (warmup, steps): (u64, u64),
-    scratch: &Path,
+    setup: &BenchSetup<'_>,
 ) -> Result<Timed> {
+    let BenchSetup {
+        corpus,
+        ref device,
+        device_name,
+        warmup,
+        steps,
+        scratch,
+        ..
+    } = *setup;
     let mut loaded = loaded.clone();
     let total = warmup
         .checked_add(steps)
@@ -170,13 +175,12 @@ fn timed_training<R>(
 pub fn bench_lm(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<BenchResult> {
     let BenchSetup {
         corpus,
-        device,
+        ref device,
         device_name,
         threads,
-        warmup,
         steps,
-        scratch,
-    } = setup.clone();
+        ..
+    } = *setup;
     let Recipe::Lm(recipe) = &loaded.recipe else {
         return Err(TrainError::Recipe(format!(
             "bench: {} is not a language-model recipe",
@@ -188,16 +192,7 @@ pub fn bench_lm(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<BenchRe
         seconds: elapsed,
         last_loss,
         ..
-    } = timed_training(
-        loaded,
-        &[],
-        corpus,
-        lm::train_lm,
-        &device,
-        device_name,
-        (warmup, steps),
-        scratch,
-    )?;
+    } = timed_training(loaded, &[], lm::train_lm, setup)?;
     let chars_per_step = {
         let kind = recipe.model.tokenizer;
         let cols = recipe.data.num_unrollings + 1;
@@ -207,20 +202,14 @@ pub fn bench_lm(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<BenchRe
         };
         (steps_per_batch * recipe.data.batch_size) as f64
     };
-    let (model, kind, _) = lm::load_lm(&run, &device)?;
+    let (model, kind, _) = lm::load_lm(&run, device)?;
     let model = model.valid();
     // validation: the recipe's validation text, batch 1, state carried
     let data = lm::LmData::new(corpus, recipe)?;
     let t = Instant::now();
     let mut n = 0usize;
     while t.elapsed().as_secs_f64() < 1.0 || n == 0 {
-        lm::validate(
-            &model,
-            kind,
-            &data.valid,
-            recipe.data.valid_streams,
-            &device,
-        );
+        lm::validate(&model, kind, &data.valid, recipe.data.valid_streams, device);
         n += data.valid.len();
     }
     let valid_cps = n as f64 / t.elapsed().as_secs_f64();
@@ -238,7 +227,7 @@ pub fn bench_lm(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<BenchRe
     let t = Instant::now();
     let mut generated = 0usize;
     while t.elapsed().as_secs_f64() < 1.0 || generated == 0 {
-        let texts = sample::generate(&model, kind, &opts, &mut rng, &device)?;
+        let texts = sample::generate(&model, kind, &opts, &mut rng, device)?;
         generated += texts.iter().map(|s| s.len()).sum::<usize>();
     }
     let sample_cps = generated as f64 / t.elapsed().as_secs_f64();
@@ -290,14 +279,11 @@ pub struct MirrorBenchResult {
 /// shrunk to one batch: they are not what is measured).
 pub fn bench_mirror(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<MirrorBenchResult> {
     let BenchSetup {
-        corpus,
-        device,
         device_name,
         threads,
-        warmup,
         steps,
-        scratch,
-    } = setup.clone();
+        ..
+    } = *setup;
     let Recipe::Mirror(recipe) = &loaded.recipe else {
         return Err(TrainError::Recipe(format!(
             "bench: {} is not a mirror recipe",
@@ -309,16 +295,7 @@ pub fn bench_mirror(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<Mir
         format!("data.valid_windows={batch}"),
         format!("data.test_windows={batch}"),
     ];
-    let timed = timed_training(
-        loaded,
-        &small,
-        corpus,
-        mirror::train_mirror,
-        &device,
-        device_name,
-        (warmup, steps),
-        scratch,
-    )?;
+    let timed = timed_training(loaded, &small, mirror::train_mirror, setup)?;
     let _ = std::fs::remove_dir_all(&timed.run);
     let seconds = timed.seconds.max(1e-9);
     Ok(MirrorBenchResult {
