@@ -201,13 +201,24 @@ pub struct EvalArgs {
     #[arg(long, requires = "dynamic", value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=100_000).map(|v| v as usize))]
     pub dynamic_segment: Option<usize>,
-    /// SGD learning rate of the dynamic updates [default: the recipe's, else 0.2]
+    /// Update rule: `sgd` (one rate for every weight) or `rms` (Krause et
+    /// al.'s: each weight's step scaled by its gradient's root mean square on
+    /// training text, read from the corpus the run was trained on) [default:
+    /// the recipe's, else sgd]
+    #[arg(long, requires = "dynamic", value_name = "RULE", value_parser = dynamic_rule_value())]
+    pub dynamic_rule: Option<trainer::recipe::DynamicRule>,
+    /// Learning rate of the dynamic updates [default: the recipe's, else 0.2]
     #[arg(long, requires = "dynamic", value_name = "LR", value_parser = non_negative_value)]
     pub dynamic_lr: Option<f64>,
     /// Pull towards the trained weights per dynamic update, 0 to 1 [default:
     /// the recipe's, else 0.001]
     #[arg(long, requires = "dynamic", value_name = "D", value_parser = unit_interval_value)]
     pub dynamic_decay: Option<f64>,
+    /// Training characters the `rms` rule takes its statistics from
+    /// [default: the recipe's, else 20000]
+    #[arg(long, requires = "dynamic", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000).map(|v| v as usize))]
+    pub dynamic_stats: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -265,6 +276,17 @@ pub fn beam_value() -> impl TypedValueParser<Value = usize> {
 }
 
 /// `--part`: the names of [`text8::Part`].
+fn dynamic_rule_value() -> impl TypedValueParser<Value = trainer::recipe::DynamicRule> {
+    use trainer::recipe::DynamicRule;
+    let rules = [DynamicRule::Sgd, DynamicRule::Rms];
+    clap::builder::PossibleValuesParser::new(rules.map(|r| r.name())).map(move |s| {
+        *rules
+            .iter()
+            .find(|r| r.name() == s)
+            .expect("one of the possible values")
+    })
+}
+
 fn part_value() -> impl TypedValueParser<Value = text8::Part> {
     clap::builder::PossibleValuesParser::new(text8::Part::ALL.map(|p| p.name())).map(|s| {
         s.parse::<text8::Part>()

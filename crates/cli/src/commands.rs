@@ -121,18 +121,31 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         let recipe = trainer::dynamic::Dynamic::of_recipe(&config.recipe)?;
         let cfg = trainer::dynamic::Dynamic {
             segment: a.dynamic_segment.unwrap_or(recipe.segment),
+            rule: a.dynamic_rule.unwrap_or(recipe.rule),
             learning_rate: a.dynamic_lr.unwrap_or(recipe.learning_rate),
             decay: a.dynamic_decay.unwrap_or(recipe.decay),
+            stats: a.dynamic_stats.unwrap_or(recipe.stats),
             ..recipe
+        };
+        let training = match cfg.rule {
+            trainer::recipe::DynamicRule::Rms => Some(
+                trainer::lm::training_text(&a.run, &corpus)
+                    .map_err(|e| anyhow::anyhow!("{e} (`--dynamic-rule sgd` needs none)"))?,
+            ),
+            trainer::recipe::DynamicRule::Sgd => None,
         };
         let bar = progress::bytes_bar(Some(ids.len() as u64), "evaluating dynamically");
         let report = trainer::dynamic::evaluate_dynamic(
             model,
             kind,
             ids,
+            training.as_deref().unwrap_or_default(),
             cfg,
             &learning,
-            &mut |done, _| bar.set_position(done as u64),
+            &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64)
+            },
         )?;
         bar.finish_and_clear();
         Some((cfg, report))
@@ -156,8 +169,9 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         );
         if let Some((cfg, r)) = &dynamic {
             outln!(
-                "dynamic (segments of {}, learning rate {}, decay {}): cross-entropy {:.4} nats, \
-                 perplexity {:.3}, {:.4} bits per character",
+                "dynamic ({}, segments of {}, learning rate {}, decay {}): cross-entropy {:.4} \
+                 nats, perplexity {:.3}, {:.4} bits per character",
+                cfg.rule.name(),
                 cfg.segment,
                 cfg.learning_rate,
                 cfg.decay,

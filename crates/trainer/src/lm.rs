@@ -64,6 +64,47 @@ pub fn tokenizer_of(kind: TokenizerKind) -> Tokenizer {
     }
 }
 
+/// The training part of the text a run was trained on (what the RMS rule of
+/// dynamic evaluation takes its gradient statistics from): of `corpus` when
+/// it is that text (same fingerprint), else of the corpus the run's
+/// `config.json` names, read again. An error says which text is missing.
+pub fn training_text(run_dir: &Path, corpus: &Corpus) -> Result<text8::SharedIds> {
+    let (loaded, config) = session::run_recipe(run_dir, &[])?;
+    let Recipe::Lm(recipe) = &loaded.recipe else {
+        return Err(TrainError::Run(format!(
+            "{} is not a language-model run",
+            run_dir.display()
+        )));
+    };
+    let trained_on = |c: &Corpus| match &config.data_fingerprint {
+        Some(f) => *f == c.fingerprint(),
+        None => c.len() == config.data_chars,
+    };
+    let needs = || {
+        format!(
+            "the RMS rule of dynamic evaluation takes its gradient statistics from the text the \
+             run was trained on, {} ({} characters)",
+            config.data_source, config.data_chars
+        )
+    };
+    let reread;
+    let corpus = if trained_on(corpus) {
+        corpus
+    } else {
+        reread = text8::read_corpus(Path::new(&config.data_source))
+            .map_err(|e| TrainError::Input(format!("{}: {e}", needs())))?;
+        if !trained_on(&reread) {
+            return Err(TrainError::Input(format!(
+                "{}, and {} is now another text",
+                needs(),
+                config.data_source
+            )));
+        }
+        &reread
+    };
+    Ok(LmData::new(corpus, recipe)?.train)
+}
+
 /// Training and validation ids of a corpus, split as the recipe says.
 pub struct LmData {
     /// Training ids (shared with the corpus, not copied).

@@ -411,7 +411,12 @@ pub fn train<T: Task>(
                 recipe: serde_json::to_value(&loaded.tree).expect("toml as json"),
                 tokenizer: task.tokenizer(),
                 model: task.model_config(),
-                data_source: corpus.source.display().to_string(),
+                // absolute, so that the run can find its text from any folder
+                // (the RMS rule of dynamic evaluation reads it again)
+                data_source: std::fs::canonicalize(&corpus.source)
+                    .unwrap_or_else(|_| corpus.source.clone())
+                    .display()
+                    .to_string(),
                 data_chars: corpus.len(),
                 data_fingerprint: Some(fingerprint.clone()),
                 device: opts.device_name.clone(),
@@ -980,6 +985,8 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "dynamic.segment",
     "dynamic.learning_rate",
     "dynamic.decay",
+    "dynamic.rule",
+    "dynamic.stats",
 ];
 
 /// The first `section.key` whose value differs between two recipe trees,

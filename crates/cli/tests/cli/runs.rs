@@ -107,6 +107,53 @@ fn train_writes_a_self_describing_run_directory() {
     assert!(v["report"]["perplexity"].as_f64().unwrap() > 1.0);
 }
 
+/// The RMS rule of dynamic evaluation reads the text the run was trained on
+/// for its statistics, and says so when that text is gone.
+#[test]
+fn rms_dynamic_evaluation_reads_the_training_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "3"])));
+    let other = dir.path().join("other.txt");
+    std::fs::write(&other, "another text of the same letters ".repeat(20)).unwrap();
+    let o = other.to_str().unwrap();
+    let rms = [
+        "eval",
+        "--run",
+        r,
+        "--data",
+        o,
+        "--dynamic",
+        "--dynamic-rule",
+        "rms",
+        "--dynamic-stats",
+        "400",
+        "--dynamic-lr",
+        "0.001",
+        "--json",
+    ];
+    let v: serde_json::Value = serde_json::from_str(ok(&charlstm(&rms)).trim()).unwrap();
+    assert_eq!(v["dynamic"]["settings"]["rule"], "rms", "{v}");
+    assert_eq!(v["dynamic"]["settings"]["stats"], 400, "{v}");
+    let (fixed, adapted) = (
+        v["report"]["bits_per_char"].as_f64().unwrap(),
+        v["dynamic"]["report"]["bits_per_char"].as_f64().unwrap(),
+    );
+    assert!(adapted.is_finite() && adapted != fixed, "{v}");
+    std::fs::remove_file(&data).unwrap();
+    let err = fails(&charlstm(&rms));
+    assert!(
+        err.contains("the text the run was trained on")
+            && err.contains("tiny.txt")
+            && err.contains("--dynamic-rule sgd"),
+        "{err}"
+    );
+    // the SGD rule does not need it
+    ok(&charlstm(&rms[..rms.len() - 7]));
+}
+
 /// Stopping at any step and resuming gives the same final weights as a run
 /// that never stopped: same batches, optimiser state, schedule, dropout masks.
 #[test]
