@@ -3,6 +3,8 @@
 //! optimizers and golden tests go through these functions, so a model needs
 //! nothing but `#[derive(Module)]` to be saved, loaded and trained.
 
+use std::collections::BTreeMap;
+
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor};
 
@@ -99,6 +101,18 @@ pub fn for_each_param_grad<M: Module>(
         grads: Some(grads),
         f,
     });
+}
+
+/// Every float parameter's gradient by name (parameters the loss does not
+/// depend on are left out).
+pub fn named_grads<M: Module>(module: &M, grads: &Gradients) -> BTreeMap<String, Tensor<2>> {
+    let mut named = BTreeMap::new();
+    for_each_param_grad(module, grads, |name, _value, grad| {
+        if let Some(g) = grad {
+            named.insert(name.to_string(), g);
+        }
+    });
+    named
 }
 
 /// Replaces every float parameter by `f(name, value)`, which must keep the

@@ -20,12 +20,14 @@
 
 use std::collections::BTreeMap;
 
+use burn::tensor::Gradients;
 use burn::tensor::{Device, Tensor};
-use model::params::{for_each_param, for_each_param_grad, map_params};
+use model::params::{for_each_param, map_params, named_grads};
 use model::{CharLm, LstmState, cross_entropy};
 
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalReport, logprob_sum, text_inputs};
+use crate::optim::clip_factor;
 use crate::recipe::{DynamicRule, TokenizerKind, default_dynamic_stats};
 use crate::sample::ids_tensor;
 
@@ -145,21 +147,15 @@ pub fn evaluate_dynamic(
     let mut state: Vec<LstmState> = model.zero_state(1, device);
     let (mut sum, mut done) = (0.0f64, 0usize);
     for (inp, lab) in inputs.chunks(cfg.segment).zip(labels.chunks(cfg.segment)) {
-        let (logits, st) = model.forward(ids_tensor(inp.to_vec(), device), 1, state, false);
-        state = st.into_iter().map(LstmState::detach).collect();
+        let learn = cfg.learning_rate > 0.0;
+        let (logits, grads);
+        (logits, state, grads) = read_segment(&model, inp, lab, state, learn, device);
         // scored first, learned from after
-        sum += logprob_sum(logits.clone(), lab);
+        sum += logprob_sum(logits, lab);
         done += inp.len();
         progress(stats_text.len() + done, total);
-        if cfg.learning_rate > 0.0 {
-            let targets = ids_tensor(lab.iter().map(|&c| c as i64).collect(), device);
-            let grads = cross_entropy(logits, targets).backward();
-            let mut named: BTreeMap<String, Tensor<2>> = BTreeMap::new();
-            for_each_param_grad(&model, &grads, |name, _, g| {
-                if let Some(g) = g {
-                    named.insert(name.to_string(), g);
-                }
-            });
+        if let Some(grads) = grads {
+            let mut named = named_grads(&model, &grads);
             let lr = cfg.learning_rate * clip_scale(named.values(), cfg.clip_norm);
             model = map_params(model, |name, w| {
                 let (Some(g), Some(f)) = (named.remove(name), follow.get(name)) else {
@@ -237,20 +233,16 @@ fn gradient_rms(
     let mut state: Vec<LstmState> = model.zero_state(1, device);
     let (mut segments, mut done) = (0usize, 0usize);
     for (inp, lab) in inputs.chunks(segment).zip(labels.chunks(segment)) {
-        let (logits, st) = model.forward(ids_tensor(inp.to_vec(), device), 1, state, false);
-        state = st.into_iter().map(LstmState::detach).collect();
-        let targets = ids_tensor(lab.iter().map(|&c| c as i64).collect(), device);
-        let grads = cross_entropy(logits, targets).backward();
-        for_each_param_grad(model, &grads, |name, _, g| {
-            if let Some(g) = g {
-                let g2 = g.square();
-                let sum = match squares.remove(name) {
-                    Some(s) => s + g2,
-                    None => g2,
-                };
-                squares.insert(name.to_string(), sum);
-            }
-        });
+        let grads;
+        (_, state, grads) = read_segment(model, inp, lab, state, true, device);
+        for (name, g) in named_grads(model, &grads.expect("asked for")) {
+            let g2 = g.square();
+            let sum = match squares.remove(&name) {
+                Some(s) => s + g2,
+                None => g2,
+            };
+            squares.insert(name, sum);
+        }
         segments += 1;
         done += inp.len();
         progress(done);
@@ -259,6 +251,26 @@ fn gradient_rms(
         .into_iter()
         .map(|(name, s)| (name, s.div_scalar(segments as f64).sqrt()))
         .collect())
+}
+
+/// One segment read from `state`, one stream: its logits, the state after
+/// it (detached: the next segment does not backpropagate into this one) and,
+/// when `learn`, the gradients of its mean cross-entropy.
+fn read_segment(
+    model: &CharLm,
+    inputs: &[i64],
+    labels: &[u8],
+    state: Vec<LstmState>,
+    learn: bool,
+    device: &Device,
+) -> (Tensor<2>, Vec<LstmState>, Option<Gradients>) {
+    let (logits, st) = model.forward(ids_tensor(inputs.to_vec(), device), 1, state, false);
+    let state = st.into_iter().map(LstmState::detach).collect();
+    let grads = learn.then(|| {
+        let targets = ids_tensor(labels.iter().map(|&c| c as i64).collect(), device);
+        cross_entropy(logits.clone(), targets).backward()
+    });
+    (logits, state, grads)
 }
 
 /// The factor that brings the global norm of `grads` down to `clip_norm`
@@ -271,11 +283,7 @@ fn clip_scale<'a>(grads: impl Iterator<Item = &'a Tensor<2>>, clip_norm: f64) ->
         .map(|g| scalar(g.clone().square().sum()))
         .sum::<f64>()
         .sqrt();
-    if norm > clip_norm {
-        clip_norm / norm
-    } else {
-        1.0
-    }
+    clip_factor(norm, clip_norm)
 }
 
 fn scalar(t: Tensor<1>) -> f64 {
@@ -288,6 +296,7 @@ mod tests {
     use crate::eval::{Streams, evaluate_text};
     use burn::module::Module;
     use model::CharLmConfig;
+    use model::params::for_each_param_grad;
 
     fn text(n: usize, seed: u64) -> Vec<u8> {
         let mut rng = tokenizer::rng::Rng::new(seed);

@@ -76,10 +76,6 @@ pub fn training_text(run_dir: &Path, corpus: &Corpus) -> Result<text8::SharedIds
             run_dir.display()
         )));
     };
-    let trained_on = |c: &Corpus| match &config.data_fingerprint {
-        Some(f) => *f == c.fingerprint(),
-        None => c.len() == config.data_chars,
-    };
     let needs = || {
         format!(
             "the RMS rule of dynamic evaluation takes its gradient statistics from the text the \
@@ -88,6 +84,7 @@ pub fn training_text(run_dir: &Path, corpus: &Corpus) -> Result<text8::SharedIds
         )
     };
     let reread;
+    let trained_on = |c: &Corpus| config.trained_on(&c.fingerprint(), c.len());
     let corpus = if trained_on(corpus) {
         corpus
     } else {

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use burn::module::Module;
 use burn::tensor::{Device, Gradients, Tensor};
-use model::params::{for_each_param_grad, map_params};
+use model::params::{for_each_param_grad, map_params, named_grads};
 
 use crate::recipe::OptimizerKind;
 use crate::safetensors::{HostTensor, SafeTensors};
@@ -102,12 +102,7 @@ impl Optimizer {
         if self.host {
             return self.step_host(module, grads, lr);
         }
-        let mut named: BTreeMap<String, Tensor<2>> = BTreeMap::new();
-        for_each_param_grad(&module, grads, |name, _value, grad| {
-            if let Some(g) = grad {
-                named.insert(name.to_string(), g);
-            }
-        });
+        let mut named = named_grads(&module, grads);
         let device = named
             .values()
             .next()
@@ -178,11 +173,7 @@ impl Optimizer {
             }
         });
         let norm = sq.sqrt();
-        let scale = if self.clip_norm > 0.0 && norm > self.clip_norm {
-            self.clip_norm / norm
-        } else {
-            1.0
-        };
+        let scale = clip_factor(norm, self.clip_norm);
         self.t += 1;
         let (t, kind) = (self.t, self.kind);
         let moments = &mut self.host_moments;
@@ -317,6 +308,17 @@ pub fn to_host(t: &Tensor<2>) -> HostTensor {
 pub fn from_host(t: &HostTensor, device: &Device) -> Tensor<2> {
     let dims = model::params::matrix_dims(&t.shape);
     Tensor::from_data(burn::tensor::TensorData::new(t.data.clone(), dims), device)
+}
+
+/// The factor that scales gradients of global L2 norm `norm` down to
+/// `clip_norm` (`tf.clip_by_global_norm`): 1 when the norm is within it or
+/// `clip_norm` is 0.
+pub fn clip_factor(norm: f64, clip_norm: f64) -> f64 {
+    if clip_norm > 0.0 && norm > clip_norm {
+        clip_norm / norm
+    } else {
+        1.0
+    }
 }
 
 #[cfg(test)]

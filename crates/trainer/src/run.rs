@@ -54,6 +54,18 @@ pub struct RunConfig {
     pub device: String,
 }
 
+impl RunConfig {
+    /// Whether a corpus of that [`text8::Corpus::fingerprint`] and length is
+    /// the text this run was trained on (runs made before fingerprints were
+    /// recorded: the length is all there is).
+    pub fn trained_on(&self, fingerprint: &str, chars: usize) -> bool {
+        match &self.data_fingerprint {
+            Some(f) => f == fingerprint,
+            None => self.data_chars == chars,
+        }
+    }
+}
+
 /// Whether `path` holds a run (a `config.json` and weights or a checkpoint):
 /// no file of another command is written into one.
 pub fn is_run_dir(path: &Path) -> bool {

@@ -904,12 +904,7 @@ fn open_resume<T: Task>(
             task.model_config()
         )));
     }
-    let same_corpus = match &config.data_fingerprint {
-        Some(f) => f == fingerprint,
-        // runs made before fingerprints: the length is all there is
-        None => config.data_chars == corpus.len(),
-    };
-    if !same_corpus {
+    if !config.trained_on(fingerprint, corpus.len()) {
         return Err(cannot(format!(
             "it was trained on {} ({} characters, fingerprint {}), and {} ({} characters, \
              fingerprint {fingerprint}) is another text: the batches would not be the same",
