@@ -72,6 +72,9 @@ pub fn mirror_params(c: &MirrorConfig) -> f64 {
 /// Bytes per parameter while training: the weights, their gradients, Adam's
 /// two moments, packed and host copies.
 const TRAINING_BYTES_PER_PARAM: f64 = 4.0 * 7.0;
+/// Bytes per parameter that `train.average` adds: the running average, and
+/// at summaries the host copies of the trained and the averaged weights.
+const AVERAGE_BYTES_PER_PARAM: f64 = 4.0 * 3.0;
 /// Bytes per activation value kept for the backward pass, with its gradient
 /// and the step's temporaries.
 const BYTES_PER_ACTIVATION: f64 = 4.0 * 4.0;
@@ -85,8 +88,13 @@ pub fn check_lm(r: &LmRecipe, cfg: &CharLmConfig) -> Result<()> {
         InputSpec::Embedding => rows * r.model.d_embedding as f64,
         InputSpec::OneHot => 0.0,
     };
-    let bytes =
-        lm_params(cfg) * TRAINING_BYTES_PER_PARAM + (activations + embedded) * BYTES_PER_ACTIVATION;
+    let per_param = TRAINING_BYTES_PER_PARAM
+        + if r.train.average > 0.0 {
+            AVERAGE_BYTES_PER_PARAM
+        } else {
+            0.0
+        };
+    let bytes = lm_params(cfg) * per_param + (activations + embedded) * BYTES_PER_ACTIVATION;
     check_fits(
         "training this model",
         bytes,

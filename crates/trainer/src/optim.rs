@@ -8,6 +8,12 @@
 //! host during a step.
 //!
 //! State is kept by parameter name, so it can be checkpointed and restored exactly.
+//!
+//! With an `average` (Polyak averaging as an exponential moving average,
+//! `a <- average * a + (1 - average) * w` after every update, started at the
+//! first update's weights) the optimiser also keeps a running average of the
+//! weights: the noise of the last steps' updates averages out, and the
+//! averaged weights are what a run publishes and validates.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +48,12 @@ pub struct Optimizer {
     host_moments: BTreeMap<String, HostMoments>,
     /// Updates made (Adam's bias correction).
     t: u64,
+    /// Weight of the old average in each update of it (0 = no average).
+    average: f64,
+    /// The weights' running averages by parameter name (device mode).
+    averages: BTreeMap<String, Tensor<2>>,
+    /// The same, as host vectors with their matrix shape (host mode).
+    host_averages: BTreeMap<String, ([usize; 2], Vec<f32>)>,
 }
 
 /// Adam's moments of one parameter on the host: its matrix shape, first and second moments.
@@ -83,7 +95,17 @@ impl Optimizer {
             moments: BTreeMap::new(),
             host_moments: BTreeMap::new(),
             t: 0,
+            average: 0.0,
+            averages: BTreeMap::new(),
+            host_averages: BTreeMap::new(),
         }
+    }
+
+    /// Keeps a running average of the weights with this weight of the old
+    /// average per update (`train.average`; 0 = none).
+    pub fn with_average(mut self, average: f64) -> Self {
+        self.average = average;
+        self
     }
 
     /// Forces host mode on or off (for tests comparing the two).
@@ -124,8 +146,8 @@ impl Optimizer {
         });
         self.t += 1;
         let t = self.t;
-        let kind = self.kind;
-        let moments = &mut self.moments;
+        let (kind, average) = (self.kind, self.average);
+        let (moments, averages) = (&mut self.moments, &mut self.averages);
         let module = map_params(module, |name, value| {
             let Some(g) = named.remove(name) else {
                 return value;
@@ -134,7 +156,7 @@ impl Optimizer {
                 Some(s) => g * s.clone(),
                 None => g,
             };
-            match kind {
+            let value = match kind {
                 OptimizerKind::Sgd => value - g.mul_scalar(lr),
                 OptimizerKind::Adam => {
                     let (m, v) = moments
@@ -149,7 +171,16 @@ impl Optimizer {
                     moments.insert(name.to_string(), (m, v));
                     value - step.mul_scalar(lr)
                 }
+            };
+            if average > 0.0 {
+                let a = match averages.remove(name) {
+                    // the host loop's form, so that both modes round alike
+                    Some(a) => a.clone() + (value.clone() - a).mul_scalar(1.0 - average),
+                    None => value.clone(),
+                };
+                averages.insert(name.to_string(), a);
             }
+            value
         });
         (
             module,
@@ -175,8 +206,8 @@ impl Optimizer {
         let norm = sq.sqrt();
         let scale = clip_factor(norm, self.clip_norm);
         self.t += 1;
-        let (t, kind) = (self.t, self.kind);
-        let moments = &mut self.host_moments;
+        let (t, kind, average) = (self.t, self.kind, self.average);
+        let (moments, averages) = (&mut self.host_moments, &mut self.host_averages);
         let module = map_params(module, |name, value| {
             let Some(g) = named.remove(name) else {
                 return value;
@@ -224,6 +255,22 @@ impl Optimizer {
                     });
                 }
             }
+            if average > 0.0 {
+                match averages.get_mut(name) {
+                    Some((_, a)) => {
+                        let keep = (1.0 - average) as f32;
+                        let mut work: Vec<_> = a.chunks_mut(CHUNK).zip(v.chunks(CHUNK)).collect();
+                        model::kernel::pool::parallel_for_each_mut(&mut work, |(a, v)| {
+                            for (a, &w) in a.iter_mut().zip(v.iter()) {
+                                *a += keep * (w - *a);
+                            }
+                        });
+                    }
+                    None => {
+                        averages.insert(name.to_string(), (dims, v.clone()));
+                    }
+                }
+            }
             Tensor::from_data(burn::tensor::TensorData::new(v, dims), &device)
         });
         (
@@ -250,8 +297,60 @@ impl Optimizer {
                 HostTensor::new(dims.to_vec(), v.clone()),
             );
         }
+        for (name, a) in &self.averages {
+            out.push(format!("optim.{name}.avg"), to_host(a));
+        }
+        for (name, (dims, a)) in &self.host_averages {
+            out.push(
+                format!("optim.{name}.avg"),
+                HostTensor::new(dims.to_vec(), a.clone()),
+            );
+        }
         out.metadata
             .insert("optim.updates".into(), self.t.to_string());
+    }
+
+    /// `weights` (named as the module's parameters) with each parameter
+    /// replaced by its running average; `None` without averaging. Checked
+    /// by [`check_averages`](Self::check_averages) when restored.
+    pub fn averaged(&self, weights: &SafeTensors) -> Option<SafeTensors> {
+        if self.average <= 0.0 || self.t == 0 {
+            return None;
+        }
+        let tensors = weights.tensors.iter().map(|(name, t)| {
+            let average = match (self.averages.get(name), self.host_averages.get(name)) {
+                (Some(a), _) => to_host(a).data,
+                (None, Some((_, a))) => a.clone(),
+                (None, None) => t.data.clone(),
+            };
+            (name.clone(), HostTensor::new(t.shape.clone(), average))
+        });
+        Some(SafeTensors {
+            tensors: tensors.collect(),
+            metadata: weights.metadata.clone(),
+        })
+    }
+
+    /// Checks restored averages against the module's `weights`: when the
+    /// optimiser averages, every parameter has an average of its size.
+    pub fn check_averages(&self, weights: &SafeTensors) -> Result<(), String> {
+        if self.average <= 0.0 || self.t == 0 {
+            return Ok(());
+        }
+        for (name, t) in &weights.tensors {
+            let len = match (self.averages.get(name), self.host_averages.get(name)) {
+                (Some(a), _) => a.dims().iter().product(),
+                (None, Some((_, a))) => a.len(),
+                (None, None) => return Err(format!("missing optim.{name}.avg")),
+            };
+            if len != t.data.len() {
+                return Err(format!(
+                    "optim.{name}.avg has {len} values, the parameter {}",
+                    t.data.len()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Restores the state written by [`save`](Self::save).
@@ -263,10 +362,22 @@ impl Optimizer {
             .ok_or("missing optim.updates")?;
         self.moments.clear();
         self.host_moments.clear();
+        self.averages.clear();
+        self.host_averages.clear();
         for (name, t) in &from.tensors {
-            if let Some(rest) = name.strip_prefix("optim.")
-                && let Some(param) = rest.strip_suffix(".m")
-            {
+            let Some(rest) = name.strip_prefix("optim.") else {
+                continue;
+            };
+            if let Some(param) = rest.strip_suffix(".avg") {
+                if self.host {
+                    let dims = model::params::matrix_dims(&t.shape);
+                    self.host_averages
+                        .insert(param.to_string(), (dims, t.data.clone()));
+                } else {
+                    self.averages
+                        .insert(param.to_string(), from_host(t, device));
+                }
+            } else if let Some(param) = rest.strip_suffix(".m") {
                 let v = from
                     .get(&format!("optim.{param}.v"))
                     .ok_or_else(|| format!("missing optim.{param}.v"))?;
@@ -288,6 +399,13 @@ impl Optimizer {
         let restored = self.moments.len() + self.host_moments.len();
         if self.kind == OptimizerKind::Adam && self.t > 0 && restored == 0 {
             return Err("Adam state missing (was the run trained with SGD?)".into());
+        }
+        let averaged = self.averages.len() + self.host_averages.len();
+        if (self.average > 0.0 && self.t > 0) != (averaged > 0) {
+            return Err(format!(
+                "weight averages {} (was the run trained with another train.average?)",
+                if averaged > 0 { "present" } else { "missing" }
+            ));
         }
         Ok(())
     }
@@ -412,6 +530,67 @@ mod tests {
                 }
             }
             assert_eq!(original, restored[0], "{kind:?}: host restore is not exact");
+        }
+    }
+
+    /// The running average is the exponential moving average of the weights
+    /// after each update, started at the first, in both modes; it survives a
+    /// save and load, and a checkpoint without it (or with it, when no
+    /// averaging is asked for) is refused.
+    #[test]
+    fn running_average_of_the_weights() {
+        let device = Device::flex().autodiff();
+        let cfg = CharLmConfig::new(27, 27).with_d_hidden(8);
+        for host in [true, false] {
+            let mut m = cfg.init(3, &device);
+            let mut opt = Optimizer::new(OptimizerKind::Adam, 1.0, &device)
+                .with_host(host)
+                .with_average(0.75);
+            let mut expected: Option<Vec<Vec<f32>>> = None;
+            for step in 0..3i64 {
+                let ids = Tensor::<1, Int>::from_data(
+                    TensorData::new(vec![1i64, 4, 9 + step, 2, 0, 5], [6]),
+                    &device,
+                );
+                let (logits, _) = m.forward(ids, 2, m.zero_state(2, &device), true);
+                let grads = logits.square().mean().backward();
+                m = opt.step(m, &grads, 0.1).0;
+                let w = values(&m);
+                expected = Some(match expected {
+                    None => w,
+                    Some(a) => a
+                        .iter()
+                        .zip(&w)
+                        .map(|(a, w)| a.iter().zip(w).map(|(a, w)| a + 0.25 * (w - a)).collect())
+                        .collect(),
+                });
+            }
+            let mut weights = SafeTensors::default();
+            crate::checkpoint::save_weights(&m, "", &mut weights);
+            let averaged = opt.averaged(&weights).expect("averaging");
+            let got: Vec<&Vec<f32>> = averaged.tensors.iter().map(|(_, t)| &t.data).collect();
+            let expected = expected.unwrap();
+            assert_eq!(got.len(), expected.len());
+            for (g, e) in got.iter().zip(&expected) {
+                for (x, y) in g.iter().zip(e) {
+                    assert!((x - y).abs() < 1e-6, "host {host}: {x} vs {y}");
+                }
+            }
+            assert_ne!(averaged, weights, "the average is not the last weights");
+            let mut saved = SafeTensors::default();
+            opt.save(&mut saved);
+            let mut back = Optimizer::new(OptimizerKind::Adam, 1.0, &device)
+                .with_host(!host)
+                .with_average(0.75);
+            back.load(&saved, &device).unwrap();
+            assert_eq!(back.averaged(&weights), Some(averaged));
+            let mut plain = Optimizer::new(OptimizerKind::Adam, 1.0, &device).with_host(host);
+            let err = plain.load(&saved, &device).unwrap_err();
+            assert!(err.contains("train.average"), "{err}");
+            saved.tensors.retain(|(n, _)| !n.ends_with(".avg"));
+            let err = back.load(&saved, &device).unwrap_err();
+            assert!(err.contains("weight averages missing"), "{err}");
+            assert_eq!(plain.averaged(&weights), None);
         }
     }
 }

@@ -170,6 +170,12 @@ pub struct TrainSpec {
     /// Seed of initialisation, dropout and sampling.
     #[serde(default)]
     pub seed: u64,
+    /// Polyak averaging: after each update the weights' running average
+    /// becomes `average * itself + (1 - average) * weights` (a horizon of
+    /// about `1 / (1 - average)` steps); validation, samples and the run's
+    /// `model.safetensors` use the average. 0 (the default) keeps none.
+    #[serde(default)]
+    pub average: f64,
 }
 
 /// A language-model recipe.
@@ -716,6 +722,12 @@ fn validate_train(t: &TrainSpec) -> std::result::Result<(), String> {
     if !(t.clip_norm >= 0.0 && t.clip_norm.is_finite()) {
         return Err(format!("train.clip_norm must be >= 0, got {}", t.clip_norm));
     }
+    if !(0.0..1.0).contains(&t.average) {
+        return Err(format!(
+            "train.average must be in [0, 1) (0 = no averaging), got {}",
+            t.average
+        ));
+    }
     Ok(())
 }
 
@@ -746,6 +758,8 @@ pub struct Schedule {
     pub decay_factor: f64,
     /// Global gradient norm clip (0 = none).
     pub clip_norm: f64,
+    /// Weight of the old average in the weights' running average (0 = none).
+    pub average: f64,
     /// Seed of initialisation, dropout, batches and sampling.
     pub seed: u64,
 }
@@ -793,6 +807,7 @@ impl Recipe {
                     decay_every: t.decay_every,
                     decay_factor: t.decay_factor,
                     clip_norm: t.clip_norm,
+                    average: t.average,
                     seed: t.seed,
                 }
             }
@@ -807,6 +822,7 @@ impl Recipe {
                     decay_every: t.decay_every,
                     decay_factor: t.decay_factor,
                     clip_norm: t.clip_norm,
+                    average: 0.0,
                     seed: t.seed,
                 }
             }

@@ -5,12 +5,16 @@
 //! step, its summary and its extra state; every check, every file of the run
 //! directory and the behaviour on Ctrl-C are this module's, the same for all.
 //!
-//! What a checkpoint holds, besides the task's tensors: the step, the random
+//! What a checkpoint holds, besides the task's tensors and the optimiser's
+//! state (Adam's moments, the weights' running average): the step, the random
 //! generator, the running loss window (so a resumed run averages exactly as
 //! one that never stopped), the training seconds, the model config, the
 //! tokenizer, the recipe it was trained with and the corpus fingerprint.
 //! A checkpoint is written only when every weight is finite: "the last good
-//! checkpoint" always loads and means something.
+//! checkpoint" always loads and means something. With `train.average` the
+//! checkpoint keeps the trained weights (training continues from them) and
+//! `model.safetensors` the running average, which is also what summaries
+//! validate and sample.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -442,7 +446,8 @@ pub fn train<T: Task>(
         ..
     } = open;
     let device = opts.device.clone().autodiff();
-    let mut optim = Optimizer::new(schedule.optimizer, schedule.clip_norm, &device);
+    let mut optim = Optimizer::new(schedule.optimizer, schedule.clip_norm, &device)
+        .with_average(schedule.average);
     let mut progress = Progress {
         step: 0,
         rng: Rng::derive(schedule.seed, 1),
@@ -461,8 +466,11 @@ pub fn train<T: Task>(
                 RESUMABLE_KEYS.join(", ")
             )));
         }
+        let mut trained_weights = SafeTensors::default();
+        task.save_model("", &mut trained_weights);
         optim
             .load(ck, &device)
+            .and_then(|()| optim.check_averages(&trained_weights))
             .map_err(|e| TrainError::checkpoint(&path, e))?;
         progress = restore_progress(ck, &path)?;
         task.load_state(ck, progress.step, &path)?;
@@ -588,9 +596,10 @@ pub fn train<T: Task>(
             // the checkpoint first (validation may take a while, and a second
             // Ctrl-C exits at once), then the summary, which saves again
             let weights = finite_weights(&task, progress.step - 1, books.last_good)?;
+            let average = finite_average(&optim, &weights, progress.step - 1, books.last_good)?;
             save(
                 &task,
-                weights,
+                average.unwrap_or(weights),
                 &books.saver,
                 &optim,
                 &mut progress,
@@ -723,7 +732,17 @@ fn summarise<T: Task>(
         wall_seconds: progress.wall,
         samples: at.samples,
     };
-    let out = task.summary(&input, &mut progress.rng)?;
+    // validation and samples of the weights the run publishes (the running
+    // average when it keeps one), then the trained weights back for training
+    let average = finite_average(optim, &weights, step, *last_good)?;
+    if let Some(a) = &average {
+        task.load_model(a, "", &saver.run.model_path())?;
+    }
+    let out = task.summary(&input, &mut progress.rng);
+    if average.is_some() {
+        task.load_model(&weights, "", &saver.run.model_path())?;
+    }
+    let out = out?;
     clock.sample_seconds += out.sample_seconds;
     clock.valid_seconds += t.elapsed().as_secs_f64() - out.sample_seconds;
     clock.window_seconds = 0.0;
@@ -745,7 +764,14 @@ fn summarise<T: Task>(
     });
     run.append(&run.log_path(), &(lines.join("\n") + "\n"))?;
     rows.push(out.row);
-    save(task, weights, saver, optim, progress, rows)?;
+    save(
+        task,
+        average.unwrap_or(weights),
+        saver,
+        optim,
+        progress,
+        rows,
+    )?;
     *last_good = Some(progress.step);
     metrics::write_plots(run.path(), saver.title, rows)?;
     observer(&Event::Checkpoint {
@@ -767,6 +793,26 @@ fn finite_weights<T: Task>(task: &T, step: u64, last_good: Option<u64>) -> Resul
         });
     }
     Ok(weights)
+}
+
+/// The running average of the trained `weights` when the optimiser keeps
+/// one (then it is what the run validates and publishes), refused unless
+/// all finite.
+fn finite_average(
+    optim: &Optimizer,
+    weights: &SafeTensors,
+    step: u64,
+    last_good: Option<u64>,
+) -> Result<Option<SafeTensors>> {
+    let average = optim.averaged(weights);
+    if let Some(name) = average.as_ref().and_then(|a| a.first_non_finite()) {
+        return Err(TrainError::NonFiniteWeights {
+            step,
+            tensor: format!("{name} (running average)"),
+            last_good,
+        });
+    }
+    Ok(average)
 }
 
 /// Writes `checkpoint.safetensors` (everything to resume), then
@@ -1126,6 +1172,7 @@ mod tests {
             decay_every: 5000,
             decay_factor: 0.1,
             clip_norm: 1.25,
+            average: 0.0,
             seed: 0,
         };
         assert_eq!(s.learning_rate_at(0), 10.0);

@@ -155,7 +155,8 @@ fn rms_dynamic_evaluation_reads_the_training_text() {
 }
 
 /// Stopping at any step and resuming gives the same final weights as a run
-/// that never stopped: same batches, optimiser state, schedule, dropout masks.
+/// that never stopped: same batches, optimiser state, schedule, dropout
+/// masks, running average of the weights.
 #[test]
 fn resume_continues_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,6 +177,8 @@ fn resume_continues_exactly() {
                 "d_embedding=8",
                 "--set",
                 "train.decay_every=15",
+                "--set",
+                "train.average=0.9",
             ],
         ),
     ] {
@@ -209,10 +212,21 @@ fn resume_continues_exactly() {
             "--no-samples",
         ]));
         assert!(out.contains("Resuming"), "{out}");
+        let published = tensors(&a.join("model.safetensors"));
         assert_eq!(
-            tensors(&a.join("model.safetensors")),
+            published,
             tensors(&b.join("model.safetensors")),
             "{name}: weights differ"
+        );
+        // with train.average the run publishes the average, not the last weights
+        let last: Vec<_> = tensors(&a.join("checkpoint.safetensors"))
+            .into_iter()
+            .filter_map(|(n, s, d)| Some((n.strip_prefix("model.")?.to_string(), s, d)))
+            .collect();
+        assert_eq!(
+            last == published,
+            extra.is_empty(),
+            "{name}: published weights"
         );
         let ma = std::fs::read_to_string(a.join("metrics.csv")).unwrap();
         let mb = std::fs::read_to_string(b.join("metrics.csv")).unwrap();
