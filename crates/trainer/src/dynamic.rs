@@ -356,7 +356,7 @@ mod tests {
         let d = Dynamic::of_recipe(&tree).unwrap();
         assert_eq!(
             (d.segment, d.rule, d.learning_rate, d.decay, d.stats),
-            (50, DynamicRule::Rms, 0.0004, 0.001, 20_000)
+            (50, DynamicRule::Rms, 0.0005, 0.002, 20_000)
         );
         assert_eq!(
             Dynamic::of_recipe(&serde_json::json!({})).unwrap(),
