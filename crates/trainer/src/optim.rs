@@ -318,11 +318,7 @@ impl Optimizer {
             return None;
         }
         let tensors = weights.tensors.iter().map(|(name, t)| {
-            let average = match (self.averages.get(name), self.host_averages.get(name)) {
-                (Some(a), _) => to_host(a).data,
-                (None, Some((_, a))) => a.clone(),
-                (None, None) => t.data.clone(),
-            };
+            let average = self.average_of(name).unwrap_or_else(|| t.data.clone());
             (name.clone(), HostTensor::new(t.shape.clone(), average))
         });
         Some(SafeTensors {
@@ -338,11 +334,10 @@ impl Optimizer {
             return Ok(());
         }
         for (name, t) in &weights.tensors {
-            let len = match (self.averages.get(name), self.host_averages.get(name)) {
-                (Some(a), _) => a.dims().iter().product(),
-                (None, Some((_, a))) => a.len(),
-                (None, None) => return Err(format!("missing optim.{name}.avg")),
-            };
+            let len = self
+                .average_of(name)
+                .ok_or_else(|| format!("missing optim.{name}.avg"))?
+                .len();
             if len != t.data.len() {
                 return Err(format!(
                     "optim.{name}.avg has {len} values, the parameter {}",
@@ -351,6 +346,15 @@ impl Optimizer {
             }
         }
         Ok(())
+    }
+
+    /// The running average of the parameter `name` on the host, in either mode.
+    fn average_of(&self, name: &str) -> Option<Vec<f32>> {
+        match (self.averages.get(name), self.host_averages.get(name)) {
+            (Some(a), _) => Some(to_host(a).data),
+            (None, Some((_, a))) => Some(a.clone()),
+            (None, None) => None,
+        }
     }
 
     /// Restores the state written by [`save`](Self::save).

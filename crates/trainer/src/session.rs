@@ -785,14 +785,26 @@ fn summarise<T: Task>(
 fn finite_weights<T: Task>(task: &T, step: u64, last_good: Option<u64>) -> Result<SafeTensors> {
     let mut weights = SafeTensors::default();
     task.save_model("", &mut weights);
-    if let Some(name) = weights.first_non_finite() {
-        return Err(TrainError::NonFiniteWeights {
-            step,
-            tensor: name.to_string(),
-            last_good,
-        });
-    }
+    refuse_non_finite(&weights, "", step, last_good)?;
     Ok(weights)
+}
+
+/// A diverged-run error naming the first tensor of `weights` (with `what`
+/// after its name) that holds a NaN or an infinity.
+fn refuse_non_finite(
+    weights: &SafeTensors,
+    what: &str,
+    step: u64,
+    last_good: Option<u64>,
+) -> Result<()> {
+    match weights.first_non_finite() {
+        Some(name) => Err(TrainError::NonFiniteWeights {
+            step,
+            tensor: format!("{name}{what}"),
+            last_good,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The running average of the trained `weights` when the optimiser keeps
@@ -805,12 +817,8 @@ fn finite_average(
     last_good: Option<u64>,
 ) -> Result<Option<SafeTensors>> {
     let average = optim.averaged(weights);
-    if let Some(name) = average.as_ref().and_then(|a| a.first_non_finite()) {
-        return Err(TrainError::NonFiniteWeights {
-            step,
-            tensor: format!("{name} (running average)"),
-            last_good,
-        });
+    if let Some(a) = &average {
+        refuse_non_finite(a, " (running average)", step, last_good)?;
     }
     Ok(average)
 }
