@@ -60,6 +60,12 @@ pub struct CharLmConfig {
     /// input embedding, between layers and before the classifier); 1 = no dropout.
     #[config(default = 1.0)]
     pub keep_prob: f64,
+    /// Probability of keeping each recurrent weight during training
+    /// (DropConnect on the hidden-to-hidden matrices, Merity et al., arXiv
+    /// 1708.02182: one mask per layer and training step, the same at every
+    /// time step); 1 = none.
+    #[config(default = 1.0)]
+    pub recurrent_keep_prob: f64,
 }
 
 /// Character-level LSTM language model.
@@ -75,6 +81,8 @@ pub struct CharLm {
     pub b: Param<Tensor<2>>,
     /// Keep probability of dropout.
     pub keep_prob: f64,
+    /// Keep probability of the recurrent weights (DropConnect).
+    pub recurrent_keep_prob: f64,
 }
 
 impl CharLmConfig {
@@ -92,11 +100,13 @@ impl CharLmConfig {
                 return Err(format!("{name} must be at least 1, got 0"));
             }
         }
-        if !(self.keep_prob > 0.0 && self.keep_prob <= 1.0) {
-            return Err(format!(
-                "keep_prob must be in (0, 1], got {}",
-                self.keep_prob
-            ));
+        for (name, p) in [
+            ("keep_prob", self.keep_prob),
+            ("recurrent_keep_prob", self.recurrent_keep_prob),
+        ] {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(format!("{name} must be in (0, 1], got {p}"));
+            }
         }
         Ok(())
     }
@@ -135,6 +145,7 @@ impl CharLmConfig {
             w,
             b,
             keep_prob: self.keep_prob,
+            recurrent_keep_prob: self.recurrent_keep_prob,
         }
     }
 
@@ -167,7 +178,7 @@ impl CharLm {
     ///
     /// - `ids`: input ids `[steps * batch]`, time-major (row `t * batch + b`).
     /// - `state`: one state per layer, `[batch, d_hidden]` each.
-    /// - `train`: whether dropout is active.
+    /// - `train`: whether dropout (and DropConnect) is active.
     ///
     /// Returns logits `[steps * batch, output_size]` (time-major) and the final states.
     pub fn forward(
@@ -191,6 +202,7 @@ impl CharLm {
     ) -> (Tensor<2>, Vec<LstmState>) {
         assert_eq!(state.len(), self.layers.len(), "one state per layer");
         let dropout = Dropout::new(self.keep_prob);
+        let recurrent_dropout = Dropout::new(self.recurrent_keep_prob);
         let mut input = match &self.embedding {
             None => LstmInput::OneHot(ids),
             Some(table) => LstmInput::embedded(table.val(), ids, dropout, train),
@@ -202,7 +214,8 @@ impl CharLm {
                 let prev: Tensor<2> = out.take().expect("previous layer output");
                 input = LstmInput::Dense(dropout.forward(prev, train));
             }
-            let (o, s) = layer.forward(&input, batch, s);
+            let wh = recurrent_dropout.forward(layer.recurrent_weights(), train);
+            let (o, s) = layer.forward_with(&input, wh, batch, s);
             out = Some(o);
             new_state.push(s);
         }

@@ -272,11 +272,6 @@ impl Lstm {
         }
     }
 
-    /// Recurrent product `h Wh`: `[batch, 4 d_hidden]`.
-    pub fn project_hidden(&self, h: Tensor<2>) -> Tensor<2> {
-        h.matmul(self.recurrent_weights())
-    }
-
     /// One step from pre-activations `[batch, 4 d_hidden]` (input projection + recurrent product).
     pub fn cell(&self, pre: Tensor<2>, c: Tensor<2>) -> LstmState {
         let gates = pre.chunk(4, 1);
@@ -305,14 +300,40 @@ impl Lstm {
         batch: usize,
         state: LstmState,
     ) -> (Tensor<2>, LstmState) {
+        self.forward_with(input, self.recurrent_weights(), batch, state)
+    }
+
+    /// [`forward`](Self::forward) with recurrent weights `wh` `[d_hidden, 4
+    /// d_hidden]` in place of the layer's own: the same matrix at every
+    /// step, so a DropConnect mask on it (Merity et al., arXiv 1708.02182)
+    /// drops recurrent connections without a mask per step.
+    pub fn forward_with(
+        &self,
+        input: &LstmInput,
+        wh: Tensor<2>,
+        batch: usize,
+        state: LstmState,
+    ) -> (Tensor<2>, LstmState) {
         let pre = self.project_input(input);
-        self.forward_projected(pre, batch, state)
+        self.sequence(pre, wh, batch, state)
     }
 
     /// [`forward`](Self::forward) from input projections `[steps * batch, 4 d_hidden]`.
     pub fn forward_projected(
         &self,
         pre: Tensor<2>,
+        batch: usize,
+        state: LstmState,
+    ) -> (Tensor<2>, LstmState) {
+        self.sequence(pre, self.recurrent_weights(), batch, state)
+    }
+
+    /// The steps from input projections with recurrent weights `wh`: the
+    /// fused kernel on flex, [`reference_sequence`](Self::reference_sequence) elsewhere.
+    fn sequence(
+        &self,
+        pre: Tensor<2>,
+        wh: Tensor<2>,
         batch: usize,
         state: LstmState,
     ) -> (Tensor<2>, LstmState) {
@@ -324,12 +345,11 @@ impl Lstm {
         );
         #[cfg(feature = "flex")]
         if crate::flex_ops::supported(&pre.device()) {
-            let wh = self.recurrent_weights();
             let (hs, c) = crate::flex_ops::lstm_sequence(pre, wh, state.h, state.c);
             let h = hs.clone().narrow(0, rows - batch, batch);
             return (hs, LstmState { h, c });
         }
-        self.forward_reference(pre, batch, state)
+        self.reference_sequence(pre, wh, batch, state)
     }
 
     /// All recurrent weights side by side, `[d_hidden, 4 d_hidden]`.
@@ -365,13 +385,24 @@ impl Lstm {
         batch: usize,
         state: LstmState,
     ) -> (Tensor<2>, LstmState) {
+        self.reference_sequence(pre, self.recurrent_weights(), batch, state)
+    }
+
+    /// [`forward_reference`](Self::forward_reference) with recurrent weights `wh`.
+    fn reference_sequence(
+        &self,
+        pre: Tensor<2>,
+        wh: Tensor<2>,
+        batch: usize,
+        state: LstmState,
+    ) -> (Tensor<2>, LstmState) {
         let [rows, _] = pre.dims();
         let steps = rows / batch;
         let LstmState { mut h, mut c } = state;
         let mut outputs = Vec::with_capacity(steps);
         for t in 0..steps {
             let x_t = pre.clone().narrow(0, t * batch, batch);
-            let next = self.cell(x_t + self.project_hidden(h), c);
+            let next = self.cell(x_t + h.matmul(wh.clone()), c);
             h = next.h;
             c = next.c;
             outputs.push(h.clone());

@@ -313,6 +313,45 @@ fn dropout_is_off_in_evaluation_and_scales_in_training() {
     assert_ne!(run(true), run(true));
 }
 
+/// DropConnect on the recurrent weights: off in evaluation; in training one
+/// mask per forward pass, so the gradient of a dropped weight is exactly zero
+/// (about `1 - p` of them) and the same seed drops the same weights.
+#[test]
+fn recurrent_dropconnect_drops_weights_in_training_only() {
+    let d = dev();
+    let config = CharLmConfig::new(27, 27)
+        .with_input(InputKind::Embedding)
+        .with_d_embedding(8)
+        .with_d_hidden(16);
+    let plain = config.clone().init(4, &d);
+    let dropped = config.with_recurrent_keep_prob(0.5).init(4, &d);
+    let x = || ids(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], &d);
+    let logits = |m: &model::CharLm, train: bool| m.forward(x(), 2, m.zero_state(2, &d), train).0;
+    assert_eq!(host(logits(&dropped, false)), host(logits(&plain, false)));
+    // the fraction of recurrent weights whose gradient is exactly zero
+    let zero_grads = |m: &model::CharLm, seed: u64| {
+        d.seed(seed);
+        let grads = logits(m, true).sum().backward();
+        let g = host(model::params::named_grads(m, &grads)["layers.0.blocks.0.wh"].clone());
+        (
+            g.iter().filter(|v| **v == 0.0).count() as f64 / g.len() as f64,
+            g,
+        )
+    };
+    let (none, _) = zero_grads(&plain, 9);
+    assert!(
+        none < 0.01,
+        "without DropConnect {none} of the gradients are zero"
+    );
+    let (half, g) = zero_grads(&dropped, 9);
+    assert!(
+        (half - 0.5).abs() < 0.06,
+        "{half} of 1024 recurrent gradients are zero"
+    );
+    assert_eq!(zero_grads(&dropped, 9).1, g, "same seed, same mask");
+    assert_ne!(zero_grads(&dropped, 10).1, g, "another seed, another mask");
+}
+
 #[test]
 fn one_hot_input_equals_a_dense_one_hot_matmul() {
     let d = dev();

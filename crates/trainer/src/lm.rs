@@ -54,6 +54,7 @@ pub fn model_config(r: &LmRecipe) -> CharLmConfig {
             InitSpec::Default => InitScheme::Default,
         })
         .with_keep_prob(m.keep_prob)
+        .with_recurrent_keep_prob(m.recurrent_keep_prob)
 }
 
 /// The tokenizer of a recipe's input kind.
@@ -238,7 +239,7 @@ impl Task for LmTask {
         self.generator.next_into(&mut self.batch);
         let (inputs, labels, steps) =
             step_inputs(self.recipe.model.tokenizer, &self.batch, batch_size);
-        if self.recipe.model.keep_prob < 1.0 {
+        if self.recipe.model.keep_prob < 1.0 || self.recipe.model.recurrent_keep_prob < 1.0 {
             self.device.seed(step_seed(self.recipe.train.seed, step));
         }
         let inputs = ids_tensor(inputs, &self.device);

@@ -101,6 +101,10 @@ pub struct LmModelSpec {
     /// Dropout keep probability on non-recurrent connections (1 = none).
     #[serde(default = "one_f")]
     pub keep_prob: f64,
+    /// Keep probability of each recurrent weight (DropConnect on the
+    /// hidden-to-hidden matrices, one mask per training step; 1 = none).
+    #[serde(default = "one_f")]
+    pub recurrent_keep_prob: f64,
 }
 
 /// How the corpus is split.
@@ -626,6 +630,7 @@ impl Recipe {
                 at_most("model.n_layers", m.n_layers, MAX_LAYERS)?;
                 at_least_one("model.d_embedding", m.d_embedding as u64)?;
                 probability("model.keep_prob", m.keep_prob)?;
+                probability("model.recurrent_keep_prob", m.recurrent_keep_prob)?;
                 if m.tokenizer == TokenizerKind::Bigram && m.input == InputSpec::OneHot {
                     // a 729-wide one-hot works, but is never what anyone means
                     return Err(
@@ -912,6 +917,10 @@ mod tests {
         );
         assert!(e("keep_prob=0").contains("model.keep_prob must be in (0, 1]"));
         assert!(
+            e("model.recurrent_keep_prob=1.5")
+                .contains("model.recurrent_keep_prob must be in (0, 1]")
+        );
+        assert!(
             e("layout=diagonal").contains("unknown variant `diagonal`"),
             "{}",
             e("layout=diagonal")
@@ -949,6 +958,7 @@ mod tests {
         "model.n_layers",
         "model.d_embedding",
         "model.keep_prob",
+        "model.recurrent_keep_prob",
         "model.tokenizer",
         "model.input",
         "model.layout",

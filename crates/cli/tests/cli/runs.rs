@@ -179,6 +179,8 @@ fn resume_continues_exactly() {
                 "train.decay_every=15",
                 "--set",
                 "train.average=0.9",
+                "--set",
+                "model.recurrent_keep_prob=0.8",
             ],
         ),
     ] {
