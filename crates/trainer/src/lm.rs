@@ -57,6 +57,17 @@ pub fn model_config(r: &LmRecipe) -> CharLmConfig {
         .with_recurrent_keep_prob(m.recurrent_keep_prob)
 }
 
+/// A saved [`CharLmConfig`] as this version writes it: runs saved before
+/// DropConnect existed name no recurrent keep probability, and had none
+/// (Burn's configs take no serde defaults, so the field is filled here).
+pub fn upgrade_model_config(saved: &mut serde_json::Value) {
+    if let Some(fields) = saved.as_object_mut() {
+        fields
+            .entry("recurrent_keep_prob")
+            .or_insert(serde_json::json!(1.0));
+    }
+}
+
 /// The tokenizer of a recipe's input kind.
 pub fn tokenizer_of(kind: TokenizerKind) -> Tokenizer {
     match kind {
@@ -218,6 +229,10 @@ impl Task for LmTask {
 
     fn model_config(&self) -> serde_json::Value {
         self.config.clone()
+    }
+
+    fn upgrade_model_config(&self, saved: &mut serde_json::Value) {
+        upgrade_model_config(saved);
     }
 
     fn params(&self) -> usize {
@@ -467,8 +482,10 @@ pub fn load_lm(
             run.config_path().display()
         ))
     };
+    let mut model_json = config.model.clone();
+    upgrade_model_config(&mut model_json);
     let cfg: CharLmConfig =
-        serde_json::from_value(config.model.clone()).map_err(|e| bad_config(e.to_string()))?;
+        serde_json::from_value(model_json).map_err(|e| bad_config(e.to_string()))?;
     cfg.validate().map_err(bad_config)?;
     let tok = tokenizer_of(kind);
     if cfg.vocab_size != tok.vocab_size() || cfg.output_size != tok.output_size() {

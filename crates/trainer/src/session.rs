@@ -215,6 +215,9 @@ pub trait Task {
     fn tokenizer(&self) -> Tokenizer;
     /// The model configuration, as saved in the run.
     fn model_config(&self) -> serde_json::Value;
+    /// A model configuration saved by an earlier version, as this one
+    /// writes it (fields added since get the value they implied then).
+    fn upgrade_model_config(&self, _saved: &mut serde_json::Value) {}
     /// Scalar parameters of the model.
     fn params(&self) -> usize;
     /// Characters of training text.
@@ -951,6 +954,7 @@ fn open_resume<T: Task>(
             task.tokenizer()
         )));
     }
+    task.upgrade_model_config(&mut config.model);
     if config.model != task.model_config() {
         return Err(cannot(format!(
             "the model differs from the run's (run: {}; asked: {})",

@@ -380,3 +380,28 @@ fn prepare_leaves_a_file_named_like_its_temporary_alone() {
     assert_eq!(std::fs::read_to_string(&input).unwrap(), "The Book.");
     assert_eq!(std::fs::read_to_string(&output).unwrap(), " the book");
 }
+
+/// A run saved before `model.recurrent_keep_prob` existed (its
+/// `config.json` names none) still evaluates, samples and resumes.
+#[test]
+fn a_run_saved_before_dropconnect_still_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "3"])));
+    let config = run.join("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    // the model's configuration (the recipe section holds the recipe's own keys)
+    let fields = json.pointer_mut("/model").unwrap().as_object_mut().unwrap();
+    assert!(fields.remove("recurrent_keep_prob").is_some());
+    std::fs::write(&config, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    let out = ok(&charlstm(&["eval", "--run", r, "--data", d]));
+    assert!(out.contains("bits per character"), "{out}");
+    ok(&charlstm(&["sample", "--run", r, "--length", "20"]));
+    let out = ok(&charlstm(&[
+        "train", "--resume", r, "--steps", "5", "--log", "plain",
+    ]));
+    assert!(out.contains("done: 5 steps"), "{out}");
+}
