@@ -513,6 +513,22 @@ mod tests {
     use model::CharLmConfig;
 
     #[test]
+    fn an_old_model_config_reads_as_one_without_dropconnect() {
+        let mut old = serde_json::json!({"d_hidden": 8});
+        upgrade_model_config(&mut old);
+        assert_eq!(
+            old,
+            serde_json::json!({"d_hidden": 8, "recurrent_keep_prob": 1.0})
+        );
+        let mut new = serde_json::json!({"recurrent_keep_prob": 0.8});
+        upgrade_model_config(&mut new);
+        assert_eq!(new, serde_json::json!({"recurrent_keep_prob": 0.8}));
+        let mut not_an_object = serde_json::json!([1]);
+        upgrade_model_config(&mut not_an_object);
+        assert_eq!(not_an_object, serde_json::json!([1]));
+    }
+
+    #[test]
     fn validation_in_streams_equals_one_stream() {
         // 20,000 characters: 5 segments of 4,000, each warmed on 1,000
         let device = Device::flex();
