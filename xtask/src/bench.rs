@@ -5,7 +5,12 @@
 //! ```text
 //! cargo xtask bench [--data FILE] [--recipes a,b] [--devices flex,ndarray,wgpu]
 //!                   [--threads 1,2] [--steps N] [--repeats R] [--no-reference]
+//!                   [--set KEY=VALUE]...
 //! ```
+//!
+//! `--set` overrides a value of every recipe for ours only (e.g. `--set
+//! train.precision=bf16`; the references have no such setting), and each of
+//! our lines records the overrides it ran with.
 //!
 //! Prints one JSON line per measurement (ours: `"framework": "charlstm"`),
 //! then one line per comparison with the medians and the ratio.
@@ -26,6 +31,8 @@ struct Options {
     steps: u64,
     repeats: usize,
     reference: bool,
+    /// Recipe overrides for ours (`--set`).
+    set: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -47,6 +54,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         steps: 1000,
         repeats: 3,
         reference: true,
+        set: vec![],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -75,6 +83,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .map_err(|_| "--repeats: bad number".to_string())?
             }
             "--no-reference" => o.reference = false,
+            "--set" => o.set.push(val()?),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -103,10 +112,9 @@ fn run_json(mut c: Command) -> Option<Value> {
 fn ours(
     bin: &Path,
     recipe: &str,
-    device: &str,
-    threads: usize,
+    (device, threads): (&str, usize),
     steps: u64,
-    data: &str,
+    o: &Options,
 ) -> Option<Value> {
     let mut c = Command::new(bin);
     c.current_dir(root()).args([
@@ -120,10 +128,16 @@ fn ours(
         "--steps",
         &steps.to_string(),
         "--data",
-        data,
+        &o.data,
     ]);
+    for s in &o.set {
+        c.args(["--set", s]);
+    }
     let mut v = run_json(c)?;
     v["framework"] = json!("charlstm");
+    if !o.set.is_empty() {
+        v["set"] = json!(o.set);
+    }
     Some(v)
 }
 
@@ -202,7 +216,7 @@ pub fn run(args: &[String]) -> ExitCode {
                 // the CPU ours names, said on every line of the comparison
                 let mut cpu = Value::Null;
                 for _ in 0..o.repeats {
-                    if let Some(v) = ours(&bin, recipe, device, threads, steps, &o.data) {
+                    if let Some(v) = ours(&bin, recipe, (device, threads), steps, &o) {
                         println!("{v}");
                         cpu = v["cpu"].clone();
                         mine.push(v["chars_per_sec"].as_f64().unwrap_or(f64::NAN));
@@ -274,7 +288,7 @@ pub fn run(args: &[String]) -> ExitCode {
                         json!({"compare": recipe, "device": device, "threads": threads, "steps": steps,
                                "charlstm_chars_per_sec": m, "tensorflow_chars_per_sec": t,
                                "pytorch_chars_per_sec": p, "ratio_vs_fastest_reference": m / best,
-                               "cpu": cpu})
+                               "cpu": cpu, "set": o.set})
                     );
                 }
             }

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use model::kernel::{self, SeqCache, SeqDims};
+use model::kernel::{self, Precision, SeqCache, SeqDims};
 
 fn time<F: FnMut()>(mut f: F) -> f64 {
     for _ in 0..3 {
@@ -59,6 +59,15 @@ fn main() {
                 2.0 * (m * n * k) as f64 / s / 1e9
             );
         }
+        // the opt-in bf16 products (where the CPU has AVX512-BF16)
+        if let Some(packed) = kernel::PackedBf16::new(&b, k, n, false) {
+            let s = time(|| packed.matmul(&mut c, &a, m, true));
+            println!(
+                "{{\"bench\": \"matmul_packed_bf16\", \"m\": {m}, \"n\": {n}, \"k\": {k}, \"us\": {:.2}, \"gflops\": {:.1}}}",
+                s * 1e6,
+                2.0 * (m * n * k) as f64 / s / 1e9
+            );
+        }
     }
     for (steps, batch, hidden) in [(10, 64, 64), (51, 64, 128), (50, 64, 512), (1000, 1, 64)] {
         let dims = SeqDims {
@@ -85,12 +94,20 @@ fn main() {
             kernel::backward(dims, &cache, &wh, &h0, &c0, &dh, &dc);
         });
         // the batch split over 1 and 2 threads (what `--threads` runs): where
-        // a second core's time goes at each size
-        for threads in [1, 2] {
+        // a second core's time goes at each size; in bf16 too where it runs
+        let precisions = if kernel::bf16::available() {
+            vec![Precision::F32, Precision::Bf16]
+        } else {
+            vec![Precision::F32]
+        };
+        for (threads, precision) in [1, 2]
+            .into_iter()
+            .flat_map(|t| precisions.iter().map(move |p| (t, *p)))
+        {
             kernel::pool::set_threads(threads);
             let mut split = kernel::SplitCache::default();
             let fwd = time(|| {
-                kernel::forward_split(dims, p.clone(), &wh, &h0, &c0, &mut split);
+                kernel::forward_split(dims, p.clone(), &wh, (&h0, &c0), precision, &mut split);
             });
             let dh = vec![0.01f32; rows * hidden];
             let dc = vec![0.01f32; batch * hidden];
@@ -98,7 +115,7 @@ fn main() {
                 kernel::backward_split(dims, &split, &wh, &h0, &c0, &dh, &dc);
             });
             println!(
-                "{{\"bench\": \"lstm_split\", \"threads\": {threads}, \"steps\": {steps}, \"batch\": {batch}, \"hidden\": {hidden}, \"forward_us\": {:.1}, \"backward_us\": {:.1}}}",
+                "{{\"bench\": \"lstm_split\", \"threads\": {threads}, \"precision\": \"{precision:?}\", \"steps\": {steps}, \"batch\": {batch}, \"hidden\": {hidden}, \"forward_us\": {:.1}, \"backward_us\": {:.1}}}",
                 fwd * 1e6,
                 bwd * 1e6
             );

@@ -9,7 +9,7 @@ use tokenizer::rng::Rng;
 
 use crate::dropout::Dropout;
 use crate::init::{self, InitScheme};
-use crate::lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState};
+use crate::lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState, Precision};
 
 /// How input ids reach the first LSTM layer.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -83,6 +83,10 @@ pub struct CharLm {
     pub keep_prob: f64,
     /// Keep probability of the recurrent weights (DropConnect).
     pub recurrent_keep_prob: f64,
+    /// Precision of the recurrent products (a setting of the run, not of
+    /// the model: not saved; f32 unless [`with_precision`](Self::with_precision)).
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl CharLmConfig {
@@ -146,6 +150,7 @@ impl CharLmConfig {
             b,
             keep_prob: self.keep_prob,
             recurrent_keep_prob: self.recurrent_keep_prob,
+            precision: Precision::F32,
         }
     }
 
@@ -156,6 +161,13 @@ impl CharLmConfig {
 }
 
 impl CharLm {
+    /// The model with its recurrent products in `precision` (training and
+    /// evaluation alike; f32 where the CPU does not support it).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
     /// Units per layer.
     pub fn d_hidden(&self) -> usize {
         self.layers[0].d_hidden
@@ -215,7 +227,7 @@ impl CharLm {
                 input = LstmInput::Dense(dropout.forward(prev, train));
             }
             let wh = recurrent_dropout.forward(layer.recurrent_weights(), train);
-            let (o, s) = layer.forward_with(&input, wh, batch, s);
+            let (o, s) = layer.forward_with(&input, wh, batch, s, self.precision);
             out = Some(o);
             new_state.push(s);
         }

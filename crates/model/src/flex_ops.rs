@@ -19,17 +19,19 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::kernel::{self, SeqDims, SplitCache};
+use crate::kernel::{self, Precision, SeqDims, SplitCache};
 
 /// The LSTM sequence operation.
 #[backend_extension(Flex, Autodiff)]
 pub trait LstmSeqBackend: Backend {
-    /// `[steps * batch, 4H]`, `[H, 4H]`, `[batch, H]`, `[batch, H]` -> `[steps * batch + batch, H]`.
+    /// `[steps * batch, 4H]`, `[H, 4H]`, `[batch, H]`, `[batch, H]` -> `[steps * batch + batch, H]`;
+    /// the recurrent products in bf16 when `bf16` ([`Precision::Bf16`]).
     fn lstm_sequence(
         p: FloatTensor<Self>,
         wh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
+        bf16: bool,
     ) -> FloatTensor<Self>;
 
     /// Mean softmax cross-entropy of `h w + b` against `labels`:
@@ -97,7 +99,15 @@ fn inputs(p: FlexTensor, wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> Inpu
     }
 }
 
-fn run(i: Inputs, cache: &mut SplitCache) -> (FlexTensor, Inputs) {
+fn precision(bf16: bool) -> Precision {
+    if bf16 {
+        Precision::Bf16
+    } else {
+        Precision::F32
+    }
+}
+
+fn run(i: Inputs, bf16: bool, cache: &mut SplitCache) -> (FlexTensor, Inputs) {
     let Inputs {
         dims,
         p,
@@ -105,7 +115,7 @@ fn run(i: Inputs, cache: &mut SplitCache) -> (FlexTensor, Inputs) {
         h0,
         c0,
     } = i;
-    let (mut out, c_last) = kernel::forward_split(dims, p, &wh, &h0, &c0, cache);
+    let (mut out, c_last) = kernel::forward_split(dims, p, &wh, (&h0, &c0), precision(bf16), cache);
     out.extend_from_slice(&c_last);
     let t = flex(out, [(dims.steps + 1) * dims.batch, dims.hidden]);
     (
@@ -160,8 +170,14 @@ fn scalar(x: f64) -> FlexTensor {
 }
 
 impl LstmSeqBackend for Flex {
-    fn lstm_sequence(p: FlexTensor, wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> FlexTensor {
-        run(inputs(p, wh, h0, c0), &mut SplitCache::default()).0
+    fn lstm_sequence(
+        p: FlexTensor,
+        wh: FlexTensor,
+        h0: FlexTensor,
+        c0: FlexTensor,
+        bf16: bool,
+    ) -> FlexTensor {
+        run(inputs(p, wh, h0, c0), bf16, &mut SplitCache::default()).0
     }
 
     fn linear_cross_entropy(
@@ -318,6 +334,7 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
         wh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
+        bf16: bool,
     ) -> FloatTensor<Self> {
         let nodes = [p.node(), wh.node(), h0.node(), c0.node()];
         match LstmSeqBackward
@@ -333,7 +350,7 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
                     c0.into_primitive(),
                 );
                 let mut cache = SplitCache::default();
-                let (out, i) = run(i, &mut cache);
+                let (out, i) = run(i, bf16, &mut cache);
                 let state = SeqState {
                     dims: i.dims,
                     cache: Arc::new(cache),
@@ -348,6 +365,7 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
                 wh.into_primitive(),
                 h0.into_primitive(),
                 c0.into_primitive(),
+                bf16,
             )),
         }
     }
@@ -411,12 +429,13 @@ pub fn supported(device: &Device) -> bool {
     crate::device::is_flex(device)
 }
 
-/// Runs the sequence operation: outputs `[steps * batch, H]` and final cell `[batch, H]`.
+/// Runs the sequence operation: outputs `[steps * batch, H]` and final cell
+/// `[batch, H]`, the recurrent products in `precision` where it applies.
 pub fn lstm_sequence(
     p: Tensor<2>,
     wh: Tensor<2>,
-    h0: Tensor<2>,
-    c0: Tensor<2>,
+    (h0, c0): (Tensor<2>, Tensor<2>),
+    precision: Precision,
 ) -> (Tensor<2>, Tensor<2>) {
     let [batch, hidden] = h0.dims();
     let rows = p.dims()[0];
@@ -425,6 +444,7 @@ pub fn lstm_sequence(
         wh.into_dispatch(),
         h0.into_dispatch(),
         c0.into_dispatch(),
+        precision == Precision::Bf16,
     );
     let out = Tensor::<2>::from_dispatch(out);
     let hs = out.clone().narrow(0, 0, rows);

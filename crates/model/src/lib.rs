@@ -24,7 +24,7 @@ pub mod params;
 pub use charlm::{CharLm, CharLmConfig, InputKind, cross_entropy};
 pub use dropout::Dropout;
 pub use init::InitScheme;
-pub use lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState};
+pub use lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState, Precision};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 

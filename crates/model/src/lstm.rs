@@ -28,6 +28,7 @@ use tokenizer::rng::Rng;
 
 use crate::dropout::Dropout;
 use crate::init::{self, InitScheme};
+pub use crate::kernel::Precision;
 
 /// How the gate parameters are laid out.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -300,22 +301,31 @@ impl Lstm {
         batch: usize,
         state: LstmState,
     ) -> (Tensor<2>, LstmState) {
-        self.forward_with(input, self.recurrent_weights(), batch, state)
+        self.forward_with(
+            input,
+            self.recurrent_weights(),
+            batch,
+            state,
+            Precision::F32,
+        )
     }
 
     /// [`forward`](Self::forward) with recurrent weights `wh` `[d_hidden, 4
     /// d_hidden]` in place of the layer's own: the same matrix at every
     /// step, so a DropConnect mask on it (Merity et al., arXiv 1708.02182)
-    /// drops recurrent connections without a mask per step.
+    /// drops recurrent connections without a mask per step. The recurrent
+    /// products run in `precision` where the fused kernel runs and the CPU
+    /// supports it (see [`Precision`]).
     pub fn forward_with(
         &self,
         input: &LstmInput,
         wh: Tensor<2>,
         batch: usize,
         state: LstmState,
+        precision: Precision,
     ) -> (Tensor<2>, LstmState) {
         let pre = self.project_input(input);
-        self.sequence(pre, wh, batch, state)
+        self.sequence(pre, wh, batch, state, precision)
     }
 
     /// [`forward`](Self::forward) from input projections `[steps * batch, 4 d_hidden]`.
@@ -325,17 +335,19 @@ impl Lstm {
         batch: usize,
         state: LstmState,
     ) -> (Tensor<2>, LstmState) {
-        self.sequence(pre, self.recurrent_weights(), batch, state)
+        self.sequence(pre, self.recurrent_weights(), batch, state, Precision::F32)
     }
 
     /// The steps from input projections with recurrent weights `wh`: the
     /// fused kernel on flex, [`reference_sequence`](Self::reference_sequence) elsewhere.
+    #[cfg_attr(not(feature = "flex"), allow(unused_variables))]
     fn sequence(
         &self,
         pre: Tensor<2>,
         wh: Tensor<2>,
         batch: usize,
         state: LstmState,
+        precision: Precision,
     ) -> (Tensor<2>, LstmState) {
         let [rows, _] = pre.dims();
         assert_eq!(
@@ -345,7 +357,7 @@ impl Lstm {
         );
         #[cfg(feature = "flex")]
         if crate::flex_ops::supported(&pre.device()) {
-            let (hs, c) = crate::flex_ops::lstm_sequence(pre, wh, state.h, state.c);
+            let (hs, c) = crate::flex_ops::lstm_sequence(pre, wh, (state.h, state.c), precision);
             let h = hs.clone().narrow(0, rows - batch, batch);
             return (hs, LstmState { h, c });
         }

@@ -43,6 +43,9 @@ pub struct BenchResult {
     pub last_loss: f64,
     /// Where it was measured: the CPU, its vector extensions, the kernels used.
     pub cpu: model::kernel::CpuInfo,
+    /// Precision the recurrent products trained in (`train.precision`,
+    /// where this CPU and device run it): `f32` or `bf16`.
+    pub precision: &'static str,
 }
 
 /// Where and how long to measure: the corpus, the device, the threads
@@ -232,8 +235,14 @@ pub fn bench_lm(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<BenchRe
     }
     let sample_cps = generated as f64 / t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&run);
+    // the smallest part of the batch over the kernels' threads
+    let part = recipe.data.batch_size / model::kernel::pool::threads().max(1);
+    let bf16 = recipe.train.precision == crate::recipe::PrecisionSpec::Bf16
+        && model::kernel::bf16::applies(part, recipe.model.d_hidden)
+        && model::device::is_flex(device);
     Ok(BenchResult {
         cpu: model::kernel::cpu_info(),
+        precision: if bf16 { "bf16" } else { "f32" },
         recipe: loaded.name.clone(),
         device: device_name.to_string(),
         threads,

@@ -399,7 +399,9 @@ pub fn train_lm(
     cfg.validate().map_err(TrainError::Recipe)?;
     crate::memory::check_lm(recipe, &cfg)?;
     let device = opts.device.clone().autodiff();
-    let mut model = cfg.init(Rng::derive(recipe.train.seed, 0).next_u64(), &device);
+    let mut model = cfg
+        .init(Rng::derive(recipe.train.seed, 0).next_u64(), &device)
+        .with_precision(recipe.train.precision.into());
     if let Some(init) = &opts.init {
         model = load_weights(model, "", init, Path::new("<initial weights>"), &device)?;
     }

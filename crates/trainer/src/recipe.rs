@@ -180,6 +180,32 @@ pub struct TrainSpec {
     /// `model.safetensors` use the average. 0 (the default) keeps none.
     #[serde(default)]
     pub average: f64,
+    /// Precision of the LSTM's recurrent products while training: `f32`
+    /// (the default) or `bf16` (operands rounded to bf16, sums in f32, on
+    /// CPUs with AVX512-BF16; f32 elsewhere). Faster on some CPUs, slower on
+    /// others: docs/PERFORMANCE.md measures its speed and perplexity.
+    #[serde(default)]
+    pub precision: PrecisionSpec,
+}
+
+/// Precision of the recurrent products ([`model::Precision`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrecisionSpec {
+    /// f32 throughout.
+    #[default]
+    F32,
+    /// bf16 operands, f32 accumulation.
+    Bf16,
+}
+
+impl From<PrecisionSpec> for model::Precision {
+    fn from(p: PrecisionSpec) -> Self {
+        match p {
+            PrecisionSpec::F32 => model::Precision::F32,
+            PrecisionSpec::Bf16 => model::Precision::Bf16,
+        }
+    }
 }
 
 /// A language-model recipe.
@@ -884,6 +910,14 @@ mod tests {
         let Recipe::Lm(r) = r.recipe else { panic!() };
         assert_eq!(r.train.learning_rate, 1.0);
         assert_eq!(r.model.layout, LayoutSpec::Fused);
+        // the precision is f32 unless asked; bf16 maps to the model's setting
+        assert_eq!(r.train.precision, PrecisionSpec::F32);
+        let r = load_recipe("large", &["train.precision=bf16".into()]).unwrap();
+        let Recipe::Lm(r) = r.recipe else { panic!() };
+        assert_eq!(
+            model::Precision::from(r.train.precision),
+            model::Precision::Bf16
+        );
     }
 
     #[test]
@@ -926,6 +960,16 @@ mod tests {
             e("layout=diagonal")
         );
         assert!(
+            e("train.precision=f16").contains("expected `f32` or `bf16` in `train.precision`"),
+            "{}",
+            e("train.precision=f16")
+        );
+        let mirror = load_recipe("mirror", &["train.precision=bf16".into()]).unwrap_err();
+        assert!(
+            mirror.to_string().contains("unknown field `precision`"),
+            "{mirror}"
+        );
+        assert!(
             e("nosection.x=1").contains("no section \"nosection\""),
             "{}",
             e("nosection.x=1")
@@ -954,6 +998,7 @@ mod tests {
     }
 
     const KEYS: &[&str] = &[
+        "train.precision",
         "model.d_hidden",
         "model.n_layers",
         "model.d_embedding",

@@ -1034,6 +1034,8 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "train.steps",
     "train.summary",
     "train.samples_every",
+    // the speed of the products, not the model: a bf16 run may go on in f32
+    "train.precision",
     // evaluation settings, not training
     "dynamic.segment",
     "dynamic.learning_rate",

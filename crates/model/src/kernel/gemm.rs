@@ -325,99 +325,142 @@ fn blocked_kernel() -> Option<BlockedKernel> {
     }
 }
 
-/// [`gemm_4x16`] in 16-lane AVX-512: blocks of 4 rows by 64 columns (four
-/// strips; then 32 or 16 for the last columns), 16 accumulators, so that a
-/// step reads 4 vectors of `B` and broadcasts 4 values of `A` for 16 FMAs
-/// (an 8 x 16 block needs 9 loads for 8 and is bound by the loads).
-///
-/// # Safety
-/// As [`gemm_4x16`], with AVX-512F in place of AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_avx512(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    a_rs: usize,
-    a_cs: usize,
-    b: *const f32,
-    ldb: usize,
-    b_strip: usize,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
-    /// One block of 4 rows by `S` strips of 16 columns.
+/// Defines an AVX-512 register-blocked kernel with the arguments of
+/// [`gemm_4x16`] (element type `$t` for `A` and `B`, `f32` for `C`): blocks
+/// of 4 rows by 64 columns (four strips; then 32 or 16 for the last
+/// columns), 16 accumulators, so that a step reads 4 vectors of `B` and
+/// broadcasts 4 values of `A` for 16 multiply-adds (an 8 x 16 block needs 9
+/// loads for 8 and is bound by the loads). `$load` reads the vector of `B`
+/// at `$bp`, `$splat` broadcasts the element of `A` at `$ap`, `$fma` is
+/// `$acc + $x * $w` lane by lane: the f32 kernel and the bf16 one
+/// ([`gemm_bf16`]) share the blocking.
+macro_rules! avx512_blocked_kernel {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $features:literal, $t:ty, $zero_b:expr,
+        |$bp:ident| $load:expr, |$ap:ident| $splat:expr, |$acc:ident, $x:ident, $w:ident| $fma:expr
+    ) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn $name(
+            m: usize,
+            n: usize,
+            k: usize,
+            a: *const $t,
+            a_rs: usize,
+            a_cs: usize,
+            b: *const $t,
+            ldb: usize,
+            b_strip: usize,
+            c: *mut f32,
+            ldc: usize,
+            accumulate: bool,
+        ) {
+            /// One block of 4 rows by `S` strips of 16 columns.
+            ///
+            /// # Safety
+            /// The kernel's features; 4 rows of `A` from `a`, `k` rows of `S`
+            /// strips of `B` from `b` and 4 rows of `S * 16` columns of `C`
+            /// from `c` lie inside the operands.
+            #[inline]
+            #[target_feature(enable = $features)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn block<const S: usize>(
+                k: usize,
+                a: *const $t,
+                (a_rs, a_cs): (usize, usize),
+                b: *const $t,
+                (ldb, b_strip): (usize, usize),
+                c: *mut f32,
+                ldc: usize,
+                accumulate: bool,
+            ) {
+                use std::arch::x86_64::*;
+                // SAFETY (whole block): indices stay inside the operands as documented.
+                unsafe {
+                    let mut acc = [[_mm512_setzero_ps(); S]; 4];
+                    if accumulate {
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            for (q, v) in row.iter_mut().enumerate() {
+                                *v = _mm512_loadu_ps(c.add(r * ldc + 16 * q));
+                            }
+                        }
+                    }
+                    for p in 0..k {
+                        let mut bv = [$zero_b; S];
+                        for (q, v) in bv.iter_mut().enumerate() {
+                            let $bp = b.add(q * b_strip + p * ldb);
+                            *v = $load;
+                        }
+                        let ap = a.add(p * a_cs);
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            let $ap = ap.add(r * a_rs);
+                            let $x = $splat;
+                            for (v, w) in row.iter_mut().zip(&bv) {
+                                let ($acc, $w) = (*v, *w);
+                                *v = $fma;
+                            }
+                        }
+                    }
+                    for (r, row) in acc.iter().enumerate() {
+                        for (q, v) in row.iter().enumerate() {
+                            _mm512_storeu_ps(c.add(r * ldc + 16 * q), *v);
+                        }
+                    }
+                }
+            }
+            let strips = n / 16;
+            let mut s = 0;
+            while s < strips {
+                let take = (strips - s).min(4);
+                let take = if take == 3 { 2 } else { take };
+                for i in (0..m).step_by(4) {
+                    // SAFETY: rows i..i + 4 <= m, strips s..s + take <= n / 16, as documented.
+                    unsafe {
+                        let (ai, bs, ci) =
+                            (a.add(i * a_rs), b.add(s * b_strip), c.add(i * ldc + 16 * s));
+                        let (ad, bd) = ((a_rs, a_cs), (ldb, b_strip));
+                        match take {
+                            4 => block::<4>(k, ai, ad, bs, bd, ci, ldc, accumulate),
+                            2 => block::<2>(k, ai, ad, bs, bd, ci, ldc, accumulate),
+                            _ => block::<1>(k, ai, ad, bs, bd, ci, ldc, accumulate),
+                        }
+                    }
+                }
+                s += take;
+            }
+        }
+    };
+}
+
+avx512_blocked_kernel!(
+    /// [`gemm_4x16`] in 16-lane AVX-512 (blocks of 4 x 64, see the macro).
     ///
     /// # Safety
-    /// AVX-512F; 4 rows of `A` from `a`, `k` rows of `S` strips of `B` from
-    /// `b` and 4 rows of `S * 16` columns of `C` from `c` lie inside the operands.
-    #[inline]
-    #[target_feature(enable = "avx512f,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn block<const S: usize>(
-        k: usize,
-        a: *const f32,
-        (a_rs, a_cs): (usize, usize),
-        b: *const f32,
-        (ldb, b_strip): (usize, usize),
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        use std::arch::x86_64::*;
-        // SAFETY (whole block): indices stay inside the operands as documented.
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); S]; 4];
-            if accumulate {
-                for (r, row) in acc.iter_mut().enumerate() {
-                    for (q, v) in row.iter_mut().enumerate() {
-                        *v = _mm512_loadu_ps(c.add(r * ldc + 16 * q));
-                    }
-                }
-            }
-            for p in 0..k {
-                let mut bv = [_mm512_setzero_ps(); S];
-                for (q, v) in bv.iter_mut().enumerate() {
-                    *v = _mm512_loadu_ps(b.add(q * b_strip + p * ldb));
-                }
-                let ap = a.add(p * a_cs);
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let x = _mm512_set1_ps(*ap.add(r * a_rs));
-                    for (v, w) in row.iter_mut().zip(&bv) {
-                        *v = _mm512_fmadd_ps(x, *w, *v);
-                    }
-                }
-            }
-            for (r, row) in acc.iter().enumerate() {
-                for (q, v) in row.iter().enumerate() {
-                    _mm512_storeu_ps(c.add(r * ldc + 16 * q), *v);
-                }
-            }
-        }
-    }
-    let strips = n / 16;
-    let mut s = 0;
-    while s < strips {
-        let take = (strips - s).min(4);
-        let take = if take == 3 { 2 } else { take };
-        for i in (0..m).step_by(4) {
-            // SAFETY: rows i..i + 4 <= m, strips s..s + take <= n / 16, as documented.
-            unsafe {
-                let (ai, bs, ci) = (a.add(i * a_rs), b.add(s * b_strip), c.add(i * ldc + 16 * s));
-                let (ad, bd) = ((a_rs, a_cs), (ldb, b_strip));
-                match take {
-                    4 => block::<4>(k, ai, ad, bs, bd, ci, ldc, accumulate),
-                    2 => block::<2>(k, ai, ad, bs, bd, ci, ldc, accumulate),
-                    _ => block::<1>(k, ai, ad, bs, bd, ci, ldc, accumulate),
-                }
-            }
-        }
-        s += take;
-    }
-}
+    /// As [`gemm_4x16`], with AVX-512F in place of AVX2.
+    gemm_avx512, "avx512f,fma", f32, _mm512_setzero_ps(),
+    |bp| _mm512_loadu_ps(bp),
+    |ap| _mm512_set1_ps(*ap),
+    |acc, x, w| _mm512_fmadd_ps(x, w, acc)
+);
+
+avx512_blocked_kernel!(
+    /// `C (+)= A B` with `A` and `B` in pairs of bf16 (`u32`: the element of
+    /// depth `2p` in the low half, `2p + 1` in the high half), `C` in f32:
+    /// `vdpbf16ps` multiplies both pairs and adds them to the f32 lane, so
+    /// one instruction does the work of two FMAs. `k` counts pairs; `B` is
+    /// read as by [`gemm_4x16`], a strip's row being 16 pairs.
+    ///
+    /// # Safety
+    /// AVX-512F and AVX512-BF16; otherwise as [`gemm_4x16`].
+    gemm_bf16, "avx512f,avx512bf16", u32,
+    std::mem::transmute::<__m512, __m512bh>(_mm512_setzero_ps()),
+    |bp| std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp.cast())),
+    |ap| std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*ap as i32)),
+    |acc, x, w| _mm512_dpbf16_ps(acc, x, w)
+);
 
 /// `C (+)= A B` in blocks of 4 rows by 16 columns held in 8 registers.
 /// `A[i][p]` is at `a[i * a_rs + p * a_cs]`; `B` is read where it lies, in

@@ -5,6 +5,7 @@
 //! - [`pool`]: the threads the kernels (and the trainer's host-side work) run on.
 //! - [`gemm`]: matrix products: AVX-512 and AVX2+FMA blocked kernels, packed right
 //!   operands ([`PackedB`]), the `gemm` crate for other shapes and CPUs.
+//! - [`bf16`]: the opt-in bf16 recurrent products (AVX512-BF16).
 //! - [`math`]: fast `exp`, `sigmoid`, `tanh`.
 //! - [`cell`]: one cell step for every row, forward and backward.
 //! - [`sequence`]: all time steps on one thread.
@@ -51,6 +52,7 @@ macro_rules! dispatch {
     }};
 }
 
+pub mod bf16;
 pub mod cell;
 pub mod classifier;
 pub mod cpu;
@@ -60,12 +62,14 @@ pub mod pool;
 pub mod sequence;
 pub mod split;
 
+pub use bf16::{PackedBf16, Precision};
 pub use cell::cell_step;
 pub use classifier::{linear_xent, linear_xent_backward};
 pub use cpu::{CpuInfo, Isa, cpu_info, detected_isa, isa};
 pub use gemm::{BLOCKED_MAX_B, PackedB, matmul, matmul_gemm_crate, matmul_maybe_packed};
 pub use math::{exp, sigmoid, tanh};
 pub use sequence::{
-    SeqCache, SeqDims, SeqGrads, backward, backward_packed, forward, forward_packed,
+    PackedRecurrent, SeqCache, SeqDims, SeqGrads, backward, backward_packed, forward,
+    forward_packed,
 };
 pub use split::{SplitCache, backward_split, forward_split, split_batch};

@@ -1,8 +1,73 @@
 //! The unrolled sequence on one thread: forward over all time steps with
 //! the recurrent product and the cell step, and backward through time.
 
+use super::bf16::{self, PackedBf16, Precision};
 use super::cell::{cell_backward_rows, cell_step};
 use super::gemm::{PackedB, matmul, matmul_maybe_packed};
+
+/// The recurrent weights packed once for all steps, in the precision asked
+/// for where it applies: `Wh` `[H, 4H]` for the forward product, `Wh^T`
+/// `[4H, H]` for the backward one.
+#[derive(Debug, Clone)]
+pub enum PackedRecurrent {
+    /// f32, packed for the blocked kernel where it applies (batches in
+    /// fours, a CPU with a blocked kernel), else `None`: read in place.
+    F32(Option<PackedB>),
+    /// bf16 pairs ([`Precision::Bf16`] on a CPU with AVX512-BF16).
+    Bf16(PackedBf16),
+}
+
+impl PackedRecurrent {
+    /// Packs `wh` for the forward product (`transposed` = false: `[H, 4H]`)
+    /// or for the backward one (`Wh^T`, `[4H, H]`), for products of
+    /// `dims.batch` rows.
+    pub fn new(wh: &[f32], dims: SeqDims, transposed: bool, precision: Precision) -> Self {
+        let (k, n) = if transposed {
+            (dims.gates(), dims.hidden)
+        } else {
+            (dims.hidden, dims.gates())
+        };
+        // batches under four rows (validation, character by character) stay
+        // f32: the bf16 kernel's row blocks are fours, fewer go value by value
+        if precision == Precision::Bf16
+            && bf16::applies(dims.batch, dims.hidden)
+            && let Some(p) = PackedBf16::new(wh, k, n, transposed)
+        {
+            return PackedRecurrent::Bf16(p);
+        }
+        PackedRecurrent::F32(
+            dims.batch
+                .is_multiple_of(4)
+                .then(|| PackedB::new(wh, k, n, transposed))
+                .flatten(),
+        )
+    }
+
+    /// The precision the products run in.
+    pub fn precision(&self) -> Precision {
+        match self {
+            PackedRecurrent::F32(_) => Precision::F32,
+            PackedRecurrent::Bf16(_) => Precision::Bf16,
+        }
+    }
+}
+
+/// `c (+)= a · B` for `a` `[m, k]` with the packed recurrent weights, `b`
+/// being the same operand unpacked (`[k, n]` row-major) for the f32 path
+/// when the weights could not be packed.
+fn recurrent_product(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    packed: &PackedRecurrent,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+) {
+    match packed {
+        PackedRecurrent::Bf16(p) => p.matmul(c, a, m, accumulate),
+        PackedRecurrent::F32(p) => matmul_maybe_packed(c, a, b, p.as_ref(), m, n, k, accumulate),
+    }
+}
 
 /// Sizes of one sequence call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,21 +121,18 @@ pub fn forward(
     // packed once for all steps: faster than reading `wh` in place (small
     // models) and than the `gemm` crate, which packs it at every call (large ones)
     // (batches in fours: the packed kernel's row blocks; others read `wh` in place)
-    let packed = dims
-        .batch
-        .is_multiple_of(4)
-        .then(|| PackedB::new(wh, dims.hidden, dims.gates(), false))
-        .flatten();
-    forward_packed(dims, p, wh, packed.as_ref(), h0, c0, cache)
+    let packed = PackedRecurrent::new(wh, dims, false, Precision::F32);
+    forward_packed(dims, p, wh, &packed, h0, c0, cache)
 }
 
-/// [`forward`] with `wh` already packed (`PackedB::new(wh, H, 4H, false)`),
-/// shared by the threads of [`forward_split`](super::split::forward_split).
+/// [`forward`] with `wh` already packed (`PackedRecurrent::new(wh, dims,
+/// false, precision)`), shared by the threads of
+/// [`forward_split`](super::split::forward_split).
 pub fn forward_packed(
     dims: SeqDims,
     p: Vec<f32>,
     wh: &[f32],
-    packed: Option<&PackedB>,
+    packed: &PackedRecurrent,
     h0: &[f32],
     c0: &[f32],
     cache: &mut SeqCache,
@@ -93,14 +155,12 @@ pub fn forward_packed(
             } else {
                 &done[(s - 1) * b * hd..]
             };
-            matmul_maybe_packed(
+            recurrent_product(
                 &mut cache.acts[g_span.clone()],
                 h_prev,
                 wh,
                 packed,
-                b,
-                g4,
-                hd,
+                (b, g4, hd),
                 true,
             );
         }
@@ -149,22 +209,20 @@ pub fn backward(
 ) -> SeqGrads {
     // Wh^T [4H, H], once: packed straight from `wh` where the packed kernel
     // applies (batches in fours)
-    let packed = dims
-        .batch
-        .is_multiple_of(4)
-        .then(|| PackedB::new(wh, dims.gates(), dims.hidden, true))
-        .flatten();
-    backward_packed(dims, cache, wh, packed.as_ref(), h0, c0, dhs, dc_last)
+    let packed = PackedRecurrent::new(wh, dims, true, Precision::F32);
+    backward_packed(dims, cache, wh, &packed, h0, c0, dhs, dc_last)
 }
 
-/// [`backward`] with `Wh^T` already packed (`PackedB::new(wh, 4H, H, true)`),
-/// shared by the threads of [`backward_split`](super::split::backward_split).
+/// [`backward`] with `Wh^T` already packed (`PackedRecurrent::new(wh, dims,
+/// true, precision)`), shared by the threads of
+/// [`backward_split`](super::split::backward_split). In bf16 the weight
+/// gradient is a bf16 product too.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_packed(
     dims: SeqDims,
     cache: &SeqCache,
     wh: &[f32],
-    packed_t: Option<&PackedB>,
+    packed_t: &PackedRecurrent,
     h0: &[f32],
     c0: &[f32],
     dhs: &[f32],
@@ -178,9 +236,12 @@ pub fn backward_packed(
     let mut dh_next = vec![0.0f32; b * hd];
     let mut dh = vec![0.0f32; b * hd];
     // where the packed kernel does not apply, Wh^T transposed so that dG Wh^T reads it row by row
-    let packed = packed_t.filter(|_| b.is_multiple_of(4));
+    let packed = match packed_t {
+        PackedRecurrent::F32(Some(_)) if !b.is_multiple_of(4) => &PackedRecurrent::F32(None),
+        other => other,
+    };
     let mut wh_t = Vec::new();
-    if packed.is_none() {
+    if matches!(packed, PackedRecurrent::F32(None)) {
         wh_t = vec![0.0f32; g4 * hd];
         for r in 0..hd {
             for c in 0..g4 {
@@ -203,12 +264,21 @@ pub fn backward_packed(
         let dg = &mut dp[s * b * g4..(s + 1) * b * g4];
         dispatch!(cell_backward_rows(acts, c_prev, tc, &dh, &mut dc, dg, hd));
         // dh_prev = dG · Wh^T
-        matmul_maybe_packed(&mut dh_next, dg, &wh_t, packed, b, hd, g4, false);
+        recurrent_product(&mut dh_next, dg, &wh_t, packed, (b, hd, g4), false);
     }
     // dWh = h0^T dG_0 + H_{0..T-1}^T dG_{1..T}
     let mut dwh = vec![0.0f32; hd * g4];
-    matmul(&mut dwh, h0, &dp[..b * g4], hd, g4, b, true, false, false);
-    if dims.steps > 1 {
+    let in_bf16 = packed_t.precision() == Precision::Bf16
+        && bf16::matmul_at(
+            &mut dwh,
+            (h0, &cache.hs[..(rows - b) * hd]),
+            (&dp[..b * g4], &dp[b * g4..]),
+            (hd, g4, rows),
+        );
+    if !in_bf16 {
+        matmul(&mut dwh, h0, &dp[..b * g4], hd, g4, b, true, false, false);
+    }
+    if !in_bf16 && dims.steps > 1 {
         matmul(
             &mut dwh,
             &cache.hs[..(rows - b) * hd],

@@ -2,11 +2,12 @@
 //! so a forward or backward pass runs as one part per thread, each on its
 //! own sequences, sharing one packed copy of the recurrent weights.
 
-use super::gemm::{PackedB, elems};
+use super::bf16::Precision;
+use super::gemm::elems;
 use super::pool::parallel_map;
 use super::pool::{parallel_for_each_mut, threads};
 use super::sequence::{
-    SeqCache, SeqDims, SeqGrads, backward, backward_packed, forward, forward_packed,
+    PackedRecurrent, SeqCache, SeqDims, SeqGrads, backward_packed, forward_packed,
 };
 
 /// The batch split for `parts` threads: `(first sequence, sequences)` of each part.
@@ -74,35 +75,63 @@ fn scatter_all<'a>(
     x
 }
 
+/// The recurrent weights packed once for all the parts (two copies of a 4
+/// MiB `wh` would fill the L3 cache): in bf16 when asked and every part
+/// has the rows for it; in f32 for the blocked kernel when some part's rows
+/// come in fours (the others read `wh` in place). Depends on the parts
+/// alone, so the backward pass packs in the forward's precision.
+fn packed_for(
+    parts: &[(usize, usize)],
+    dims: SeqDims,
+    wh: &[f32],
+    transposed: bool,
+    precision: Precision,
+) -> PackedRecurrent {
+    let smallest = parts.iter().map(|p| p.1).min().unwrap_or(dims.batch);
+    let batch = if smallest < 4 {
+        smallest
+    } else {
+        parts
+            .iter()
+            .map(|p| p.1)
+            .find(|n| n.is_multiple_of(4))
+            .unwrap_or(dims.batch)
+    };
+    PackedRecurrent::new(wh, SeqDims { batch, ..dims }, transposed, precision)
+}
+
 /// Caches of a forward pass split over threads.
 #[derive(Debug, Clone, Default)]
 pub struct SplitCache {
     /// `(first sequence, sequences, cache)` of every part.
     pub parts: Vec<(usize, usize, SeqCache)>,
+    /// The precision the forward pass ran in; the backward pass runs in the same.
+    pub precision: Precision,
 }
 
-/// [`forward`] with the batch split over up to [`threads`] threads (each
+/// [`forward`](super::sequence::forward) with the batch split over up to [`threads`] threads (each
 /// sequence is independent of the others). Returns the outputs `[rows, H]`
-/// and the final cell state `[batch, H]`.
+/// and the final cell state `[batch, H]`. The recurrent products run in
+/// `precision` where it applies ([`PackedRecurrent::new`]).
 pub fn forward_split(
     dims: SeqDims,
     p: Vec<f32>,
     wh: &[f32],
-    h0: &[f32],
-    c0: &[f32],
+    (h0, c0): (&[f32], &[f32]),
+    precision: Precision,
     cache: &mut SplitCache,
 ) -> (Vec<f32>, Vec<f32>) {
     let parts = split_batch(dims.batch, if dims.batch >= 16 { threads() } else { 1 });
+    let packed = packed_for(&parts, dims, wh, false, precision);
+    cache.precision = packed.precision();
     if parts.len() == 1 {
         let mut c = SeqCache::default();
-        let c_last = forward(dims, p, wh, h0, c0, &mut c);
+        let c_last = forward_packed(dims, p, wh, &packed, h0, c0, &mut c);
         let hs = c.hs.clone();
         cache.parts = vec![(0, dims.batch, c)];
         return (hs, c_last);
     }
     let (g4, hd) = (dims.gates(), dims.hidden);
-    // one packed copy for all threads (two copies of a 4 MiB `wh` would fill the L3 cache)
-    let packed = PackedB::new(wh, hd, g4, false);
     let results: Vec<(usize, usize, SeqCache, Vec<f32>)> = parallel_map(&parts, |&(lo, n)| {
         let pk = gather(&p, dims, lo, n, g4, dims.steps);
         let h0k = &h0[lo * hd..(lo + n) * hd];
@@ -113,7 +142,7 @@ pub fn forward_split(
             hidden: hd,
         };
         let mut c = SeqCache::default();
-        let last = forward_packed(d, pk, wh, packed.as_ref(), h0k, c0k, &mut c);
+        let last = forward_packed(d, pk, wh, &packed, h0k, c0k, &mut c);
         (lo, n, c, last)
     });
     let hs = scatter_all(
@@ -130,7 +159,7 @@ pub fn forward_split(
     (hs, c_last)
 }
 
-/// [`backward`] of a [`forward_split`] pass, on the same split.
+/// [`backward`](super::sequence::backward) of a [`forward_split`] pass, on the same split.
 pub fn backward_split(
     dims: SeqDims,
     cache: &SplitCache,
@@ -140,11 +169,13 @@ pub fn backward_split(
     dhs: &[f32],
     dc_last: &[f32],
 ) -> SeqGrads {
+    let parts: Vec<(usize, usize)> = cache.parts.iter().map(|(lo, n, _)| (*lo, *n)).collect();
+    let packed_t = packed_for(&parts, dims, wh, true, cache.precision);
     if cache.parts.len() == 1 {
-        return backward(dims, &cache.parts[0].2, wh, h0, c0, dhs, dc_last);
+        let c = &cache.parts[0].2;
+        return backward_packed(dims, c, wh, &packed_t, h0, c0, dhs, dc_last);
     }
     let (g4, hd) = (dims.gates(), dims.hidden);
-    let packed_t = PackedB::new(wh, g4, hd, true);
     let results: Vec<(usize, usize, SeqGrads)> = parallel_map(&cache.parts, |(lo, n, c)| {
         let (lo, n) = (*lo, *n);
         let dh = gather(dhs, dims, lo, n, hd, dims.steps);
@@ -161,7 +192,7 @@ pub fn backward_split(
                 d,
                 c,
                 wh,
-                packed_t.as_ref(),
+                &packed_t,
                 &h0[lo * hd..(lo + n) * hd],
                 &c0[lo * hd..(lo + n) * hd],
                 &dh,
@@ -192,7 +223,68 @@ pub fn backward_split(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::bf16::available;
     use crate::kernel::pool::{TEST_THREAD_COUNT, set_threads};
+    use crate::kernel::sequence::{backward, forward};
+
+    /// Inputs of one sequence pass and its output gradients, values in
+    /// `[-8 / div, 8 / div]`.
+    struct Case {
+        p: Vec<f32>,
+        wh: Vec<f32>,
+        h0: Vec<f32>,
+        c0: Vec<f32>,
+        dh: Vec<f32>,
+        dc: Vec<f32>,
+    }
+
+    impl Case {
+        fn new(dims: SeqDims, div: f32) -> Self {
+            let n = |k: usize, m: usize| -> Vec<f32> {
+                (0..k)
+                    .map(|i| (((i * m) % 17) as f32 - 8.0) / div)
+                    .collect()
+            };
+            let (rows, g4, b, hd) = (dims.rows(), dims.gates(), dims.batch, dims.hidden);
+            Case {
+                p: n(rows * g4, 7),
+                wh: n(hd * g4, 5),
+                h0: n(b * hd, 3),
+                c0: n(b * hd, 11),
+                dh: n(rows * hd, 13),
+                dc: n(b * hd, 2),
+            }
+        }
+
+        /// The single-threaded f32 passes: the forward cache, the final cell, the gradients.
+        fn single(&self, dims: SeqDims) -> (SeqCache, Vec<f32>, SeqGrads) {
+            let mut one = SeqCache::default();
+            let c1 = forward(dims, self.p.clone(), &self.wh, &self.h0, &self.c0, &mut one);
+            let g = backward(dims, &one, &self.wh, &self.h0, &self.c0, &self.dh, &self.dc);
+            (one, c1, g)
+        }
+
+        /// The split passes in `precision`: outputs, final cell, gradients, the cache.
+        fn split(
+            &self,
+            dims: SeqDims,
+            precision: Precision,
+        ) -> (Vec<f32>, Vec<f32>, SeqGrads, SplitCache) {
+            let mut split = SplitCache::default();
+            let (hs, c2) = forward_split(
+                dims,
+                self.p.clone(),
+                &self.wh,
+                (&self.h0, &self.c0),
+                precision,
+                &mut split,
+            );
+            let g = backward_split(
+                dims, &split, &self.wh, &self.h0, &self.c0, &self.dh, &self.dc,
+            );
+            (hs, c2, g, split)
+        }
+    }
 
     /// Splitting the batch over threads changes nothing but rounding: with
     /// unpacked weights (12 gate columns), with weights packed once for all
@@ -212,23 +304,11 @@ mod tests {
                 batch,
                 hidden,
             };
-            let n = |k: usize, m: usize| -> Vec<f32> {
-                (0..k)
-                    .map(|i| (((i * m) % 17) as f32 - 8.0) / 10.0)
-                    .collect()
-            };
-            let (rows, g4) = (dims.rows(), dims.gates());
-            let (p, wh) = (n(rows * g4, 7), n(hidden * g4, 5));
-            let (h0, c0) = (n(batch * hidden, 3), n(batch * hidden, 11));
-            let (dh, dc) = (n(rows * hidden, 13), n(batch * hidden, 2));
-            let mut one = SeqCache::default();
-            let c1 = forward(dims, p.clone(), &wh, &h0, &c0, &mut one);
-            let g1 = backward(dims, &one, &wh, &h0, &c0, &dh, &dc);
+            let case = Case::new(dims, 10.0);
+            let (one, c1, g1) = case.single(dims);
             let threads = TEST_THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
             set_threads(3);
-            let mut split = SplitCache::default();
-            let (hs, c2) = forward_split(dims, p, &wh, &h0, &c0, &mut split);
-            let g2 = backward_split(dims, &split, &wh, &h0, &c0, &dh, &dc);
+            let (hs, c2, g2, split) = case.split(dims, Precision::F32);
             set_threads(1);
             drop(threads);
             assert_eq!(split.parts.len(), 3);
@@ -238,6 +318,59 @@ mod tests {
             close(&g1.dh0, &g2.dh0, "dh0");
             close(&g1.dc0, &g2.dc0, "dc0");
             close(&g1.dwh, &g2.dwh, "dwh");
+        }
+    }
+
+    /// The bf16 recurrent products at `large`'s proportions (scaled down:
+    /// parts of 8 rows, 32 units) on one and two threads: close to the f32
+    /// passes (operands rounded to 8 bits of mantissa), and not equal to
+    /// them beyond f32 rounding where the CPU has AVX512-BF16 (so the bf16
+    /// path did run).
+    #[test]
+    #[allow(clippy::print_stderr)] // says when this CPU has no AVX512-BF16
+    fn bf16_split_passes_stay_close_to_f32() {
+        let dims = SeqDims {
+            steps: 5,
+            batch: 16,
+            hidden: 32,
+        };
+        let case = Case::new(dims, 20.0);
+        let (one, c1, g1) = case.single(dims);
+        let _threads = TEST_THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+        for threads in [1, 2] {
+            set_threads(threads);
+            let (hs, c2, g2, split) = case.split(dims, Precision::Bf16);
+            set_threads(1);
+            let want = if available() {
+                Precision::Bf16
+            } else {
+                Precision::F32
+            };
+            assert_eq!(split.precision, want);
+            let mut differs = false;
+            for (what, a, b) in [
+                ("outputs", &one.hs, &hs),
+                ("final cell", &c1, &c2),
+                ("dp", &g1.dp, &g2.dp),
+                ("dh0", &g1.dh0, &g2.dh0),
+                ("dwh", &g1.dwh, &g2.dwh),
+            ] {
+                assert_eq!(a.len(), b.len(), "{what}");
+                for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                    assert!(
+                        (x - y).abs() <= 3e-2 * (1.0 + x.abs()),
+                        "{threads} threads, {what}[{i}]: {x} vs {y}"
+                    );
+                    // more than the split's own rounding (1e-5 above)
+                    differs |= (x - y).abs() > 1e-5;
+                }
+            }
+            assert_eq!(differs, available(), "bf16 ran where available");
+        }
+        if !available() {
+            eprintln!(
+                "bf16_split_passes_stay_close_to_f32: no AVX512-BF16 here: f32 compared only"
+            );
         }
     }
 }

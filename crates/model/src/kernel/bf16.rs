@@ -1,0 +1,460 @@
+//! The recurrent products in bf16 with f32 accumulation, an opt-in
+//! precision for large models ([`Precision::Bf16`]): AVX512-BF16's
+//! `vdpbf16ps` multiplies pairs of bf16 values and adds both products to an
+//! f32 lane, twice the multiply-adds of an f32 FMA per instruction.
+//!
+//! Whether that is faster depends on the CPU, so the setting is opt-in and
+//! measured per CPU in docs/PERFORMANCE.md: on AMD Zen 5 (EPYC, family 26)
+//! `vdpbf16ps` runs at about twice the f32 FMA rate; on the Intel Xeon
+//! (Sapphire Rapids) of an earlier session a `vdpbf16ps` kernel ran at ~75
+//! GFLOP/s against ~120-148 for the f32 one.
+//!
+//! The operands of these products (the weights, the outputs `h`, the gate
+//! gradients `dG`) are rounded to bf16 (8 bits of mantissa, to nearest even)
+//! as they enter them; the products' sums, and every stored state, gate and
+//! gradient, stay f32. Layout: a
+//! "pair" is a `u32` holding the bf16 of depth `2p` in its low half and of
+//! `2p + 1` in its high half, so a row-major `[m, k]` matrix converted to
+//! bf16 is already `[m, k / 2]` pairs.
+
+use super::gemm::elems;
+#[cfg(target_arch = "x86_64")]
+use super::gemm::gemm_bf16;
+
+/// Precision of the recurrent products of the fused LSTM kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 throughout (the default; the notebook recipes and the golden test).
+    #[default]
+    F32,
+    /// bf16 operands with f32 accumulation where it applies ([`applies`]:
+    /// a CPU with AVX512-BF16, products of 4 rows or more, units in
+    /// sixteens); f32 elsewhere.
+    Bf16,
+}
+
+/// Whether [`Precision::Bf16`] takes effect here: the AVX-512 kernels are
+/// selected (so `CHARLSTM_KERNELS=avx2+fma` turns it off) and the CPU has
+/// AVX512-BF16.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::cpu::{Isa, isa};
+        isa() == Isa::Avx512 && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether [`Precision::Bf16`] runs for sequences of `rows` per product
+/// (a thread's part of the batch) and `hidden` units: the CPU has it
+/// ([`available`]), the rows fill the kernel's blocks of four (fewer would
+/// go value by value), and both the forward operand `[H, 4H]` and the
+/// backward one `[4H, H]` are whole strips of 16 columns, so that forward
+/// and backward run in the same precision.
+pub fn applies(rows: usize, hidden: usize) -> bool {
+    available() && rows >= 4 && hidden > 0 && hidden.is_multiple_of(16)
+}
+
+/// `x` rounded to bf16, to nearest even (NaN stays NaN), as the vector
+/// conversion does for normal values.
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let round = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(round) >> 16) as u16
+}
+
+/// The f32 value of a bf16.
+pub fn from_bf16(x: u16) -> f32 {
+    f32::from_bits((x as u32) << 16)
+}
+
+/// Pairs of depth of consecutive rows: `rows` rows of `cols` values (row `i`
+/// given by `row(i)`) become `[rows.div_ceil(2), cols]` pairs, pair `(p, j)`
+/// holding rows `2p` and `2p + 1` of column `j` (a missing last row is
+/// zero). This is the layout of `B` for [`gemm_bf16`] when the depth runs
+/// down the rows, and of `A` (read transposed) for `A^T B`.
+fn pairs_of_rows<'a>(rows: usize, cols: usize, row: impl Fn(usize) -> &'a [f32]) -> Vec<u32> {
+    let mut out = vec![0u32; elems(rows.div_ceil(2), cols)];
+    for (p, dst) in out.chunks_exact_mut(cols.max(1)).enumerate() {
+        let lo = row(2 * p);
+        let hi = (2 * p + 1 < rows).then(|| row(2 * p + 1));
+        assert!(
+            lo.len() >= cols && hi.is_none_or(|h| h.len() >= cols),
+            "row size"
+        );
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if available() {
+            // SAFETY: AVX-512F/BW and AVX512-BF16 are available; the rows
+            // hold `cols` values (checked above) and `dst` holds `cols` pairs.
+            done = unsafe { interleave_avx512(dst, lo, hi, cols) };
+        }
+        for j in done..cols {
+            let h = hi.map_or(0, |h| to_bf16(h[j]));
+            dst[j] = to_bf16(lo[j]) as u32 | (h as u32) << 16;
+        }
+    }
+    out
+}
+
+/// The vector part of [`pairs_of_rows`] for one pair of rows: whole groups
+/// of 16 columns; returns how many columns it did.
+///
+/// # Safety
+/// AVX-512F/BW and AVX512-BF16; `lo` (and `hi`) hold at least `cols`
+/// values, `dst` at least `cols` pairs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn interleave_avx512(dst: &mut [u32], lo: &[f32], hi: Option<&[f32]>, cols: usize) -> usize {
+    use std::arch::x86_64::*;
+    // lanes 0..16 of the conversion are `lo`, 16..32 `hi`: interleave them
+    let order: [i16; 32] = std::array::from_fn(|i| (i / 2 + 16 * (i % 2)) as i16);
+    let cols16 = cols - cols % 16;
+    // SAFETY (whole block): the indices stay below `cols` (see above).
+    unsafe {
+        let idx = _mm512_loadu_si512(order.as_ptr().cast());
+        for j in (0..cols16).step_by(16) {
+            let l = _mm512_loadu_ps(lo.as_ptr().add(j));
+            let h = match hi {
+                Some(h) => _mm512_loadu_ps(h.as_ptr().add(j)),
+                None => _mm512_setzero_ps(),
+            };
+            let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(h, l));
+            let pairs = _mm512_permutexvar_epi16(idx, both);
+            _mm512_storeu_si512(dst.as_mut_ptr().add(j).cast(), pairs);
+        }
+    }
+    cols16
+}
+
+/// Rows `[m, k]` (`k` even) as `[m, k / 2]` pairs: each value to bf16 in place order.
+fn rows_to_pairs(a: &[f32], m: usize, k: usize) -> Vec<u32> {
+    debug_assert!(k.is_multiple_of(2));
+    let n = elems(m, k);
+    let mut out = vec![0u32; n / 2];
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: AVX-512F/BW and AVX512-BF16 are available; `a` holds `n`
+        // values and `out` `n / 2` pairs.
+        done = unsafe { convert_avx512(&mut out, &a[..n]) };
+    }
+    for (i, pair) in out.iter_mut().enumerate().skip(done / 2) {
+        *pair = to_bf16(a[2 * i]) as u32 | (to_bf16(a[2 * i + 1]) as u32) << 16;
+    }
+    out
+}
+
+/// The vector part of [`rows_to_pairs`]: whole groups of 32 values; returns how many it did.
+///
+/// # Safety
+/// AVX-512F and AVX512-BF16; `out` holds `a.len() / 2` pairs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn convert_avx512(out: &mut [u32], a: &[f32]) -> usize {
+    use std::arch::x86_64::*;
+    let n32 = a.len() - a.len() % 32;
+    // SAFETY: indices below `n32 <= a.len()`, pairs below `n32 / 2`.
+    unsafe {
+        for i in (0..n32).step_by(32) {
+            let l = _mm512_loadu_ps(a.as_ptr().add(i));
+            let h = _mm512_loadu_ps(a.as_ptr().add(i + 16));
+            // low half of the result from `l`: values i..i+16 in order
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(h, l));
+            _mm512_storeu_si512(out.as_mut_ptr().add(i / 2).cast(), v);
+        }
+    }
+    n32
+}
+
+/// Depth (pairs) of one pass of the bf16 kernel: four strips of 128 pairs
+/// of 16 columns are 32 KiB and stay in the L1 cache (48 KiB on the CPUs
+/// with AVX-512 here) while every row block reads them.
+const KC_PAIRS: usize = 128;
+
+/// A right operand in bf16 pairs, packed once for many products (the
+/// recurrent weights, used at every step): strips of 16 columns, each `[k /
+/// 2, 16]` pairs contiguous, as [`PackedB`](super::gemm::PackedB) in f32.
+///
+/// **Invariant:** exists only where [`available`] (its constructor returns
+/// `None` elsewhere), with `k` even and `n` a multiple of 16.
+#[derive(Debug, Clone)]
+pub struct PackedBf16 {
+    data: Vec<u32>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedBf16 {
+    /// Packs `b` (`[k, n]` row-major, or `[n, k]` when `b_t`), or `None`
+    /// where the bf16 kernel does not apply (no AVX512-BF16, `k` odd, `n`
+    /// not a multiple of 16).
+    pub fn new(b: &[f32], k: usize, n: usize, b_t: bool) -> Option<Self> {
+        assert!(b.len() >= elems(k, n), "packed operand size");
+        if !available() || k == 0 || !k.is_multiple_of(2) || n == 0 || !n.is_multiple_of(16) {
+            return None;
+        }
+        let k2 = k / 2;
+        // pairs in `b`'s own order first (vectorised), then moved into strips
+        let pairs = if b_t {
+            rows_to_pairs(b, n, k) // [n, k2]: column j of B is row j
+        } else {
+            pairs_of_rows(k, n, |i| &b[i * n..(i + 1) * n]) // [k2, n]
+        };
+        let mut data = vec![0u32; k2 * n];
+        for (s, strip) in data.chunks_exact_mut(16 * k2).enumerate() {
+            for (p, row) in strip.chunks_exact_mut(16).enumerate() {
+                for (q, x) in row.iter_mut().enumerate() {
+                    let j = s * 16 + q;
+                    *x = if b_t {
+                        pairs[j * k2 + p]
+                    } else {
+                        pairs[p * n + j]
+                    };
+                }
+            }
+        }
+        Some(PackedBf16 { data, k, n })
+    }
+
+    /// `c (+)= a · B` for `a` `[m, k]` row-major (rounded to bf16) and `c` `[m, n]`.
+    pub fn matmul(&self, c: &mut [f32], a: &[f32], m: usize, accumulate: bool) {
+        let (k, n) = (self.k, self.n);
+        assert!(
+            c.len() >= elems(m, n) && a.len() >= elems(m, k),
+            "matmul operand sizes"
+        );
+        let k2 = k / 2;
+        let pairs = rows_to_pairs(a, m, k);
+        let m4 = m - m % 4;
+        for k0 in (0..k2).step_by(KC_PAIRS) {
+            let kc = KC_PAIRS.min(k2 - k0);
+            let first = !(accumulate || k0 > 0);
+            #[cfg(target_arch = "x86_64")]
+            if m4 > 0 {
+                // SAFETY: a PackedBf16 exists only where the kernel runs
+                // (AVX512-BF16); rows 0..m4 by every strip's 16 columns
+                // (strips 16 * k2 apart), pairs k0..k0 + kc, lie inside the
+                // pairs of `a`, the strips and `c`.
+                unsafe {
+                    gemm_bf16(
+                        m4,
+                        n,
+                        kc,
+                        pairs.as_ptr().add(k0),
+                        k2,
+                        1,
+                        self.data.as_ptr().add(k0 * 16),
+                        16,
+                        16 * k2,
+                        c.as_mut_ptr(),
+                        n,
+                        !first,
+                    )
+                };
+            }
+            // the rows past the last four, one value at a time
+            for i in m4..m {
+                for (s, strip) in self.data.chunks_exact(16 * k2).enumerate() {
+                    let out = &mut c[i * n + s * 16..i * n + s * 16 + 16];
+                    if first {
+                        out.fill(0.0);
+                    }
+                    for p in k0..k0 + kc {
+                        let x = pairs[i * k2 + p];
+                        for (o, w) in out.iter_mut().zip(&strip[p * 16..p * 16 + 16]) {
+                            *o += dot_pair(x, *w);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The two products of a pair of bf16 pairs, summed (f32).
+fn dot_pair(x: u32, w: u32) -> f32 {
+    from_bf16(x as u16) * from_bf16(w as u16)
+        + from_bf16((x >> 16) as u16) * from_bf16((w >> 16) as u16)
+}
+
+/// `c = a^T b` in bf16 with f32 accumulation, for `a` `[k, m]` and `b` `[k,
+/// n]` row-major, each given as two row ranges one after the other (`a0`
+/// then `a1`, `b0` then `b1`: the weight gradient `H^T dG` sums the initial
+/// state's step and the others'). Returns `false` (and leaves `c`) where the
+/// bf16 kernel does not apply (no AVX512-BF16, `m` not a multiple of 4 or `n`
+/// of 16).
+pub fn matmul_at(
+    c: &mut [f32],
+    (a0, a1): (&[f32], &[f32]),
+    (b0, b1): (&[f32], &[f32]),
+    (m, n, k): (usize, usize, usize),
+) -> bool {
+    if !available() || m == 0 || !m.is_multiple_of(4) || n == 0 || !n.is_multiple_of(16) {
+        return false;
+    }
+    let (ka, kb) = (a0.len() / m, b0.len() / n);
+    assert!(
+        ka == kb
+            && elems(ka, m) == a0.len()
+            && elems(kb, n) == b0.len()
+            && a1.len().checked_add(a0.len()) == Some(elems(k, m))
+            && b1.len().checked_add(b0.len()) == Some(elems(k, n))
+            && c.len() >= elems(m, n),
+        "matmul_at operand sizes"
+    );
+    let a_row = |i: usize| {
+        if i < ka {
+            &a0[i * m..(i + 1) * m]
+        } else {
+            &a1[(i - ka) * m..(i - ka + 1) * m]
+        }
+    };
+    let b_row = |i: usize| {
+        if i < kb {
+            &b0[i * n..(i + 1) * n]
+        } else {
+            &b1[(i - kb) * n..(i - kb + 1) * n]
+        }
+    };
+    let ap = pairs_of_rows(k, m, a_row); // [k2, m]: A^T's row i is column i
+    let bp = pairs_of_rows(k, n, b_row); // [k2, n]
+    let k2 = k.div_ceil(2);
+    if k2 == 0 {
+        c[..m * n].fill(0.0);
+        return true;
+    }
+    for k0 in (0..k2).step_by(KC_PAIRS) {
+        let kc = KC_PAIRS.min(k2 - k0);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX512-BF16 is available (checked above); rows 0..m (a
+        // multiple of 4) of A^T at stride 1 / m per pair, pairs k0..k0 + kc
+        // of B's `n` columns (a multiple of 16) and `c` `[m, n]` lie inside
+        // the buffers.
+        unsafe {
+            gemm_bf16(
+                m,
+                n,
+                kc,
+                ap.as_ptr().add(k0 * m),
+                1,
+                m,
+                bp.as_ptr().add(k0 * n),
+                n,
+                16,
+                c.as_mut_ptr(),
+                n,
+                k0 > 0,
+            )
+        };
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: to the even one, 1
+        assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3 * 2^-8 lies halfway between 1 + 2^-7 and 1 + 2^-6: to 1 + 2^-6
+        assert_eq!(to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
+    }
+
+    /// bf16 only where both passes run it: 4 rows or more, units in sixteens.
+    #[test]
+    fn bf16_applies_to_whole_blocks_only() {
+        assert_eq!(applies(4, 16), available());
+        assert_eq!(applies(32, 512), available());
+        assert!(!applies(3, 512), "rows under the kernel's four");
+        assert!(
+            !applies(64, 24),
+            "backward operand [96, 24]: not whole strips"
+        );
+        assert!(!applies(64, 0));
+    }
+
+    fn values(n: usize, m: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i * m) % 23) as f32 - 11.0) / 7.3)
+            .collect()
+    }
+
+    fn rounded(x: f32) -> f64 {
+        from_bf16(to_bf16(x)) as f64
+    }
+
+    /// The bf16 products against the same product of the rounded operands in
+    /// f64, at sizes that take the vector paths (and rows past the last
+    /// four, odd depths for `A^T B`); says so when this CPU cannot run them.
+    #[test]
+    #[allow(clippy::print_stderr)] // says when this CPU has no AVX512-BF16
+    fn bf16_kernels_match_the_rounded_product() {
+        if !available() {
+            eprintln!("bf16_kernels_match_the_rounded_product: no AVX512-BF16 here: SKIPPED");
+            assert!(PackedBf16::new(&[0.0; 32], 2, 16, false).is_none());
+            return;
+        }
+        let close = |got: f32, want: f64, what: &str| {
+            assert!(
+                (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{what}: {got} vs {want}"
+            );
+        };
+        for (m, n, k) in [(8, 64, 300), (6, 48, 2), (64, 256, 64), (5, 16, 34)] {
+            let (a, b) = (values(m * k, 7), values(k * n, 5));
+            let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
+            let c0 = values(m * n, 3);
+            for (b_t, accumulate) in [(false, false), (true, true)] {
+                let packed = PackedBf16::new(if b_t { &bt } else { &b }, k, n, b_t).unwrap();
+                let mut c = c0.clone();
+                packed.matmul(&mut c, &a, m, accumulate);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = (0..k)
+                            .map(|p| rounded(a[i * k + p]) * rounded(b[p * n + j]))
+                            .sum::<f64>()
+                            + if accumulate {
+                                c0[i * n + j] as f64
+                            } else {
+                                0.0
+                            };
+                        close(c[i * n + j], want, &format!("{m}x{n}x{k} ({i},{j}) {b_t}"));
+                    }
+                }
+            }
+        }
+        // A^T B with the depth in two ranges, odd and across the depth chunks
+        for (m, n, k, split) in [(16, 32, 301, 7), (4, 16, 3, 1), (8, 64, 64, 0)] {
+            let (a, b) = (values(k * m, 11), values(k * n, 13));
+            let mut c = vec![f32::NAN; m * n];
+            let parts_a = a.split_at(split * m);
+            let parts_b = b.split_at(split * n);
+            assert!(matmul_at(&mut c, parts_a, parts_b, (m, n, k)));
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|p| rounded(a[p * m + i]) * rounded(b[p * n + j]))
+                        .sum();
+                    close(c[i * n + j], want, &format!("a^T b {m}x{n}x{k} ({i},{j})"));
+                }
+            }
+        }
+        assert!(!matmul_at(
+            &mut [0.0; 16],
+            (&[0.0; 2], &[]),
+            (&[0.0; 16], &[]),
+            (2, 8, 1)
+        ));
+    }
+}
