@@ -79,6 +79,8 @@ pub fn from_bf16(x: u16) -> f32 {
 /// down the rows, and of `A` (read transposed) for `A^T B`.
 fn pairs_of_rows<'a>(rows: usize, cols: usize, row: impl Fn(usize) -> &'a [f32]) -> Vec<u32> {
     let mut out = vec![0u32; elems(rows.div_ceil(2), cols)];
+    #[cfg(target_arch = "x86_64")]
+    let vector = available();
     for (p, dst) in out.chunks_exact_mut(cols.max(1)).enumerate() {
         let lo = row(2 * p);
         let hi = (2 * p + 1 < rows).then(|| row(2 * p + 1));
@@ -88,7 +90,7 @@ fn pairs_of_rows<'a>(rows: usize, cols: usize, row: impl Fn(usize) -> &'a [f32])
         );
         let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if available() {
+        if vector {
             // SAFETY: AVX-512F/BW and AVX512-BF16 are available; the rows
             // hold `cols` values (checked above) and `dst` holds `cols` pairs.
             done = unsafe { interleave_avx512(dst, lo, hi, cols) };

@@ -18,26 +18,35 @@ pub enum PackedRecurrent {
 }
 
 impl PackedRecurrent {
-    /// Packs `wh` for the forward product (`transposed` = false: `[H, 4H]`)
-    /// or for the backward one (`Wh^T`, `[4H, H]`), for products of
-    /// `dims.batch` rows.
-    pub fn new(wh: &[f32], dims: SeqDims, transposed: bool, precision: Precision) -> Self {
+    /// Packs `wh` of `hidden` units for the forward product (`transposed` =
+    /// false: `[H, 4H]`) or for the backward one (`Wh^T`, `[4H, H]`), for
+    /// products of `rows` rows each (one count per thread's part of the
+    /// batch): in bf16 when asked and every part can run it
+    /// ([`bf16::applies`]: parts under four rows, such as validation
+    /// character by character, stay f32); in f32 packed when some part's
+    /// rows come in fours (the packed kernel's row blocks; the others read
+    /// `wh` in place). Forward and backward of one split get the same.
+    pub fn new(
+        wh: &[f32],
+        hidden: usize,
+        transposed: bool,
+        precision: Precision,
+        rows: &[usize],
+    ) -> Self {
         let (k, n) = if transposed {
-            (dims.gates(), dims.hidden)
+            (4 * hidden, hidden)
         } else {
-            (dims.hidden, dims.gates())
+            (hidden, 4 * hidden)
         };
-        // batches under four rows (validation, character by character) stay
-        // f32: the bf16 kernel's row blocks are fours, fewer go value by value
         if precision == Precision::Bf16
-            && bf16::applies(dims.batch, dims.hidden)
+            && rows.iter().all(|&r| bf16::applies(r, hidden))
             && let Some(p) = PackedBf16::new(wh, k, n, transposed)
         {
             return PackedRecurrent::Bf16(p);
         }
         PackedRecurrent::F32(
-            dims.batch
-                .is_multiple_of(4)
+            rows.iter()
+                .any(|r| r.is_multiple_of(4))
                 .then(|| PackedB::new(wh, k, n, transposed))
                 .flatten(),
         )
@@ -121,12 +130,12 @@ pub fn forward(
     // packed once for all steps: faster than reading `wh` in place (small
     // models) and than the `gemm` crate, which packs it at every call (large ones)
     // (batches in fours: the packed kernel's row blocks; others read `wh` in place)
-    let packed = PackedRecurrent::new(wh, dims, false, Precision::F32);
+    let packed = PackedRecurrent::new(wh, dims.hidden, false, Precision::F32, &[dims.batch]);
     forward_packed(dims, p, wh, &packed, h0, c0, cache)
 }
 
-/// [`forward`] with `wh` already packed (`PackedRecurrent::new(wh, dims,
-/// false, precision)`), shared by the threads of
+/// [`forward`] with `wh` already packed (`PackedRecurrent::new(wh, H,
+/// false, precision, rows)`), shared by the threads of
 /// [`forward_split`](super::split::forward_split).
 pub fn forward_packed(
     dims: SeqDims,
@@ -209,12 +218,12 @@ pub fn backward(
 ) -> SeqGrads {
     // Wh^T [4H, H], once: packed straight from `wh` where the packed kernel
     // applies (batches in fours)
-    let packed = PackedRecurrent::new(wh, dims, true, Precision::F32);
+    let packed = PackedRecurrent::new(wh, dims.hidden, true, Precision::F32, &[dims.batch]);
     backward_packed(dims, cache, wh, &packed, h0, c0, dhs, dc_last)
 }
 
-/// [`backward`] with `Wh^T` already packed (`PackedRecurrent::new(wh, dims,
-/// true, precision)`), shared by the threads of
+/// [`backward`] with `Wh^T` already packed (`PackedRecurrent::new(wh, H,
+/// true, precision, rows)`), shared by the threads of
 /// [`backward_split`](super::split::backward_split). In bf16 the weight
 /// gradient is a bf16 product too.
 #[allow(clippy::too_many_arguments)]
@@ -277,19 +286,19 @@ pub fn backward_packed(
         );
     if !in_bf16 {
         matmul(&mut dwh, h0, &dp[..b * g4], hd, g4, b, true, false, false);
-    }
-    if !in_bf16 && dims.steps > 1 {
-        matmul(
-            &mut dwh,
-            &cache.hs[..(rows - b) * hd],
-            &dp[b * g4..],
-            hd,
-            g4,
-            rows - b,
-            true,
-            false,
-            true,
-        );
+        if dims.steps > 1 {
+            matmul(
+                &mut dwh,
+                &cache.hs[..(rows - b) * hd],
+                &dp[b * g4..],
+                hd,
+                g4,
+                rows - b,
+                true,
+                false,
+                true,
+            );
+        }
     }
     SeqGrads {
         dp,

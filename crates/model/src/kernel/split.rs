@@ -75,31 +75,6 @@ fn scatter_all<'a>(
     x
 }
 
-/// The recurrent weights packed once for all the parts (two copies of a 4
-/// MiB `wh` would fill the L3 cache): in bf16 when asked and every part
-/// has the rows for it; in f32 for the blocked kernel when some part's rows
-/// come in fours (the others read `wh` in place). Depends on the parts
-/// alone, so the backward pass packs in the forward's precision.
-fn packed_for(
-    parts: &[(usize, usize)],
-    dims: SeqDims,
-    wh: &[f32],
-    transposed: bool,
-    precision: Precision,
-) -> PackedRecurrent {
-    let smallest = parts.iter().map(|p| p.1).min().unwrap_or(dims.batch);
-    let batch = if smallest < 4 {
-        smallest
-    } else {
-        parts
-            .iter()
-            .map(|p| p.1)
-            .find(|n| n.is_multiple_of(4))
-            .unwrap_or(dims.batch)
-    };
-    PackedRecurrent::new(wh, SeqDims { batch, ..dims }, transposed, precision)
-}
-
 /// Caches of a forward pass split over threads.
 #[derive(Debug, Clone, Default)]
 pub struct SplitCache {
@@ -122,7 +97,11 @@ pub fn forward_split(
     cache: &mut SplitCache,
 ) -> (Vec<f32>, Vec<f32>) {
     let parts = split_batch(dims.batch, if dims.batch >= 16 { threads() } else { 1 });
-    let packed = packed_for(&parts, dims, wh, false, precision);
+    // one packed copy for all threads (two copies of a 4 MiB `wh` would fill
+    // the L3 cache), chosen by the parts' rows alone: the backward pass,
+    // on the same parts, packs in the same precision
+    let rows: Vec<usize> = parts.iter().map(|p| p.1).collect();
+    let packed = PackedRecurrent::new(wh, dims.hidden, false, precision, &rows);
     cache.precision = packed.precision();
     if parts.len() == 1 {
         let mut c = SeqCache::default();
@@ -169,8 +148,8 @@ pub fn backward_split(
     dhs: &[f32],
     dc_last: &[f32],
 ) -> SeqGrads {
-    let parts: Vec<(usize, usize)> = cache.parts.iter().map(|(lo, n, _)| (*lo, *n)).collect();
-    let packed_t = packed_for(&parts, dims, wh, true, cache.precision);
+    let rows: Vec<usize> = cache.parts.iter().map(|p| p.1).collect();
+    let packed_t = PackedRecurrent::new(wh, dims.hidden, true, cache.precision, &rows);
     if cache.parts.len() == 1 {
         let c = &cache.parts[0].2;
         return backward_packed(dims, c, wh, &packed_t, h0, c0, dhs, dc_last);
@@ -289,7 +268,8 @@ mod tests {
     /// Splitting the batch over threads changes nothing but rounding: with
     /// unpacked weights (12 gate columns), with weights packed once for all
     /// threads (16 columns, parts of 8) and with packed weights that some
-    /// parts cannot use (parts of 6 and 7 rows: not the kernel's fours).
+    /// parts cannot use (parts of 6 and 7 rows: not the kernel's fours,
+    /// so every part reads `wh` in place).
     #[test]
     fn split_passes_equal_the_single_pass() {
         let close = |a: &[f32], b: &[f32], what: &str| {
