@@ -25,9 +25,14 @@ pub(crate) fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where the recipes live: with the trainer, which compiles them in.
+fn recipe_dir() -> PathBuf {
+    root().join("crates/trainer/recipes")
+}
+
 /// `(name, description)` of every recipe file, sorted by name.
 fn recipes() -> Vec<(String, String)> {
-    let dir = root().join("xtask/recipes");
+    let dir = recipe_dir();
     let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -153,10 +158,8 @@ fn main() -> ExitCode {
             let Some(recipe) = args.get(1) else {
                 return usage();
             };
-            let text = std::fs::read_to_string(
-                root().join(format!("crates/trainer/recipes/{recipe}.toml")),
-            )
-            .or_else(|_| std::fs::read_to_string(recipe));
+            let text = std::fs::read_to_string(recipe_dir().join(format!("{recipe}.toml")))
+                .or_else(|_| std::fs::read_to_string(recipe));
             let Ok(text) = text else {
                 eprintln!("xtask: unknown recipe {recipe:?}; `cargo xtask recipes` lists them");
                 return ExitCode::from(2);
@@ -173,5 +176,20 @@ fn main() -> ExitCode {
         Some("notebook") => notebook(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         _ => usage(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recipes_lists_every_recipe_file_with_its_description() {
+        let listed = super::recipes();
+        let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+        for name in ["notebook-char", "notebook-dropout", "large", "mirror"] {
+            assert!(names.contains(&name), "{name} not in {names:?}");
+        }
+        for (name, desc) in &listed {
+            assert!(!desc.is_empty(), "recipe {name} has no description");
+        }
     }
 }

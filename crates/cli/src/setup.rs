@@ -64,7 +64,10 @@ pub fn setup_device(d: &DeviceArgs) -> Result<(burn::tensor::Device, &'static st
     // SAFETY: called once, before any other thread of this process exists.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     trainer::set_threads(n);
-    device::select(d.device)
+    let (device, name) = device::select(d.device)?;
+    // a GPU run has no CPU regions for the kernels' threads to poll for
+    trainer::set_keep_awake(name != "wgpu");
+    Ok((device, name))
 }
 
 /// Finds or downloads the corpus, showing a download bar.

@@ -93,6 +93,12 @@ pub fn set_threads(n: usize) {
     model::kernel::pool::set_threads(n);
 }
 
+/// Whether the kernels' other threads poll for work during a run (they
+/// do unless this is turned off: the CLI does for a GPU device).
+pub fn set_keep_awake(on: bool) {
+    model::kernel::pool::set_keep_awake(on);
+}
+
 /// Checks the `CHARLSTM_KERNELS` environment variable (the kernels' widest
 /// instruction set, for measurements): an error names it and what it accepts.
 pub fn check_kernels_setting() -> std::result::Result<(), String> {

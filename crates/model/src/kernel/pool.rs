@@ -2,7 +2,7 @@
 //! running work on them. The trainer sets the count once (`--threads`) and
 //! uses the same pool for its host-side optimiser and sampler.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 static THREADS: AtomicUsize = AtomicUsize::new(1);
@@ -58,14 +58,134 @@ pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Called from outside the pool, every region instead hands all its parts
 /// to the pool's threads and waits for them: two wake-ups and a hand-back
 /// per region, more than a 64-unit model's parts take to compute.
+///
+/// While `f` runs, the pool's other threads poll for work instead of
+/// sleeping (unless turned off: [`set_keep_awake`]).
 pub fn run_inside<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if threads() == 1 || rayon::current_thread_index().is_some() {
         return f();
     }
+    let awake = || with_others_awake(f);
     if threads() == rayon::current_num_threads() {
-        rayon::scope(|_| f())
+        rayon::scope(|_| awake())
     } else {
-        pool().install(f)
+        pool().install(awake)
+    }
+}
+
+/// Whether [`run_inside`] keeps the pool's other threads polling (on, unless
+/// the run's device is not the CPU: [`set_keep_awake`]).
+static KEEP_AWAKE: AtomicBool = AtomicBool::new(true);
+
+/// Whether [`run_inside`] keeps the pool's other threads polling for work
+/// while it runs: the CLI turns it off for a GPU device, whose runs have no
+/// CPU regions to wait for.
+pub fn set_keep_awake(on: bool) {
+    KEEP_AWAKE.store(on, Ordering::Relaxed);
+}
+
+/// Runs `f` on this pool thread while the pool's other threads poll for
+/// work ([`keep_awake`]) instead of sleeping.
+///
+/// A rayon thread with nothing to do sleeps on a futex within about a
+/// hundred microseconds, and waking it costs the waker a system call and
+/// the woken thread a scheduler round (an inter-processor interrupt
+/// through the hypervisor on these virtual machines): longer than a
+/// 64-unit model's part of a region takes, so the caller ran both parts
+/// itself and paid the wake-up on top (two threads slower than one, 16%
+/// of the samples in `futex_wake`). Spinning between regions is what the
+/// OpenMP runtimes under PyTorch and TensorFlow do too. Not with more
+/// threads than cores, where a poller would take the core of a thread
+/// with work.
+///
+/// Why a poller never sits on top of `f`'s own frames: the pollers are
+/// pushed onto this thread's queue before `f` makes any job, and other
+/// threads steal from a queue oldest first, so a thread that holds one of
+/// `f`'s jobs took every poller off the queue before it; only this thread,
+/// waiting inside a region of `f`, can pop a poller, and that poller
+/// returns at once. This assumes one `run_inside` at a time on the pool
+/// (the CLI runs one training or evaluation): a job of another caller
+/// that stole a poller while waiting would stay under it until `f` ends.
+fn with_others_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    /// Ends the polling when `f` returns or unwinds (else the scope
+    /// would wait for the pollers forever).
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let others = rayon::current_num_threads().saturating_sub(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !KEEP_AWAKE.load(Ordering::Relaxed) || others + 1 > cores {
+        return f();
+    }
+    let done = AtomicBool::new(false);
+    let started = AtomicUsize::new(0);
+    let poll = Poll {
+        done: &done,
+        started: &started,
+        others,
+        owner: rayon::current_thread_index(),
+    };
+    rayon::scope(|s| {
+        let _done = Done(&done);
+        for _ in 0..others {
+            s.spawn(|_| keep_awake(&poll));
+        }
+        f()
+    })
+}
+
+/// What the pollers of one [`with_others_awake`] share.
+struct Poll<'a> {
+    /// Set when the caller's work has ended.
+    done: &'a AtomicBool,
+    /// Pollers that have started (or returned at once, on the caller's thread).
+    started: &'a AtomicUsize,
+    /// Pollers spawned.
+    others: usize,
+    /// The caller's thread in the pool.
+    owner: Option<usize>,
+}
+
+/// Polls the pool for work until `done`: runs what the caller's regions
+/// hand out as soon as it is there. After 2 ms without work it gives its
+/// core to any other runnable thread between polls, after 100 ms it naps
+/// 1 ms between polls and after 1 s 10 ms (a validation pass, a checkpoint
+/// being written: no region to wait for).
+fn keep_awake(poll: &Poll<'_>) {
+    use std::time::{Duration, Instant};
+    poll.started.fetch_add(1, Ordering::AcqRel);
+    if rayon::current_thread_index() == poll.owner {
+        // taken by the caller's own thread while it waited in a region:
+        // polling here would hold up the caller's frame beneath it
+        return;
+    }
+    // Until every poller has a thread, a poll could steal the next
+    // poller and leave a thread asleep: wait for the others (1 ms at most).
+    let start = Instant::now();
+    while poll.started.load(Ordering::Acquire) < poll.others
+        && start.elapsed() < Duration::from_millis(1)
+    {
+        std::hint::spin_loop();
+    }
+    let mut idle_since = Instant::now();
+    while !poll.done.load(Ordering::Acquire) {
+        if let Some(rayon::Yield::Executed) = rayon::yield_now() {
+            idle_since = Instant::now();
+            continue;
+        }
+        let idle = idle_since.elapsed();
+        if idle < Duration::from_millis(2) {
+            std::hint::spin_loop();
+        } else if idle < Duration::from_millis(100) {
+            std::thread::yield_now();
+        } else if idle < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(1));
+        } else {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -91,3 +211,39 @@ pub fn parallel_for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync
 /// Held by the tests that change the thread count (tests run in parallel).
 #[cfg(test)]
 pub(crate) static TEST_THREAD_COUNT: Mutex<()> = Mutex::new(());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `run_inside` on two threads (pollers on, where the machine has two
+    /// cores) and three, from outside the pool, with a region inside; and
+    /// again with a panic: both return (the pollers stop when the work
+    /// ends, by return or by unwinding). A hang fails after 60 s.
+    #[test]
+    fn run_inside_ends_its_pollers_on_return_and_on_panic() {
+        let _threads = TEST_THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for n in [2, 3] {
+                set_threads(n);
+                let items: Vec<usize> = (0..64).collect();
+                let doubled = run_inside(|| {
+                    assert!(rayon::current_thread_index().is_some(), "on a pool thread");
+                    parallel_map(&items, |x| 2 * x)
+                });
+                let unwound = std::panic::catch_unwind(|| run_inside(|| panic!("in the work")));
+                tx.send((n, doubled, unwound.is_err())).expect("test waits");
+            }
+        });
+        for n in [2, 3] {
+            let (got, doubled, unwound) = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("run_inside on {n} threads did not return: {e}"));
+            assert_eq!(got, n);
+            assert_eq!(doubled, (0..64).map(|x| 2 * x).collect::<Vec<_>>());
+            assert!(unwound, "the panic reaches the caller");
+        }
+        set_threads(1);
+    }
+}
