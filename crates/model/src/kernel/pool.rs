@@ -87,8 +87,8 @@ pub fn set_keep_awake(on: bool) {
 /// Runs `f` on this pool thread while the pool's other threads poll for
 /// work ([`keep_awake`]) instead of sleeping.
 ///
-/// A rayon thread with nothing to do sleeps on a futex within about a
-/// hundred microseconds, and waking it costs the waker a system call and
+/// A rayon thread with nothing to do yields its core for 32 rounds and
+/// then sleeps on a futex, and waking it costs the waker a system call and
 /// the woken thread a scheduler round (an inter-processor interrupt
 /// through the hypervisor on these virtual machines): longer than a
 /// 64-unit model's part of a region takes, so the caller ran both parts
