@@ -76,7 +76,7 @@ def main():
         "chars_per_second": round(a.steps * batch * unroll / seconds, 1),
         "threads": a.threads,
         "device": a.device,
-        "final_loss": round(float(loss), 4),
+        "final_loss": round(loss.item(), 4),
         "torch_version": torch.__version__,
     }))
 

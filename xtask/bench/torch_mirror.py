@@ -23,7 +23,7 @@ comparison favours PyTorch. Prints one JSON line; `chars_per_second`
 counts predicted symbols (target characters and end symbols), as
 `charlstm bench --recipe mirror` does.
 
-usage: torch_mirror.py --data text8.zip [--steps 30] [--warmup 5] [--threads 1]
+usage: torch_mirror.py --data text8.zip [--steps 30] [--warmup 5] [--threads 1] [--device cpu|cuda]
 """
 import argparse
 import json
@@ -148,16 +148,23 @@ def main():
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     a = p.parse_args()
+    dev = torch.device(a.device)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    data = [tensors(s, t) for s, t in batches(read_text(a.data), a.warmup + a.steps, rng)]
-    model = Mirror()
+    data = [
+        tuple(t.to(dev) for t in tensors(s, t))
+        for s, t in batches(read_text(a.data), a.warmup + a.steps, rng)
+    ]
+    model = Mirror().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=0.003)
     t0, chars, loss = None, 0, None
     for step, (src, dec_in, labels, mask, bucket) in enumerate(data):
         if step == a.warmup:
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
         if t0 is not None:
             chars += labels.numel()
@@ -167,6 +174,8 @@ def main():
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     print(json.dumps({
         "framework": "pytorch",
@@ -178,6 +187,7 @@ def main():
         "sentences_per_second": round(a.steps * BATCH / seconds, 1),
         "final_loss": round(loss.item(), 4),
         "threads": a.threads,
+        "device": a.device,
         "torch_version": torch.__version__,
     }))
 
