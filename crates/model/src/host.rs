@@ -62,11 +62,42 @@ struct Scratch {
     padded: Vec<f32>,
 }
 
-fn host(t: Tensor<2>) -> Vec<f32> {
-    t.inner()
-        .into_data()
+/// The values of a float tensor on the host, row-major, on any device.
+///
+/// A contiguous f32 tensor on flex is copied once, straight from its
+/// buffer: `into_data` copies it three times (to bytes, to aligned bytes,
+/// then into a `Vec<f32>`), which the optimiser paid for every parameter
+/// and gradient of every step. Other tensors go through `into_data`.
+pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    #[cfg(feature = "flex")]
+    if let Some(v) = flex_values(&t) {
+        return v;
+    }
+    t.into_data()
         .try_into_vec_as::<f32>()
-        .expect("f32 parameter")
+        .expect("an f32 tensor")
+}
+
+/// [`values`] of a tensor on flex (autodiff's or not) whose buffer is
+/// contiguous f32; `None` otherwise.
+#[cfg(feature = "flex")]
+fn flex_values<const D: usize>(t: &Tensor<D>) -> Option<Vec<f32>> {
+    use burn::backend::{BackendTensor, DispatchTensorKind};
+    fn of(kind: &DispatchTensorKind) -> Option<Vec<f32>> {
+        match kind {
+            DispatchTensorKind::Flex(BackendTensor::Float(t)) => {
+                t.as_slice::<f32>().map(<[f32]>::to_vec)
+            }
+            DispatchTensorKind::Autodiff(inner) => of(inner),
+            _ => None,
+        }
+    }
+    // cloning a tensor clones a handle to its buffer, not the values
+    of(&t.clone().inner().into_dispatch().kind)
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    values(t)
 }
 
 fn dense(layer: &Lstm) -> (Vec<f32>, Vec<f32>, Vec<f32>) {

@@ -614,3 +614,29 @@ fn host_stepping_matches_the_tensor_forward_pass() {
         }
     }
 }
+
+/// `host::values` reads a flex tensor's buffer directly: it must give what
+/// `into_data` gives for tensors whose buffer is not simply their values
+/// (a transposed view, a narrowed one with an offset) and for tensors that
+/// autodiff tracks, on both devices.
+#[test]
+fn host_values_equal_into_data_for_views_and_tracked_tensors() {
+    let v: Vec<f32> = (0..35).map(|i| i as f32 * 0.5 - 3.0).collect();
+    for d in [Device::flex(), dev()] {
+        let t = Tensor::<2>::from_data(TensorData::new(v.clone(), [5, 7]), &d);
+        let mut cases = vec![
+            ("plain", t.clone()),
+            ("transposed", t.clone().transpose()),
+            ("narrowed", t.clone().narrow(0, 2, 3)),
+            ("narrowed columns", t.clone().narrow(1, 1, 4)),
+        ];
+        if t.is_autodiff() {
+            cases.push(("tracked", t.clone().require_grad()));
+            cases.push(("computed", t.clone().require_grad().mul_scalar(2.0)));
+        }
+        for (what, case) in cases {
+            let want = host(case.clone());
+            assert_eq!(model::host::values(case), want, "{what}");
+        }
+    }
+}

@@ -40,11 +40,7 @@ impl EvalReport {
 pub fn logprob_sum(logits: Tensor<2>, labels: &[u8]) -> f64 {
     let [n, v] = logits.dims();
     assert_eq!(n, labels.len());
-    let values = logits
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .expect("f32 logits");
-    values
+    model::host::values(logits)
         .chunks_exact(v)
         .zip(labels)
         .map(|(row, &label)| row_logprob(row, label))
@@ -135,10 +131,7 @@ pub fn evaluate_streams(
         let (logits, st) = model.forward(ids_tensor(ids, device), s, state, false);
         state = st;
         let v = logits.dims()[1];
-        let values = logits
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .expect("f32 logits");
+        let values = model::host::values(logits);
         for t in t0..t1 {
             for (k, &(from, begin, end)) in spans.iter().enumerate() {
                 let at = from + t;

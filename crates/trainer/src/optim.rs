@@ -195,10 +195,7 @@ impl Optimizer {
         let mut sq = 0.0f64;
         for_each_param_grad(&module, grads, |name, _value, grad| {
             if let Some(g) = grad {
-                let g = g
-                    .into_data()
-                    .try_into_vec_as::<f32>()
-                    .expect("f32 gradient");
+                let g = model::host::values(g);
                 sq += g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
                 named.insert(name.to_string(), g);
             }
@@ -214,10 +211,7 @@ impl Optimizer {
             };
             let dims = value.dims();
             let device = value.device();
-            let mut v = value
-                .into_data()
-                .try_into_vec_as::<f32>()
-                .expect("f32 parameter");
+            let mut v = model::host::values(value);
             // element-wise updates, in chunks spread over the kernel threads
             // (a 2 x 512 model has 3.4 M parameters: serial, this was 4% of a step)
             match kind {
@@ -418,12 +412,7 @@ impl Optimizer {
 /// A matrix copied to the host.
 pub fn to_host(t: &Tensor<2>) -> HostTensor {
     let dims = t.dims();
-    let data = t
-        .clone()
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .expect("f32 data");
-    HostTensor::new(dims.to_vec(), data)
+    HostTensor::new(dims.to_vec(), model::host::values(t.clone()))
 }
 
 /// A host tensor as a matrix on `device` (rank 1 becomes `[1, n]`).
