@@ -15,10 +15,12 @@
 # through xtask/bench/torch_large.py and torch_mirror.py). Each measurement
 # has a time limit (GPU_BENCH_LIMIT seconds, default 150) and a failed one
 # prints a JSON line saying so, so one failure does not hide the rest.
-# Prints one JSON line per measurement; the results go into
+# Prints the GPU (nvidia-smi) and the number of cores, then one JSON line
+# per measurement: ours on flex (one thread, every core) and wgpu, PyTorch
+# on CUDA and, for `large`, on every core. The results go into
 # docs/PERFORMANCE.md with this command beside them.
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 data="${1:-../shared/datasets/wikitext2-valid/text8.zip}"
 limit="${GPU_BENCH_LIMIT:-150}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
@@ -36,7 +38,8 @@ fi
 measure() {
   local what="$1"
   shift
-  timeout "$limit" "$@"
+  # stdin closed: the loop below reads its recipes from it
+  timeout -k 10 "$limit" "$@" </dev/null
   local rc=$?
   [ "$rc" -eq 0 ] || echo "{\"failed\": \"$what\", \"exit_code\": $rc, \"limit_s\": $limit}"
 }

@@ -65,9 +65,11 @@ struct Scratch {
 /// The values of a float tensor on the host, row-major, on any device.
 ///
 /// A contiguous f32 tensor on flex is copied once, straight from its
-/// buffer: `into_data` copies it three times (to bytes, to aligned bytes,
-/// then into a `Vec<f32>`), which the optimiser paid for every parameter
-/// and gradient of every step. Other tensors go through `into_data`.
+/// buffer. `into_data` copies a flex tensor whose buffer is shared (a
+/// parameter, a gradient or output autodiff also holds) three times: to
+/// bytes, to aligned bytes, then into a `Vec<f32>`; the optimiser paid
+/// that for every parameter and gradient of every step. Other tensors
+/// (other backends and dtypes, strided views) go through `into_data`.
 pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     #[cfg(feature = "flex")]
     if let Some(v) = flex_values(&t) {
@@ -83,17 +85,14 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 #[cfg(feature = "flex")]
 fn flex_values<const D: usize>(t: &Tensor<D>) -> Option<Vec<f32>> {
     use burn::backend::{BackendTensor, DispatchTensorKind};
-    fn of(kind: &DispatchTensorKind) -> Option<Vec<f32>> {
-        match kind {
-            DispatchTensorKind::Flex(BackendTensor::Float(t)) => {
-                t.as_slice::<f32>().map(<[f32]>::to_vec)
-            }
-            DispatchTensorKind::Autodiff(inner) => of(inner),
-            _ => None,
+    // cloning a tensor clones a handle to its buffer, not the values;
+    // `inner` takes the tensor out of autodiff's wrapper
+    match t.clone().inner().into_dispatch().kind {
+        DispatchTensorKind::Flex(BackendTensor::Float(t)) => {
+            t.as_slice::<f32>().map(<[f32]>::to_vec)
         }
+        _ => None,
     }
-    // cloning a tensor clones a handle to its buffer, not the values
-    of(&t.clone().inner().into_dispatch().kind)
 }
 
 fn host(t: Tensor<2>) -> Vec<f32> {
