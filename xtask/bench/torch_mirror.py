@@ -155,7 +155,7 @@ def main():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     data = [
-        tuple(t.to(dev) for t in tensors(s, t))
+        tuple(x.to(dev) for x in tensors(s, t))
         for s, t in batches(read_text(a.data), a.warmup + a.steps, rng)
     ]
     model = Mirror().to(dev)

@@ -95,15 +95,11 @@ fn flex_values<const D: usize>(t: &Tensor<D>) -> Option<Vec<f32>> {
     }
 }
 
-fn host(t: Tensor<2>) -> Vec<f32> {
-    values(t)
-}
-
 fn dense(layer: &Lstm) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     (
-        host(layer.input_weights()),
-        host(layer.biases()),
-        host(layer.recurrent_weights()),
+        values(layer.input_weights()),
+        values(layer.biases()),
+        values(layer.recurrent_weights()),
     )
 }
 
@@ -145,7 +141,7 @@ impl HostLm {
                     },
                     None => LstmInput::OneHot(ids),
                 };
-                let table = host(layer.project_input(&input));
+                let table = values(layer.project_input(&input));
                 HostLayer {
                     table: Some(table),
                     wx: vec![],
@@ -156,7 +152,7 @@ impl HostLm {
                 }
             })
             .collect();
-        let (w, b) = (host(model.w.val()), host(model.b.val()));
+        let (w, b) = (values(model.w.val()), values(model.b.val()));
         let (hd, v) = (model.d_hidden(), model.output_size());
         let vp = v.div_ceil(16) * 16;
         let mut w_pad = vec![0.0f32; hd * vp];
