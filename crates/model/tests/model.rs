@@ -640,3 +640,46 @@ fn host_values_equal_into_data_for_views_and_tracked_tensors() {
         }
     }
 }
+
+/// `host::update_values` changes a tensor's own buffer only where nothing
+/// else holds it: a clone kept elsewhere (as autodiff's graph may keep a
+/// parameter) keeps its values; views and tracked tensors get the update
+/// on a copy, on both devices; `with_values` reads what `values` reads.
+#[test]
+fn host_update_values_never_changes_another_holder() {
+    let v: Vec<f32> = (0..35).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let plus_one = |x: &mut [f32]| x.iter_mut().for_each(|x| *x += 1.0);
+    let v_plus_one: Vec<f32> = v.iter().map(|x| x + 1.0).collect();
+    for d in [Device::flex(), dev()] {
+        let t = Tensor::<2>::from_data(TensorData::new(v.clone(), [5, 7]), &d);
+        // held by nothing else: updated (in place on flex)
+        let alone = t.clone().mul_scalar(1.0);
+        assert_eq!(model::host::with_values(&alone, <[f32]>::to_vec), v);
+        assert_eq!(
+            host(model::host::update_values(alone, plus_one)),
+            v_plus_one
+        );
+        let mut held = vec![
+            ("shared", t.clone()),
+            ("transposed", t.clone().transpose()),
+            ("narrowed", t.clone().narrow(0, 2, 3)),
+        ];
+        if t.is_autodiff() {
+            held.push(("tracked", t.clone().require_grad()));
+        }
+        for (what, case) in held {
+            let before = host(case.clone());
+            let other = case.clone();
+            assert_eq!(
+                model::host::with_values(&case, <[f32]>::to_vec),
+                before,
+                "{what}"
+            );
+            let updated = model::host::update_values(case, plus_one);
+            let want: Vec<f32> = before.iter().map(|x| x + 1.0).collect();
+            assert_eq!(host(updated), want, "{what}");
+            assert_eq!(host(other), before, "{what}: the other holder's values");
+        }
+        assert_eq!(host(t), v, "the original tensor");
+    }
+}
