@@ -76,19 +76,37 @@ pub fn fill_bernoulli(out: &mut [f32], threshold: u64, scale: f32, seed: u64) {
         let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
+    /// Values from the counter `first` on; whole pairs in a loop without
+    /// branches (it vectorises), the odd last value after it.
     #[inline(always)]
-    fn each(out: &mut [f32], threshold: u64, scale: f32, seed: u64) {
+    fn each(out: &mut [f32], threshold: u64, scale: f32, first: u64) {
         let value = |bits: u64| if bits < threshold { scale } else { 0.0 };
-        for (i, pair) in out.chunks_mut(2).enumerate() {
-            let r = mix(seed.wrapping_add(i as u64));
+        let mut pairs = out.chunks_exact_mut(2);
+        let mut counter = first;
+        for pair in &mut pairs {
+            let r = mix(counter);
             pair[0] = value(r & 0xFFFF_FFFF);
-            if let Some(second) = pair.get_mut(1) {
-                *second = value(r >> 32);
-            }
+            pair[1] = value(r >> 32);
+            counter = counter.wrapping_add(1);
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = value(mix(counter) & 0xFFFF_FFFF);
         }
     }
-    dispatch!(each(out, threshold, scale, seed));
+    // parts of an even length, so that each starts at a whole counter
+    let mut parts: Vec<(u64, &mut [f32])> = out
+        .chunks_mut(FILL_PART)
+        .enumerate()
+        .map(|(k, part)| (seed.wrapping_add((k * FILL_PART / 2) as u64), part))
+        .collect();
+    super::pool::parallel_for_each_mut(&mut parts, |(first, part)| {
+        dispatch!(each(part, threshold, scale, *first))
+    });
 }
+
+/// Values per part of [`fill_bernoulli`] given to a thread (even: a part
+/// starts at a whole counter; a notebook-dropout step draws 123 k values).
+const FILL_PART: usize = 1 << 15;
 
 /// The sum of the squares of `x`, accumulated in f64 in 16 lanes: one
 /// running sum was a chain of dependent additions (four cycles each), a
@@ -130,6 +148,37 @@ mod tests {
         assert_eq!(a, b, "same seed, same mask");
         fill_bernoulli(&mut b, threshold, 2.5, 8);
         assert_ne!(a, b, "another seed, another mask");
+    }
+
+    /// Every value is the one its definition gives (SplitMix64 of `seed +
+    /// i / 2`, low half for even `i`, high half for odd), across the parts
+    /// given to threads and for an odd length, on one thread and on two.
+    #[test]
+    fn bernoulli_fill_follows_its_definition_across_parts() {
+        let _threads = crate::kernel::pool::TEST_THREAD_COUNT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let splitmix = |x: u64| {
+            let z = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            let z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let (threshold, seed, n) = (3_000_000_000u64, u64::MAX - 5, 3 * FILL_PART + 7);
+        let want: Vec<f32> = (0..n)
+            .map(|i| {
+                let r = splitmix(seed.wrapping_add((i / 2) as u64));
+                let bits = if i % 2 == 0 { r & 0xFFFF_FFFF } else { r >> 32 };
+                if bits < threshold { 1.5 } else { 0.0 }
+            })
+            .collect();
+        for threads in [1, 2] {
+            crate::kernel::pool::set_threads(threads);
+            let mut got = vec![-1.0f32; n];
+            crate::kernel::pool::run_inside(|| fill_bernoulli(&mut got, threshold, 1.5, seed));
+            assert_eq!(got, want, "{threads} threads");
+        }
+        crate::kernel::pool::set_threads(1);
     }
 
     /// The lanes' sum equals a plain f64 sum (to rounding), with a remainder
