@@ -13,7 +13,7 @@ use std::sync::Arc;
 use burn::module::Module;
 use burn::tensor::Device;
 use model::mirror::{Mirror, MirrorConfig};
-use model::{cross_entropy, ids_tensor};
+
 use serde::{Deserialize, Serialize};
 use text8::{MirrorPair, MirrorSampler, Split, SplitKind};
 use tokenizer::rng::Rng;
@@ -271,10 +271,8 @@ pub fn teacher_forced_loss(model: &Mirror, pairs: &[MirrorPair], device: &Device
         for part in group.chunks(256) {
             let src: Vec<Vec<u8>> = part.iter().map(|p| p.source.clone()).collect();
             let tgt: Vec<Vec<u8>> = part.iter().map(|p| p.target.clone()).collect();
-            let labels = model.labels(&tgt);
-            let count = labels.len();
-            let logits = model.forward(&src, &tgt, false, device);
-            let loss = cross_entropy(logits, ids_tensor(labels, device));
+            let count = model.labels(&tgt).len();
+            let loss = model.loss(&src, &tgt, false, device);
             sum += loss.into_data().try_into_vec_as::<f64>().expect("f64")[0] * count as f64;
             n += count;
         }
@@ -498,10 +496,8 @@ impl Task for MirrorTask {
         let src: Vec<Vec<u8>> = batch.iter().map(|p| p.source.clone()).collect();
         let tgt: Vec<Vec<u8>> = batch.iter().map(|p| p.target.clone()).collect();
         let model = self.model.take();
-        let labels = model.labels(&tgt);
-        let chars = labels.len();
-        let logits = model.forward(&src, &tgt, true, &self.device);
-        let loss = cross_entropy(logits, ids_tensor(labels, &self.device));
+        let chars = model.labels(&tgt).len();
+        let loss = model.loss(&src, &tgt, true, &self.device);
         let grads = loss.backward();
         let (model, stats) = optim.step(model, &grads, lr);
         self.model.put(model);

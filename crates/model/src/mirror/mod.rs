@@ -425,6 +425,14 @@ impl Mirror {
 
     /// Output logits for decoder outputs, batch-major `[batch, steps, d_hidden]` -> `[batch * steps, vocab]`.
     fn readout(&self, view: Option<AttentionView>, dec: Tensor<3>, train: bool) -> Tensor<2> {
+        self.output_layer(self.attended(view, dec, train))
+    }
+
+    /// What the output layer reads for decoder outputs, batch-major
+    /// `[batch, steps, d_hidden]` -> `[batch * steps, d_hidden]`: the
+    /// attentional hidden state (or the outputs themselves without
+    /// attention), dropout applied when training.
+    fn attended(&self, view: Option<AttentionView>, dec: Tensor<3>, train: bool) -> Tensor<2> {
         let [b, t, h] = dec.dims();
         let hidden = match (view, &self.attn_out, &self.attn_bias) {
             (Some(view), Some(w_c), Some(b_c)) => {
@@ -441,7 +449,11 @@ impl Mirror {
             }
             _ => dec.reshape([b * t, h]),
         };
-        let hidden = Dropout::new(self.keep_prob).forward(hidden, train);
+        Dropout::new(self.keep_prob).forward(hidden, train)
+    }
+
+    /// Logits `[rows, vocab]` of attended rows `[rows, d_hidden]`.
+    fn output_layer(&self, hidden: Tensor<2>) -> Tensor<2> {
         hidden.matmul(self.out_w.val()) + self.out_b.val()
     }
 
@@ -451,6 +463,43 @@ impl Mirror {
     ///
     /// - `tgt`: target ids `[batch][tgt_len]` (no start or end symbols), one length.
     pub fn forward(
+        &self,
+        src: &[Vec<u8>],
+        tgt: &[Vec<u8>],
+        train: bool,
+        device: &Device,
+    ) -> Tensor<2> {
+        self.output_layer(self.teacher_forced(src, tgt, train, device))
+    }
+
+    /// Mean cross-entropy `[1]` of teacher-forced decoding against the
+    /// targets and their end symbols ([`labels`](Self::labels)). On flex the
+    /// output layer, softmax and loss are one fused operation, as the
+    /// character models' ([`crate::flex_ops::linear_cross_entropy`]).
+    pub fn loss(
+        &self,
+        src: &[Vec<u8>],
+        tgt: &[Vec<u8>],
+        train: bool,
+        device: &Device,
+    ) -> Tensor<1> {
+        let hidden = self.teacher_forced(src, tgt, train, device);
+        let labels = crate::ids_tensor(self.labels(tgt), device);
+        #[cfg(feature = "flex")]
+        if crate::flex_ops::supported(device) {
+            return crate::flex_ops::linear_cross_entropy(
+                hidden,
+                self.out_w.val(),
+                self.out_b.val(),
+                labels,
+            );
+        }
+        crate::charlm::cross_entropy(self.output_layer(hidden), labels)
+    }
+
+    /// [`forward`](Self::forward) up to the output layer's input: `[batch *
+    /// (tgt_len + 1), d_hidden]`.
+    fn teacher_forced(
         &self,
         src: &[Vec<u8>],
         tgt: &[Vec<u8>],
@@ -491,7 +540,7 @@ impl Mirror {
             values: enc.outputs.clone(),
             bias: self.teacher_forced_bias(&enc, tgt, device),
         });
-        self.readout(view, batch_major(dec, steps, batch), train)
+        self.attended(view, batch_major(dec, steps, batch), train)
     }
 
     /// The locating bias `[batch, tgt_len + 1, src_len]` of teacher-forced
@@ -547,4 +596,61 @@ fn reverse_time(x: Tensor<2>, steps: usize, batch: usize, device: &Device) -> Te
         .flat_map(|t| (0..batch).map(move |b| (t * batch + b) as i64))
         .collect();
     x.select(0, ids_tensor(idx, device))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::for_each_param_grad;
+
+    /// The loss (fused output layer and cross-entropy on flex) equals the
+    /// cross-entropy of the logits, in value and in every parameter's
+    /// gradient; with dropout too (the same masks: the generator is seeded
+    /// alike before each).
+    #[test]
+    fn loss_equals_cross_entropy_of_the_logits() {
+        let device = Device::flex().autodiff();
+        let src = vec![vec![1u8, 2, 0, 3, 4, 5], vec![1, 2, 3, 4, 0, 5]];
+        let tgt = vec![vec![2u8, 1, 0, 5, 4, 3], vec![4, 3, 2, 1, 0, 5]];
+        for keep_prob in [1.0, 0.8] {
+            let m = MirrorConfig::new(30, 28, 29)
+                .with_d_embedding(5)
+                .with_d_hidden(6)
+                .with_word_window(true)
+                .with_relative_span(2)
+                .with_keep_prob(keep_prob)
+                .init(7, &device);
+            let run = |fused: bool| {
+                device.seed(11);
+                let loss = if fused {
+                    m.loss(&src, &tgt, true, &device)
+                } else {
+                    let labels = ids_tensor(m.labels(&tgt), &device);
+                    crate::charlm::cross_entropy(m.forward(&src, &tgt, true, &device), labels)
+                };
+                let grads = loss.backward();
+                let mut g = Vec::new();
+                for_each_param_grad(&m, &grads, |name, _, grad| {
+                    if let Some(grad) = grad {
+                        g.push((name.to_string(), crate::host::values(grad)));
+                    }
+                });
+                (crate::host::values(loss), g)
+            };
+            let ((loss_f, grads_f), (loss_r, grads_r)) = (run(true), run(false));
+            assert!(
+                (loss_f[0] - loss_r[0]).abs() < 1e-5,
+                "keep {keep_prob}: {loss_f:?} vs {loss_r:?}"
+            );
+            assert_eq!(grads_f.len(), grads_r.len(), "keep {keep_prob}: gradients");
+            for ((name, a), (_, b)) in grads_f.iter().zip(&grads_r) {
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        (x - y).abs() < 1e-5 * (1.0 + x.abs()),
+                        "keep {keep_prob} {name}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
 }
