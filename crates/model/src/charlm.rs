@@ -239,16 +239,7 @@ impl CharLm {
     /// classifier, softmax and loss are one fused operation.
     pub fn loss(&self, hidden: Tensor<2>, labels: Tensor<1, Int>, train: bool) -> Tensor<1> {
         let hidden = Dropout::new(self.keep_prob).forward(hidden, train);
-        #[cfg(feature = "flex")]
-        if crate::flex_ops::supported(&hidden.device()) {
-            return crate::flex_ops::linear_cross_entropy(
-                hidden,
-                self.w.val(),
-                self.b.val(),
-                labels,
-            );
-        }
-        cross_entropy(hidden.matmul(self.w.val()) + self.b.val(), labels)
+        classifier_loss(hidden, self.w.val(), self.b.val(), labels)
     }
 
     /// Logits `[rows, output_size]` of LSTM outputs `[rows, d_hidden]` (dropout first when training).
@@ -256,6 +247,23 @@ impl CharLm {
         let hidden = Dropout::new(self.keep_prob).forward(hidden, train);
         hidden.matmul(self.w.val()) + self.b.val()
     }
+}
+
+/// Mean softmax cross-entropy `[1]` of the classifier `hidden w + b`
+/// (`[n, d]`, `[d, v]`, `[1, v]`) against `labels` `[n]`: on flex one
+/// fused operation ([`crate::flex_ops::linear_cross_entropy`]), elsewhere
+/// the product, then [`cross_entropy`].
+pub fn classifier_loss(
+    hidden: Tensor<2>,
+    w: Tensor<2>,
+    b: Tensor<2>,
+    labels: Tensor<1, Int>,
+) -> Tensor<1> {
+    #[cfg(feature = "flex")]
+    if crate::flex_ops::supported(&hidden.device()) {
+        return crate::flex_ops::linear_cross_entropy(hidden, w, b, labels);
+    }
+    cross_entropy(hidden.matmul(w) + b, labels)
 }
 
 /// Mean softmax cross-entropy of logits `[n, v]` against labels `[n]`: a `[1]` tensor.

@@ -8,8 +8,7 @@
 //! step of the notebook's model is one table lookup, one `[streams, 64] x
 //! [64, 256]` product, the gate arithmetic and the classifier.
 
-use burn::tensor::Tensor;
-
+use crate::buffer::values;
 use crate::charlm::CharLm;
 use crate::kernel::{self, PackedB, matmul, matmul_maybe_packed};
 use crate::lstm::{Lstm, LstmInput};
@@ -60,70 +59,6 @@ struct Scratch {
     tc: Vec<f32>,
     h_new: Vec<f32>,
     padded: Vec<f32>,
-}
-
-/// The values of a float tensor on the host, row-major, on any device.
-///
-/// A contiguous f32 tensor on flex is copied once, straight from its
-/// buffer. `into_data` copies a flex tensor whose buffer is shared (a
-/// parameter, a gradient or output autodiff also holds) three times: to
-/// bytes, to aligned bytes, then into a `Vec<f32>`; the optimiser paid
-/// that for every parameter and gradient of every step. Other tensors
-/// (other backends and dtypes, strided views) go through `into_data`.
-pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    with_values(&t, <[f32]>::to_vec)
-}
-
-/// `f` of a float tensor's values, row-major, on any device: borrowed from
-/// the buffer of a contiguous f32 tensor on flex (no copy at all: the
-/// optimiser reads every gradient once per step), else copied as
-/// [`values`] says.
-pub fn with_values<const D: usize, R>(t: &Tensor<D>, f: impl FnOnce(&[f32]) -> R) -> R {
-    #[cfg(feature = "flex")]
-    {
-        use burn::backend::{BackendTensor, DispatchTensorKind};
-        // cloning a tensor clones a handle to its buffer, not the values;
-        // `inner` takes the tensor out of autodiff's wrapper
-        if let DispatchTensorKind::Flex(BackendTensor::Float(ft)) =
-            t.clone().inner().into_dispatch().kind
-            && let Some(v) = ft.as_slice::<f32>()
-        {
-            return f(v);
-        }
-    }
-    let v = t
-        .clone()
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .expect("an f32 tensor");
-    f(&v)
-}
-
-/// The tensor with `f` applied to its values (row-major): in place where
-/// the tensor is a contiguous f32 flex tensor without autodiff that
-/// nothing else holds (a parameter between steps: no copy out and back),
-/// else on a host copy made into a new tensor on the same device.
-pub fn update_values<const D: usize>(t: Tensor<D>, f: impl FnOnce(&mut [f32])) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    let t = if t.is_autodiff() {
-        t
-    } else {
-        use burn::backend::{BackendTensor, DispatchTensorKind};
-        let mut d = t.into_dispatch();
-        if let DispatchTensorKind::Flex(BackendTensor::Float(ft)) = &mut d.kind
-            && ft.as_slice::<f32>().is_some()
-            && let Some((start, end)) = ft.layout().contiguous_offsets()
-            && let Some(storage) = ft.try_storage_mut::<f32>()
-        {
-            f(&mut storage[start..end]);
-            return Tensor::from_dispatch(d);
-        }
-        Tensor::from_dispatch(d)
-    };
-    let (shape, device) = (t.shape(), t.device());
-    let mut v = values(t);
-    f(&mut v);
-    Tensor::from_data(burn::tensor::TensorData::new(v, shape), &device)
 }
 
 fn dense(layer: &Lstm) -> (Vec<f32>, Vec<f32>, Vec<f32>) {

@@ -9,6 +9,7 @@
 //! May import: Burn and `tokenizer` (for its seedable RNG only). Never
 //! `text8`, `trainer`, files, optimizers or terminals.
 
+pub mod buffer;
 pub mod charlm;
 pub mod device;
 pub mod dropout;

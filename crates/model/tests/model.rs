@@ -615,7 +615,7 @@ fn host_stepping_matches_the_tensor_forward_pass() {
     }
 }
 
-/// `host::values` reads a flex tensor's buffer directly: it must give what
+/// `buffer::values` reads a flex tensor's buffer directly: it must give what
 /// `into_data` gives for tensors whose buffer is not simply their values
 /// (a transposed view, a narrowed one with an offset) and for tensors that
 /// autodiff tracks, on both devices.
@@ -636,49 +636,57 @@ fn host_values_equal_into_data_for_views_and_tracked_tensors() {
         }
         for (what, case) in cases {
             let want = host(case.clone());
-            assert_eq!(model::host::values(case), want, "{what}");
+            assert_eq!(model::buffer::values(case), want, "{what}");
         }
     }
 }
 
-/// `host::update_values` changes a tensor's own buffer only where nothing
-/// else holds it: a clone kept elsewhere (as autodiff's graph may keep a
-/// parameter) keeps its values; views and tracked tensors get the update
-/// on a copy, on both devices; `with_values` reads what `values` reads.
+/// `buffer::update_values` changes a tensor's own buffer only where nothing
+/// else holds it: in place on flex for a tensor held by nothing else (its
+/// buffer stays where it was), also for a narrowed view that starts inside
+/// its buffer; on a copy for a tensor held elsewhere too (as autodiff's
+/// graph may hold a parameter; the other holder keeps its values), a
+/// transposed view, or a tracked one. `with_values` reads what `values` reads.
 #[test]
-fn host_update_values_never_changes_another_holder() {
+fn buffer_update_values_never_changes_another_holder() {
     let v: Vec<f32> = (0..35).map(|i| i as f32 * 0.5 - 3.0).collect();
     let plus_one = |x: &mut [f32]| x.iter_mut().for_each(|x| *x += 1.0);
-    let v_plus_one: Vec<f32> = v.iter().map(|x| x + 1.0).collect();
+    let address = |t: &Tensor<2>| model::buffer::with_values(t, |s| s.as_ptr() as usize);
     for d in [Device::flex(), dev()] {
         let t = Tensor::<2>::from_data(TensorData::new(v.clone(), [5, 7]), &d);
-        // held by nothing else: updated (in place on flex)
-        let alone = t.clone().mul_scalar(1.0);
-        assert_eq!(model::host::with_values(&alone, <[f32]>::to_vec), v);
-        assert_eq!(
-            host(model::host::update_values(alone, plus_one)),
-            v_plus_one
-        );
-        let mut held = vec![
-            ("shared", t.clone()),
-            ("transposed", t.clone().transpose()),
-            ("narrowed", t.clone().narrow(0, 2, 3)),
+        let fresh = || t.clone().mul_scalar(1.0);
+        // (what, tensor, held elsewhere too, updated in place)
+        let mut cases = vec![
+            ("alone", fresh(), false, !d.is_autodiff()),
+            (
+                "alone narrowed",
+                fresh().narrow(0, 2, 3),
+                false,
+                !d.is_autodiff(),
+            ),
+            ("alone transposed", fresh().transpose(), false, false),
+            ("shared", t.clone(), true, false),
+            ("transposed", t.clone().transpose(), true, false),
+            ("narrowed", t.clone().narrow(0, 2, 3), true, false),
         ];
         if t.is_autodiff() {
-            held.push(("tracked", t.clone().require_grad()));
+            cases.push(("tracked", t.clone().require_grad(), true, false));
         }
-        for (what, case) in held {
+        for (what, case, held, in_place) in cases {
             let before = host(case.clone());
-            let other = case.clone();
-            assert_eq!(
-                model::host::with_values(&case, <[f32]>::to_vec),
-                before,
-                "{what}"
-            );
-            let updated = model::host::update_values(case, plus_one);
+            let other = held.then(|| case.clone());
+            let read = model::buffer::with_values(&case, <[f32]>::to_vec);
+            assert_eq!(read, before, "{what}");
+            let at = address(&case);
+            let updated = model::buffer::update_values(case, plus_one);
+            if in_place {
+                assert_eq!(address(&updated), at, "{what}: updated in place");
+            }
             let want: Vec<f32> = before.iter().map(|x| x + 1.0).collect();
             assert_eq!(host(updated), want, "{what}");
-            assert_eq!(host(other), before, "{what}: the other holder's values");
+            if let Some(other) = other {
+                assert_eq!(host(other), before, "{what}: the other holder's values");
+            }
         }
         assert_eq!(host(t), v, "the original tensor");
     }

@@ -59,7 +59,7 @@ pub fn most_likely(
             .map(|(_, h)| input_id(kind, h, h.len() - 1))
             .collect();
         let (logits, st) = model.forward(ids_tensor(ids, device), hyps.len(), state, false);
-        let logp = model::host::values(log_softmax(logits, 1));
+        let logp = model::buffer::values(log_softmax(logits, 1));
         let mut cands: Vec<(f64, usize, u8)> = Vec::with_capacity(hyps.len() * v);
         for (k, (score, _)) in hyps.iter().enumerate() {
             for (c, &lp) in logp[k * v..(k + 1) * v].iter().enumerate() {

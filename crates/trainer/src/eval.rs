@@ -40,7 +40,7 @@ impl EvalReport {
 pub fn logprob_sum(logits: Tensor<2>, labels: &[u8]) -> f64 {
     let [n, v] = logits.dims();
     assert_eq!(n, labels.len());
-    model::host::values(logits)
+    model::buffer::values(logits)
         .chunks_exact(v)
         .zip(labels)
         .map(|(row, &label)| row_logprob(row, label))
@@ -131,7 +131,7 @@ pub fn evaluate_streams(
         let (logits, st) = model.forward(ids_tensor(ids, device), s, state, false);
         state = st;
         let v = logits.dims()[1];
-        let values = model::host::values(logits);
+        let values = model::buffer::values(logits);
         for t in t0..t1 {
             for (k, &(from, begin, end)) in spans.iter().enumerate() {
                 let at = from + t;

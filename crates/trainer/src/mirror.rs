@@ -13,7 +13,6 @@ use std::sync::Arc;
 use burn::module::Module;
 use burn::tensor::Device;
 use model::mirror::{Mirror, MirrorConfig};
-
 use serde::{Deserialize, Serialize};
 use text8::{MirrorPair, MirrorSampler, Split, SplitKind};
 use tokenizer::rng::Rng;
@@ -458,6 +457,20 @@ struct MirrorTask {
     eval_device: Device,
     model: ModelSlot<Mirror>,
     data: MirrorData,
+    /// The next batch, made while the last step trained.
+    next: Option<Prefetched>,
+}
+
+/// A batch made ahead of its step, with the generator's state it was drawn
+/// from and the state after it: a step uses it only if the generator is in
+/// that very state (no summary, resume or other draw came between), so
+/// that the batches and the checkpointed generator are those of drawing
+/// each batch when its step starts.
+#[derive(Debug)]
+struct Prefetched {
+    from: Rng,
+    after: Rng,
+    batch: Vec<MirrorPair>,
 }
 
 impl Task for MirrorTask {
@@ -488,24 +501,46 @@ impl Task for MirrorTask {
         optim: &mut Optimizer,
         rng: &mut Rng,
     ) -> Result<StepOutput> {
-        let batch = self.data.batcher.next_batch(rng)?;
+        let batch = match self.next.take() {
+            Some(p) if p.from == *rng => {
+                *rng = p.after;
+                p.batch
+            }
+            _ => self.data.batcher.next_batch(rng)?,
+        };
         if self.recipe.model.keep_prob < 1.0 {
             self.device
                 .seed(Rng::derive(self.recipe.train.seed ^ 0xD809, step).next_u64());
         }
         let src: Vec<Vec<u8>> = batch.iter().map(|p| p.source.clone()).collect();
         let tgt: Vec<Vec<u8>> = batch.iter().map(|p| p.target.clone()).collect();
-        let model = self.model.take();
-        let chars = model.labels(&tgt).len();
-        let loss = model.loss(&src, &tgt, true, &self.device);
-        let grads = loss.backward();
-        let (model, stats) = optim.step(model, &grads, lr);
-        self.model.put(model);
-        Ok(StepOutput {
-            loss: loss.inner(),
-            chars,
-            grad_norm: stats.grad_norm,
-        })
+        let (model, device, batcher) = (&mut self.model, &self.device, &self.data.batcher);
+        let from = rng.clone();
+        // the next batch is made on the other kernel thread while this one
+        // trains (7% of a one-thread step); a draw that fails is left to the
+        // next step, which draws again and reports it
+        let (out, next) = model::kernel::pool::with_side_job(
+            || {
+                let m = model.take();
+                let chars = m.labels(&tgt).len();
+                let loss = m.loss(&src, &tgt, true, device);
+                let grads = loss.backward();
+                let (m, stats) = optim.step(m, &grads, lr);
+                model.put(m);
+                StepOutput {
+                    loss: loss.inner(),
+                    chars,
+                    grad_norm: stats.grad_norm,
+                }
+            },
+            move || {
+                let mut after = from.clone();
+                let batch = batcher.next_batch(&mut after).ok()?;
+                Some(Prefetched { from, after, batch })
+            },
+        );
+        self.next = next;
+        Ok(out)
     }
 
     fn summary(
@@ -580,6 +615,7 @@ pub fn train_mirror(
         device,
         eval_device: opts.device.clone(),
         data,
+        next: None,
     };
     let (run, task) = session::train(loaded, corpus, target, &opts, task, observer)?;
     let beam = recipe.train.beam;

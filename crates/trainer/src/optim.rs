@@ -4,8 +4,9 @@
 //! gradients together is computed and, when it exceeds `clip_norm`, every
 //! gradient is scaled by `clip_norm / norm`. (Burn's
 //! `GradientClippingConfig::Norm` clips each tensor on its own, which is not
-//! the same.) Everything stays on the device: no value is read back to the
-//! host during a step.
+//! the same.) On a GPU device everything stays there: no value is read
+//! back to the host during a step; on CPU devices the update runs as host
+//! loops over the parameters' own buffers (see [`Optimizer`]).
 //!
 //! State is kept by parameter name, so it can be checkpointed and restored exactly.
 //!
@@ -19,7 +20,7 @@ use std::collections::BTreeMap;
 
 use burn::module::Module;
 use burn::tensor::{Device, Gradients, Tensor};
-use model::host::{update_values, with_values};
+use model::buffer::{update_values, with_values};
 use model::params::{for_each_param_grad, map_params, named_grads};
 
 use crate::recipe::OptimizerKind;
@@ -215,9 +216,9 @@ impl Optimizer {
             let dims = value.dims();
             with_values(&g, |g| {
                 update_values(value, |v| {
-                    update(v, g, kind, moments, name, dims, (lr, scale, t));
+                    host_update(v, g, kind, moments, name, dims, (lr, scale, t));
                     if average > 0.0 {
-                        update_average(averages, name, dims, v, average);
+                        host_update_average(averages, name, dims, v, average);
                     }
                 })
             })
@@ -367,7 +368,7 @@ impl Optimizer {
 /// A matrix copied to the host.
 pub fn to_host(t: &Tensor<2>) -> HostTensor {
     let dims = t.dims();
-    HostTensor::new(dims.to_vec(), model::host::values(t.clone()))
+    HostTensor::new(dims.to_vec(), model::buffer::values(t.clone()))
 }
 
 /// A host tensor as a matrix on `device` (rank 1 becomes `[1, n]`).
@@ -380,7 +381,7 @@ pub fn from_host(t: &HostTensor, device: &Device) -> Tensor<2> {
 /// `(lr, scale, t)` the learning rate, the clipping factor and the update
 /// count; element-wise, in chunks spread over the kernel threads (a 2 x 512
 /// model has 3.4 M parameters: serial, this was 4% of a step).
-fn update(
+fn host_update(
     v: &mut [f32],
     g: &[f32],
     kind: OptimizerKind,
@@ -428,7 +429,7 @@ fn update(
 
 /// Moves one parameter's running average towards its new values `v`
 /// (started at them on the first update).
-fn update_average(
+fn host_update_average(
     averages: &mut BTreeMap<String, ([usize; 2], Vec<f32>)>,
     name: &str,
     dims: [usize; 2],

@@ -277,7 +277,7 @@ fn generate_tensor(
             .collect();
         let (logits, st) = model.forward(ids_tensor(ids, device), s, state, false);
         state = st;
-        let values = model::host::values(logits);
+        let values = model::buffer::values(logits);
         let v = model.output_size();
         for (b, h) in hist.iter_mut().enumerate() {
             h.push(draw(

@@ -189,6 +189,28 @@ fn keep_awake(poll: &Poll<'_>) {
     }
 }
 
+/// Runs `main` on this thread and `side` on another kernel thread when the
+/// pool has one (`side` waits in this thread's queue for a thread that polls
+/// for work, as a region's parts do; a step's regions still find every other
+/// thread once `side` is done); on one thread, or outside the pool, `side`
+/// runs here after `main`. For work that can overlap a training step, such
+/// as making the next batch.
+pub fn with_side_job<A, B: Send>(
+    main: impl FnOnce() -> A,
+    side: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if threads() == 1 || rayon::current_thread_index().is_none() {
+        let a = main();
+        return (a, side());
+    }
+    let mut b = None;
+    let a = rayon::in_place_scope(|s| {
+        s.spawn(|_| b = Some(side()));
+        main()
+    });
+    (a, b.expect("a scope ends after its jobs"))
+}
+
 /// Runs `f` on every item on the kernel pool, results in order.
 pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
     use rayon::prelude::*;
@@ -212,9 +234,53 @@ pub fn parallel_for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync
 #[cfg(test)]
 pub(crate) static TEST_THREAD_COUNT: Mutex<()> = Mutex::new(());
 
+/// [`TEST_THREAD_COUNT`] held by a test, which sets the count back to one
+/// when dropped, also when an assertion fails.
+#[cfg(test)]
+pub(crate) struct TestThreads(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
+#[cfg(test)]
+impl TestThreads {
+    pub(crate) fn lock() -> Self {
+        TestThreads(TEST_THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestThreads {
+    fn drop(&mut self) {
+        set_threads(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `with_side_job` returns both results, on one thread and on two, from
+    /// inside the pool (where `side` may run on the other thread, while
+    /// `main` runs a region of its own) and from outside it.
+    #[test]
+    fn side_jobs_return_both_results() {
+        let _threads = TestThreads::lock();
+        let items: Vec<u64> = (0..1000).collect();
+        let main = || parallel_map(&items, |x| x * 3).iter().sum::<u64>();
+        let side = || (0..1000u64).map(|x| x * x).sum::<u64>();
+        let want = (3 * 999 * 1000 / 2, 999 * 1000 * 1999 / 6);
+        for n in [1, 2] {
+            set_threads(n);
+            assert_eq!(
+                with_side_job(main, side),
+                want,
+                "{n} threads, outside the pool"
+            );
+            assert_eq!(
+                run_inside(|| with_side_job(main, side)),
+                want,
+                "{n} threads, inside"
+            );
+        }
+    }
 
     /// `run_inside` on two threads (pollers on, where the machine has two
     /// cores) and three, from outside the pool, with a region inside; and

@@ -105,7 +105,7 @@ impl Mirror {
             let (logp, st) = self.step(&enc, &prev, &places, state, device);
             state = st;
             let v = self.vocab_size();
-            let values = crate::host::values(logp);
+            let values = crate::buffer::values(logp);
             for (b, row) in values.chunks_exact(v).enumerate() {
                 let best = argmax(row);
                 prev[b] = best as i64;
@@ -179,7 +179,7 @@ impl Mirror {
             }
             let places: Vec<Place> = hyps.iter().flatten().map(|h| h.2).collect();
             let (logp, st) = self.step(&enc, &prev, &places, state, device);
-            let values = crate::host::values(logp);
+            let values = crate::buffer::values(logp);
             let mut parents = Vec::with_capacity(n * beam);
             for b in 0..n {
                 let mut cands: Vec<(f64, usize, usize)> = vec![];

@@ -475,7 +475,7 @@ impl Mirror {
     /// Mean cross-entropy `[1]` of teacher-forced decoding against the
     /// targets and their end symbols ([`labels`](Self::labels)). On flex the
     /// output layer, softmax and loss are one fused operation, as the
-    /// character models' ([`crate::flex_ops::linear_cross_entropy`]).
+    /// character models' ([`crate::charlm::classifier_loss`]).
     pub fn loss(
         &self,
         src: &[Vec<u8>],
@@ -485,16 +485,7 @@ impl Mirror {
     ) -> Tensor<1> {
         let hidden = self.teacher_forced(src, tgt, train, device);
         let labels = crate::ids_tensor(self.labels(tgt), device);
-        #[cfg(feature = "flex")]
-        if crate::flex_ops::supported(device) {
-            return crate::flex_ops::linear_cross_entropy(
-                hidden,
-                self.out_w.val(),
-                self.out_b.val(),
-                labels,
-            );
-        }
-        crate::charlm::cross_entropy(self.output_layer(hidden), labels)
+        crate::charlm::classifier_loss(hidden, self.out_w.val(), self.out_b.val(), labels)
     }
 
     /// [`forward`](Self::forward) up to the output layer's input: `[batch *
@@ -632,10 +623,10 @@ mod tests {
                 let mut g = Vec::new();
                 for_each_param_grad(&m, &grads, |name, _, grad| {
                     if let Some(grad) = grad {
-                        g.push((name.to_string(), crate::host::values(grad)));
+                        g.push((name.to_string(), crate::buffer::values(grad)));
                     }
                 });
-                (crate::host::values(loss), g)
+                (crate::buffer::values(loss), g)
             };
             let ((loss_f, grads_f), (loss_r, grads_r)) = (run(true), run(false));
             assert!(
@@ -643,7 +634,8 @@ mod tests {
                 "keep {keep_prob}: {loss_f:?} vs {loss_r:?}"
             );
             assert_eq!(grads_f.len(), grads_r.len(), "keep {keep_prob}: gradients");
-            for ((name, a), (_, b)) in grads_f.iter().zip(&grads_r) {
+            for ((name, a), (name_r, b)) in grads_f.iter().zip(&grads_r) {
+                assert_eq!((name, a.len()), (name_r, b.len()), "keep {keep_prob}");
                 for (x, y) in a.iter().zip(b) {
                     assert!(
                         (x - y).abs() < 1e-5 * (1.0 + x.abs()),
