@@ -6,7 +6,8 @@
 //! `GradientClippingConfig::Norm` clips each tensor on its own, which is not
 //! the same.) On a GPU device everything stays there: no value is read
 //! back to the host during a step; on CPU devices the update runs as host
-//! loops over the parameters' own buffers (see [`Optimizer`]).
+//! loops over the parameters' values, in their own buffers where the
+//! backend allows (flex; see [`Optimizer`]).
 //!
 //! State is kept by parameter name, so it can be checkpointed and restored exactly.
 //!

@@ -140,7 +140,7 @@ pub fn linear_xent_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::pool::{TEST_THREAD_COUNT, set_threads};
+    use crate::kernel::pool::{TestThreads, set_threads};
 
     /// The classifier split over threads (600 rows: two blocks of 300)
     /// gives what one block gives.
@@ -156,11 +156,10 @@ mod tests {
         let b: Vec<f32> = (0..v).map(|i| i as f32 / 30.0).collect();
         let labels: Vec<i64> = (0..n).map(|i| (i * 11 % v) as i64).collect();
         let run = |threads: usize| {
-            let _guard = TEST_THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = TestThreads::lock();
             set_threads(threads);
             let (loss, probs) = linear_xent(&h, &w, &b, &labels, n, d, v);
             let g = linear_xent_backward(&h, &w, probs.clone(), &labels, n, d, v, 0.7);
-            set_threads(1);
             (loss, probs, g)
         };
         let (l1, p1, (dh1, dw1, db1)) = run(1);

@@ -540,7 +540,7 @@ unsafe fn gemm_4x16(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::pool::{TEST_THREAD_COUNT, set_threads};
+    use crate::kernel::pool::{TestThreads, set_threads};
 
     #[test]
     fn blocked_kernel_matches_a_naive_product() {
@@ -580,7 +580,7 @@ mod tests {
     #[test]
     fn packed_kernel_matches_a_naive_product() {
         // the last operand is large enough to be packed on all threads
-        let _threads = TEST_THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+        let _threads = TestThreads::lock();
         set_threads(2);
         for (m, n, k) in [
             (4, 16, 3),
@@ -620,7 +620,6 @@ mod tests {
                 }
             }
         }
-        set_threads(1);
         assert!(
             PackedB::new(&[0.0; 24], 2, 12, false).is_none(),
             "12 columns: not packable"

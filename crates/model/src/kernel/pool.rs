@@ -103,7 +103,8 @@ pub fn set_keep_awake(on: bool) {
 /// threads steal from a queue oldest first, so a thread that holds one of
 /// `f`'s jobs took every poller off the queue before it; only this thread,
 /// waiting inside a region of `f`, can pop a poller, and that poller
-/// returns at once. This assumes one `run_inside` at a time on the pool
+/// returns at once. A side job of [`with_side_job`] is one of `f`'s jobs
+/// like a region's parts, under the same argument. This assumes one `run_inside` at a time on the pool
 /// (the CLI runs one training or evaluation): a job of another caller
 /// that stole a poller while waiting would stay under it until `f` ends.
 fn with_others_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
@@ -257,29 +258,53 @@ impl Drop for TestThreads {
 mod tests {
     use super::*;
 
-    /// `with_side_job` returns both results, on one thread and on two, from
-    /// inside the pool (where `side` may run on the other thread, while
-    /// `main` runs a region of its own) and from outside it.
+    /// `with_side_job` returns both results on one thread and on two, from
+    /// inside the pool and from outside it; on two threads inside the pool
+    /// `side` runs while `main` still runs (`main` waits up to 10 s for a
+    /// flag `side` sets), and a panic in `side` reaches the caller. A hang
+    /// fails after 60 s.
     #[test]
-    fn side_jobs_return_both_results() {
+    fn side_jobs_overlap_and_return_both_results() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
         let _threads = TestThreads::lock();
-        let items: Vec<u64> = (0..1000).collect();
-        let main = || parallel_map(&items, |x| x * 3).iter().sum::<u64>();
-        let side = || (0..1000u64).map(|x| x * x).sum::<u64>();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let items: Vec<u64> = (0..1000).collect();
+            let main = || parallel_map(&items, |x| x * 3).iter().sum::<u64>();
+            let side = || (0..1000u64).map(|x| x * x).sum::<u64>();
+            let mut results = Vec::new();
+            for n in [1, 2] {
+                set_threads(n);
+                results.push((n, "outside", with_side_job(main, side)));
+                results.push((n, "inside", run_inside(|| with_side_job(main, side))));
+            }
+            let flag = AtomicBool::new(false);
+            let wait_for_side = || {
+                let start = Instant::now();
+                while !flag.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(10) {
+                    std::hint::spin_loop();
+                }
+                flag.load(Ordering::Acquire)
+            };
+            let set_flag = || flag.store(true, Ordering::Release);
+            let overlapped = run_inside(|| with_side_job(wait_for_side, set_flag)).0;
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_inside(|| with_side_job(|| 1, || panic!("in the side job")))
+            }))
+            .is_err();
+            tx.send((results, overlapped, panicked))
+                .expect("test waits");
+        });
+        let (results, overlapped, panicked) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("with_side_job did not return: {e}"));
         let want = (3 * 999 * 1000 / 2, 999 * 1000 * 1999 / 6);
-        for n in [1, 2] {
-            set_threads(n);
-            assert_eq!(
-                with_side_job(main, side),
-                want,
-                "{n} threads, outside the pool"
-            );
-            assert_eq!(
-                run_inside(|| with_side_job(main, side)),
-                want,
-                "{n} threads, inside"
-            );
+        for (n, place, got) in results {
+            assert_eq!(got, want, "{n} threads, {place} the pool");
         }
+        assert!(overlapped, "on two threads the side job ran while main ran");
+        assert!(panicked, "the side job's panic reaches the caller");
     }
 
     /// `run_inside` on two threads (pollers on, where the machine has two
@@ -288,7 +313,7 @@ mod tests {
     /// ends, by return or by unwinding). A hang fails after 60 s.
     #[test]
     fn run_inside_ends_its_pollers_on_return_and_on_panic() {
-        let _threads = TEST_THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+        let _threads = TestThreads::lock();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for n in [2, 3] {
@@ -310,6 +335,5 @@ mod tests {
             assert_eq!(doubled, (0..64).map(|x| 2 * x).collect::<Vec<_>>());
             assert!(unwound, "the panic reaches the caller");
         }
-        set_threads(1);
     }
 }

@@ -203,7 +203,7 @@ pub fn backward_split(
 mod tests {
     use super::*;
     use crate::kernel::bf16::available;
-    use crate::kernel::pool::{TEST_THREAD_COUNT, set_threads};
+    use crate::kernel::pool::{TestThreads, set_threads};
     use crate::kernel::sequence::{backward, forward};
 
     /// Inputs of one sequence pass and its output gradients, values in
@@ -286,10 +286,9 @@ mod tests {
             };
             let case = Case::new(dims, 10.0);
             let (one, c1, g1) = case.single(dims);
-            let threads = TEST_THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+            let threads = TestThreads::lock();
             set_threads(3);
             let (hs, c2, g2, split) = case.split(dims, Precision::F32);
-            set_threads(1);
             drop(threads);
             assert_eq!(split.parts.len(), 3);
             close(&hs, &one.hs, "outputs");
@@ -316,7 +315,7 @@ mod tests {
         };
         let case = Case::new(dims, 20.0);
         let (one, c1, g1) = case.single(dims);
-        let _threads = TEST_THREAD_COUNT.lock().unwrap_or_else(|e| e.into_inner());
+        let _threads = TestThreads::lock();
         for threads in [1, 2] {
             set_threads(threads);
             let (hs, c2, g2, split) = case.split(dims, Precision::Bf16);
