@@ -104,9 +104,10 @@ pub fn set_keep_awake(on: bool) {
 /// `f`'s jobs took every poller off the queue before it; only this thread,
 /// waiting inside a region of `f`, can pop a poller, and that poller
 /// returns at once. A side job of [`with_side_job`] is one of `f`'s jobs
-/// like a region's parts, under the same argument. This assumes one `run_inside` at a time on the pool
-/// (the CLI runs one training or evaluation): a job of another caller
-/// that stole a poller while waiting would stay under it until `f` ends.
+/// like a region's parts, under the same argument. This assumes one
+/// `run_inside` at a time on the pool (the CLI runs one training or
+/// evaluation): a job of another caller that stole a poller while waiting
+/// would stay under it until `f` ends.
 fn with_others_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     /// Ends the polling when `f` returns or unwinds (else the scope
     /// would wait for the pollers forever).
