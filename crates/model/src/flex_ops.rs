@@ -59,7 +59,7 @@ fn tanh_host(x: FlexTensor) -> (Vec<usize>, Vec<f32>) {
 /// a tensor that autodiff also holds twice (to bytes, then to aligned
 /// bytes) and then once more into a `Vec<f32>` (the aligned allocation
 /// cannot become one): about 6% of the mirror model's training time.
-fn host(t: FlexTensor) -> (Vec<usize>, Vec<f32>) {
+pub(crate) fn host(t: FlexTensor) -> (Vec<usize>, Vec<f32>) {
     if let Some(values) = t.as_slice::<f32>() {
         return (t.layout().shape().to_vec(), values.to_vec());
     }

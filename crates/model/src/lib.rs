@@ -14,6 +14,8 @@ pub mod charlm;
 pub mod device;
 pub mod dropout;
 #[cfg(feature = "flex")]
+pub mod flex_attention;
+#[cfg(feature = "flex")]
 pub mod flex_ops;
 pub mod host;
 pub mod init;

@@ -11,6 +11,7 @@
 //! - [`sequence`]: all time steps on one thread.
 //! - [`split`]: the batch split over the threads.
 //! - [`classifier`]: output layer + softmax cross-entropy.
+//! - [`attention`]: attention over each row's window of positions, forward and backward.
 //! - [`cpu`]: which CPU and extensions, for measurements to name.
 //!
 //! Layout (row-major, time-major): the input projections `p` are
@@ -52,6 +53,7 @@ macro_rules! dispatch {
     }};
 }
 
+pub mod attention;
 pub mod bf16;
 pub mod cell;
 pub mod classifier;

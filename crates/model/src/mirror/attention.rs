@@ -16,6 +16,8 @@
 //!   Caragea (arXiv 2305.20019) use for reverse copying far beyond the
 //!   trained lengths.
 
+pub use crate::kernel::attention::Windows;
+
 /// The words of one source sequence (char ids ending in the end symbol).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceWords {
@@ -125,14 +127,21 @@ impl Locating {
         self.word_window || self.span > 0
     }
 
+    /// The positions `lo..hi` a decoder at `place` may look at: its word and
+    /// the delimiter after it, or the whole source without a word window.
+    pub fn window(&self, words: &SourceWords, place: Place) -> (usize, usize) {
+        if self.word_window {
+            let (a, b) = words.span(place.word);
+            (a, b + 1)
+        } else {
+            (0, words.len())
+        }
+    }
+
     /// Mask and relative bucket of position `s` for a decoder at `place`.
     pub fn at(&self, words: &SourceWords, s: usize, place: Place) -> (f32, i64) {
-        let (a, b) = words.span(place.word);
-        let mask = if self.word_window && !(a..=b).contains(&s) {
-            MASKED
-        } else {
-            0.0
-        };
+        let (lo, hi) = self.window(words, place);
+        let mask = if (lo..hi).contains(&s) { 0.0 } else { MASKED };
         let bucket = if self.span > 0 {
             words.bucket(s, place.letter, self.span)
         } else {
@@ -170,6 +179,56 @@ impl Bias {
             self.bucket.push(b);
         }
     }
+}
+
+/// The windows of teacher-forced decoding, sentence by sentence: at step
+/// `t` the decoder is at the place its target prefix `tgt[..t]` reaches
+/// (`steps` = target length + 1, the end symbol last); every source is
+/// `len` positions. Without locating, every window is the whole source.
+pub fn teacher_windows(
+    locating: Locating,
+    words: &[SourceWords],
+    tgt: &[Vec<u8>],
+    len: usize,
+    space: u8,
+) -> Windows {
+    let steps = tgt[0].len() + 1;
+    let mut windows = Windows::new(steps, len);
+    for (b, y) in tgt.iter().enumerate() {
+        let mut at = Place::default();
+        for t in 0..steps {
+            if !locating.is_used() {
+                windows.push(0, len, []);
+                continue;
+            }
+            let words = &words[b];
+            let (lo, hi) = locating.window(words, at);
+            let buckets = (locating.span > 0)
+                .then(|| (lo..hi).map(move |s| words.bucket(s, at.letter, locating.span) as u32));
+            windows.push(lo, hi, buckets.into_iter().flatten());
+            if let Some(&c) = y.get(t) {
+                at = at.after(c, space);
+            }
+        }
+    }
+    windows
+}
+
+/// The dense form of `windows` (a mask and a bucket per row and position,
+/// positions outside a row's window masked, their bucket 0), for backends
+/// without the windowed operation.
+pub fn dense_bias(windows: &Windows) -> Bias {
+    let mut bias = Bias::default();
+    for r in 0..windows.rows() {
+        let (win, buckets) = (windows.window(r), windows.buckets(r));
+        for s in 0..windows.len {
+            let inside = win.contains(&s);
+            bias.mask.push(if inside { 0.0 } else { MASKED });
+            let bucket = buckets.get(s.wrapping_sub(win.start)).filter(|_| inside);
+            bias.bucket.push(bucket.map_or(0, |&c| c as i64));
+        }
+    }
+    bias
 }
 
 #[cfg(test)]

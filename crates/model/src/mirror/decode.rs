@@ -7,7 +7,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::attention::{Bias, Place};
-use super::{AttentionView, Encoded, Mirror, SPACE};
+use super::{AttentionView, Encoded, Mirror, SPACE, Scores};
 use crate::dropout::Dropout;
 use crate::ids_tensor;
 use crate::lstm::{LstmInput, LstmState};
@@ -22,16 +22,18 @@ impl Mirror {
         let mut bias = Bias::default();
         if !locating.word_window {
             // every position, with the relative bias if there is one
-            let bias = locating.is_used().then(|| {
+            let scores = if locating.is_used() {
                 for (words, &at) in enc.words.iter().zip(places) {
                     bias.push(locating, words, at, (0..len).map(Some));
                 }
-                self.bias_tensor(bias, [rows, 1, len], device)
-            });
+                Scores::Biased(Box::new(self.bias_tensor(bias, [rows, 1, len], device)))
+            } else {
+                Scores::All
+            };
             return Some(AttentionView {
                 keys,
                 values: enc.outputs.clone(),
-                bias,
+                scores,
             });
         }
         // only the current word and its delimiter: a window as wide as the widest
@@ -58,7 +60,7 @@ impl Mirror {
         Some(AttentionView {
             keys: pick(keys),
             values: pick(enc.outputs.clone()),
-            bias: Some(self.bias_tensor(bias, [rows, 1, width], device)),
+            scores: Scores::Biased(Box::new(self.bias_tensor(bias, [rows, 1, width], device))),
         })
     }
 

@@ -24,6 +24,8 @@
 pub mod attention;
 mod decode;
 
+use std::sync::Arc;
+
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::tensor::activation::softmax;
@@ -34,7 +36,7 @@ use crate::dropout::Dropout;
 use crate::ids_tensor;
 use crate::init::{self, InitScheme};
 use crate::lstm::{CellLayout, Lstm, LstmConfig, LstmInput, LstmState};
-use attention::{Bias, Locating, Place, SourceWords};
+use attention::{Bias, Locating, SourceWords, Windows};
 
 /// Most relative-position buckets each side a model may have (the recipe
 /// and a run's config.json are both checked against it).
@@ -256,12 +258,25 @@ const RELATIVE_SCALE: f32 = 10.0;
 /// Id of the space between words.
 const SPACE: u8 = 0;
 
-/// What one attention call looks at: keys and values `[rows, positions, _]`
-/// and an optional additive bias `[rows, steps, positions]`.
+/// What one attention call looks at: keys and values `[rows, positions, _]`,
+/// and how its scores are restricted.
 struct AttentionView {
     keys: Tensor<3>,
     values: Tensor<3>,
-    bias: Option<Tensor<3>>,
+    scores: Scores,
+}
+
+/// Which scores an attention call computes, and their bias.
+enum Scores {
+    /// Every position's, unbiased.
+    All,
+    /// Every position's, plus an additive bias `[rows, steps, positions]`
+    /// (masked positions at [`attention::MASKED`]).
+    Biased(Box<Tensor<3>>),
+    /// Only those of each row's window, with its relative bias: the same
+    /// function as `Biased` with the windows' dense bias, by the windowed
+    /// operation (flex only: see [`Mirror::windowed`]).
+    Windowed(Arc<Windows>),
 }
 
 /// Time-major rows `[steps * batch, d]` as batch-major `[batch, steps, d]`.
@@ -423,6 +438,67 @@ impl Mirror {
         }
     }
 
+    /// The attention context `[b, t, d_enc]` of decoder outputs `[b, t, h]`.
+    fn context(&self, view: AttentionView, dec: Tensor<3>) -> Tensor<3> {
+        let AttentionView {
+            keys,
+            values,
+            scores,
+        } = view;
+        let bias = match scores {
+            Scores::All => None,
+            Scores::Biased(bias) => Some(*bias),
+            Scores::Windowed(windows) => return self.windowed_context(dec, keys, values, windows),
+        };
+        let scores = dec.matmul(keys.swap_dims(1, 2)); // [b, t, s]
+        let scores = match bias {
+            Some(bias) => scores + bias,
+            None => scores,
+        };
+        softmax(scores, 2).matmul(values)
+    }
+
+    /// [`Scores::Windowed`]'s context, by the windowed operation.
+    fn windowed_context(
+        &self,
+        dec: Tensor<3>,
+        keys: Tensor<3>,
+        values: Tensor<3>,
+        windows: Arc<Windows>,
+    ) -> Tensor<3> {
+        #[cfg(feature = "flex")]
+        {
+            let table = match &self.attn_relative {
+                Some(table) => table.val(),
+                None => Tensor::zeros([1, 1], &dec.device()),
+            };
+            crate::flex_attention::window_attention(
+                dec,
+                keys,
+                values,
+                table,
+                windows,
+                RELATIVE_SCALE,
+            )
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = (dec, keys, values, windows);
+            unreachable!("windowed scores are made only where the operation exists")
+        }
+    }
+
+    /// Whether attention on `device` runs windowed ([`Scores::Windowed`]).
+    fn windowed(device: &Device) -> bool {
+        #[cfg(feature = "flex")]
+        return crate::flex_ops::supported(device);
+        #[cfg(not(feature = "flex"))]
+        {
+            let _ = device;
+            false
+        }
+    }
+
     /// Output logits for decoder outputs, batch-major `[batch, steps, d_hidden]` -> `[batch * steps, vocab]`.
     fn readout(&self, view: Option<AttentionView>, dec: Tensor<3>, train: bool) -> Tensor<2> {
         self.output_layer(self.attended(view, dec, train))
@@ -436,13 +512,7 @@ impl Mirror {
         let [b, t, h] = dec.dims();
         let hidden = match (view, &self.attn_out, &self.attn_bias) {
             (Some(view), Some(w_c), Some(b_c)) => {
-                let scores = dec.clone().matmul(view.keys.swap_dims(1, 2)); // [b, t, s]
-                let scores = match view.bias {
-                    Some(bias) => scores + bias,
-                    None => scores,
-                };
-                let alpha = softmax(scores, 2);
-                let context = alpha.matmul(view.values); // [b, t, d_enc]
+                let context = self.context(view, dec.clone()); // [b, t, d_enc]
                 let joined = Tensor::cat(vec![context, dec], 2);
                 let d = joined.dims()[2];
                 fast_tanh(joined.reshape([b * t, d]).matmul(w_c.val()) + b_c.val())
@@ -469,7 +539,8 @@ impl Mirror {
         train: bool,
         device: &Device,
     ) -> Tensor<2> {
-        self.output_layer(self.teacher_forced(src, tgt, train, device))
+        let windowed = Self::windowed(device);
+        self.output_layer(self.teacher_forced(src, tgt, train, device, windowed))
     }
 
     /// Mean cross-entropy `[1]` of teacher-forced decoding against the
@@ -483,19 +554,21 @@ impl Mirror {
         train: bool,
         device: &Device,
     ) -> Tensor<1> {
-        let hidden = self.teacher_forced(src, tgt, train, device);
+        let hidden = self.teacher_forced(src, tgt, train, device, Self::windowed(device));
         let labels = crate::ids_tensor(self.labels(tgt), device);
         crate::charlm::classifier_loss(hidden, self.out_w.val(), self.out_b.val(), labels)
     }
 
     /// [`forward`](Self::forward) up to the output layer's input: `[batch *
-    /// (tgt_len + 1), d_hidden]`.
+    /// (tgt_len + 1), d_hidden]`; attention [`Scores::Windowed`] if `windowed`
+    /// (where [`windowed`](Self::windowed) allows), else dense.
     fn teacher_forced(
         &self,
         src: &[Vec<u8>],
         tgt: &[Vec<u8>],
         train: bool,
         device: &Device,
+        windowed: bool,
     ) -> Tensor<2> {
         let enc = self.encode(src, train, device);
         let batch = tgt.len();
@@ -529,35 +602,35 @@ impl Mirror {
         let view = enc.keys.clone().map(|keys| AttentionView {
             keys,
             values: enc.outputs.clone(),
-            bias: self.teacher_forced_bias(&enc, tgt, device),
+            scores: self.teacher_forced_scores(&enc, tgt, device, windowed),
         });
         self.attended(view, batch_major(dec, steps, batch), train)
     }
 
-    /// The locating bias `[batch, tgt_len + 1, src_len]` of teacher-forced
-    /// decoding: the decoder's place at each step is that of the target prefix.
-    fn teacher_forced_bias(
+    /// The scores of teacher-forced decoding: the decoder's place at each
+    /// step is that of the target prefix ([`attention::teacher_windows`]).
+    fn teacher_forced_scores(
         &self,
         enc: &Encoded,
         tgt: &[Vec<u8>],
         device: &Device,
-    ) -> Option<Tensor<3>> {
+        windowed: bool,
+    ) -> Scores {
         let locating = self.locating();
+        let [batch, len, _] = enc.outputs.dims();
+        let windows = attention::teacher_windows(locating, &enc.words, tgt, len, SPACE);
+        if windowed {
+            return Scores::Windowed(Arc::new(windows));
+        }
         if !locating.is_used() {
-            return None;
+            return Scores::All;
         }
-        let (steps, len) = (tgt[0].len() + 1, enc.words[0].len());
-        let mut bias = Bias::default();
-        for (y, words) in tgt.iter().zip(&enc.words) {
-            let mut at = Place::default();
-            for t in 0..steps {
-                bias.push(locating, words, at, (0..len).map(Some));
-                if let Some(&c) = y.get(t) {
-                    at = at.after(c, SPACE);
-                }
-            }
-        }
-        Some(self.bias_tensor(bias, [tgt.len(), steps, len], device))
+        let bias = attention::dense_bias(&windows);
+        Scores::Biased(Box::new(self.bias_tensor(
+            bias,
+            [batch, windows.steps, len],
+            device,
+        )))
     }
 
     /// Labels matching [`forward`](Self::forward)'s rows: each target followed by the end symbol.
@@ -642,6 +715,84 @@ mod tests {
                         "keep {keep_prob} {name}: {x} vs {y}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Attention computed on each row's window (the flex operation) equals
+    /// dense masked attention, in the loss and in every parameter's
+    /// gradient: with and without a word window and a relative bias (its
+    /// table made non-zero), at widths with a 16-lane body and a rest.
+    #[test]
+    fn windowed_attention_equals_dense_masked_attention() {
+        let device = Device::flex().autodiff();
+        let src = vec![
+            vec![1u8, 2, 0, 3, 4, 5, 0, 6],
+            vec![1, 2, 3, 4, 0, 5, 6, 7],
+            vec![9, 0, 8, 0, 7, 6, 5, 4],
+        ];
+        let tgt = vec![
+            vec![2u8, 1, 0, 5, 4, 3, 0, 6],
+            vec![4, 3, 2, 1, 0, 7, 6, 5],
+            vec![9, 0, 8, 0, 4, 5, 6, 7],
+        ];
+        for (word_window, span) in [(true, 2), (false, 2), (true, 0), (false, 0)] {
+            let mut m = MirrorConfig::new(30, 28, 29)
+                .with_d_embedding(5)
+                .with_d_hidden(20)
+                .with_word_window(word_window)
+                .with_relative_span(span)
+                .init(7, &device);
+            if span > 0 {
+                let table =
+                    Tensor::<2>::from_floats([[0.3], [-0.2], [0.5], [0.1], [-0.4]], &device);
+                m.attn_relative = Some(Param::from_tensor(table));
+            }
+            let case = format!("word_window {word_window}, span {span}");
+            let run = |windowed: bool| {
+                let logits = m.output_layer(m.teacher_forced(&src, &tgt, true, &device, windowed));
+                let labels = ids_tensor(m.labels(&tgt), &device);
+                let loss = crate::charlm::cross_entropy(logits, labels);
+                let grads = loss.backward();
+                let mut g = Vec::new();
+                for_each_param_grad(&m, &grads, |name, _, grad| {
+                    g.push((name.to_string(), grad.map(crate::buffer::values)));
+                });
+                (crate::buffer::values(loss), g)
+            };
+            let ((loss_w, grads_w), (loss_d, grads_d)) = (run(true), run(false));
+            assert!(
+                (loss_w[0] - loss_d[0]).abs() < 1e-5,
+                "{case}: {loss_w:?} vs {loss_d:?}"
+            );
+            assert_eq!(grads_w.len(), grads_d.len(), "{case}");
+            for ((name, a), (name_d, b)) in grads_w.iter().zip(&grads_d) {
+                assert_eq!(name, name_d, "{case}");
+                let (Some(a), Some(b)) = (a, b) else {
+                    assert!(
+                        a.is_none() && b.is_none(),
+                        "{case} {name}: a gradient on one side only"
+                    );
+                    continue;
+                };
+                assert_eq!(a.len(), b.len(), "{case} {name}");
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        (x - y).abs() < 1e-5 * (1.0 + x.abs()),
+                        "{case} {name}: {x} vs {y}"
+                    );
+                }
+            }
+            if span > 0 {
+                let table = &grads_w
+                    .iter()
+                    .find(|(n, _)| n.contains("relative"))
+                    .expect("table")
+                    .1;
+                assert!(
+                    table.as_ref().is_some_and(|t| t.iter().any(|&x| x != 0.0)),
+                    "{case}: table learns"
+                );
             }
         }
     }

@@ -1,0 +1,212 @@
+//! Windowed attention ([`kernel::attention`]) as one Burn operation on the
+//! flex CPU backend, with its hand-written backward: one autodiff node in
+//! place of the dense scores, bias, softmax and context products (and
+//! their `[rows, positions]` intermediates). Other backends compute the
+//! same function densely, masked (`Mirror::attended`).
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{Tensor, TensorData};
+
+use crate::flex_ops::host;
+use crate::kernel::attention::{
+    AttnDims, Operands, Windows, attention_backward, attention_forward,
+};
+
+/// The windowed attention operation.
+#[backend_extension(Flex, Autodiff)]
+pub trait WindowAttentionBackend: Backend {
+    /// Contexts `[sentences, steps, e]` of decoder rows `dec` `[sentences,
+    /// steps, h]` over `keys` `[sentences, len, h]` and `values`
+    /// `[sentences, len, e]`, each row restricted to its window and biased
+    /// by `scale * table[bucket]` (`table` `[buckets, 1]`).
+    fn window_attention(
+        dec: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        windows: Arc<Windows>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+}
+
+/// Host copies of the operands, and the forward's results.
+#[derive(Debug)]
+struct Forward {
+    dec: Vec<f32>,
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    table: Vec<f32>,
+    windows: Arc<Windows>,
+    scale: f32,
+    dims: AttnDims,
+    /// Shapes of dec, keys, values, table, for their gradients.
+    shapes: [Vec<usize>; 4],
+    alpha: Vec<f32>,
+}
+
+fn forward(
+    dec: FlexTensor,
+    keys: FlexTensor,
+    values: FlexTensor,
+    table: FlexTensor,
+    windows: Arc<Windows>,
+    scale: f32,
+) -> (FlexTensor, Forward) {
+    let (ds, dec) = host(dec);
+    let (ks, keys) = host(keys);
+    let (vs, values) = host(values);
+    let (ts, table) = host(table);
+    assert!(
+        ds.len() == 3 && ks.len() == 3 && vs.len() == 3,
+        "attention operands are [sentences, rows, width]"
+    );
+    assert_eq!(
+        (ds[1], ks[1]),
+        (windows.steps, windows.len),
+        "windows for these shapes"
+    );
+    let dims = AttnDims { h: ds[2], e: vs[2] };
+    let out_shape = [ds[0], ds[1], dims.e];
+    let mut f = Forward {
+        dec,
+        keys,
+        values,
+        table,
+        windows,
+        scale,
+        dims,
+        shapes: [ds, ks, vs, ts],
+        alpha: vec![],
+    };
+    let (context, alpha) = attention_forward(&f.operands());
+    f.alpha = alpha;
+    (
+        FlexTensor::from_data(TensorData::new(context, out_shape)),
+        f,
+    )
+}
+
+impl Forward {
+    fn operands(&self) -> Operands<'_> {
+        Operands {
+            dec: &self.dec,
+            keys: &self.keys,
+            values: &self.values,
+            table: &self.table,
+            scale: self.scale,
+            windows: &self.windows,
+            dims: self.dims,
+        }
+    }
+}
+
+impl WindowAttentionBackend for Flex {
+    fn window_attention(
+        dec: FlexTensor,
+        keys: FlexTensor,
+        values: FlexTensor,
+        table: FlexTensor,
+        windows: Arc<Windows>,
+        scale: f32,
+    ) -> FlexTensor {
+        forward(dec, keys, values, table, windows, scale).0
+    }
+}
+
+#[derive(Debug)]
+struct WindowAttentionBackward;
+
+impl Backward<Flex, 4> for WindowAttentionBackward {
+    type State = Arc<Forward>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 4>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let f = &*ops.state;
+        let (_, dctx) = host(grads.consume::<Flex>(&ops.node));
+        let (ddec, dkeys, dvalues, dtable) = attention_backward(&f.operands(), &f.alpha, &dctx);
+        for ((parent, grad), shape) in ops
+            .parents
+            .into_iter()
+            .zip([ddec, dkeys, dvalues, dtable])
+            .zip(&f.shapes)
+        {
+            if let Some(node) = parent {
+                let grad = FlexTensor::from_data(TensorData::new(grad, shape.clone()));
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> WindowAttentionBackend for Autodiff<Flex, C> {
+    fn window_attention(
+        dec: FloatTensor<Self>,
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        windows: Arc<Windows>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        let nodes = [dec.node(), keys.node(), values.node(), table.node()];
+        match WindowAttentionBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (out, f) = forward(
+                    dec.into_primitive(),
+                    keys.into_primitive(),
+                    values.into_primitive(),
+                    table.into_primitive(),
+                    windows,
+                    scale,
+                );
+                prep.finish(Arc::new(f), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(<Flex as WindowAttentionBackend>::window_attention(
+                    dec.into_primitive(),
+                    keys.into_primitive(),
+                    values.into_primitive(),
+                    table.into_primitive(),
+                    windows,
+                    scale,
+                ))
+            }
+        }
+    }
+}
+
+/// Contexts `[sentences, steps, e]` of windowed attention (see
+/// [`WindowAttentionBackend::window_attention`]); flex tensors only.
+pub fn window_attention(
+    dec: Tensor<3>,
+    keys: Tensor<3>,
+    values: Tensor<3>,
+    table: Tensor<2>,
+    windows: Arc<Windows>,
+    scale: f32,
+) -> Tensor<3> {
+    let out = <Dispatch as WindowAttentionBackend>::window_attention(
+        dec.into_dispatch(),
+        keys.into_dispatch(),
+        values.into_dispatch(),
+        table.into_dispatch(),
+        windows,
+        scale,
+    );
+    Tensor::<3>::from_dispatch(out)
+}
