@@ -194,14 +194,16 @@ pub fn teacher_windows(
 ) -> Windows {
     let steps = tgt[0].len() + 1;
     let mut windows = Windows::new(steps, len);
-    for (b, y) in tgt.iter().enumerate() {
+    if !locating.is_used() {
+        for _ in 0..tgt.len() * steps {
+            windows.push(0, len, []);
+        }
+        return windows;
+    }
+    assert_eq!(words.len(), tgt.len(), "the words of every source");
+    for (y, words) in tgt.iter().zip(words) {
         let mut at = Place::default();
         for t in 0..steps {
-            if !locating.is_used() {
-                windows.push(0, len, []);
-                continue;
-            }
-            let words = &words[b];
             let (lo, hi) = locating.window(words, at);
             let buckets = (locating.span > 0)
                 .then(|| (lo..hi).map(move |s| words.bucket(s, at.letter, locating.span) as u32));
@@ -224,7 +226,7 @@ pub fn dense_bias(windows: &Windows) -> Bias {
         for s in 0..windows.len {
             let inside = win.contains(&s);
             bias.mask.push(if inside { 0.0 } else { MASKED });
-            let bucket = buckets.get(s.wrapping_sub(win.start)).filter(|_| inside);
+            let bucket = if inside { buckets.get(s - win.start) } else { None };
             bias.bucket.push(bucket.map_or(0, |&c| c as i64));
         }
     }
@@ -278,5 +280,30 @@ mod tests {
         assert_eq!(bias.mask, vec![MASKED, MASKED, 0.0, 0.0, 0.0, MASKED]);
         // from_end of "bc" + end is 1, 0, 2; minus k = 0, clamped to 2, plus 2
         assert_eq!(&bias.bucket[2..5], &[3, 2, 4]);
+    }
+
+    /// Teacher forcing's windows, made dense, are the mask and buckets a
+    /// decoder at each prefix's place gets position by position
+    /// ([`Locating::at`], as decoding uses): for every locating kind.
+    #[test]
+    fn teacher_windows_agree_with_the_place_of_each_prefix() {
+        let src = [1, 2, 0, 3, 4, 5, 0, 6, END]; // "ab cde f"
+        let tgt = vec![2u8, 1, 0, 5, 4, 3, 0, 6];
+        let words = SourceWords::new(&src, 0);
+        for (word_window, span) in [(true, 2), (false, 3), (true, 0)] {
+            let loc = Locating { word_window, span };
+            let windows = teacher_windows(loc, std::slice::from_ref(&words), &[tgt.clone()], src.len(), 0);
+            let dense = dense_bias(&windows);
+            let mut want = Bias::default();
+            for t in 0..=tgt.len() {
+                want.push(loc, &words, Place::of(&tgt[..t], 0), (0..src.len()).map(Some));
+            }
+            assert_eq!(dense.mask, want.mask, "{loc:?}");
+            for (i, &m) in want.mask.iter().enumerate() {
+                if m == 0.0 && span > 0 {
+                    assert_eq!(dense.bucket[i], want.bucket[i], "{loc:?} entry {i}");
+                }
+            }
+        }
     }
 }
