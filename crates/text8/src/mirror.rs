@@ -143,18 +143,25 @@ impl MirrorSampler {
     /// window of the fewest words that fits from a random start (one exists:
     /// [`MirrorSampler::new`] checks), so every call ends.
     pub fn sample(&self, rng: &mut Rng) -> MirrorPair {
+        MirrorPair::new(self.sample_source(rng))
+    }
+
+    /// The source of [`sample`](Self::sample) alone (the same draws), for
+    /// callers that keep few of the windows they draw: a target is made
+    /// only for those.
+    pub fn sample_source(&self, rng: &mut Rng) -> Vec<u8> {
         for _ in 0..MAX_REDRAWS {
             let len = rng.range_inclusive(self.min_words, self.max_words);
             let first = rng.below((self.words.len() - len + 1) as u64) as usize;
             if self.window_chars(first, len) <= self.max_chars {
-                return MirrorPair::new(self.window(first, len));
+                return self.window(first, len);
             }
         }
         let from = rng.below(self.words.len() as u64) as usize;
         let first = self
             .first_fitting(from)
             .expect("checked when the sampler was made");
-        MirrorPair::new(self.window(first, self.min_words))
+        self.window(first, self.min_words)
     }
 
     /// `n` pairs drawn with a fixed seed (an evaluation set).

@@ -76,11 +76,13 @@ impl LengthBatcher {
         }
     }
 
-    /// One window, its words made up at random, if it fits `max_chars`.
-    fn draw(&self, rng: &mut Rng) -> Option<MirrorPair> {
-        let p = self.sampler.sample(rng);
-        let source = self.made_up.apply(&p.source, rng);
-        (source.len() <= self.max_chars).then(|| MirrorPair::new(source))
+    /// The source of one window, its words made up at random, if it fits
+    /// `max_chars`. Most draws are thrown away (their length is not the
+    /// batch's): their targets are never made.
+    fn draw(&self, rng: &mut Rng) -> Option<Vec<u8>> {
+        let source = self.sampler.sample_source(rng);
+        let source = self.made_up.apply(&source, rng);
+        (source.len() <= self.max_chars).then_some(source)
     }
 
     /// The next batch: `batch_size` windows of the length of a first random
@@ -92,12 +94,12 @@ impl LengthBatcher {
             let Some(first) = self.draw(rng) else {
                 continue;
             };
-            let len = first.source.len();
-            let mut out = vec![first];
+            let len = first.len();
+            let mut out = vec![MirrorPair::new(first)];
             let mut tries = 0;
             while out.len() < self.batch_size && tries < 200_000 {
-                if let Some(p) = self.draw(rng).filter(|p| p.source.len() == len) {
-                    out.push(p);
+                if let Some(source) = self.draw(rng).filter(|s| s.len() == len) {
+                    out.push(MirrorPair::new(source));
                 }
                 tries += 1;
             }
