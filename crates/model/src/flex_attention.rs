@@ -15,7 +15,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
-use crate::flex_ops::host;
+use crate::flex_ops::{host, with_host};
 use crate::kernel::attention::{
     AttnDims, Operands, Windows, attention_backward, attention_forward,
 };
@@ -134,8 +134,10 @@ impl Backward<Flex, 4> for WindowAttentionBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let f = &*ops.state;
-        let (_, dctx) = host(grads.consume::<Flex>(&ops.node));
-        let (ddec, dkeys, dvalues, dtable) = attention_backward(&f.operands(), &f.alpha, &dctx);
+        let (ddec, dkeys, dvalues, dtable) =
+            with_host(grads.consume::<Flex>(&ops.node), |_, dctx| {
+                attention_backward(&f.operands(), &f.alpha, dctx)
+            });
         for ((parent, grad), shape) in ops
             .parents
             .into_iter()

@@ -55,6 +55,17 @@ fn tanh_host(x: FlexTensor) -> (Vec<usize>, Vec<f32>) {
     (shape, v)
 }
 
+/// `f` of a flex tensor's shape and values: borrowed from its buffer where
+/// they lie there contiguously (no copy: the gradient of an LSTM sequence
+/// is megabytes), else copied once by [`host`].
+pub(crate) fn with_host<R>(t: FlexTensor, f: impl FnOnce(&[usize], &[f32]) -> R) -> R {
+    if let Some(values) = t.as_slice::<f32>() {
+        return f(t.layout().shape(), values);
+    }
+    let (shape, values) = host(t);
+    f(&shape, &values)
+}
+
 /// The shape and values of a flex tensor, copied once. `into_data` copies
 /// a tensor that autodiff also holds twice (to bytes, then to aligned
 /// bytes) and then once more into a `Vec<f32>` (the aligned allocation
@@ -84,26 +95,18 @@ fn dims_of(p: &[usize], wh: &[usize], h0: &[usize]) -> SeqDims {
     }
 }
 
+/// The sequence's operands but its input projections (read where they lie: [`run`]).
 struct Inputs {
-    dims: SeqDims,
-    p: Vec<f32>,
     wh: Vec<f32>,
     h0: Vec<f32>,
     c0: Vec<f32>,
 }
 
-fn inputs(p: FlexTensor, wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> Inputs {
-    let (ps, p) = host(p);
+fn inputs(wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> (Vec<usize>, Vec<usize>, Inputs) {
     let (ws, wh) = host(wh);
     let (hs, h0) = host(h0);
     let (_, c0) = host(c0);
-    Inputs {
-        dims: dims_of(&ps, &ws, &hs),
-        p,
-        wh,
-        h0,
-        c0,
-    }
+    (ws, hs, Inputs { wh, h0, c0 })
 }
 
 fn precision(bf16: bool) -> Precision {
@@ -114,26 +117,28 @@ fn precision(bf16: bool) -> Precision {
     }
 }
 
-fn run(i: Inputs, bf16: bool, cache: &mut SplitCache) -> (FlexTensor, Inputs) {
-    let Inputs {
-        dims,
-        p,
-        wh,
-        h0,
-        c0,
-    } = i;
-    let (mut out, c_last) = kernel::forward_split(dims, p, &wh, (&h0, &c0), precision(bf16), cache);
-    out.extend_from_slice(&c_last);
-    let t = flex(out, [(dims.steps + 1) * dims.batch, dims.hidden]);
-    (
-        t,
-        Inputs {
+/// The sequence over the input projections `p` (read in their buffer where
+/// they lie contiguously: [`with_host`]): its output tensor, the sizes, and
+/// the operands the backward pass keeps.
+fn run(
+    [p, wh, h0, c0]: [FlexTensor; 4],
+    bf16: bool,
+    cache: &mut SplitCache,
+) -> (FlexTensor, SeqDims, Inputs) {
+    let (ws, hs, i) = inputs(wh, h0, c0);
+    let (dims, (mut out, c_last)) = with_host(p, |ps, p| {
+        let dims = dims_of(ps, &ws, &hs);
+        let (h0, c0) = (&i.h0[..], &i.c0[..]);
+        (
             dims,
-            p: vec![],
-            wh,
-            h0,
-            c0,
-        },
+            kernel::forward_split(dims, p, &i.wh, (h0, c0), precision(bf16), cache),
+        )
+    });
+    out.extend_from_slice(&c_last);
+    (
+        flex(out, [(dims.steps + 1) * dims.batch, dims.hidden]),
+        dims,
+        i,
     )
 }
 
@@ -184,7 +189,7 @@ impl LstmSeqBackend for Flex {
         c0: FlexTensor,
         bf16: bool,
     ) -> FlexTensor {
-        run(inputs(p, wh, h0, c0), bf16, &mut SplitCache::default()).0
+        run([p, wh, h0, c0], bf16, &mut SplitCache::default()).0
     }
 
     fn linear_cross_entropy(
@@ -292,16 +297,10 @@ impl Backward<Flex, 4> for LstmSeqBackward {
     ) {
         let s = ops.state;
         let (rows, hd, b) = (s.dims.steps * s.dims.batch, s.dims.hidden, s.dims.batch);
-        let (_, d_out) = host(grads.consume::<Flex>(&ops.node));
-        let g = kernel::backward_split(
-            s.dims,
-            &s.cache,
-            &s.wh,
-            &s.h0,
-            &s.c0,
-            &d_out[..rows * hd],
-            &d_out[rows * hd..],
-        );
+        let g = with_host(grads.consume::<Flex>(&ops.node), |_, d_out| {
+            let (dhs, dc_last) = d_out.split_at(rows * hd);
+            kernel::backward_split(s.dims, &s.cache, &s.wh, &s.h0, &s.c0, dhs, dc_last)
+        });
         let [p, wh, h0, c0] = ops.parents;
         if let Some(node) = p {
             grads.register::<Flex>(node.id, flex(g.dp, [rows, 4 * hd]));
@@ -350,16 +349,11 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let i = inputs(
-                    p.into_primitive(),
-                    wh.into_primitive(),
-                    h0.into_primitive(),
-                    c0.into_primitive(),
-                );
+                let operands = [p, wh, h0, c0].map(|t| t.into_primitive());
                 let mut cache = SplitCache::default();
-                let (out, i) = run(i, bf16, &mut cache);
+                let (out, dims, i) = run(operands, bf16, &mut cache);
                 let state = SeqState {
-                    dims: i.dims,
+                    dims,
                     cache: Arc::new(cache),
                     wh: Arc::new(i.wh),
                     h0: Arc::new(i.h0),

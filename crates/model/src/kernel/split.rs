@@ -87,10 +87,12 @@ pub struct SplitCache {
 /// [`forward`](super::sequence::forward) with the batch split over up to [`threads`] threads (each
 /// sequence is independent of the others). Returns the outputs `[rows, H]`
 /// and the final cell state `[batch, H]`. The recurrent products run in
-/// `precision` where it applies ([`PackedRecurrent::new`]).
+/// `precision` where it applies ([`PackedRecurrent::new`]). `p` is read,
+/// not taken: each part copies its own rows (one part, all of them), so
+/// the caller can lend it from a tensor's buffer.
 pub fn forward_split(
     dims: SeqDims,
-    p: Vec<f32>,
+    p: &[f32],
     wh: &[f32],
     (h0, c0): (&[f32], &[f32]),
     precision: Precision,
@@ -105,14 +107,14 @@ pub fn forward_split(
     cache.precision = packed.precision();
     if parts.len() == 1 {
         let mut c = SeqCache::default();
-        let c_last = forward_packed(dims, p, wh, &packed, h0, c0, &mut c);
+        let c_last = forward_packed(dims, p.to_vec(), wh, &packed, h0, c0, &mut c);
         let hs = c.hs.clone();
         cache.parts = vec![(0, dims.batch, c)];
         return (hs, c_last);
     }
     let (g4, hd) = (dims.gates(), dims.hidden);
     let results: Vec<(usize, usize, SeqCache, Vec<f32>)> = parallel_map(&parts, |&(lo, n)| {
-        let pk = gather(&p, dims, lo, n, g4, dims.steps);
+        let pk = gather(p, dims, lo, n, g4, dims.steps);
         let h0k = &h0[lo * hd..(lo + n) * hd];
         let c0k = &c0[lo * hd..(lo + n) * hd];
         let d = SeqDims {
@@ -252,7 +254,7 @@ mod tests {
             let mut split = SplitCache::default();
             let (hs, c2) = forward_split(
                 dims,
-                self.p.clone(),
+                &self.p,
                 &self.wh,
                 (&self.h0, &self.c0),
                 precision,

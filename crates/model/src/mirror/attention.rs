@@ -226,7 +226,11 @@ pub fn dense_bias(windows: &Windows) -> Bias {
         for s in 0..windows.len {
             let inside = win.contains(&s);
             bias.mask.push(if inside { 0.0 } else { MASKED });
-            let bucket = if inside { buckets.get(s - win.start) } else { None };
+            let bucket = if inside {
+                buckets.get(s - win.start)
+            } else {
+                None
+            };
             bias.bucket.push(bucket.map_or(0, |&c| c as i64));
         }
     }
@@ -292,11 +296,22 @@ mod tests {
         let words = SourceWords::new(&src, 0);
         for (word_window, span) in [(true, 2), (false, 3), (true, 0)] {
             let loc = Locating { word_window, span };
-            let windows = teacher_windows(loc, std::slice::from_ref(&words), &[tgt.clone()], src.len(), 0);
+            let windows = teacher_windows(
+                loc,
+                std::slice::from_ref(&words),
+                &[tgt.clone()],
+                src.len(),
+                0,
+            );
             let dense = dense_bias(&windows);
             let mut want = Bias::default();
             for t in 0..=tgt.len() {
-                want.push(loc, &words, Place::of(&tgt[..t], 0), (0..src.len()).map(Some));
+                want.push(
+                    loc,
+                    &words,
+                    Place::of(&tgt[..t], 0),
+                    (0..src.len()).map(Some),
+                );
             }
             assert_eq!(dense.mask, want.mask, "{loc:?}");
             for (i, &m) in want.mask.iter().enumerate() {
