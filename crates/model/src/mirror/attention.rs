@@ -299,7 +299,7 @@ mod tests {
             let windows = teacher_windows(
                 loc,
                 std::slice::from_ref(&words),
-                &[tgt.clone()],
+                std::slice::from_ref(&tgt),
                 src.len(),
                 0,
             );
