@@ -199,7 +199,7 @@ pub fn attention_forward(op: &Operands) -> (Vec<f32>, Vec<f32>) {
     let mut alpha = vec![0.0f32; *w.offset.last().expect("offset starts at 0")];
     let mut work = split_alpha(w, &mut alpha, context.chunks_mut(w.steps * d.e));
     #[inline(always)]
-    fn sentence((b, context, alpha): &mut (usize, &mut [f32], &mut [f32]), op: &Operands) {
+    fn body((b, context, alpha): &mut (usize, &mut [f32], &mut [f32]), op: &Operands) {
         let Operands {
             dec,
             keys,
@@ -236,7 +236,8 @@ pub fn attention_forward(op: &Operands) -> (Vec<f32>, Vec<f32>) {
             }
         }
     }
-    parallel_for_each_mut(&mut work, |item| dispatch!(sentence(item, op)));
+    dispatch_fn!(fn sentence(item: &mut (usize, &mut [f32], &mut [f32]), op: &Operands) => body);
+    parallel_for_each_mut(&mut work, |item| sentence(item, op));
     (context, alpha)
 }
 
@@ -299,7 +300,7 @@ pub fn attention_backward(
         })
         .collect();
     #[inline(always)]
-    fn sentence(it: &mut Item, op: &Operands, alpha: &[f32], dctx: &[f32]) {
+    fn body(it: &mut Item, op: &Operands, alpha: &[f32], dctx: &[f32]) {
         let Operands {
             dec,
             keys,
@@ -338,7 +339,8 @@ pub fn attention_backward(
             }
         }
     }
-    parallel_for_each_mut(&mut work, |item| dispatch!(sentence(item, op, alpha, dctx)));
+    dispatch_fn!(fn sentence(it: &mut Item, op: &Operands, alpha: &[f32], dctx: &[f32]) => body);
+    parallel_for_each_mut(&mut work, |item| sentence(item, op, alpha, dctx));
     let mut dtable = vec![0.0f32; table.len()];
     for item in &work {
         for (t, x) in dtable.iter_mut().zip(&item.dtable) {

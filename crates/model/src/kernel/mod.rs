@@ -53,6 +53,39 @@ macro_rules! dispatch {
     }};
 }
 
+/// Defines `fn $name(args)` that runs the `#[inline(always)]` function
+/// `$body` compiled for the widest instruction set ([`isa`]), as
+/// [`dispatch!`] does, but without a closure: a large body inlined into
+/// `dispatch!`'s closure can leave that closure a function of its own,
+/// compiled for the baseline (SSE2) after all.
+macro_rules! dispatch_fn {
+    (fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) => $body:ident) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use $crate::kernel::cpu::{Isa, isa};
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                unsafe fn wide($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn fast($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                match isa() {
+                    // SAFETY: the CPU supports the features (`isa` detected them).
+                    Isa::Avx512 => unsafe { wide($($arg),*) },
+                    // SAFETY: as above.
+                    Isa::Avx2 => unsafe { fast($($arg),*) },
+                    Isa::Portable => $body($($arg),*),
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            $body($($arg),*)
+        }
+    };
+}
+
 pub mod attention;
 pub mod bf16;
 pub mod cell;
