@@ -124,6 +124,13 @@ impl MirrorSampler {
         self.words.len()
     }
 
+    /// The words of the window of `len` words starting at word `first`.
+    pub fn words_of(&self, first: usize, len: usize) -> impl Iterator<Item = &[u8]> {
+        self.words[first..first + len]
+            .iter()
+            .map(|&(s, e)| &self.ids[s as usize..e as usize])
+    }
+
     /// The window of `len` words starting at word `first`.
     pub fn window(&self, first: usize, len: usize) -> Vec<u8> {
         let (s, _) = self.words[first];
@@ -150,18 +157,26 @@ impl MirrorSampler {
     /// callers that keep few of the windows they draw: a target is made
     /// only for those.
     pub fn sample_source(&self, rng: &mut Rng) -> Vec<u8> {
+        let (first, len) = self.sample_span(rng);
+        self.window(first, len)
+    }
+
+    /// The window of [`sample`](Self::sample) as `(first word, words)`
+    /// (the same draws), made into ids by [`window`](Self::window) or read
+    /// by [`words_of`](Self::words_of).
+    pub fn sample_span(&self, rng: &mut Rng) -> (usize, usize) {
         for _ in 0..MAX_REDRAWS {
             let len = rng.range_inclusive(self.min_words, self.max_words);
             let first = rng.below((self.words.len() - len + 1) as u64) as usize;
             if self.window_chars(first, len) <= self.max_chars {
-                return self.window(first, len);
+                return (first, len);
             }
         }
         let from = rng.below(self.words.len() as u64) as usize;
         let first = self
             .first_fitting(from)
             .expect("checked when the sampler was made");
-        self.window(first, self.min_words)
+        (first, self.min_words)
     }
 
     /// `n` pairs drawn with a fixed seed (an evaluation set).

@@ -77,12 +77,25 @@ impl LengthBatcher {
     }
 
     /// The source of one window, its words made up at random, if it fits
-    /// `max_chars`. Most draws are thrown away (their length is not the
-    /// batch's): their targets are never made.
-    fn draw(&self, rng: &mut Rng) -> Option<Vec<u8>> {
-        let source = self.sampler.sample_source(rng);
-        let source = self.made_up.apply(&source, rng);
-        (source.len() <= self.max_chars).then_some(source)
+    /// `max_chars` and (when given) has length `want`. Most draws are thrown
+    /// away by their length, so the ids are made only for a draw that is
+    /// kept: its length is found first without writing anything, then the
+    /// same draws are repeated from the saved generator to write it.
+    fn draw(&self, rng: &mut Rng, want: Option<usize>) -> Option<Vec<u8>> {
+        let (first, words) = self.sampler.sample_span(rng);
+        let before = rng.clone();
+        let len = self
+            .made_up
+            .len_after(self.sampler.words_of(first, words), rng);
+        if len > self.max_chars || want.is_some_and(|w| w != len) {
+            return None;
+        }
+        let mut again = before;
+        let source = self
+            .made_up
+            .apply(&self.sampler.window(first, words), &mut again);
+        debug_assert!(again == *rng && source.len() == len, "the same draws");
+        Some(source)
     }
 
     /// The next batch: `batch_size` windows of the length of a first random
@@ -91,14 +104,14 @@ impl LengthBatcher {
     /// that never ends.
     pub fn next_batch(&self, rng: &mut Rng) -> Result<Vec<MirrorPair>> {
         for _ in 0..BATCH_ROUNDS {
-            let Some(first) = self.draw(rng) else {
+            let Some(first) = self.draw(rng, None) else {
                 continue;
             };
             let len = first.len();
             let mut out = vec![MirrorPair::new(first)];
             let mut tries = 0;
             while out.len() < self.batch_size && tries < 200_000 {
-                if let Some(source) = self.draw(rng).filter(|s| s.len() == len) {
+                if let Some(source) = self.draw(rng, Some(len)) {
                     out.push(MirrorPair::new(source));
                 }
                 tries += 1;
@@ -146,17 +159,37 @@ impl MadeUpWords {
 
     /// `ids` (text8 ids, words between spaces) with words replaced at random.
     pub fn apply(&self, ids: &[u8], rng: &mut Rng) -> Vec<u8> {
-        if self.prob <= 0.0 {
-            return ids.to_vec();
-        }
-        let letter = |rng: &mut Rng| 1 + rng.below(26) as u8;
         let mut out = Vec::with_capacity(ids.len());
-        for (i, word) in ids.split(|&c| c == 0).enumerate() {
+        self.rewrite(ids.split(|&c| c == 0), rng, Some(&mut out));
+        out
+    }
+
+    /// The length [`apply`](Self::apply) gives `words` (joined by single
+    /// spaces), drawing from `rng` exactly as it does, but writing nothing:
+    /// the batcher throws most windows away by their length.
+    pub fn len_after<'a>(&self, words: impl Iterator<Item = &'a [u8]>, rng: &mut Rng) -> usize {
+        self.rewrite(words, rng, None)
+    }
+
+    /// Rewrites `words` (the spaces between them kept) into `out` when
+    /// given; returns the length written. One copy of the draws for
+    /// [`apply`](Self::apply) and [`len_after`](Self::len_after).
+    fn rewrite<'a>(
+        &self,
+        words: impl Iterator<Item = &'a [u8]>,
+        rng: &mut Rng,
+        mut out: Option<&mut Vec<u8>>,
+    ) -> usize {
+        let letter = |rng: &mut Rng| 1 + rng.below(26) as u8;
+        let mut written = 0;
+        for (i, word) in words.enumerate() {
             if i > 0 {
-                out.push(0);
+                written += 1;
+                out.iter_mut().for_each(|o| o.push(0));
             }
-            if word.is_empty() || rng.next_f64() >= self.prob {
-                out.extend_from_slice(word);
+            if self.prob <= 0.0 || word.is_empty() || rng.next_f64() >= self.prob {
+                written += word.len();
+                out.iter_mut().for_each(|o| o.extend_from_slice(word));
                 continue;
             }
             let len = if self.max_len == 0 {
@@ -164,18 +197,30 @@ impl MadeUpWords {
             } else {
                 rng.range_inclusive(1, self.max_len)
             };
+            written += len;
             if rng.next_f64() < self.run_prob {
-                let start = out.len();
                 let c = letter(rng);
-                out.extend(std::iter::repeat_n(c, len));
-                if len > 1 && rng.next_f64() < 0.5 {
-                    out[start + rng.below(len as u64) as usize] = letter(rng);
+                // one other letter somewhere, half of the time (the letter
+                // drawn before its place: the order of every earlier run)
+                let other = (len > 1 && rng.next_f64() < 0.5).then(|| {
+                    let x = letter(rng);
+                    (rng.below(len as u64) as usize, x)
+                });
+                if let Some(o) = out.as_mut() {
+                    let start = o.len();
+                    o.extend(std::iter::repeat_n(c, len));
+                    if let Some((at, x)) = other {
+                        o[start + at] = x;
+                    }
                 }
             } else {
-                out.extend((0..len).map(|_| letter(rng)));
+                for _ in 0..len {
+                    let c = letter(rng);
+                    out.iter_mut().for_each(|o| o.push(c));
+                }
             }
         }
-        out
+        written
     }
 }
 
@@ -1052,5 +1097,69 @@ mod tests {
             }
         }
         assert_eq!(longest, 25);
+    }
+
+    /// The length alone ([`MadeUpWords::len_after`]) is that of the written
+    /// words and leaves the generator where writing them does, for every
+    /// kind of replacement (kept, same length, any length, runs with and
+    /// without another letter) and for empty words (double spaces); and the
+    /// batches made by lengths first are those of writing every draw.
+    #[test]
+    fn the_length_alone_draws_as_writing_does() {
+        let ids = [1u8, 2, 3, 0, 4, 0, 0, 5, 6, 7, 8, 0, 9];
+        for (prob, max_len, run_prob) in
+            [(0.0, 0, 0.0), (0.5, 0, 0.5), (0.7, 12, 0.4), (1.0, 30, 1.0)]
+        {
+            let made_up = MadeUpWords {
+                prob,
+                max_len,
+                run_prob,
+            };
+            let mut rng = Rng::new(5);
+            for k in 0..300 {
+                let mut alone = rng.clone();
+                let len = made_up.len_after(ids.split(|&c| c == 0), &mut alone);
+                let written = made_up.apply(&ids, &mut rng);
+                assert_eq!(
+                    (len, &alone),
+                    (written.len(), &rng),
+                    "draw {k}, prob {prob}"
+                );
+            }
+        }
+        let text = tokenizer::CharVocab
+            .encode(&" the cat sat on a mat and a dog ran to it in the sun".repeat(20))
+            .unwrap();
+        let made_up = MadeUpWords {
+            prob: 0.5,
+            max_len: 12,
+            run_prob: 0.5,
+        };
+        let sampler = MirrorSampler::new(text.into(), 2, 4, 40).unwrap();
+        let batcher = LengthBatcher::new(sampler.clone(), 8, made_up, 40);
+        // every draw written, then kept or not by its length
+        let write = |rng: &mut Rng| {
+            let source = made_up.apply(&sampler.sample_source(rng), rng);
+            (source.len() <= 40).then_some(source)
+        };
+        let (mut rng, mut rng_written) = (Rng::new(2), Rng::new(2));
+        for _ in 0..10 {
+            let batch: Vec<Vec<u8>> = batcher
+                .next_batch(&mut rng)
+                .unwrap()
+                .into_iter()
+                .map(|p| p.source)
+                .collect();
+            let first = std::iter::from_fn(|| Some(write(&mut rng_written)))
+                .flatten()
+                .next()
+                .unwrap();
+            let mut want = vec![first];
+            while want.len() < 8 {
+                want.extend(write(&mut rng_written).filter(|s| s.len() == want[0].len()));
+            }
+            assert_eq!(batch, want);
+        }
+        assert_eq!(rng, rng_written);
     }
 }
