@@ -15,7 +15,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
-use crate::flex_ops::{host, with_host};
+use crate::flex_ops::with_host;
 use crate::kernel::attention::{
     AttnDims, Operands, Windows, attention_backward, attention_forward,
 };
@@ -37,13 +37,15 @@ pub trait WindowAttentionBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// Host copies of the operands, and the forward's results.
+/// The operands (contiguous flex tensors: a handle to their buffers, read
+/// in place by both passes; only a strided view is copied, once), and the
+/// forward's results.
 #[derive(Debug)]
 struct Forward {
-    dec: Vec<f32>,
-    keys: Vec<f32>,
-    values: Vec<f32>,
-    table: Vec<f32>,
+    dec: FlexTensor,
+    keys: FlexTensor,
+    values: FlexTensor,
+    table: FlexTensor,
     windows: Arc<Windows>,
     scale: f32,
     dims: AttnDims,
@@ -60,10 +62,8 @@ fn forward(
     windows: Arc<Windows>,
     scale: f32,
 ) -> (FlexTensor, Forward) {
-    let (ds, dec) = host(dec);
-    let (ks, keys) = host(keys);
-    let (vs, values) = host(values);
-    let (ts, table) = host(table);
+    let [dec, keys, values, table] = [dec, keys, values, table].map(contiguous);
+    let [ds, ks, vs, ts] = [&dec, &keys, &values, &table].map(|t| t.layout().shape().to_vec());
     assert!(
         ds.len() == 3 && ks.len() == 3 && vs.len() == 3,
         "attention operands are [sentences, rows, width]"
@@ -94,13 +94,27 @@ fn forward(
     )
 }
 
+/// `t` with its f32 values contiguous in its buffer ([`f32s`] reads them).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The values of a tensor [`contiguous`] made.
+fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice().expect("a contiguous f32 tensor")
+}
+
 impl Forward {
     fn operands(&self) -> Operands<'_> {
         Operands {
-            dec: &self.dec,
-            keys: &self.keys,
-            values: &self.values,
-            table: &self.table,
+            dec: f32s(&self.dec),
+            keys: f32s(&self.keys),
+            values: f32s(&self.values),
+            table: f32s(&self.table),
             scale: self.scale,
             windows: &self.windows,
             dims: self.dims,
