@@ -1,4 +1,4 @@
-//! Windowed attention ([`kernel::attention`]) as one Burn operation on the
+//! Windowed attention ([`crate::kernel::attention`]) as one Burn operation on the
 //! flex CPU backend, with its hand-written backward: one autodiff node in
 //! place of the dense scores, bias, softmax and context products (and
 //! their `[rows, positions]` intermediates). Other backends compute the

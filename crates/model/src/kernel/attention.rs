@@ -193,52 +193,66 @@ fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 /// key_s + scale * table[bucket]` over its window, their softmax weighs the
 /// values.
 pub fn attention_forward(op: &Operands) -> (Vec<f32>, Vec<f32>) {
+    dispatch_fn!(fn sentence(item: &mut ForwardItem, op: &Operands) => forward_sentence);
+    forward_with(op, sentence)
+}
+
+/// One sentence's share of the forward: its index, context rows, weights.
+type ForwardItem<'a> = (usize, &'a mut [f32], &'a mut [f32]);
+
+/// [`attention_forward`] with `sentence` run on every sentence: the
+/// dispatched one, or (in the tests) the portable body itself.
+fn forward_with(
+    op: &Operands,
+    sentence: impl Fn(&mut ForwardItem, &Operands) + Sync + Send,
+) -> (Vec<f32>, Vec<f32>) {
     op.check();
     let (w, d) = (op.windows, op.dims);
     let mut context = vec![0.0f32; w.rows() * d.e];
     let mut alpha = vec![0.0f32; *w.offset.last().expect("offset starts at 0")];
     let mut work = split_alpha(w, &mut alpha, context.chunks_mut(w.steps * d.e));
-    #[inline(always)]
-    fn body((b, context, alpha): &mut (usize, &mut [f32], &mut [f32]), op: &Operands) {
-        let Operands {
-            dec,
-            keys,
-            values,
-            table,
-            scale,
-            windows: w,
-            dims: d,
-        } = *op;
-        let (steps, len, h, e) = (w.steps, w.len, d.h, d.e);
-        let first = w.entries_of(*b).start;
-        for t in 0..steps {
-            let r = *b * steps + t;
-            let q = &dec[r * h..(r + 1) * h];
-            let weights = &mut alpha[w.offset[r] - first..w.offset[r + 1] - first];
-            let buckets = w.buckets(r);
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in w.window(r).enumerate() {
-                let k = *b * len + s;
-                let bias = buckets.get(j).map_or(0.0, |&c| scale * table[c as usize]);
-                weights[j] = dot(q, &keys[k * h..(k + 1) * h]) + bias;
-                max = max.max(weights[j]);
-            }
-            let mut sum = 0.0f32;
-            for x in weights.iter_mut() {
-                *x = exp(*x - max);
-                sum += *x;
-            }
-            let out = &mut context[t * e..(t + 1) * e];
-            for (j, s) in w.window(r).enumerate() {
-                weights[j] /= sum;
-                let k = *b * len + s;
-                axpy(out, weights[j], &values[k * e..(k + 1) * e]);
-            }
-        }
-    }
-    dispatch_fn!(fn sentence(item: &mut (usize, &mut [f32], &mut [f32]), op: &Operands) => body);
     parallel_for_each_mut(&mut work, |item| sentence(item, op));
     (context, alpha)
+}
+
+/// The forward of one sentence's rows.
+#[inline(always)]
+fn forward_sentence((b, context, alpha): &mut ForwardItem, op: &Operands) {
+    let Operands {
+        dec,
+        keys,
+        values,
+        table,
+        scale,
+        windows: w,
+        dims: d,
+    } = *op;
+    let (steps, len, h, e) = (w.steps, w.len, d.h, d.e);
+    let first = w.entries_of(*b).start;
+    for t in 0..steps {
+        let r = *b * steps + t;
+        let q = &dec[r * h..(r + 1) * h];
+        let weights = &mut alpha[w.offset[r] - first..w.offset[r + 1] - first];
+        let buckets = w.buckets(r);
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in w.window(r).enumerate() {
+            let k = *b * len + s;
+            let bias = buckets.get(j).map_or(0.0, |&c| scale * table[c as usize]);
+            weights[j] = dot(q, &keys[k * h..(k + 1) * h]) + bias;
+            max = max.max(weights[j]);
+        }
+        let mut sum = 0.0f32;
+        for x in weights.iter_mut() {
+            *x = exp(*x - max);
+            sum += *x;
+        }
+        let out = &mut context[t * e..(t + 1) * e];
+        for (j, s) in w.window(r).enumerate() {
+            weights[j] /= sum;
+            let k = *b * len + s;
+            axpy(out, weights[j], &values[k * e..(k + 1) * e]);
+        }
+    }
 }
 
 /// Per sentence: its index, its share of `per_row` outputs and of `alpha`.
@@ -246,7 +260,7 @@ fn split_alpha<'a>(
     w: &Windows,
     alpha: &'a mut [f32],
     per_row: impl Iterator<Item = &'a mut [f32]>,
-) -> Vec<(usize, &'a mut [f32], &'a mut [f32])> {
+) -> Vec<ForwardItem<'a>> {
     let mut rest = alpha;
     let mut work = Vec::with_capacity(w.sentences());
     for (b, out) in per_row.enumerate() {
@@ -266,6 +280,17 @@ pub fn attention_backward(
     alpha: &[f32],
     dctx: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    dispatch_fn!(fn sentence(it: &mut BackwardItem, op: &Operands, alpha: &[f32], dctx: &[f32]) => backward_sentence);
+    backward_with(op, alpha, dctx, sentence)
+}
+
+/// [`attention_backward`] with `sentence` run on every sentence (as [`forward_with`]).
+fn backward_with(
+    op: &Operands,
+    alpha: &[f32],
+    dctx: &[f32],
+    sentence: impl Fn(&mut BackwardItem, &Operands, &[f32], &[f32]) + Sync + Send,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
     op.check();
     let (w, d, table) = (op.windows, op.dims, op.table);
     let (steps, len, h, e) = (w.steps, w.len, d.h, d.e);
@@ -279,19 +304,12 @@ pub fn attention_backward(
     let mut ddec = vec![0.0f32; w.rows() * h];
     let mut dkeys = vec![0.0f32; n * len * h];
     let mut dvalues = vec![0.0f32; n * len * e];
-    struct Item<'a> {
-        b: usize,
-        ddec: &'a mut [f32],
-        dkeys: &'a mut [f32],
-        dvalues: &'a mut [f32],
-        dtable: Vec<f32>,
-    }
-    let mut work: Vec<Item> = ddec
+    let mut work: Vec<BackwardItem> = ddec
         .chunks_mut(steps * h)
         .zip(dkeys.chunks_mut(len * h))
         .zip(dvalues.chunks_mut(len * e))
         .enumerate()
-        .map(|(b, ((ddec, dkeys), dvalues))| Item {
+        .map(|(b, ((ddec, dkeys), dvalues))| BackwardItem {
             b,
             ddec,
             dkeys,
@@ -299,47 +317,6 @@ pub fn attention_backward(
             dtable: vec![0.0; if w.has_buckets() { table.len() } else { 0 }],
         })
         .collect();
-    #[inline(always)]
-    fn body(it: &mut Item, op: &Operands, alpha: &[f32], dctx: &[f32]) {
-        let Operands {
-            dec,
-            keys,
-            values,
-            scale,
-            windows: w,
-            dims: d,
-            ..
-        } = *op;
-        let (steps, len, h, e) = (w.steps, w.len, d.h, d.e);
-        let mut dalpha = Vec::new();
-        for t in 0..steps {
-            let r = it.b * steps + t;
-            let q = &dec[r * h..(r + 1) * h];
-            let g = &dctx[r * e..(r + 1) * e];
-            let weights = &alpha[w.offset[r]..w.offset[r + 1]];
-            dalpha.clear();
-            let mut mean = 0.0f32;
-            for (j, s) in w.window(r).enumerate() {
-                let k = it.b * len + s;
-                let da = dot(g, &values[k * e..(k + 1) * e]);
-                mean += weights[j] * da;
-                dalpha.push(da);
-            }
-            let buckets = w.buckets(r);
-            let ddec = &mut it.ddec[t * h..(t + 1) * h];
-            for (j, s) in w.window(r).enumerate() {
-                let k = it.b * len + s;
-                let ds = weights[j] * (dalpha[j] - mean);
-                axpy(ddec, ds, &keys[k * h..(k + 1) * h]);
-                axpy(&mut it.dkeys[s * h..(s + 1) * h], ds, q);
-                axpy(&mut it.dvalues[s * e..(s + 1) * e], weights[j], g);
-                if let Some(&c) = buckets.get(j) {
-                    it.dtable[c as usize] += scale * ds;
-                }
-            }
-        }
-    }
-    dispatch_fn!(fn sentence(it: &mut Item, op: &Operands, alpha: &[f32], dctx: &[f32]) => body);
     parallel_for_each_mut(&mut work, |item| sentence(item, op, alpha, dctx));
     let mut dtable = vec![0.0f32; table.len()];
     for item in &work {
@@ -349,6 +326,58 @@ pub fn attention_backward(
     }
     drop(work);
     (ddec, dkeys, dvalues, dtable)
+}
+
+/// One sentence's share of the backward: its index, its gradient rows
+/// and its own table gradient (summed over sentences in order after).
+struct BackwardItem<'a> {
+    b: usize,
+    ddec: &'a mut [f32],
+    dkeys: &'a mut [f32],
+    dvalues: &'a mut [f32],
+    dtable: Vec<f32>,
+}
+
+/// The backward of one sentence's rows.
+#[inline(always)]
+fn backward_sentence(it: &mut BackwardItem, op: &Operands, alpha: &[f32], dctx: &[f32]) {
+    let Operands {
+        dec,
+        keys,
+        values,
+        scale,
+        windows: w,
+        dims: d,
+        ..
+    } = *op;
+    let (steps, len, h, e) = (w.steps, w.len, d.h, d.e);
+    let mut dalpha = Vec::new();
+    for t in 0..steps {
+        let r = it.b * steps + t;
+        let q = &dec[r * h..(r + 1) * h];
+        let g = &dctx[r * e..(r + 1) * e];
+        let weights = &alpha[w.offset[r]..w.offset[r + 1]];
+        dalpha.clear();
+        let mut mean = 0.0f32;
+        for (j, s) in w.window(r).enumerate() {
+            let k = it.b * len + s;
+            let da = dot(g, &values[k * e..(k + 1) * e]);
+            mean += weights[j] * da;
+            dalpha.push(da);
+        }
+        let buckets = w.buckets(r);
+        let ddec = &mut it.ddec[t * h..(t + 1) * h];
+        for (j, s) in w.window(r).enumerate() {
+            let k = it.b * len + s;
+            let ds = weights[j] * (dalpha[j] - mean);
+            axpy(ddec, ds, &keys[k * h..(k + 1) * h]);
+            axpy(&mut it.dkeys[s * h..(s + 1) * h], ds, q);
+            axpy(&mut it.dvalues[s * e..(s + 1) * e], weights[j], g);
+            if let Some(&c) = buckets.get(j) {
+                it.dtable[c as usize] += scale * ds;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -534,6 +563,29 @@ mod tests {
         let one = run();
         set_threads(2);
         assert_eq!(one, run());
+    }
+
+    /// The dispatched kernels (compiled for the widest instruction set this
+    /// CPU has: the output says which) give the portable bodies' results to
+    /// the last bit, at widths that fill whole 16-lane vectors and leave a
+    /// rest.
+    #[test]
+    #[allow(clippy::print_stderr)] // says which instruction set was compared
+    fn dispatched_kernels_equal_the_portable_bodies() {
+        eprintln!(
+            "attention kernels: {} against portable",
+            crate::kernel::isa().name()
+        );
+        for d in [AttnDims { h: 128, e: 256 }, DIMS] {
+            let c = case(6, 9, 17, d, true, 4);
+            let op = c.operands(1.5);
+            let (ctx, alpha) = attention_forward(&op);
+            assert_eq!((ctx, alpha.clone()), forward_with(&op, forward_sentence));
+            assert_eq!(
+                attention_backward(&op, &alpha, &c.dctx),
+                backward_with(&op, &alpha, &c.dctx, backward_sentence)
+            );
+        }
     }
 
     #[test]
