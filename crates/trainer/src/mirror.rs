@@ -1039,8 +1039,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn batches_have_one_length_and_mirrored_targets() {
+    /// Windows of 2 to 4 words (at most 40 characters) of a short repeated
+    /// text, half of their words made up: the batchers' tests draw from it.
+    fn small_text_draws() -> (MirrorSampler, MadeUpWords) {
         let text = tokenizer::CharVocab
             .encode(&" the cat sat on a mat and a dog ran to it in the sun".repeat(20))
             .unwrap();
@@ -1049,7 +1050,12 @@ mod tests {
             max_len: 12,
             run_prob: 0.5,
         };
-        let sampler = MirrorSampler::new(text.into(), 2, 4, 40).unwrap();
+        (MirrorSampler::new(text.into(), 2, 4, 40).unwrap(), made_up)
+    }
+
+    #[test]
+    fn batches_have_one_length_and_mirrored_targets() {
+        let (sampler, made_up) = small_text_draws();
         let b = LengthBatcher::new(sampler, 8, made_up, 40);
         let mut rng = Rng::new(1);
         let mut lengths = std::collections::BTreeSet::new();
@@ -1127,15 +1133,7 @@ mod tests {
                 );
             }
         }
-        let text = tokenizer::CharVocab
-            .encode(&" the cat sat on a mat and a dog ran to it in the sun".repeat(20))
-            .unwrap();
-        let made_up = MadeUpWords {
-            prob: 0.5,
-            max_len: 12,
-            run_prob: 0.5,
-        };
-        let sampler = MirrorSampler::new(text.into(), 2, 4, 40).unwrap();
+        let (sampler, made_up) = small_text_draws();
         let batcher = LengthBatcher::new(sampler.clone(), 8, made_up, 40);
         // every draw written, then kept or not by its length
         let write = |rng: &mut Rng| {
