@@ -15,7 +15,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
-use crate::flex_ops::with_host;
+use crate::flex_ops::{contiguous, f32s, with_host};
 use crate::kernel::attention::{
     AttnDims, Operands, Windows, attention_backward, attention_forward,
 };
@@ -92,20 +92,6 @@ fn forward(
         FlexTensor::from_data(TensorData::new(context, out_shape)),
         f,
     )
-}
-
-/// `t` with its f32 values contiguous in its buffer ([`f32s`] reads them).
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-/// The values of a tensor [`contiguous`] made.
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice().expect("a contiguous f32 tensor")
 }
 
 impl Forward {

@@ -66,6 +66,21 @@ pub(crate) fn with_host<R>(t: FlexTensor, f: impl FnOnce(&[usize], &[f32]) -> R)
     f(&shape, &values)
 }
 
+/// `t` with its f32 values contiguous in its buffer ([`f32s`] reads them):
+/// itself, or a strided view copied once.
+pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The values of a tensor [`contiguous`] made.
+pub(crate) fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice().expect("a contiguous f32 tensor")
+}
+
 /// The shape and values of a flex tensor, copied once. `into_data` copies
 /// a tensor that autodiff also holds twice (to bytes, then to aligned
 /// bytes) and then once more into a `Vec<f32>` (the aligned allocation
@@ -95,18 +110,13 @@ fn dims_of(p: &[usize], wh: &[usize], h0: &[usize]) -> SeqDims {
     }
 }
 
-/// The sequence's operands but its input projections (read where they lie: [`run`]).
+/// The sequence's operands but its input projections: contiguous flex
+/// tensors, read in place by both passes ([`f32s`]; a decoder step used to
+/// copy the recurrent weights each time).
 struct Inputs {
-    wh: Vec<f32>,
-    h0: Vec<f32>,
-    c0: Vec<f32>,
-}
-
-fn inputs(wh: FlexTensor, h0: FlexTensor, c0: FlexTensor) -> (Vec<usize>, Vec<usize>, Inputs) {
-    let (ws, wh) = host(wh);
-    let (hs, h0) = host(h0);
-    let (_, c0) = host(c0);
-    (ws, hs, Inputs { wh, h0, c0 })
+    wh: FlexTensor,
+    h0: FlexTensor,
+    c0: FlexTensor,
 }
 
 fn precision(bf16: bool) -> Precision {
@@ -125,13 +135,17 @@ fn run(
     bf16: bool,
     cache: &mut SplitCache,
 ) -> (FlexTensor, SeqDims, Inputs) {
-    let (ws, hs, i) = inputs(wh, h0, c0);
+    let i = Inputs {
+        wh: contiguous(wh),
+        h0: contiguous(h0),
+        c0: contiguous(c0),
+    };
     let (dims, (mut out, c_last)) = with_host(p, |ps, p| {
-        let dims = dims_of(ps, &ws, &hs);
-        let (h0, c0) = (&i.h0[..], &i.c0[..]);
+        let dims = dims_of(ps, i.wh.layout().shape(), i.h0.layout().shape());
+        let (wh, h0, c0) = (f32s(&i.wh), f32s(&i.h0), f32s(&i.c0));
         (
             dims,
-            kernel::forward_split(dims, p, &i.wh, (h0, c0), precision(bf16), cache),
+            kernel::forward_split(dims, p, wh, (h0, c0), precision(bf16), cache),
         )
     });
     out.extend_from_slice(&c_last);
@@ -281,9 +295,9 @@ struct LstmSeqBackward;
 struct SeqState {
     dims: SeqDims,
     cache: Arc<SplitCache>,
-    wh: Arc<Vec<f32>>,
-    h0: Arc<Vec<f32>>,
-    c0: Arc<Vec<f32>>,
+    wh: FlexTensor,
+    h0: FlexTensor,
+    c0: FlexTensor,
 }
 
 impl Backward<Flex, 4> for LstmSeqBackward {
@@ -299,7 +313,8 @@ impl Backward<Flex, 4> for LstmSeqBackward {
         let (rows, hd, b) = (s.dims.steps * s.dims.batch, s.dims.hidden, s.dims.batch);
         let g = with_host(grads.consume::<Flex>(&ops.node), |_, d_out| {
             let (dhs, dc_last) = d_out.split_at(rows * hd);
-            kernel::backward_split(s.dims, &s.cache, &s.wh, &s.h0, &s.c0, dhs, dc_last)
+            let (wh, h0, c0) = (f32s(&s.wh), f32s(&s.h0), f32s(&s.c0));
+            kernel::backward_split(s.dims, &s.cache, wh, h0, c0, dhs, dc_last)
         });
         let [p, wh, h0, c0] = ops.parents;
         if let Some(node) = p {
@@ -355,9 +370,9 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
                 let state = SeqState {
                     dims,
                     cache: Arc::new(cache),
-                    wh: Arc::new(i.wh),
-                    h0: Arc::new(i.h0),
-                    c0: Arc::new(i.c0),
+                    wh: i.wh,
+                    h0: i.h0,
+                    c0: i.c0,
                 };
                 prep.finish(state, out)
             }
