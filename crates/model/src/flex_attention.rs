@@ -2,7 +2,7 @@
 //! flex CPU backend, with its hand-written backward: one autodiff node in
 //! place of the dense scores, bias, softmax and context products (and
 //! their `[rows, positions]` intermediates). Other backends compute the
-//! same function densely, masked (`Mirror::attended`).
+//! same function densely, masked (`Mirror::context`).
 
 use std::sync::Arc;
 
@@ -65,8 +65,12 @@ fn forward(
     let [dec, keys, values, table] = [dec, keys, values, table].map(contiguous);
     let [ds, ks, vs, ts] = [&dec, &keys, &values, &table].map(|t| t.layout().shape().to_vec());
     assert!(
-        ds.len() == 3 && ks.len() == 3 && vs.len() == 3,
-        "attention operands are [sentences, rows, width]"
+        ds.len() == 3 && ks.len() == 3 && vs.len() == 3 && ts.len() == 2 && ts[1] == 1,
+        "attention operands are [sentences, rows, width], the table [buckets, 1]"
+    );
+    assert!(
+        ds[0] == ks[0] && ks[0] == vs[0] && ks[1] == vs[1] && ds[2] == ks[2],
+        "attention operands of one batch: {ds:?}, {ks:?}, {vs:?}"
     );
     assert_eq!(
         (ds[1], ks[1]),

@@ -85,7 +85,7 @@ pub(crate) fn f32s(t: &FlexTensor) -> &[f32] {
 /// a tensor that autodiff also holds twice (to bytes, then to aligned
 /// bytes) and then once more into a `Vec<f32>` (the aligned allocation
 /// cannot become one): about 6% of the mirror model's training time.
-pub(crate) fn host(t: FlexTensor) -> (Vec<usize>, Vec<f32>) {
+fn host(t: FlexTensor) -> (Vec<usize>, Vec<f32>) {
     if let Some(values) = t.as_slice::<f32>() {
         return (t.layout().shape().to_vec(), values.to_vec());
     }

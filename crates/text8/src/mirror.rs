@@ -150,15 +150,8 @@ impl MirrorSampler {
     /// window of the fewest words that fits from a random start (one exists:
     /// [`MirrorSampler::new`] checks), so every call ends.
     pub fn sample(&self, rng: &mut Rng) -> MirrorPair {
-        MirrorPair::new(self.sample_source(rng))
-    }
-
-    /// The source of [`sample`](Self::sample) alone (the same draws), for
-    /// callers that keep few of the windows they draw: a target is made
-    /// only for those.
-    pub fn sample_source(&self, rng: &mut Rng) -> Vec<u8> {
         let (first, len) = self.sample_span(rng);
-        self.window(first, len)
+        MirrorPair::new(self.window(first, len))
     }
 
     /// The window of [`sample`](Self::sample) as `(first word, words)`

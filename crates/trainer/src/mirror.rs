@@ -82,18 +82,15 @@ impl LengthBatcher {
     /// kept: its length is found first without writing anything, then the
     /// same draws are repeated from the saved generator to write it.
     fn draw(&self, rng: &mut Rng, want: Option<usize>) -> Option<Vec<u8>> {
-        let (first, words) = self.sampler.sample_span(rng);
+        let (first, n_words) = self.sampler.sample_span(rng);
+        let words = || self.sampler.words_of(first, n_words);
         let before = rng.clone();
-        let len = self
-            .made_up
-            .len_after(self.sampler.words_of(first, words), rng);
+        let len = self.made_up.len_after(words(), rng);
         if len > self.max_chars || want.is_some_and(|w| w != len) {
             return None;
         }
-        let mut again = before;
-        let source = self
-            .made_up
-            .apply(&self.sampler.window(first, words), &mut again);
+        let (mut again, mut source) = (before, Vec::with_capacity(len));
+        self.made_up.rewrite(words(), &mut again, Some(&mut source));
         debug_assert!(again == *rng && source.len() == len, "the same draws");
         Some(source)
     }
@@ -1105,6 +1102,33 @@ mod tests {
         assert_eq!(longest, 25);
     }
 
+    /// Made-up words are those this generator gave before the length-first
+    /// batcher (the literal output of commit `4f3d000`): runs with and
+    /// without another letter, random letters, kept words, and the
+    /// generator's state after them.
+    #[test]
+    fn made_up_words_are_those_of_earlier_runs() {
+        let made_up = MadeUpWords {
+            prob: 0.6,
+            max_len: 7,
+            run_prob: 0.5,
+        };
+        let mut rng = Rng::new(9);
+        let out: Vec<Vec<u8>> = (0..4)
+            .map(|_| made_up.apply(&[1, 2, 3, 0, 4, 5, 0, 6, 7, 8, 9], &mut rng))
+            .collect();
+        let want: [&[u8]; 4] = [
+            &[
+                23, 4, 23, 23, 0, 25, 18, 10, 8, 12, 24, 0, 5, 5, 5, 5, 5, 5, 5,
+            ],
+            &[7, 7, 7, 12, 0, 3, 3, 3, 3, 3, 3, 0, 6, 7, 8, 9],
+            &[1, 2, 3, 0, 4, 5, 0, 6, 7, 8, 9],
+            &[1, 2, 3, 0, 14, 0, 6, 7, 8, 9],
+        ];
+        assert_eq!(out, want);
+        assert_eq!(rng.next_u64(), 6659105758299237607);
+    }
+
     /// The length alone ([`MadeUpWords::len_after`]) is that of the written
     /// words and leaves the generator where writing them does, for every
     /// kind of replacement (kept, same length, any length, runs with and
@@ -1137,7 +1161,7 @@ mod tests {
         let batcher = LengthBatcher::new(sampler.clone(), 8, made_up, 40);
         // every draw written, then kept or not by its length
         let write = |rng: &mut Rng| {
-            let source = made_up.apply(&sampler.sample_source(rng), rng);
+            let source = made_up.apply(&sampler.sample(rng).source, rng);
             (source.len() <= 40).then_some(source)
         };
         let (mut rng, mut rng_written) = (Rng::new(2), Rng::new(2));

@@ -41,13 +41,18 @@ impl Mirror {
             .words
             .iter()
             .zip(places)
-            .map(|(words, at)| words.span(at.word))
+            .map(|(words, &at)| locating.window(words, at))
             .collect();
-        let width = spans.iter().map(|(a, b)| b - a + 1).max().unwrap_or(1);
+        let width = spans.iter().map(|(lo, hi)| hi - lo).max().unwrap_or(1);
         let mut gather = Vec::with_capacity(rows * width);
-        for (r, ((words, &at), &(a, b))) in enc.words.iter().zip(places).zip(&spans).enumerate() {
-            let slots = (0..width).map(move |j| (a + j <= b).then_some(a + j));
-            gather.extend(slots.clone().map(|s| (r * len + s.unwrap_or(b)) as i64));
+        for (r, ((words, &at), &(lo, hi))) in enc.words.iter().zip(places).zip(&spans).enumerate() {
+            // slots past the window are padding: masked, gathering its last position
+            let slots = (0..width).map(move |j| (lo + j < hi).then_some(lo + j));
+            gather.extend(
+                slots
+                    .clone()
+                    .map(|s| (r * len + s.unwrap_or(hi - 1)) as i64),
+            );
             bias.push(locating, words, at, slots);
         }
         let idx = ids_tensor(gather, device);

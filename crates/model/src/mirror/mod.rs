@@ -270,8 +270,9 @@ struct AttentionView {
 enum Scores {
     /// Every position's, unbiased.
     All,
-    /// Every position's, plus an additive bias `[rows, steps, positions]`
-    /// (masked positions at [`attention::MASKED`]).
+    /// Every position's (of the keys given: decoding gathers each row's
+    /// window), plus an additive bias `[rows, steps, positions]` (masked
+    /// positions at [`attention::MASKED`]).
     Biased(Box<Tensor<3>>),
     /// Only those of each row's window, with its relative bias: the same
     /// function as `Biased` with the windows' dense bias, by the windowed
@@ -617,13 +618,13 @@ impl Mirror {
         windowed: bool,
     ) -> Scores {
         let locating = self.locating();
+        if !windowed && !locating.is_used() {
+            return Scores::All;
+        }
         let [batch, len, _] = enc.outputs.dims();
         let windows = attention::teacher_windows(locating, &enc.words, tgt, len, SPACE);
         if windowed {
             return Scores::Windowed(Arc::new(windows));
-        }
-        if !locating.is_used() {
-            return Scores::All;
         }
         let bias = attention::dense_bias(&windows);
         Scores::Biased(Box::new(self.bias_tensor(
