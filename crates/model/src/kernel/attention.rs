@@ -62,13 +62,18 @@ impl Windows {
         let before = self.bucket.len();
         self.bucket.extend(buckets);
         let added = self.bucket.len() - before;
-        let entries = *self.offset.last().expect("offset starts at 0");
+        let entries = self.entries();
         assert!(
             (added == hi - lo && before == entries) || (added == 0 && before == 0),
             "one bucket per position of every row, or none at all"
         );
         self.bounds.push((lo as u32, hi as u32));
         self.offset.push(entries + hi - lo);
+    }
+
+    /// Window positions of all rows pushed (one attention weight each).
+    pub fn entries(&self) -> usize {
+        *self.offset.last().expect("offset starts at 0")
     }
 
     /// Rows pushed.
@@ -209,7 +214,7 @@ fn forward_with(
     op.check();
     let (w, d) = (op.windows, op.dims);
     let mut context = vec![0.0f32; w.rows() * d.e];
-    let mut alpha = vec![0.0f32; *w.offset.last().expect("offset starts at 0")];
+    let mut alpha = vec![0.0f32; w.entries()];
     let mut work = split_alpha(w, &mut alpha, context.chunks_mut(w.steps * d.e));
     parallel_for_each_mut(&mut work, |item| sentence(item, op));
     (context, alpha)
@@ -295,11 +300,7 @@ fn backward_with(
     let (w, d, table) = (op.windows, op.dims, op.table);
     let (steps, len, h, e) = (w.steps, w.len, d.h, d.e);
     assert_eq!(dctx.len(), w.rows() * e, "context gradient size");
-    assert_eq!(
-        alpha.len(),
-        *w.offset.last().expect("offset starts at 0"),
-        "weights"
-    );
+    assert_eq!(alpha.len(), w.entries(), "weights");
     let n = w.sentences();
     let mut ddec = vec![0.0f32; w.rows() * h];
     let mut dkeys = vec![0.0f32; n * len * h];

@@ -668,6 +668,47 @@ mod tests {
     use super::*;
     use crate::params::for_each_param_grad;
 
+    /// A loss's value and every parameter's gradient by name (`None` for a
+    /// parameter the loss does not reach).
+    type LossGrads = (Vec<f32>, Vec<(String, Option<Vec<f32>>)>);
+
+    fn loss_and_grads(m: &Mirror, loss: Tensor<1>) -> LossGrads {
+        let grads = loss.backward();
+        let mut g = Vec::new();
+        for_each_param_grad(m, &grads, |name, _, grad| {
+            g.push((name.to_string(), grad.map(crate::buffer::values)));
+        });
+        (crate::buffer::values(loss), g)
+    }
+
+    /// The same loss (within 1e-5) and the same parameters with gradients,
+    /// each value within 1e-5 relative.
+    fn assert_same_loss_and_grads(a: &LossGrads, b: &LossGrads, case: &str) {
+        let ((loss_a, grads_a), (loss_b, grads_b)) = (a, b);
+        assert!(
+            (loss_a[0] - loss_b[0]).abs() < 1e-5,
+            "{case}: {loss_a:?} vs {loss_b:?}"
+        );
+        assert_eq!(grads_a.len(), grads_b.len(), "{case}: gradients");
+        for ((name, a), (name_b, b)) in grads_a.iter().zip(grads_b) {
+            assert_eq!(name, name_b, "{case}");
+            let (Some(a), Some(b)) = (a, b) else {
+                assert!(
+                    a.is_none() && b.is_none(),
+                    "{case} {name}: a gradient on one side only"
+                );
+                continue;
+            };
+            assert_eq!(a.len(), b.len(), "{case} {name}");
+            for (x, y) in a.iter().zip(b) {
+                assert!(
+                    (x - y).abs() < 1e-5 * (1.0 + x.abs()),
+                    "{case} {name}: {x} vs {y}"
+                );
+            }
+        }
+    }
+
     /// The loss (fused output layer and cross-entropy on flex) equals the
     /// cross-entropy of the logits, in value and in every parameter's
     /// gradient; with dropout too (the same masks: the generator is seeded
@@ -693,30 +734,10 @@ mod tests {
                     let labels = ids_tensor(m.labels(&tgt), &device);
                     crate::charlm::cross_entropy(m.forward(&src, &tgt, true, &device), labels)
                 };
-                let grads = loss.backward();
-                let mut g = Vec::new();
-                for_each_param_grad(&m, &grads, |name, _, grad| {
-                    if let Some(grad) = grad {
-                        g.push((name.to_string(), crate::buffer::values(grad)));
-                    }
-                });
-                (crate::buffer::values(loss), g)
+                loss_and_grads(&m, loss)
             };
-            let ((loss_f, grads_f), (loss_r, grads_r)) = (run(true), run(false));
-            assert!(
-                (loss_f[0] - loss_r[0]).abs() < 1e-5,
-                "keep {keep_prob}: {loss_f:?} vs {loss_r:?}"
-            );
-            assert_eq!(grads_f.len(), grads_r.len(), "keep {keep_prob}: gradients");
-            for ((name, a), (name_r, b)) in grads_f.iter().zip(&grads_r) {
-                assert_eq!((name, a.len()), (name_r, b.len()), "keep {keep_prob}");
-                for (x, y) in a.iter().zip(b) {
-                    assert!(
-                        (x - y).abs() < 1e-5 * (1.0 + x.abs()),
-                        "keep {keep_prob} {name}: {x} vs {y}"
-                    );
-                }
-            }
+            let case = format!("keep {keep_prob}");
+            assert_same_loss_and_grads(&run(true), &run(false), &case);
         }
     }
 
@@ -754,38 +775,13 @@ mod tests {
                 let logits = m.output_layer(m.teacher_forced(&src, &tgt, true, &device, windowed));
                 let labels = ids_tensor(m.labels(&tgt), &device);
                 let loss = crate::charlm::cross_entropy(logits, labels);
-                let grads = loss.backward();
-                let mut g = Vec::new();
-                for_each_param_grad(&m, &grads, |name, _, grad| {
-                    g.push((name.to_string(), grad.map(crate::buffer::values)));
-                });
-                (crate::buffer::values(loss), g)
+                loss_and_grads(&m, loss)
             };
-            let ((loss_w, grads_w), (loss_d, grads_d)) = (run(true), run(false));
-            assert!(
-                (loss_w[0] - loss_d[0]).abs() < 1e-5,
-                "{case}: {loss_w:?} vs {loss_d:?}"
-            );
-            assert_eq!(grads_w.len(), grads_d.len(), "{case}");
-            for ((name, a), (name_d, b)) in grads_w.iter().zip(&grads_d) {
-                assert_eq!(name, name_d, "{case}");
-                let (Some(a), Some(b)) = (a, b) else {
-                    assert!(
-                        a.is_none() && b.is_none(),
-                        "{case} {name}: a gradient on one side only"
-                    );
-                    continue;
-                };
-                assert_eq!(a.len(), b.len(), "{case} {name}");
-                for (x, y) in a.iter().zip(b) {
-                    assert!(
-                        (x - y).abs() < 1e-5 * (1.0 + x.abs()),
-                        "{case} {name}: {x} vs {y}"
-                    );
-                }
-            }
+            let (windowed, dense) = (run(true), run(false));
+            assert_same_loss_and_grads(&windowed, &dense, &case);
             if span > 0 {
-                let table = &grads_w
+                let table = &windowed
+                    .1
                     .iter()
                     .find(|(n, _)| n.contains("relative"))
                     .expect("table")
