@@ -1,8 +1,10 @@
-//! Windowed attention ([`crate::kernel::attention`]) as one Burn operation on the
-//! flex CPU backend, with its hand-written backward: one autodiff node in
-//! place of the dense scores, bias, softmax and context products (and
-//! their `[rows, positions]` intermediates). Other backends compute the
-//! same function densely, masked (`Mirror::context`).
+//! Windowed attention and the attentional layer over it
+//! ([`crate::kernel::attentional`]) as one Burn operation on the flex CPU
+//! backend, with its hand-written backward: one autodiff node in place of
+//! the dense scores, bias, softmax and context products (and their
+//! `[rows, positions]` intermediates), the join with the decoder rows, the
+//! layer's product, bias and `tanh`. Other backends compute the same
+//! function densely, masked (`Mirror::attended`).
 
 use std::sync::Arc;
 
@@ -16,54 +18,54 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
 use crate::flex_ops::{contiguous, f32s, with_host};
-use crate::kernel::attention::{
-    AttnDims, Operands, Windows, attention_backward, attention_forward,
-};
+use crate::kernel::attention::{AttnDims, Operands, Windows};
+use crate::kernel::attentional::{Layer, Saved, attentional_backward, attentional_forward};
 
-/// The windowed attention operation.
+/// The windowed attention operation with its attentional layer.
 #[backend_extension(Flex, Autodiff)]
 pub trait WindowAttentionBackend: Backend {
-    /// Contexts `[sentences, steps, e]` of decoder rows `dec` `[sentences,
-    /// steps, h]` over `keys` `[sentences, len, h]` and `values`
+    /// `tanh([ctx; dec] w + b)` `[sentences * steps, h]` for decoder rows
+    /// `dec` `[sentences, steps, h]`, where `ctx` `[.., e]` is their
+    /// attention over `keys` `[sentences, len, h]` and `values`
     /// `[sentences, len, e]`, each row restricted to its window and biased
-    /// by `scale * table[bucket]` (`table` `[buckets, 1]`).
-    fn window_attention(
+    /// by `scale * table[bucket]` (`table` `[buckets, 1]`); `w` `[e + h,
+    /// h]`, `b` `[1, h]`.
+    #[allow(clippy::too_many_arguments)]
+    fn windowed_attentional(
         dec: FloatTensor<Self>,
         keys: FloatTensor<Self>,
         values: FloatTensor<Self>,
         table: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
         windows: Arc<Windows>,
         scale: f32,
     ) -> FloatTensor<Self>;
 }
 
+/// The operands, in parent order: decoder rows, keys, values, bias table,
+/// layer weights and bias.
+type Operand6 = [FlexTensor; 6];
+
 /// The operands (contiguous flex tensors: a handle to their buffers, read
-/// in place by both passes; only a strided view is copied, once), and the
-/// forward's results.
+/// in place by both passes; only a strided view is copied, once), the
+/// forward's output (a handle too) and what it saved.
 #[derive(Debug)]
 struct Forward {
-    dec: FlexTensor,
-    keys: FlexTensor,
-    values: FlexTensor,
-    table: FlexTensor,
+    operands: Operand6,
     windows: Arc<Windows>,
     scale: f32,
     dims: AttnDims,
-    /// Shapes of dec, keys, values, table, for their gradients.
-    shapes: [Vec<usize>; 4],
-    alpha: Vec<f32>,
+    /// Shapes of the operands, for their gradients.
+    shapes: [Vec<usize>; 6],
+    out: FlexTensor,
+    saved: Saved,
 }
 
-fn forward(
-    dec: FlexTensor,
-    keys: FlexTensor,
-    values: FlexTensor,
-    table: FlexTensor,
-    windows: Arc<Windows>,
-    scale: f32,
-) -> (FlexTensor, Forward) {
-    let [dec, keys, values, table] = [dec, keys, values, table].map(contiguous);
-    let [ds, ks, vs, ts] = [&dec, &keys, &values, &table].map(|t| t.layout().shape().to_vec());
+fn forward(operands: Operand6, windows: Arc<Windows>, scale: f32) -> Forward {
+    let operands = operands.map(contiguous);
+    let shapes = operands.each_ref().map(|t| t.layout().shape().to_vec());
+    let [ds, ks, vs, ts, ws, bs] = &shapes;
     assert!(
         ds.len() == 3 && ks.len() == 3 && vs.len() == 3 && ts.len() == 2 && ts[1] == 1,
         "attention operands are [sentences, rows, width], the table [buckets, 1]"
@@ -72,80 +74,92 @@ fn forward(
         ds[0] == ks[0] && ks[0] == vs[0] && ks[1] == vs[1] && ds[2] == ks[2],
         "attention operands of one batch: {ds:?}, {ks:?}, {vs:?}"
     );
+    let dims = AttnDims { h: ds[2], e: vs[2] };
+    assert!(
+        ws[..] == [dims.e + dims.h, dims.h] && bs[..] == [1, dims.h],
+        "attentional layer {ws:?}, {bs:?} for widths e {}, h {}",
+        dims.e,
+        dims.h
+    );
     assert_eq!(
         (ds[1], ks[1]),
         (windows.steps, windows.len),
         "windows for these shapes"
     );
-    let dims = AttnDims { h: ds[2], e: vs[2] };
-    let out_shape = [ds[0], ds[1], dims.e];
+    let out_shape = [ds[0] * ds[1], dims.h];
     let mut f = Forward {
-        dec,
-        keys,
-        values,
-        table,
+        operands,
         windows,
         scale,
         dims,
-        shapes: [ds, ks, vs, ts],
-        alpha: vec![],
+        shapes,
+        out: FlexTensor::from_data(TensorData::new(Vec::<f32>::new(), [0, dims.h])),
+        saved: Saved::default(),
     };
-    let (context, alpha) = attention_forward(&f.operands());
-    f.alpha = alpha;
-    (
-        FlexTensor::from_data(TensorData::new(context, out_shape)),
-        f,
-    )
+    let (y, saved) = attentional_forward(&f.attention(), f.layer());
+    f.out = FlexTensor::from_data(TensorData::new(y, out_shape));
+    f.saved = saved;
+    f
 }
 
 impl Forward {
-    fn operands(&self) -> Operands<'_> {
+    fn attention(&self) -> Operands<'_> {
+        let [dec, keys, values, table, ..] = &self.operands;
         Operands {
-            dec: f32s(&self.dec),
-            keys: f32s(&self.keys),
-            values: f32s(&self.values),
-            table: f32s(&self.table),
+            dec: f32s(dec),
+            keys: f32s(keys),
+            values: f32s(values),
+            table: f32s(table),
             scale: self.scale,
             windows: &self.windows,
             dims: self.dims,
         }
     }
+
+    fn layer(&self) -> Layer<'_> {
+        let [.., w, b] = &self.operands;
+        Layer {
+            w: f32s(w),
+            b: f32s(b),
+        }
+    }
 }
 
 impl WindowAttentionBackend for Flex {
-    fn window_attention(
+    fn windowed_attentional(
         dec: FlexTensor,
         keys: FlexTensor,
         values: FlexTensor,
         table: FlexTensor,
+        w: FlexTensor,
+        b: FlexTensor,
         windows: Arc<Windows>,
         scale: f32,
     ) -> FlexTensor {
-        forward(dec, keys, values, table, windows, scale).0
+        forward([dec, keys, values, table, w, b], windows, scale).out
     }
 }
 
 #[derive(Debug)]
 struct WindowAttentionBackward;
 
-impl Backward<Flex, 4> for WindowAttentionBackward {
+impl Backward<Flex, 6> for WindowAttentionBackward {
     type State = Arc<Forward>;
 
     fn backward(
         self,
-        ops: Ops<Self::State, 4>,
+        ops: Ops<Self::State, 6>,
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
         let f = &*ops.state;
-        let (ddec, dkeys, dvalues, dtable) =
-            with_host(grads.consume::<Flex>(&ops.node), |_, dctx| {
-                attention_backward(&f.operands(), &f.alpha, dctx)
-            });
+        let g = with_host(grads.consume::<Flex>(&ops.node), |_, dy| {
+            attentional_backward(&f.attention(), f.layer(), &f.saved, f32s(&f.out), dy)
+        });
         for ((parent, grad), shape) in ops
             .parents
             .into_iter()
-            .zip([ddec, dkeys, dvalues, dtable])
+            .zip([g.ddec, g.dkeys, g.dvalues, g.dtable, g.dw, g.db])
             .zip(&f.shapes)
         {
             if let Some(node) = parent {
@@ -157,62 +171,56 @@ impl Backward<Flex, 4> for WindowAttentionBackward {
 }
 
 impl<C: CheckpointStrategy> WindowAttentionBackend for Autodiff<Flex, C> {
-    fn window_attention(
+    fn windowed_attentional(
         dec: FloatTensor<Self>,
         keys: FloatTensor<Self>,
         values: FloatTensor<Self>,
         table: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
         windows: Arc<Windows>,
         scale: f32,
     ) -> FloatTensor<Self> {
-        let nodes = [dec.node(), keys.node(), values.node(), table.node()];
+        let operands = [dec, keys, values, table, w, b];
+        let nodes = operands.each_ref().map(|t| t.node());
+        let primitives = operands.map(|t| t.into_primitive());
         match WindowAttentionBackward
             .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (out, f) = forward(
-                    dec.into_primitive(),
-                    keys.into_primitive(),
-                    values.into_primitive(),
-                    table.into_primitive(),
-                    windows,
-                    scale,
-                );
+                let f = forward(primitives, windows, scale);
+                let out = f.out.clone();
                 prep.finish(Arc::new(f), out)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(<Flex as WindowAttentionBackend>::window_attention(
-                    dec.into_primitive(),
-                    keys.into_primitive(),
-                    values.into_primitive(),
-                    table.into_primitive(),
-                    windows,
-                    scale,
-                ))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(forward(primitives, windows, scale).out),
         }
     }
 }
 
-/// Contexts `[sentences, steps, e]` of windowed attention (see
-/// [`WindowAttentionBackend::window_attention`]); flex tensors only.
-pub fn window_attention(
+/// `tanh([ctx; dec] w + b)` `[sentences * steps, h]` of windowed attention
+/// (see [`WindowAttentionBackend::windowed_attentional`]); flex tensors only.
+#[allow(clippy::too_many_arguments)]
+pub fn windowed_attentional(
     dec: Tensor<3>,
     keys: Tensor<3>,
     values: Tensor<3>,
     table: Tensor<2>,
+    w: Tensor<2>,
+    b: Tensor<2>,
     windows: Arc<Windows>,
     scale: f32,
-) -> Tensor<3> {
-    let out = <Dispatch as WindowAttentionBackend>::window_attention(
+) -> Tensor<2> {
+    let out = <Dispatch as WindowAttentionBackend>::windowed_attentional(
         dec.into_dispatch(),
         keys.into_dispatch(),
         values.into_dispatch(),
         table.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
         windows,
         scale,
     );
-    Tensor::<3>::from_dispatch(out)
+    Tensor::<2>::from_dispatch(out)
 }

@@ -382,7 +382,7 @@ fn backward_sentence(it: &mut BackwardItem, op: &Operands, alpha: &[f32], dctx: 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kernel::pool::{TestThreads, set_threads};
     use tokenizer::rng::Rng;
@@ -390,18 +390,18 @@ mod tests {
     /// Operands of a call: `n` sentences of `steps` rows over `len`
     /// positions, windows of 1 to 6 positions anywhere (or the whole
     /// sentence), buckets from a table of 5 when `relative`.
-    struct Case {
-        w: Windows,
-        d: AttnDims,
-        dec: Vec<f32>,
-        keys: Vec<f32>,
-        values: Vec<f32>,
-        table: Vec<f32>,
+    pub(crate) struct Case {
+        pub(crate) w: Windows,
+        pub(crate) d: AttnDims,
+        pub(crate) dec: Vec<f32>,
+        pub(crate) keys: Vec<f32>,
+        pub(crate) values: Vec<f32>,
+        pub(crate) table: Vec<f32>,
         dctx: Vec<f32>,
     }
 
     impl Case {
-        fn operands(&self, scale: f32) -> Operands<'_> {
+        pub(crate) fn operands(&self, scale: f32) -> Operands<'_> {
             Operands {
                 dec: &self.dec,
                 keys: &self.keys,
@@ -414,7 +414,14 @@ mod tests {
         }
     }
 
-    fn case(n: usize, steps: usize, len: usize, d: AttnDims, relative: bool, seed: u64) -> Case {
+    pub(crate) fn case(
+        n: usize,
+        steps: usize,
+        len: usize,
+        d: AttnDims,
+        relative: bool,
+        seed: u64,
+    ) -> Case {
         let mut rng = Rng::new(seed);
         let mut w = Windows::new(steps, len);
         for r in 0..n * steps {
@@ -445,7 +452,7 @@ mod tests {
 
     /// The definition, dense and in f64: every position scored, those
     /// outside the row's window at -1e9, softmax, weighted values.
-    fn reference(
+    pub(crate) fn reference(
         c: &Case,
         dec: &[f32],
         keys: &[f32],

@@ -68,6 +68,25 @@ pub fn matmul(
         };
         return;
     }
+    gemm_crate(
+        c,
+        a,
+        b,
+        (m, n, k),
+        (a_t, b_t, accumulate),
+        gemm::Parallelism::None,
+    );
+}
+
+/// `c (+)= a · b` by the `gemm` crate, as [`matmul`] (sizes checked there).
+fn gemm_crate(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    (a_t, b_t, accumulate): (bool, bool, bool),
+    parallelism: gemm::Parallelism,
+) {
     let (a_cs, a_rs) = if a_t {
         (m as isize, 1)
     } else {
@@ -78,7 +97,7 @@ pub fn matmul(
     } else {
         (1, n as isize)
     };
-    // SAFETY: the sizes were checked above; strides describe the row-major layouts.
+    // SAFETY: the callers checked the sizes; strides describe the row-major layouts.
     unsafe {
         gemm::gemm(
             m,
@@ -99,9 +118,27 @@ pub fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
+}
+
+/// `c = a^T · b` for `a` `[k, m]`, `b` `[k, n]` by the `gemm` crate on the
+/// kernel pool's threads (which split `c`, so every value is summed on one
+/// thread, in the same order whatever their count): a weight gradient over
+/// many rows, whose one call would otherwise leave the other threads idle.
+pub fn matmul_at_threaded(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) {
+    assert!(
+        c.len() >= elems(m, n) && a.len() >= elems(m, k) && b.len() >= elems(k, n),
+        "matmul operand sizes"
+    );
+    let threads = super::pool::threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    super::pool::on_pool(|| gemm_crate(c, a, b, (m, n, k), (true, false, false), parallelism));
 }
 
 /// `a * b` elements, for the size checks that guard unsafe code: a product
@@ -261,39 +298,18 @@ pub fn matmul_gemm_crate(
     a_t: bool,
     accumulate: bool,
 ) {
-    let (a_cs, a_rs) = if a_t {
-        (m as isize, 1)
-    } else {
-        (1, k as isize)
-    };
     assert!(
         c.len() >= elems(m, n) && a.len() >= elems(m, k) && b.len() >= elems(k, n),
         "matmul operand sizes"
     );
-    // SAFETY: sizes checked; strides describe row-major layouts.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            1,
-            n as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    gemm_crate(
+        c,
+        a,
+        b,
+        (m, n, k),
+        (a_t, false, accumulate),
+        gemm::Parallelism::None,
+    );
 }
 
 /// A register-blocked product kernel: `C (+)= A B` for `m % 4 == 0`,

@@ -12,6 +12,7 @@
 //! - [`split`]: the batch split over the threads.
 //! - [`classifier`]: output layer + softmax cross-entropy.
 //! - [`attention`]: attention over each row's window of positions, forward and backward.
+//! - [`attentional`]: `tanh([context; row] W + b)` over that attention, forward and backward.
 //! - [`cpu`]: which CPU and extensions, for measurements to name.
 //!
 //! Layout (row-major, time-major): the input projections `p` are
@@ -87,6 +88,7 @@ macro_rules! dispatch_fn {
 }
 
 pub mod attention;
+pub mod attentional;
 pub mod bf16;
 pub mod cell;
 pub mod classifier;

@@ -439,18 +439,14 @@ impl Mirror {
         }
     }
 
-    /// The attention context `[b, t, d_enc]` of decoder outputs `[b, t, h]`.
-    fn context(&self, view: AttentionView, dec: Tensor<3>) -> Tensor<3> {
-        let AttentionView {
-            keys,
-            values,
-            scores,
-        } = view;
-        let bias = match scores {
-            Scores::All => None,
-            Scores::Biased(bias) => Some(*bias),
-            Scores::Windowed(windows) => return self.windowed_context(dec, keys, values, windows),
-        };
+    /// The attention context `[b, t, d_enc]` of decoder outputs `[b, t, h]`
+    /// over every position, plus the additive bias `[b, t, s]` if any.
+    fn context(
+        keys: Tensor<3>,
+        values: Tensor<3>,
+        bias: Option<Tensor<3>>,
+        dec: Tensor<3>,
+    ) -> Tensor<3> {
         let scores = dec.matmul(keys.swap_dims(1, 2)); // [b, t, s]
         let scores = match bias {
             Some(bias) => scores + bias,
@@ -459,32 +455,36 @@ impl Mirror {
         softmax(scores, 2).matmul(values)
     }
 
-    /// [`Scores::Windowed`]'s context, by the windowed operation.
-    fn windowed_context(
+    /// [`Scores::Windowed`]'s attentional hidden state `[b * t, h]` of
+    /// decoder outputs `[b, t, h]`, by the windowed operation.
+    fn windowed_attentional(
         &self,
         dec: Tensor<3>,
         keys: Tensor<3>,
         values: Tensor<3>,
         windows: Arc<Windows>,
-    ) -> Tensor<3> {
+        (w_c, b_c): (Tensor<2>, Tensor<2>),
+    ) -> Tensor<2> {
         #[cfg(feature = "flex")]
         {
             let table = match &self.attn_relative {
                 Some(table) => table.val(),
                 None => Tensor::zeros([1, 1], &dec.device()),
             };
-            crate::flex_attention::window_attention(
+            crate::flex_attention::windowed_attentional(
                 dec,
                 keys,
                 values,
                 table,
+                w_c,
+                b_c,
                 windows,
                 RELATIVE_SCALE,
             )
         }
         #[cfg(not(feature = "flex"))]
         {
-            let _ = (dec, keys, values, windows);
+            let _ = (dec, keys, values, windows, w_c, b_c);
             unreachable!("windowed scores are made only where the operation exists")
         }
     }
@@ -513,7 +513,21 @@ impl Mirror {
         let [b, t, h] = dec.dims();
         let hidden = match (view, &self.attn_out, &self.attn_bias) {
             (Some(view), Some(w_c), Some(b_c)) => {
-                let context = self.context(view, dec.clone()); // [b, t, d_enc]
+                let AttentionView {
+                    keys,
+                    values,
+                    scores,
+                } = view;
+                let bias = match scores {
+                    Scores::All => None,
+                    Scores::Biased(bias) => Some(*bias),
+                    Scores::Windowed(windows) => {
+                        let layer = (w_c.val(), b_c.val());
+                        let hidden = self.windowed_attentional(dec, keys, values, windows, layer);
+                        return Dropout::new(self.keep_prob).forward(hidden, train);
+                    }
+                };
+                let context = Self::context(keys, values, bias, dec.clone()); // [b, t, d_enc]
                 let joined = Tensor::cat(vec![context, dec], 2);
                 let d = joined.dims()[2];
                 fast_tanh(joined.reshape([b * t, d]).matmul(w_c.val()) + b_c.val())

@@ -1,0 +1,331 @@
+//! The attentional hidden state of Luong et al. (arXiv 1508.04025),
+//! `tanh([ctx; dec] W + b)`, over the windowed attention's context
+//! ([`super::attention`]): forward and backward each run the attention and
+//! one pass over blocks of rows, split over the threads, on the blocked
+//! products; the weights' gradients are two products over all rows, on all
+//! threads. As Burn operations the join, the two products, the bias, the
+//! `tanh` and their gradients were a dozen nodes, each allocating and
+//! zero-filling its output (the join also copying both halves), all on one
+//! thread but the products.
+//!
+//! Layout: as [`super::attention`]'s; `w` is `[e + h, h]` (the context's
+//! rows first, then the decoder's), `b` `[h]`, the output `[rows, h]`.
+
+use super::attention::{Operands, attention_backward, attention_forward};
+use super::gemm::{PackedB, elems, matmul, matmul_at_threaded};
+use super::math::tanh_all;
+use super::pool::parallel_for_each_mut;
+
+/// Rows per block of the row-wise passes: a multiple of 4 (the blocked
+/// kernel's row blocks).
+const BLOCK: usize = 256;
+
+/// The layer's weights `w` `[e + h, h]` and bias `b` `[h]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Layer<'a> {
+    /// `W`, the context's rows then the decoder's.
+    pub w: &'a [f32],
+    /// `b`.
+    pub b: &'a [f32],
+}
+
+impl<'a> Layer<'a> {
+    /// `W`'s rows for the context `[e, h]` and for the decoder rows `[h, h]`.
+    ///
+    /// # Panics
+    /// On weights not of the operands' widths.
+    fn halves(&self, op: &Operands) -> (&'a [f32], &'a [f32]) {
+        let (h, e) = (op.dims.h, op.dims.e);
+        assert!(
+            self.w.len() == elems(e + h, h) && self.b.len() == h,
+            "attentional layer sizes: w {} (want {}), b {} (want {h})",
+            self.w.len(),
+            (e + h) * h,
+            self.b.len()
+        );
+        self.w.split_at(e * h)
+    }
+}
+
+/// What the forward pass keeps for the backward one, besides its output.
+#[derive(Debug, Clone, Default)]
+pub struct Saved {
+    /// The contexts `[rows, e]`.
+    pub ctx: Vec<f32>,
+    /// The attention weights ([`attention_forward`]'s).
+    pub alpha: Vec<f32>,
+}
+
+/// The output `[rows, h]` and what the backward pass needs.
+pub fn attentional_forward(op: &Operands, layer: Layer) -> (Vec<f32>, Saved) {
+    let (w_ctx, w_dec) = layer.halves(op);
+    let (ctx, alpha) = attention_forward(op);
+    let (h, e) = (op.dims.h, op.dims.e);
+    let mut y = vec![0.0f32; op.dec.len()];
+    let mut blocks: Vec<(usize, &mut [f32])> = y.chunks_mut(BLOCK * h).enumerate().collect();
+    parallel_for_each_mut(&mut blocks, |(k, out)| {
+        let (r0, m) = (*k * BLOCK, out.len() / h);
+        matmul(
+            out,
+            &ctx[r0 * e..(r0 + m) * e],
+            w_ctx,
+            m,
+            h,
+            e,
+            false,
+            false,
+            false,
+        );
+        matmul(
+            out,
+            &op.dec[r0 * h..(r0 + m) * h],
+            w_dec,
+            m,
+            h,
+            h,
+            false,
+            false,
+            true,
+        );
+        for row in out.chunks_exact_mut(h) {
+            for (x, b) in row.iter_mut().zip(layer.b) {
+                *x += b;
+            }
+        }
+        tanh_all(out);
+    });
+    (y, Saved { ctx, alpha })
+}
+
+/// Gradients of [`attentional_forward`], shaped as their operands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grads {
+    /// Of the decoder rows `[rows, h]`.
+    pub ddec: Vec<f32>,
+    /// Of the keys.
+    pub dkeys: Vec<f32>,
+    /// Of the values.
+    pub dvalues: Vec<f32>,
+    /// Of the bias table.
+    pub dtable: Vec<f32>,
+    /// Of `w` `[e + h, h]`.
+    pub dw: Vec<f32>,
+    /// Of `b` `[h]`.
+    pub db: Vec<f32>,
+}
+
+/// One block's share of the backward pass: its index, its rows of the
+/// gradients of the pre-activations, the context and the decoder rows.
+type BackwardBlock<'a> = (usize, &'a mut [f32], &'a mut [f32], &'a mut [f32]);
+
+/// Gradients for the output's gradient `dy` `[rows, h]`, from the
+/// forward's output `y` and what it saved.
+pub fn attentional_backward(
+    op: &Operands,
+    layer: Layer,
+    saved: &Saved,
+    y: &[f32],
+    dy: &[f32],
+) -> Grads {
+    let (w_ctx, w_dec) = layer.halves(op);
+    let (h, e) = (op.dims.h, op.dims.e);
+    let rows = op.dec.len() / h;
+    assert!(
+        y.len() == rows * h && dy.len() == rows * h && saved.ctx.len() == rows * e,
+        "attentional layer output and gradient sizes"
+    );
+    // `W`'s halves transposed, packed once for every block's products
+    let (p_ctx, p_dec) = (
+        PackedB::new(w_ctx, h, e, true),
+        PackedB::new(w_dec, h, h, true),
+    );
+    let mut dpre = vec![0.0f32; rows * h];
+    let mut dctx = vec![0.0f32; rows * e];
+    let mut ddec_direct = vec![0.0f32; rows * h];
+    let mut work: Vec<BackwardBlock> = dpre
+        .chunks_mut(BLOCK * h)
+        .zip(dctx.chunks_mut(BLOCK * e))
+        .zip(ddec_direct.chunks_mut(BLOCK * h))
+        .enumerate()
+        .map(|(k, ((dpre, dctx), ddec))| (k, dpre, dctx, ddec))
+        .collect();
+    parallel_for_each_mut(&mut work, |(k, dpre, dctx, ddec)| {
+        let (r0, m) = (*k * BLOCK, ddec.len() / h);
+        let span = r0 * h..(r0 + m) * h;
+        // through the tanh
+        for ((p, y), d) in dpre.iter_mut().zip(&y[span.clone()]).zip(&dy[span]) {
+            *p = d * (1.0 - y * y);
+        }
+        times_transposed(dctx, dpre, w_ctx, p_ctx.as_ref(), (m, e, h));
+        times_transposed(ddec, dpre, w_dec, p_dec.as_ref(), (m, h, h));
+    });
+    drop(work);
+    // the weights' gradients: products over every row at once
+    let mut dw = vec![0.0f32; (e + h) * h];
+    let (dw_ctx, dw_dec) = dw.split_at_mut(e * h);
+    matmul_at_threaded(dw_ctx, &saved.ctx, &dpre, e, h, rows);
+    matmul_at_threaded(dw_dec, op.dec, &dpre, h, h, rows);
+    let mut db = vec![0.0f32; h];
+    for row in dpre.chunks_exact(h) {
+        for (s, x) in db.iter_mut().zip(row) {
+            *s += x;
+        }
+    }
+    let (mut ddec, dkeys, dvalues, dtable) = attention_backward(op, &saved.alpha, &dctx);
+    for (d, x) in ddec.iter_mut().zip(&ddec_direct) {
+        *d += x;
+    }
+    Grads {
+        ddec,
+        dkeys,
+        dvalues,
+        dtable,
+        dw,
+        db,
+    }
+}
+
+/// `c = a · W^T` for `a` `[m, k]` and `w` `[n, k]`: by the blocked kernel
+/// on `W^T` packed where it applies, else by the `gemm` crate.
+fn times_transposed(
+    c: &mut [f32],
+    a: &[f32],
+    w: &[f32],
+    packed: Option<&PackedB>,
+    (m, n, k): (usize, usize, usize),
+) {
+    match packed {
+        Some(p) if m.is_multiple_of(4) => p.matmul(c, a, m, false),
+        _ => matmul(c, a, w, m, n, k, false, true, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::attention::AttnDims;
+    use crate::kernel::attention::tests::{Case, case, reference};
+    use crate::kernel::pool::{TestThreads, set_threads};
+    use tokenizer::rng::Rng;
+
+    /// A case's operands plus the layer's weights and an output gradient.
+    struct Layered {
+        c: Case,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        dy: Vec<f32>,
+    }
+
+    fn layered(n: usize, steps: usize, len: usize, d: AttnDims, seed: u64) -> Layered {
+        let c = case(n, steps, len, d, true, seed);
+        let mut rng = Rng::new(seed + 100);
+        let mut fill = |k: usize, s: f32| -> Vec<f32> {
+            (0..k).map(|_| (rng.next_f32() * 2.0 - 1.0) * s).collect()
+        };
+        Layered {
+            w: fill((d.e + d.h) * d.h, 0.3),
+            b: fill(d.h, 0.5),
+            dy: fill(c.w.rows() * d.h, 1.0),
+            c,
+        }
+    }
+
+    impl Layered {
+        fn layer(&self) -> Layer<'_> {
+            Layer {
+                w: &self.w,
+                b: &self.b,
+            }
+        }
+    }
+
+    /// The definition in f64: the dense attention's context, joined with
+    /// the decoder rows, times `w`, plus `b`, through `tanh`.
+    fn reference_layer(l: &Layered, ops: &[Vec<f32>; 6], scale: f32) -> Vec<f64> {
+        let [dec, keys, values, table, w, b] = ops;
+        let (h, e) = (l.c.d.h, l.c.d.e);
+        let ctx = reference(&l.c, dec, keys, values, table, scale);
+        let rows = l.c.w.rows();
+        let mut y = vec![0.0f64; rows * h];
+        for r in 0..rows {
+            for j in 0..h {
+                let mut s = b[j] as f64;
+                for i in 0..e {
+                    s += ctx[r * e + i] * w[i * h + j] as f64;
+                }
+                for i in 0..h {
+                    s += dec[r * h + i] as f64 * w[(e + i) * h + j] as f64;
+                }
+                y[r * h + j] = s.tanh();
+            }
+        }
+        y
+    }
+
+    /// Widths with a 16-lane body and a rest; rows past one block.
+    const DIMS: AttnDims = AttnDims { h: 40, e: 24 };
+
+    #[test]
+    fn forward_equals_the_definition() {
+        // 3 x 99 rows: a whole block, then 41 rows (not a multiple of 4)
+        let l = layered(3, 99, 11, DIMS, 1);
+        let (y, _) = attentional_forward(&l.c.operands(2.5), l.layer());
+        let ops = [&l.c.dec, &l.c.keys, &l.c.values, &l.c.table, &l.w, &l.b].map(|v| v.clone());
+        let want = reference_layer(&l, &ops, 2.5);
+        for (i, (x, y)) in y.iter().zip(&want).enumerate() {
+            assert!((*x as f64 - y).abs() < 1e-5, "output {i}: {x} vs {y}");
+        }
+    }
+
+    /// Every gradient against central differences of the f64 definition.
+    #[test]
+    fn backward_matches_finite_differences() {
+        let scale = 2.5;
+        let l = layered(2, 5, 9, DIMS, 2);
+        let op = l.c.operands(scale);
+        let (y, saved) = attentional_forward(&op, l.layer());
+        let g = attentional_backward(&op, l.layer(), &saved, &y, &l.dy);
+        let ops = [&l.c.dec, &l.c.keys, &l.c.values, &l.c.table, &l.w, &l.b].map(|v| v.clone());
+        let grads = [&g.ddec, &g.dkeys, &g.dvalues, &g.dtable, &g.dw, &g.db];
+        let loss = |ops: &[Vec<f32>; 6]| -> f64 {
+            let y = reference_layer(&l, ops, scale);
+            y.iter().zip(&l.dy).map(|(y, d)| y * *d as f64).sum()
+        };
+        for (which, grad) in grads.into_iter().enumerate() {
+            assert_eq!(ops[which].len(), grad.len(), "operand {which}");
+            for i in (0..grad.len()).step_by(7) {
+                let eps = 1e-3f32;
+                let mut nudged = ops.clone();
+                nudged[which][i] = ops[which][i] + eps;
+                let up = loss(&nudged);
+                nudged[which][i] = ops[which][i] - eps;
+                let down = loss(&nudged);
+                let fd = (up - down) / (2.0 * eps as f64);
+                let g = grad[i] as f64;
+                assert!(
+                    (g - fd).abs() < 1e-3 * (1.0 + fd.abs()),
+                    "operand {which} value {i}: {g} vs {fd}"
+                );
+            }
+        }
+    }
+
+    /// One thread and two give the same values to the last bit, with
+    /// several blocks and the mirror's widths (the weight gradient's
+    /// product large enough for the `gemm` crate to split it).
+    #[test]
+    fn threads_do_not_change_the_result() {
+        let _threads = TestThreads::lock();
+        let l = layered(6, 70, 13, AttnDims { h: 128, e: 256 }, 3);
+        let run = || {
+            let op = l.c.operands(1.5);
+            let (y, saved) = attentional_forward(&op, l.layer());
+            let g = attentional_backward(&op, l.layer(), &saved, &y, &l.dy);
+            (y, g)
+        };
+        set_threads(1);
+        let one = run();
+        set_threads(2);
+        assert_eq!(one, run());
+    }
+}
