@@ -34,11 +34,12 @@ fn gather(x: &[f32], dims: SeqDims, lo: usize, n: usize, width: usize, steps: us
 
 /// Time-major `[steps * batch, width]` from the parts' rows (`(first
 /// sequence, sequences, rows [steps * sequences, width])` each), copied by
-/// all threads, a run of steps each.
+/// all threads, a run of steps each; with room for `spare` more values.
 fn scatter_all<'a>(
     parts: impl Iterator<Item = (usize, usize, &'a [f32])>,
     dims: SeqDims,
     width: usize,
+    spare: usize,
 ) -> Vec<f32> {
     let parts: Vec<(usize, usize, &[f32])> = parts.collect();
     let len = elems(dims.rows(), width);
@@ -53,7 +54,7 @@ fn scatter_all<'a>(
     }
     assert_eq!(covered, dims.batch, "the parts cover the batch");
     // written once, by the copies below: not zeroed first
-    let mut x: Vec<f32> = Vec::with_capacity(len);
+    let mut x: Vec<f32> = Vec::with_capacity(len + spare);
     let step = dims.batch * width;
     let per = dims.steps.div_ceil(threads().max(1)).max(1);
     let mut runs: Vec<(usize, &mut [std::mem::MaybeUninit<f32>])> = x.spare_capacity_mut()[..len]
@@ -86,7 +87,8 @@ pub struct SplitCache {
 
 /// [`forward`](super::sequence::forward) with the batch split over up to [`threads`] threads (each
 /// sequence is independent of the others). Returns the outputs `[rows, H]`
-/// and the final cell state `[batch, H]`. The recurrent products run in
+/// (with room for `[batch, H]` more: the flex operation appends the final
+/// cell state without moving them) and the final cell state `[batch, H]`. The recurrent products run in
 /// `precision` where it applies ([`PackedRecurrent::new`]). `p` is read,
 /// not taken: each part copies its own rows (one part, all of them), so
 /// the caller can lend it from a tensor's buffer.
@@ -108,7 +110,8 @@ pub fn forward_split(
     if parts.len() == 1 {
         let mut c = SeqCache::default();
         let c_last = forward_packed(dims, p.to_vec(), wh, &packed, h0, c0, &mut c);
-        let hs = c.hs.clone();
+        let mut hs = Vec::with_capacity(c.hs.len() + c_last.len());
+        hs.extend_from_slice(&c.hs);
         cache.parts = vec![(0, dims.batch, c)];
         return (hs, c_last);
     }
@@ -130,6 +133,7 @@ pub fn forward_split(
         results.iter().map(|(lo, n, c, _)| (*lo, *n, &c.hs[..])),
         dims,
         hd,
+        dims.batch * hd,
     );
     let mut c_last = vec![0.0f32; dims.batch * hd];
     cache.parts.clear();
@@ -186,6 +190,7 @@ pub fn backward_split(
             results.iter().map(|(lo, n, g)| (*lo, *n, &g.dp[..])),
             dims,
             g4,
+            0,
         ),
         dwh: vec![0.0; hd * g4],
         dh0: vec![0.0; dims.batch * hd],
