@@ -86,7 +86,7 @@ fn main() {
         let c0 = vec![0.2f32; batch * hidden];
         let mut cache = SeqCache::default();
         let fwd = time(|| {
-            kernel::forward(dims, p.clone(), &wh, &h0, &c0, &mut cache);
+            kernel::forward(dims, &p, &wh, &h0, &c0, &mut cache);
         });
         let dh = vec![0.01f32; rows * hidden];
         let dc = vec![0.01f32; batch * hidden];

@@ -113,15 +113,41 @@ pub struct SeqCache {
     pub hs: Vec<f32>,
 }
 
+/// A part's input projections: rows `lo..lo + batch` of every step of
+/// time-major `p`, `stride` sequences a step, read where they lie.
+#[derive(Debug, Clone, Copy)]
+pub struct PartInput<'a> {
+    /// `[steps * stride, 4H]`.
+    pub p: &'a [f32],
+    /// Sequences per step in `p`.
+    pub stride: usize,
+    /// The part's first sequence.
+    pub lo: usize,
+}
+
+impl<'a> PartInput<'a> {
+    /// All of `p`'s sequences, `batch` a step.
+    pub fn whole(p: &'a [f32], batch: usize) -> Self {
+        PartInput {
+            p,
+            stride: batch,
+            lo: 0,
+        }
+    }
+
+    /// Step `s`'s rows of a part of `n` sequences, `g4` values each.
+    fn step(&self, s: usize, n: usize, g4: usize) -> &'a [f32] {
+        let start = (s * self.stride + self.lo) * g4;
+        &self.p[start..start + n * g4]
+    }
+}
+
 /// Forward pass over all steps. Returns the outputs `[rows, H]` and the final
 /// cell state `[batch, H]`; `cache` (reused across calls) keeps what the
 /// backward pass needs (its `hs` holds the outputs).
-///
-/// `p` (the input projections) becomes the cache's activation buffer: the
-/// pre-activations are overwritten in place, no copy is made.
 pub fn forward(
     dims: SeqDims,
-    p: Vec<f32>,
+    p: &[f32],
     wh: &[f32],
     h0: &[f32],
     c0: &[f32],
@@ -131,15 +157,26 @@ pub fn forward(
     // models) and than the `gemm` crate, which packs it at every call (large ones)
     // (batches in fours: the packed kernel's row blocks; others read `wh` in place)
     let packed = PackedRecurrent::new(wh, dims.hidden, false, Precision::F32, &[dims.batch]);
-    forward_packed(dims, p, wh, &packed, h0, c0, cache)
+    forward_packed(
+        dims,
+        PartInput::whole(p, dims.batch),
+        wh,
+        &packed,
+        h0,
+        c0,
+        cache,
+    )
 }
 
 /// [`forward`] with `wh` already packed (`PackedRecurrent::new(wh, H,
 /// false, precision, rows)`), shared by the threads of
-/// [`forward_split`](super::split::forward_split).
+/// [`forward_split`](super::split::forward_split), on a part of the input
+/// projections. Each step's rows are copied into the cache's activation
+/// buffer just before its product adds to them (in cache, where one copy
+/// of all of `p` up front streamed it through memory twice).
 pub fn forward_packed(
     dims: SeqDims,
-    p: Vec<f32>,
+    p: PartInput,
     wh: &[f32],
     packed: &PackedRecurrent,
     h0: &[f32],
@@ -147,16 +184,21 @@ pub fn forward_packed(
     cache: &mut SeqCache,
 ) -> Vec<f32> {
     let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
-    assert_eq!(p.len(), rows * g4, "input projections");
+    assert!(
+        p.lo + b <= p.stride && p.p.len() == dims.steps * p.stride * g4,
+        "input projections"
+    );
     assert_eq!(wh.len(), hd * g4, "recurrent weights");
     assert_eq!(h0.len(), b * hd, "initial output");
     assert_eq!(c0.len(), b * hd, "initial cell");
-    cache.acts = p;
+    cache.acts.clear();
+    cache.acts.reserve(rows * g4);
     cache.cells.resize(rows * hd, 0.0);
     cache.tanh_c.resize(rows * hd, 0.0);
     cache.hs.resize(rows * hd, 0.0);
     for s in 0..dims.steps {
         let (g_span, h_span) = (s * b * g4..(s + 1) * b * g4, s * b * hd..(s + 1) * b * hd);
+        cache.acts.extend_from_slice(p.step(s, b, g4));
         {
             let (done, _) = cache.hs.split_at(s * b * hd);
             let h_prev = if s == 0 {
@@ -353,7 +395,7 @@ mod tests {
         // loss = sum(wy * hs) + sum(wc * c_last), in f64 for the differences
         let loss = |p: &[f32], wh: &[f32], h0: &[f32], c0: &[f32]| -> f64 {
             let mut cache = SeqCache::default();
-            let c_last = forward(dims, p.to_vec(), wh, h0, c0, &mut cache);
+            let c_last = forward(dims, p, wh, h0, c0, &mut cache);
             cache
                 .hs
                 .iter()
@@ -367,7 +409,7 @@ mod tests {
                     .sum::<f64>()
         };
         let mut cache = SeqCache::default();
-        forward(dims, p.clone(), &wh, &h0, &c0, &mut cache);
+        forward(dims, &p, &wh, &h0, &c0, &mut cache);
         let g = backward(dims, &cache, &wh, &h0, &c0, &wy, &wc);
         let eps = 1e-2f32;
         let check = |name: &str, x: &[f32], grad: &[f32], f: &dyn Fn(&[f32]) -> f64| {

@@ -7,7 +7,7 @@ use super::gemm::elems;
 use super::pool::parallel_map;
 use super::pool::{parallel_for_each_mut, threads};
 use super::sequence::{
-    PackedRecurrent, SeqCache, SeqDims, SeqGrads, backward_packed, forward_packed,
+    PackedRecurrent, PartInput, SeqCache, SeqDims, SeqGrads, backward_packed, forward_packed,
 };
 
 /// The batch split for `parts` threads: `(first sequence, sequences)` of each part.
@@ -109,15 +109,15 @@ pub fn forward_split(
     cache.precision = packed.precision();
     if parts.len() == 1 {
         let mut c = SeqCache::default();
-        let c_last = forward_packed(dims, p.to_vec(), wh, &packed, h0, c0, &mut c);
+        let input = PartInput::whole(p, dims.batch);
+        let c_last = forward_packed(dims, input, wh, &packed, h0, c0, &mut c);
         let mut hs = Vec::with_capacity(c.hs.len() + c_last.len());
         hs.extend_from_slice(&c.hs);
         cache.parts = vec![(0, dims.batch, c)];
         return (hs, c_last);
     }
-    let (g4, hd) = (dims.gates(), dims.hidden);
+    let hd = dims.hidden;
     let results: Vec<(usize, usize, SeqCache, Vec<f32>)> = parallel_map(&parts, |&(lo, n)| {
-        let pk = gather(p, dims, lo, n, g4, dims.steps);
         let h0k = &h0[lo * hd..(lo + n) * hd];
         let c0k = &c0[lo * hd..(lo + n) * hd];
         let d = SeqDims {
@@ -126,7 +126,12 @@ pub fn forward_split(
             hidden: hd,
         };
         let mut c = SeqCache::default();
-        let last = forward_packed(d, pk, wh, &packed, h0k, c0k, &mut c);
+        let input = PartInput {
+            p,
+            stride: dims.batch,
+            lo,
+        };
+        let last = forward_packed(d, input, wh, &packed, h0k, c0k, &mut c);
         (lo, n, c, last)
     });
     let hs = scatter_all(
@@ -245,7 +250,7 @@ mod tests {
         /// The single-threaded f32 passes: the forward cache, the final cell, the gradients.
         fn single(&self, dims: SeqDims) -> (SeqCache, Vec<f32>, SeqGrads) {
             let mut one = SeqCache::default();
-            let c1 = forward(dims, self.p.clone(), &self.wh, &self.h0, &self.c0, &mut one);
+            let c1 = forward(dims, &self.p, &self.wh, &self.h0, &self.c0, &mut one);
             let g = backward(dims, &one, &self.wh, &self.h0, &self.c0, &self.dh, &self.dc);
             (one, c1, g)
         }
