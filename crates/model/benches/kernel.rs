@@ -107,7 +107,14 @@ fn main() {
             kernel::pool::set_threads(threads);
             let mut split = kernel::SplitCache::default();
             let fwd = time(|| {
-                kernel::forward_split(dims, &p, &wh, (&h0, &c0), precision, &mut split);
+                kernel::forward_split(
+                    dims,
+                    kernel::Projections::Rows(&p),
+                    &wh,
+                    (&h0, &c0),
+                    precision,
+                    &mut split,
+                );
             });
             let dh = vec![0.01f32; rows * hidden];
             let dc = vec![0.01f32; batch * hidden];

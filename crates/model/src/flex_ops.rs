@@ -19,7 +19,8 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::kernel::{self, Precision, SeqDims, SplitCache};
+use crate::kernel::{self, Precision, Projections, SeqDims, SplitCache};
+use crate::lstm::Projected;
 
 /// The LSTM sequence operation.
 #[backend_extension(Flex, Autodiff)]
@@ -28,6 +29,18 @@ pub trait LstmSeqBackend: Backend {
     /// the recurrent products in bf16 when `bf16` ([`Precision::Bf16`]).
     fn lstm_sequence(
         p: FloatTensor<Self>,
+        wh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self>;
+
+    /// [`lstm_sequence`](LstmSeqBackend::lstm_sequence) with input
+    /// projections looked up: row `ids[r]` of `table` `[vocab, 4H]` for row
+    /// `r`; `ids` `[steps * batch]` (int).
+    fn lstm_sequence_lookup(
+        table: FloatTensor<Self>,
+        ids: IntTensor<Self>,
         wh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
@@ -98,13 +111,14 @@ fn flex(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-fn dims_of(p: &[usize], wh: &[usize], h0: &[usize]) -> SeqDims {
+/// The sizes of a sequence of `rows` input rows, `width` projections each.
+fn dims_of(rows: usize, width: usize, wh: &[usize], h0: &[usize]) -> SeqDims {
     let (batch, hidden) = (h0[0], h0[1]);
     assert_eq!(wh, [hidden, 4 * hidden], "recurrent weights");
-    assert_eq!(p[1], 4 * hidden, "input projections");
-    assert_eq!(p[0] % batch, 0, "rows are whole steps");
+    assert_eq!(width, 4 * hidden, "input projections");
+    assert_eq!(rows % batch, 0, "rows are whole steps");
     SeqDims {
-        steps: p[0] / batch,
+        steps: rows / batch,
         batch,
         hidden,
     }
@@ -128,10 +142,13 @@ fn precision(bf16: bool) -> Precision {
 }
 
 /// The sequence over the input projections `p` (read in their buffer where
-/// they lie contiguously: [`with_host`]): its output tensor, the sizes, and
-/// the operands the backward pass keeps.
+/// they lie contiguously: [`with_host`]), or over the rows of the table `p`
+/// named by `ids`: its output tensor, the sizes, and the operands the
+/// backward pass keeps.
 fn run(
-    [p, wh, h0, c0]: [FlexTensor; 4],
+    p: FlexTensor,
+    ids: Option<&[u32]>,
+    [wh, h0, c0]: [FlexTensor; 3],
     bf16: bool,
     cache: &mut SplitCache,
 ) -> (FlexTensor, SeqDims, Inputs) {
@@ -141,11 +158,16 @@ fn run(
         c0: contiguous(c0),
     };
     let (dims, (mut out, c_last)) = with_host(p, |ps, p| {
-        let dims = dims_of(ps, i.wh.layout().shape(), i.h0.layout().shape());
+        let input = match ids {
+            None => Projections::Rows(p),
+            Some(ids) => Projections::Lookup { table: p, ids },
+        };
+        let rows = input.rows(ps[1]);
+        let dims = dims_of(rows, ps[1], i.wh.layout().shape(), i.h0.layout().shape());
         let (wh, h0, c0) = (f32s(&i.wh), f32s(&i.h0), f32s(&i.c0));
         (
             dims,
-            kernel::forward_split(dims, p, wh, (h0, c0), precision(bf16), cache),
+            kernel::forward_split(dims, input, wh, (h0, c0), precision(bf16), cache),
         )
     });
     out.extend_from_slice(&c_last);
@@ -154,6 +176,14 @@ fn run(
         dims,
         i,
     )
+}
+
+/// Input ids as table rows.
+fn ids_host(t: FlexTensor) -> Vec<u32> {
+    labels_host(t)
+        .into_iter()
+        .map(|id| u32::try_from(id).unwrap_or_else(|_| panic!("input id {id} out of range")))
+        .collect()
 }
 
 fn labels_host(t: FlexTensor) -> Vec<i64> {
@@ -203,7 +233,26 @@ impl LstmSeqBackend for Flex {
         c0: FlexTensor,
         bf16: bool,
     ) -> FlexTensor {
-        run([p, wh, h0, c0], bf16, &mut SplitCache::default()).0
+        run(p, None, [wh, h0, c0], bf16, &mut SplitCache::default()).0
+    }
+
+    fn lstm_sequence_lookup(
+        table: FlexTensor,
+        ids: FlexTensor,
+        wh: FlexTensor,
+        h0: FlexTensor,
+        c0: FlexTensor,
+        bf16: bool,
+    ) -> FlexTensor {
+        let ids = ids_host(ids);
+        run(
+            table,
+            Some(&ids),
+            [wh, h0, c0],
+            bf16,
+            &mut SplitCache::default(),
+        )
+        .0
     }
 
     fn linear_cross_entropy(
@@ -298,6 +347,8 @@ struct SeqState {
     wh: FlexTensor,
     h0: FlexTensor,
     c0: FlexTensor,
+    /// The ids and table rows of a lookup's input.
+    lookup: Option<Arc<(Vec<u32>, usize)>>,
 }
 
 impl Backward<Flex, 4> for LstmSeqBackward {
@@ -318,7 +369,14 @@ impl Backward<Flex, 4> for LstmSeqBackward {
         });
         let [p, wh, h0, c0] = ops.parents;
         if let Some(node) = p {
-            grads.register::<Flex>(node.id, flex(g.dp, [rows, 4 * hd]));
+            let grad = match s.lookup.as_deref() {
+                None => flex(g.dp, [rows, 4 * hd]),
+                Some((ids, vocab)) => flex(
+                    Projections::table_gradient(ids, &g.dp, *vocab, 4 * hd),
+                    [*vocab, 4 * hd],
+                ),
+            };
+            grads.register::<Flex>(node.id, grad);
         }
         if let Some(node) = wh {
             grads.register::<Flex>(node.id, flex(g.dwh, [hd, 4 * hd]));
@@ -357,33 +415,18 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
         c0: FloatTensor<Self>,
         bf16: bool,
     ) -> FloatTensor<Self> {
-        let nodes = [p.node(), wh.node(), h0.node(), c0.node()];
-        match LstmSeqBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let operands = [p, wh, h0, c0].map(|t| t.into_primitive());
-                let mut cache = SplitCache::default();
-                let (out, dims, i) = run(operands, bf16, &mut cache);
-                let state = SeqState {
-                    dims,
-                    cache: Arc::new(cache),
-                    wh: i.wh,
-                    h0: i.h0,
-                    c0: i.c0,
-                };
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(<Flex as LstmSeqBackend>::lstm_sequence(
-                p.into_primitive(),
-                wh.into_primitive(),
-                h0.into_primitive(),
-                c0.into_primitive(),
-                bf16,
-            )),
-        }
+        tracked_sequence::<C>(p, None, [wh, h0, c0], bf16)
+    }
+
+    fn lstm_sequence_lookup(
+        table: FloatTensor<Self>,
+        ids: IntTensor<Self>,
+        wh: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        bf16: bool,
+    ) -> FloatTensor<Self> {
+        tracked_sequence::<C>(table, Some(ids_host(ids)), [wh, h0, c0], bf16)
     }
 
     fn linear_cross_entropy(
@@ -413,6 +456,39 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
                 ))
             }
         }
+    }
+}
+
+/// The sequence operation on autodiff flex tensors (see [`run`]).
+fn tracked_sequence<C: CheckpointStrategy>(
+    p: FloatTensor<Autodiff<Flex, C>>,
+    ids: Option<Vec<u32>>,
+    [wh, h0, c0]: [FloatTensor<Autodiff<Flex, C>>; 3],
+    bf16: bool,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    let nodes = [p.node(), wh.node(), h0.node(), c0.node()];
+    let [p, wh, h0, c0] = [p, wh, h0, c0].map(|t| t.into_primitive());
+    let tracked = LstmSeqBackward
+        .prepare::<C>(nodes)
+        .compute_bound()
+        .stateful();
+    // a lookup's table rows, for its gradient
+    let vocab = p.layout().shape()[0];
+    let mut cache = SplitCache::default();
+    let (out, dims, i) = run(p, ids.as_deref(), [wh, h0, c0], bf16, &mut cache);
+    match tracked {
+        OpsKind::Tracked(prep) => {
+            let state = SeqState {
+                dims,
+                cache: Arc::new(cache),
+                wh: i.wh,
+                h0: i.h0,
+                c0: i.c0,
+                lookup: ids.map(|ids| Arc::new((ids, vocab))),
+            };
+            prep.finish(state, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(out),
     }
 }
 
@@ -447,21 +523,29 @@ pub fn supported(device: &Device) -> bool {
 
 /// Runs the sequence operation: outputs `[steps * batch, H]` and final cell
 /// `[batch, H]`, the recurrent products in `precision` where it applies.
-pub fn lstm_sequence(
-    p: Tensor<2>,
+pub(crate) fn lstm_sequence(
+    input: Projected,
     wh: Tensor<2>,
     (h0, c0): (Tensor<2>, Tensor<2>),
     precision: Precision,
 ) -> (Tensor<2>, Tensor<2>) {
     let [batch, hidden] = h0.dims();
-    let rows = p.dims()[0];
-    let out = <Dispatch as LstmSeqBackend>::lstm_sequence(
-        p.into_dispatch(),
-        wh.into_dispatch(),
-        h0.into_dispatch(),
-        c0.into_dispatch(),
-        precision == Precision::Bf16,
-    );
+    let rows = input.rows();
+    let (wh, h0, c0) = (wh.into_dispatch(), h0.into_dispatch(), c0.into_dispatch());
+    let bf16 = precision == Precision::Bf16;
+    let out = match input {
+        Projected::Rows(p) => {
+            <Dispatch as LstmSeqBackend>::lstm_sequence(p.into_dispatch(), wh, h0, c0, bf16)
+        }
+        Projected::Lookup { table, ids } => <Dispatch as LstmSeqBackend>::lstm_sequence_lookup(
+            table.into_dispatch(),
+            ids.into_dispatch(),
+            wh,
+            h0,
+            c0,
+            bf16,
+        ),
+    };
     let out = Tensor::<2>::from_dispatch(out);
     let hs = out.clone().narrow(0, 0, rows);
     let c = out.narrow(0, rows, batch);

@@ -141,6 +141,40 @@ fn distinct_ids(ids: &Tensor<1, Int>) -> (Vec<i64>, Vec<i64>) {
     (distinct, position)
 }
 
+/// A layer's input projections `[n, 4 d_hidden]`: every row's, or the
+/// rows of a projected table named by ids (looked up inside the flex
+/// sequence operation, step by step, instead of copied out first).
+#[derive(Debug, Clone)]
+pub(crate) enum Projected {
+    /// `[n, 4 d_hidden]`.
+    Rows(Tensor<2>),
+    /// Row `ids[r]` of `table` `[vocab, 4 d_hidden]` for row `r`.
+    Lookup {
+        /// The projected table, bias included.
+        table: Tensor<2>,
+        /// Ids `[n]`.
+        ids: Tensor<1, Int>,
+    },
+}
+
+impl Projected {
+    /// `n`.
+    pub(crate) fn rows(&self) -> usize {
+        match self {
+            Projected::Rows(p) => p.dims()[0],
+            Projected::Lookup { ids, .. } => ids.dims()[0],
+        }
+    }
+
+    /// The rows themselves.
+    fn into_rows(self) -> Tensor<2> {
+        match self {
+            Projected::Rows(p) => p,
+            Projected::Lookup { table, ids } => table.select(0, ids),
+        }
+    }
+}
+
 /// What an LSTM layer reads.
 // made once per forward pass and borrowed: boxing the larger variant would gain nothing
 #[allow(clippy::large_enum_variant)]
@@ -246,29 +280,43 @@ impl Lstm {
     }
 
     /// Input projections of every row, bias included: `[n, 4 d_hidden]`, gates `i, f, u, o`.
+    pub fn project_input(&self, input: &LstmInput) -> Tensor<2> {
+        self.projected(input).into_rows()
+    }
+
+    /// [`project_input`](Self::project_input), with the rows of a one-hot or
+    /// embedded input left to look up in their projected table.
     ///
     /// With separate gate matrices the weights are put side by side first
     /// (a `[d_input, 4 d_hidden]` copy, small) so that the rows are looked up
     /// or multiplied once, not once per gate and then joined.
-    pub fn project_input(&self, input: &LstmInput) -> Tensor<2> {
+    fn projected(&self, input: &LstmInput) -> Projected {
         let (wx, b) = (self.input_weights(), self.biases());
         match input {
-            LstmInput::OneHot(ids) => wx.select(0, ids.clone()) + b,
-            LstmInput::Dense(x) => x.clone().matmul(wx) + b,
+            LstmInput::OneHot(ids) => Projected::Lookup {
+                table: wx + b,
+                ids: ids.clone(),
+            },
+            LstmInput::Dense(x) => Projected::Rows(x.clone().matmul(wx) + b),
             LstmInput::Embedded { table, ids } if table.dims()[0] <= ids.dims()[0] => {
-                (table.clone().matmul(wx) + b).select(0, ids.clone())
+                Projected::Lookup {
+                    table: table.clone().matmul(wx) + b,
+                    ids: ids.clone(),
+                }
             }
             LstmInput::Embedded { table, ids } => {
                 // more rows than the batch (729 bigrams against 640): the
                 // distinct ids' rows are projected once each, then looked up
                 let (distinct, position) = distinct_ids(ids);
                 let device = ids.device();
-                (table
-                    .clone()
-                    .select(0, crate::ids_tensor(distinct, &device))
-                    .matmul(wx)
-                    + b)
-                    .select(0, crate::ids_tensor(position, &device))
+                Projected::Lookup {
+                    table: table
+                        .clone()
+                        .select(0, crate::ids_tensor(distinct, &device))
+                        .matmul(wx)
+                        + b,
+                    ids: crate::ids_tensor(position, &device),
+                }
             }
         }
     }
@@ -324,8 +372,7 @@ impl Lstm {
         state: LstmState,
         precision: Precision,
     ) -> (Tensor<2>, LstmState) {
-        let pre = self.project_input(input);
-        self.sequence(pre, wh, batch, state, precision)
+        self.sequence(self.projected(input), wh, batch, state, precision)
     }
 
     /// [`forward`](Self::forward) from input projections `[steps * batch, 4 d_hidden]`.
@@ -335,6 +382,7 @@ impl Lstm {
         batch: usize,
         state: LstmState,
     ) -> (Tensor<2>, LstmState) {
+        let pre = Projected::Rows(pre);
         self.sequence(pre, self.recurrent_weights(), batch, state, Precision::F32)
     }
 
@@ -343,25 +391,25 @@ impl Lstm {
     #[cfg_attr(not(feature = "flex"), allow(unused_variables))]
     fn sequence(
         &self,
-        pre: Tensor<2>,
+        pre: Projected,
         wh: Tensor<2>,
         batch: usize,
         state: LstmState,
         precision: Precision,
     ) -> (Tensor<2>, LstmState) {
-        let [rows, _] = pre.dims();
+        let rows = pre.rows();
         assert_eq!(
             rows % batch,
             0,
             "{rows} input rows are not a whole number of steps of batch {batch}"
         );
         #[cfg(feature = "flex")]
-        if crate::flex_ops::supported(&pre.device()) {
+        if crate::flex_ops::supported(&wh.device()) {
             let (hs, c) = crate::flex_ops::lstm_sequence(pre, wh, (state.h, state.c), precision);
             let h = hs.clone().narrow(0, rows - batch, batch);
             return (hs, LstmState { h, c });
         }
-        self.reference_sequence(pre, wh, batch, state)
+        self.reference_sequence(pre.into_rows(), wh, batch, state)
     }
 
     /// All recurrent weights side by side, `[d_hidden, 4 d_hidden]`.

@@ -106,7 +106,7 @@ pub use cpu::{CpuInfo, Isa, cpu_info, detected_isa, isa};
 pub use gemm::{BLOCKED_MAX_B, PackedB, matmul, matmul_gemm_crate, matmul_maybe_packed};
 pub use math::{exp, sigmoid, tanh};
 pub use sequence::{
-    PackedRecurrent, PartInput, SeqCache, SeqDims, SeqGrads, backward, backward_packed, forward,
-    forward_packed,
+    PackedRecurrent, PartInput, Projections, SeqCache, SeqDims, SeqGrads, backward,
+    backward_packed, forward, forward_packed,
 };
 pub use split::{SplitCache, backward_split, forward_split, split_batch};

@@ -113,32 +113,100 @@ pub struct SeqCache {
     pub hs: Vec<f32>,
 }
 
-/// A part's input projections: rows `lo..lo + batch` of every step of
-/// time-major `p`, `stride` sequences a step, read where they lie.
+/// Where a sequence's input projections come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Projections<'a> {
+    /// Every row's, time-major `[steps * batch, 4H]`.
+    Rows(&'a [f32]),
+    /// Row `ids[r]` of `table` `[vocab, 4H]` for row `r`: a one-hot or
+    /// embedded input, projected once per vocabulary entry and looked up
+    /// here, step by step, instead of copied out row by row first.
+    Lookup {
+        /// `[vocab, 4H]`.
+        table: &'a [f32],
+        /// One per row, time-major.
+        ids: &'a [u32],
+    },
+}
+
+impl Projections<'_> {
+    /// The rows it gives for `width` (= 4H) values a row.
+    ///
+    /// # Panics
+    /// On a buffer not of whole rows, or an id past the table.
+    pub fn rows(&self, width: usize) -> usize {
+        assert!(width > 0, "projection width");
+        match *self {
+            Projections::Rows(p) => {
+                assert!(
+                    p.len().is_multiple_of(width),
+                    "input projections of whole rows"
+                );
+                p.len() / width
+            }
+            Projections::Lookup { table, ids } => {
+                assert!(
+                    table.len().is_multiple_of(width),
+                    "projected table of whole rows"
+                );
+                let vocab = table.len() / width;
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    panic!("input id {id} past the projected table's {vocab} rows");
+                }
+                ids.len()
+            }
+        }
+    }
+
+    /// The gradient `[vocab, 4H]` of a lookup's table from its rows' `dp`
+    /// `[rows, 4H]`: each row added to its id's, in row order.
+    pub fn table_gradient(ids: &[u32], dp: &[f32], vocab: usize, width: usize) -> Vec<f32> {
+        assert_eq!(dp.len(), ids.len() * width, "a gradient row per id");
+        let mut d = vec![0.0f32; vocab * width];
+        for (&id, row) in ids.iter().zip(dp.chunks_exact(width)) {
+            let id = id as usize;
+            for (t, x) in d[id * width..(id + 1) * width].iter_mut().zip(row) {
+                *t += x;
+            }
+        }
+        d
+    }
+}
+
+/// A part's input projections: sequences `lo..lo + batch` of every step,
+/// `stride` sequences a step, read where they lie.
 #[derive(Debug, Clone, Copy)]
 pub struct PartInput<'a> {
-    /// `[steps * stride, 4H]`.
-    pub p: &'a [f32],
-    /// Sequences per step in `p`.
+    /// All the sequences' projections.
+    pub input: Projections<'a>,
+    /// Sequences per step in `input`.
     pub stride: usize,
     /// The part's first sequence.
     pub lo: usize,
 }
 
 impl<'a> PartInput<'a> {
-    /// All of `p`'s sequences, `batch` a step.
-    pub fn whole(p: &'a [f32], batch: usize) -> Self {
+    /// All of `input`'s sequences, `batch` a step.
+    pub fn whole(input: Projections<'a>, batch: usize) -> Self {
         PartInput {
-            p,
+            input,
             stride: batch,
             lo: 0,
         }
     }
 
-    /// Step `s`'s rows of a part of `n` sequences, `g4` values each.
-    fn step(&self, s: usize, n: usize, g4: usize) -> &'a [f32] {
-        let start = (s * self.stride + self.lo) * g4;
-        &self.p[start..start + n * g4]
+    /// Appends step `s`'s rows of a part of `n` sequences, `g4` values each.
+    fn extend_step(&self, acts: &mut Vec<f32>, s: usize, n: usize, g4: usize) {
+        let first = s * self.stride + self.lo;
+        match self.input {
+            Projections::Rows(p) => acts.extend_from_slice(&p[first * g4..(first + n) * g4]),
+            Projections::Lookup { table, ids } => {
+                for &id in &ids[first..first + n] {
+                    let id = id as usize;
+                    acts.extend_from_slice(&table[id * g4..(id + 1) * g4]);
+                }
+            }
+        }
     }
 }
 
@@ -159,7 +227,7 @@ pub fn forward(
     let packed = PackedRecurrent::new(wh, dims.hidden, false, Precision::F32, &[dims.batch]);
     forward_packed(
         dims,
-        PartInput::whole(p, dims.batch),
+        PartInput::whole(Projections::Rows(p), dims.batch),
         wh,
         &packed,
         h0,
@@ -185,7 +253,7 @@ pub fn forward_packed(
 ) -> Vec<f32> {
     let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
     assert!(
-        p.lo + b <= p.stride && p.p.len() == dims.steps * p.stride * g4,
+        p.lo + b <= p.stride && p.input.rows(g4) == dims.steps * p.stride,
         "input projections"
     );
     assert_eq!(wh.len(), hd * g4, "recurrent weights");
@@ -198,7 +266,7 @@ pub fn forward_packed(
     cache.hs.resize(rows * hd, 0.0);
     for s in 0..dims.steps {
         let (g_span, h_span) = (s * b * g4..(s + 1) * b * g4, s * b * hd..(s + 1) * b * hd);
-        cache.acts.extend_from_slice(p.step(s, b, g4));
+        p.extend_step(&mut cache.acts, s, b, g4);
         {
             let (done, _) = cache.hs.split_at(s * b * hd);
             let h_prev = if s == 0 {

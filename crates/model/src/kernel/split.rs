@@ -7,7 +7,8 @@ use super::gemm::elems;
 use super::pool::parallel_map;
 use super::pool::{parallel_for_each_mut, threads};
 use super::sequence::{
-    PackedRecurrent, PartInput, SeqCache, SeqDims, SeqGrads, backward_packed, forward_packed,
+    PackedRecurrent, PartInput, Projections, SeqCache, SeqDims, SeqGrads, backward_packed,
+    forward_packed,
 };
 
 /// The batch split for `parts` threads: `(first sequence, sequences)` of each part.
@@ -89,12 +90,12 @@ pub struct SplitCache {
 /// sequence is independent of the others). Returns the outputs `[rows, H]`
 /// (with room for `[batch, H]` more: the flex operation appends the final
 /// cell state without moving them) and the final cell state `[batch, H]`. The recurrent products run in
-/// `precision` where it applies ([`PackedRecurrent::new`]). `p` is read,
-/// not taken: each part copies its own rows (one part, all of them), so
-/// the caller can lend it from a tensor's buffer.
+/// `precision` where it applies ([`PackedRecurrent::new`]). `input` is
+/// read where it lies (the caller can lend it from a tensor's buffer):
+/// each part copies its own rows, step by step.
 pub fn forward_split(
     dims: SeqDims,
-    p: &[f32],
+    input: Projections,
     wh: &[f32],
     (h0, c0): (&[f32], &[f32]),
     precision: Precision,
@@ -109,8 +110,8 @@ pub fn forward_split(
     cache.precision = packed.precision();
     if parts.len() == 1 {
         let mut c = SeqCache::default();
-        let input = PartInput::whole(p, dims.batch);
-        let c_last = forward_packed(dims, input, wh, &packed, h0, c0, &mut c);
+        let part = PartInput::whole(input, dims.batch);
+        let c_last = forward_packed(dims, part, wh, &packed, h0, c0, &mut c);
         let mut hs = Vec::with_capacity(c.hs.len() + c_last.len());
         hs.extend_from_slice(&c.hs);
         cache.parts = vec![(0, dims.batch, c)];
@@ -126,12 +127,12 @@ pub fn forward_split(
             hidden: hd,
         };
         let mut c = SeqCache::default();
-        let input = PartInput {
-            p,
+        let part = PartInput {
+            input,
             stride: dims.batch,
             lo,
         };
-        let last = forward_packed(d, input, wh, &packed, h0k, c0k, &mut c);
+        let last = forward_packed(d, part, wh, &packed, h0k, c0k, &mut c);
         (lo, n, c, last)
     });
     let hs = scatter_all(
@@ -264,7 +265,7 @@ mod tests {
             let mut split = SplitCache::default();
             let (hs, c2) = forward_split(
                 dims,
-                &self.p,
+                Projections::Rows(&self.p),
                 &self.wh,
                 (&self.h0, &self.c0),
                 precision,
@@ -310,6 +311,85 @@ mod tests {
             close(&g1.dc0, &g2.dc0, "dc0");
             close(&g1.dwh, &g2.dwh, "dwh");
         }
+    }
+
+    /// Input projections looked up from a table give the rows they name,
+    /// exactly, on one thread and two (parts of 8: the packed kernels), and
+    /// the table's gradient is the sum of its rows' gradients.
+    #[test]
+    fn lookup_input_equals_its_rows() {
+        let dims = SeqDims {
+            steps: 5,
+            batch: 16,
+            hidden: 16,
+        };
+        let g4 = dims.gates();
+        let (vocab, case) = (7, Case::new(dims, 10.0));
+        let table = &case.p[..vocab * g4];
+        let ids: Vec<u32> = (0..dims.rows())
+            .map(|r| ((r * 5 + r / 3) % vocab) as u32)
+            .collect();
+        let rows: Vec<f32> = ids
+            .iter()
+            .flat_map(|&id| {
+                table[id as usize * g4..(id as usize + 1) * g4]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let _threads = TestThreads::lock();
+        for threads in [1, 2] {
+            set_threads(threads);
+            let run = |input: Projections| {
+                let mut split = SplitCache::default();
+                let h = (&case.h0[..], &case.c0[..]);
+                let out = forward_split(dims, input, &case.wh, h, Precision::F32, &mut split);
+                (out, split.parts.len())
+            };
+            let looked_up = run(Projections::Lookup { table, ids: &ids });
+            assert_eq!(
+                looked_up,
+                run(Projections::Rows(&rows)),
+                "{threads} threads"
+            );
+            assert_eq!(looked_up.1, threads);
+        }
+        set_threads(1);
+        let dp: Vec<f32> = (0..rows.len()).map(|i| (i % 13) as f32 - 6.0).collect();
+        let d = Projections::table_gradient(&ids, &dp, vocab, g4);
+        for (v, row) in d.chunks_exact(g4).enumerate() {
+            for (j, x) in row.iter().enumerate() {
+                let want: f32 = (0..ids.len())
+                    .filter(|&r| ids[r] as usize == v)
+                    .map(|r| dp[r * g4 + j])
+                    .sum();
+                assert_eq!(*x, want, "table row {v} column {j}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "input id 7 past the projected table's 7 rows")]
+    fn a_lookup_past_the_table_panics() {
+        let dims = SeqDims {
+            steps: 1,
+            batch: 2,
+            hidden: 1,
+        };
+        let table = [0.0f32; 7 * 4];
+        let input = Projections::Lookup {
+            table: &table,
+            ids: &[0, 7],
+        };
+        let state = [0.0f32; 2];
+        forward_split(
+            dims,
+            input,
+            &[0.0; 4],
+            (&state, &state),
+            Precision::F32,
+            &mut SplitCache::default(),
+        );
     }
 
     /// The bf16 recurrent products at `large`'s proportions (scaled down:
