@@ -144,6 +144,8 @@ fn distinct_ids(ids: &Tensor<1, Int>) -> (Vec<i64>, Vec<i64>) {
 /// A layer's input projections `[n, 4 d_hidden]`: every row's, or the
 /// rows of a projected table named by ids (looked up inside the flex
 /// sequence operation, step by step, instead of copied out first).
+// made once per layer call and moved: boxing the larger variant would gain nothing
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub(crate) enum Projected {
     /// `[n, 4 d_hidden]`.
