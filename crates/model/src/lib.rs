@@ -16,6 +16,8 @@ pub mod dropout;
 #[cfg(feature = "flex")]
 pub mod flex_attention;
 #[cfg(feature = "flex")]
+pub mod flex_join;
+#[cfg(feature = "flex")]
 pub mod flex_ops;
 pub mod host;
 pub mod init;

@@ -13,6 +13,7 @@
 //! - [`classifier`]: output layer + softmax cross-entropy.
 //! - [`attention`]: attention over each row's window of positions, forward and backward.
 //! - [`attentional`]: `tanh([context; row] W + b)` over that attention, forward and backward.
+//! - [`join`]: a bidirectional encoder's outputs joined into batch-major rows, and back.
 //! - [`cpu`]: which CPU and extensions, for measurements to name.
 //!
 //! Layout (row-major, time-major): the input projections `p` are
@@ -94,6 +95,7 @@ pub mod cell;
 pub mod classifier;
 pub mod cpu;
 pub mod gemm;
+pub mod join;
 pub mod math;
 pub mod pool;
 pub mod sequence;

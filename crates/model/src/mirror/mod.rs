@@ -331,6 +331,13 @@ impl Mirror {
     ///
     /// - `src`: symbol ids `[batch][src_len]`, every row the same length.
     pub fn encode(&self, src: &[Vec<u8>], train: bool, device: &Device) -> Encoded {
+        self.encode_with(src, train, device, Self::windowed(device))
+    }
+
+    /// [`encode`](Self::encode), the two directions joined by the flex
+    /// operation if `fused` (where [`windowed`](Self::windowed) allows),
+    /// else by Burn's operations.
+    fn encode_with(&self, src: &[Vec<u8>], train: bool, device: &Device, fused: bool) -> Encoded {
         let locating = self.locating();
         // the end symbol closes the last word: where the decoder finds that it is due
         let ended: Vec<Vec<u8>>;
@@ -372,34 +379,35 @@ impl Mirror {
             train,
             None,
         );
-        // outputs in source order
-        let fwd = if self.reverse_source {
-            reverse_time(fwd, len, batch, device)
-        } else {
-            fwd
+        let back = (!self.encoder_back.is_empty()).then(|| {
+            let input = ordered(!self.reverse_source);
+            self.run_stack(&self.encoder_back, input, batch, dropout, train, None)
+                .0
+        });
+        // batch-major rows `[batch, len, d_enc]` in source order, laid out
+        // once: every decoding step gathers from them, and a strided view
+        // would be copied whole at each step
+        let reversed = [self.reverse_source, !self.reverse_source];
+        let outputs = match back {
+            Some(back) if fused => join_directions(fwd, back, batch, reversed),
+            back => {
+                let in_order = |x, reversed| {
+                    if reversed {
+                        reverse_time(x, len, batch, device)
+                    } else {
+                        x
+                    }
+                };
+                let fwd = in_order(fwd, reversed[0]);
+                let joined = match back {
+                    Some(back) => Tensor::cat(vec![fwd, in_order(back, reversed[1])], 1),
+                    None => fwd,
+                };
+                batch_major(joined, len, batch)
+            }
         };
-        let outputs = if self.encoder_back.is_empty() {
-            fwd
-        } else {
-            let (back, _) = self.run_stack(
-                &self.encoder_back,
-                ordered(!self.reverse_source),
-                batch,
-                dropout,
-                train,
-                None,
-            );
-            let back = if self.reverse_source {
-                back
-            } else {
-                reverse_time(back, len, batch, device)
-            };
-            Tensor::cat(vec![fwd, back], 1)
-        };
-        // batch-major rows, laid out once: every decoding step gathers from
-        // them, and a strided view would be copied whole at each step
-        let d = outputs.dims()[1];
-        let rows = batch_major(outputs, len, batch).reshape([batch * len, d]);
+        let d = outputs.dims()[2];
+        let rows = outputs.reshape([batch * len, d]);
         let keys = self.attn_score.as_ref().map(|w| {
             rows.clone()
                 .matmul(w.val())
@@ -585,7 +593,7 @@ impl Mirror {
         device: &Device,
         windowed: bool,
     ) -> Tensor<2> {
-        let enc = self.encode(src, train, device);
+        let enc = self.encode_with(src, train, device, windowed);
         let batch = tgt.len();
         let steps = tgt[0].len() + 1;
         let ids: Vec<i64> = (0..steps)
@@ -666,6 +674,24 @@ fn fast_tanh(x: Tensor<2>) -> Tensor<2> {
     return crate::flex_ops::tanh(x);
     #[cfg(not(feature = "flex"))]
     x.tanh()
+}
+
+/// Two time-major `[len * batch, h]` sequences (each in reversed source
+/// order where `reversed` says) as batch-major rows `[batch, len, 2h]`, by
+/// the flex operation (made only where [`Mirror::windowed`] allows).
+fn join_directions(
+    first: Tensor<2>,
+    second: Tensor<2>,
+    batch: usize,
+    reversed: [bool; 2],
+) -> Tensor<3> {
+    #[cfg(feature = "flex")]
+    return crate::flex_join::join_directions(first, second, batch, reversed);
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (first, second, batch, reversed);
+        unreachable!("the fused join is asked for only where the operation exists")
+    }
 }
 
 /// Reverses the time order of time-major rows `[steps * batch, d]`.
@@ -755,10 +781,12 @@ mod tests {
         }
     }
 
-    /// Attention computed on each row's window (the flex operation) equals
-    /// dense masked attention, in the loss and in every parameter's
+    /// Attention computed on each row's window (the flex operations: the
+    /// encoder's join, the windowed attentional layer) equals dense masked
+    /// attention in Burn's operations, in the loss and in every parameter's
     /// gradient: with and without a word window and a relative bias (its
-    /// table made non-zero), at widths with a 16-lane body and a rest.
+    /// table made non-zero), with the source read forwards and reversed, at
+    /// widths with a 16-lane body and a rest.
     #[test]
     fn windowed_attention_equals_dense_masked_attention() {
         let device = Device::flex().autodiff();
@@ -772,19 +800,26 @@ mod tests {
             vec![4, 3, 2, 1, 0, 7, 6, 5],
             vec![9, 0, 8, 0, 4, 5, 6, 7],
         ];
-        for (word_window, span) in [(true, 2), (false, 2), (true, 0), (false, 0)] {
+        for (word_window, span, reverse_source) in [
+            (true, 2, false),
+            (false, 2, false),
+            (true, 0, false),
+            (false, 0, false),
+            (true, 2, true),
+        ] {
             let mut m = MirrorConfig::new(30, 28, 29)
                 .with_d_embedding(5)
                 .with_d_hidden(20)
                 .with_word_window(word_window)
                 .with_relative_span(span)
+                .with_reverse_source(reverse_source)
                 .init(7, &device);
             if span > 0 {
                 let table =
                     Tensor::<2>::from_floats([[0.3], [-0.2], [0.5], [0.1], [-0.4]], &device);
                 m.attn_relative = Some(Param::from_tensor(table));
             }
-            let case = format!("word_window {word_window}, span {span}");
+            let case = format!("word_window {word_window}, span {span}, reverse {reverse_source}");
             let run = |windowed: bool| {
                 let logits = m.output_layer(m.teacher_forced(&src, &tgt, true, &device, windowed));
                 let labels = ids_tensor(m.labels(&tgt), &device);
