@@ -18,23 +18,23 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
 use crate::flex_ops::{contiguous, f32s, with_host};
-use crate::kernel::attention::{AttnDims, Operands, Windows};
-use crate::kernel::attentional::{Layer, Saved, attentional_backward, attentional_forward};
+use crate::kernel::attention::{AttnDims, Windows};
+use crate::kernel::attentional::{Inputs, Layer, Saved, attentional_backward, attentional_forward};
 
 /// The windowed attention operation with its attentional layer.
 #[backend_extension(Flex, Autodiff)]
 pub trait WindowAttentionBackend: Backend {
     /// `tanh([ctx; dec] w + b)` `[sentences * steps, h]` for decoder rows
     /// `dec` `[sentences, steps, h]`, where `ctx` `[.., e]` is their
-    /// attention over `keys` `[sentences, len, h]` and `values`
-    /// `[sentences, len, e]`, each row restricted to its window and biased
-    /// by `scale * table[bucket]` (`table` `[buckets, 1]`); `w` `[e + h,
-    /// h]`, `b` `[1, h]`.
+    /// attention over `values` `[sentences, len, e]` with keys `values w_a`
+    /// (`w_a` `[e, h]`), each row restricted to its window and biased by
+    /// `scale * table[bucket]` (`table` `[buckets, 1]`); `w` `[e + h, h]`,
+    /// `b` `[1, h]`.
     #[allow(clippy::too_many_arguments)]
     fn windowed_attentional(
         dec: FloatTensor<Self>,
-        keys: FloatTensor<Self>,
         values: FloatTensor<Self>,
+        w_a: FloatTensor<Self>,
         table: FloatTensor<Self>,
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
@@ -43,8 +43,8 @@ pub trait WindowAttentionBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// The operands, in parent order: decoder rows, keys, values, bias table,
-/// layer weights and bias.
+/// The operands, in parent order: decoder rows, values, the score's
+/// weights, bias table, layer weights and bias.
 type Operand6 = [FlexTensor; 6];
 
 /// The operands (contiguous flex tensors: a handle to their buffers, read
@@ -65,24 +65,20 @@ struct Forward {
 fn forward(operands: Operand6, windows: Arc<Windows>, scale: f32) -> Forward {
     let operands = operands.map(contiguous);
     let shapes = operands.each_ref().map(|t| t.layout().shape().to_vec());
-    let [ds, ks, vs, ts, ws, bs] = &shapes;
+    let [ds, vs, was, ts, ws, bs] = &shapes;
     assert!(
-        ds.len() == 3 && ks.len() == 3 && vs.len() == 3 && ts.len() == 2 && ts[1] == 1,
-        "attention operands are [sentences, rows, width], the table [buckets, 1]"
-    );
-    assert!(
-        ds[0] == ks[0] && ks[0] == vs[0] && ks[1] == vs[1] && ds[2] == ks[2],
-        "attention operands of one batch: {ds:?}, {ks:?}, {vs:?}"
+        ds.len() == 3 && vs.len() == 3 && ts.len() == 2 && ts[1] == 1 && ds[0] == vs[0],
+        "attention operands are [sentences, rows, width] of one batch, the table [buckets, 1]: {ds:?}, {vs:?}, {ts:?}"
     );
     let dims = AttnDims { h: ds[2], e: vs[2] };
     assert!(
-        ws[..] == [dims.e + dims.h, dims.h] && bs[..] == [1, dims.h],
-        "attentional layer {ws:?}, {bs:?} for widths e {}, h {}",
+        was[..] == [dims.e, dims.h] && ws[..] == [dims.e + dims.h, dims.h] && bs[..] == [1, dims.h],
+        "attentional layer {was:?}, {ws:?}, {bs:?} for widths e {}, h {}",
         dims.e,
         dims.h
     );
     assert_eq!(
-        (ds[1], ks[1]),
+        (ds[1], vs[1]),
         (windows.steps, windows.len),
         "windows for these shapes"
     );
@@ -96,18 +92,17 @@ fn forward(operands: Operand6, windows: Arc<Windows>, scale: f32) -> Forward {
         out: FlexTensor::from_data(TensorData::new(Vec::<f32>::new(), [0, dims.h])),
         saved: Saved::default(),
     };
-    let (y, saved) = attentional_forward(&f.attention(), f.layer());
+    let (y, saved) = attentional_forward(&f.inputs(), f.layer());
     f.out = FlexTensor::from_data(TensorData::new(y, out_shape));
     f.saved = saved;
     f
 }
 
 impl Forward {
-    fn attention(&self) -> Operands<'_> {
-        let [dec, keys, values, table, ..] = &self.operands;
-        Operands {
+    fn inputs(&self) -> Inputs<'_> {
+        let [dec, values, _, table, ..] = &self.operands;
+        Inputs {
             dec: f32s(dec),
-            keys: f32s(keys),
             values: f32s(values),
             table: f32s(table),
             scale: self.scale,
@@ -117,8 +112,9 @@ impl Forward {
     }
 
     fn layer(&self) -> Layer<'_> {
-        let [.., w, b] = &self.operands;
+        let [_, _, w_a, _, w, b] = &self.operands;
         Layer {
+            w_a: f32s(w_a),
             w: f32s(w),
             b: f32s(b),
         }
@@ -128,15 +124,15 @@ impl Forward {
 impl WindowAttentionBackend for Flex {
     fn windowed_attentional(
         dec: FlexTensor,
-        keys: FlexTensor,
         values: FlexTensor,
+        w_a: FlexTensor,
         table: FlexTensor,
         w: FlexTensor,
         b: FlexTensor,
         windows: Arc<Windows>,
         scale: f32,
     ) -> FlexTensor {
-        forward([dec, keys, values, table, w, b], windows, scale).out
+        forward([dec, values, w_a, table, w, b], windows, scale).out
     }
 }
 
@@ -154,12 +150,12 @@ impl Backward<Flex, 6> for WindowAttentionBackward {
     ) {
         let f = &*ops.state;
         let g = with_host(grads.consume::<Flex>(&ops.node), |_, dy| {
-            attentional_backward(&f.attention(), f.layer(), &f.saved, f32s(&f.out), dy)
+            attentional_backward(&f.inputs(), f.layer(), &f.saved, f32s(&f.out), dy)
         });
         for ((parent, grad), shape) in ops
             .parents
             .into_iter()
-            .zip([g.ddec, g.dkeys, g.dvalues, g.dtable, g.dw, g.db])
+            .zip([g.ddec, g.dvalues, g.dw_a, g.dtable, g.dw, g.db])
             .zip(&f.shapes)
         {
             if let Some(node) = parent {
@@ -173,15 +169,15 @@ impl Backward<Flex, 6> for WindowAttentionBackward {
 impl<C: CheckpointStrategy> WindowAttentionBackend for Autodiff<Flex, C> {
     fn windowed_attentional(
         dec: FloatTensor<Self>,
-        keys: FloatTensor<Self>,
         values: FloatTensor<Self>,
+        w_a: FloatTensor<Self>,
         table: FloatTensor<Self>,
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
         windows: Arc<Windows>,
         scale: f32,
     ) -> FloatTensor<Self> {
-        let operands = [dec, keys, values, table, w, b];
+        let operands = [dec, values, w_a, table, w, b];
         let nodes = operands.each_ref().map(|t| t.node());
         let primitives = operands.map(|t| t.into_primitive());
         match WindowAttentionBackward
@@ -204,8 +200,8 @@ impl<C: CheckpointStrategy> WindowAttentionBackend for Autodiff<Flex, C> {
 #[allow(clippy::too_many_arguments)]
 pub fn windowed_attentional(
     dec: Tensor<3>,
-    keys: Tensor<3>,
     values: Tensor<3>,
+    w_a: Tensor<2>,
     table: Tensor<2>,
     w: Tensor<2>,
     b: Tensor<2>,
@@ -214,8 +210,8 @@ pub fn windowed_attentional(
 ) -> Tensor<2> {
     let out = <Dispatch as WindowAttentionBackend>::windowed_attentional(
         dec.into_dispatch(),
-        keys.into_dispatch(),
         values.into_dispatch(),
+        w_a.into_dispatch(),
         table.into_dispatch(),
         w.into_dispatch(),
         b.into_dispatch(),

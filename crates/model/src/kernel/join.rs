@@ -62,6 +62,9 @@ pub fn join(dirs: [&[f32]; 2], d: JoinDims) -> Vec<f32> {
     out
 }
 
+/// One step's rows of both directions' gradients, and the step.
+type StepRows<'a> = (usize, (&'a mut [f32], &'a mut [f32]));
+
 /// The gradients of both directions `[len * batch, h]` from the joined
 /// rows' `djoined` `[batch * len, 2h]`.
 pub fn split(djoined: &[f32], d: JoinDims) -> [Vec<f32>; 2] {
@@ -70,7 +73,7 @@ pub fn split(djoined: &[f32], d: JoinDims) -> [Vec<f32>; 2] {
     let mut dirs = [vec![0.0f32; n], vec![0.0f32; n]];
     let [first, second] = &mut dirs;
     // time-major outputs: split by steps, each step's rows gathered from the sentences
-    let mut steps: Vec<(usize, (&mut [f32], &mut [f32]))> = first
+    let mut steps: Vec<StepRows> = first
         .chunks_mut(d.batch * d.h)
         .zip(second.chunks_mut(d.batch * d.h))
         .enumerate()

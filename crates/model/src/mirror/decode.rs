@@ -31,7 +31,7 @@ impl Mirror {
                 Scores::All
             };
             return Some(AttentionView {
-                keys,
+                keys: Some(keys),
                 values: enc.outputs.clone(),
                 scores,
             });
@@ -63,7 +63,7 @@ impl Mirror {
                 .reshape([rows, width, d])
         };
         Some(AttentionView {
-            keys: pick(keys),
+            keys: Some(pick(keys)),
             values: pick(enc.outputs.clone()),
             scores: Scores::Biased(Box::new(self.bias_tensor(bias, [rows, 1, width], device))),
         })

@@ -126,7 +126,8 @@ pub struct Mirror {
 pub struct Encoded {
     /// Outputs per source position, batch-major `[batch, src_len, d_enc]`.
     pub outputs: Tensor<3>,
-    /// Attention keys `outputs W_a`, `[batch, src_len, d_hidden]` (attention only).
+    /// Attention keys `outputs W_a`, `[batch, src_len, d_hidden]` (attention
+    /// only; not made for the windowed operation, which makes its own).
     pub keys: Option<Tensor<3>>,
     /// Final state of each forward encoder layer: the decoder's initial state.
     pub state: Vec<LstmState>,
@@ -261,7 +262,8 @@ const SPACE: u8 = 0;
 /// What one attention call looks at: keys and values `[rows, positions, _]`,
 /// and how its scores are restricted.
 struct AttentionView {
-    keys: Tensor<3>,
+    /// `None` where the windowed operation makes them from the values.
+    keys: Option<Tensor<3>>,
     values: Tensor<3>,
     scores: Scores,
 }
@@ -331,13 +333,20 @@ impl Mirror {
     ///
     /// - `src`: symbol ids `[batch][src_len]`, every row the same length.
     pub fn encode(&self, src: &[Vec<u8>], train: bool, device: &Device) -> Encoded {
-        self.encode_with(src, train, device, Self::windowed(device))
+        self.encode_with(src, train, device, Self::windowed(device), true)
     }
 
     /// [`encode`](Self::encode), the two directions joined by the flex
     /// operation if `fused` (where [`windowed`](Self::windowed) allows),
-    /// else by Burn's operations.
-    fn encode_with(&self, src: &[Vec<u8>], train: bool, device: &Device, fused: bool) -> Encoded {
+    /// else by Burn's operations; the attention keys made if `with_keys`.
+    fn encode_with(
+        &self,
+        src: &[Vec<u8>],
+        train: bool,
+        device: &Device,
+        fused: bool,
+        with_keys: bool,
+    ) -> Encoded {
         let locating = self.locating();
         // the end symbol closes the last word: where the decoder finds that it is due
         let ended: Vec<Vec<u8>>;
@@ -408,7 +417,7 @@ impl Mirror {
         };
         let d = outputs.dims()[2];
         let rows = outputs.reshape([batch * len, d]);
-        let keys = self.attn_score.as_ref().map(|w| {
+        let keys = self.attn_score.as_ref().filter(|_| with_keys).map(|w| {
             rows.clone()
                 .matmul(w.val())
                 .reshape([batch, len, self.d_hidden()])
@@ -464,14 +473,14 @@ impl Mirror {
     }
 
     /// [`Scores::Windowed`]'s attentional hidden state `[b * t, h]` of
-    /// decoder outputs `[b, t, h]`, by the windowed operation.
+    /// decoder outputs `[b, t, h]`, by the windowed operation (which makes
+    /// the keys from the values).
     fn windowed_attentional(
         &self,
         dec: Tensor<3>,
-        keys: Tensor<3>,
         values: Tensor<3>,
         windows: Arc<Windows>,
-        (w_c, b_c): (Tensor<2>, Tensor<2>),
+        [w_a, w_c, b_c]: [Tensor<2>; 3],
     ) -> Tensor<2> {
         #[cfg(feature = "flex")]
         {
@@ -481,8 +490,8 @@ impl Mirror {
             };
             crate::flex_attention::windowed_attentional(
                 dec,
-                keys,
                 values,
+                w_a,
                 table,
                 w_c,
                 b_c,
@@ -492,7 +501,7 @@ impl Mirror {
         }
         #[cfg(not(feature = "flex"))]
         {
-            let _ = (dec, keys, values, windows, w_c, b_c);
+            let _ = (dec, values, windows, w_a, w_c, b_c);
             unreachable!("windowed scores are made only where the operation exists")
         }
     }
@@ -519,8 +528,8 @@ impl Mirror {
     /// attention), dropout applied when training.
     fn attended(&self, view: Option<AttentionView>, dec: Tensor<3>, train: bool) -> Tensor<2> {
         let [b, t, h] = dec.dims();
-        let hidden = match (view, &self.attn_out, &self.attn_bias) {
-            (Some(view), Some(w_c), Some(b_c)) => {
+        let hidden = match (view, &self.attn_score, &self.attn_out, &self.attn_bias) {
+            (Some(view), Some(w_a), Some(w_c), Some(b_c)) => {
                 let AttentionView {
                     keys,
                     values,
@@ -530,11 +539,12 @@ impl Mirror {
                     Scores::All => None,
                     Scores::Biased(bias) => Some(*bias),
                     Scores::Windowed(windows) => {
-                        let layer = (w_c.val(), b_c.val());
-                        let hidden = self.windowed_attentional(dec, keys, values, windows, layer);
+                        let layer = [w_a.val(), w_c.val(), b_c.val()];
+                        let hidden = self.windowed_attentional(dec, values, windows, layer);
                         return Dropout::new(self.keep_prob).forward(hidden, train);
                     }
                 };
+                let keys = keys.expect("dense attention is given its keys");
                 let context = Self::context(keys, values, bias, dec.clone()); // [b, t, d_enc]
                 let joined = Tensor::cat(vec![context, dec], 2);
                 let d = joined.dims()[2];
@@ -593,7 +603,8 @@ impl Mirror {
         device: &Device,
         windowed: bool,
     ) -> Tensor<2> {
-        let enc = self.encode_with(src, train, device, windowed);
+        // the windowed operation makes the keys itself
+        let enc = self.encode_with(src, train, device, windowed, !windowed);
         let batch = tgt.len();
         let steps = tgt[0].len() + 1;
         let ids: Vec<i64> = (0..steps)
@@ -622,8 +633,8 @@ impl Mirror {
             train,
             Some(enc.state.clone()),
         );
-        let view = enc.keys.clone().map(|keys| AttentionView {
-            keys,
+        let view = self.attn_score.as_ref().map(|_| AttentionView {
+            keys: enc.keys.clone(),
             values: enc.outputs.clone(),
             scores: self.teacher_forced_scores(&enc, tgt, device, windowed),
         });
