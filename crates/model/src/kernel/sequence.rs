@@ -4,6 +4,7 @@
 use super::bf16::{self, PackedBf16, Precision};
 use super::cell::{cell_backward_rows, cell_step};
 use super::gemm::{PackedB, matmul, matmul_maybe_packed};
+use super::pool::parallel_for_each_mut;
 
 /// The recurrent weights packed once for all steps, in the precision asked
 /// for where it applies: `Wh` `[H, 4H]` for the forward product, `Wh^T`
@@ -159,14 +160,33 @@ impl Projections<'_> {
     }
 
     /// The gradient `[vocab, 4H]` of a lookup's table from its rows' `dp`
-    /// `[rows, 4H]`: each row added to its id's, in row order.
+    /// `[rows, 4H]`: each row added to its id's, in row order. Blocks of
+    /// columns go to the threads (each value is summed on one, in the same
+    /// order whatever their count).
     pub fn table_gradient(ids: &[u32], dp: &[f32], vocab: usize, width: usize) -> Vec<f32> {
         assert_eq!(dp.len(), ids.len() * width, "a gradient row per id");
+        const COLUMNS: usize = 128;
+        let mut blocks: Vec<(usize, Vec<f32>)> = (0..width)
+            .step_by(COLUMNS)
+            .map(|c0| (c0, vec![0.0f32; vocab * COLUMNS.min(width - c0)]))
+            .collect();
+        parallel_for_each_mut(&mut blocks, |(c0, sums)| {
+            let n = sums.len() / vocab;
+            for (&id, row) in ids.iter().zip(dp.chunks_exact(width)) {
+                let id = id as usize;
+                for (t, x) in sums[id * n..(id + 1) * n]
+                    .iter_mut()
+                    .zip(&row[*c0..*c0 + n])
+                {
+                    *t += x;
+                }
+            }
+        });
         let mut d = vec![0.0f32; vocab * width];
-        for (&id, row) in ids.iter().zip(dp.chunks_exact(width)) {
-            let id = id as usize;
-            for (t, x) in d[id * width..(id + 1) * width].iter_mut().zip(row) {
-                *t += x;
+        for (c0, sums) in &blocks {
+            let n = sums.len() / vocab;
+            for (row, part) in d.chunks_exact_mut(width).zip(sums.chunks_exact(n)) {
+                row[*c0..*c0 + n].copy_from_slice(part);
             }
         }
         d

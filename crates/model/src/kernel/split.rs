@@ -315,13 +315,14 @@ mod tests {
 
     /// Input projections looked up from a table give the rows they name,
     /// exactly, on one thread and two (parts of 8: the packed kernels), and
-    /// the table's gradient is the sum of its rows' gradients.
+    /// the table's gradient is the sum of its rows' gradients, in row order
+    /// on either (two blocks of columns: 192 of them).
     #[test]
     fn lookup_input_equals_its_rows() {
         let dims = SeqDims {
             steps: 5,
             batch: 16,
-            hidden: 16,
+            hidden: 48,
         };
         let g4 = dims.gates();
         let (vocab, case) = (7, Case::new(dims, 10.0));
@@ -337,6 +338,7 @@ mod tests {
                     .copied()
             })
             .collect();
+        let dp: Vec<f32> = (0..rows.len()).map(|i| (i % 13) as f32 - 6.0).collect();
         let _threads = TestThreads::lock();
         for threads in [1, 2] {
             set_threads(threads);
@@ -353,19 +355,18 @@ mod tests {
                 "{threads} threads"
             );
             assert_eq!(looked_up.1, threads);
-        }
-        set_threads(1);
-        let dp: Vec<f32> = (0..rows.len()).map(|i| (i % 13) as f32 - 6.0).collect();
-        let d = Projections::table_gradient(&ids, &dp, vocab, g4);
-        for (v, row) in d.chunks_exact(g4).enumerate() {
-            for (j, x) in row.iter().enumerate() {
-                let want: f32 = (0..ids.len())
-                    .filter(|&r| ids[r] as usize == v)
-                    .map(|r| dp[r * g4 + j])
-                    .sum();
-                assert_eq!(*x, want, "table row {v} column {j}");
+            let d = Projections::table_gradient(&ids, &dp, vocab, g4);
+            for (v, row) in d.chunks_exact(g4).enumerate() {
+                for (j, x) in row.iter().enumerate() {
+                    let want: f32 = (0..ids.len())
+                        .filter(|&r| ids[r] as usize == v)
+                        .map(|r| dp[r * g4 + j])
+                        .sum();
+                    assert_eq!(*x, want, "{threads} threads: table row {v} column {j}");
+                }
             }
         }
+        set_threads(1);
     }
 
     #[test]
