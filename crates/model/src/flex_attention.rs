@@ -23,7 +23,7 @@ use crate::kernel::attentional::{Inputs, Layer, Saved, attentional_backward, att
 
 /// The windowed attention operation with its attentional layer.
 #[backend_extension(Flex, Autodiff)]
-pub trait WindowAttentionBackend: Backend {
+pub trait WindowedAttentionalBackend: Backend {
     /// `tanh([ctx; dec] w + b)` `[sentences * steps, h]` for decoder rows
     /// `dec` `[sentences, steps, h]`, where `ctx` `[.., e]` is their
     /// attention over `values` `[sentences, len, e]` with keys `values w_a`
@@ -45,14 +45,14 @@ pub trait WindowAttentionBackend: Backend {
 
 /// The operands, in parent order: decoder rows, values, the score's
 /// weights, bias table, layer weights and bias.
-type Operand6 = [FlexTensor; 6];
+type AttentionalOperands = [FlexTensor; 6];
 
 /// The operands (contiguous flex tensors: a handle to their buffers, read
 /// in place by both passes; only a strided view is copied, once), the
 /// forward's output (a handle too) and what it saved.
 #[derive(Debug)]
 struct Forward {
-    operands: Operand6,
+    operands: AttentionalOperands,
     windows: Arc<Windows>,
     scale: f32,
     dims: AttnDims,
@@ -62,27 +62,34 @@ struct Forward {
     saved: Saved,
 }
 
-fn forward(operands: Operand6, windows: Arc<Windows>, scale: f32) -> Forward {
+fn forward(operands: AttentionalOperands, windows: Arc<Windows>, scale: f32) -> Forward {
     let operands = operands.map(contiguous);
     let shapes = operands.each_ref().map(|t| t.layout().shape().to_vec());
-    let [ds, vs, was, ts, ws, bs] = &shapes;
+    let [dec, values, w_a, table, w, b] = &shapes;
     assert!(
-        ds.len() == 3 && vs.len() == 3 && ts.len() == 2 && ts[1] == 1 && ds[0] == vs[0],
-        "attention operands are [sentences, rows, width] of one batch, the table [buckets, 1]: {ds:?}, {vs:?}, {ts:?}"
+        dec.len() == 3
+            && values.len() == 3
+            && table.len() == 2
+            && table[1] == 1
+            && dec[0] == values[0],
+        "attention operands are [sentences, rows, width] of one batch, the table [buckets, 1]: {dec:?}, {values:?}, {table:?}"
     );
-    let dims = AttnDims { h: ds[2], e: vs[2] };
+    let dims = AttnDims {
+        h: dec[2],
+        e: values[2],
+    };
     assert!(
-        was[..] == [dims.e, dims.h] && ws[..] == [dims.e + dims.h, dims.h] && bs[..] == [1, dims.h],
-        "attentional layer {was:?}, {ws:?}, {bs:?} for widths e {}, h {}",
+        w_a[..] == [dims.e, dims.h] && w[..] == [dims.e + dims.h, dims.h] && b[..] == [1, dims.h],
+        "attentional layer {w_a:?}, {w:?}, {b:?} for widths e {}, h {}",
         dims.e,
         dims.h
     );
     assert_eq!(
-        (ds[1], vs[1]),
+        (dec[1], values[1]),
         (windows.steps, windows.len),
         "windows for these shapes"
     );
-    let out_shape = [ds[0] * ds[1], dims.h];
+    let out_shape = [dec[0] * dec[1], dims.h];
     let mut f = Forward {
         operands,
         windows,
@@ -121,7 +128,7 @@ impl Forward {
     }
 }
 
-impl WindowAttentionBackend for Flex {
+impl WindowedAttentionalBackend for Flex {
     fn windowed_attentional(
         dec: FlexTensor,
         values: FlexTensor,
@@ -137,9 +144,9 @@ impl WindowAttentionBackend for Flex {
 }
 
 #[derive(Debug)]
-struct WindowAttentionBackward;
+struct WindowedAttentionalBackward;
 
-impl Backward<Flex, 6> for WindowAttentionBackward {
+impl Backward<Flex, 6> for WindowedAttentionalBackward {
     type State = Arc<Forward>;
 
     fn backward(
@@ -166,7 +173,7 @@ impl Backward<Flex, 6> for WindowAttentionBackward {
     }
 }
 
-impl<C: CheckpointStrategy> WindowAttentionBackend for Autodiff<Flex, C> {
+impl<C: CheckpointStrategy> WindowedAttentionalBackend for Autodiff<Flex, C> {
     fn windowed_attentional(
         dec: FloatTensor<Self>,
         values: FloatTensor<Self>,
@@ -180,23 +187,23 @@ impl<C: CheckpointStrategy> WindowAttentionBackend for Autodiff<Flex, C> {
         let operands = [dec, values, w_a, table, w, b];
         let nodes = operands.each_ref().map(|t| t.node());
         let primitives = operands.map(|t| t.into_primitive());
-        match WindowAttentionBackward
+        let tracked = WindowedAttentionalBackward
             .prepare::<C>(nodes)
             .compute_bound()
-            .stateful()
-        {
+            .stateful();
+        let f = forward(primitives, windows, scale);
+        match tracked {
             OpsKind::Tracked(prep) => {
-                let f = forward(primitives, windows, scale);
                 let out = f.out.clone();
                 prep.finish(Arc::new(f), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(forward(primitives, windows, scale).out),
+            OpsKind::UnTracked(prep) => prep.finish(f.out),
         }
     }
 }
 
 /// `tanh([ctx; dec] w + b)` `[sentences * steps, h]` of windowed attention
-/// (see [`WindowAttentionBackend::windowed_attentional`]); flex tensors only.
+/// (see [`WindowedAttentionalBackend::windowed_attentional`]); flex tensors only.
 #[allow(clippy::too_many_arguments)]
 pub fn windowed_attentional(
     dec: Tensor<3>,
@@ -208,7 +215,7 @@ pub fn windowed_attentional(
     windows: Arc<Windows>,
     scale: f32,
 ) -> Tensor<2> {
-    let out = <Dispatch as WindowAttentionBackend>::windowed_attentional(
+    let out = <Dispatch as WindowedAttentionalBackend>::windowed_attentional(
         dec.into_dispatch(),
         values.into_dispatch(),
         w_a.into_dispatch(),

@@ -2,7 +2,7 @@
 //! rows ([`crate::kernel::join`]) as one Burn operation on the flex CPU
 //! backend, with its backward: one pass and one node in place of a
 //! reversal, a concatenation and a transposition (and their gradients).
-//! Other backends use those operations (`Mirror::encode`).
+//! Other backends use those operations (`Mirror::encode_with`).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;

@@ -2,8 +2,10 @@
 //! backend, with a hand-written backward pass (`kernel`): one autodiff node
 //! instead of a dozen per time step.
 //!
-//! The operation takes the input projections `p` `[steps * batch, 4H]`, the
-//! recurrent weights `wh` `[H, 4H]` and the initial state `h0`, `c0`
+//! The operation takes the input projections `p` `[steps * batch, 4H]` (or,
+//! `lstm_sequence_lookup`, a projected table `[vocab, 4H]` and the id of
+//! each row: one-hot and embedded inputs, looked up step by step inside),
+//! the recurrent weights `wh` `[H, 4H]` and the initial state `h0`, `c0`
 //! `[batch, H]`, and returns `[steps * batch + batch, H]`: the outputs of
 //! every step, then the final cell state. Other backends run the same
 //! computation as ordinary Burn operations (`Lstm::forward_projected`).
@@ -347,8 +349,15 @@ struct SeqState {
     wh: FlexTensor,
     h0: FlexTensor,
     c0: FlexTensor,
-    /// The ids and table rows of a lookup's input.
-    lookup: Option<Arc<(Vec<u32>, usize)>>,
+    /// A lookup's ids and table rows.
+    lookup: Option<Arc<Lookup>>,
+}
+
+/// The ids of a sequence's input rows and the rows of the table they name.
+#[derive(Debug)]
+struct Lookup {
+    ids: Vec<u32>,
+    vocab: usize,
 }
 
 impl Backward<Flex, 4> for LstmSeqBackward {
@@ -371,7 +380,7 @@ impl Backward<Flex, 4> for LstmSeqBackward {
         if let Some(node) = p {
             let grad = match s.lookup.as_deref() {
                 None => flex(g.dp, [rows, 4 * hd]),
-                Some((ids, vocab)) => flex(
+                Some(Lookup { ids, vocab }) => flex(
                     Projections::table_gradient(ids, &g.dp, *vocab, 4 * hd),
                     [*vocab, 4 * hd],
                 ),
@@ -473,7 +482,7 @@ fn tracked_sequence<C: CheckpointStrategy>(
         .compute_bound()
         .stateful();
     // a lookup's table rows, for its gradient
-    let vocab = p.layout().shape()[0];
+    let lookup_vocab = p.layout().shape()[0];
     let mut cache = SplitCache::default();
     let (out, dims, i) = run(p, ids.as_deref(), [wh, h0, c0], bf16, &mut cache);
     match tracked {
@@ -484,7 +493,12 @@ fn tracked_sequence<C: CheckpointStrategy>(
                 wh: i.wh,
                 h0: i.h0,
                 c0: i.c0,
-                lookup: ids.map(|ids| Arc::new((ids, vocab))),
+                lookup: ids.map(|ids| {
+                    Arc::new(Lookup {
+                        ids,
+                        vocab: lookup_vocab,
+                    })
+                }),
             };
             prep.finish(state, out)
         }
@@ -516,7 +530,8 @@ pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::<D>::from_dispatch(<Dispatch as LstmSeqBackend>::fast_tanh(x.into_dispatch()))
 }
 
-/// Whether tensors on `device` can use [`lstm_sequence`].
+/// Whether tensors on `device` can use the flex operations (the LSTM
+/// sequence, the fused classifier, `tanh`).
 pub fn supported(device: &Device) -> bool {
     crate::device::is_flex(device)
 }

@@ -196,7 +196,7 @@ impl HostLm {
                     matmul_maybe_packed(
                         g,
                         &state.h[k - 1],
-                        &layer.wx,
+                        (&layer.wx, false),
                         layer.wx_packed.as_ref(),
                         s,
                         g4,
@@ -208,7 +208,7 @@ impl HostLm {
             matmul_maybe_packed(
                 g,
                 &state.h[k],
-                &layer.wh,
+                (&layer.wh, false),
                 layer.wh_packed.as_ref(),
                 s,
                 g4,

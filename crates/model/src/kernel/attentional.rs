@@ -14,7 +14,7 @@
 //! `[rows, h]`.
 
 use super::attention::{AttnDims, Operands, Windows, attention_backward, attention_forward};
-use super::gemm::{PackedB, elems, matmul, matmul_at_threaded};
+use super::gemm::{PackedB, elems, matmul, matmul_at_threaded, matmul_maybe_packed};
 use super::math::tanh_all;
 use super::pool::parallel_for_each_mut;
 
@@ -190,8 +190,8 @@ pub fn attentional_backward(
         for ((p, y), d) in dpre.iter_mut().zip(&y[span.clone()]).zip(&dy[span]) {
             *p = d * (1.0 - y * y);
         }
-        times_transposed(dctx, dpre, w_ctx, p_ctx.as_ref(), (m, e, h), false);
-        times_transposed(ddec, dpre, w_dec, p_dec.as_ref(), (m, h, h), false);
+        matmul_maybe_packed(dctx, dpre, (w_ctx, true), p_ctx.as_ref(), m, e, h, false);
+        matmul_maybe_packed(ddec, dpre, (w_dec, true), p_dec.as_ref(), m, h, h, false);
     });
     drop(work);
     // the weights' gradients: products over every row at once
@@ -215,7 +215,7 @@ pub fn attentional_backward(
     for_row_blocks(&mut dvalues, e, |r0, out| {
         let m = out.len() / e;
         let dk = &dkeys[r0 * h..(r0 + m) * h];
-        times_transposed(out, dk, layer.w_a, p_a.as_ref(), (m, e, h), true);
+        matmul_maybe_packed(out, dk, (layer.w_a, true), p_a.as_ref(), m, e, h, true);
     });
     let mut dw_a = vec![0.0f32; e * h];
     matmul_at_threaded(&mut dw_a, inp.values, &dkeys, e, h, dkeys.len() / h);
@@ -226,22 +226,6 @@ pub fn attentional_backward(
         dtable,
         dw,
         db,
-    }
-}
-
-/// `c (+)= a · W^T` for `a` `[m, k]` and `w` `[n, k]`: by the blocked
-/// kernel on `W^T` packed where it applies, else by the `gemm` crate.
-fn times_transposed(
-    c: &mut [f32],
-    a: &[f32],
-    w: &[f32],
-    packed: Option<&PackedB>,
-    (m, n, k): (usize, usize, usize),
-    accumulate: bool,
-) {
-    match packed {
-        Some(p) if m.is_multiple_of(4) => p.matmul(c, a, m, accumulate),
-        _ => matmul(c, a, w, m, n, k, false, true, accumulate),
     }
 }
 
@@ -346,25 +330,47 @@ mod tests {
         y
     }
 
-    /// Widths with a 16-lane body and a rest; rows past one block.
+    /// Widths with a 16-lane body and a rest: every product by the `gemm`
+    /// crate (no packed operand).
     const DIMS: AttnDims = AttnDims { h: 40, e: 24 };
 
+    /// Widths in sixteens: the blocked kernels and the packed `W^T` (on a
+    /// CPU that has them: the output says which).
+    const FAST: AttnDims = AttnDims { h: 32, e: 64 };
+
+    /// 3 x 87 decoder rows: a whole block of 256, then 5 rows (not a
+    /// multiple of 4: those go to the `gemm` crate); 3 x 8 value rows.
+    const ACROSS_A_BLOCK: (usize, usize, usize) = (3, 87, 8);
+
     #[test]
+    #[allow(clippy::print_stderr)] // says which kernels the fast widths took
     fn forward_equals_the_definition() {
-        // 3 x 99 rows: a whole block, then 41 rows (not a multiple of 4)
-        let l = layered(3, 99, 11, DIMS, 1);
-        let (y, _) = attentional_forward(&l.inputs(2.5), l.layer());
-        let want = reference_layer(&l, &l.operands(), 2.5);
-        for (i, (x, y)) in y.iter().zip(&want).enumerate() {
-            assert!((*x as f64 - y).abs() < 1e-5, "output {i}: {x} vs {y}");
+        let (n, steps, len) = ACROSS_A_BLOCK;
+        for d in [DIMS, FAST] {
+            let l = layered(n, steps, len, d, 1);
+            let (y, _) = attentional_forward(&l.inputs(2.5), l.layer());
+            let want = reference_layer(&l, &l.operands(), 2.5);
+            for (i, (x, y)) in y.iter().zip(&want).enumerate() {
+                assert!((*x as f64 - y).abs() < 1e-5, "{d:?} output {i}: {x} vs {y}");
+            }
         }
+        eprintln!(
+            "attentional forward: fast widths on {} kernels",
+            crate::kernel::isa().name()
+        );
     }
 
-    /// Every gradient against central differences of the definition.
+    /// Every gradient against central differences of the definition: at a
+    /// small size, and at the fast widths across a block (every 31st value).
     #[test]
     fn backward_matches_finite_differences() {
+        finite_differences(layered(2, 5, 9, DIMS, 2), 7);
+        let (n, steps, len) = ACROSS_A_BLOCK;
+        finite_differences(layered(n, steps, len, FAST, 2), 31);
+    }
+
+    fn finite_differences(l: Layered, stride: usize) {
         let scale = 2.5;
-        let l = layered(2, 5, 9, DIMS, 2);
         let (y, saved) = attentional_forward(&l.inputs(scale), l.layer());
         let g = attentional_backward(&l.inputs(scale), l.layer(), &saved, &y, &l.dy);
         let ops = l.operands();
@@ -375,7 +381,7 @@ mod tests {
         };
         for (which, grad) in grads.into_iter().enumerate() {
             assert_eq!(ops[which].len(), grad.len(), "operand {which}");
-            for i in (0..grad.len()).step_by(7) {
+            for i in (0..grad.len()).step_by(stride) {
                 let eps = 1e-3f32;
                 let mut nudged = ops.clone();
                 nudged[which][i] = ops[which][i] + eps;
@@ -398,7 +404,7 @@ mod tests {
     #[test]
     fn threads_do_not_change_the_result() {
         let _threads = TestThreads::lock();
-        let l = layered(6, 70, 13, AttnDims { h: 128, e: 256 }, 3);
+        let l = layered(6, 70, 14, AttnDims { h: 128, e: 256 }, 3);
         let run = || {
             let (y, saved) = attentional_forward(&l.inputs(1.5), l.layer());
             let g = attentional_backward(&l.inputs(1.5), l.layer(), &saved, &y, &l.dy);

@@ -267,13 +267,14 @@ impl PackedB {
     }
 }
 
-/// `c (+)= a · b` for `a` `[m, k]` where `b` may have been packed: the packed
-/// kernel when it was and the rows come in fours (its row blocks), else [`matmul`].
+/// `c (+)= a · b` for `a` `[m, k]` where `b` (`[k, n]`, or `[n, k]` when
+/// `b_t`) may have been packed: the packed kernel when it was and the rows
+/// come in fours (its row blocks), else [`matmul`].
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_maybe_packed(
     c: &mut [f32],
     a: &[f32],
-    b: &[f32],
+    (b, b_t): (&[f32], bool),
     packed: Option<&PackedB>,
     m: usize,
     n: usize,
@@ -282,7 +283,7 @@ pub fn matmul_maybe_packed(
 ) {
     match packed {
         Some(pb) if m.is_multiple_of(4) => pb.matmul(c, a, m, accumulate),
-        _ => matmul(c, a, b, m, n, k, false, false, accumulate),
+        _ => matmul(c, a, b, m, n, k, false, b_t, accumulate),
     }
 }
 
@@ -586,6 +587,41 @@ mod tests {
                         "({i},{j}) {a_t} {accumulate}"
                     );
                 }
+            }
+        }
+    }
+
+    /// `a^T b` on the pool's threads against a naive product, and the same
+    /// to the last bit on one thread and two, at a size the `gemm` crate
+    /// splits.
+    #[test]
+    fn threaded_transposed_product_matches_a_naive_one() {
+        let (m, n, k) = (96, 80, 300);
+        let a: Vec<f32> = (0..k * m)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        let _threads = TestThreads::lock();
+        let mut results = vec![];
+        for threads in [1, 2] {
+            set_threads(threads);
+            let mut c = vec![f32::NAN; m * n];
+            matmul_at_threaded(&mut c, &a, &b, m, n, k);
+            results.push(c);
+        }
+        assert_eq!(results[0], results[1], "1 and 2 threads");
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k)
+                    .map(|p| a[p * m + i] as f64 * b[p * n + j] as f64)
+                    .sum();
+                let got = results[0][i * n + j] as f64;
+                assert!(
+                    (got - want).abs() < 1e-3 * (1.0 + want.abs()),
+                    "({i},{j}): {got} vs {want}"
+                );
             }
         }
     }

@@ -49,6 +49,9 @@ pub fn join(dirs: [&[f32]; 2], d: JoinDims) -> Vec<f32> {
     let n = d.len * d.batch * d.h;
     d.check(2 * n, dirs.map(<[f32]>::len));
     let mut out = vec![0.0f32; 2 * n];
+    if n == 0 {
+        return out;
+    }
     let mut sentences: Vec<(usize, &mut [f32])> =
         out.chunks_mut(d.len * 2 * d.h).enumerate().collect();
     parallel_for_each_mut(&mut sentences, |(b, rows)| {
@@ -71,6 +74,9 @@ pub fn split(djoined: &[f32], d: JoinDims) -> [Vec<f32>; 2] {
     let n = d.len * d.batch * d.h;
     d.check(djoined.len(), [n, n]);
     let mut dirs = [vec![0.0f32; n], vec![0.0f32; n]];
+    if n == 0 {
+        return dirs;
+    }
     let [first, second] = &mut dirs;
     // time-major outputs: split by steps, each step's rows gathered from the sentences
     let mut steps: Vec<StepRows> = first
@@ -98,7 +104,7 @@ mod tests {
     /// inverse, for each direction's order.
     #[test]
     fn split_inverts_join_and_rows_land_in_place() {
-        for reversed in [[false, true], [true, false], [false, false]] {
+        for reversed in [[false, true], [true, false], [false, false], [true, true]] {
             let d = JoinDims {
                 len: 5,
                 batch: 3,

@@ -18,7 +18,8 @@
 //!
 //! Layout (row-major, time-major): the input projections `p` are
 //! `[steps * batch, 4 * d_hidden]` with the gates `i, f, u, o` side by side
-//! (bias included); `wh` is `[d_hidden, 4 * d_hidden]`; states are `[batch, d_hidden]`.
+//! (bias included), or rows of a projected table named by ids
+//! ([`Projections`]); `wh` is `[d_hidden, 4 * d_hidden]`; states are `[batch, d_hidden]`.
 //!
 //! The AVX-512 and AVX2+FMA paths are chosen at run time ([`isa`]: the
 //! widest the CPU has, or the one `CHARLSTM_KERNELS` names); every one has a

@@ -75,7 +75,9 @@ fn recurrent_product(
 ) {
     match packed {
         PackedRecurrent::Bf16(p) => p.matmul(c, a, m, accumulate),
-        PackedRecurrent::F32(p) => matmul_maybe_packed(c, a, b, p.as_ref(), m, n, k, accumulate),
+        PackedRecurrent::F32(p) => {
+            matmul_maybe_packed(c, a, (b, false), p.as_ref(), m, n, k, accumulate)
+        }
     }
 }
 
@@ -163,8 +165,14 @@ impl Projections<'_> {
     /// `[rows, 4H]`: each row added to its id's, in row order. Blocks of
     /// columns go to the threads (each value is summed on one, in the same
     /// order whatever their count).
+    ///
+    /// # Panics
+    /// On a gradient not of one row per id, or an id past `vocab`.
     pub fn table_gradient(ids: &[u32], dp: &[f32], vocab: usize, width: usize) -> Vec<f32> {
         assert_eq!(dp.len(), ids.len() * width, "a gradient row per id");
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            panic!("input id {id} past the projected table's {vocab} rows");
+        }
         const COLUMNS: usize = 128;
         let mut blocks: Vec<(usize, Vec<f32>)> = (0..width)
             .step_by(COLUMNS)

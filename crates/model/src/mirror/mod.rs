@@ -278,8 +278,19 @@ enum Scores {
     Biased(Box<Tensor<3>>),
     /// Only those of each row's window, with its relative bias: the same
     /// function as `Biased` with the windows' dense bias, by the windowed
-    /// operation (flex only: see [`Mirror::windowed`]).
+    /// operation, which also makes the keys from the values and applies the
+    /// attentional layer (flex only: see [`Mirror::windowed`]).
     Windowed(Arc<Windows>),
+}
+
+/// How [`Mirror::encode_with`] makes its result.
+#[derive(Debug, Clone, Copy)]
+struct Encoding {
+    /// The two directions joined by the flex operation (where
+    /// [`Mirror::windowed`] allows), else by Burn's operations.
+    flex_join: bool,
+    /// The attention keys made (`Encoded::keys`).
+    keys: bool,
 }
 
 /// Time-major rows `[steps * batch, d]` as batch-major `[batch, steps, d]`.
@@ -333,20 +344,15 @@ impl Mirror {
     ///
     /// - `src`: symbol ids `[batch][src_len]`, every row the same length.
     pub fn encode(&self, src: &[Vec<u8>], train: bool, device: &Device) -> Encoded {
-        self.encode_with(src, train, device, Self::windowed(device), true)
+        let how = Encoding {
+            flex_join: Self::windowed(device),
+            keys: true,
+        };
+        self.encode_with(src, train, device, how)
     }
 
-    /// [`encode`](Self::encode), the two directions joined by the flex
-    /// operation if `fused` (where [`windowed`](Self::windowed) allows),
-    /// else by Burn's operations; the attention keys made if `with_keys`.
-    fn encode_with(
-        &self,
-        src: &[Vec<u8>],
-        train: bool,
-        device: &Device,
-        fused: bool,
-        with_keys: bool,
-    ) -> Encoded {
+    /// [`encode`](Self::encode) as `how` says.
+    fn encode_with(&self, src: &[Vec<u8>], train: bool, device: &Device, how: Encoding) -> Encoded {
         let locating = self.locating();
         // the end symbol closes the last word: where the decoder finds that it is due
         let ended: Vec<Vec<u8>>;
@@ -398,7 +404,7 @@ impl Mirror {
         // would be copied whole at each step
         let reversed = [self.reverse_source, !self.reverse_source];
         let outputs = match back {
-            Some(back) if fused => join_directions(fwd, back, batch, reversed),
+            Some(back) if how.flex_join => join_directions(fwd, back, batch, reversed),
             back => {
                 let in_order = |x, reversed| {
                     if reversed {
@@ -417,7 +423,7 @@ impl Mirror {
         };
         let d = outputs.dims()[2];
         let rows = outputs.reshape([batch * len, d]);
-        let keys = self.attn_score.as_ref().filter(|_| with_keys).map(|w| {
+        let keys = self.attn_score.as_ref().filter(|_| how.keys).map(|w| {
             rows.clone()
                 .matmul(w.val())
                 .reshape([batch, len, self.d_hidden()])
@@ -535,24 +541,39 @@ impl Mirror {
                     values,
                     scores,
                 } = view;
-                let bias = match scores {
-                    Scores::All => None,
-                    Scores::Biased(bias) => Some(*bias),
+                let layer = [w_a.val(), w_c.val(), b_c.val()];
+                match scores {
                     Scores::Windowed(windows) => {
-                        let layer = [w_a.val(), w_c.val(), b_c.val()];
-                        let hidden = self.windowed_attentional(dec, values, windows, layer);
-                        return Dropout::new(self.keep_prob).forward(hidden, train);
+                        self.windowed_attentional(dec, values, windows, layer)
                     }
-                };
-                let keys = keys.expect("dense attention is given its keys");
-                let context = Self::context(keys, values, bias, dec.clone()); // [b, t, d_enc]
-                let joined = Tensor::cat(vec![context, dec], 2);
-                let d = joined.dims()[2];
-                fast_tanh(joined.reshape([b * t, d]).matmul(w_c.val()) + b_c.val())
+                    Scores::All => Self::dense_attentional(dec, keys, values, None, layer),
+                    Scores::Biased(bias) => {
+                        Self::dense_attentional(dec, keys, values, Some(*bias), layer)
+                    }
+                }
             }
             _ => dec.reshape([b * t, h]),
         };
         Dropout::new(self.keep_prob).forward(hidden, train)
+    }
+
+    /// The attentional hidden state `[b * t, h]` of decoder outputs `[b, t,
+    /// h]` by Burn's operations: attention over every position of the
+    /// given keys (plus `bias`), joined with the outputs, `tanh([ctx; dec]
+    /// W_c + b_c)`.
+    fn dense_attentional(
+        dec: Tensor<3>,
+        keys: Option<Tensor<3>>,
+        values: Tensor<3>,
+        bias: Option<Tensor<3>>,
+        [_, w_c, b_c]: [Tensor<2>; 3],
+    ) -> Tensor<2> {
+        let [b, t, _] = dec.dims();
+        let keys = keys.expect("dense attention is given its keys");
+        let context = Self::context(keys, values, bias, dec.clone()); // [b, t, d_enc]
+        let joined = Tensor::cat(vec![context, dec], 2);
+        let d = joined.dims()[2];
+        fast_tanh(joined.reshape([b * t, d]).matmul(w_c) + b_c)
     }
 
     /// Logits `[rows, vocab]` of attended rows `[rows, d_hidden]`.
@@ -603,8 +624,12 @@ impl Mirror {
         device: &Device,
         windowed: bool,
     ) -> Tensor<2> {
-        // the windowed operation makes the keys itself
-        let enc = self.encode_with(src, train, device, windowed, !windowed);
+        let how = Encoding {
+            flex_join: windowed,
+            // the windowed operation makes its keys itself
+            keys: !windowed,
+        };
+        let enc = self.encode_with(src, train, device, how);
         let batch = tgt.len();
         let steps = tgt[0].len() + 1;
         let ids: Vec<i64> = (0..steps)
