@@ -17,7 +17,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
-use crate::flex_ops::{contiguous, f32s, with_host};
+use crate::flex_ops::{contiguous, f32s, register_grads, with_host};
 use crate::kernel::attention::{AttnDims, Windows};
 use crate::kernel::attentional::{Inputs, Layer, Saved, attentional_backward, attentional_forward};
 
@@ -159,17 +159,19 @@ impl Backward<Flex, 6> for WindowedAttentionalBackward {
         let g = with_host(grads.consume::<Flex>(&ops.node), |_, dy| {
             attentional_backward(&f.inputs(), f.layer(), &f.saved, f32s(&f.out), dy)
         });
-        for ((parent, grad), shape) in ops
-            .parents
-            .into_iter()
-            .zip([g.ddec, g.dvalues, g.dw_a, g.dtable, g.dw, g.db])
-            .zip(&f.shapes)
-        {
-            if let Some(node) = parent {
-                let grad = FlexTensor::from_data(TensorData::new(grad, shape.clone()));
-                grads.register::<Flex>(node.id, grad);
-            }
-        }
+        let [dec, values, w_a, table, w, b] = f.shapes.clone();
+        register_grads(
+            grads,
+            ops.parents.map(|p| p.map(|node| node.id)),
+            [
+                (g.ddec, dec),
+                (g.dvalues, values),
+                (g.dw_a, w_a),
+                (g.dtable, table),
+                (g.dw, w),
+                (g.db, b),
+            ],
+        );
     }
 }
 

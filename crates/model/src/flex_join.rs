@@ -13,7 +13,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
-use crate::flex_ops::{contiguous, f32s, with_host};
+use crate::flex_ops::{contiguous, f32s, register_grads, with_host};
 use crate::kernel::join::{JoinDims, join, split};
 
 /// The join operation.
@@ -87,13 +87,13 @@ impl Backward<Flex, 2> for JoinBackward {
     ) {
         let d = ops.state;
         let dirs = with_host(grads.consume::<Flex>(&ops.node), |_, dj| split(dj, d));
-        for (parent, grad) in ops.parents.into_iter().zip(dirs) {
-            if let Some(node) = parent {
-                let shape = [d.len * d.batch, d.h];
-                grads
-                    .register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(grad, shape)));
-            }
-        }
+        let shape = vec![d.len * d.batch, d.h];
+        let [first, second] = dirs;
+        register_grads(
+            grads,
+            ops.parents.map(|p| p.map(|node| node.id)),
+            [(first, shape.clone()), (second, shape)],
+        );
     }
 }
 

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -107,6 +108,21 @@ fn host(t: FlexTensor) -> (Vec<usize>, Vec<f32>) {
     let data = t.into_data();
     let shape = data.shape().to_vec();
     (shape, data.try_into_vec_as::<f32>().expect("f32 tensor"))
+}
+
+/// Registers each gradient `(values, shape)` for its parent, where autodiff
+/// tracks the parent (`None`: not tracked): the end of a hand-written
+/// backward pass whose gradients are all computed together.
+pub(crate) fn register_grads<const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; N],
+    values: [(Vec<f32>, Vec<usize>); N],
+) {
+    for (parent, (values, shape)) in parents.into_iter().zip(values) {
+        if let Some(id) = parent {
+            grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(values, shape)));
+        }
+    }
 }
 
 fn flex(values: Vec<f32>, shape: [usize; 2]) -> FlexTensor {
@@ -290,9 +306,11 @@ impl Backward<Flex, 1> for TanhBackward {
         for (d, y) in d.iter_mut().zip(y.iter()) {
             *d *= 1.0 - y * y;
         }
-        if let [Some(node)] = ops.parents {
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(d, shape)));
-        }
+        register_grads(
+            grads,
+            ops.parents.map(|p| p.map(|node| node.id)),
+            [(d, shape)],
+        );
     }
 }
 

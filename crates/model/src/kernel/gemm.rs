@@ -27,10 +27,7 @@ pub fn matmul(
     b_t: bool,
     accumulate: bool,
 ) {
-    assert!(
-        c.len() >= elems(m, n) && a.len() >= elems(m, k) && b.len() >= elems(k, n),
-        "matmul operand sizes"
-    );
+    check_operands(c, a, b, (m, n, k));
     if m == 0 || n == 0 {
         return;
     }
@@ -128,10 +125,7 @@ fn gemm_crate(
 /// thread, in the same order whatever their count): a weight gradient over
 /// many rows, whose one call would otherwise leave the other threads idle.
 pub fn matmul_at_threaded(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) {
-    assert!(
-        c.len() >= elems(m, n) && a.len() >= elems(m, k) && b.len() >= elems(k, n),
-        "matmul operand sizes"
-    );
+    check_operands(c, a, b, (m, n, k));
     let threads = super::pool::threads();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
@@ -139,6 +133,16 @@ pub fn matmul_at_threaded(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usiz
         gemm::Parallelism::None
     };
     super::pool::on_pool(|| gemm_crate(c, a, b, (m, n, k), (true, false, false), parallelism));
+}
+
+/// # Panics
+/// Unless `c`, `a` and `b` hold `[m, n]`, `[m, k]` and `[k, n]` (in either
+/// order of their axes): the check that guards the unsafe products.
+fn check_operands(c: &[f32], a: &[f32], b: &[f32], (m, n, k): (usize, usize, usize)) {
+    assert!(
+        c.len() >= elems(m, n) && a.len() >= elems(m, k) && b.len() >= elems(k, n),
+        "matmul operand sizes"
+    );
 }
 
 /// `a * b` elements, for the size checks that guard unsafe code: a product
@@ -299,10 +303,7 @@ pub fn matmul_gemm_crate(
     a_t: bool,
     accumulate: bool,
 ) {
-    assert!(
-        c.len() >= elems(m, n) && a.len() >= elems(m, k) && b.len() >= elems(k, n),
-        "matmul operand sizes"
-    );
+    check_operands(c, a, b, (m, n, k));
     gemm_crate(
         c,
         a,

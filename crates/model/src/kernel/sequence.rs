@@ -132,11 +132,20 @@ pub enum Projections<'a> {
     },
 }
 
+/// # Panics
+/// On an id past `vocab`, naming it (the one check of lookups' ids).
+fn check_ids(ids: &[u32], vocab: usize) {
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+        panic!("input id {id} past the projected table's {vocab} rows");
+    }
+}
+
 impl Projections<'_> {
-    /// The rows it gives for `width` (= 4H) values a row.
+    /// The rows it gives for `width` (= 4H) values a row (a lookup's ids
+    /// are checked by [`check`](Self::check)).
     ///
     /// # Panics
-    /// On a buffer not of whole rows, or an id past the table.
+    /// On a buffer not of whole rows.
     pub fn rows(&self, width: usize) -> usize {
         assert!(width > 0, "projection width");
         match *self {
@@ -152,12 +161,16 @@ impl Projections<'_> {
                     table.len().is_multiple_of(width),
                     "projected table of whole rows"
                 );
-                let vocab = table.len() / width;
-                if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-                    panic!("input id {id} past the projected table's {vocab} rows");
-                }
                 ids.len()
             }
+        }
+    }
+
+    /// # Panics
+    /// On a lookup's id past its table (of `width` values a row).
+    pub fn check(&self, width: usize) {
+        if let Projections::Lookup { table, ids } = *self {
+            check_ids(ids, table.len() / width);
         }
     }
 
@@ -170,9 +183,7 @@ impl Projections<'_> {
     /// On a gradient not of one row per id, or an id past `vocab`.
     pub fn table_gradient(ids: &[u32], dp: &[f32], vocab: usize, width: usize) -> Vec<f32> {
         assert_eq!(dp.len(), ids.len() * width, "a gradient row per id");
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            panic!("input id {id} past the projected table's {vocab} rows");
-        }
+        check_ids(ids, vocab);
         const COLUMNS: usize = 128;
         let mut blocks: Vec<(usize, Vec<f32>)> = (0..width)
             .step_by(COLUMNS)

@@ -93,6 +93,10 @@ pub struct SplitCache {
 /// `precision` where it applies ([`PackedRecurrent::new`]). `input` is
 /// read where it lies (the caller can lend it from a tensor's buffer):
 /// each part copies its own rows, step by step.
+///
+/// # Panics
+/// On a lookup's id past its table ([`Projections::check`]), or operands
+/// not of `dims`.
 pub fn forward_split(
     dims: SeqDims,
     input: Projections,
@@ -101,6 +105,7 @@ pub fn forward_split(
     precision: Precision,
     cache: &mut SplitCache,
 ) -> (Vec<f32>, Vec<f32>) {
+    input.check(dims.gates());
     let parts = split_batch(dims.batch, if dims.batch >= 16 { threads() } else { 1 });
     // one packed copy for all threads (two copies of a 4 MiB `wh` would fill
     // the L3 cache), chosen by the parts' rows alone: the backward pass,
