@@ -59,11 +59,13 @@ fn main() {
                 2.0 * (m * n * k) as f64 / s / 1e9
             );
         }
-        // the opt-in bf16 products (where the CPU has AVX512-BF16)
+        // the opt-in bf16 products (where the CPU has AVX512-BF16; on the
+        // AMX tiles from 16 rows where it has those: `kernels`)
         if let Some(packed) = kernel::PackedBf16::new(&b, k, n, false) {
             let s = time(|| packed.matmul(&mut c, &a, m, true));
             println!(
-                "{{\"bench\": \"matmul_packed_bf16\", \"m\": {m}, \"n\": {n}, \"k\": {k}, \"us\": {:.2}, \"gflops\": {:.1}}}",
+                "{{\"bench\": \"matmul_packed_bf16\", \"kernels\": \"{}\", \"m\": {m}, \"n\": {n}, \"k\": {k}, \"us\": {:.2}, \"gflops\": {:.1}}}",
+                kernel::isa().name(),
                 s * 1e6,
                 2.0 * (m * n * k) as f64 / s / 1e9
             );

@@ -3,11 +3,15 @@
 //! `vdpbf16ps` multiplies pairs of bf16 values and adds both products to an
 //! f32 lane, twice the multiply-adds of an f32 FMA per instruction.
 //!
+//! Where the CPU has the AMX tiles the products run on them instead
+//! ([`super::amx`], `tdpbf16ps`): same operands, same f32 sums.
+//!
 //! Whether that is faster depends on the CPU, so the setting is opt-in and
 //! measured per CPU in docs/PERFORMANCE.md: on AMD Zen 5 (EPYC, family 26)
-//! `vdpbf16ps` runs at about twice the f32 FMA rate; on the Intel Xeon
-//! (Sapphire Rapids) of an earlier session a `vdpbf16ps` kernel ran at ~75
-//! GFLOP/s against ~120-148 for the f32 one.
+//! `vdpbf16ps` runs at about twice the f32 FMA rate; on the Intel Xeons
+//! here it runs slower than f32 (a kernel at ~75 GFLOP/s against ~120-148),
+//! but their AMX tiles, where the hypervisor exposes them, make the `large`
+//! recipe's training step 1.7x faster than f32.
 //!
 //! The operands of these products (the weights, the outputs `h`, the gate
 //! gradients `dG`) are rounded to bf16 (8 bits of mantissa, to nearest even)
@@ -39,8 +43,8 @@ pub enum Precision {
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        use super::cpu::{Isa, isa};
-        isa() == Isa::Avx512 && std::is_x86_feature_detected!("avx512bf16")
+        use super::cpu::isa;
+        isa().avx512() && std::is_x86_feature_detected!("avx512bf16")
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -232,28 +236,55 @@ impl PackedBf16 {
         );
         let k2 = k / 2;
         let pairs = rows_to_pairs(a, m, k);
+        // rows in sixteens on the tiles over the whole depth, where they exist
+        let m16 = if tiles() && k2.is_multiple_of(16) {
+            m - m % 16
+        } else {
+            0
+        };
+        #[cfg(target_arch = "x86_64")]
+        if m16 > 0 {
+            // SAFETY: the tiles are usable (`tiles`); rows 0..m16 of `a`'s
+            // pairs (`[m, k2]`), the strips (`[k2, 16]` pairs each, `n` a
+            // multiple of 16) and rows 0..m16 of `c` lie inside the buffers.
+            unsafe {
+                super::amx::gemm_amx(
+                    m16,
+                    n,
+                    k2,
+                    pairs.as_ptr(),
+                    k2,
+                    self.data.as_ptr(),
+                    16,
+                    16 * k2,
+                    c.as_mut_ptr(),
+                    n,
+                    accumulate,
+                )
+            };
+        }
         let m4 = m - m % 4;
         for k0 in (0..k2).step_by(KC_PAIRS) {
             let kc = KC_PAIRS.min(k2 - k0);
             let first = !(accumulate || k0 > 0);
             #[cfg(target_arch = "x86_64")]
-            if m4 > 0 {
+            if m4 > m16 {
                 // SAFETY: a PackedBf16 exists only where the kernel runs
-                // (AVX512-BF16); rows 0..m4 by every strip's 16 columns
+                // (AVX512-BF16); rows m16..m4 by every strip's 16 columns
                 // (strips 16 * k2 apart), pairs k0..k0 + kc, lie inside the
                 // pairs of `a`, the strips and `c`.
                 unsafe {
                     gemm_bf16(
-                        m4,
+                        m4 - m16,
                         n,
                         kc,
-                        pairs.as_ptr().add(k0),
+                        pairs.as_ptr().add(m16 * k2 + k0),
                         k2,
                         1,
                         self.data.as_ptr().add(k0 * 16),
                         16,
                         16 * k2,
-                        c.as_mut_ptr(),
+                        c.as_mut_ptr().add(m16 * n),
                         n,
                         !first,
                     )
@@ -324,10 +355,38 @@ pub fn matmul_at(
         }
     };
     let ap = pairs_of_rows(k, m, a_row); // [k2, m]: A^T's row i is column i
-    let bp = pairs_of_rows(k, n, b_row); // [k2, n]
+    let mut bp = pairs_of_rows(k, n, b_row); // [k2, n]
     let k2 = k.div_ceil(2);
     if k2 == 0 {
         c[..m * n].fill(0.0);
+        return true;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if tiles() && m.is_multiple_of(16) {
+        // the tiles read A's rows as pairs side by side: A^T's pairs
+        // transposed to `[m, k2]`, both depths padded with zero pairs to
+        // whole tiles
+        let k16 = k2.next_multiple_of(16);
+        let at = transpose_pairs(&ap, k2, m, k16);
+        bp.resize(elems(k16, n), 0);
+        // SAFETY: the tiles are usable (`tiles`); `m`, `n` and `k16` are
+        // multiples of 16; `at` is `[m, k16]`, `bp` `[k16, n]` (strips of
+        // 16 columns, 16 apart) and `c` `[m, n]`.
+        unsafe {
+            super::amx::gemm_amx(
+                m,
+                n,
+                k16,
+                at.as_ptr(),
+                k16,
+                bp.as_ptr(),
+                n,
+                16,
+                c.as_mut_ptr(),
+                n,
+                false,
+            )
+        };
         return true;
     }
     for k0 in (0..k2).step_by(KC_PAIRS) {
@@ -355,6 +414,31 @@ pub fn matmul_at(
         };
     }
     true
+}
+
+/// `[rows, cols]` pairs transposed to `[cols, width]` (`width >= rows`,
+/// the columns past `rows` zero), in square blocks so that both sides
+/// stay in cache.
+fn transpose_pairs(x: &[u32], rows: usize, cols: usize, width: usize) -> Vec<u32> {
+    const BLOCK: usize = 32;
+    let mut out = vec![0u32; elems(cols, width)];
+    for r0 in (0..rows).step_by(BLOCK) {
+        for c0 in (0..cols).step_by(BLOCK) {
+            for r in r0..(r0 + BLOCK).min(rows) {
+                for c in c0..(c0 + BLOCK).min(cols) {
+                    out[c * width + r] = x[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether the bf16 products run on the AMX tiles ([`super::amx`]): the
+/// CPU has them and `CHARLSTM_KERNELS` does not cap the kernels below
+/// `avx512+amx`.
+fn tiles() -> bool {
+    super::cpu::isa() == super::cpu::Isa::Avx512Amx
 }
 
 #[cfg(test)]
@@ -407,13 +491,33 @@ mod tests {
             assert!(PackedBf16::new(&[0.0; 32], 2, 16, false).is_none());
             return;
         }
+        // the sizes from 16 rows up take the AMX tiles where this CPU has them
+        eprintln!(
+            "bf16_kernels_match_the_rounded_product: AVX512-BF16{}",
+            if tiles() {
+                " and the AMX tiles"
+            } else {
+                "; no AMX tiles here: the tile path is NOT tested"
+            }
+        );
         let close = |got: f32, want: f64, what: &str| {
             assert!(
                 (got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
                 "{what}: {got} vs {want}"
             );
         };
-        for (m, n, k) in [(8, 64, 300), (6, 48, 2), (64, 256, 64), (5, 16, 34)] {
+        // tiles: 2 x 2 blocks (64 x 256), 2 + 1 row tiles and strips (48 x 48),
+        // three passes over the depth with rows left to the vector kernel
+        // and past the last four (37 x 32 x 1088)
+        let sizes = [
+            (8, 64, 300),
+            (6, 48, 2),
+            (64, 256, 64),
+            (5, 16, 34),
+            (48, 48, 96),
+            (37, 32, 1088),
+        ];
+        for (m, n, k) in sizes {
             let (a, b) = (values(m * k, 7), values(k * n, 5));
             let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
             let c0 = values(m * n, 3);
@@ -437,7 +541,15 @@ mod tests {
             }
         }
         // A^T B with the depth in two ranges, odd and across the depth chunks
-        for (m, n, k, split) in [(16, 32, 301, 7), (4, 16, 3, 1), (8, 64, 64, 0)] {
+        // (tiles from 16 rows: depth padded to whole tiles, 48 x 48 in blocks
+        // of 2 + 1, 515 pairs over three passes)
+        let sizes = [
+            (16, 32, 301, 7),
+            (4, 16, 3, 1),
+            (8, 64, 64, 0),
+            (48, 48, 1030, 64),
+        ];
+        for (m, n, k, split) in sizes {
             let (a, b) = (values(k * m, 11), values(k * n, 13));
             let mut c = vec![f32::NAN; m * n];
             let parts_a = a.split_at(split * m);

@@ -180,8 +180,8 @@ type SimdCell = unsafe fn(&mut [f32], &[f32], &mut [f32], &mut [f32], &mut [f32]
 fn simd_cell(hidden: usize) -> Option<SimdCell> {
     let ok = |lanes: usize| hidden > 0 && hidden.is_multiple_of(lanes);
     match isa() {
-        Isa::Avx512 if ok(16) => Some(cell_forward_avx512),
-        Isa::Avx512 | Isa::Avx2 if ok(8) => Some(cell_forward_avx2),
+        i if i.avx512() && ok(16) => Some(cell_forward_avx512),
+        Isa::Avx512 | Isa::Avx512Amx | Isa::Avx2 if ok(8) => Some(cell_forward_avx2),
         _ => None,
     }
 }

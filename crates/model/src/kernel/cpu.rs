@@ -12,6 +12,9 @@ pub enum Isa {
     Avx2,
     /// AVX-512 (F, BW, VL, DQ) with FMA: 16 lanes of `f32`.
     Avx512,
+    /// AVX-512 and the AMX tiles with bf16 ([`amx`](super::amx)): the
+    /// vector kernels are AVX-512's, the bf16 products run on the tiles.
+    Avx512Amx,
 }
 
 impl Isa {
@@ -21,7 +24,13 @@ impl Isa {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2+fma",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Amx => "avx512+amx",
         }
+    }
+
+    /// Whether the AVX-512 vector kernels run (with or without the tiles).
+    pub fn avx512(self) -> bool {
+        self >= Isa::Avx512
     }
 }
 
@@ -35,7 +44,11 @@ pub fn detected_isa() -> Isa {
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512dq");
         if avx2 && avx512 {
-            return Isa::Avx512;
+            return if super::amx::usable() {
+                Isa::Avx512Amx
+            } else {
+                Isa::Avx512
+            };
         }
         if avx2 {
             return Isa::Avx2;
@@ -46,7 +59,7 @@ pub fn detected_isa() -> Isa {
 
 /// The instruction set the kernels use: the widest detected, or narrower when
 /// the environment variable `CHARLSTM_KERNELS` names one (`portable`,
-/// `avx2+fma`, `avx512`; wider than the CPU has means the CPU's), so that one
+/// `avx2+fma`, `avx512`, `avx512+amx`; wider than the CPU has means the CPU's), so that one
 /// binary can measure its paths against each other on one machine. Read once.
 /// A value it does not know is ignored here; programs check it first with
 /// [`asked_isa`] and say so.
@@ -67,7 +80,7 @@ pub fn asked_isa() -> Result<Option<Isa>, String> {
     let Some(value) = std::env::var_os("CHARLSTM_KERNELS") else {
         return Ok(None);
     };
-    let all = [Isa::Portable, Isa::Avx2, Isa::Avx512];
+    let all = [Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Amx];
     value
         .to_str()
         .and_then(|name| all.into_iter().find(|i| i.name() == name))
@@ -88,12 +101,12 @@ pub struct CpuInfo {
     pub model: String,
     /// The vector extensions of interest that this CPU has.
     pub extensions: Vec<&'static str>,
-    /// The kernel paths used: `avx512`, `avx2+fma`, or `portable` ([`Isa::name`]).
+    /// The kernel paths used: `avx512+amx`, `avx512`, `avx2+fma`, or `portable` ([`Isa::name`]).
     pub kernels: &'static str,
 }
 
 /// Extensions reported (those the kernels, `gemm` or oneDNN may use; AMX
-/// detection is not stable Rust yet).
+/// by CPUID, its detection not being stable Rust yet).
 #[cfg(target_arch = "x86_64")]
 fn extensions() -> Vec<&'static str> {
     let mut out = vec![];
@@ -118,6 +131,9 @@ fn extensions() -> Vec<&'static str> {
         "avx512bf16",
         "avx512fp16"
     );
+    if super::amx::has_amx_bf16() {
+        out.extend(["amx-tile", "amx-bf16"]);
+    }
     out
 }
 
@@ -159,7 +175,11 @@ mod tests {
             && has("avx512vl")
             && has("avx512dq")
         {
-            "avx512"
+            if has("amx-bf16") && super::super::amx::usable() {
+                "avx512+amx"
+            } else {
+                "avx512"
+            }
         } else if has("avx2") && has("fma") {
             "avx2+fma"
         } else {

@@ -177,7 +177,7 @@ pub struct PackedB {
 /// rows is 16 KiB, the AVX-512 kernel's four strips of 128 rows 32 KiB.
 fn packed_kc() -> usize {
     match isa() {
-        Isa::Avx512 => 128,
+        Isa::Avx512 | Isa::Avx512Amx => 128,
         _ => 256,
     }
 }
@@ -337,7 +337,7 @@ type BlockedKernel = unsafe fn(
 #[cfg(target_arch = "x86_64")]
 fn blocked_kernel() -> Option<BlockedKernel> {
     match isa() {
-        Isa::Avx512 => Some(gemm_avx512),
+        Isa::Avx512 | Isa::Avx512Amx => Some(gemm_avx512),
         Isa::Avx2 => Some(gemm_4x16),
         Isa::Portable => None,
     }

@@ -6,6 +6,7 @@
 //! - [`gemm`]: matrix products: AVX-512 and AVX2+FMA blocked kernels, packed right
 //!   operands ([`PackedB`]), the `gemm` crate for other shapes and CPUs.
 //! - [`bf16`]: the opt-in bf16 recurrent products (AVX512-BF16).
+//! - [`amx`]: those products on the AMX tiles, where the CPU has them.
 //! - [`math`]: fast `exp`, `sigmoid`, `tanh`.
 //! - [`cell`]: one cell step for every row, forward and backward.
 //! - [`sequence`]: all time steps on one thread.
@@ -34,7 +35,7 @@ macro_rules! dispatch {
         {
             use $crate::kernel::cpu::{Isa, isa};
             match isa() {
-                Isa::Avx512 => {
+                Isa::Avx512 | Isa::Avx512Amx => {
                     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
                     unsafe fn wide(f: impl FnOnce()) { f() }
                     // SAFETY: the CPU supports the features (`isa` detected them).
@@ -77,7 +78,7 @@ macro_rules! dispatch_fn {
                 }
                 match isa() {
                     // SAFETY: the CPU supports the features (`isa` detected them).
-                    Isa::Avx512 => unsafe { wide($($arg),*) },
+                    Isa::Avx512 | Isa::Avx512Amx => unsafe { wide($($arg),*) },
                     // SAFETY: as above.
                     Isa::Avx2 => unsafe { fast($($arg),*) },
                     Isa::Portable => $body($($arg),*),
@@ -89,6 +90,7 @@ macro_rules! dispatch_fn {
     };
 }
 
+pub mod amx;
 pub mod attention;
 pub mod attentional;
 pub mod bf16;
