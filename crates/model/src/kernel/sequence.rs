@@ -298,14 +298,26 @@ pub fn forward_packed(
     assert_eq!(wh.len(), hd * g4, "recurrent weights");
     assert_eq!(h0.len(), b * hd, "initial output");
     assert_eq!(c0.len(), b * hd, "initial cell");
-    cache.acts.clear();
+    // the buffers grow step by step, as the cell writes them: zeros written
+    // just before (in cache), not a pass of zeros over all rows up front
+    for buffer in [
+        &mut cache.acts,
+        &mut cache.cells,
+        &mut cache.tanh_c,
+        &mut cache.hs,
+    ] {
+        buffer.clear();
+    }
     cache.acts.reserve(rows * g4);
-    cache.cells.resize(rows * hd, 0.0);
-    cache.tanh_c.resize(rows * hd, 0.0);
-    cache.hs.resize(rows * hd, 0.0);
+    for buffer in [&mut cache.cells, &mut cache.tanh_c, &mut cache.hs] {
+        buffer.reserve(rows * hd);
+    }
     for s in 0..dims.steps {
         let (g_span, h_span) = (s * b * g4..(s + 1) * b * g4, s * b * hd..(s + 1) * b * hd);
         p.extend_step(&mut cache.acts, s, b, g4);
+        for buffer in [&mut cache.cells, &mut cache.tanh_c, &mut cache.hs] {
+            buffer.resize(h_span.end, 0.0);
+        }
         {
             let (done, _) = cache.hs.split_at(s * b * hd);
             let h_prev = if s == 0 {
