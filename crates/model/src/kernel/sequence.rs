@@ -189,17 +189,22 @@ impl Projections<'_> {
             .step_by(COLUMNS)
             .map(|c0| (c0, vec![0.0f32; vocab * COLUMNS.min(width - c0)]))
             .collect();
-        parallel_for_each_mut(&mut blocks, |(c0, sums)| {
-            let n = sums.len() / vocab;
+        /// Adds columns `c0..c0 + n` of every row of `dp` to its id's row
+        /// of `sums` (`[vocab, n]`).
+        #[inline(always)]
+        fn add_rows(ids: &[u32], dp: &[f32], width: usize, c0: usize, sums: &mut [f32], n: usize) {
             for (&id, row) in ids.iter().zip(dp.chunks_exact(width)) {
                 let id = id as usize;
-                for (t, x) in sums[id * n..(id + 1) * n]
-                    .iter_mut()
-                    .zip(&row[*c0..*c0 + n])
-                {
+                for (t, x) in sums[id * n..(id + 1) * n].iter_mut().zip(&row[c0..c0 + n]) {
                     *t += x;
                 }
             }
+        }
+        // the adds compiled for the CPU's widest vectors
+        dispatch_fn!(fn sum_columns(ids: &[u32], dp: &[f32], width: usize, c0: usize, sums: &mut [f32], n: usize) => add_rows);
+        parallel_for_each_mut(&mut blocks, |(c0, sums)| {
+            let n = sums.len() / vocab;
+            sum_columns(ids, dp, width, *c0, sums, n);
         });
         let mut d = vec![0.0f32; vocab * width];
         for (c0, sums) in &blocks {
