@@ -7,11 +7,13 @@
 //! so where the tiles exist they take the bf16 products.
 //!
 //! Stable Rust has no AMX intrinsics yet, so the instructions are written as
-//! inline assembly. The tiles are state the compiler never touches: each
-//! product configures them on its thread, keeps `C` in four of them over
-//! the whole depth of a block, and releases them when done, so that a
-//! thread that is not multiplying carries no tile state across context
-//! switches.
+//! inline assembly, each block declaring the tile registers it may write.
+//! The tiles are state the compiler never touches itself (no code of this
+//! process but this module uses them), which is what lets `C` stay in four
+//! of them from one block to the next: each product configures them on its
+//! thread, keeps a block of `C` in them over a pass of up to 256 pairs of
+//! depth, and releases them when done, so that a thread that is not
+//! multiplying carries no tile state across context switches.
 //!
 //! Layout: the operands are the bf16 pairs of [`bf16`](super::bf16) (a `u32`
 //! holding depths `2p` and `2p + 1`), which is the layout the tiles take:
@@ -86,6 +88,7 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
+#[cfg(target_arch = "x86_64")]
 /// Depth (pairs) of one pass over `C`: the `A` rows of a pass (`[m, 256]`
 /// pairs, 64 KiB for 64 rows) stay in L2 and the `B` block of two strips
 /// (32 KiB) in L1 while every row block reads it.
@@ -95,12 +98,12 @@ const KC: usize = 256;
 /// the arguments of the blocked kernels (`gemm_bf16`): `A[i][p]` at `a[i *
 /// a_rs + p]` (pairs of a row contiguous), `B`'s column `16 s + q` of pair
 /// `p` at `b[s * b_strip + p * ldb + q]`, `C[i][j]` at `c[i * ldc + j]`.
-/// Blocks of 32 x 32 (16 x 16 at the edges), `C` kept in tiles over a
-/// pass's depth.
+/// Blocks of 32 x 32 (32 x 16, 16 x 32 or 16 x 16 at the edges), `C` kept
+/// in tiles over a pass's depth.
 ///
 /// # Safety
-/// [`usable`]; `m`, `n` and `k` (pairs) multiples of 16; the pointers cover
-/// every element the strides address.
+/// [`usable`]; `m`, `n` and `k` (pairs) multiples of 16, `k` not 0; the
+/// pointers cover every element the strides address.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn gemm_amx(
@@ -116,7 +119,7 @@ pub(super) unsafe fn gemm_amx(
     ldc: usize,
     accumulate: bool,
 ) {
-    debug_assert!([m, n, k].iter().all(|x| x.is_multiple_of(16)));
+    debug_assert!(k > 0 && [m, n, k].iter().all(|x| x.is_multiple_of(16)));
     let config = TileConfig {
         palette: 1,
         start_row: 0,
@@ -126,7 +129,11 @@ pub(super) unsafe fn gemm_amx(
     };
     // SAFETY: the tiles are usable (the caller's contract); the
     // configuration is 64 bytes, aligned.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
+    unsafe {
+        asm!("ldtilecfg [{}]", in(reg) &config, out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options(nostack, readonly))
+    };
+    // the tiles go back to their initial state however this returns
+    let _release = ReleaseTiles;
     let (row_tiles, strips) = (m / 16, n / 16);
     let mut k0 = 0;
     while k0 < k {
@@ -161,8 +168,23 @@ pub(super) unsafe fn gemm_amx(
         }
         k0 += kc;
     }
-    // SAFETY: as `ldtilecfg`; returns the tiles to their initial state.
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// Releases the tiles when dropped (`tilerelease`), so that a thread
+/// carries no tile state across context switches once a product is done,
+/// even one left by a panic.
+#[cfg(target_arch = "x86_64")]
+struct ReleaseTiles;
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for ReleaseTiles {
+    fn drop(&mut self) {
+        // SAFETY: made only after `ldtilecfg` on a CPU with the tiles
+        // (`gemm_amx`'s contract); returns them to their initial state.
+        unsafe {
+            asm!("tilerelease", out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options(nostack, nomem))
+        };
+    }
 }
 
 /// One pass of [`gemm_amx`] over a block of `C`.
@@ -203,10 +225,10 @@ impl Block {
                         if r < rows && s < cols {
                             let p = c.add(16 * r * self.ldc + 16 * s);
                             match tile {
-                                0 => asm!(concat!($pre, "0", $post), p = in(reg) p, s = in(reg) c_stride, options($($opt),*)),
-                                1 => asm!(concat!($pre, "1", $post), p = in(reg) p, s = in(reg) c_stride, options($($opt),*)),
-                                2 => asm!(concat!($pre, "2", $post), p = in(reg) p, s = in(reg) c_stride, options($($opt),*)),
-                                _ => asm!(concat!($pre, "3", $post), p = in(reg) p, s = in(reg) c_stride, options($($opt),*)),
+                                0 => asm!(concat!($pre, "0", $post), p = in(reg) p, s = in(reg) c_stride, out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options($($opt),*)),
+                                1 => asm!(concat!($pre, "1", $post), p = in(reg) p, s = in(reg) c_stride, out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options($($opt),*)),
+                                2 => asm!(concat!($pre, "2", $post), p = in(reg) p, s = in(reg) c_stride, out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options($($opt),*)),
+                                _ => asm!(concat!($pre, "3", $post), p = in(reg) p, s = in(reg) c_stride, out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options($($opt),*)),
                             }
                         }
                     }
@@ -220,7 +242,7 @@ impl Block {
                     "tilezero tmm1",
                     "tilezero tmm2",
                     "tilezero tmm3",
-                    options(nostack, nomem)
+                    out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options(nostack, nomem)
                 );
             }
             // the second row tile and strip: not addressed when the block has none
@@ -240,7 +262,7 @@ impl Block {
                         "tdpbf16ps tmm3, tmm5, tmm7",
                         a0 = in(reg) a0p, a1 = in(reg) a1p, b0 = in(reg) b0p, b1 = in(reg) b1p,
                         as_ = in(reg) a_stride, bs = in(reg) b_stride,
-                        options(nostack, readonly),
+                        out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options(nostack, readonly),
                     ),
                     (2, _) => asm!(
                         "tileloadd tmm4, [{a0} + {as_}*1]",
@@ -250,7 +272,7 @@ impl Block {
                         "tdpbf16ps tmm2, tmm5, tmm6",
                         a0 = in(reg) a0p, a1 = in(reg) a1p, b0 = in(reg) b0p,
                         as_ = in(reg) a_stride, bs = in(reg) b_stride,
-                        options(nostack, readonly),
+                        out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options(nostack, readonly),
                     ),
                     (_, 2) => asm!(
                         "tileloadd tmm4, [{a0} + {as_}*1]",
@@ -260,7 +282,7 @@ impl Block {
                         "tdpbf16ps tmm1, tmm4, tmm7",
                         a0 = in(reg) a0p, b0 = in(reg) b0p, b1 = in(reg) b1p,
                         as_ = in(reg) a_stride, bs = in(reg) b_stride,
-                        options(nostack, readonly),
+                        out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options(nostack, readonly),
                     ),
                     _ => asm!(
                         "tileloadd tmm4, [{a0} + {as_}*1]",
@@ -268,7 +290,7 @@ impl Block {
                         "tdpbf16ps tmm0, tmm4, tmm6",
                         a0 = in(reg) a0p, b0 = in(reg) b0p,
                         as_ = in(reg) a_stride, bs = in(reg) b_stride,
-                        options(nostack, readonly),
+                        out("tmm0") _, out("tmm1") _, out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _, out("tmm6") _, out("tmm7") _, options(nostack, readonly),
                     ),
                 }
             }

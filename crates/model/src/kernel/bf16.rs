@@ -4,7 +4,8 @@
 //! f32 lane, twice the multiply-adds of an f32 FMA per instruction.
 //!
 //! Where the CPU has the AMX tiles the products run on them instead
-//! ([`super::amx`], `tdpbf16ps`): same operands, same f32 sums.
+//! ([`super::amx`], `tdpbf16ps`): the same operands summed in f32 (in
+//! another order, so the last bits may differ).
 //!
 //! Whether that is faster depends on the CPU, so the setting is opt-in and
 //! measured per CPU in docs/PERFORMANCE.md: on AMD Zen 5 (EPYC, family 26)
@@ -416,6 +417,7 @@ pub fn matmul_at(
     true
 }
 
+#[cfg(target_arch = "x86_64")]
 /// `[rows, cols]` pairs transposed to `[cols, width]` (`width >= rows`,
 /// the columns past `rows` zero), in square blocks so that both sides
 /// stay in cache.
@@ -516,6 +518,8 @@ mod tests {
             (5, 16, 34),
             (48, 48, 96),
             (37, 32, 1088),
+            (17, 16, 64), // tiles, then one row value by value
+            (32, 32, 40), // 20 pairs: not whole tiles, the vector kernel
         ];
         for (m, n, k) in sizes {
             let (a, b) = (values(m * k, 7), values(k * n, 5));

@@ -34,8 +34,18 @@ impl Isa {
     }
 }
 
-/// The widest instruction set this CPU has.
+/// The widest instruction set this CPU has, and the AMX tiles where this
+/// process may use them ([`amx::usable`](super::amx::usable), which asks
+/// the OS for them).
 pub fn detected_isa() -> Isa {
+    match vector_isa() {
+        Isa::Avx512 if super::amx::usable() => Isa::Avx512Amx,
+        vector => vector,
+    }
+}
+
+/// The widest vector instruction set this CPU has (no tiles).
+fn vector_isa() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
         let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
@@ -44,11 +54,7 @@ pub fn detected_isa() -> Isa {
             && std::is_x86_feature_detected!("avx512vl")
             && std::is_x86_feature_detected!("avx512dq");
         if avx2 && avx512 {
-            return if super::amx::usable() {
-                Isa::Avx512Amx
-            } else {
-                Isa::Avx512
-            };
+            return Isa::Avx512;
         }
         if avx2 {
             return Isa::Avx2;
@@ -65,12 +71,10 @@ pub fn detected_isa() -> Isa {
 /// [`asked_isa`] and say so.
 pub fn isa() -> Isa {
     static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-    *ISA.get_or_init(|| {
-        let detected = detected_isa();
-        asked_isa()
-            .ok()
-            .flatten()
-            .map_or(detected, |a| a.min(detected))
+    *ISA.get_or_init(|| match asked_isa().ok().flatten() {
+        // capped below the tiles: no need to ask the OS for them
+        Some(asked) if asked < Isa::Avx512Amx => asked.min(vector_isa()),
+        _ => detected_isa(),
     })
 }
 
