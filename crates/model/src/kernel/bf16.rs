@@ -520,6 +520,7 @@ mod tests {
             (37, 32, 1088),
             (17, 16, 64), // tiles, then one row value by value
             (32, 32, 40), // 20 pairs: not whole tiles, the vector kernel
+            (28, 48, 64), // tiles for 16 rows, then 12 for the vector kernel (6 + 6; without tiles 6 x 4 + 4)
         ];
         for (m, n, k) in sizes {
             let (a, b) = (values(m * k, 7), values(k * n, 5));
