@@ -389,10 +389,13 @@ impl Backward<Flex, 4> for LstmSeqBackward {
     ) {
         let s = ops.state;
         let (rows, hd, b) = (s.dims.steps * s.dims.batch, s.dims.hidden, s.dims.batch);
+        // the backward pass writes its gradients over the cache: its own
+        // copy where autodiff kept another (not in a plain backward pass)
+        let cache = Arc::try_unwrap(s.cache).unwrap_or_else(|shared| (*shared).clone());
         let g = with_host(grads.consume::<Flex>(&ops.node), |_, d_out| {
             let (dhs, dc_last) = d_out.split_at(rows * hd);
             let (wh, h0, c0) = (f32s(&s.wh), f32s(&s.h0), f32s(&s.c0));
-            kernel::backward_split(s.dims, &s.cache, wh, h0, c0, dhs, dc_last)
+            kernel::backward_split(s.dims, cache, wh, h0, c0, dhs, dc_last)
         });
         let [p, wh, h0, c0] = ops.parents;
         if let Some(node) = p {

@@ -209,38 +209,34 @@ pub fn cell_step(
 }
 
 /// Gradients of one step's pre-activations from `dh` and `dc` (which becomes
-/// the gradient flowing to the previous cell state).
+/// the gradient flowing to the previous cell state), written over the gate
+/// activations `g` they are computed from: `g` holds a row's `sigmoid(i),
+/// sigmoid(f), tanh(u), sigmoid(o)` on entry and their gradients on return
+/// (the backward pass needs no second buffer of the activations' size).
 #[inline(always)]
 pub(super) fn cell_backward_rows(
-    acts: &[f32],
+    g: &mut [f32],
     c_prev: &[f32],
     tc: &[f32],
     dh: &[f32],
     dc: &mut [f32],
-    dg: &mut [f32],
     hidden: usize,
 ) {
-    for (r, (a, d)) in acts
-        .chunks_exact(4 * hidden)
-        .zip(dg.chunks_exact_mut(4 * hidden))
-        .enumerate()
-    {
+    for (r, row) in g.chunks_exact_mut(4 * hidden).enumerate() {
         let span = r * hidden..(r + 1) * hidden;
         let (cp, t, dhr) = (&c_prev[span.clone()], &tc[span.clone()], &dh[span.clone()]);
         let dcr = &mut dc[span];
-        let (i, rest) = a.split_at(hidden);
-        let (f, rest) = rest.split_at(hidden);
-        let (u, o) = rest.split_at(hidden);
-        let (di, rest) = d.split_at_mut(hidden);
-        let (df, rest) = rest.split_at_mut(hidden);
-        let (du, do_) = rest.split_at_mut(hidden);
+        let (i, rest) = row.split_at_mut(hidden);
+        let (f, rest) = rest.split_at_mut(hidden);
+        let (u, o) = rest.split_at_mut(hidden);
         for j in 0..hidden {
-            let dcj = dcr[j] + dhr[j] * o[j] * (1.0 - t[j] * t[j]);
-            do_[j] = dhr[j] * t[j] * o[j] * (1.0 - o[j]);
-            di[j] = dcj * u[j] * i[j] * (1.0 - i[j]);
-            df[j] = dcj * cp[j] * f[j] * (1.0 - f[j]);
-            du[j] = dcj * i[j] * (1.0 - u[j] * u[j]);
-            dcr[j] = dcj * f[j];
+            let (ij, fj, uj, oj) = (i[j], f[j], u[j], o[j]);
+            let dcj = dcr[j] + dhr[j] * oj * (1.0 - t[j] * t[j]);
+            o[j] = dhr[j] * t[j] * oj * (1.0 - oj);
+            i[j] = dcj * uj * ij * (1.0 - ij);
+            f[j] = dcj * cp[j] * fj * (1.0 - fj);
+            u[j] = dcj * ij * (1.0 - uj * uj);
+            dcr[j] = dcj * fj;
         }
     }
 }

@@ -222,6 +222,18 @@ pub fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + 
     on_pool(|| items.par_iter().map(&f).collect())
 }
 
+/// [`parallel_map`] on items it takes: each `f` owns its item.
+pub fn parallel_map_owned<T: Send, R: Send>(
+    items: Vec<T>,
+    f: impl Fn(T) -> R + Sync + Send,
+) -> Vec<R> {
+    use rayon::prelude::*;
+    if items.len() <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    on_pool(|| items.into_par_iter().map(&f).collect())
+}
+
 /// Runs `f` on every item, mutably, on the kernel pool (as [`parallel_map`]).
 pub fn parallel_for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync + Send) {
     use rayon::prelude::*;

@@ -372,10 +372,11 @@ pub struct SeqGrads {
 }
 
 /// Backward pass from the gradients of the outputs `dhs` `[rows, H]` and of the
-/// final cell state `dc_last` `[batch, H]`.
+/// final cell state `dc_last` `[batch, H]`. It consumes the forward pass's
+/// `cache`: the activations' buffer becomes the gradient `dp`.
 pub fn backward(
     dims: SeqDims,
-    cache: &SeqCache,
+    cache: SeqCache,
     wh: &[f32],
     h0: &[f32],
     c0: &[f32],
@@ -391,11 +392,13 @@ pub fn backward(
 /// [`backward`] with `Wh^T` already packed (`PackedRecurrent::new(wh, H,
 /// true, precision, rows)`), shared by the threads of
 /// [`backward_split`](super::split::backward_split). In bf16 the weight
-/// gradient is a bf16 product too.
+/// gradient is a bf16 product too. Each step's gate gradients are written
+/// over its activations in the cache, which then is `dp`: no zeroed buffer
+/// of `[rows, 4H]` streamed through memory a second time.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_packed(
     dims: SeqDims,
-    cache: &SeqCache,
+    cache: SeqCache,
     wh: &[f32],
     packed_t: &PackedRecurrent,
     h0: &[f32],
@@ -406,7 +409,16 @@ pub fn backward_packed(
     let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
     assert_eq!(dhs.len(), rows * hd, "output gradients");
     assert_eq!(dc_last.len(), b * hd, "final cell gradient");
-    let mut dp = vec![0.0f32; rows * g4];
+    let SeqCache {
+        acts: mut dp,
+        cells,
+        tanh_c,
+        hs,
+    } = cache;
+    assert!(
+        dp.len() == rows * g4 && cells.len() == rows * hd && tanh_c.len() == rows * hd,
+        "the forward pass's cache of these sizes"
+    );
     let mut dc = dc_last.to_vec();
     let mut dh_next = vec![0.0f32; b * hd];
     let mut dh = vec![0.0f32; b * hd];
@@ -432,12 +444,12 @@ pub fn backward_packed(
         let c_prev = if s == 0 {
             c0
         } else {
-            &cache.cells[(s - 1) * b * hd..s * b * hd]
+            &cells[(s - 1) * b * hd..s * b * hd]
         };
-        let acts = &cache.acts[s * b * g4..(s + 1) * b * g4];
-        let tc = &cache.tanh_c[h_span];
+        let tc = &tanh_c[h_span];
+        // the step's activations in, their gradients out
         let dg = &mut dp[s * b * g4..(s + 1) * b * g4];
-        dispatch!(cell_backward_rows(acts, c_prev, tc, &dh, &mut dc, dg, hd));
+        dispatch!(cell_backward_rows(dg, c_prev, tc, &dh, &mut dc, hd));
         // dh_prev = dG · Wh^T
         recurrent_product(&mut dh_next, dg, &wh_t, packed, (b, hd, g4), false);
     }
@@ -446,7 +458,7 @@ pub fn backward_packed(
     let in_bf16 = packed_t.precision() == Precision::Bf16
         && bf16::matmul_at(
             &mut dwh,
-            (h0, &cache.hs[..(rows - b) * hd]),
+            (h0, &hs[..(rows - b) * hd]),
             (&dp[..b * g4], &dp[b * g4..]),
             (hd, g4, rows),
         );
@@ -455,7 +467,7 @@ pub fn backward_packed(
         if dims.steps > 1 {
             matmul(
                 &mut dwh,
-                &cache.hs[..(rows - b) * hd],
+                &hs[..(rows - b) * hd],
                 &dp[b * g4..],
                 hd,
                 g4,
@@ -534,7 +546,7 @@ mod tests {
         };
         let mut cache = SeqCache::default();
         forward(dims, &p, &wh, &h0, &c0, &mut cache);
-        let g = backward(dims, &cache, &wh, &h0, &c0, &wy, &wc);
+        let g = backward(dims, cache, &wh, &h0, &c0, &wy, &wc);
         let eps = 1e-2f32;
         let check = |name: &str, x: &[f32], grad: &[f32], f: &dyn Fn(&[f32]) -> f64| {
             for k in 0..x.len() {

@@ -4,8 +4,8 @@
 
 use super::bf16::Precision;
 use super::gemm::elems;
-use super::pool::parallel_map;
 use super::pool::{parallel_for_each_mut, threads};
+use super::pool::{parallel_map, parallel_map_owned};
 use super::sequence::{
     PackedRecurrent, PartInput, Projections, SeqCache, SeqDims, SeqGrads, backward_packed,
     forward_packed,
@@ -155,10 +155,12 @@ pub fn forward_split(
     (hs, c_last)
 }
 
-/// [`backward`](super::sequence::backward) of a [`forward_split`] pass, on the same split.
+/// [`backward`](super::sequence::backward) of a [`forward_split`] pass, on
+/// the same split. It consumes the forward pass's `cache` (each part's
+/// activations become its gradients).
 pub fn backward_split(
     dims: SeqDims,
-    cache: &SplitCache,
+    cache: SplitCache,
     wh: &[f32],
     h0: &[f32],
     c0: &[f32],
@@ -167,13 +169,13 @@ pub fn backward_split(
 ) -> SeqGrads {
     let rows: Vec<usize> = cache.parts.iter().map(|p| p.1).collect();
     let packed_t = PackedRecurrent::new(wh, dims.hidden, true, cache.precision, &rows);
-    if cache.parts.len() == 1 {
-        let c = &cache.parts[0].2;
+    let mut parts = cache.parts;
+    if parts.len() == 1 {
+        let (_, _, c) = parts.pop().expect("one part");
         return backward_packed(dims, c, wh, &packed_t, h0, c0, dhs, dc_last);
     }
     let (g4, hd) = (dims.gates(), dims.hidden);
-    let results: Vec<(usize, usize, SeqGrads)> = parallel_map(&cache.parts, |(lo, n, c)| {
-        let (lo, n) = (*lo, *n);
+    let results: Vec<(usize, usize, SeqGrads)> = parallel_map_owned(parts, |(lo, n, c)| {
         let dh = gather(dhs, dims, lo, n, hd, dims.steps);
         let dc = &dc_last[lo * hd..(lo + n) * hd];
         let d = SeqDims {
@@ -257,7 +259,15 @@ mod tests {
         fn single(&self, dims: SeqDims) -> (SeqCache, Vec<f32>, SeqGrads) {
             let mut one = SeqCache::default();
             let c1 = forward(dims, &self.p, &self.wh, &self.h0, &self.c0, &mut one);
-            let g = backward(dims, &one, &self.wh, &self.h0, &self.c0, &self.dh, &self.dc);
+            let g = backward(
+                dims,
+                one.clone(),
+                &self.wh,
+                &self.h0,
+                &self.c0,
+                &self.dh,
+                &self.dc,
+            );
             (one, c1, g)
         }
 
@@ -277,7 +287,13 @@ mod tests {
                 &mut split,
             );
             let g = backward_split(
-                dims, &split, &self.wh, &self.h0, &self.c0, &self.dh, &self.dc,
+                dims,
+                split.clone(),
+                &self.wh,
+                &self.h0,
+                &self.c0,
+                &self.dh,
+                &self.dc,
             );
             (hs, c2, g, split)
         }
