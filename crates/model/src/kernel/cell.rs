@@ -9,18 +9,60 @@ use super::cpu::{Isa, isa};
 #[cfg(target_arch = "x86_64")]
 use super::gemm::elems;
 use super::math::{sigmoid, tanh};
+use std::mem::MaybeUninit;
+
+/// Where a cell step writes, `[rows, H]` each: the new cell state, its
+/// `tanh` and the output. The step writes every value and reads none, so
+/// they may be a buffer's spare capacity ([`CellOut::uninit`]): the
+/// sequence's buffers grow by a step's rows without zeros written first.
+#[derive(Debug)]
+pub struct CellOut<'a> {
+    // private: only the cell steps write through them, initialized values
+    // only (which makes [`CellOut::over`] sound)
+    c: &'a mut [MaybeUninit<f32>],
+    tc: &'a mut [MaybeUninit<f32>],
+    h: &'a mut [MaybeUninit<f32>],
+}
+
+impl<'a> CellOut<'a> {
+    /// Into uninitialized memory.
+    pub fn uninit(
+        c: &'a mut [MaybeUninit<f32>],
+        tc: &'a mut [MaybeUninit<f32>],
+        h: &'a mut [MaybeUninit<f32>],
+    ) -> Self {
+        CellOut { c, tc, h }
+    }
+
+    /// Over initialized buffers.
+    pub fn over(c: &'a mut [f32], tc: &'a mut [f32], h: &'a mut [f32]) -> Self {
+        fn as_uninit(x: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+            // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; through a
+            // `CellOut` only initialized values are written (see its fields)
+            unsafe { &mut *(x as *mut [f32] as *mut [MaybeUninit<f32>]) }
+        }
+        CellOut {
+            c: as_uninit(c),
+            tc: as_uninit(tc),
+            h: as_uninit(h),
+        }
+    }
+
+    /// # Panics
+    /// Unless each holds `state` values.
+    fn check(&self, state: usize) {
+        assert!(
+            self.c.len() >= state && self.tc.len() >= state && self.h.len() >= state,
+            "cell state sizes"
+        );
+    }
+}
 
 /// Gate non-linearities and the state update of one step, for every row:
 /// `g` holds the pre-activations `[batch, 4H]` and is overwritten by the activations.
 #[inline(always)]
-fn cell_forward_rows(
-    g: &mut [f32],
-    c_prev: &[f32],
-    c: &mut [f32],
-    tc: &mut [f32],
-    h: &mut [f32],
-    hidden: usize,
-) {
+fn cell_forward_rows(g: &mut [f32], c_prev: &[f32], out: CellOut, hidden: usize) {
+    let CellOut { c, tc, h } = out;
     for (r, row) in g.chunks_exact_mut(4 * hidden).enumerate() {
         let (ifu, o) = row.split_at_mut(3 * hidden);
         let (if_, u) = ifu.split_at_mut(2 * hidden);
@@ -42,9 +84,9 @@ fn cell_forward_rows(
         for j in 0..hidden {
             let cj = f[j] * cp[j] + i[j] * u[j];
             let t = tanh(cj);
-            cr[j] = cj;
-            tr[j] = t;
-            hr[j] = o[j] * t;
+            cr[j].write(cj);
+            tr[j].write(t);
+            hr[j].write(o[j] * t);
         }
     }
 }
@@ -70,22 +112,13 @@ macro_rules! simd_cell_forward {
         /// be a multiple of its lanes; the slices must hold whole rows (`g`
         /// `[rows, 4H]`, the others `[rows, H]`).
         #[target_feature(enable = $features)]
-        unsafe fn $name(
-            g: &mut [f32],
-            c_prev: &[f32],
-            c: &mut [f32],
-            tc: &mut [f32],
-            h: &mut [f32],
-            hidden: usize,
-        ) {
+        unsafe fn $name(g: &mut [f32], c_prev: &[f32], out: CellOut, hidden: usize) {
             use std::arch::x86_64::*;
             assert!(hidden > 0, "hidden must be at least 1");
             let rows = g.len() / elems(4, hidden);
             let state = elems(rows, hidden);
-            assert!(
-                c_prev.len() >= state && c.len() >= state && tc.len() >= state && h.len() >= state,
-                "cell state sizes"
-            );
+            assert!(c_prev.len() >= state, "previous cell state size");
+            out.check(state);
             #[inline]
             #[target_feature(enable = $features)]
             fn exp_v(x: $v) -> $v {
@@ -129,9 +162,9 @@ macro_rules! simd_cell_forward {
                     let gp = g.as_mut_ptr().add(r * 4 * hidden);
                     let cpp = c_prev.as_ptr().add(r * hidden);
                     let (cp, tp, hp) = (
-                        c.as_mut_ptr().add(r * hidden),
-                        tc.as_mut_ptr().add(r * hidden),
-                        h.as_mut_ptr().add(r * hidden),
+                        out.c.as_mut_ptr().cast::<f32>().add(r * hidden),
+                        out.tc.as_mut_ptr().cast::<f32>().add(r * hidden),
+                        out.h.as_mut_ptr().cast::<f32>().add(r * hidden),
                     );
                     for j in (0..hidden).step_by($lanes) {
                         let i = sigmoid_v($load(gp.add(j)));
@@ -172,7 +205,7 @@ simd_cell_forward!(cell_forward_avx512, "avx512f,fma", 16, __m512,
 
 /// A SIMD cell step, with the arguments of [`cell_forward_rows`].
 #[cfg(target_arch = "x86_64")]
-type SimdCell = unsafe fn(&mut [f32], &[f32], &mut [f32], &mut [f32], &mut [f32], usize);
+type SimdCell = unsafe fn(&mut [f32], &[f32], CellOut, usize);
 
 /// The SIMD cell step for `hidden` units on this CPU: the widest within
 /// [`isa`] whose lanes divide `hidden` (16 for AVX-512, 8 for AVX2), if any.
@@ -188,24 +221,17 @@ fn simd_cell(hidden: usize) -> Option<SimdCell> {
 
 /// One step of the cell for every row: `g` holds the pre-activations
 /// `[rows, 4H]` (overwritten by the activations); writes the new cell state,
-/// its tanh and the output `[rows, H]`.
-pub fn cell_step(
-    g: &mut [f32],
-    c_prev: &[f32],
-    c: &mut [f32],
-    tc: &mut [f32],
-    h: &mut [f32],
-    hidden: usize,
-) {
+/// its tanh and the output, the first `[rows, H]` values of each of `out`.
+pub fn cell_step(g: &mut [f32], c_prev: &[f32], out: CellOut, hidden: usize) {
     // the SIMD pass where it applies, else the portable loops
     #[cfg(target_arch = "x86_64")]
     if let Some(simd) = simd_cell(hidden) {
         // SAFETY: `simd_cell` picked a pass this CPU runs whose lanes divide
         // hidden; the function checks the slice sizes.
-        unsafe { simd(g, c_prev, c, tc, h, hidden) };
+        unsafe { simd(g, c_prev, out, hidden) };
         return;
     }
-    dispatch!(cell_forward_rows(g, c_prev, c, tc, h, hidden));
+    dispatch!(cell_forward_rows(g, c_prev, out, hidden));
 }
 
 /// Gradients of one step's pre-activations from `dh` and `dc` (which becomes
@@ -246,7 +272,7 @@ mod tests {
     use super::*;
 
     /// A cell step pass under test, with the arguments of [`cell_forward_rows`].
-    type Pass = fn(&mut [f32], &[f32], &mut [f32], &mut [f32], &mut [f32], usize);
+    type Pass = fn(&mut [f32], &[f32], CellOut, usize);
 
     /// Every cell step this CPU has (AVX-512, AVX2, portable) against the
     /// definition in f64, over pre-activations from -30 to 30, at a width
@@ -254,24 +280,24 @@ mod tests {
     #[test]
     #[allow(clippy::print_stderr)] // says which passes this CPU could not run
     fn cell_step_matches_the_definition() {
-        let mut passes: Vec<(&str, Pass)> = vec![("portable", |g, cp, c, tc, h, hd| {
-            cell_forward_rows(g, cp, c, tc, h, hd)
+        let mut passes: Vec<(&str, Pass)> = vec![("portable", |g, cp, out, hd| {
+            cell_forward_rows(g, cp, out, hd)
         })];
         #[cfg(target_arch = "x86_64")]
         {
             use crate::kernel::cpu::detected_isa;
             if detected_isa() >= Isa::Avx2 {
                 // SAFETY: the CPU has AVX2+FMA; the widths below are multiples of 8
-                passes.push(("avx2", |g, cp, c, tc, h, hd| unsafe {
-                    cell_forward_avx2(g, cp, c, tc, h, hd)
+                passes.push(("avx2", |g, cp, out, hd| unsafe {
+                    cell_forward_avx2(g, cp, out, hd)
                 }));
             } else {
                 eprintln!("cell_step_matches_the_definition: no AVX2+FMA here: AVX2 pass not run");
             }
             if detected_isa() >= Isa::Avx512 {
                 // SAFETY: the CPU has AVX-512F; the widths it is run at are multiples of 16
-                passes.push(("avx512", |g, cp, c, tc, h, hd| unsafe {
-                    cell_forward_avx512(g, cp, c, tc, h, hd)
+                passes.push(("avx512", |g, cp, out, hd| unsafe {
+                    cell_forward_avx512(g, cp, out, hd)
                 }));
             } else {
                 eprintln!(
@@ -303,7 +329,12 @@ mod tests {
             vec![0.0f32; rows * hidden],
             vec![0.0f32; rows * hidden],
         );
-        pass(&mut g, &c_prev, &mut c, &mut tc, &mut h, hidden);
+        pass(
+            &mut g,
+            &c_prev,
+            CellOut::over(&mut c, &mut tc, &mut h),
+            hidden,
+        );
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
         for r in 0..rows {
             for j in 0..hidden {

@@ -105,7 +105,7 @@ pub mod sequence;
 pub mod split;
 
 pub use bf16::{PackedBf16, Precision};
-pub use cell::cell_step;
+pub use cell::{CellOut, cell_step};
 pub use classifier::{linear_xent, linear_xent_backward};
 pub use cpu::{CpuInfo, Isa, cpu_info, detected_isa, isa};
 pub use gemm::{BLOCKED_MAX_B, PackedB, matmul, matmul_gemm_crate, matmul_maybe_packed};

@@ -2,9 +2,10 @@
 //! the recurrent product and the cell step, and backward through time.
 
 use super::bf16::{self, PackedBf16, Precision};
-use super::cell::{cell_backward_rows, cell_step};
+use super::cell::{CellOut, cell_backward_rows, cell_step};
 use super::gemm::{PackedB, matmul, matmul_maybe_packed};
 use super::pool::parallel_for_each_mut;
+use std::mem::MaybeUninit;
 
 /// The recurrent weights packed once for all steps, in the precision asked
 /// for where it applies: `Wh` `[H, 4H]` for the forward product, `Wh^T`
@@ -303,8 +304,8 @@ pub fn forward_packed(
     assert_eq!(wh.len(), hd * g4, "recurrent weights");
     assert_eq!(h0.len(), b * hd, "initial output");
     assert_eq!(c0.len(), b * hd, "initial cell");
-    // the buffers grow step by step, as the cell writes them: zeros written
-    // just before (in cache), not a pass of zeros over all rows up front
+    // the buffers grow step by step: the input rows copied in, then the
+    // cell's outputs written into the spare capacity (nothing zeroed first)
     for buffer in [
         &mut cache.acts,
         &mut cache.cells,
@@ -317,45 +318,57 @@ pub fn forward_packed(
     for buffer in [&mut cache.cells, &mut cache.tanh_c, &mut cache.hs] {
         buffer.reserve(rows * hd);
     }
+    let n = b * hd;
     for s in 0..dims.steps {
-        let (g_span, h_span) = (s * b * g4..(s + 1) * b * g4, s * b * hd..(s + 1) * b * hd);
+        let g_span = s * b * g4..(s + 1) * b * g4;
         p.extend_step(&mut cache.acts, s, b, g4);
-        for buffer in [&mut cache.cells, &mut cache.tanh_c, &mut cache.hs] {
-            buffer.resize(h_span.end, 0.0);
-        }
-        {
-            let (done, _) = cache.hs.split_at(s * b * hd);
-            let h_prev = if s == 0 {
-                h0
-            } else {
-                &done[(s - 1) * b * hd..]
-            };
-            recurrent_product(
-                &mut cache.acts[g_span.clone()],
-                h_prev,
-                wh,
-                packed,
-                (b, g4, hd),
-                true,
-            );
-        }
-        let (cells_done, cells_now) = cache.cells.split_at_mut(s * b * hd);
+        let h_prev = if s == 0 { h0 } else { &cache.hs[(s - 1) * n..] };
+        recurrent_product(
+            &mut cache.acts[g_span.clone()],
+            h_prev,
+            wh,
+            packed,
+            (b, g4, hd),
+            true,
+        );
+        let (cells_done, c) = split_at_spare(&mut cache.cells);
         let c_prev = if s == 0 {
             c0
         } else {
-            &cells_done[(s - 1) * b * hd..]
+            &cells_done[(s - 1) * n..]
         };
-        let c = &mut cells_now[..b * hd];
-        let g = &mut cache.acts[g_span];
-        let tc = &mut cache.tanh_c[h_span.clone()];
-        let h = &mut cache.hs[h_span];
-        cell_step(g, c_prev, c, tc, h, hd);
+        let out = CellOut::uninit(
+            &mut c[..n],
+            &mut cache.tanh_c.spare_capacity_mut()[..n],
+            &mut cache.hs.spare_capacity_mut()[..n],
+        );
+        cell_step(&mut cache.acts[g_span], c_prev, out, hd);
+        for buffer in [&mut cache.cells, &mut cache.tanh_c, &mut cache.hs] {
+            // SAFETY: the cell step wrote the n values past the length
+            // (capacity for all steps was reserved above)
+            unsafe { buffer.set_len((s + 1) * n) };
+        }
     }
     if dims.steps == 0 {
         // no step: the final cell state is the initial one
         return c0.to_vec();
     }
     cache.cells[(rows - b) * hd..].to_vec()
+}
+
+/// A vector's values and its spare capacity, apart (as the unstable
+/// `Vec::split_at_spare_mut`).
+fn split_at_spare(v: &mut Vec<f32>) -> (&[f32], &mut [MaybeUninit<f32>]) {
+    let (len, spare) = (v.len(), v.capacity() - v.len());
+    let base = v.as_mut_ptr();
+    // SAFETY: values 0..len are initialized and len..capacity are the rest
+    // of the allocation; the two ranges do not overlap, and both borrow `v`.
+    unsafe {
+        (
+            std::slice::from_raw_parts(base, len),
+            std::slice::from_raw_parts_mut(base.add(len).cast(), spare),
+        )
+    }
 }
 
 /// Gradients of the sequence.
