@@ -215,7 +215,13 @@ impl HostLm {
                 hd,
                 true,
             );
-            kernel::cell_step(g, &state.c[k], kernel::CellOut::over(c_new, tc, h_new), hd);
+            kernel::cell_step(
+                g,
+                &[],
+                &state.c[k],
+                kernel::CellOut::over(c_new, tc, h_new),
+                hd,
+            );
             std::mem::swap(&mut state.c[k], c_new);
             std::mem::swap(&mut state.h[k], h_new);
         }

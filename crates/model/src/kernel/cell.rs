@@ -58,12 +58,39 @@ impl<'a> CellOut<'a> {
     }
 }
 
+/// The rows added to a step's pre-activations before the non-linearities:
+/// one `[4H]` row per batch row (the step's input projections, read where
+/// they lie), or none (empty: already in the pre-activations).
+pub type InputRows<'a> = &'a [&'a [f32]];
+
+/// # Panics
+/// Unless `inputs` is empty or holds a row of `4 * hidden` values or more
+/// for each of `rows`.
+fn check_inputs(inputs: InputRows, rows: usize, hidden: usize) {
+    assert!(
+        inputs.is_empty() || (inputs.len() == rows && inputs.iter().all(|x| x.len() >= 4 * hidden)),
+        "input rows: one of the gates' width per row"
+    );
+}
+
 /// Gate non-linearities and the state update of one step, for every row:
-/// `g` holds the pre-activations `[batch, 4H]` and is overwritten by the activations.
+/// `g` holds the pre-activations `[batch, 4H]` (to which `inputs` are added)
+/// and is overwritten by the activations.
 #[inline(always)]
-fn cell_forward_rows(g: &mut [f32], c_prev: &[f32], out: CellOut, hidden: usize) {
+fn cell_forward_rows(
+    g: &mut [f32],
+    inputs: InputRows,
+    c_prev: &[f32],
+    out: CellOut,
+    hidden: usize,
+) {
     let CellOut { c, tc, h } = out;
     for (r, row) in g.chunks_exact_mut(4 * hidden).enumerate() {
+        if let Some(x) = inputs.get(r) {
+            for (v, x) in row.iter_mut().zip(*x) {
+                *v += x;
+            }
+        }
         let (ifu, o) = row.split_at_mut(3 * hidden);
         let (if_, u) = ifu.split_at_mut(2 * hidden);
         for v in if_.iter_mut() {
@@ -112,13 +139,20 @@ macro_rules! simd_cell_forward {
         /// be a multiple of its lanes; the slices must hold whole rows (`g`
         /// `[rows, 4H]`, the others `[rows, H]`).
         #[target_feature(enable = $features)]
-        unsafe fn $name(g: &mut [f32], c_prev: &[f32], out: CellOut, hidden: usize) {
+        unsafe fn $name(
+            g: &mut [f32],
+            inputs: InputRows,
+            c_prev: &[f32],
+            out: CellOut,
+            hidden: usize,
+        ) {
             use std::arch::x86_64::*;
             assert!(hidden > 0, "hidden must be at least 1");
             let rows = g.len() / elems(4, hidden);
             let state = elems(rows, hidden);
             assert!(c_prev.len() >= state, "previous cell state size");
             out.check(state);
+            check_inputs(inputs, rows, hidden);
             #[inline]
             #[target_feature(enable = $features)]
             fn exp_v(x: $v) -> $v {
@@ -155,6 +189,22 @@ macro_rules! simd_cell_forward {
                 let r = recip_v($add($set1(1.0), e));
                 $fnmadd($set1(2.0), r, $set1(1.0))
             }
+            /// The pre-activation at `q` of the row at `gp`, the input row's
+            /// value at `q` added if there is one.
+            ///
+            /// # Safety
+            /// `q + $lanes` values lie at `gp` and `xp`.
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn pre_v(gp: *const f32, xp: Option<*const f32>, q: usize) -> $v {
+                // SAFETY: as the caller promises
+                unsafe {
+                    match xp {
+                        Some(xp) => $add($load(gp.add(q)), $load(xp.add(q))),
+                        None => $load(gp.add(q)),
+                    }
+                }
+            }
             for r in 0..rows {
                 // SAFETY: every offset is below (r + 1) * 4H in g and (r + 1) * H in
                 // the state slices, whose sizes were checked above.
@@ -166,11 +216,13 @@ macro_rules! simd_cell_forward {
                         out.tc.as_mut_ptr().cast::<f32>().add(r * hidden),
                         out.h.as_mut_ptr().cast::<f32>().add(r * hidden),
                     );
+                    let xp = inputs.get(r).map(|x| x.as_ptr());
+                    let pre = |q: usize| pre_v(gp, xp, q);
                     for j in (0..hidden).step_by($lanes) {
-                        let i = sigmoid_v($load(gp.add(j)));
-                        let f = sigmoid_v($load(gp.add(hidden + j)));
-                        let u = tanh_v($load(gp.add(2 * hidden + j)));
-                        let o = sigmoid_v($load(gp.add(3 * hidden + j)));
+                        let i = sigmoid_v(pre(j));
+                        let f = sigmoid_v(pre(hidden + j));
+                        let u = tanh_v(pre(2 * hidden + j));
+                        let o = sigmoid_v(pre(3 * hidden + j));
                         $store(gp.add(j), i);
                         $store(gp.add(hidden + j), f);
                         $store(gp.add(2 * hidden + j), u);
@@ -205,7 +257,7 @@ simd_cell_forward!(cell_forward_avx512, "avx512f,fma", 16, __m512,
 
 /// A SIMD cell step, with the arguments of [`cell_forward_rows`].
 #[cfg(target_arch = "x86_64")]
-type SimdCell = unsafe fn(&mut [f32], &[f32], CellOut, usize);
+type SimdCell = unsafe fn(&mut [f32], InputRows, &[f32], CellOut, usize);
 
 /// The SIMD cell step for `hidden` units on this CPU: the widest within
 /// [`isa`] whose lanes divide `hidden` (16 for AVX-512, 8 for AVX2), if any.
@@ -220,18 +272,23 @@ fn simd_cell(hidden: usize) -> Option<SimdCell> {
 }
 
 /// One step of the cell for every row: `g` holds the pre-activations
-/// `[rows, 4H]` (overwritten by the activations); writes the new cell state,
-/// its tanh and the output, the first `[rows, H]` values of each of `out`.
-pub fn cell_step(g: &mut [f32], c_prev: &[f32], out: CellOut, hidden: usize) {
+/// `[rows, 4H]` but for `inputs` (added first; none if empty) and is
+/// overwritten by the activations; writes the new cell state, its tanh and
+/// the output, the first `[rows, H]` values of each of `out`.
+///
+/// # Panics
+/// On `inputs` neither empty nor a row of `4H` values for each row.
+pub fn cell_step(g: &mut [f32], inputs: InputRows, c_prev: &[f32], out: CellOut, hidden: usize) {
+    check_inputs(inputs, g.len() / (4 * hidden).max(1), hidden);
     // the SIMD pass where it applies, else the portable loops
     #[cfg(target_arch = "x86_64")]
     if let Some(simd) = simd_cell(hidden) {
         // SAFETY: `simd_cell` picked a pass this CPU runs whose lanes divide
         // hidden; the function checks the slice sizes.
-        unsafe { simd(g, c_prev, out, hidden) };
+        unsafe { simd(g, inputs, c_prev, out, hidden) };
         return;
     }
-    dispatch!(cell_forward_rows(g, c_prev, out, hidden));
+    dispatch!(cell_forward_rows(g, inputs, c_prev, out, hidden));
 }
 
 /// Gradients of one step's pre-activations from `dh` and `dc` (which becomes
@@ -272,7 +329,7 @@ mod tests {
     use super::*;
 
     /// A cell step pass under test, with the arguments of [`cell_forward_rows`].
-    type Pass = fn(&mut [f32], &[f32], CellOut, usize);
+    type Pass = fn(&mut [f32], InputRows, &[f32], CellOut, usize);
 
     /// Every cell step this CPU has (AVX-512, AVX2, portable) against the
     /// definition in f64, over pre-activations from -30 to 30, at a width
@@ -280,24 +337,24 @@ mod tests {
     #[test]
     #[allow(clippy::print_stderr)] // says which passes this CPU could not run
     fn cell_step_matches_the_definition() {
-        let mut passes: Vec<(&str, Pass)> = vec![("portable", |g, cp, out, hd| {
-            cell_forward_rows(g, cp, out, hd)
+        let mut passes: Vec<(&str, Pass)> = vec![("portable", |g, x, cp, out, hd| {
+            cell_forward_rows(g, x, cp, out, hd)
         })];
         #[cfg(target_arch = "x86_64")]
         {
             use crate::kernel::cpu::detected_isa;
             if detected_isa() >= Isa::Avx2 {
                 // SAFETY: the CPU has AVX2+FMA; the widths below are multiples of 8
-                passes.push(("avx2", |g, cp, out, hd| unsafe {
-                    cell_forward_avx2(g, cp, out, hd)
+                passes.push(("avx2", |g, x, cp, out, hd| unsafe {
+                    cell_forward_avx2(g, x, cp, out, hd)
                 }));
             } else {
                 eprintln!("cell_step_matches_the_definition: no AVX2+FMA here: AVX2 pass not run");
             }
             if detected_isa() >= Isa::Avx512 {
                 // SAFETY: the CPU has AVX-512F; the widths it is run at are multiples of 16
-                passes.push(("avx512", |g, cp, out, hd| unsafe {
-                    cell_forward_avx512(g, cp, out, hd)
+                passes.push(("avx512", |g, x, cp, out, hd| unsafe {
+                    cell_forward_avx512(g, x, cp, out, hd)
                 }));
             } else {
                 eprintln!(
@@ -310,20 +367,35 @@ mod tests {
                 if name == "avx512" && !hidden.is_multiple_of(16) {
                     continue;
                 }
-                check_cell_pass(name, pass, hidden);
+                check_cell_pass(name, pass, hidden, false);
+                check_cell_pass(name, pass, hidden, true);
             }
         }
     }
 
-    fn check_cell_pass(name: &str, pass: Pass, hidden: usize) {
+    /// One pass against the definition; `with_inputs`: the pre-activations
+    /// given as the gates' values plus input rows (one per row, apart).
+    fn check_cell_pass(name: &str, pass: Pass, hidden: usize, with_inputs: bool) {
         let rows = 40;
-        let g0: Vec<f32> = (0..rows * 4 * hidden)
+        let width = 4 * hidden;
+        let g0: Vec<f32> = (0..rows * width)
             .map(|i| ((i * 37 % 601) as f32 - 300.0) / 10.0)
             .collect();
         let c_prev: Vec<f32> = (0..rows * hidden)
             .map(|i| ((i * 11 % 41) as f32 - 20.0) / 4.0)
             .collect();
-        let mut g = g0.clone();
+        let x: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+            .collect();
+        let rows_of_x: Vec<&[f32]> = x.chunks_exact(width).collect();
+        let (mut g, inputs, pre_activations): (Vec<f32>, InputRows, Vec<f32>) = if with_inputs {
+            let g: Vec<f32> = g0.iter().zip(&x).map(|(a, b)| a - b).collect();
+            // what the pass adds, in f32
+            let pre = g.iter().zip(&x).map(|(a, b)| a + b).collect();
+            (g, &rows_of_x, pre)
+        } else {
+            (g0.clone(), &[], g0.clone())
+        };
         let (mut c, mut tc, mut h) = (
             vec![0.0f32; rows * hidden],
             vec![0.0f32; rows * hidden],
@@ -331,14 +403,16 @@ mod tests {
         );
         pass(
             &mut g,
+            inputs,
             &c_prev,
             CellOut::over(&mut c, &mut tc, &mut h),
             hidden,
         );
+        let name = format!("{name} (inputs apart: {with_inputs})");
         let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
         for r in 0..rows {
             for j in 0..hidden {
-                let pre = |q: usize| g0[r * 4 * hidden + q * hidden + j] as f64;
+                let pre = |q: usize| pre_activations[r * width + q * hidden + j] as f64;
                 let (i, f, u, o) = (sig(pre(0)), sig(pre(1)), pre(2).tanh(), sig(pre(3)));
                 let want_c = f * c_prev[r * hidden + j] as f64 + i * u;
                 let want_h = o * want_c.tanh();

@@ -7,6 +7,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::cpu::{Isa, isa};
 use super::pool::parallel_for_each_mut;
+use std::mem::MaybeUninit;
 
 /// `c (+)= a · b` for row-major matrices: `a` is `[m, k]` (or `[k, m]` when
 /// `a_t`), `b` is `[k, n]` (or `[n, k]` when `b_t`), `c` is `[m, n]`.
@@ -223,17 +224,65 @@ impl PackedB {
             "matmul operand sizes"
         );
         let m4 = m - m % 4;
+        // SAFETY: c holds m x n values (checked above), m4 <= m of them rows
+        unsafe { self.rows_in_fours(c.as_mut_ptr(), a, m4, accumulate) };
+        for i in m4..m {
+            for (s, strip) in self.data.chunks_exact(16 * k).enumerate() {
+                let out = &mut c[i * n + s * 16..i * n + s * 16 + 16];
+                if !accumulate {
+                    out.fill(0.0);
+                }
+                for p in 0..k {
+                    let x = a[i * k + p];
+                    for (o, w) in out.iter_mut().zip(&strip[p * 16..p * 16 + 16]) {
+                        *o += x * w;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `c = a · B` for `m` rows in fours (the blocked kernel's), into `c`'s
+    /// first `m x n` values, initialized or not (a buffer's spare capacity).
+    ///
+    /// # Panics
+    /// On `m` not a multiple of 4, or operands of other sizes.
+    pub fn matmul_uninit(&self, c: &mut [MaybeUninit<f32>], a: &[f32], m: usize) {
+        assert!(
+            m.is_multiple_of(4) && c.len() >= elems(m, self.n) && a.len() >= elems(m, self.k),
+            "matmul operand sizes"
+        );
+        // SAFETY: c holds m x n values (checked above); not accumulating,
+        // the kernel writes each before it reads any
+        unsafe { self.rows_in_fours(c.as_mut_ptr().cast(), a, m, false) };
+    }
+
+    /// `c (+)= a · B` for rows `0..m4` (a multiple of 4) on the blocked
+    /// kernel, in passes over the depth ([`packed_kc`]): the first pass
+    /// stores every value (adding it to `c`'s when `accumulate`), the
+    /// later ones add to what it stored.
+    ///
+    /// # Safety
+    /// `c` is valid for reads and writes of `m4 x n` values, initialized
+    /// unless not `accumulate`; `a` holds `m4 x k`.
+    unsafe fn rows_in_fours(&self, c: *mut f32, a: &[f32], m4: usize, accumulate: bool) {
+        let (k, n) = (self.k, self.n);
+        debug_assert!(m4.is_multiple_of(4) && a.len() >= elems(m4, k));
+        if m4 == 0 {
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
-        let kernel = blocked_kernel().expect("a PackedB exists only where a blocked kernel does");
-        #[cfg(target_arch = "x86_64")]
-        let depth = packed_kc();
-        for k0 in (0..k).step_by(depth) {
-            let kc = depth.min(k - k0);
-            let first = !(accumulate || k0 > 0);
-            if m4 > 0 {
-                // SAFETY: the kernel is one this CPU runs; rows 0..m4 (a
-                // multiple of 4) by every strip's 16 columns (strips 16 * k
-                // apart), depths k0..k0+kc, lie inside a, the strips and c.
+        {
+            let kernel =
+                blocked_kernel().expect("a PackedB exists only where a blocked kernel does");
+            let depth = packed_kc();
+            for k0 in (0..k).step_by(depth) {
+                let kc = depth.min(k - k0);
+                // SAFETY: the kernel is one this CPU runs; rows 0..m4 by
+                // every strip's 16 columns (strips 16 * k apart), depths
+                // k0..k0+kc, lie inside a, the strips and c (the caller's
+                // promise); a pass reads c only after the first wrote it,
+                // or where the caller says it is initialized.
                 unsafe {
                     kernel(
                         m4,
@@ -245,25 +294,11 @@ impl PackedB {
                         self.data.as_ptr().add(k0 * 16),
                         16,
                         16 * k,
-                        c.as_mut_ptr(),
+                        c,
                         n,
-                        !first,
+                        accumulate || k0 > 0,
                     )
                 };
-            }
-            for i in m4..m {
-                for (s, strip) in self.data.chunks_exact(16 * k).enumerate() {
-                    let out = &mut c[i * n + s * 16..i * n + s * 16 + 16];
-                    if first {
-                        out.fill(0.0);
-                    }
-                    for p in k0..k0 + kc {
-                        let x = a[i * k + p];
-                        for (o, w) in out.iter_mut().zip(&strip[p * 16..p * 16 + 16]) {
-                            *o += x * w;
-                        }
-                    }
-                }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]

@@ -240,17 +240,15 @@ impl<'a> PartInput<'a> {
         }
     }
 
-    /// Appends step `s`'s rows of a part of `n` sequences, `g4` values each.
-    fn extend_step(&self, acts: &mut Vec<f32>, s: usize, n: usize, g4: usize) {
+    /// Step `s`'s rows of a part of `n` sequences, `g4` values each, where they lie.
+    fn step_rows(&self, s: usize, n: usize, g4: usize) -> Vec<&'a [f32]> {
         let first = s * self.stride + self.lo;
         match self.input {
-            Projections::Rows(p) => acts.extend_from_slice(&p[first * g4..(first + n) * g4]),
-            Projections::Lookup { table, ids } => {
-                for &id in &ids[first..first + n] {
-                    let id = id as usize;
-                    acts.extend_from_slice(&table[id * g4..(id + 1) * g4]);
-                }
-            }
+            Projections::Rows(p) => p[first * g4..(first + n) * g4].chunks_exact(g4).collect(),
+            Projections::Lookup { table, ids } => ids[first..first + n]
+                .iter()
+                .map(|&id| &table[id as usize * g4..(id as usize + 1) * g4])
+                .collect(),
         }
     }
 }
@@ -304,8 +302,10 @@ pub fn forward_packed(
     assert_eq!(wh.len(), hd * g4, "recurrent weights");
     assert_eq!(h0.len(), b * hd, "initial output");
     assert_eq!(c0.len(), b * hd, "initial cell");
-    // the buffers grow step by step: the input rows copied in, then the
-    // cell's outputs written into the spare capacity (nothing zeroed first)
+    // the buffers grow step by step, written into their spare capacity
+    // (nothing zeroed first): the gates' recurrent product, then the cell's
+    // outputs; the cell adds the input rows, read where they lie (a lookup's
+    // from its table), not copied into the gates first
     for buffer in [
         &mut cache.acts,
         &mut cache.cells,
@@ -321,16 +321,32 @@ pub fn forward_packed(
     let n = b * hd;
     for s in 0..dims.steps {
         let g_span = s * b * g4..(s + 1) * b * g4;
-        p.extend_step(&mut cache.acts, s, b, g4);
         let h_prev = if s == 0 { h0 } else { &cache.hs[(s - 1) * n..] };
-        recurrent_product(
-            &mut cache.acts[g_span.clone()],
-            h_prev,
-            wh,
-            packed,
-            (b, g4, hd),
-            true,
-        );
+        let step_rows = p.step_rows(s, b, g4);
+        let inputs: &[&[f32]] = match packed {
+            // the packed kernel's whole row blocks write every value
+            PackedRecurrent::F32(Some(pb)) if b.is_multiple_of(4) => {
+                pb.matmul_uninit(&mut cache.acts.spare_capacity_mut()[..b * g4], h_prev, b);
+                // SAFETY: the product wrote the b x 4H values past the length
+                unsafe { cache.acts.set_len(g_span.end) };
+                &step_rows
+            }
+            // other products add to the input rows, copied in first
+            _ => {
+                for row in &step_rows {
+                    cache.acts.extend_from_slice(row);
+                }
+                recurrent_product(
+                    &mut cache.acts[g_span.clone()],
+                    h_prev,
+                    wh,
+                    packed,
+                    (b, g4, hd),
+                    true,
+                );
+                &[]
+            }
+        };
         let (cells_done, c) = split_at_spare(&mut cache.cells);
         let c_prev = if s == 0 {
             c0
@@ -342,7 +358,7 @@ pub fn forward_packed(
             &mut cache.tanh_c.spare_capacity_mut()[..n],
             &mut cache.hs.spare_capacity_mut()[..n],
         );
-        cell_step(&mut cache.acts[g_span], c_prev, out, hd);
+        cell_step(&mut cache.acts[g_span], inputs, c_prev, out, hd);
         for buffer in [&mut cache.cells, &mut cache.tanh_c, &mut cache.hs] {
             // SAFETY: the cell step wrote the n values past the length
             // (capacity for all steps was reserved above)
