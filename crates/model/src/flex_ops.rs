@@ -62,6 +62,14 @@ pub trait LstmSeqBackend: Backend {
     /// `tanh` of every element with [`kernel::tanh`] (vectorised; Burn's
     /// calls the C library's per element), any shape.
     fn fast_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Rows `start..start + len` of `x` `[rows, d]`, a view, as Burn's
+    /// `narrow`; its backward pass writes the parent's gradient in one pass
+    /// (the rows' gradient, zeros around it), where `narrow`'s zero-fills
+    /// the parent's shape, copies that into an aligned buffer, then
+    /// assigns the rows (2% of a mirror step: every LSTM's outputs and
+    /// final state are rows of its operation's output).
+    fn rows(x: FloatTensor<Self>, start: usize, len: usize) -> FloatTensor<Self>;
 }
 
 /// The values and shape of a flex tensor, with `tanh` applied.
@@ -286,6 +294,43 @@ impl LstmSeqBackend for Flex {
         let (shape, y) = tanh_host(x);
         FlexTensor::from_data(TensorData::new(y, shape))
     }
+
+    fn rows(x: FlexTensor, start: usize, len: usize) -> FlexTensor {
+        x.narrow(0, start, len)
+    }
+}
+
+#[derive(Debug)]
+struct RowsBackward;
+
+impl Backward<Flex, 1> for RowsBackward {
+    /// The parent's shape `[rows, d]` and the first row taken.
+    type State = ([usize; 2], usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let ([rows, d], start) = ops.state;
+        let parent = with_host(grads.consume::<Flex>(&ops.node), |_, dy| {
+            assert!(
+                start * d + dy.len() <= rows * d,
+                "the rows' gradient inside the parent's"
+            );
+            let mut g = Vec::with_capacity(rows * d);
+            g.resize(start * d, 0.0);
+            g.extend_from_slice(dy);
+            g.resize(rows * d, 0.0);
+            g
+        });
+        register_grads(
+            grads,
+            ops.parents.map(|p| p.map(|node| node.id)),
+            [(parent, vec![rows, d])],
+        );
+    }
 }
 
 #[derive(Debug)]
@@ -421,6 +466,22 @@ impl Backward<Flex, 4> for LstmSeqBackward {
 }
 
 impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
+    fn rows(x: FloatTensor<Self>, start: usize, len: usize) -> FloatTensor<Self> {
+        match RowsBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = x.into_primitive();
+                let shape = x.layout().shape();
+                let parent = [shape[0], shape[1]];
+                prep.finish((parent, start), x.narrow(0, start, len))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(x.into_primitive().narrow(0, start, len)),
+        }
+    }
+
     fn fast_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match TanhBackward
             .prepare::<C>([x.node()])
@@ -551,6 +612,26 @@ pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::<D>::from_dispatch(<Dispatch as LstmSeqBackend>::fast_tanh(x.into_dispatch()))
 }
 
+/// Rows `start..start + len` of `x` (on flex: [`LstmSeqBackend::rows`]).
+///
+/// # Panics
+/// On rows past `x`'s.
+pub fn take_rows(x: Tensor<2>, start: usize, len: usize) -> Tensor<2> {
+    let rows = x.dims()[0];
+    assert!(
+        start.checked_add(len).is_some_and(|end| end <= rows),
+        "rows {start}..{start}+{len} of {rows}"
+    );
+    if !supported(&x.device()) {
+        return x.narrow(0, start, len);
+    }
+    Tensor::<2>::from_dispatch(<Dispatch as LstmSeqBackend>::rows(
+        x.into_dispatch(),
+        start,
+        len,
+    ))
+}
+
 /// Whether tensors on `device` can use the flex operations (the LSTM
 /// sequence, the fused classifier, `tanh`).
 pub fn supported(device: &Device) -> bool {
@@ -583,8 +664,8 @@ pub(crate) fn lstm_sequence(
         ),
     };
     let out = Tensor::<2>::from_dispatch(out);
-    let hs = out.clone().narrow(0, 0, rows);
-    let c = out.narrow(0, rows, batch);
+    let hs = take_rows(out.clone(), 0, rows);
+    let c = take_rows(out, rows, batch);
     debug_assert_eq!(c.dims(), [batch, hidden]);
     (hs, c)
 }

@@ -408,7 +408,7 @@ impl Lstm {
         #[cfg(feature = "flex")]
         if crate::flex_ops::supported(&wh.device()) {
             let (hs, c) = crate::flex_ops::lstm_sequence(pre, wh, (state.h, state.c), precision);
-            let h = hs.clone().narrow(0, rows - batch, batch);
+            let h = crate::flex_ops::take_rows(hs.clone(), rows - batch, batch);
             return (hs, LstmState { h, c });
         }
         self.reference_sequence(pre.into_rows(), wh, batch, state)

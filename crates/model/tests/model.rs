@@ -546,6 +546,47 @@ fn fast_tanh_matches_burn_tanh() {
     );
 }
 
+/// The rows operation against Burn's `narrow`: values and the gradient of
+/// weighted sums of two overlapping row ranges (first rows, middle rows,
+/// last rows), one of them through a transposed view (a strided gradient).
+#[test]
+fn take_rows_matches_burn_narrow() {
+    let d = dev();
+    let (rows, width) = (9, 5);
+    let v: Vec<f32> = (0..rows * width).map(|i| (i as f32 - 20.0) / 7.0).collect();
+    let run = |fast: bool| {
+        let x =
+            Tensor::<2>::from_data(TensorData::new(v.clone(), [rows, width]), &d).require_grad();
+        let take = |start, len| {
+            if fast {
+                model::flex_ops::take_rows(x.clone(), start, len)
+            } else {
+                x.clone().narrow(0, start, len)
+            }
+        };
+        let (a, b, c) = (take(0, 4), take(3, 3), take(7, 2));
+        let wa = Tensor::<2>::from_data(
+            TensorData::new(
+                (0..20).map(|i| i as f32 / 9.0).collect::<Vec<f32>>(),
+                [4, 5],
+            ),
+            &d,
+        );
+        let loss = (a.clone() * wa).sum()
+            + b.clone().swap_dims(0, 1).mul_scalar(2.0).sum()
+            + c.clone().powf_scalar(2.0).sum();
+        let grads = loss.backward();
+        (host(a), host(b), host(c), host(x.grad(&grads).unwrap()))
+    };
+    let (got, want) = (run(true), run(false));
+    assert_eq!(got.0, want.0, "first rows");
+    assert_eq!(got.1, want.1, "middle rows");
+    assert_eq!(got.2, want.2, "last rows");
+    assert_close(&got.3, &want.3, 1e-6, "gradient");
+    // the middle rows' gradient is the only one on row 5
+    assert_eq!(&got.3[5 * width..6 * width], &[2.0; 5]);
+}
+
 /// The fused classifier + softmax cross-entropy against the same computation in Burn operations.
 #[test]
 fn fused_cross_entropy_matches_reference_operations() {
