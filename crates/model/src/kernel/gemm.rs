@@ -1,6 +1,6 @@
 //! Matrix products for the LSTM kernels: register-blocked kernels for
-//! AVX-512 (6 rows x 64 columns in 24 registers) and AVX2+FMA (4 rows x 16
-//! columns in 8 registers) that read the right operand in place or from a
+//! AVX-512 (6 rows x 64 columns in 24 registers) and AVX2+FMA (6 rows x 16
+//! columns in 12 registers) that read the right operand in place or from a
 //! packed copy ([`PackedB`]), and the `gemm` crate (the one Burn's flex
 //! backend uses, built with its AVX-512 kernels) for every other shape and CPU.
 
@@ -350,7 +350,7 @@ pub fn matmul_gemm_crate(
 }
 
 /// A register-blocked product kernel: `C (+)= A B` for `m % 4 == 0`,
-/// `n % 16 == 0`, with the arguments of [`gemm_4x16`].
+/// `n % 16 == 0`, with the arguments of [`gemm_avx2`].
 #[cfg(target_arch = "x86_64")]
 type BlockedKernel = unsafe fn(
     usize,
@@ -373,13 +373,28 @@ type BlockedKernel = unsafe fn(
 fn blocked_kernel() -> Option<BlockedKernel> {
     match isa() {
         Isa::Avx512 | Isa::Avx512Amx => Some(gemm_avx512),
-        Isa::Avx2 => Some(gemm_4x16),
+        Isa::Avx2 => Some(gemm_avx2),
         Isa::Portable => None,
     }
 }
 
+/// The row blocks `(first row, rows)` of the blocked kernels for `m` rows
+/// (a multiple of 4): blocks of 6, then of 4 for the rest (`m = 6 q + 4 r`).
+#[cfg(target_arch = "x86_64")]
+fn row_blocks(m: usize) -> impl Iterator<Item = (usize, usize)> {
+    debug_assert!(m.is_multiple_of(4), "rows in fours");
+    let mut six = m / 6;
+    while !(m - 6 * six).is_multiple_of(4) {
+        six -= 1;
+    }
+    let fours = (m - 6 * six) / 4;
+    (0..six)
+        .map(|q| (6 * q, 6))
+        .chain((0..fours).map(move |r| (6 * six + 4 * r, 4)))
+}
+
 /// Defines an AVX-512 register-blocked kernel with the arguments of
-/// [`gemm_4x16`] (element type `$t` for `A` and `B`, `f32` for `C`): blocks
+/// [`gemm_avx2`] (element type `$t` for `A` and `B`, `f32` for `C`): blocks
 /// of 6 rows by 64 columns (four strips; then 32 or 16 for the last
 /// columns), 24 accumulators, so that a step reads 4 vectors of `B` and
 /// broadcasts 6 values of `A` for 24 multiply-adds (an 8 x 16 block needs 9
@@ -472,14 +487,7 @@ macro_rules! avx512_blocked_kernel {
             while s < strips {
                 let take = (strips - s).min(4);
                 let take = if take == 3 { 2 } else { take };
-                // blocks of 6 rows, then of 4 for the rest (m - 6 * six, a multiple of 4)
-                let mut six = m / 6;
-                while !(m - 6 * six).is_multiple_of(4) {
-                    six -= 1;
-                }
-                let mut i = 0;
-                while i < m {
-                    let rows = if i < 6 * six { 6 } else { 4 };
+                for (i, rows) in row_blocks(m) {
                     // SAFETY: rows i..i + rows <= m, strips s..s + take <= n / 16, as documented.
                     unsafe {
                         let (ai, bs, ci) =
@@ -494,7 +502,6 @@ macro_rules! avx512_blocked_kernel {
                             _ => block::<4, 1>(k, ai, ad, bs, bd, ci, ldc, accumulate),
                         }
                     }
-                    i += rows;
                 }
                 s += take;
             }
@@ -503,10 +510,10 @@ macro_rules! avx512_blocked_kernel {
 }
 
 avx512_blocked_kernel!(
-    /// [`gemm_4x16`] in 16-lane AVX-512 (blocks of 6 x 64, see the macro).
+    /// [`gemm_avx2`] in 16-lane AVX-512 (blocks of 6 x 64, see the macro).
     ///
     /// # Safety
-    /// As [`gemm_4x16`], with AVX-512F in place of AVX2.
+    /// As [`gemm_avx2`], with AVX-512F in place of AVX2.
     gemm_avx512, "avx512f,fma", f32, _mm512_setzero_ps(),
     |bp| _mm512_loadu_ps(bp),
     |ap| _mm512_set1_ps(*ap),
@@ -518,10 +525,10 @@ avx512_blocked_kernel!(
     /// depth `2p` in the low half, `2p + 1` in the high half), `C` in f32:
     /// `vdpbf16ps` multiplies both pairs and adds them to the f32 lane, so
     /// one instruction does the work of two FMAs. `k` counts pairs; `B` is
-    /// read as by [`gemm_4x16`], a strip's row being 16 pairs.
+    /// read as by [`gemm_avx2`], a strip's row being 16 pairs.
     ///
     /// # Safety
-    /// AVX-512F and AVX512-BF16; otherwise as [`gemm_4x16`].
+    /// AVX-512F and AVX512-BF16; otherwise as [`gemm_avx2`].
     gemm_bf16, "avx512f,avx512bf16", u32,
     std::mem::transmute::<__m512, __m512bh>(_mm512_setzero_ps()),
     |bp| std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(bp.cast())),
@@ -529,7 +536,9 @@ avx512_blocked_kernel!(
     |acc, x, w| _mm512_dpbf16_ps(acc, x, w)
 );
 
-/// `C (+)= A B` in blocks of 4 rows by 16 columns held in 8 registers.
+/// `C (+)= A B` in blocks of 6 rows by 16 columns held in 12 registers
+/// (2 loads of `B` and 6 broadcasts per 12 FMAs; rows past the last six in
+/// blocks of 4, as [`row_blocks`] says).
 /// `A[i][p]` is at `a[i * a_rs + p * a_cs]`; `B` is read where it lies, in
 /// strips of 16 columns: column `16 s + q` of row `p` at `b[s * b_strip + p *
 /// ldb + q]` (`b_strip` = 16 for a row-major matrix, `16 k` for a [`PackedB`]).
@@ -540,7 +549,7 @@ avx512_blocked_kernel!(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_4x16(
+unsafe fn gemm_avx2(
     m: usize,
     n: usize,
     k: usize,
@@ -554,50 +563,61 @@ unsafe fn gemm_4x16(
     ldc: usize,
     accumulate: bool,
 ) {
-    use std::arch::x86_64::*;
-    for j in (0..n).step_by(16) {
-        for i in (0..m).step_by(4) {
-            // SAFETY (whole block): indices stay below m x n, m x k and k x n as documented.
-            unsafe {
-                let cp = c.add(i * ldc + j);
-                let mut acc = if accumulate {
-                    [
-                        _mm256_loadu_ps(cp),
-                        _mm256_loadu_ps(cp.add(8)),
-                        _mm256_loadu_ps(cp.add(ldc)),
-                        _mm256_loadu_ps(cp.add(ldc + 8)),
-                        _mm256_loadu_ps(cp.add(2 * ldc)),
-                        _mm256_loadu_ps(cp.add(2 * ldc + 8)),
-                        _mm256_loadu_ps(cp.add(3 * ldc)),
-                        _mm256_loadu_ps(cp.add(3 * ldc + 8)),
-                    ]
-                } else {
-                    [_mm256_setzero_ps(); 8]
-                };
-                let a0 = a.add(i * a_rs);
-                let (a1, a2, a3) = (a0.add(a_rs), a0.add(2 * a_rs), a0.add(3 * a_rs));
-                let mut bp = b.add(j / 16 * b_strip);
-                for p in 0..k {
-                    let b0 = _mm256_loadu_ps(bp);
-                    let b1 = _mm256_loadu_ps(bp.add(8));
-                    let off = p * a_cs;
-                    let x0 = _mm256_broadcast_ss(&*a0.add(off));
-                    acc[0] = _mm256_fmadd_ps(x0, b0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(x0, b1, acc[1]);
-                    let x1 = _mm256_broadcast_ss(&*a1.add(off));
-                    acc[2] = _mm256_fmadd_ps(x1, b0, acc[2]);
-                    acc[3] = _mm256_fmadd_ps(x1, b1, acc[3]);
-                    let x2 = _mm256_broadcast_ss(&*a2.add(off));
-                    acc[4] = _mm256_fmadd_ps(x2, b0, acc[4]);
-                    acc[5] = _mm256_fmadd_ps(x2, b1, acc[5]);
-                    let x3 = _mm256_broadcast_ss(&*a3.add(off));
-                    acc[6] = _mm256_fmadd_ps(x3, b0, acc[6]);
-                    acc[7] = _mm256_fmadd_ps(x3, b1, acc[7]);
-                    bp = bp.add(ldb);
+    /// One block of `R` rows by 16 columns.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; `R` rows of `A` from `a`, `k` rows of a strip of `B`
+    /// from `b` and `R` rows of 16 columns of `C` from `c` lie inside the operands.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const R: usize>(
+        k: usize,
+        a: *const f32,
+        (a_rs, a_cs): (usize, usize),
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        use std::arch::x86_64::*;
+        // SAFETY (whole block): indices stay inside the operands as documented.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; R];
+            if accumulate {
+                for (r, row) in acc.iter_mut().enumerate() {
+                    *row = [
+                        _mm256_loadu_ps(c.add(r * ldc)),
+                        _mm256_loadu_ps(c.add(r * ldc + 8)),
+                    ];
                 }
-                for r in 0..4 {
-                    _mm256_storeu_ps(cp.add(r * ldc), acc[2 * r]);
-                    _mm256_storeu_ps(cp.add(r * ldc + 8), acc[2 * r + 1]);
+            }
+            let mut bp = b;
+            for p in 0..k {
+                let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let x = _mm256_broadcast_ss(&*a.add(r * a_rs + p * a_cs));
+                    row[0] = _mm256_fmadd_ps(x, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(x, b1, row[1]);
+                }
+                bp = bp.add(ldb);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                _mm256_storeu_ps(c.add(r * ldc), row[0]);
+                _mm256_storeu_ps(c.add(r * ldc + 8), row[1]);
+            }
+        }
+    }
+    for j in (0..n).step_by(16) {
+        for (i, rows) in row_blocks(m) {
+            // SAFETY: rows i..i + rows <= m, columns j..j + 16 <= n, as documented.
+            unsafe {
+                let (ai, bj, cij) = (a.add(i * a_rs), b.add(j / 16 * b_strip), c.add(i * ldc + j));
+                if rows == 6 {
+                    block::<6>(k, ai, (a_rs, a_cs), bj, ldb, cij, ldc, accumulate);
+                } else {
+                    block::<4>(k, ai, (a_rs, a_cs), bj, ldb, cij, ldc, accumulate);
                 }
             }
         }
@@ -741,7 +761,7 @@ mod tests {
         use crate::kernel::cpu::detected_isa;
         let mut kernels: Vec<(&str, BlockedKernel)> = vec![];
         if detected_isa() >= Isa::Avx2 {
-            kernels.push(("avx2", gemm_4x16));
+            kernels.push(("avx2", gemm_avx2));
         }
         if detected_isa() >= Isa::Avx512 {
             kernels.push(("avx512", gemm_avx512));
