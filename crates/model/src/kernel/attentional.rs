@@ -14,7 +14,7 @@
 //! `[rows, h]`.
 
 use super::attention::{AttnDims, Operands, Windows, attention_backward, attention_forward};
-use super::gemm::{PackedB, elems, matmul, matmul_at_threaded, matmul_maybe_packed};
+use super::gemm::{PackedB, elems, matmul_at_threaded, matmul_maybe_packed};
 use super::math::tanh_all;
 use super::pool::parallel_for_each_mut;
 
@@ -107,11 +107,27 @@ fn for_row_blocks(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) +
 pub fn attentional_forward(inp: &Inputs, layer: Layer) -> (Vec<f32>, Saved) {
     let (w_ctx, w_dec) = layer.halves(inp.dims);
     let (h, e) = (inp.dims.h, inp.dims.e);
+    // the weights packed once for every block's products (the packed
+    // kernel runs at 200 GFLOP/s where reading them in place runs at 170)
+    let (p_a, p_ctx, p_dec) = (
+        PackedB::new(layer.w_a, e, h, false),
+        PackedB::new(w_ctx, e, h, false),
+        PackedB::new(w_dec, h, h, false),
+    );
     let mut keys = vec![0.0f32; inp.values.len() / e * h];
     for_row_blocks(&mut keys, h, |r0, out| {
         let m = out.len() / h;
         let values = &inp.values[r0 * e..(r0 + m) * e];
-        matmul(out, values, layer.w_a, m, h, e, false, false, false);
+        matmul_maybe_packed(
+            out,
+            values,
+            (layer.w_a, false),
+            p_a.as_ref(),
+            m,
+            h,
+            e,
+            false,
+        );
     });
     let op = inp.with_keys(&keys);
     let (ctx, alpha) = attention_forward(&op);
@@ -119,8 +135,8 @@ pub fn attentional_forward(inp: &Inputs, layer: Layer) -> (Vec<f32>, Saved) {
     for_row_blocks(&mut y, h, |r0, out| {
         let m = out.len() / h;
         let (ctx, dec) = (&ctx[r0 * e..(r0 + m) * e], &inp.dec[r0 * h..(r0 + m) * h]);
-        matmul(out, ctx, w_ctx, m, h, e, false, false, false);
-        matmul(out, dec, w_dec, m, h, h, false, false, true);
+        matmul_maybe_packed(out, ctx, (w_ctx, false), p_ctx.as_ref(), m, h, e, false);
+        matmul_maybe_packed(out, dec, (w_dec, false), p_dec.as_ref(), m, h, h, true);
         for row in out.chunks_exact_mut(h) {
             for (x, b) in row.iter_mut().zip(layer.b) {
                 *x += b;
