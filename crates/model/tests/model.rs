@@ -547,8 +547,8 @@ fn fast_tanh_matches_burn_tanh() {
 }
 
 /// The rows operation against Burn's `narrow`: values and the gradient of
-/// weighted sums of two overlapping row ranges (first rows, middle rows,
-/// last rows), one of them through a transposed view (a strided gradient).
+/// weighted sums of overlapping row ranges (first rows, middle rows, last
+/// rows), one of them through a transposed view (a strided gradient).
 #[test]
 fn take_rows_matches_burn_narrow() {
     let d = dev();
@@ -572,8 +572,17 @@ fn take_rows_matches_burn_narrow() {
             ),
             &d,
         );
+        // the middle rows' gradient through a transposed view: strided, and
+        // not uniform, so a wrong order of its values shows
+        let wb = Tensor::<2>::from_data(
+            TensorData::new(
+                (0..15).map(|i| i as f32 - 4.0).collect::<Vec<f32>>(),
+                [5, 3],
+            ),
+            &d,
+        );
         let loss = (a.clone() * wa).sum()
-            + b.clone().swap_dims(0, 1).mul_scalar(2.0).sum()
+            + (b.clone().swap_dims(0, 1) * wb).sum()
             + c.clone().powf_scalar(2.0).sum();
         let grads = loss.backward();
         (host(a), host(b), host(c), host(x.grad(&grads).unwrap()))
@@ -583,8 +592,10 @@ fn take_rows_matches_burn_narrow() {
     assert_eq!(got.1, want.1, "middle rows");
     assert_eq!(got.2, want.2, "last rows");
     assert_close(&got.3, &want.3, 1e-6, "gradient");
-    // the middle rows' gradient is the only one on row 5
-    assert_eq!(&got.3[5 * width..6 * width], &[2.0; 5]);
+    // the middle rows' gradient is the only one on row 5 (row 2 of the
+    // middle rows: column 2 of the transposed weights)
+    let want5: Vec<f32> = (0..5).map(|i| (i * 3 + 2) as f32 - 4.0).collect();
+    assert_eq!(&got.3[5 * width..6 * width], &want5[..]);
 }
 
 /// The fused classifier + softmax cross-entropy against the same computation in Burn operations.

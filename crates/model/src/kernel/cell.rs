@@ -396,10 +396,11 @@ mod tests {
         } else {
             (g0.clone(), &[], g0.clone())
         };
+        // NaN before: a value the pass did not write stays NaN
         let (mut c, mut tc, mut h) = (
-            vec![0.0f32; rows * hidden],
-            vec![0.0f32; rows * hidden],
-            vec![0.0f32; rows * hidden],
+            vec![f32::NAN; rows * hidden],
+            vec![f32::NAN; rows * hidden],
+            vec![f32::NAN; rows * hidden],
         );
         pass(
             &mut g,
@@ -430,6 +431,10 @@ mod tests {
                 assert!(
                     (h[r * hidden + j] as f64 - want_h).abs() < 1e-6,
                     "{name} H={hidden}: h ({r},{j})"
+                );
+                assert!(
+                    (tc[r * hidden + j] as f64 - want_c.tanh()).abs() < 1e-6,
+                    "{name} H={hidden}: tanh(c) ({r},{j})"
                 );
             }
         }

@@ -216,6 +216,11 @@ impl PackedB {
         None
     }
 
+    /// The operand's `(k, n)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
     /// `c (+)= a · B` for `a` `[m, k]` row-major and `c` `[m, n]`.
     pub fn matmul(&self, c: &mut [f32], a: &[f32], m: usize, accumulate: bool) {
         let (k, n) = (self.k, self.n);
@@ -248,8 +253,9 @@ impl PackedB {
     /// # Panics
     /// On `m` not a multiple of 4, or operands of other sizes.
     pub fn matmul_uninit(&self, c: &mut [MaybeUninit<f32>], a: &[f32], m: usize) {
+        // exactly m x n: the caller counts all of `c` as written
         assert!(
-            m.is_multiple_of(4) && c.len() >= elems(m, self.n) && a.len() >= elems(m, self.k),
+            m.is_multiple_of(4) && c.len() == elems(m, self.n) && a.len() >= elems(m, self.k),
             "matmul operand sizes"
         );
         // SAFETY: c holds m x n values (checked above); not accumulating,
@@ -382,7 +388,8 @@ fn blocked_kernel() -> Option<BlockedKernel> {
 /// (a multiple of 4): blocks of 6, then of 4 for the rest (`m = 6 q + 4 r`).
 #[cfg(target_arch = "x86_64")]
 fn row_blocks(m: usize) -> impl Iterator<Item = (usize, usize)> {
-    debug_assert!(m.is_multiple_of(4), "rows in fours");
+    // guards the kernels' indices: other counts would wrap `six` below
+    assert!(m.is_multiple_of(4), "rows in fours");
     let mut six = m / 6;
     while !(m - 6 * six).is_multiple_of(4) {
         six -= 1;
@@ -746,6 +753,39 @@ mod tests {
             PackedB::new(&[0.0; 24], 2, 12, false).is_none(),
             "12 columns: not packable"
         );
+    }
+
+    /// The product written into memory it does not read (NaN before):
+    /// every value written, at 6-row and 4-row blocks, 3 strips (2 + 1),
+    /// across the packing's depth passes; and a buffer not of `m x n`
+    /// values refused.
+    #[test]
+    fn packed_product_into_unwritten_memory_writes_every_value() {
+        let (m, n, k) = (16, 48, 300);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 30.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 40.0)
+            .collect();
+        let Some(packed) = PackedB::new(&b, k, n, false) else {
+            return; // no blocked kernel here: nothing to compare
+        };
+        let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+        packed.matmul_uninit(&mut c, &a, m);
+        for i in 0..m {
+            for j in 0..n {
+                // SAFETY: every value was initialized (NaN) before the call
+                let got = unsafe { c[i * n + j].assume_init() };
+                let want: f32 = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+                assert!((got - want).abs() < 1e-4, "({i},{j}): {got} vs {want}");
+            }
+        }
+        let refused = std::panic::catch_unwind(|| {
+            let mut longer = vec![MaybeUninit::new(0.0f32); m * n + 1];
+            packed.matmul_uninit(&mut longer, &a, m);
+        });
+        assert!(refused.is_err(), "a buffer longer than m x n");
     }
 
     /// Every blocked kernel this CPU has, called directly (not through the

@@ -254,8 +254,9 @@ impl<'a> PartInput<'a> {
 }
 
 /// Forward pass over all steps. Returns the outputs `[rows, H]` and the final
-/// cell state `[batch, H]`; `cache` (reused across calls) keeps what the
-/// backward pass needs (its `hs` holds the outputs).
+/// cell state `[batch, H]`; `cache` keeps what the backward pass needs (its
+/// `hs` holds the outputs; its buffers are reused by a later forward pass,
+/// unless a backward pass consumed it).
 pub fn forward(
     dims: SeqDims,
     p: &[f32],
@@ -282,9 +283,15 @@ pub fn forward(
 /// [`forward`] with `wh` already packed (`PackedRecurrent::new(wh, H,
 /// false, precision, rows)`), shared by the threads of
 /// [`forward_split`](super::split::forward_split), on a part of the input
-/// projections. Each step's rows are copied into the cache's activation
-/// buffer just before its product adds to them (in cache, where one copy
-/// of all of `p` up front streamed it through memory twice).
+/// projections. Where the packed f32 kernel takes the whole batch (rows in
+/// fours), each step's recurrent product is written straight into the
+/// cache's activation buffer and the cell step adds the input rows where
+/// they lie; elsewhere each step's rows are copied into that buffer just
+/// before its product adds to them (in cache, where one copy of all of `p`
+/// up front streamed it through memory twice).
+///
+/// # Panics
+/// On operands not of `dims`, or weights packed for other sizes.
 pub fn forward_packed(
     dims: SeqDims,
     p: PartInput,
@@ -302,6 +309,14 @@ pub fn forward_packed(
     assert_eq!(wh.len(), hd * g4, "recurrent weights");
     assert_eq!(h0.len(), b * hd, "initial output");
     assert_eq!(c0.len(), b * hd, "initial cell");
+    if let PackedRecurrent::F32(Some(pb)) = packed {
+        // the product written into the gates must write all of them
+        assert_eq!(
+            pb.dims(),
+            (hd, g4),
+            "recurrent weights packed for other sizes"
+        );
+    }
     // the buffers grow step by step, written into their spare capacity
     // (nothing zeroed first): the gates' recurrent product, then the cell's
     // outputs; the cell adds the input rows, read where they lie (a lookup's
@@ -521,13 +536,14 @@ mod tests {
 
     /// Finite differences of a scalar function of every input: at a size
     /// only the portable loops take (3 units, 2 sequences) and at one that
-    /// takes this CPU's fast paths (8 sequences: the blocked kernels' row
-    /// blocks; 16 units: the packed recurrent weights of 64 and 16 columns
-    /// and the 16-lane cell step).
+    /// takes this CPU's fast paths (12 sequences: two of the blocked
+    /// kernels' 6-row blocks, the product written into the gates and the
+    /// inputs added by the cell step; 16 units: the packed recurrent
+    /// weights of 64 and 16 columns and the 16-lane cell step).
     #[test]
     #[allow(clippy::print_stderr)] // says which paths the fast size took here
     fn backward_matches_finite_differences() {
-        for (batch, hidden) in [(2, 3), (8, 16)] {
+        for (batch, hidden) in [(2, 3), (12, 16)] {
             finite_differences(SeqDims {
                 steps: 3,
                 batch,

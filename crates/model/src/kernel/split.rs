@@ -92,7 +92,7 @@ pub struct SplitCache {
 /// cell state without moving them) and the final cell state `[batch, H]`. The recurrent products run in
 /// `precision` where it applies ([`PackedRecurrent::new`]). `input` is
 /// read where it lies (the caller can lend it from a tensor's buffer):
-/// each part copies its own rows, step by step.
+/// each part reads its own rows, step by step.
 ///
 /// # Panics
 /// On a lookup's id past its table ([`Projections::check`]), or operands
@@ -302,8 +302,8 @@ mod tests {
     /// Splitting the batch over threads changes nothing but rounding: with
     /// unpacked weights (12 gate columns), with weights packed once for all
     /// threads (16 columns, parts of 8) and with packed weights that some
-    /// parts cannot use (parts of 6 and 7 rows: not the kernel's fours,
-    /// so every part reads `wh` in place).
+    /// parts cannot use (parts of 6 and 7 rows: not multiples of 4, the
+    /// kernel's smallest row block, so every part reads `wh` in place).
     #[test]
     fn split_passes_equal_the_single_pass() {
         let close = |a: &[f32], b: &[f32], what: &str| {
