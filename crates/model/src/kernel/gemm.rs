@@ -636,6 +636,17 @@ mod tests {
     use super::*;
     use crate::kernel::pool::{TestThreads, set_threads};
 
+    /// `A` `[m, k]` and `B` `[k, n]`, row-major, small values of varied signs.
+    fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+        let a = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 30.0)
+            .collect();
+        let b = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 40.0)
+            .collect();
+        (a, b)
+    }
+
     #[test]
     fn blocked_kernel_matches_a_naive_product() {
         let (m, n, k) = (8, 32, 7);
@@ -722,12 +733,7 @@ mod tests {
             (8, 48, 300),
             (8, 112, 300),
         ] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 30.0)
-                .collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 40.0)
-                .collect();
+            let (a, b) = operands(m, n, k);
             let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
             let c0: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32).collect();
             for (b_t, accumulate) in [(false, false), (false, true), (true, true)] {
@@ -762,12 +768,7 @@ mod tests {
     #[test]
     fn packed_product_into_unwritten_memory_writes_every_value() {
         let (m, n, k) = (16, 48, 300);
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 30.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 40.0)
-            .collect();
+        let (a, b) = operands(m, n, k);
         let Some(packed) = PackedB::new(&b, k, n, false) else {
             return; // no blocked kernel here: nothing to compare
         };
@@ -816,13 +817,8 @@ mod tests {
             (12, 48, 5),
             (20, 112, 9),
         ] {
-            let a: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 30.0)
-                .collect();
+            let (a, b) = operands(m, n, k);
             let at: Vec<f32> = (0..k * m).map(|x| a[(x % m) * k + x / m]).collect();
-            let b: Vec<f32> = (0..k * n)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 40.0)
-                .collect();
             let c0: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32).collect();
             for &(name, kernel) in &kernels {
                 for (a_t, accumulate) in [(false, false), (false, true), (true, false)] {
