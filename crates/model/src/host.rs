@@ -229,7 +229,7 @@ impl HostLm {
         let top = &state.h[self.layers.len() - 1];
         logits.clear();
         match &self.w_packed {
-            Some((w, b)) if s.is_multiple_of(4) => {
+            Some((w, b)) if kernel::blocked_rows(s) => {
                 let vp = b.len();
                 padded.clear();
                 for _ in 0..s {

@@ -22,9 +22,9 @@
 //! `2p + 1` in its high half, so a row-major `[m, k]` matrix converted to
 //! bf16 is already `[m, k / 2]` pairs.
 
-use super::gemm::elems;
 #[cfg(target_arch = "x86_64")]
 use super::gemm::gemm_bf16;
+use super::gemm::{blocked_rows, elems};
 
 /// Precision of the recurrent products of the fused LSTM kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -328,7 +328,7 @@ pub fn matmul_at(
     (b0, b1): (&[f32], &[f32]),
     (m, n, k): (usize, usize, usize),
 ) -> bool {
-    if !available() || m == 0 || !m.is_multiple_of(4) || n == 0 || !n.is_multiple_of(16) {
+    if !available() || m == 0 || !blocked_rows(m) || n == 0 || !n.is_multiple_of(16) {
         return false;
     }
     let (ka, kb) = (a0.len() / m, b0.len() / n);

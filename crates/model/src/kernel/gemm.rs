@@ -40,7 +40,7 @@ pub fn matmul(
     }
     #[cfg(target_arch = "x86_64")]
     if !b_t
-        && m.is_multiple_of(4)
+        && blocked_rows(m)
         && n.is_multiple_of(16)
         && n * k <= BLOCKED_MAX_B
         && let Some(kernel) = blocked_kernel()
@@ -255,7 +255,7 @@ impl PackedB {
     pub fn matmul_uninit(&self, c: &mut [MaybeUninit<f32>], a: &[f32], m: usize) {
         // exactly m x n: the caller counts all of `c` as written
         assert!(
-            m.is_multiple_of(4) && c.len() == elems(m, self.n) && a.len() >= elems(m, self.k),
+            blocked_rows(m) && c.len() == elems(m, self.n) && a.len() >= elems(m, self.k),
             "matmul operand sizes"
         );
         // SAFETY: c holds m x n values (checked above); not accumulating,
@@ -273,7 +273,7 @@ impl PackedB {
     /// unless not `accumulate`; `a` holds `m4 x k`.
     unsafe fn rows_in_fours(&self, c: *mut f32, a: &[f32], m4: usize, accumulate: bool) {
         let (k, n) = (self.k, self.n);
-        debug_assert!(m4.is_multiple_of(4) && a.len() >= elems(m4, k));
+        debug_assert!(blocked_rows(m4) && a.len() >= elems(m4, k));
         if m4 == 0 {
             return;
         }
@@ -327,7 +327,7 @@ pub fn matmul_maybe_packed(
     accumulate: bool,
 ) {
     match packed {
-        Some(pb) if m.is_multiple_of(4) => pb.matmul(c, a, m, accumulate),
+        Some(pb) if blocked_rows(m) => pb.matmul(c, a, m, accumulate),
         _ => matmul(c, a, b, m, n, k, false, b_t, accumulate),
     }
 }
@@ -384,12 +384,19 @@ fn blocked_kernel() -> Option<BlockedKernel> {
     }
 }
 
+/// Whether the blocked kernels take `m` rows whole: their row blocks are
+/// of 6 and 4 rows ([`row_blocks`]), so any multiple of 4. The one test of
+/// which product runs, for every caller that chooses between them.
+pub fn blocked_rows(m: usize) -> bool {
+    m.is_multiple_of(4)
+}
+
 /// The row blocks `(first row, rows)` of the blocked kernels for `m` rows
 /// (a multiple of 4): blocks of 6, then of 4 for the rest (`m = 6 q + 4 r`).
 #[cfg(target_arch = "x86_64")]
 fn row_blocks(m: usize) -> impl Iterator<Item = (usize, usize)> {
     // guards the kernels' indices: other counts would wrap `six` below
-    assert!(m.is_multiple_of(4), "rows in fours");
+    assert!(blocked_rows(m), "rows in fours");
     let mut six = m / 6;
     while !(m - 6 * six).is_multiple_of(4) {
         six -= 1;

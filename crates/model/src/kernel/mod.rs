@@ -108,7 +108,9 @@ pub use bf16::{PackedBf16, Precision};
 pub use cell::{CellOut, cell_step};
 pub use classifier::{linear_xent, linear_xent_backward};
 pub use cpu::{CpuInfo, Isa, cpu_info, detected_isa, isa};
-pub use gemm::{BLOCKED_MAX_B, PackedB, matmul, matmul_gemm_crate, matmul_maybe_packed};
+pub use gemm::{
+    BLOCKED_MAX_B, PackedB, blocked_rows, matmul, matmul_gemm_crate, matmul_maybe_packed,
+};
 pub use math::{exp, sigmoid, tanh};
 pub use sequence::{
     PackedRecurrent, PartInput, Projections, SeqCache, SeqDims, SeqGrads, backward,

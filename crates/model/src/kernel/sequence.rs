@@ -3,7 +3,7 @@
 
 use super::bf16::{self, PackedBf16, Precision};
 use super::cell::{CellOut, cell_backward_rows, cell_step};
-use super::gemm::{PackedB, matmul, matmul_maybe_packed};
+use super::gemm::{PackedB, blocked_rows, matmul, matmul_maybe_packed};
 use super::pool::parallel_for_each_mut;
 use std::mem::MaybeUninit;
 
@@ -48,10 +48,20 @@ impl PackedRecurrent {
         }
         PackedRecurrent::F32(
             rows.iter()
-                .any(|r| r.is_multiple_of(4))
+                .any(|&r| blocked_rows(r))
                 .then(|| PackedB::new(wh, k, n, transposed))
                 .flatten(),
         )
+    }
+
+    /// The f32 packed weights, where their kernel takes products of `rows`
+    /// rows whole (and so writes every value of its output); `None` where
+    /// the product reads the unpacked weights or runs in bf16.
+    fn packed_f32_for(&self, rows: usize) -> Option<&PackedB> {
+        match self {
+            PackedRecurrent::F32(Some(pb)) if blocked_rows(rows) => Some(pb),
+            _ => None,
+        }
     }
 
     /// The precision the products run in.
@@ -240,15 +250,18 @@ impl<'a> PartInput<'a> {
         }
     }
 
-    /// Step `s`'s rows of a part of `n` sequences, `g4` values each, where they lie.
-    fn step_rows(&self, s: usize, n: usize, g4: usize) -> Vec<&'a [f32]> {
+    /// Step `s`'s rows of a part of `n` sequences, `g4` values each, where
+    /// they lie, into `rows` (emptied first: one buffer for all steps).
+    fn step_rows(&self, s: usize, n: usize, g4: usize, rows: &mut Vec<&'a [f32]>) {
         let first = s * self.stride + self.lo;
+        rows.clear();
         match self.input {
-            Projections::Rows(p) => p[first * g4..(first + n) * g4].chunks_exact(g4).collect(),
-            Projections::Lookup { table, ids } => ids[first..first + n]
-                .iter()
-                .map(|&id| &table[id as usize * g4..(id as usize + 1) * g4])
-                .collect(),
+            Projections::Rows(p) => rows.extend(p[first * g4..(first + n) * g4].chunks_exact(g4)),
+            Projections::Lookup { table, ids } => rows.extend(
+                ids[first..first + n]
+                    .iter()
+                    .map(|&id| &table[id as usize * g4..(id as usize + 1) * g4]),
+            ),
         }
     }
 }
@@ -309,7 +322,7 @@ pub fn forward_packed(
     assert_eq!(wh.len(), hd * g4, "recurrent weights");
     assert_eq!(h0.len(), b * hd, "initial output");
     assert_eq!(c0.len(), b * hd, "initial cell");
-    if let PackedRecurrent::F32(Some(pb)) = packed {
+    if let Some(pb) = packed.packed_f32_for(b) {
         // the product written into the gates must write all of them
         assert_eq!(
             pb.dims(),
@@ -334,20 +347,21 @@ pub fn forward_packed(
         buffer.reserve(rows * hd);
     }
     let n = b * hd;
+    let mut step_rows = Vec::with_capacity(b);
     for s in 0..dims.steps {
         let g_span = s * b * g4..(s + 1) * b * g4;
         let h_prev = if s == 0 { h0 } else { &cache.hs[(s - 1) * n..] };
-        let step_rows = p.step_rows(s, b, g4);
-        let inputs: &[&[f32]] = match packed {
+        p.step_rows(s, b, g4, &mut step_rows);
+        let inputs: &[&[f32]] = match packed.packed_f32_for(b) {
             // the packed kernel's whole row blocks write every value
-            PackedRecurrent::F32(Some(pb)) if b.is_multiple_of(4) => {
+            Some(pb) => {
                 pb.matmul_uninit(&mut cache.acts.spare_capacity_mut()[..b * g4], h_prev, b);
                 // SAFETY: the product wrote the b x 4H values past the length
                 unsafe { cache.acts.set_len(g_span.end) };
                 &step_rows
             }
             // other products add to the input rows, copied in first
-            _ => {
+            None => {
                 for row in &step_rows {
                     cache.acts.extend_from_slice(row);
                 }
@@ -466,13 +480,19 @@ pub fn backward_packed(
     let mut dc = dc_last.to_vec();
     let mut dh_next = vec![0.0f32; b * hd];
     let mut dh = vec![0.0f32; b * hd];
-    // where the packed kernel does not apply, Wh^T transposed so that dG Wh^T reads it row by row
-    let packed = match packed_t {
-        PackedRecurrent::F32(Some(_)) if !b.is_multiple_of(4) => &PackedRecurrent::F32(None),
-        other => other,
-    };
+    let mut dwh = vec![0.0f32; hd * g4];
+    if dims.steps == 0 {
+        // no step: the final cell is the initial one, and no weight was used
+        return SeqGrads {
+            dp,
+            dwh,
+            dh0: dh_next,
+            dc0: dc,
+        };
+    }
+    // where the packed f32 kernel does not apply, Wh^T transposed so that dG Wh^T reads it row by row
     let mut wh_t = Vec::new();
-    if matches!(packed, PackedRecurrent::F32(None)) {
+    if matches!(packed_t, PackedRecurrent::F32(_)) && packed_t.packed_f32_for(b).is_none() {
         wh_t = vec![0.0f32; g4 * hd];
         for r in 0..hd {
             for c in 0..g4 {
@@ -495,10 +515,9 @@ pub fn backward_packed(
         let dg = &mut dp[s * b * g4..(s + 1) * b * g4];
         dispatch!(cell_backward_rows(dg, c_prev, tc, &dh, &mut dc, hd));
         // dh_prev = dG · Wh^T
-        recurrent_product(&mut dh_next, dg, &wh_t, packed, (b, hd, g4), false);
+        recurrent_product(&mut dh_next, dg, &wh_t, packed_t, (b, hd, g4), false);
     }
     // dWh = h0^T dG_0 + H_{0..T-1}^T dG_{1..T}
-    let mut dwh = vec![0.0f32; hd * g4];
     let in_bf16 = packed_t.precision() == Precision::Bf16
         && bf16::matmul_at(
             &mut dwh,
@@ -554,6 +573,35 @@ mod tests {
             "backward_matches_finite_differences: fast size on {} kernels",
             crate::kernel::isa().name()
         );
+    }
+
+    /// A sequence of no steps hands the initial state through: the final
+    /// cell is the initial one, its gradient the final cell's, and no weight
+    /// or initial output gets any (at a batch the packed kernels take and
+    /// at one they do not).
+    #[test]
+    fn no_steps_pass_the_state_through() {
+        for batch in [4, 3] {
+            let (hidden, g4) = (16, 64);
+            let dims = SeqDims {
+                steps: 0,
+                batch,
+                hidden,
+            };
+            let wh: Vec<f32> = (0..hidden * g4).map(|i| i as f32 * 1e-3).collect();
+            let h0 = vec![0.5f32; batch * hidden];
+            let c0: Vec<f32> = (0..batch * hidden).map(|i| i as f32).collect();
+            let mut cache = SeqCache::default();
+            let c_last = forward(dims, &[], &wh, &h0, &c0, &mut cache);
+            assert_eq!(c_last, c0);
+            assert!(cache.hs.is_empty());
+            let dc_last: Vec<f32> = (0..batch * hidden).map(|i| -(i as f32)).collect();
+            let g = backward(dims, cache, &wh, &h0, &c0, &[], &dc_last);
+            assert!(g.dp.is_empty());
+            assert_eq!(g.dc0, dc_last);
+            assert!(g.dwh.len() == wh.len() && g.dwh.iter().all(|&x| x == 0.0));
+            assert!(g.dh0.len() == h0.len() && g.dh0.iter().all(|&x| x == 0.0));
+        }
     }
 
     fn finite_differences(dims: SeqDims) {
