@@ -18,6 +18,8 @@ pub mod flex_attention;
 #[cfg(feature = "flex")]
 pub mod flex_join;
 #[cfg(feature = "flex")]
+pub mod flex_linear;
+#[cfg(feature = "flex")]
 pub mod flex_ops;
 pub mod host;
 pub mod init;

@@ -299,6 +299,10 @@ impl Lstm {
                 table: wx + b,
                 ids: ids.clone(),
             },
+            #[cfg(feature = "flex")]
+            LstmInput::Dense(x) if crate::flex_ops::supported(&x.device()) => {
+                Projected::Rows(crate::flex_linear::linear(x.clone(), wx, b))
+            }
             LstmInput::Dense(x) => Projected::Rows(x.clone().matmul(wx) + b),
             LstmInput::Embedded { table, ids } if table.dims()[0] <= ids.dims()[0] => {
                 Projected::Lookup {

@@ -598,6 +598,49 @@ fn take_rows_matches_burn_narrow() {
     assert_eq!(&got.3[5 * width..6 * width], &want5[..]);
 }
 
+/// The dense layer operation against `x.matmul(w) + b` in Burn operations:
+/// the output and the gradients of `x`, `w` and `b`, at an odd size and at
+/// the dropout recipe's (640 rows of 128 to 256), `x` a transposed view
+/// (the operation copies a strided operand before its products).
+#[test]
+fn dense_layer_matches_burn_operations() {
+    let d = dev();
+    for (rows, d_in, d_out) in [(7, 3, 5), (640, 128, 256)] {
+        let leaf = |r: usize, c: usize, k: usize| {
+            let v: Vec<f32> = (0..r * c)
+                .map(|i| (((i + k) * 37 % 29) as f32 - 14.0) / 20.0)
+                .collect();
+            Tensor::<2>::from_data(TensorData::new(v, [r, c]), &d).require_grad()
+        };
+        let run = |fast: bool| {
+            let (xt, w, b) = (leaf(d_in, rows, 1), leaf(d_in, d_out, 2), leaf(1, d_out, 3));
+            let x = xt.clone().swap_dims(0, 1);
+            let y = if fast {
+                model::flex_linear::linear(x, w.clone(), b.clone())
+            } else {
+                x.matmul(w.clone()) + b.clone()
+            };
+            let loss = y.clone().sin().sum();
+            let grads = loss.backward();
+            [
+                host(y),
+                host(xt.grad(&grads).unwrap()),
+                host(w.grad(&grads).unwrap()),
+                host(b.grad(&grads).unwrap()),
+            ]
+        };
+        let (got, want) = (run(true), run(false));
+        for (k, name) in ["output", "d x", "d w", "d b"].iter().enumerate() {
+            assert_close(
+                &got[k],
+                &want[k],
+                1e-4,
+                &format!("{rows}x{d_in}->{d_out}: {name}"),
+            );
+        }
+    }
+}
+
 /// The fused classifier + softmax cross-entropy against the same computation in Burn operations.
 #[test]
 fn fused_cross_entropy_matches_reference_operations() {

@@ -16,7 +16,7 @@
 use super::attention::{AttnDims, Operands, Windows, attention_backward, attention_forward};
 use super::gemm::{PackedB, elems, matmul_at_threaded, matmul_maybe_packed};
 use super::math::tanh_all;
-use super::pool::parallel_for_each_mut;
+use super::pool::{for_row_blocks, parallel_for_each_mut};
 
 /// Rows per block of the row-wise passes: a multiple of 4 (the blocked
 /// kernel's row blocks).
@@ -96,13 +96,6 @@ pub struct Saved {
     pub alpha: Vec<f32>,
 }
 
-/// `f(first row, rows)` on blocks of [`BLOCK`] rows of `out` (`width`
-/// values a row), over the threads.
-fn for_row_blocks(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    let mut blocks: Vec<(usize, &mut [f32])> = out.chunks_mut(BLOCK * width).enumerate().collect();
-    parallel_for_each_mut(&mut blocks, |(k, rows)| f(*k * BLOCK, rows));
-}
-
 /// The output `[rows, h]` and what the backward pass needs.
 pub fn attentional_forward(inp: &Inputs, layer: Layer) -> (Vec<f32>, Saved) {
     let (w_ctx, w_dec) = layer.halves(inp.dims);
@@ -115,7 +108,7 @@ pub fn attentional_forward(inp: &Inputs, layer: Layer) -> (Vec<f32>, Saved) {
         PackedB::new(w_dec, h, h, false),
     );
     let mut keys = vec![0.0f32; inp.values.len() / e * h];
-    for_row_blocks(&mut keys, h, |r0, out| {
+    for_row_blocks(&mut keys, h, BLOCK, |r0, out| {
         let m = out.len() / h;
         let values = &inp.values[r0 * e..(r0 + m) * e];
         matmul_maybe_packed(
@@ -132,7 +125,7 @@ pub fn attentional_forward(inp: &Inputs, layer: Layer) -> (Vec<f32>, Saved) {
     let op = inp.with_keys(&keys);
     let (ctx, alpha) = attention_forward(&op);
     let mut y = vec![0.0f32; inp.dec.len()];
-    for_row_blocks(&mut y, h, |r0, out| {
+    for_row_blocks(&mut y, h, BLOCK, |r0, out| {
         let m = out.len() / h;
         let (ctx, dec) = (&ctx[r0 * e..(r0 + m) * e], &inp.dec[r0 * h..(r0 + m) * h]);
         matmul_maybe_packed(out, ctx, (w_ctx, false), p_ctx.as_ref(), m, h, e, false);
@@ -228,7 +221,7 @@ pub fn attentional_backward(
     }
     // through the keys: dvalues += dkeys W_a^T, dW_a = values^T dkeys
     let p_a = PackedB::new(layer.w_a, h, e, true);
-    for_row_blocks(&mut dvalues, e, |r0, out| {
+    for_row_blocks(&mut dvalues, e, BLOCK, |r0, out| {
         let m = out.len() / e;
         let dk = &dkeys[r0 * h..(r0 + m) * h];
         matmul_maybe_packed(out, dk, (layer.w_a, true), p_a.as_ref(), m, e, h, true);

@@ -126,6 +126,31 @@ fn gemm_crate(
 /// thread, in the same order whatever their count): a weight gradient over
 /// many rows, whose one call would otherwise leave the other threads idle.
 pub fn matmul_at_threaded(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) {
+    gemm_crate_threaded(c, a, b, (m, n, k), (true, false, false));
+}
+
+/// `c (+)= a · b` (`a` `[m, k]`; `b` `[k, n]`, or `[n, k]` when `b_t`) by
+/// the `gemm` crate on the kernel pool's threads, as
+/// [`matmul_at_threaded`]: a product over many rows by weights too large
+/// for the blocked kernels' cache-resident operands.
+pub fn matmul_threaded(
+    c: &mut [f32],
+    a: &[f32],
+    (b, b_t): (&[f32], bool),
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+) {
+    gemm_crate_threaded(c, a, b, (m, n, k), (false, b_t, accumulate));
+}
+
+/// [`gemm_crate`] on the kernel pool's threads.
+fn gemm_crate_threaded(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    transposes_accumulate: (bool, bool, bool),
+) {
     check_operands(c, a, b, (m, n, k));
     let threads = super::pool::threads();
     let parallelism = if threads > 1 {
@@ -133,7 +158,7 @@ pub fn matmul_at_threaded(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usiz
     } else {
         gemm::Parallelism::None
     };
-    super::pool::on_pool(|| gemm_crate(c, a, b, (m, n, k), (true, false, false), parallelism));
+    super::pool::on_pool(|| gemm_crate(c, a, b, (m, n, k), transposes_accumulate, parallelism));
 }
 
 /// # Panics

@@ -99,6 +99,7 @@ pub mod classifier;
 pub mod cpu;
 pub mod gemm;
 pub mod join;
+pub mod linear;
 pub mod math;
 pub mod pool;
 pub mod sequence;

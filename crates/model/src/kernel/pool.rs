@@ -244,6 +244,18 @@ pub fn parallel_for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync
     }
 }
 
+/// `f(first row, rows)` on blocks of `block` rows of `out` (`width`
+/// values a row), over the threads.
+pub fn for_row_blocks(
+    out: &mut [f32],
+    width: usize,
+    block: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
+    let mut blocks: Vec<(usize, &mut [f32])> = out.chunks_mut(block * width).enumerate().collect();
+    parallel_for_each_mut(&mut blocks, |(k, rows)| f(*k * block, rows));
+}
+
 /// Held by the tests that change the thread count (tests run in parallel).
 #[cfg(test)]
 pub(crate) static TEST_THREAD_COUNT: Mutex<()> = Mutex::new(());
