@@ -208,6 +208,11 @@ fn packed_kc() -> usize {
     }
 }
 
+/// Columns of a panel of a packed product in several passes over the
+/// depth: one block of the AVX-512 kernel (4 strips of 16), whose `c`
+/// block for 64 rows (16 KiB) stays in L1 from pass to pass.
+const PANEL: usize = 64;
+
 /// Operands from this many elements up are packed by all threads.
 const PARALLEL_PACK: usize = 1 << 18;
 
@@ -307,29 +312,39 @@ impl PackedB {
             let kernel =
                 blocked_kernel().expect("a PackedB exists only where a blocked kernel does");
             let depth = packed_kc();
-            for k0 in (0..k).step_by(depth) {
-                let kc = depth.min(k - k0);
-                // SAFETY: the kernel is one this CPU runs; rows 0..m4 by
-                // every strip's 16 columns (strips 16 * k apart), depths
-                // k0..k0+kc, lie inside a, the strips and c (the caller's
-                // promise); a pass reads c only after the first wrote it,
-                // or where the caller says it is initialized.
-                unsafe {
-                    kernel(
-                        m4,
-                        n,
-                        kc,
-                        a.as_ptr().add(k0),
-                        k,
-                        1,
-                        self.data.as_ptr().add(k0 * 16),
-                        16,
-                        16 * k,
-                        c,
-                        n,
-                        accumulate || k0 > 0,
-                    )
-                };
+            // more than one pass over the depth: panels of columns, each
+            // finished over all passes before the next, so that its block
+            // of `c` stays in L1 between passes (all of `c` passed through
+            // L2 once a pass, and the next operand's strips with it)
+            let panel = if k > depth { PANEL } else { n };
+            for j0 in (0..n).step_by(panel) {
+                let nc = panel.min(n - j0);
+                for k0 in (0..k).step_by(depth) {
+                    let kc = depth.min(k - k0);
+                    // SAFETY: the kernel is one this CPU runs; rows 0..m4
+                    // by columns j0..j0+nc (strips of 16 columns, 16 * k
+                    // apart: nc and j0 are multiples of 16), depths
+                    // k0..k0+kc, lie inside a, the strips and c (the
+                    // caller's promise); a pass reads c only after the
+                    // first wrote it, or where the caller says it is
+                    // initialized.
+                    unsafe {
+                        kernel(
+                            m4,
+                            nc,
+                            kc,
+                            a.as_ptr().add(k0),
+                            k,
+                            1,
+                            self.data.as_ptr().add(j0 * k + k0 * 16),
+                            16,
+                            16 * k,
+                            c.add(j0),
+                            n,
+                            accumulate || k0 > 0,
+                        )
+                    };
+                }
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -747,8 +762,9 @@ mod tests {
     }
 
     /// The packed kernel against a naive product: row counts that are and
-    /// are not multiples of 4, depths across the packing's k-chunks, both
-    /// storage orders of the operand, accumulating or not.
+    /// are not multiples of 4, depths across the packing's k-chunks (and so
+    /// in panels of 64 columns: 512 = 8 x 64, 112 = 64 + 48), both storage
+    /// orders of the operand, accumulating or not.
     #[test]
     fn packed_kernel_matches_a_naive_product() {
         // the last operand is large enough to be packed on all threads
