@@ -75,7 +75,8 @@ impl Backward<Flex, 3> for LinearBackward {
     ) {
         let o = &*ops.state;
         let d = o.dims;
-        let g = with_host(grads.consume::<Flex>(&ops.node), |_, dy| {
+        let g = with_host(grads.consume::<Flex>(&ops.node), |shape, dy| {
+            assert_eq!(shape, [d.rows, d.d_out], "dense layer output gradient");
             linear_backward(f32s(&o.x), f32s(&o.w), dy, d)
         });
         register_grads(

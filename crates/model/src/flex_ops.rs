@@ -633,7 +633,8 @@ pub fn take_rows(x: Tensor<2>, start: usize, len: usize) -> Tensor<2> {
 }
 
 /// Whether tensors on `device` can use the flex operations (the LSTM
-/// sequence, the fused classifier, `tanh`).
+/// sequence, the fused classifier, `tanh`, rows; the dense layer,
+/// `flex_linear`; the mirror's join and attentional layer).
 pub fn supported(device: &Device) -> bool {
     crate::device::is_flex(device)
 }

@@ -601,7 +601,8 @@ fn take_rows_matches_burn_narrow() {
 /// The dense layer operation against `x.matmul(w) + b` in Burn operations:
 /// the output and the gradients of `x`, `w` and `b`, at an odd size and at
 /// the dropout recipe's (640 rows of 128 to 256), `x` a transposed view
-/// (the operation copies a strided operand before its products).
+/// (the operation copies a strided operand before its products) and part
+/// of the output's gradient through one.
 #[test]
 fn dense_layer_matches_burn_operations() {
     let d = dev();
@@ -620,7 +621,10 @@ fn dense_layer_matches_burn_operations() {
             } else {
                 x.matmul(w.clone()) + b.clone()
             };
-            let loss = y.clone().sin().sum();
+            // part of the output's gradient through a transposed view, so
+            // that it may arrive strided
+            let wt = leaf(d_out, rows, 4);
+            let loss = y.clone().sin().sum() + (y.clone().swap_dims(0, 1) * wt).sum();
             let grads = loss.backward();
             [
                 host(y),

@@ -206,8 +206,8 @@ pub fn attentional_backward(
     // the weights' gradients: products over every row at once
     let mut dw = vec![0.0f32; (e + h) * h];
     let (dw_ctx, dw_dec) = dw.split_at_mut(e * h);
-    matmul_at_threaded(dw_ctx, &saved.ctx, &dpre, e, h, rows);
-    matmul_at_threaded(dw_dec, inp.dec, &dpre, h, h, rows);
+    matmul_at_threaded(dw_ctx, &saved.ctx, &dpre, (e, h, rows));
+    matmul_at_threaded(dw_dec, inp.dec, &dpre, (h, h, rows));
     let mut db = vec![0.0f32; h];
     for row in dpre.chunks_exact(h) {
         for (s, x) in db.iter_mut().zip(row) {
@@ -227,7 +227,7 @@ pub fn attentional_backward(
         matmul_maybe_packed(out, dk, (layer.w_a, true), p_a.as_ref(), m, e, h, true);
     });
     let mut dw_a = vec![0.0f32; e * h];
-    matmul_at_threaded(&mut dw_a, inp.values, &dkeys, e, h, dkeys.len() / h);
+    matmul_at_threaded(&mut dw_a, inp.values, &dkeys, (e, h, dkeys.len() / h));
     Grads {
         ddec,
         dvalues,

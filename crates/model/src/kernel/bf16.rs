@@ -24,7 +24,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::gemm::gemm_bf16;
-use super::gemm::{blocked_rows, elems};
+use super::gemm::{blocked_prefix, blocked_rows, elems};
 
 /// Precision of the recurrent products of the fused LSTM kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -180,7 +180,10 @@ unsafe fn convert_avx512(out: &mut [u32], a: &[f32]) -> usize {
 
 /// Depth (pairs) of one pass of the bf16 kernel: four strips of 128 pairs
 /// of 16 columns are 32 KiB and stay in the L1 cache (48 KiB on the CPUs
-/// with AVX-512 here) while every row block reads them.
+/// with AVX-512 here) while every row block reads them. The passes run
+/// over all columns, not in the f32 kernel's panels (`gemm::PANEL`): that
+/// order was measured in f32 only, and on CPUs with AMX the rows from 16
+/// up take the tiles instead.
 const KC_PAIRS: usize = 128;
 
 /// A right operand in bf16 pairs, packed once for many products (the
@@ -264,7 +267,7 @@ impl PackedBf16 {
                 )
             };
         }
-        let m4 = m - m % 4;
+        let m4 = blocked_prefix(m);
         for k0 in (0..k2).step_by(KC_PAIRS) {
             let kc = KC_PAIRS.min(k2 - k0);
             let first = !(accumulate || k0 > 0);

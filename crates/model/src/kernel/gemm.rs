@@ -125,7 +125,7 @@ fn gemm_crate(
 /// kernel pool's threads (which split `c`, so every value is summed on one
 /// thread, in the same order whatever their count): a weight gradient over
 /// many rows, whose one call would otherwise leave the other threads idle.
-pub fn matmul_at_threaded(c: &mut [f32], a: &[f32], b: &[f32], m: usize, n: usize, k: usize) {
+pub fn matmul_at_threaded(c: &mut [f32], a: &[f32], b: &[f32], (m, n, k): (usize, usize, usize)) {
     gemm_crate_threaded(c, a, b, (m, n, k), (true, false, false));
 }
 
@@ -209,9 +209,12 @@ fn packed_kc() -> usize {
 }
 
 /// Columns of a panel of a packed product in several passes over the
-/// depth: one block of the AVX-512 kernel (4 strips of 16), whose `c`
-/// block for 64 rows (16 KiB) stays in L1 from pass to pass.
+/// depth (either blocked kernel): four strips of 16, one block of the
+/// AVX-512 kernel's columns; its block of `c`, `m x 64` values (16 KiB at
+/// the 64 rows of a batch), stays in L1 from pass to pass.
 const PANEL: usize = 64;
+// panels start on a strip: the packed operand's offsets count in strips
+const _: () = assert!(PANEL.is_multiple_of(16));
 
 /// Operands from this many elements up are packed by all threads.
 const PARALLEL_PACK: usize = 1 << 18;
@@ -258,7 +261,7 @@ impl PackedB {
             c.len() >= elems(m, n) && a.len() >= elems(m, k),
             "matmul operand sizes"
         );
-        let m4 = m - m % 4;
+        let m4 = blocked_prefix(m);
         // SAFETY: c holds m x n values (checked above), m4 <= m of them rows
         unsafe { self.rows_in_fours(c.as_mut_ptr(), a, m4, accumulate) };
         for i in m4..m {
@@ -296,7 +299,8 @@ impl PackedB {
     /// `c (+)= a · B` for rows `0..m4` (a multiple of 4) on the blocked
     /// kernel, in passes over the depth ([`packed_kc`]): the first pass
     /// stores every value (adding it to `c`'s when `accumulate`), the
-    /// later ones add to what it stored.
+    /// later ones add to what it stored. With more than one pass, panels of
+    /// [`PANEL`] columns each run all their passes before the next panel.
     ///
     /// # Safety
     /// `c` is valid for reads and writes of `m4 x n` values, initialized
@@ -429,6 +433,12 @@ fn blocked_kernel() -> Option<BlockedKernel> {
 /// which product runs, for every caller that chooses between them.
 pub fn blocked_rows(m: usize) -> bool {
     m.is_multiple_of(4)
+}
+
+/// The most rows of `m` that the blocked kernels take whole ([`blocked_rows`]):
+/// the rest go one at a time.
+pub fn blocked_prefix(m: usize) -> usize {
+    m - m % 4
 }
 
 /// The row blocks `(first row, rows)` of the blocked kernels for `m` rows
@@ -743,7 +753,7 @@ mod tests {
         for threads in [1, 2] {
             set_threads(threads);
             let mut c = vec![f32::NAN; m * n];
-            matmul_at_threaded(&mut c, &a, &b, m, n, k);
+            matmul_at_threaded(&mut c, &a, &b, (m, n, k));
             results.push(c);
         }
         assert_eq!(results[0], results[1], "1 and 2 threads");
@@ -810,12 +820,12 @@ mod tests {
     }
 
     /// The product written into memory it does not read (NaN before):
-    /// every value written, at 6-row and 4-row blocks, 3 strips (2 + 1),
-    /// across the packing's depth passes; and a buffer not of `m x n`
-    /// values refused.
+    /// every value written, at 6-row and 4-row blocks, across the packing's
+    /// depth passes in two panels (64 columns, then 48: 2 + 1 strips); and
+    /// a buffer not of `m x n` values refused.
     #[test]
     fn packed_product_into_unwritten_memory_writes_every_value() {
-        let (m, n, k) = (16, 48, 300);
+        let (m, n, k) = (16, 112, 300);
         let (a, b) = operands(m, n, k);
         let Some(packed) = PackedB::new(&b, k, n, false) else {
             return; // no blocked kernel here: nothing to compare

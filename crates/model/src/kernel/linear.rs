@@ -30,13 +30,11 @@ pub struct LinearDims {
 
 impl LinearDims {
     /// # Panics
-    /// Unless `x`, `w` and `b` hold `[rows, d_in]`, `[d_in, d_out]` and `[d_out]`.
-    fn check(&self, x: &[f32], w: &[f32], b_len: usize) {
+    /// Unless `x` and `w` hold `[rows, d_in]` and `[d_in, d_out]`.
+    fn check(&self, x: &[f32], w: &[f32]) {
         assert!(
-            x.len() == elems(self.rows, self.d_in)
-                && w.len() == elems(self.d_in, self.d_out)
-                && b_len == self.d_out,
-            "dense layer operands for {self:?}: x {}, w {}, b {b_len} values",
+            x.len() == elems(self.rows, self.d_in) && w.len() == elems(self.d_in, self.d_out),
+            "dense layer operands for {self:?}: x {}, w {} values",
             x.len(),
             w.len()
         );
@@ -48,7 +46,8 @@ impl LinearDims {
 /// # Panics
 /// On operands not of `d`.
 pub fn linear_forward(x: &[f32], w: &[f32], b: &[f32], d: LinearDims) -> Vec<f32> {
-    d.check(x, w, b.len());
+    d.check(x, w);
+    assert_eq!(b.len(), d.d_out, "dense layer bias for {d:?}");
     let mut y = vec![0.0f32; elems(d.rows, d.d_out)];
     if d.d_out == 0 {
         return y;
@@ -82,7 +81,7 @@ pub struct LinearGrads {
 /// # Panics
 /// On operands not of `d`.
 pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], d: LinearDims) -> LinearGrads {
-    d.check(x, w, d.d_out);
+    d.check(x, w);
     assert_eq!(
         dy.len(),
         elems(d.rows, d.d_out),
@@ -95,7 +94,7 @@ pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], d: LinearDims) -> Linea
         return LinearGrads { dx, dw, db };
     }
     matmul_threaded(&mut dx, dy, (w, true), (d.rows, d.d_in, d.d_out), false);
-    matmul_at_threaded(&mut dw, x, dy, d.d_in, d.d_out, d.rows);
+    matmul_at_threaded(&mut dw, x, dy, (d.d_in, d.d_out, d.rows));
     for row in dy.chunks_exact(d.d_out) {
         for (s, g) in db.iter_mut().zip(row) {
             *s += g;

@@ -12,6 +12,7 @@
 //! - [`sequence`]: all time steps on one thread.
 //! - [`split`]: the batch split over the threads.
 //! - [`classifier`]: output layer + softmax cross-entropy.
+//! - [`linear`]: a dense layer `x W + b` over many rows, forward and backward.
 //! - [`attention`]: attention over each row's window of positions, forward and backward.
 //! - [`attentional`]: `tanh([context; row] W + b)` over that attention, forward and backward.
 //! - [`join`]: a bidirectional encoder's outputs joined into batch-major rows, and back.

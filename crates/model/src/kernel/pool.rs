@@ -245,13 +245,23 @@ pub fn parallel_for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync
 }
 
 /// `f(first row, rows)` on blocks of `block` rows of `out` (`width`
-/// values a row), over the threads.
+/// values a row), over the threads; nothing for an empty `out`.
+///
+/// # Panics
+/// On a non-empty `out` with `width` or `block` zero.
 pub fn for_row_blocks(
     out: &mut [f32],
     width: usize,
     block: usize,
     f: impl Fn(usize, &mut [f32]) + Sync + Send,
 ) {
+    if out.is_empty() {
+        return;
+    }
+    assert!(
+        width > 0 && block > 0,
+        "rows of no values, or blocks of no rows"
+    );
     let mut blocks: Vec<(usize, &mut [f32])> = out.chunks_mut(block * width).enumerate().collect();
     parallel_for_each_mut(&mut blocks, |(k, rows)| f(*k * block, rows));
 }

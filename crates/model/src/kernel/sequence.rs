@@ -64,6 +64,12 @@ impl PackedRecurrent {
         }
     }
 
+    /// Whether f32 products of `rows` rows read the unpacked weights (none
+    /// packed, or rows the packed kernel does not take whole).
+    fn reads_unpacked_f32(&self, rows: usize) -> bool {
+        matches!(self, PackedRecurrent::F32(_)) && self.packed_f32_for(rows).is_none()
+    }
+
     /// The precision the products run in.
     pub fn precision(&self) -> Precision {
         match self {
@@ -492,7 +498,7 @@ pub fn backward_packed(
     }
     // where the packed f32 kernel does not apply, Wh^T transposed so that dG Wh^T reads it row by row
     let mut wh_t = Vec::new();
-    if matches!(packed_t, PackedRecurrent::F32(_)) && packed_t.packed_f32_for(b).is_none() {
+    if packed_t.reads_unpacked_f32(b) {
         wh_t = vec![0.0f32; g4 * hd];
         for r in 0..hd {
             for c in 0..g4 {
