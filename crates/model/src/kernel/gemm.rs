@@ -429,7 +429,7 @@ fn blocked_kernel() -> Option<BlockedKernel> {
 }
 
 /// Whether the blocked kernels take `m` rows whole: their row blocks are
-/// of 6 and 4 rows ([`row_blocks`]), so any multiple of 4. The one test of
+/// of 6 and 4 rows (`row_blocks`), so any multiple of 4. The one test of
 /// which product runs, for every caller that chooses between them.
 pub fn blocked_rows(m: usize) -> bool {
     m.is_multiple_of(4)
