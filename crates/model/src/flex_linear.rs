@@ -1,8 +1,9 @@
 //! A dense layer `x w + b` ([`crate::kernel::linear`]) as one Burn
 //! operation on the flex CPU backend, with its hand-written backward: one
-//! node and three products on the kernels, where Burn's product, broadcast
-//! addition and transposed products allocate, zero-fill and copy around
-//! each product. Other backends use those operations (`Lstm::projected`).
+//! node and three products on the `gemm` crate, where Burn's product,
+//! broadcast addition and transposed products allocate, zero-fill and copy
+//! around each product. Other backends use those operations
+//! (`Lstm::projected`).
 
 use std::sync::Arc;
 
