@@ -15,7 +15,7 @@
 
 use super::attention::{AttnDims, Operands, Windows, attention_backward, attention_forward};
 use super::gemm::{PackedB, elems, matmul_at_threaded, matmul_maybe_packed};
-use super::math::tanh_all;
+use super::math::{column_sums, tanh_all};
 use super::pool::{for_row_blocks, parallel_for_each_mut};
 
 /// Rows per block of the row-wise passes: a multiple of 4 (the blocked
@@ -208,12 +208,7 @@ pub fn attentional_backward(
     let (dw_ctx, dw_dec) = dw.split_at_mut(e * h);
     matmul_at_threaded(dw_ctx, &saved.ctx, &dpre, (e, h, rows));
     matmul_at_threaded(dw_dec, inp.dec, &dpre, (h, h, rows));
-    let mut db = vec![0.0f32; h];
-    for row in dpre.chunks_exact(h) {
-        for (s, x) in db.iter_mut().zip(row) {
-            *s += x;
-        }
-    }
+    let db = column_sums(&dpre, h);
     let op = inp.with_keys(&saved.keys);
     let (mut ddec, dkeys, mut dvalues, dtable) = attention_backward(&op, &saved.alpha, &dctx);
     for (d, x) in ddec.iter_mut().zip(&ddec_direct) {

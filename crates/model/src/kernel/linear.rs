@@ -12,6 +12,7 @@
 //! version of this operation was no faster than Burn's.
 
 use super::gemm::{elems, matmul_at_threaded, matmul_threaded};
+use super::math::column_sums;
 use super::pool::for_row_blocks;
 
 /// Rows a thread's block of the bias takes.
@@ -89,17 +90,11 @@ pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], d: LinearDims) -> Linea
     );
     let mut dx = vec![0.0f32; elems(d.rows, d.d_in)];
     let mut dw = vec![0.0f32; elems(d.d_in, d.d_out)];
-    let mut db = vec![0.0f32; d.d_out];
-    if d.d_in == 0 || d.d_out == 0 || d.rows == 0 {
-        return LinearGrads { dx, dw, db };
+    if d.d_in > 0 && d.d_out > 0 && d.rows > 0 {
+        matmul_threaded(&mut dx, dy, (w, true), (d.rows, d.d_in, d.d_out), false);
+        matmul_at_threaded(&mut dw, x, dy, (d.d_in, d.d_out, d.rows));
     }
-    matmul_threaded(&mut dx, dy, (w, true), (d.rows, d.d_in, d.d_out), false);
-    matmul_at_threaded(&mut dw, x, dy, (d.d_in, d.d_out, d.rows));
-    for row in dy.chunks_exact(d.d_out) {
-        for (s, g) in db.iter_mut().zip(row) {
-            *s += g;
-        }
-    }
+    let db = column_sums(dy, d.d_out);
     LinearGrads { dx, dw, db }
 }
 

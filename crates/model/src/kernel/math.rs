@@ -64,6 +64,32 @@ pub fn exp_all(v: &mut [f32]) {
     dispatch!(each(v));
 }
 
+/// The sum of each column of `x` (rows of `width` values), each summed
+/// over the rows in order, compiled for the CPU's widest vectors (they run
+/// across the columns): a bias's gradient from its rows'.
+///
+/// # Panics
+/// On `x` not of whole rows.
+pub fn column_sums(x: &[f32], width: usize) -> Vec<f32> {
+    assert!(
+        x.is_empty() || (width > 0 && x.len().is_multiple_of(width)),
+        "rows of {width} values"
+    );
+    #[inline(always)]
+    fn add_rows(x: &[f32], sums: &mut [f32]) {
+        for row in x.chunks_exact(sums.len()) {
+            for (s, v) in sums.iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+    }
+    let mut sums = vec![0.0f32; width];
+    if !x.is_empty() {
+        dispatch!(add_rows(x, &mut sums));
+    }
+    sums
+}
+
 /// Fills `out` with `scale` or 0: value `i` is `scale` when its 32 random
 /// bits are below `threshold`. The bits are SplitMix64's output for the
 /// counter `seed + i / 2` (each 64-bit word gives two values): no value
@@ -133,6 +159,20 @@ pub fn sum_squares(x: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each column's sum over the rows, at a width that fills vectors and
+    /// leaves a tail (37 = 2 x 16 + 5), and no rows.
+    #[test]
+    fn column_sums_add_each_column_over_the_rows() {
+        let (rows, width) = (9, 37);
+        let x: Vec<f32> = (0..rows * width).map(|i| (i % 11) as f32 - 5.0).collect();
+        let sums = column_sums(&x, width);
+        for (j, &s) in sums.iter().enumerate() {
+            let want: f32 = (0..rows).map(|r| x[r * width + j]).sum();
+            assert_eq!(s, want, "column {j}");
+        }
+        assert_eq!(column_sums(&[], 4), vec![0.0; 4]);
+    }
 
     /// The kept fraction is the asked one, an odd length gets its last value,
     /// only 0 and the scale appear, and the seed alone decides the mask.

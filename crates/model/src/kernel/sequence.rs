@@ -328,7 +328,9 @@ pub fn forward_packed(
     assert_eq!(wh.len(), hd * g4, "recurrent weights");
     assert_eq!(h0.len(), b * hd, "initial output");
     assert_eq!(c0.len(), b * hd, "initial cell");
-    if let Some(pb) = packed.packed_f32_for(b) {
+    // the packed kernel that writes each step's product into the gates, if any
+    let fused = packed.packed_f32_for(b);
+    if let Some(pb) = fused {
         // the product written into the gates must write all of them
         assert_eq!(
             pb.dims(),
@@ -358,7 +360,7 @@ pub fn forward_packed(
         let g_span = s * b * g4..(s + 1) * b * g4;
         let h_prev = if s == 0 { h0 } else { &cache.hs[(s - 1) * n..] };
         p.step_rows(s, b, g4, &mut step_rows);
-        let inputs: &[&[f32]] = match packed.packed_f32_for(b) {
+        let inputs: &[&[f32]] = match fused {
             // the packed kernel's whole row blocks write every value
             Some(pb) => {
                 pb.matmul_uninit(&mut cache.acts.spare_capacity_mut()[..b * g4], h_prev, b);
