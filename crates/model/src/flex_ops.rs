@@ -440,16 +440,14 @@ impl Backward<Flex, 4> for LstmSeqBackward {
         let g = with_host(grads.consume::<Flex>(&ops.node), |_, d_out| {
             let (dhs, dc_last) = d_out.split_at(rows * hd);
             let (wh, h0, c0) = (f32s(&s.wh), f32s(&s.h0), f32s(&s.c0));
-            kernel::backward_split(s.dims, cache, wh, h0, c0, dhs, dc_last)
+            let lookup = s.lookup.as_deref().map(|l| (&l.ids[..], l.vocab));
+            kernel::backward_split(s.dims, cache, wh, h0, c0, dhs, dc_last, lookup)
         });
         let [p, wh, h0, c0] = ops.parents;
         if let Some(node) = p {
             let grad = match s.lookup.as_deref() {
                 None => flex(g.dp, [rows, 4 * hd]),
-                Some(Lookup { ids, vocab }) => flex(
-                    Projections::table_gradient(ids, &g.dp, *vocab, 4 * hd),
-                    [*vocab, 4 * hd],
-                ),
+                Some(Lookup { vocab, .. }) => flex(g.dtable, [*vocab, 4 * hd]),
             };
             grads.register::<Flex>(node.id, grad);
         }

@@ -4,7 +4,6 @@
 use super::bf16::{self, PackedBf16, Precision};
 use super::cell::{CellOut, cell_backward_rows, cell_step};
 use super::gemm::{PackedB, blocked_rows, matmul, matmul_maybe_packed};
-use super::pool::parallel_for_each_mut;
 use std::mem::MaybeUninit;
 
 /// The recurrent weights packed once for all steps, in the precision asked
@@ -151,7 +150,7 @@ pub enum Projections<'a> {
 
 /// # Panics
 /// On an id past `vocab`, naming it (the one check of lookups' ids).
-fn check_ids(ids: &[u32], vocab: usize) {
+pub(super) fn check_ids(ids: &[u32], vocab: usize) {
     if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
         panic!("input id {id} past the projected table's {vocab} rows");
     }
@@ -190,49 +189,35 @@ impl Projections<'_> {
             check_ids(ids, table.len() / width);
         }
     }
+}
 
-    /// The gradient `[vocab, 4H]` of a lookup's table from its rows' `dp`
-    /// `[rows, 4H]`: each row added to its id's, in row order. Blocks of
-    /// columns go to the threads (each value is summed on one, in the same
-    /// order whatever their count).
-    ///
-    /// # Panics
-    /// On a gradient not of one row per id, or an id past `vocab`.
-    pub fn table_gradient(ids: &[u32], dp: &[f32], vocab: usize, width: usize) -> Vec<f32> {
-        assert_eq!(dp.len(), ids.len() * width, "a gradient row per id");
-        check_ids(ids, vocab);
-        const COLUMNS: usize = 128;
-        let mut blocks: Vec<(usize, Vec<f32>)> = (0..width)
-            .step_by(COLUMNS)
-            .map(|c0| (c0, vec![0.0f32; vocab * COLUMNS.min(width - c0)]))
-            .collect();
-        /// Adds columns `c0..c0 + n` of every row of `dp` to its id's row
-        /// of `sums` (`[vocab, n]`).
-        #[inline(always)]
-        fn add_rows(ids: &[u32], dp: &[f32], width: usize, c0: usize, sums: &mut [f32], n: usize) {
-            for (&id, row) in ids.iter().zip(dp.chunks_exact(width)) {
-                let id = id as usize;
-                for (t, x) in sums[id * n..(id + 1) * n].iter_mut().zip(&row[c0..c0 + n]) {
-                    *t += x;
-                }
-            }
+/// A lookup input's ids as a part of the batch reads them: row `i` of
+/// step `s` is `ids[s * stride + lo + i]`, of a table of `vocab` rows.
+#[derive(Debug, Clone, Copy)]
+pub struct PartLookup<'a> {
+    /// One per row of the whole batch, time-major.
+    pub ids: &'a [u32],
+    /// Table rows.
+    pub vocab: usize,
+    /// Sequences per step in `ids`.
+    pub stride: usize,
+    /// The part's first sequence.
+    pub lo: usize,
+}
+
+/// Adds row `r` of `rows` (`width` values each) to row `ids[r]` of `sums`.
+#[inline(always)]
+fn add_rows_by_id(ids: &[u32], rows: &[f32], width: usize, sums: &mut [f32]) {
+    for (&id, row) in ids.iter().zip(rows.chunks_exact(width)) {
+        let id = id as usize;
+        for (t, x) in sums[id * width..(id + 1) * width].iter_mut().zip(row) {
+            *t += x;
         }
-        // the adds compiled for the CPU's widest vectors
-        dispatch_fn!(fn sum_columns(ids: &[u32], dp: &[f32], width: usize, c0: usize, sums: &mut [f32], n: usize) => add_rows);
-        parallel_for_each_mut(&mut blocks, |(c0, sums)| {
-            let n = sums.len() / vocab;
-            sum_columns(ids, dp, width, *c0, sums, n);
-        });
-        let mut d = vec![0.0f32; vocab * width];
-        for (c0, sums) in &blocks {
-            let n = sums.len() / vocab;
-            for (row, part) in d.chunks_exact_mut(width).zip(sums.chunks_exact(n)) {
-                row[*c0..*c0 + n].copy_from_slice(part);
-            }
-        }
-        d
     }
 }
+
+// the adds compiled for the CPU's widest vectors
+dispatch_fn!(fn add_rows_to_ids(ids: &[u32], rows: &[f32], width: usize, sums: &mut [f32]) => add_rows_by_id);
 
 /// A part's input projections: sequences `lo..lo + batch` of every step,
 /// `stride` sequences a step, read where they lie.
@@ -435,6 +420,8 @@ pub struct SeqGrads {
     pub dh0: Vec<f32>,
     /// Of the initial cell state `[batch, H]`.
     pub dc0: Vec<f32>,
+    /// Of a lookup's table `[vocab, 4H]` (empty without one).
+    pub dtable: Vec<f32>,
 }
 
 /// Backward pass from the gradients of the outputs `dhs` `[rows, H]` and of the
@@ -452,7 +439,7 @@ pub fn backward(
     // Wh^T [4H, H], once: packed straight from `wh` where the packed kernel
     // applies (batches in fours)
     let packed = PackedRecurrent::new(wh, dims.hidden, true, Precision::F32, &[dims.batch]);
-    backward_packed(dims, cache, wh, &packed, h0, c0, dhs, dc_last)
+    backward_packed(dims, cache, wh, &packed, (h0, c0), (dhs, dc_last), None)
 }
 
 /// [`backward`] with `Wh^T` already packed (`PackedRecurrent::new(wh, H,
@@ -460,17 +447,18 @@ pub fn backward(
 /// [`backward_split`](super::split::backward_split). In bf16 the weight
 /// gradient is a bf16 product too. Each step's gate gradients are written
 /// over its activations in the cache, which then is `dp`: no zeroed buffer
-/// of `[rows, 4H]` streamed through memory a second time.
-#[allow(clippy::too_many_arguments)]
+/// of `[rows, 4H]` streamed through memory a second time. With a
+/// `lookup`, each step's gate gradients are also added to their ids' rows
+/// of the table's gradient (`dtable`) while they are in cache, instead of
+/// in a pass over all of `dp` afterwards.
 pub fn backward_packed(
     dims: SeqDims,
     cache: SeqCache,
     wh: &[f32],
     packed_t: &PackedRecurrent,
-    h0: &[f32],
-    c0: &[f32],
-    dhs: &[f32],
-    dc_last: &[f32],
+    (h0, c0): (&[f32], &[f32]),
+    (dhs, dc_last): (&[f32], &[f32]),
+    lookup: Option<PartLookup>,
 ) -> SeqGrads {
     let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
     assert_eq!(dhs.len(), rows * hd, "output gradients");
@@ -489,6 +477,7 @@ pub fn backward_packed(
     let mut dh_next = vec![0.0f32; b * hd];
     let mut dh = vec![0.0f32; b * hd];
     let mut dwh = vec![0.0f32; hd * g4];
+    let mut dtable = vec![0.0f32; lookup.map_or(0, |l| l.vocab * g4)];
     if dims.steps == 0 {
         // no step: the final cell is the initial one, and no weight was used
         return SeqGrads {
@@ -496,6 +485,7 @@ pub fn backward_packed(
             dwh,
             dh0: dh_next,
             dc0: dc,
+            dtable,
         };
     }
     // where the packed f32 kernel does not apply, Wh^T transposed so that dG Wh^T reads it row by row
@@ -522,6 +512,10 @@ pub fn backward_packed(
         // the step's activations in, their gradients out
         let dg = &mut dp[s * b * g4..(s + 1) * b * g4];
         dispatch!(cell_backward_rows(dg, c_prev, tc, &dh, &mut dc, hd));
+        if let Some(l) = lookup {
+            let first = s * l.stride + l.lo;
+            add_rows_to_ids(&l.ids[first..first + b], dg, g4, &mut dtable);
+        }
         // dh_prev = dG · Wh^T
         recurrent_product(&mut dh_next, dg, &wh_t, packed_t, (b, hd, g4), false);
     }
@@ -554,6 +548,7 @@ pub fn backward_packed(
         dwh,
         dh0: dh_next,
         dc0: dc,
+        dtable,
     }
 }
 

@@ -7,8 +7,8 @@ use super::gemm::elems;
 use super::pool::{parallel_for_each_mut, threads};
 use super::pool::{parallel_map, parallel_map_owned};
 use super::sequence::{
-    PackedRecurrent, PartInput, Projections, SeqCache, SeqDims, SeqGrads, backward_packed,
-    forward_packed,
+    PackedRecurrent, PartInput, PartLookup, Projections, SeqCache, SeqDims, SeqGrads,
+    backward_packed, check_ids, forward_packed,
 };
 
 /// The batch split for `parts` threads: `(first sequence, sequences)` of each part.
@@ -157,7 +157,14 @@ pub fn forward_split(
 
 /// [`backward`](super::sequence::backward) of a [`forward_split`] pass, on
 /// the same split. It consumes the forward pass's `cache` (each part's
-/// activations become its gradients).
+/// activations become its gradients). With `lookup` (the forward pass's
+/// [`Projections::Lookup`] ids, one per row, and its table's rows), the
+/// table's gradient comes back in `dtable`: each part's sums, added in
+/// part order.
+///
+/// # Panics
+/// On a lookup's id past its table, or operands not of `dims`.
+#[allow(clippy::too_many_arguments)]
 pub fn backward_split(
     dims: SeqDims,
     cache: SplitCache,
@@ -166,13 +173,26 @@ pub fn backward_split(
     c0: &[f32],
     dhs: &[f32],
     dc_last: &[f32],
+    lookup: Option<(&[u32], usize)>,
 ) -> SeqGrads {
+    if let Some((ids, vocab)) = lookup {
+        assert_eq!(ids.len(), dims.rows(), "a lookup id per row");
+        check_ids(ids, vocab);
+    }
+    let part_lookup = |lo| {
+        lookup.map(|(ids, vocab)| PartLookup {
+            ids,
+            vocab,
+            stride: dims.batch,
+            lo,
+        })
+    };
     let rows: Vec<usize> = cache.parts.iter().map(|p| p.1).collect();
     let packed_t = PackedRecurrent::new(wh, dims.hidden, true, cache.precision, &rows);
     let mut parts = cache.parts;
     if parts.len() == 1 {
         let (_, _, c) = parts.pop().expect("one part");
-        return backward_packed(dims, c, wh, &packed_t, h0, c0, dhs, dc_last);
+        return backward_packed(dims, c, wh, &packed_t, (h0, c0), (dhs, dc_last), part_lookup(0));
     }
     let (g4, hd) = (dims.gates(), dims.hidden);
     let results: Vec<(usize, usize, SeqGrads)> = parallel_map_owned(parts, |(lo, n, c)| {
@@ -183,20 +203,9 @@ pub fn backward_split(
             batch: n,
             hidden: hd,
         };
-        (
-            lo,
-            n,
-            backward_packed(
-                d,
-                c,
-                wh,
-                &packed_t,
-                &h0[lo * hd..(lo + n) * hd],
-                &c0[lo * hd..(lo + n) * hd],
-                &dh,
-                dc,
-            ),
-        )
+        let state = (&h0[lo * hd..(lo + n) * hd], &c0[lo * hd..(lo + n) * hd]);
+        let g = backward_packed(d, c, wh, &packed_t, state, (&dh, dc), part_lookup(lo));
+        (lo, n, g)
     });
     let mut out = SeqGrads {
         dp: scatter_all(
@@ -208,9 +217,13 @@ pub fn backward_split(
         dwh: vec![0.0; hd * g4],
         dh0: vec![0.0; dims.batch * hd],
         dc0: vec![0.0; dims.batch * hd],
+        dtable: vec![0.0; lookup.map_or(0, |(_, vocab)| vocab * g4)],
     };
     for (lo, n, g) in results {
         for (a, b) in out.dwh.iter_mut().zip(&g.dwh) {
+            *a += b;
+        }
+        for (a, b) in out.dtable.iter_mut().zip(&g.dtable) {
             *a += b;
         }
         out.dh0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dh0);
@@ -294,6 +307,7 @@ mod tests {
                 &self.c0,
                 &self.dh,
                 &self.dc,
+                None,
             );
             (hs, c2, g, split)
         }
@@ -336,8 +350,8 @@ mod tests {
 
     /// Input projections looked up from a table give the rows they name,
     /// exactly, on one thread and two (parts of 8: the packed kernels), and
-    /// the table's gradient is the sum of its rows' gradients, in row order
-    /// on either (two blocks of columns: 192 of them).
+    /// the table's gradient, summed step by step in the backward pass, is
+    /// the sum of its rows' gradients (two blocks of columns: 192 of them).
     #[test]
     fn lookup_input_equals_its_rows() {
         let dims = SeqDims {
@@ -359,7 +373,6 @@ mod tests {
                     .copied()
             })
             .collect();
-        let dp: Vec<f32> = (0..rows.len()).map(|i| (i % 13) as f32 - 6.0).collect();
         let _threads = TestThreads::lock();
         for threads in [1, 2] {
             set_threads(threads);
@@ -367,27 +380,55 @@ mod tests {
                 let mut split = SplitCache::default();
                 let h = (&case.h0[..], &case.c0[..]);
                 let out = forward_split(dims, input, &case.wh, h, Precision::F32, &mut split);
-                (out, split.parts.len())
+                (out, split)
             };
-            let looked_up = run(Projections::Lookup { table, ids: &ids });
-            assert_eq!(
-                looked_up,
-                run(Projections::Rows(&rows)),
-                "{threads} threads"
-            );
-            assert_eq!(looked_up.1, threads);
-            let d = Projections::table_gradient(&ids, &dp, vocab, g4);
-            for (v, row) in d.chunks_exact(g4).enumerate() {
+            let (looked_up, split) = run(Projections::Lookup { table, ids: &ids });
+            let (from_rows, _) = run(Projections::Rows(&rows));
+            assert_eq!(looked_up, from_rows, "{threads} threads");
+            assert_eq!(split.parts.len(), threads);
+            let (h0, c0, dh, dc) = (&case.h0, &case.c0, &case.dh, &case.dc);
+            let lookup = Some((&ids[..], vocab));
+            let g = backward_split(dims, split, &case.wh, h0, c0, dh, dc, lookup);
+            assert_eq!(g.dtable.len(), vocab * g4);
+            for (v, row) in g.dtable.chunks_exact(g4).enumerate() {
                 for (j, x) in row.iter().enumerate() {
                     let want: f32 = (0..ids.len())
                         .filter(|&r| ids[r] as usize == v)
-                        .map(|r| dp[r * g4 + j])
+                        .map(|r| g.dp[r * g4 + j])
                         .sum();
-                    assert_eq!(*x, want, "{threads} threads: table row {v} column {j}");
+                    assert!(
+                        (x - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "{threads} threads: table row {v} column {j}: {x} vs {want}"
+                    );
                 }
             }
         }
         set_threads(1);
+    }
+
+    /// A lookup's ids are checked again by the backward pass, which sums
+    /// the table's gradient by them.
+    #[test]
+    #[should_panic(expected = "input id 3 past the projected table's 3 rows")]
+    fn a_backward_lookup_past_the_table_panics() {
+        let dims = SeqDims {
+            steps: 1,
+            batch: 2,
+            hidden: 1,
+        };
+        let mut split = SplitCache::default();
+        let state = [0.0f32; 2];
+        let rows = [0.0f32; 2 * 4];
+        forward_split(
+            dims,
+            Projections::Rows(&rows),
+            &[0.0; 4],
+            (&state, &state),
+            Precision::F32,
+            &mut split,
+        );
+        let lookup = Some((&[0u32, 3][..], 3));
+        backward_split(dims, split, &[0.0; 4], &state, &state, &[0.0; 2], &state, lookup);
     }
 
     #[test]
