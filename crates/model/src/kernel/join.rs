@@ -10,7 +10,6 @@
 //! sentence `b`, the first direction's values then the second's).
 
 use super::pool::parallel_for_each_mut;
-use std::mem::MaybeUninit;
 
 /// The sizes of a join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,47 +48,40 @@ impl JoinDims {
 pub fn join(dirs: [&[f32]; 2], d: JoinDims) -> Vec<f32> {
     let n = d.len * d.batch * d.h;
     d.check(2 * n, dirs.map(<[f32]>::len));
-    // written once, by the copies below: not zeroed first
-    let mut out: Vec<f32> = Vec::with_capacity(2 * n);
+    let mut out = vec![0.0f32; 2 * n];
     if n == 0 {
         return out;
     }
-    let mut sentences: Vec<(usize, &mut [MaybeUninit<f32>])> = out.spare_capacity_mut()[..2 * n]
-        .chunks_mut(d.len * 2 * d.h)
-        .enumerate()
-        .collect();
+    let mut sentences: Vec<(usize, &mut [f32])> =
+        out.chunks_mut(d.len * 2 * d.h).enumerate().collect();
     parallel_for_each_mut(&mut sentences, |(b, rows)| {
         for (s, row) in rows.chunks_exact_mut(2 * d.h).enumerate() {
             for (k, half) in row.chunks_exact_mut(d.h).enumerate() {
                 let r = d.row(k, s, *b);
-                half.write_copy_of_slice(&dirs[k][r * d.h..(r + 1) * d.h]);
+                half.copy_from_slice(&dirs[k][r * d.h..(r + 1) * d.h]);
             }
         }
     });
-    // SAFETY: the sentences, of `len` rows of two halves of `h` each, cover
-    // all `2 n` values, and every half was written above.
-    unsafe { out.set_len(2 * n) };
     out
 }
 
-/// One step's rows of both directions' gradients (not yet written), and the step.
-type StepRows<'a> = (usize, (&'a mut [MaybeUninit<f32>], &'a mut [MaybeUninit<f32>]));
+/// One step's rows of both directions' gradients, and the step.
+type StepRows<'a> = (usize, (&'a mut [f32], &'a mut [f32]));
 
 /// The gradients of both directions `[len * batch, h]` from the joined
 /// rows' `djoined` `[batch * len, 2h]`.
 pub fn split(djoined: &[f32], d: JoinDims) -> [Vec<f32>; 2] {
     let n = d.len * d.batch * d.h;
     d.check(djoined.len(), [n, n]);
-    // written once, by the copies below: not zeroed first
-    let mut dirs: [Vec<f32>; 2] = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    let mut dirs = [vec![0.0f32; n], vec![0.0f32; n]];
     if n == 0 {
         return dirs;
     }
     let [first, second] = &mut dirs;
     // time-major outputs: split by steps, each step's rows gathered from the sentences
-    let mut steps: Vec<StepRows> = first.spare_capacity_mut()[..n]
+    let mut steps: Vec<StepRows> = first
         .chunks_mut(d.batch * d.h)
-        .zip(second.spare_capacity_mut()[..n].chunks_mut(d.batch * d.h))
+        .zip(second.chunks_mut(d.batch * d.h))
         .enumerate()
         .collect();
     parallel_for_each_mut(&mut steps, |(t, (a, b))| {
@@ -97,15 +89,10 @@ pub fn split(djoined: &[f32], d: JoinDims) -> [Vec<f32>; 2] {
             let s = if d.reversed[k] { d.len - 1 - *t } else { *t };
             for (sentence, row) in out.chunks_exact_mut(d.h).enumerate() {
                 let j = (sentence * d.len + s) * 2 * d.h + k * d.h;
-                row.write_copy_of_slice(&djoined[j..j + d.h]);
+                row.copy_from_slice(&djoined[j..j + d.h]);
             }
         }
     });
-    for dir in &mut dirs {
-        // SAFETY: the steps, of `batch` rows of `h` each, cover all `n`
-        // values of both directions, and every row was written above.
-        unsafe { dir.set_len(n) };
-    }
     dirs
 }
 
