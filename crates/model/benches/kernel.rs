@@ -129,7 +129,7 @@ fn main() {
             let dc = vec![0.01f32; batch * hidden];
             // the backward pass consumes the cache: timed after a forward pass, less its time
             let bwd = time(|| {
-                kernel::backward_split(dims, forward(), &wh, &h0, &c0, &dh, &dc, None);
+                kernel::backward_split(dims, forward(), &wh, (&h0, &c0), (&dh, &dc), None);
             }) - fwd;
             println!(
                 "{{\"bench\": \"lstm_split\", \"threads\": {threads}, \"precision\": \"{precision:?}\", \"steps\": {steps}, \"batch\": {batch}, \"hidden\": {hidden}, \"forward_us\": {:.1}, \"backward_us\": {:.1}}}",

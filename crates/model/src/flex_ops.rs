@@ -441,7 +441,7 @@ impl Backward<Flex, 4> for LstmSeqBackward {
             let (dhs, dc_last) = d_out.split_at(rows * hd);
             let (wh, h0, c0) = (f32s(&s.wh), f32s(&s.h0), f32s(&s.c0));
             let lookup = s.lookup.as_deref().map(|l| (&l.ids[..], l.vocab));
-            kernel::backward_split(s.dims, cache, wh, h0, c0, dhs, dc_last, lookup)
+            kernel::backward_split(s.dims, cache, wh, (h0, c0), (dhs, dc_last), lookup)
         });
         let [p, wh, h0, c0] = ops.parents;
         if let Some(node) = p {

@@ -115,7 +115,7 @@ pub use gemm::{
 };
 pub use math::{exp, sigmoid, tanh};
 pub use sequence::{
-    PackedRecurrent, PartInput, Projections, SeqCache, SeqDims, SeqGrads, backward,
-    backward_packed, forward, forward_packed,
+    PackedRecurrent, PartInput, PartLookup, PartRows, Projections, SeqCache, SeqDims, SeqGrads,
+    backward, backward_packed, forward, forward_packed,
 };
 pub use split::{SplitCache, backward_split, forward_split, split_batch};

@@ -5,6 +5,7 @@ use super::bf16::{self, PackedBf16, Precision};
 use super::cell::{CellOut, cell_backward_rows, cell_step};
 use super::gemm::{PackedB, blocked_rows, matmul, matmul_maybe_packed};
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 /// The recurrent weights packed once for all steps, in the precision asked
 /// for where it applies: `Wh` `[H, 4H]` for the forward product, `Wh^T`
@@ -191,23 +192,61 @@ impl Projections<'_> {
     }
 }
 
-/// A lookup input's ids as a part of the batch reads them: row `i` of
-/// step `s` is `ids[s * stride + lo + i]`, of a table of `vocab` rows.
+/// Where a part of a batch lies in the batch's time-major rows: its
+/// sequences are `lo..lo + n` of the `stride` sequences of every step.
+#[derive(Debug, Clone, Copy)]
+pub struct PartRows {
+    /// Sequences a step in the whole batch.
+    pub stride: usize,
+    /// The part's first sequence.
+    pub lo: usize,
+}
+
+impl PartRows {
+    /// All the sequences of a batch of `batch`.
+    pub fn whole(batch: usize) -> Self {
+        PartRows {
+            stride: batch,
+            lo: 0,
+        }
+    }
+
+    /// The batch's rows of step `s` that a part of `n` sequences holds.
+    pub fn step(&self, s: usize, n: usize) -> Range<usize> {
+        let first = s * self.stride + self.lo;
+        first..first + n
+    }
+
+    /// # Panics
+    /// Naming `what`, on a part of `n` sequences past a step's, or `rows`
+    /// other than `steps` steps of the whole batch.
+    fn check(&self, n: usize, steps: usize, rows: usize, what: &str) {
+        assert!(
+            self.lo + n <= self.stride && rows == steps * self.stride,
+            "{what} of a part: sequences {}..{} of {} a step, {rows} rows for {steps} steps",
+            self.lo,
+            self.lo + n,
+            self.stride
+        );
+    }
+}
+
+/// A lookup input's ids as a part of the batch reads them, and its table's
+/// rows (for the table's gradient).
 #[derive(Debug, Clone, Copy)]
 pub struct PartLookup<'a> {
     /// One per row of the whole batch, time-major.
     pub ids: &'a [u32],
     /// Table rows.
     pub vocab: usize,
-    /// Sequences per step in `ids`.
-    pub stride: usize,
-    /// The part's first sequence.
-    pub lo: usize,
+    /// The part's rows among the ids'.
+    pub rows: PartRows,
 }
 
-/// Adds row `r` of `rows` (`width` values each) to row `ids[r]` of `sums`.
+/// Adds row `r` of `rows` (`width` values each) to row `ids[r]` of `sums`:
+/// the body of [`add_rows_by_id`].
 #[inline(always)]
-fn add_rows_by_id(ids: &[u32], rows: &[f32], width: usize, sums: &mut [f32]) {
+fn add_rows_by_id_body(ids: &[u32], rows: &[f32], width: usize, sums: &mut [f32]) {
     for (&id, row) in ids.iter().zip(rows.chunks_exact(width)) {
         let id = id as usize;
         for (t, x) in sums[id * width..(id + 1) * width].iter_mut().zip(row) {
@@ -217,18 +256,15 @@ fn add_rows_by_id(ids: &[u32], rows: &[f32], width: usize, sums: &mut [f32]) {
 }
 
 // the adds compiled for the CPU's widest vectors
-dispatch_fn!(fn add_rows_to_ids(ids: &[u32], rows: &[f32], width: usize, sums: &mut [f32]) => add_rows_by_id);
+dispatch_fn!(fn add_rows_by_id(ids: &[u32], rows: &[f32], width: usize, sums: &mut [f32]) => add_rows_by_id_body);
 
-/// A part's input projections: sequences `lo..lo + batch` of every step,
-/// `stride` sequences a step, read where they lie.
+/// A part's input projections, read where they lie.
 #[derive(Debug, Clone, Copy)]
 pub struct PartInput<'a> {
     /// All the sequences' projections.
     pub input: Projections<'a>,
-    /// Sequences per step in `input`.
-    pub stride: usize,
-    /// The part's first sequence.
-    pub lo: usize,
+    /// The part's rows among them.
+    pub rows: PartRows,
 }
 
 impl<'a> PartInput<'a> {
@@ -236,20 +272,21 @@ impl<'a> PartInput<'a> {
     pub fn whole(input: Projections<'a>, batch: usize) -> Self {
         PartInput {
             input,
-            stride: batch,
-            lo: 0,
+            rows: PartRows::whole(batch),
         }
     }
 
     /// Step `s`'s rows of a part of `n` sequences, `g4` values each, where
     /// they lie, into `rows` (emptied first: one buffer for all steps).
     fn step_rows(&self, s: usize, n: usize, g4: usize, rows: &mut Vec<&'a [f32]>) {
-        let first = s * self.stride + self.lo;
+        let step = self.rows.step(s, n);
         rows.clear();
         match self.input {
-            Projections::Rows(p) => rows.extend(p[first * g4..(first + n) * g4].chunks_exact(g4)),
+            Projections::Rows(p) => {
+                rows.extend(p[step.start * g4..step.end * g4].chunks_exact(g4));
+            }
             Projections::Lookup { table, ids } => rows.extend(
-                ids[first..first + n]
+                ids[step]
                     .iter()
                     .map(|&id| &table[id as usize * g4..(id as usize + 1) * g4]),
             ),
@@ -306,10 +343,8 @@ pub fn forward_packed(
     cache: &mut SeqCache,
 ) -> Vec<f32> {
     let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
-    assert!(
-        p.lo + b <= p.stride && p.input.rows(g4) == dims.steps * p.stride,
-        "input projections"
-    );
+    p.rows
+        .check(b, dims.steps, p.input.rows(g4), "input projections");
     assert_eq!(wh.len(), hd * g4, "recurrent weights");
     assert_eq!(h0.len(), b * hd, "initial output");
     assert_eq!(c0.len(), b * hd, "initial cell");
@@ -477,6 +512,9 @@ pub fn backward_packed(
     let mut dh_next = vec![0.0f32; b * hd];
     let mut dh = vec![0.0f32; b * hd];
     let mut dwh = vec![0.0f32; hd * g4];
+    if let Some(l) = lookup {
+        l.rows.check(b, dims.steps, l.ids.len(), "lookup ids");
+    }
     let mut dtable = vec![0.0f32; lookup.map_or(0, |l| l.vocab * g4)];
     if dims.steps == 0 {
         // no step: the final cell is the initial one, and no weight was used
@@ -513,8 +551,7 @@ pub fn backward_packed(
         let dg = &mut dp[s * b * g4..(s + 1) * b * g4];
         dispatch!(cell_backward_rows(dg, c_prev, tc, &dh, &mut dc, hd));
         if let Some(l) = lookup {
-            let first = s * l.stride + l.lo;
-            add_rows_to_ids(&l.ids[first..first + b], dg, g4, &mut dtable);
+            add_rows_by_id(&l.ids[l.rows.step(s, b)], dg, g4, &mut dtable);
         }
         // dh_prev = dG · Wh^T
         recurrent_product(&mut dh_next, dg, &wh_t, packed_t, (b, hd, g4), false);
@@ -600,10 +637,29 @@ mod tests {
             assert!(cache.hs.is_empty());
             let dc_last: Vec<f32> = (0..batch * hidden).map(|i| -(i as f32)).collect();
             let g = backward(dims, cache, &wh, &h0, &c0, &[], &dc_last);
-            assert!(g.dp.is_empty());
+            assert!(g.dp.is_empty() && g.dtable.is_empty());
             assert_eq!(g.dc0, dc_last);
             assert!(g.dwh.len() == wh.len() && g.dwh.iter().all(|&x| x == 0.0));
             assert!(g.dh0.len() == h0.len() && g.dh0.iter().all(|&x| x == 0.0));
+            // a lookup's table of 3 rows was not read either
+            let mut cache = SeqCache::default();
+            forward(dims, &[], &wh, &h0, &c0, &mut cache);
+            let packed = PackedRecurrent::new(&wh, hidden, true, Precision::F32, &[batch]);
+            let lookup = PartLookup {
+                ids: &[],
+                vocab: 3,
+                rows: PartRows::whole(batch),
+            };
+            let g = backward_packed(
+                dims,
+                cache,
+                &wh,
+                &packed,
+                (&h0, &c0),
+                (&[], &dc_last),
+                Some(lookup),
+            );
+            assert!(g.dtable.len() == 3 * g4 && g.dtable.iter().all(|&x| x == 0.0));
         }
     }
 
