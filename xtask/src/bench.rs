@@ -17,6 +17,11 @@
 //! The references are looked for in `../shared/reference/` (scripts) and
 //! `../refvenv/` (a Python with tensorflow-cpu and torch, see the README there);
 //! `CHARLSTM_REFERENCE` and `CHARLSTM_REFVENV` override those paths.
+//!
+//! The references' lines name the CPU as ours do, less our kernels (not
+//! theirs), and with the settings that cap their instruction sets where
+//! any is set ([`REFERENCE_ISA_CAPS`]: with `CHARLSTM_KERNELS` for ours,
+//! how one AVX-512 machine measures everything held to AVX2).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -161,6 +166,37 @@ fn reference_paths() -> Option<(PathBuf, PathBuf)> {
     (scripts.join("seed_tf.py").exists() && python.exists()).then_some((scripts, python))
 }
 
+/// The environment settings that cap the references' instruction sets:
+/// MKL's (PyTorch's products), oneDNN's (TensorFlow's and PyTorch's) and
+/// PyTorch's own kernels'.
+const REFERENCE_ISA_CAPS: [&str; 3] = [
+    "MKL_ENABLE_INSTRUCTIONS",
+    "ONEDNN_MAX_CPU_ISA",
+    "ATEN_CPU_CAPABILITY",
+];
+
+/// Those of [`REFERENCE_ISA_CAPS`] set here, with their values.
+fn reference_isa_caps() -> serde_json::Map<String, Value> {
+    REFERENCE_ISA_CAPS
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), json!(v))))
+        .collect()
+}
+
+/// The CPU a reference ran on: ours' `cpu` (model, extensions) less the
+/// kernels ours chose, which are not the reference's, and with `caps` on
+/// its instruction sets where there are any.
+fn reference_cpu(ours: &Value, caps: &serde_json::Map<String, Value>) -> Value {
+    let mut cpu = ours.clone();
+    if let Some(fields) = cpu.as_object_mut() {
+        fields.remove("kernels");
+        if !caps.is_empty() {
+            fields.insert("isa_caps".into(), Value::Object(caps.clone()));
+        }
+    }
+    cpu
+}
+
 /// A reference run: `script` with `args`, the JSON line it ends with.
 fn reference(python: &Path, script: &Path, args: &[String]) -> Option<Value> {
     let mut c = Command::new(python);
@@ -197,6 +233,7 @@ pub fn run(args: &[String]) -> ExitCode {
         return ExitCode::from(1);
     }
     let bin = root().join("target/release/charlstm");
+    let caps = reference_isa_caps();
     let refs = if o.reference { reference_paths() } else { None };
     if o.reference && refs.is_none() {
         eprintln!("xtask bench: no reference scripts or venv found; measuring charlstm only");
@@ -248,7 +285,7 @@ pub fn run(args: &[String]) -> ExitCode {
                         if let Some(mut v) = reference(python, &scripts.join("seed_tf.py"), &common)
                         {
                             v["recipe"] = json!(recipe);
-                            v["cpu"] = cpu.clone();
+                            v["cpu"] = reference_cpu(&cpu, &caps);
                             println!("{v}");
                             tf.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
                         }
@@ -256,7 +293,7 @@ pub fn run(args: &[String]) -> ExitCode {
                         a.extend(["--impl".into(), "nnlstm".into()]);
                         if let Some(mut v) = reference(python, &scripts.join("seed_torch.py"), &a) {
                             v["recipe"] = json!(recipe);
-                            v["cpu"] = cpu.clone();
+                            v["cpu"] = reference_cpu(&cpu, &caps);
                             println!("{v}");
                             torch.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
                         }
@@ -271,7 +308,7 @@ pub fn run(args: &[String]) -> ExitCode {
                             .to_vec();
                         if let Some(mut v) = reference(python, &script, &a) {
                             v["recipe"] = json!(recipe);
-                            v["cpu"] = cpu.clone();
+                            v["cpu"] = reference_cpu(&cpu, &caps);
                             println!("{v}");
                             torch.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
                         }
@@ -288,11 +325,38 @@ pub fn run(args: &[String]) -> ExitCode {
                         json!({"compare": recipe, "device": device, "threads": threads, "steps": steps,
                                "charlstm_chars_per_sec": m, "tensorflow_chars_per_sec": t,
                                "pytorch_chars_per_sec": p, "ratio_vs_fastest_reference": m / best,
-                               "cpu": cpu, "set": o.set})
+                               "cpu": cpu, "reference_isa_caps": caps, "set": o.set})
                     );
                 }
             }
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reference's line keeps the CPU's model and extensions, drops our
+    /// kernels and names the caps on its instruction sets, if any.
+    #[test]
+    fn a_reference_names_its_cpu_and_caps_not_our_kernels() {
+        let ours =
+            json!({"model": "Xeon", "extensions": ["avx2", "avx512f"], "kernels": "avx2+fma"});
+        let none = serde_json::Map::new();
+        assert_eq!(
+            reference_cpu(&ours, &none),
+            json!({"model": "Xeon", "extensions": ["avx2", "avx512f"]})
+        );
+        let mut caps = serde_json::Map::new();
+        caps.insert("MKL_ENABLE_INSTRUCTIONS".into(), json!("AVX2"));
+        assert_eq!(
+            reference_cpu(&ours, &caps),
+            json!({"model": "Xeon", "extensions": ["avx2", "avx512f"],
+                   "isa_caps": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"}})
+        );
+        // no line of ours (ours failed): nothing to name
+        assert_eq!(reference_cpu(&Value::Null, &caps), Value::Null);
+    }
 }
