@@ -197,6 +197,15 @@ fn reference_cpu(ours: &Value, caps: &serde_json::Map<String, Value>) -> Value {
     cpu
 }
 
+/// Prints a reference's line `v` for `recipe` with the CPU it ran on;
+/// returns its speed.
+fn report_reference(mut v: Value, recipe: &str, cpu: &Value) -> f64 {
+    v["recipe"] = json!(recipe);
+    v["cpu"] = cpu.clone();
+    println!("{v}");
+    v["chars_per_second"].as_f64().unwrap_or(f64::NAN)
+}
+
 /// A reference run: `script` with `args`, the JSON line it ends with.
 fn reference(python: &Path, script: &Path, args: &[String]) -> Option<Value> {
     let mut c = Command::new(python);
@@ -282,20 +291,13 @@ pub fn run(args: &[String]) -> ExitCode {
                         ]
                         .map(String::from)
                         .to_vec();
-                        if let Some(mut v) = reference(python, &scripts.join("seed_tf.py"), &common)
-                        {
-                            v["recipe"] = json!(recipe);
-                            v["cpu"] = reference_cpu(&cpu, &caps);
-                            println!("{v}");
-                            tf.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
+                        if let Some(v) = reference(python, &scripts.join("seed_tf.py"), &common) {
+                            tf.push(report_reference(v, recipe, &reference_cpu(&cpu, &caps)));
                         }
                         let mut a = common.clone();
                         a.extend(["--impl".into(), "nnlstm".into()]);
-                        if let Some(mut v) = reference(python, &scripts.join("seed_torch.py"), &a) {
-                            v["recipe"] = json!(recipe);
-                            v["cpu"] = reference_cpu(&cpu, &caps);
-                            println!("{v}");
-                            torch.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
+                        if let Some(v) = reference(python, &scripts.join("seed_torch.py"), &a) {
+                            torch.push(report_reference(v, recipe, &reference_cpu(&cpu, &caps)));
                         }
                     } else if let Some(script) = match recipe.as_str() {
                         "large" => Some("xtask/bench/torch_large.py"),
@@ -306,11 +308,8 @@ pub fn run(args: &[String]) -> ExitCode {
                         let a = ["--data", &o.data, "--steps", &s, "--threads", &t]
                             .map(String::from)
                             .to_vec();
-                        if let Some(mut v) = reference(python, &script, &a) {
-                            v["recipe"] = json!(recipe);
-                            v["cpu"] = reference_cpu(&cpu, &caps);
-                            println!("{v}");
-                            torch.push(v["chars_per_second"].as_f64().unwrap_or(f64::NAN));
+                        if let Some(v) = reference(python, &script, &a) {
+                            torch.push(report_reference(v, recipe, &reference_cpu(&cpu, &caps)));
                         }
                     }
                 }

@@ -215,20 +215,13 @@ pub fn backward_split(
         dwh: vec![0.0; hd * g4],
         dh0: vec![0.0; dims.batch * hd],
         dc0: vec![0.0; dims.batch * hd],
-        // the first part's sums, the others added to them
-        dtable: Vec::new(),
+        dtable: vec![0.0; lookup.map_or(0, |(_, vocab)| vocab * g4)],
     };
+    // the parts' sums of the weights' and the table's gradients
+    let add = |sum: &mut [f32], part: &[f32]| sum.iter_mut().zip(part).for_each(|(a, b)| *a += b);
     for (lo, n, g) in results {
-        for (a, b) in out.dwh.iter_mut().zip(&g.dwh) {
-            *a += b;
-        }
-        if out.dtable.is_empty() {
-            out.dtable = g.dtable;
-        } else {
-            for (a, b) in out.dtable.iter_mut().zip(&g.dtable) {
-                *a += b;
-            }
-        }
+        add(&mut out.dwh, &g.dwh);
+        add(&mut out.dtable, &g.dtable);
         out.dh0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dh0);
         out.dc0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dc0);
     }
