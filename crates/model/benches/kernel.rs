@@ -2,6 +2,10 @@
 //! throughput at the notebook's shapes, forward/backward times of whole
 //! sequences on one thread, and of the batch split over one and two threads.
 //! The end-to-end benchmark is `cargo xtask bench`.
+//!
+//! `cargo bench -p model --bench kernel -- 2048x512 lstm` runs only the
+//! shapes whose name (`matmul MxNxK`, `lstm STEPSxBATCHxHIDDEN`) contains
+//! one of the words.
 
 #![allow(clippy::print_stdout)]
 
@@ -26,6 +30,16 @@ fn time<F: FnMut()>(mut f: F) -> f64 {
     best
 }
 
+/// Whether the command line asks for the shape named `name`: it names none,
+/// or a word of it is part of `name`.
+fn wanted(name: &str) -> bool {
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    words.is_empty() || words.iter().any(|w| name.contains(w.as_str()))
+}
+
 fn main() {
     for (m, n, k) in [
         (64, 256, 64),
@@ -35,7 +49,11 @@ fn main() {
         (64, 2048, 512),
         (32, 2048, 512),
         (32, 512, 2048),
+        (64, 512, 2048),
     ] {
+        if !wanted(&format!("matmul {m}x{n}x{k}")) {
+            continue;
+        }
         let a = vec![0.5f32; m * k];
         let b = vec![0.25f32; k * n];
         let mut c = vec![0.0f32; m * n];
@@ -72,6 +90,9 @@ fn main() {
         }
     }
     for (steps, batch, hidden) in [(10, 64, 64), (51, 64, 128), (50, 64, 512), (1000, 1, 64)] {
+        if !wanted(&format!("lstm {steps}x{batch}x{hidden}")) {
+            continue;
+        }
         let dims = SeqDims {
             steps,
             batch,

@@ -23,7 +23,7 @@
 //! bf16 is already `[m, k / 2]` pairs.
 
 #[cfg(target_arch = "x86_64")]
-use super::gemm::gemm_bf16;
+use super::gemm::{Prefetch, gemm_bf16};
 use super::gemm::{blocked_prefix, blocked_rows, elems};
 
 /// Precision of the recurrent products of the fused LSTM kernel.
@@ -291,6 +291,7 @@ impl PackedBf16 {
                         c.as_mut_ptr().add(m16 * n),
                         n,
                         !first,
+                        Prefetch::NONE,
                     )
                 };
             }
@@ -414,6 +415,7 @@ pub fn matmul_at(
                 c.as_mut_ptr(),
                 n,
                 k0 > 0,
+                Prefetch::NONE,
             )
         };
     }

@@ -62,6 +62,7 @@ pub fn matmul(
                 c.as_mut_ptr(),
                 n,
                 accumulate,
+                Prefetch::NONE,
             )
         };
         return;
@@ -216,6 +217,12 @@ const PANEL: usize = 64;
 // panels start on a strip: the packed operand's offsets count in strips
 const _: () = assert!(PANEL.is_multiple_of(16));
 
+/// Packed operands from this many elements up (1 MiB) are fetched into L2
+/// ahead of the kernel ([`Prefetch`]); smaller ones stay there from one
+/// product to the next.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH_FROM: usize = 1 << 18;
+
 /// Operands from this many elements up are packed by all threads.
 const PARALLEL_PACK: usize = 1 << 18;
 
@@ -297,10 +304,10 @@ impl PackedB {
     }
 
     /// `c (+)= a · B` for rows `0..m4` (a multiple of 4) on the blocked
-    /// kernel, in passes over the depth ([`packed_kc`]): the first pass
-    /// stores every value (adding it to `c`'s when `accumulate`), the
-    /// later ones add to what it stored. With more than one pass, panels of
-    /// [`PANEL`] columns each run all their passes before the next panel.
+    /// kernel, in passes over the depth ([`packed_kc`]; their order is
+    /// [`PackedB::passes`]): the first pass stores every value (adding it
+    /// to `c`'s when `accumulate`), the later ones add to what it stored.
+    /// Each pass fetches the next one's block ([`Prefetch`]).
     ///
     /// # Safety
     /// `c` is valid for reads and writes of `m4 x n` values, initialized
@@ -315,45 +322,89 @@ impl PackedB {
         {
             let kernel =
                 blocked_kernel().expect("a PackedB exists only where a blocked kernel does");
-            let depth = packed_kc();
-            // more than one pass over the depth: panels of columns, each
-            // finished over all passes before the next, so that its block
-            // of `c` stays in L1 between passes (all of `c` passed through
-            // L2 once a pass, and the next operand's strips with it)
-            let panel = if k > depth { PANEL } else { n };
-            for j0 in (0..n).step_by(panel) {
-                let nc = panel.min(n - j0);
-                for k0 in (0..k).step_by(depth) {
-                    let kc = depth.min(k - k0);
-                    // SAFETY: the kernel is one this CPU runs; rows 0..m4
-                    // by columns j0..j0+nc (strips of 16 columns, 16 * k
-                    // apart: nc and j0 are multiples of 16), depths
-                    // k0..k0+kc, lie inside a, the strips and c (the
-                    // caller's promise); a pass reads c only after the
-                    // first wrote it, or where the caller says it is
-                    // initialized.
-                    unsafe {
-                        kernel(
-                            m4,
-                            nc,
-                            kc,
-                            a.as_ptr().add(k0),
-                            k,
-                            1,
-                            self.data.as_ptr().add(j0 * k + k0 * 16),
-                            16,
-                            16 * k,
-                            c.add(j0),
-                            n,
-                            accumulate || k0 > 0,
-                        )
-                    };
-                }
+            let mut passes = self.passes(packed_kc()).peekable();
+            while let Some(pass) = passes.next() {
+                let next = self.prefetch(passes.peek().copied());
+                // SAFETY: the kernel is one this CPU runs; rows 0..m4 by
+                // the pass's columns j0..j0+nc (strips of 16 columns, 16 *
+                // k apart: nc and j0 are multiples of 16) and depths
+                // k0..k0+kc lie inside a, the strips and c (the caller's
+                // promise); a pass reads c only after the first wrote it,
+                // or where the caller says it is initialized.
+                unsafe {
+                    kernel(
+                        m4,
+                        pass.nc,
+                        pass.kc,
+                        a.as_ptr().add(pass.k0),
+                        k,
+                        1,
+                        self.data.as_ptr().add(self.block_offset(pass)),
+                        16,
+                        16 * k,
+                        c.add(pass.j0),
+                        n,
+                        accumulate || pass.k0 > 0,
+                        next,
+                    )
+                };
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("packed operands are made only on x86_64");
     }
+
+    /// The kernel calls of a product, in the order they run, each `depth`
+    /// deep at most. With more than one pass over the depth: panels of
+    /// [`PANEL`] columns, each finished over all its passes before the
+    /// next, so that its block of `c` stays in L1 between passes (all of
+    /// `c` passed through L2 once a pass, and the next operand's strips
+    /// with it).
+    #[cfg(target_arch = "x86_64")]
+    fn passes(&self, depth: usize) -> impl Iterator<Item = Pass> + use<> {
+        let (k, n) = (self.k, self.n);
+        let panel = if k > depth { PANEL } else { n };
+        (0..n).step_by(panel).flat_map(move |j0| {
+            (0..k).step_by(depth).map(move |k0| Pass {
+                j0,
+                nc: panel.min(n - j0),
+                k0,
+                kc: depth.min(k - k0),
+            })
+        })
+    }
+
+    /// Where a pass's block starts in `data`: row `k0` of strip `j0 / 16`.
+    #[cfg(target_arch = "x86_64")]
+    fn block_offset(&self, pass: Pass) -> usize {
+        pass.j0 * self.k + pass.k0 * 16
+    }
+
+    /// What a pass fetches for the `next` one: its block, where the
+    /// operand is past [`PREFETCH_FROM`].
+    #[cfg(target_arch = "x86_64")]
+    fn prefetch(&self, next: Option<Pass>) -> Prefetch<f32> {
+        match next {
+            Some(pass) if self.data.len() >= PREFETCH_FROM => Prefetch {
+                b: self.data.as_ptr().wrapping_add(self.block_offset(pass)),
+                rows: pass.kc,
+                strips: pass.nc / 16,
+                b_strip: 16 * self.k,
+            },
+            _ => Prefetch::NONE,
+        }
+    }
+}
+
+/// One kernel call of a packed product: columns `j0..j0 + nc` (whole
+/// strips) by depths `k0..k0 + kc`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pass {
+    j0: usize,
+    nc: usize,
+    k0: usize,
+    kc: usize,
 }
 
 /// `c (+)= a · b` for `a` `[m, k]` where `b` (`[k, n]`, or `[n, k]` when
@@ -399,6 +450,47 @@ pub fn matmul_gemm_crate(
     );
 }
 
+/// The block of a packed `B` that the next pass of a product reads
+/// ([`PackedB::passes`]): `strips` strips of `rows` rows, `b_strip` apart,
+/// one cache line a row (16 values of 4 bytes). A blocked kernel fetches it
+/// into L2 while it works, so that the next pass does not start by waiting
+/// on L3 for `B` (`large`'s recurrent weights, 4 MiB, do not stay in L2).
+/// The first row blocks of each group of strips fetch one strip each, a
+/// line per step of the depth (`_mm_prefetch`, `_MM_HINT_T1`); with fewer
+/// row blocks than strips (under 4 for the AVX-512 kernel: fewer than 16
+/// rows) the last strips are left to the hardware. On the Xeon with AMX
+/// (docs/PERFORMANCE.md), `cargo bench -p model --bench kernel`'s 32-row
+/// products at `large`'s shapes ran 10-19% faster with it, a whole
+/// one-thread `large` step 2-4%.
+#[cfg(target_arch = "x86_64")]
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Prefetch<T> {
+    b: *const T,
+    rows: usize,
+    strips: usize,
+    b_strip: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<T> Prefetch<T> {
+    /// Nothing to fetch.
+    pub(super) const NONE: Self = Prefetch {
+        b: std::ptr::null(),
+        rows: 0,
+        strips: 0,
+        b_strip: 0,
+    };
+
+    /// The first `rows` rows of strip `s`, or `(null, 0)` past the last strip.
+    fn strip(&self, s: usize) -> (*const T, usize) {
+        if s < self.strips {
+            (self.b.wrapping_add(s * self.b_strip), self.rows)
+        } else {
+            (std::ptr::null(), 0)
+        }
+    }
+}
+
 /// A register-blocked product kernel: `C (+)= A B` for `m % 4 == 0`,
 /// `n % 16 == 0`, with the arguments of [`gemm_avx2`].
 #[cfg(target_arch = "x86_64")]
@@ -415,6 +507,7 @@ type BlockedKernel = unsafe fn(
     *mut f32,
     usize,
     bool,
+    Prefetch<f32>,
 );
 
 /// The blocked kernel of the instruction set the kernels use ([`isa`]):
@@ -492,13 +585,17 @@ macro_rules! avx512_blocked_kernel {
             c: *mut f32,
             ldc: usize,
             accumulate: bool,
+            next: Prefetch<$t>,
         ) {
-            /// One block of `R` rows by `S` strips of 16 columns.
+            /// One block of `R` rows by `S` strips of 16 columns, fetching
+            /// the first `fetch.1` rows of the strip at `fetch.0` into L2
+            /// (`ldb` apart, a line each) as it goes.
             ///
             /// # Safety
             /// The kernel's features; `R` rows of `A` from `a`, `k` rows of `S`
             /// strips of `B` from `b` and `R` rows of `S * 16` columns of `C`
-            /// from `c` lie inside the operands.
+            /// from `c` lie inside the operands. (A prefetch of any address is
+            /// safe: it never faults.)
             #[inline]
             #[target_feature(enable = $features)]
             #[allow(clippy::too_many_arguments)]
@@ -511,6 +608,7 @@ macro_rules! avx512_blocked_kernel {
                 c: *mut f32,
                 ldc: usize,
                 accumulate: bool,
+                fetch: (*const $t, usize),
             ) {
                 use std::arch::x86_64::*;
                 // SAFETY (whole block): indices stay inside the operands as documented.
@@ -524,6 +622,9 @@ macro_rules! avx512_blocked_kernel {
                         }
                     }
                     for p in 0..k {
+                        if p < fetch.1 {
+                            _mm_prefetch::<_MM_HINT_T1>(fetch.0.wrapping_add(p * ldb).cast());
+                        }
                         let mut bv = [$zero_b; S];
                         for (q, v) in bv.iter_mut().enumerate() {
                             let $bp = b.add(q * b_strip + p * ldb);
@@ -551,19 +652,21 @@ macro_rules! avx512_blocked_kernel {
             while s < strips {
                 let take = (strips - s).min(4);
                 let take = if take == 3 { 2 } else { take };
-                for (i, rows) in row_blocks(m) {
+                for (bi, (i, rows)) in row_blocks(m).enumerate() {
+                    // the strips' first row blocks fetch the next pass's, one each
+                    let fetch = if bi < take { next.strip(s + bi) } else { (std::ptr::null(), 0) };
                     // SAFETY: rows i..i + rows <= m, strips s..s + take <= n / 16, as documented.
                     unsafe {
                         let (ai, bs, ci) =
                             (a.add(i * a_rs), b.add(s * b_strip), c.add(i * ldc + 16 * s));
-                        let (ad, bd) = ((a_rs, a_cs), (ldb, b_strip));
+                        let (ad, bd, acc) = ((a_rs, a_cs), (ldb, b_strip), accumulate);
                         match (rows, take) {
-                            (6, 4) => block::<6, 4>(k, ai, ad, bs, bd, ci, ldc, accumulate),
-                            (6, 2) => block::<6, 2>(k, ai, ad, bs, bd, ci, ldc, accumulate),
-                            (6, _) => block::<6, 1>(k, ai, ad, bs, bd, ci, ldc, accumulate),
-                            (_, 4) => block::<4, 4>(k, ai, ad, bs, bd, ci, ldc, accumulate),
-                            (_, 2) => block::<4, 2>(k, ai, ad, bs, bd, ci, ldc, accumulate),
-                            _ => block::<4, 1>(k, ai, ad, bs, bd, ci, ldc, accumulate),
+                            (6, 4) => block::<6, 4>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
+                            (6, 2) => block::<6, 2>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
+                            (6, _) => block::<6, 1>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
+                            (_, 4) => block::<4, 4>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
+                            (_, 2) => block::<4, 2>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
+                            _ => block::<4, 1>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
                         }
                     }
                 }
@@ -606,6 +709,8 @@ avx512_blocked_kernel!(
 /// `A[i][p]` is at `a[i * a_rs + p * a_cs]`; `B` is read where it lies, in
 /// strips of 16 columns: column `16 s + q` of row `p` at `b[s * b_strip + p *
 /// ldb + q]` (`b_strip` = 16 for a row-major matrix, `16 k` for a [`PackedB`]).
+/// `next` is the block of a packed `B` the following call will read, fetched
+/// into L2 meanwhile ([`Prefetch`]; [`Prefetch::NONE`] for none).
 ///
 /// # Safety
 /// AVX2 and FMA must be available; `m % 4 == 0`, `n % 16 == 0`, and the
@@ -626,12 +731,15 @@ unsafe fn gemm_avx2(
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
+    next: Prefetch<f32>,
 ) {
-    /// One block of `R` rows by 16 columns.
+    /// One block of `R` rows by 16 columns, fetching the first `fetch.1`
+    /// rows of the strip at `fetch.0` into L2 as it goes.
     ///
     /// # Safety
     /// AVX2 and FMA; `R` rows of `A` from `a`, `k` rows of a strip of `B`
-    /// from `b` and `R` rows of 16 columns of `C` from `c` lie inside the operands.
+    /// from `b` and `R` rows of 16 columns of `C` from `c` lie inside the
+    /// operands. (A prefetch of any address is safe: it never faults.)
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
@@ -644,6 +752,7 @@ unsafe fn gemm_avx2(
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
+        fetch: (*const f32, usize),
     ) {
         use std::arch::x86_64::*;
         // SAFETY (whole block): indices stay inside the operands as documented.
@@ -659,6 +768,9 @@ unsafe fn gemm_avx2(
             }
             let mut bp = b;
             for p in 0..k {
+                if p < fetch.1 {
+                    _mm_prefetch::<_MM_HINT_T1>(fetch.0.wrapping_add(p * ldb).cast());
+                }
                 let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
                 for (r, row) in acc.iter_mut().enumerate() {
                     let x = _mm256_broadcast_ss(&*a.add(r * a_rs + p * a_cs));
@@ -674,14 +786,21 @@ unsafe fn gemm_avx2(
         }
     }
     for j in (0..n).step_by(16) {
-        for (i, rows) in row_blocks(m) {
+        for (bi, (i, rows)) in row_blocks(m).enumerate() {
+            // a strip's first row block fetches the next pass's
+            let fetch = if bi == 0 {
+                next.strip(j / 16)
+            } else {
+                (std::ptr::null(), 0)
+            };
             // SAFETY: rows i..i + rows <= m, columns j..j + 16 <= n, as documented.
             unsafe {
                 let (ai, bj, cij) = (a.add(i * a_rs), b.add(j / 16 * b_strip), c.add(i * ldc + j));
+                let ad = (a_rs, a_cs);
                 if rows == 6 {
-                    block::<6>(k, ai, (a_rs, a_cs), bj, ldb, cij, ldc, accumulate);
+                    block::<6>(k, ai, ad, bj, ldb, cij, ldc, accumulate, fetch);
                 } else {
-                    block::<4>(k, ai, (a_rs, a_cs), bj, ldb, cij, ldc, accumulate);
+                    block::<4>(k, ai, ad, bj, ldb, cij, ldc, accumulate, fetch);
                 }
             }
         }
@@ -790,6 +909,11 @@ mod tests {
             // 2 + 1 and 4 + 2 + 1 blocks) across two depth chunks
             (8, 48, 300),
             (8, 112, 300),
+            // past PREFETCH_FROM (each pass fetches the next's block):
+            // more row blocks than strips, then fewer; a last panel of one
+            // strip, a last pass of 44
+            (40, 912, 300),
+            (12, 912, 300),
         ] {
             let (a, b) = operands(m, n, k);
             let bt: Vec<f32> = (0..n * k).map(|x| b[(x % k) * n + x / k]).collect();
@@ -817,6 +941,58 @@ mod tests {
             PackedB::new(&[0.0; 24], 2, 12, false).is_none(),
             "12 columns: not packable"
         );
+    }
+
+    /// The passes of a packed product cover each strip at each depth once,
+    /// in panels (several passes) or whole (one), and each pass fetches
+    /// exactly the next one's block: from the operand's first row and
+    /// strip to past its last, the last pass nothing; an operand under
+    /// `PREFETCH_FROM` fetches nothing.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn each_pass_fetches_the_next_ones_block() {
+        for (k, n) in [(512, 2048), (300, 912), (128, 2048), (40, 32)] {
+            let b = vec![0.5f32; k * n];
+            let Some(packed) = PackedB::new(&b, k, n, false) else {
+                return; // no AVX2+FMA here: no packed products
+            };
+            let base = packed.data.as_ptr();
+            let passes: Vec<Pass> = packed.passes(128).collect();
+            let mut covered = vec![0u8; (n / 16) * k];
+            for (i, pass) in passes.iter().enumerate() {
+                for s in pass.j0 / 16..(pass.j0 + pass.nc) / 16 {
+                    for p in pass.k0..pass.k0 + pass.kc {
+                        covered[s * k + p] += 1;
+                    }
+                }
+                let fetch = packed.prefetch(passes.get(i + 1).copied());
+                match passes.get(i + 1) {
+                    Some(next) if k * n >= PREFETCH_FROM => {
+                        assert_eq!(
+                            fetch.b,
+                            base.wrapping_add(next.j0 * k + next.k0 * 16),
+                            "{k}x{n} pass {i}"
+                        );
+                        assert_eq!(
+                            (fetch.rows, fetch.strips, fetch.b_strip),
+                            (next.kc, next.nc / 16, 16 * k)
+                        );
+                        // the last line fetched lies inside the operand
+                        let (last, rows) = fetch.strip(fetch.strips - 1);
+                        let end = last.wrapping_add((rows - 1) * 16 + 16);
+                        assert!(end <= base.wrapping_add(k * n), "{k}x{n} pass {i}");
+                        assert_eq!(fetch.strip(fetch.strips), (std::ptr::null(), 0));
+                    }
+                    _ => assert_eq!(fetch.rows * fetch.strips, 0, "{k}x{n} pass {i}"),
+                }
+            }
+            assert!(
+                covered.iter().all(|&c| c == 1),
+                "{k}x{n}: every strip row once"
+            );
+            let panels = passes.iter().filter(|p| p.k0 == 0).count();
+            assert_eq!(panels, if k > 128 { n.div_ceil(PANEL) } else { 1 });
+        }
     }
 
     /// The product written into memory it does not read (NaN before):
@@ -898,6 +1074,7 @@ mod tests {
                             c.as_mut_ptr(),
                             n,
                             accumulate,
+                            Prefetch::NONE,
                         )
                     };
                     for i in 0..m {
