@@ -236,10 +236,24 @@ impl PackedB {
         if n.is_multiple_of(16) && n > 0 && k > 0 && blocked_kernel().is_some() {
             let mut data = vec![0.0f32; k * n];
             let pack = |(s, strip): &mut (usize, &mut [f32])| {
-                for (p, row) in strip.chunks_exact_mut(16).enumerate() {
-                    for (q, x) in row.iter_mut().enumerate() {
-                        let j = *s * 16 + q;
-                        *x = if b_t { b[j * k + p] } else { b[p * n + j] };
+                let j0 = *s * 16;
+                if b_t {
+                    // the strip's 16 rows of `b`, read along in tiles of 16
+                    // x 16: a row at a time across the 16 would read 16
+                    // lines `k` apart, which share a set of the L1 cache
+                    // when `k` is a power of two (`large`'s 2048)
+                    for p0 in (0..k).step_by(16) {
+                        let depth = 16.min(k - p0);
+                        for q in 0..16 {
+                            let src = &b[(j0 + q) * k + p0..][..depth];
+                            for (dp, x) in src.iter().enumerate() {
+                                strip[(p0 + dp) * 16 + q] = *x;
+                            }
+                        }
+                    }
+                } else {
+                    for (p, row) in strip.chunks_exact_mut(16).enumerate() {
+                        row.copy_from_slice(&b[p * n + j0..][..16]);
                     }
                 }
             };
