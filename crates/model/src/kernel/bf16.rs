@@ -25,6 +25,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::gemm::{Prefetch, gemm_bf16};
 use super::gemm::{blocked_prefix, blocked_rows, elems};
+use super::lines::Lines;
 
 /// Precision of the recurrent products of the fused LSTM kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -194,7 +195,7 @@ const KC_PAIRS: usize = 128;
 /// `None` elsewhere), with `k` even and `n` a multiple of 16.
 #[derive(Debug, Clone)]
 pub struct PackedBf16 {
-    data: Vec<u32>,
+    data: Lines<u32>,
     k: usize,
     n: usize,
 }
@@ -215,8 +216,8 @@ impl PackedBf16 {
         } else {
             pairs_of_rows(k, n, |i| &b[i * n..(i + 1) * n]) // [k2, n]
         };
-        let mut data = vec![0u32; k2 * n];
-        for (s, strip) in data.chunks_exact_mut(16 * k2).enumerate() {
+        let mut data = Lines::zeroed(k2 * n);
+        for (s, strip) in data.as_mut_slice().chunks_exact_mut(16 * k2).enumerate() {
             for (p, row) in strip.chunks_exact_mut(16).enumerate() {
                 for (q, x) in row.iter_mut().enumerate() {
                     let j = s * 16 + q;
@@ -258,7 +259,7 @@ impl PackedBf16 {
                     k2,
                     pairs.as_ptr(),
                     k2,
-                    self.data.as_ptr(),
+                    self.data.as_slice().as_ptr(),
                     16,
                     16 * k2,
                     c.as_mut_ptr(),
@@ -285,7 +286,7 @@ impl PackedBf16 {
                         pairs.as_ptr().add(m16 * k2 + k0),
                         k2,
                         1,
-                        self.data.as_ptr().add(k0 * 16),
+                        self.data.as_slice().as_ptr().add(k0 * 16),
                         16,
                         16 * k2,
                         c.as_mut_ptr().add(m16 * n),
@@ -297,7 +298,7 @@ impl PackedBf16 {
             }
             // the rows past the last four, one value at a time
             for i in m4..m {
-                for (s, strip) in self.data.chunks_exact(16 * k2).enumerate() {
+                for (s, strip) in self.data.as_slice().chunks_exact(16 * k2).enumerate() {
                     let out = &mut c[i * n + s * 16..i * n + s * 16 + 16];
                     if first {
                         out.fill(0.0);

@@ -6,6 +6,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::cpu::{Isa, isa};
+use super::lines::Lines;
 use super::pool::parallel_for_each_mut;
 use std::mem::MaybeUninit;
 
@@ -193,7 +194,7 @@ pub const BLOCKED_MAX_B: usize = 64 * 1024;
 /// `data` holds `n / 16` strips of `k * 16` values (`n` a multiple of 16).
 #[derive(Debug, Clone)]
 pub struct PackedB {
-    data: Vec<f32>,
+    data: Lines<f32>,
     k: usize,
     n: usize,
 }
@@ -234,7 +235,7 @@ impl PackedB {
         assert!(b.len() >= elems(k, n), "packed operand size");
         #[cfg(target_arch = "x86_64")]
         if n.is_multiple_of(16) && n > 0 && k > 0 && blocked_kernel().is_some() {
-            let mut data = vec![0.0f32; k * n];
+            let mut data = Lines::zeroed(k * n);
             let pack = |(s, strip): &mut (usize, &mut [f32])| {
                 let j0 = *s * 16;
                 if b_t {
@@ -257,8 +258,11 @@ impl PackedB {
                     }
                 }
             };
-            let mut strips: Vec<(usize, &mut [f32])> =
-                data.chunks_exact_mut(16 * k).enumerate().collect();
+            let mut strips: Vec<(usize, &mut [f32])> = data
+                .as_mut_slice()
+                .chunks_exact_mut(16 * k)
+                .enumerate()
+                .collect();
             if k * n >= PARALLEL_PACK {
                 // large weights (`large`'s 4 MiB) are packed on every thread
                 parallel_for_each_mut(&mut strips, pack);
@@ -286,7 +290,7 @@ impl PackedB {
         // SAFETY: c holds m x n values (checked above), m4 <= m of them rows
         unsafe { self.rows_in_fours(c.as_mut_ptr(), a, m4, accumulate) };
         for i in m4..m {
-            for (s, strip) in self.data.chunks_exact(16 * k).enumerate() {
+            for (s, strip) in self.data.as_slice().chunks_exact(16 * k).enumerate() {
                 let out = &mut c[i * n + s * 16..i * n + s * 16 + 16];
                 if !accumulate {
                     out.fill(0.0);
@@ -353,7 +357,7 @@ impl PackedB {
                         a.as_ptr().add(pass.k0),
                         k,
                         1,
-                        self.data.as_ptr().add(self.block_offset(pass)),
+                        self.data.as_slice().as_ptr().add(self.block_offset(pass)),
                         16,
                         16 * k,
                         c.add(pass.j0),
@@ -399,8 +403,12 @@ impl PackedB {
     #[cfg(target_arch = "x86_64")]
     fn prefetch(&self, next: Option<Pass>) -> Prefetch<f32> {
         match next {
-            Some(pass) if self.data.len() >= PREFETCH_FROM => Prefetch {
-                b: self.data.as_ptr().wrapping_add(self.block_offset(pass)),
+            Some(pass) if self.data.as_slice().len() >= PREFETCH_FROM => Prefetch {
+                b: self
+                    .data
+                    .as_slice()
+                    .as_ptr()
+                    .wrapping_add(self.block_offset(pass)),
                 rows: pass.kc,
                 strips: pass.nc / 16,
                 b_strip: 16 * self.k,
@@ -970,7 +978,7 @@ mod tests {
             let Some(packed) = PackedB::new(&b, k, n, false) else {
                 return; // no AVX2+FMA here: no packed products
             };
-            let base = packed.data.as_ptr();
+            let base = packed.data.as_slice().as_ptr();
             let passes: Vec<Pass> = packed.passes(128).collect();
             let mut covered = vec![0u8; (n / 16) * k];
             for (i, pass) in passes.iter().enumerate() {

@@ -5,6 +5,7 @@
 //! - [`pool`]: the threads the kernels (and the trainer's host-side work) run on.
 //! - [`gemm`]: matrix products: AVX-512 and AVX2+FMA blocked kernels, packed right
 //!   operands ([`PackedB`]), the `gemm` crate for other shapes and CPUs.
+//! - [`lines`]: the packed operands' buffers, aligned to cache lines.
 //! - [`bf16`]: the opt-in bf16 recurrent products (AVX512-BF16).
 //! - [`amx`]: those products on the AMX tiles, where the CPU has them.
 //! - [`math`]: fast `exp`, `sigmoid`, `tanh`.
@@ -101,6 +102,7 @@ pub mod cpu;
 pub mod gemm;
 pub mod join;
 pub mod linear;
+mod lines;
 pub mod math;
 pub mod pool;
 pub mod sequence;
