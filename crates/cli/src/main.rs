@@ -42,6 +42,7 @@ macro_rules! out {
     }};
 }
 
+mod alloc;
 mod args;
 mod commands;
 mod device;
@@ -59,6 +60,10 @@ use crate::args::{
     BenchArgs, EvalArgs, FetchArgs, PrepareArgs, RecipesArgs, SampleArgs, TrainArgs,
 };
 use crate::train::TrainCommand;
+
+/// Large blocks aligned to cache lines, for the kernels' vector loads ([`alloc`]).
+#[global_allocator]
+static ALLOCATOR: alloc::LineAligned = alloc::LineAligned;
 
 /// Character-level LSTM language models on Text8 (the Udacity notebook,
 /// done properly), and an LSTM that mirrors every word of a sentence.
