@@ -23,9 +23,11 @@
 //! bf16 is already `[m, k / 2]` pairs.
 
 #[cfg(target_arch = "x86_64")]
-use super::gemm::{Prefetch, gemm_bf16};
+use super::gemm::gemm_bf16;
 use super::gemm::{blocked_prefix, blocked_rows, elems};
 use super::lines::Lines;
+#[cfg(target_arch = "x86_64")]
+use super::prefetch::Prefetch;
 
 /// Precision of the recurrent products of the fused LSTM kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

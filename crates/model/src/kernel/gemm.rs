@@ -8,6 +8,8 @@
 use super::cpu::{Isa, isa};
 use super::lines::Lines;
 use super::pool::parallel_for_each_mut;
+#[cfg(target_arch = "x86_64")]
+use super::prefetch::{self, Prefetch};
 use std::mem::MaybeUninit;
 
 /// `c (+)= a · b` for row-major matrices: `a` is `[m, k]` (or `[k, m]` when
@@ -219,8 +221,8 @@ const PANEL: usize = 64;
 const _: () = assert!(PANEL.is_multiple_of(16));
 
 /// Packed operands from this many elements up (1 MiB) are fetched into L2
-/// ahead of the kernel ([`Prefetch`]); smaller ones stay there from one
-/// product to the next.
+/// a pass ahead of the kernel (`prefetch`); smaller ones stay there from
+/// one product to the next.
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_FROM: usize = 1 << 18;
 
@@ -325,7 +327,8 @@ impl PackedB {
     /// kernel, in passes over the depth ([`packed_kc`]; their order is
     /// [`PackedB::passes`]): the first pass stores every value (adding it
     /// to `c`'s when `accumulate`), the later ones add to what it stored.
-    /// Each pass fetches the next one's block ([`Prefetch`]).
+    /// From [`PREFETCH_FROM`] values up, each pass fetches the next one's
+    /// block into L2 (`prefetch`).
     ///
     /// # Safety
     /// `c` is valid for reads and writes of `m4 x n` values, initialized
@@ -472,47 +475,6 @@ pub fn matmul_gemm_crate(
     );
 }
 
-/// The block of a packed `B` that the next pass of a product reads
-/// ([`PackedB::passes`]): `strips` strips of `rows` rows, `b_strip` apart,
-/// one cache line a row (16 values of 4 bytes). A blocked kernel fetches it
-/// into L2 while it works, so that the next pass does not start by waiting
-/// on L3 for `B` (`large`'s recurrent weights, 4 MiB, do not stay in L2).
-/// The first row blocks of each group of strips fetch one strip each, a
-/// line per step of the depth (`_mm_prefetch`, `_MM_HINT_T1`); with fewer
-/// row blocks than strips (under 4 for the AVX-512 kernel: fewer than 16
-/// rows) the last strips are left to the hardware. On the Xeon with AMX
-/// (docs/PERFORMANCE.md), `cargo bench -p model --bench kernel`'s 32-row
-/// products at `large`'s shapes ran 10-19% faster with it, a whole
-/// one-thread `large` step 2-4%.
-#[cfg(target_arch = "x86_64")]
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Prefetch<T> {
-    b: *const T,
-    rows: usize,
-    strips: usize,
-    b_strip: usize,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl<T> Prefetch<T> {
-    /// Nothing to fetch.
-    pub(super) const NONE: Self = Prefetch {
-        b: std::ptr::null(),
-        rows: 0,
-        strips: 0,
-        b_strip: 0,
-    };
-
-    /// The first `rows` rows of strip `s`, or `(null, 0)` past the last strip.
-    fn strip(&self, s: usize) -> (*const T, usize) {
-        if s < self.strips {
-            (self.b.wrapping_add(s * self.b_strip), self.rows)
-        } else {
-            (std::ptr::null(), 0)
-        }
-    }
-}
-
 /// A register-blocked product kernel: `C (+)= A B` for `m % 4 == 0`,
 /// `n % 16 == 0`, with the arguments of [`gemm_avx2`].
 #[cfg(target_arch = "x86_64")]
@@ -572,6 +534,23 @@ fn row_blocks(m: usize) -> impl Iterator<Item = (usize, usize)> {
         .chain((0..fours).map(move |r| (6 * six + 4 * r, 4)))
 }
 
+/// The AVX-512 kernel's groups of strips: fours, then a two and a one for
+/// what is left (three as two and one).
+#[cfg(target_arch = "x86_64")]
+fn strip_groups(strips: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let mut s = 0;
+    std::iter::from_fn(move || {
+        let take = match strips.checked_sub(s)? {
+            0 => return None,
+            1 => 1,
+            2 | 3 => 2,
+            _ => 4,
+        };
+        s += take;
+        Some(s - take..s)
+    })
+}
+
 /// Defines an AVX-512 register-blocked kernel with the arguments of
 /// [`gemm_avx2`] (element type `$t` for `A` and `B`, `f32` for `C`): blocks
 /// of 6 rows by 64 columns (four strips; then 32 or 16 for the last
@@ -610,8 +589,8 @@ macro_rules! avx512_blocked_kernel {
             next: Prefetch<$t>,
         ) {
             /// One block of `R` rows by `S` strips of 16 columns, fetching
-            /// the first `fetch.1` rows of the strip at `fetch.0` into L2
-            /// (`ldb` apart, a line each) as it goes.
+            /// the first `head.1` lines from `head.0` into L2, one a step of
+            /// the depth ([`prefetch::Fetch::head`]).
             ///
             /// # Safety
             /// The kernel's features; `R` rows of `A` from `a`, `k` rows of `S`
@@ -630,7 +609,7 @@ macro_rules! avx512_blocked_kernel {
                 c: *mut f32,
                 ldc: usize,
                 accumulate: bool,
-                fetch: (*const $t, usize),
+                head: (*const $t, usize),
             ) {
                 use std::arch::x86_64::*;
                 // SAFETY (whole block): indices stay inside the operands as documented.
@@ -644,8 +623,8 @@ macro_rules! avx512_blocked_kernel {
                         }
                     }
                     for p in 0..k {
-                        if p < fetch.1 {
-                            _mm_prefetch::<_MM_HINT_T1>(fetch.0.wrapping_add(p * ldb).cast());
+                        if p < head.1 {
+                            prefetch::line(head.0.wrapping_add(p * 16));
                         }
                         let mut bv = [$zero_b; S];
                         for (q, v) in bv.iter_mut().enumerate() {
@@ -669,30 +648,29 @@ macro_rules! avx512_blocked_kernel {
                     }
                 }
             }
-            let strips = n / 16;
-            let mut s = 0;
-            while s < strips {
-                let take = (strips - s).min(4);
-                let take = if take == 3 { 2 } else { take };
+            let blocks = row_blocks(m).count();
+            for group in strip_groups(n / 16) {
+                let (s, take) = (group.start, group.len());
                 for (bi, (i, rows)) in row_blocks(m).enumerate() {
-                    // the strips' first row blocks fetch the next pass's, one each
-                    let fetch = if bi < take { next.strip(s + bi) } else { (std::ptr::null(), 0) };
+                    let fetch = next.for_block(group.clone(), bi, blocks);
+                    let head = fetch.head();
                     // SAFETY: rows i..i + rows <= m, strips s..s + take <= n / 16, as documented.
                     unsafe {
                         let (ai, bs, ci) =
                             (a.add(i * a_rs), b.add(s * b_strip), c.add(i * ldc + 16 * s));
                         let (ad, bd, acc) = ((a_rs, a_cs), (ldb, b_strip), accumulate);
                         match (rows, take) {
-                            (6, 4) => block::<6, 4>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
-                            (6, 2) => block::<6, 2>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
-                            (6, _) => block::<6, 1>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
-                            (_, 4) => block::<4, 4>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
-                            (_, 2) => block::<4, 2>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
-                            _ => block::<4, 1>(k, ai, ad, bs, bd, ci, ldc, acc, fetch),
+                            (6, 4) => block::<6, 4>(k, ai, ad, bs, bd, ci, ldc, acc, head),
+                            (6, 2) => block::<6, 2>(k, ai, ad, bs, bd, ci, ldc, acc, head),
+                            (6, _) => block::<6, 1>(k, ai, ad, bs, bd, ci, ldc, acc, head),
+                            (_, 4) => block::<4, 4>(k, ai, ad, bs, bd, ci, ldc, acc, head),
+                            (_, 2) => block::<4, 2>(k, ai, ad, bs, bd, ci, ldc, acc, head),
+                            _ => block::<4, 1>(k, ai, ad, bs, bd, ci, ldc, acc, head),
                         }
                     }
+                    // what the steps left: the rest of a longer strip, more strips
+                    fetch.finish(k);
                 }
-                s += take;
             }
         }
     };
@@ -755,8 +733,8 @@ unsafe fn gemm_avx2(
     accumulate: bool,
     next: Prefetch<f32>,
 ) {
-    /// One block of `R` rows by 16 columns, fetching the first `fetch.1`
-    /// rows of the strip at `fetch.0` into L2 as it goes.
+    /// One block of `R` rows by 16 columns, fetching the first `head.1`
+    /// lines from `head.0` into L2, one a step of the depth ([`prefetch::Fetch::head`]).
     ///
     /// # Safety
     /// AVX2 and FMA; `R` rows of `A` from `a`, `k` rows of a strip of `B`
@@ -774,7 +752,7 @@ unsafe fn gemm_avx2(
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
-        fetch: (*const f32, usize),
+        head: (*const f32, usize),
     ) {
         use std::arch::x86_64::*;
         // SAFETY (whole block): indices stay inside the operands as documented.
@@ -790,8 +768,8 @@ unsafe fn gemm_avx2(
             }
             let mut bp = b;
             for p in 0..k {
-                if p < fetch.1 {
-                    _mm_prefetch::<_MM_HINT_T1>(fetch.0.wrapping_add(p * ldb).cast());
+                if p < head.1 {
+                    prefetch::line(head.0.wrapping_add(p * 16));
                 }
                 let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
                 for (r, row) in acc.iter_mut().enumerate() {
@@ -807,24 +785,21 @@ unsafe fn gemm_avx2(
             }
         }
     }
+    let blocks = row_blocks(m).count();
     for j in (0..n).step_by(16) {
         for (bi, (i, rows)) in row_blocks(m).enumerate() {
-            // a strip's first row block fetches the next pass's
-            let fetch = if bi == 0 {
-                next.strip(j / 16)
-            } else {
-                (std::ptr::null(), 0)
-            };
+            let fetch = next.for_block(j / 16..j / 16 + 1, bi, blocks);
             // SAFETY: rows i..i + rows <= m, columns j..j + 16 <= n, as documented.
             unsafe {
                 let (ai, bj, cij) = (a.add(i * a_rs), b.add(j / 16 * b_strip), c.add(i * ldc + j));
                 let ad = (a_rs, a_cs);
                 if rows == 6 {
-                    block::<6>(k, ai, ad, bj, ldb, cij, ldc, accumulate, fetch);
+                    block::<6>(k, ai, ad, bj, ldb, cij, ldc, accumulate, fetch.head());
                 } else {
-                    block::<4>(k, ai, ad, bj, ldb, cij, ldc, accumulate, fetch);
+                    block::<4>(k, ai, ad, bj, ldb, cij, ldc, accumulate, fetch.head());
                 }
             }
+            fetch.finish(k);
         }
     }
 }
@@ -966,10 +941,13 @@ mod tests {
     }
 
     /// The passes of a packed product cover each strip at each depth once,
-    /// in panels (several passes) or whole (one), and each pass fetches
-    /// exactly the next one's block: from the operand's first row and
-    /// strip to past its last, the last pass nothing; an operand under
-    /// `PREFETCH_FROM` fetches nothing.
+    /// in panels (several passes) or whole (one); and the lines the
+    /// kernels' row blocks fetch during a pass (`Prefetch::for_block` over
+    /// the AVX-512 kernel's groups of strips, or the AVX2 kernel's single
+    /// strips, with its depth) are the next pass's block, each once:
+    /// however many row blocks (1, 2, 7, 11), across a last panel of one
+    /// strip and a last pass of 44 rows; the last pass, and an operand
+    /// under `PREFETCH_FROM`, fetch nothing.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn each_pass_fetches_the_next_ones_block() {
@@ -978,42 +956,51 @@ mod tests {
             let Some(packed) = PackedB::new(&b, k, n, false) else {
                 return; // no AVX2+FMA here: no packed products
             };
-            let base = packed.data.as_slice().as_ptr();
-            let passes: Vec<Pass> = packed.passes(128).collect();
-            let mut covered = vec![0u8; (n / 16) * k];
-            for (i, pass) in passes.iter().enumerate() {
-                for s in pass.j0 / 16..(pass.j0 + pass.nc) / 16 {
-                    for p in pass.k0..pass.k0 + pass.kc {
-                        covered[s * k + p] += 1;
+            let base = packed.data.as_slice().as_ptr() as usize;
+            type Groups = fn(usize) -> Vec<std::ops::Range<usize>>;
+            let kernels: [(usize, Groups); 2] = [
+                (128, |strips| strip_groups(strips).collect()),
+                (256, |strips| (0..strips).map(|s| s..s + 1).collect()),
+            ];
+            for (depth, groups) in kernels {
+                let passes: Vec<Pass> = packed.passes(depth).collect();
+                let mut covered = vec![0u8; (n / 16) * k];
+                for (i, pass) in passes.iter().enumerate() {
+                    for s in pass.j0 / 16..(pass.j0 + pass.nc) / 16 {
+                        for p in pass.k0..pass.k0 + pass.kc {
+                            covered[s * k + p] += 1;
+                        }
+                    }
+                    let next = passes.get(i + 1).filter(|_| k * n >= PREFETCH_FROM);
+                    let want: Vec<usize> = next.map_or(vec![], |next| {
+                        (0..next.nc / 16)
+                            .flat_map(|s| (0..next.kc).map(move |r| (s, r)))
+                            .map(|(s, r)| packed.block_offset(*next) + s * 16 * k + r * 16)
+                            .collect()
+                    });
+                    let fetch = packed.prefetch(passes.get(i + 1).copied());
+                    for rows in [4, 12, 40, 64] {
+                        let blocks = row_blocks(rows).count();
+                        let mut got: Vec<usize> = groups(pass.nc / 16)
+                            .into_iter()
+                            .flat_map(|g| {
+                                (0..blocks).flat_map(move |bi| {
+                                    fetch.for_block(g.clone(), bi, blocks).lines(pass.kc)
+                                })
+                            })
+                            .map(|at| (at as usize - base) / 4)
+                            .collect();
+                        got.sort_unstable();
+                        assert_eq!(got, want, "{k}x{n}, depth {depth}, pass {i}, {rows} rows");
                     }
                 }
-                let fetch = packed.prefetch(passes.get(i + 1).copied());
-                match passes.get(i + 1) {
-                    Some(next) if k * n >= PREFETCH_FROM => {
-                        assert_eq!(
-                            fetch.b,
-                            base.wrapping_add(next.j0 * k + next.k0 * 16),
-                            "{k}x{n} pass {i}"
-                        );
-                        assert_eq!(
-                            (fetch.rows, fetch.strips, fetch.b_strip),
-                            (next.kc, next.nc / 16, 16 * k)
-                        );
-                        // the last line fetched lies inside the operand
-                        let (last, rows) = fetch.strip(fetch.strips - 1);
-                        let end = last.wrapping_add((rows - 1) * 16 + 16);
-                        assert!(end <= base.wrapping_add(k * n), "{k}x{n} pass {i}");
-                        assert_eq!(fetch.strip(fetch.strips), (std::ptr::null(), 0));
-                    }
-                    _ => assert_eq!(fetch.rows * fetch.strips, 0, "{k}x{n} pass {i}"),
-                }
+                assert!(
+                    covered.iter().all(|&c| c == 1),
+                    "{k}x{n}: every strip row once"
+                );
+                let panels = passes.iter().filter(|p| p.k0 == 0).count();
+                assert_eq!(panels, if k > depth { n.div_ceil(PANEL) } else { 1 });
             }
-            assert!(
-                covered.iter().all(|&c| c == 1),
-                "{k}x{n}: every strip row once"
-            );
-            let panels = passes.iter().filter(|p| p.k0 == 0).count();
-            assert_eq!(panels, if k > 128 { n.div_ceil(PANEL) } else { 1 });
         }
     }
 

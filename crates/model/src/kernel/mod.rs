@@ -5,7 +5,8 @@
 //! - [`pool`]: the threads the kernels (and the trainer's host-side work) run on.
 //! - [`gemm`]: matrix products: AVX-512 and AVX2+FMA blocked kernels, packed right
 //!   operands ([`PackedB`]), the `gemm` crate for other shapes and CPUs.
-//! - [`lines`]: the packed operands' buffers, aligned to cache lines.
+//! - `lines`: the packed operands' buffers, aligned to cache lines; `prefetch`:
+//!   their next blocks fetched into L2 during a product.
 //! - [`bf16`]: the opt-in bf16 recurrent products (AVX512-BF16).
 //! - [`amx`]: those products on the AMX tiles, where the CPU has them.
 //! - [`math`]: fast `exp`, `sigmoid`, `tanh`.
@@ -105,6 +106,8 @@ pub mod linear;
 mod lines;
 pub mod math;
 pub mod pool;
+#[cfg(target_arch = "x86_64")]
+mod prefetch;
 pub mod sequence;
 pub mod split;
 
