@@ -42,10 +42,10 @@ macro_rules! out {
     }};
 }
 
-mod alloc;
 mod args;
 mod commands;
 mod device;
+mod line_alloc;
 mod mirror_cmd;
 mod progress;
 mod setup;
@@ -61,9 +61,9 @@ use crate::args::{
 };
 use crate::train::TrainCommand;
 
-/// Large blocks aligned to cache lines, for the kernels' vector loads ([`alloc`]).
+/// Large blocks aligned to cache lines, for the kernels' vector loads ([`line_alloc`]).
 #[global_allocator]
-static ALLOCATOR: alloc::LineAligned = alloc::LineAligned;
+static ALLOCATOR: line_alloc::LineAligned = line_alloc::LineAligned;
 
 /// Character-level LSTM language models on Text8 (the Udacity notebook,
 /// done properly), and an LSTM that mirrors every word of a sentence.

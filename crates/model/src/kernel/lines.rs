@@ -1,9 +1,9 @@
 //! Values in whole 64-byte cache lines, aligned to them: the packed right
 //! operands of the blocked kernels ([`PackedB`](super::gemm::PackedB),
 //! [`PackedBf16`](super::bf16::PackedBf16)), whose strips' rows are one
-//! line each (16 values of 4 bytes). A `Vec<f32>` is aligned to 16 bytes
-//! only, wherever the allocator puts it: off a line, every 64-byte load of
-//! a strip's row straddles two lines and costs two of the L1 cache's loads.
+//! line each (16 values of 4 bytes). Rust promises a `Vec<f32>` 4-byte
+//! alignment, glibc gives 16: off a line, every 64-byte load of a strip's
+//! row straddles two lines and costs two of the L1 cache's loads.
 //! On the Xeon with AMX (docs/PERFORMANCE.md), strips 16 bytes off a line
 //! against aligned ones: the packed f32 product at `large`'s shapes 160 ->
 //! 190 GFLOP/s (`cargo bench -p model --bench kernel`), training steps

@@ -3,13 +3,19 @@
 //!
 //! The kernels read and write activations, gates and weights in 64-byte
 //! vectors (AVX-512) from the start of their buffers. glibc aligns a block
-//! to 16 bytes, so a buffer starts off a line three times in four, and then
-//! every vector load or store of it straddles two lines. Side by side, one
-//! thread each, against the same binary with the system's allocator
-//! (`xtask/bench/side_by_side.sh`, docs/PERFORMANCE.md): the mirror 1.013-1.044,
-//! `large` 1.004-1.027, notebook-char 1.011-1.012, dropout and bigram even.
-//! The packed weights are aligned whatever the allocator
-//! (`model::kernel`'s `Lines`); this covers everything else.
+//! to 16 bytes, so a buffer can start off a line, and then every vector
+//! load or store of it straddles two lines. On the Xeon with AMX
+//! (docs/PERFORMANCE.md), this binary against the one before it, side by
+//! side, one thread each (`xtask/bench/side_by_side.sh`): the mirror 1.035
+//! and 1.046, `large` 1.007 and 1.015, notebook-fused 0.992 and 1.016; a
+//! first version of it: notebook-char 1.011 and 1.012, notebook-dropout and
+//! -bigram even (0.976-1.022). The packed weights are aligned whatever the
+//! allocator (`model::kernel`'s `Lines`); this covers everything else.
+//!
+//! The price: std's `System` serves alignments past 16 bytes with
+//! `posix_memalign`, so these blocks do not grow in place (`realloc`
+//! allocates, copies and frees) and come zeroed by a `memset`, not by
+//! `calloc`'s fresh pages.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
@@ -26,8 +32,8 @@ pub struct LineAligned;
 /// layout alone, so that a block is freed with the layout it was made with.
 fn widened(layout: Layout) -> Layout {
     if layout.size() >= ALIGN_FROM && layout.align() < LINE {
-        // a size that fit `layout` fits a larger power-of-two alignment
-        // (both are at most isize::MAX rounded to the alignment)
+        // within 64 bytes of isize::MAX the size does not round up to a
+        // line: such a block keeps its layout (and could not be allocated)
         Layout::from_size_align(layout.size(), LINE).unwrap_or(layout)
     } else {
         layout
@@ -93,6 +99,16 @@ mod tests {
         assert_eq!(widened(Layout::new::<[u128; 512]>()).align(), LINE);
         let page = Layout::from_size_align(8192, 4096).unwrap();
         assert_eq!(widened(page), page, "larger alignments kept");
+        let edge = Layout::from_size_align(isize::MAX as usize - 3, 4).unwrap();
+        assert_eq!(widened(edge), edge, "no line fits: kept");
+        assert_eq!(
+            widened(Layout::from_size_align(4095, 4).unwrap()).align(),
+            4
+        );
+        assert_eq!(
+            widened(Layout::from_size_align(4096, 4).unwrap()).align(),
+            LINE
+        );
         let a = LineAligned;
         let small = Layout::from_size_align(3000, 4).unwrap();
         // SAFETY: non-zero sizes; each block is used within its size and
@@ -109,10 +125,12 @@ mod tests {
             assert!((0..3000).all(|i| *p.add(i) == (i % 251) as u8));
             let big = Layout::from_size_align(100_000, 4).unwrap();
             let p = a.realloc(p, big, 200_000);
+            assert!(!p.is_null());
             assert_eq!(p as usize % LINE, 0, "grown again: on a line");
             assert!((0..3000).all(|i| *p.add(i) == (i % 251) as u8));
             let bigger = Layout::from_size_align(200_000, 4).unwrap();
             let p = a.realloc(p, bigger, 2000);
+            assert!(!p.is_null());
             assert!((0..2000).all(|i| *p.add(i) == (i % 251) as u8));
             a.dealloc(p, Layout::from_size_align(2000, 4).unwrap());
             let z = a.alloc_zeroed(big);
