@@ -24,7 +24,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::gemm::gemm_bf16;
-use super::gemm::{blocked_prefix, blocked_rows, elems};
+use super::gemm::{blocked_prefix, blocked_rows, elems, pack_strips};
 use super::lines::Lines;
 #[cfg(target_arch = "x86_64")]
 use super::prefetch::Prefetch;
@@ -219,18 +219,7 @@ impl PackedBf16 {
             pairs_of_rows(k, n, |i| &b[i * n..(i + 1) * n]) // [k2, n]
         };
         let mut data = Lines::zeroed(k2 * n);
-        for (s, strip) in data.as_mut_slice().chunks_exact_mut(16 * k2).enumerate() {
-            for (p, row) in strip.chunks_exact_mut(16).enumerate() {
-                for (q, x) in row.iter_mut().enumerate() {
-                    let j = s * 16 + q;
-                    *x = if b_t {
-                        pairs[j * k2 + p]
-                    } else {
-                        pairs[p * n + j]
-                    };
-                }
-            }
-        }
+        pack_strips(&pairs, (k2, n), b_t, data.as_mut_slice());
         Some(PackedBf16 { data, k, n })
     }
 

@@ -238,39 +238,7 @@ impl PackedB {
         #[cfg(target_arch = "x86_64")]
         if n.is_multiple_of(16) && n > 0 && k > 0 && blocked_kernel().is_some() {
             let mut data = Lines::zeroed(k * n);
-            let pack = |(s, strip): &mut (usize, &mut [f32])| {
-                let j0 = *s * 16;
-                if b_t {
-                    // the strip's 16 rows of `b`, read along in tiles of 16
-                    // x 16: a row at a time across the 16 would read 16
-                    // lines `k` apart, which share a set of the L1 cache
-                    // when `k` is a power of two (`large`'s 2048)
-                    for p0 in (0..k).step_by(16) {
-                        let depth = 16.min(k - p0);
-                        for q in 0..16 {
-                            let src = &b[(j0 + q) * k + p0..][..depth];
-                            for (dp, x) in src.iter().enumerate() {
-                                strip[(p0 + dp) * 16 + q] = *x;
-                            }
-                        }
-                    }
-                } else {
-                    for (p, row) in strip.chunks_exact_mut(16).enumerate() {
-                        row.copy_from_slice(&b[p * n + j0..][..16]);
-                    }
-                }
-            };
-            let mut strips: Vec<(usize, &mut [f32])> = data
-                .as_mut_slice()
-                .chunks_exact_mut(16 * k)
-                .enumerate()
-                .collect();
-            if k * n >= PARALLEL_PACK {
-                // large weights (`large`'s 4 MiB) are packed on every thread
-                parallel_for_each_mut(&mut strips, pack);
-            } else {
-                strips.iter_mut().for_each(pack);
-            }
+            pack_strips(b, (k, n), b_t, data.as_mut_slice());
             return Some(PackedB { data, k, n });
         }
         None
@@ -430,6 +398,58 @@ struct Pass {
     nc: usize,
     k0: usize,
     kc: usize,
+}
+
+/// `b` (`[k, n]` row-major, or `[n, k]` when `b_t`) into `strips`: `n / 16`
+/// strips of `[k, 16]`, each contiguous (the layout of [`PackedB`], and of
+/// [`PackedBf16`](super::bf16::PackedBf16) in pairs); operands from
+/// [`PARALLEL_PACK`] values up on every thread (`large`'s 4 MiB).
+///
+/// # Panics
+/// Unless `n` is a multiple of 16, `b` holds `k x n` values and `strips`
+/// exactly as many.
+pub(super) fn pack_strips<T: Copy + Send + Sync>(
+    b: &[T],
+    (k, n): (usize, usize),
+    b_t: bool,
+    strips: &mut [T],
+) {
+    let len = elems(k, n);
+    assert!(
+        n.is_multiple_of(16) && b.len() >= len && strips.len() == len,
+        "packed operand sizes"
+    );
+    if len == 0 {
+        return;
+    }
+    let pack = |(s, strip): &mut (usize, &mut [T])| {
+        let j0 = *s * 16;
+        if b_t {
+            // the strip's 16 rows of `b`, read along in tiles of 16 x 16:
+            // a row at a time across the 16 would read 16 lines `k` apart,
+            // which share a set of the L1 cache when `k` is a power of two
+            // (`large`'s 2048)
+            for p0 in (0..k).step_by(16) {
+                let depth = 16.min(k - p0);
+                for q in 0..16 {
+                    let src = &b[(j0 + q) * k + p0..][..depth];
+                    for (dp, x) in src.iter().enumerate() {
+                        strip[(p0 + dp) * 16 + q] = *x;
+                    }
+                }
+            }
+        } else {
+            for (p, row) in strip.chunks_exact_mut(16).enumerate() {
+                row.copy_from_slice(&b[p * n + j0..][..16]);
+            }
+        }
+    };
+    let mut parts: Vec<(usize, &mut [T])> = strips.chunks_exact_mut(16 * k).enumerate().collect();
+    if len >= PARALLEL_PACK {
+        parallel_for_each_mut(&mut parts, pack);
+    } else {
+        parts.iter_mut().for_each(pack);
+    }
 }
 
 /// `c (+)= a · b` for `a` `[m, k]` where `b` (`[k, n]`, or `[n, k]` when
