@@ -273,6 +273,8 @@ pub fn run(args: &[String]) -> ExitCode {
                     if device != "flex" {
                         continue;
                     }
+                    // the CPU the references run on, as ours names it
+                    let ref_cpu = reference_cpu(&cpu, &caps);
                     let t = threads.to_string();
                     let s = steps.to_string();
                     if let Some(variant) = recipe.strip_prefix("notebook-") {
@@ -292,12 +294,12 @@ pub fn run(args: &[String]) -> ExitCode {
                         .map(String::from)
                         .to_vec();
                         if let Some(v) = reference(python, &scripts.join("seed_tf.py"), &common) {
-                            tf.push(report_reference(v, recipe, &reference_cpu(&cpu, &caps)));
+                            tf.push(report_reference(v, recipe, &ref_cpu));
                         }
                         let mut a = common.clone();
                         a.extend(["--impl".into(), "nnlstm".into()]);
                         if let Some(v) = reference(python, &scripts.join("seed_torch.py"), &a) {
-                            torch.push(report_reference(v, recipe, &reference_cpu(&cpu, &caps)));
+                            torch.push(report_reference(v, recipe, &ref_cpu));
                         }
                     } else if let Some(script) = match recipe.as_str() {
                         "large" => Some("xtask/bench/torch_large.py"),
@@ -309,7 +311,7 @@ pub fn run(args: &[String]) -> ExitCode {
                             .map(String::from)
                             .to_vec();
                         if let Some(v) = reference(python, &script, &a) {
-                            torch.push(report_reference(v, recipe, &reference_cpu(&cpu, &caps)));
+                            torch.push(report_reference(v, recipe, &ref_cpu));
                         }
                     }
                 }

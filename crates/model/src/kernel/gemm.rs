@@ -644,7 +644,7 @@ macro_rules! avx512_blocked_kernel {
                     }
                     for p in 0..k {
                         if p < head.1 {
-                            prefetch::line(head.0.wrapping_add(p * 16));
+                            prefetch::line(head.0.wrapping_add(p * prefetch::LINE));
                         }
                         let mut bv = [$zero_b; S];
                         for (q, v) in bv.iter_mut().enumerate() {
@@ -678,14 +678,14 @@ macro_rules! avx512_blocked_kernel {
                     unsafe {
                         let (ai, bs, ci) =
                             (a.add(i * a_rs), b.add(s * b_strip), c.add(i * ldc + 16 * s));
-                        let (ad, bd, acc) = ((a_rs, a_cs), (ldb, b_strip), accumulate);
+                        let (ad, bd) = ((a_rs, a_cs), (ldb, b_strip));
                         match (rows, take) {
-                            (6, 4) => block::<6, 4>(k, ai, ad, bs, bd, ci, ldc, acc, head),
-                            (6, 2) => block::<6, 2>(k, ai, ad, bs, bd, ci, ldc, acc, head),
-                            (6, _) => block::<6, 1>(k, ai, ad, bs, bd, ci, ldc, acc, head),
-                            (_, 4) => block::<4, 4>(k, ai, ad, bs, bd, ci, ldc, acc, head),
-                            (_, 2) => block::<4, 2>(k, ai, ad, bs, bd, ci, ldc, acc, head),
-                            _ => block::<4, 1>(k, ai, ad, bs, bd, ci, ldc, acc, head),
+                            (6, 4) => block::<6, 4>(k, ai, ad, bs, bd, ci, ldc, accumulate, head),
+                            (6, 2) => block::<6, 2>(k, ai, ad, bs, bd, ci, ldc, accumulate, head),
+                            (6, _) => block::<6, 1>(k, ai, ad, bs, bd, ci, ldc, accumulate, head),
+                            (_, 4) => block::<4, 4>(k, ai, ad, bs, bd, ci, ldc, accumulate, head),
+                            (_, 2) => block::<4, 2>(k, ai, ad, bs, bd, ci, ldc, accumulate, head),
+                            _ => block::<4, 1>(k, ai, ad, bs, bd, ci, ldc, accumulate, head),
                         }
                     }
                     // what the steps left: the rest of a longer strip, more strips
@@ -789,7 +789,7 @@ unsafe fn gemm_avx2(
             let mut bp = b;
             for p in 0..k {
                 if p < head.1 {
-                    prefetch::line(head.0.wrapping_add(p * 16));
+                    prefetch::line(head.0.wrapping_add(p * prefetch::LINE));
                 }
                 let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
                 for (r, row) in acc.iter_mut().enumerate() {

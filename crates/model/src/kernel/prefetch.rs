@@ -10,7 +10,7 @@
 use std::ops::Range;
 
 /// Values in a line of a packed strip: a row of 16 values of 4 bytes.
-const LINE: usize = 16;
+pub(super) const LINE: usize = 16;
 
 /// The block a product's next pass reads ([`PackedB::passes`](super::gemm::PackedB)):
 /// `strips` strips of `rows` rows, `b_strip` values apart, one cache line a
