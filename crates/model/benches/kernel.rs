@@ -42,6 +42,8 @@ fn wanted(name: &str) -> bool {
 
 fn main() {
     for (m, n, k) in [
+        // a row block's operands all in L1: what the kernel's loop can do
+        (60, 64, 128),
         (64, 256, 64),
         (64, 64, 256),
         (64, 256, 640),
@@ -86,6 +88,95 @@ fn main() {
                 kernel::isa().name(),
                 s * 1e6,
                 2.0 * (m * n * k) as f64 / s / 1e9
+            );
+        }
+    }
+    // the dense layer's products over all of a sequence's rows (`large`'s
+    // second layer: 3200 rows, 512 -> 2048) on 1 and 2 threads: y = x W,
+    // dx = dy W^T, dW = x^T dy
+    for (rows, d_in, d_out) in [(3200, 512, 2048)] {
+        if !wanted(&format!("dense {rows}x{d_in}x{d_out}")) {
+            continue;
+        }
+        let x = vec![0.5f32; rows * d_in];
+        let w = vec![0.25f32; d_in * d_out];
+        let dy = vec![0.125f32; rows * d_out];
+        let mut y = vec![0.0f32; rows * d_out];
+        let mut dx = vec![0.0f32; rows * d_in];
+        let mut dw = vec![0.0f32; d_in * d_out];
+        let flops = 2.0 * (rows * d_in * d_out) as f64;
+        for threads in [1, 2] {
+            kernel::pool::set_threads(threads);
+            let products: [(&str, &mut dyn FnMut()); 3] = [
+                ("y", &mut || {
+                    kernel::gemm::matmul_threaded(
+                        &mut y,
+                        &x,
+                        (&w, false),
+                        (rows, d_out, d_in),
+                        false,
+                    )
+                }),
+                ("dx", &mut || {
+                    kernel::gemm::matmul_threaded(
+                        &mut dx,
+                        &dy,
+                        (&w, true),
+                        (rows, d_in, d_out),
+                        false,
+                    )
+                }),
+                ("dw", &mut || {
+                    kernel::gemm::matmul_at_threaded(&mut dw, &x, &dy, (d_in, d_out, rows))
+                }),
+            ];
+            for (name, f) in products {
+                let s = time(f);
+                println!(
+                    "{{\"bench\": \"dense_{name}\", \"threads\": {threads}, \"rows\": {rows}, \"d_in\": {d_in}, \"d_out\": {d_out}, \"us\": {:.1}, \"gflops\": {:.1}}}",
+                    s * 1e6,
+                    flops / s / 1e9
+                );
+            }
+        }
+        kernel::pool::set_threads(1);
+    }
+    for (rows, hidden) in [(64, 64), (64, 512)] {
+        if !wanted(&format!("cell {rows}x{hidden}")) {
+            continue;
+        }
+        // one step of the gates and state, without and with an input row
+        // added (the second layer's projection)
+        let g0: Vec<f32> = (0..rows * 4 * hidden)
+            .map(|i| ((i % 17) as f32 - 8.0) / 4.0)
+            .collect();
+        let x: Vec<f32> = (0..4 * hidden)
+            .map(|i| ((i % 5) as f32 - 2.0) / 8.0)
+            .collect();
+        let xs: Vec<&[f32]> = vec![&x; rows];
+        let c_prev = vec![0.3f32; rows * hidden];
+        let (mut c, mut tc, mut h) = (
+            vec![0.0f32; rows * hidden],
+            vec![0.0f32; rows * hidden],
+            vec![0.0f32; rows * hidden],
+        );
+        for (name, inputs) in [("none", &[][..]), ("rows", &xs[..])] {
+            // the step overwrites g with activations, inputs as good as any
+            // (its time does not depend on the values)
+            let mut g = g0.clone();
+            let s = time(|| {
+                kernel::cell_step(
+                    &mut g,
+                    inputs,
+                    &c_prev,
+                    kernel::CellOut::over(&mut c, &mut tc, &mut h),
+                    hidden,
+                );
+            });
+            println!(
+                "{{\"bench\": \"cell_step\", \"rows\": {rows}, \"hidden\": {hidden}, \"inputs\": \"{name}\", \"us\": {:.2}, \"ns_per_unit\": {:.3}}}",
+                s * 1e6,
+                s * 1e9 / (rows * hidden) as f64
             );
         }
     }

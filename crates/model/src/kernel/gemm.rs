@@ -642,16 +642,15 @@ macro_rules! avx512_blocked_kernel {
                             }
                         }
                     }
-                    for p in 0..k {
-                        if p < head.1 {
-                            prefetch::line(head.0.wrapping_add(p * prefetch::LINE));
-                        }
+                    // one step of the depth at `ap` (row 0 of A) and `bp`
+                    // (strip 0 of B), the pointers moved along, not indexed
+                    let (mut ap, mut bp) = (a, b);
+                    let mut step = |acc: &mut [[_; S]; R]| {
                         let mut bv = [$zero_b; S];
                         for (q, v) in bv.iter_mut().enumerate() {
-                            let $bp = b.add(q * b_strip + p * ldb);
+                            let $bp = bp.add(q * b_strip);
                             *v = $load;
                         }
-                        let ap = a.add(p * a_cs);
                         for (r, row) in acc.iter_mut().enumerate() {
                             let $ap = ap.add(r * a_rs);
                             let $x = $splat;
@@ -660,6 +659,18 @@ macro_rules! avx512_blocked_kernel {
                                 *v = $fma;
                             }
                         }
+                        ap = ap.add(a_cs);
+                        bp = bp.add(ldb);
+                    };
+                    // the steps that fetch a line each, then the rest: no
+                    // test in the loop
+                    let fetched = head.1.min(k);
+                    for p in 0..fetched {
+                        prefetch::line(head.0.wrapping_add(p * prefetch::LINE));
+                        step(&mut acc);
+                    }
+                    for _ in fetched..k {
+                        step(&mut acc);
                     }
                     for (r, row) in acc.iter().enumerate() {
                         for (q, v) in row.iter().enumerate() {

@@ -2,13 +2,16 @@
 //! so that loops over them vectorise; accuracy stated on each and tested.
 //! Also the vectorised loops built on them and dropout's mask fill.
 
+/// 1.5 * 2^23: adding it to a float below 2^22 in magnitude rounds it to
+/// an integer (to nearest, ties to even), left in the low mantissa bits.
+pub(super) const ROUND: f32 = 12_582_912.0;
+
 /// `e^x`, relative error below 2e-7, branch-free so loops over it vectorise.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     // max/min rather than clamp: NaN handling aside, they map to single instructions
     #[allow(clippy::manual_clamp)]
     let x = x.max(-87.0).min(88.0);
