@@ -797,18 +797,26 @@ unsafe fn gemm_avx2(
                     ];
                 }
             }
-            let mut bp = b;
-            for p in 0..k {
-                if p < head.1 {
-                    prefetch::line(head.0.wrapping_add(p * prefetch::LINE));
-                }
+            // as the AVX-512 kernel's block: pointers moved along, the
+            // fetching steps apart
+            let (mut ap, mut bp) = (a, b);
+            let mut step = |acc: &mut [[__m256; 2]; R]| {
                 let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let x = _mm256_broadcast_ss(&*a.add(r * a_rs + p * a_cs));
+                    let x = _mm256_broadcast_ss(&*ap.add(r * a_rs));
                     row[0] = _mm256_fmadd_ps(x, b0, row[0]);
                     row[1] = _mm256_fmadd_ps(x, b1, row[1]);
                 }
+                ap = ap.add(a_cs);
                 bp = bp.add(ldb);
+            };
+            let fetched = head.1.min(k);
+            for p in 0..fetched {
+                prefetch::line(head.0.wrapping_add(p * prefetch::LINE));
+                step(&mut acc);
+            }
+            for _ in fetched..k {
+                step(&mut acc);
             }
             for (r, row) in acc.iter().enumerate() {
                 _mm256_storeu_ps(c.add(r * ldc), row[0]);
