@@ -1,11 +1,12 @@
 //! `cargo bench -p model`: the LSTM sequence kernel on its own: matrix-product
-//! throughput at the notebook's shapes, forward/backward times of whole
-//! sequences on one thread, and of the batch split over one and two threads.
-//! The end-to-end benchmark is `cargo xtask bench`.
+//! throughput at the notebook's and `large`'s shapes, the dense layer's
+//! products on one and two threads, one cell step, forward/backward times of
+//! whole sequences on one thread, and of the batch split over one and two
+//! threads. The end-to-end benchmark is `cargo xtask bench`.
 //!
 //! `cargo bench -p model --bench kernel -- 2048x512 lstm` runs only the
-//! shapes whose name (`matmul MxNxK`, `lstm STEPSxBATCHxHIDDEN`) contains
-//! one of the words.
+//! shapes whose name (`matmul MxNxK`, `dense ROWSxINxOUT`, `cell ROWSxHIDDEN`,
+//! `lstm STEPSxBATCHxHIDDEN`) contains one of the words.
 
 #![allow(clippy::print_stdout)]
 

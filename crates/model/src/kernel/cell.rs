@@ -119,11 +119,13 @@ fn cell_forward_rows(
 }
 
 /// Defines `$name`, the cell step of [`cell_forward_rows`] in `$lanes`-lane
-/// SIMD, one pass over each row: `e^x` as [`exp`](super::math::exp), and the
-/// divisions of the sigmoid and tanh as a hardware reciprocal estimate
-/// refined by one Newton step (relative error below 3e-7; a division is
-/// several times slower on these CPUs). One body for AVX2 and AVX-512: the
-/// arguments name each width's vector type and intrinsics.
+/// SIMD, one pass over each row, units in fours of vectors: `e^x` as
+/// [`exp`](super::math::exp) (the same values: `round` and `pow2` are its
+/// rounding to an integer and its `p 2^n`), and the divisions of the
+/// sigmoid and tanh as a hardware reciprocal estimate refined by one Newton
+/// step (relative error below 3e-7; a division is several times slower on
+/// these CPUs). One body for AVX2 and AVX-512: the arguments name each
+/// width's vector type and intrinsics.
 #[cfg(target_arch = "x86_64")]
 macro_rules! simd_cell_forward {
     ($name:ident, $features:literal, $lanes:literal, $v:ty,
@@ -208,9 +210,12 @@ macro_rules! simd_cell_forward {
             /// The `U` vectors of units from `j` of one row, each step done
             /// for all `U` before the next: a unit's gates, new state and
             /// output are one long chain of dependent operations, which the
-            /// core overlaps only with work close to it in the program
-            /// (`cargo bench -p model --bench kernel -- cell`: 64 x 512,
-            /// 62 -> 54 us a step in fours).
+            /// core overlaps only with work close to it in the program.
+            /// `cargo bench -p model --bench kernel -- cell`, 64 x 512, one
+            /// vector at a time against fours: 51 -> 46 us a step in
+            /// AVX-512, 80 -> 69 in AVX2 (`CHARLSTM_KERNELS=avx2+fma`; in
+            /// twos 74), though four units' gates take all 16 AVX2
+            /// registers and spill.
             ///
             /// # Safety
             /// `j + U * $lanes <= hidden`; the pointers hold a row each:
@@ -223,68 +228,69 @@ macro_rules! simd_cell_forward {
                 (gp, xp, cpp): (*mut f32, Option<*const f32>, *const f32),
                 (cp, tp, hp): (*mut f32, *mut f32, *mut f32),
             ) {
-                let at = |u: usize| j + u * $lanes;
+                let at = |v: usize| j + v * $lanes;
                 // SAFETY (whole body): offsets below 4H in the gate rows, H in
                 // the others, as the caller promises
                 unsafe {
-                    let (mut i, mut f, mut o, mut u_) =
+                    let (mut i, mut f, mut o, mut cand) =
                         ([$zero(); U], [$zero(); U], [$zero(); U], [$zero(); U]);
-                    for u in 0..U {
-                        i[u] = sigmoid_v(pre_v(gp, xp, at(u)));
+                    for v in 0..U {
+                        i[v] = sigmoid_v(pre_v(gp, xp, at(v)));
                     }
-                    for u in 0..U {
-                        f[u] = sigmoid_v(pre_v(gp, xp, hidden + at(u)));
+                    for v in 0..U {
+                        f[v] = sigmoid_v(pre_v(gp, xp, hidden + at(v)));
                     }
-                    for u in 0..U {
-                        u_[u] = tanh_v(pre_v(gp, xp, 2 * hidden + at(u)));
+                    for v in 0..U {
+                        cand[v] = tanh_v(pre_v(gp, xp, 2 * hidden + at(v)));
                     }
-                    for u in 0..U {
-                        o[u] = sigmoid_v(pre_v(gp, xp, 3 * hidden + at(u)));
+                    for v in 0..U {
+                        o[v] = sigmoid_v(pre_v(gp, xp, 3 * hidden + at(v)));
                     }
                     let mut c = [$zero(); U];
-                    for u in 0..U {
-                        let q = at(u);
-                        $store(gp.add(q), i[u]);
-                        $store(gp.add(hidden + q), f[u]);
-                        $store(gp.add(2 * hidden + q), u_[u]);
-                        $store(gp.add(3 * hidden + q), o[u]);
-                        c[u] = $fmadd(f[u], $load(cpp.add(q)), $mul(i[u], u_[u]));
+                    for v in 0..U {
+                        let q = at(v);
+                        $store(gp.add(q), i[v]);
+                        $store(gp.add(hidden + q), f[v]);
+                        $store(gp.add(2 * hidden + q), cand[v]);
+                        $store(gp.add(3 * hidden + q), o[v]);
+                        c[v] = $fmadd(f[v], $load(cpp.add(q)), $mul(i[v], cand[v]));
                     }
                     let mut t = [$zero(); U];
-                    for u in 0..U {
-                        t[u] = tanh_v(c[u]);
+                    for v in 0..U {
+                        t[v] = tanh_v(c[v]);
                     }
-                    for u in 0..U {
-                        let q = at(u);
-                        $store(cp.add(q), c[u]);
-                        $store(tp.add(q), t[u]);
-                        $store(hp.add(q), $mul(o[u], t[u]));
+                    for v in 0..U {
+                        let q = at(v);
+                        $store(cp.add(q), c[v]);
+                        $store(tp.add(q), t[v]);
+                        $store(hp.add(q), $mul(o[v], t[v]));
                     }
                 }
             }
-            // units in fours of vectors (5-8% faster than in twos), the
-            // rest one vector at a time
-            let fours = hidden - hidden % (4 * $lanes);
+            // units in fours of vectors, the rest one vector at a time
+            let in_fours = hidden - hidden % (4 * $lanes);
             for r in 0..rows {
                 // SAFETY: every offset is below (r + 1) * 4H in g and (r + 1) * H in
                 // the state slices, whose sizes were checked above; `units`
-                // reads and writes a row's values from j, within the row.
+                // reads and writes a row's values from j, within the row
+                // (`hidden` is a multiple of $lanes, the caller's promise:
+                // the single vectors end at the row's end).
                 unsafe {
                     let row = (
                         g.as_mut_ptr().add(r * 4 * hidden),
                         inputs.get(r).map(|x| x.as_ptr()),
                         c_prev.as_ptr().add(r * hidden),
                     );
-                    let out = (
+                    let new_state = (
                         out.c.as_mut_ptr().cast::<f32>().add(r * hidden),
                         out.tc.as_mut_ptr().cast::<f32>().add(r * hidden),
                         out.h.as_mut_ptr().cast::<f32>().add(r * hidden),
                     );
-                    for j in (0..fours).step_by(4 * $lanes) {
-                        units::<4>(j, hidden, row, out);
+                    for j in (0..in_fours).step_by(4 * $lanes) {
+                        units::<4>(j, hidden, row, new_state);
                     }
-                    for j in (fours..hidden).step_by($lanes) {
-                        units::<1>(j, hidden, row, out);
+                    for j in (in_fours..hidden).step_by($lanes) {
+                        units::<1>(j, hidden, row, new_state);
                     }
                 }
             }
@@ -293,17 +299,22 @@ macro_rules! simd_cell_forward {
 }
 
 #[cfg(target_arch = "x86_64")]
+// (rustfmt would take the arguments' indentation away)
+#[rustfmt::skip]
 simd_cell_forward!(cell_forward_avx2, "avx2,fma", 8, __m256,
-load _mm256_loadu_ps, store _mm256_storeu_ps, set1 _mm256_set1_ps, zero _mm256_setzero_ps,
-add _mm256_add_ps, sub _mm256_sub_ps, mul _mm256_mul_ps, min _mm256_min_ps, max _mm256_max_ps,
-fmadd _mm256_fmadd_ps, fnmadd _mm256_fnmadd_ps, rcp _mm256_rcp_ps,
-// adding 1.5 * 2^23 rounds to an integer, as math::exp does
-round |y| _mm256_sub_ps(_mm256_add_ps(y, _mm256_set1_ps(super::math::ROUND)), _mm256_set1_ps(super::math::ROUND)),
-// n added to p's exponent: integer arithmetic, exact for normal results
-pow2 |p, n| _mm256_castsi256_ps(_mm256_add_epi32(
-    _mm256_castps_si256(p),
-    _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23),
-)));
+    load _mm256_loadu_ps, store _mm256_storeu_ps, set1 _mm256_set1_ps, zero _mm256_setzero_ps,
+    add _mm256_add_ps, sub _mm256_sub_ps, mul _mm256_mul_ps, min _mm256_min_ps, max _mm256_max_ps,
+    fmadd _mm256_fmadd_ps, fnmadd _mm256_fnmadd_ps, rcp _mm256_rcp_ps,
+    // adding 1.5 * 2^23 rounds to an integer, as math::exp does
+    round |y| _mm256_sub_ps(
+        _mm256_add_ps(y, _mm256_set1_ps(super::math::ROUND)),
+        _mm256_set1_ps(super::math::ROUND),
+    ),
+    // n added to p's exponent: integer arithmetic, exact for normal results
+    pow2 |p, n| _mm256_castsi256_ps(_mm256_add_epi32(
+        _mm256_castps_si256(p),
+        _mm256_slli_epi32(_mm256_cvtps_epi32(n), 23),
+    )));
 
 #[cfg(target_arch = "x86_64")]
 simd_cell_forward!(cell_forward_avx512, "avx512f,fma", 16, __m512,
@@ -392,8 +403,9 @@ mod tests {
     type Pass = fn(&mut [f32], InputRows, &[f32], CellOut, usize);
 
     /// Every cell step this CPU has (AVX-512, AVX2, portable) against the
-    /// definition in f64, over pre-activations from -30 to 30, at a width
-    /// each SIMD pass takes (16, 48 = 3 x 16; 24 only for AVX2's 8 lanes).
+    /// definition in f64, over pre-activations from -30 to 30 and a few of
+    /// +-100 (past `e^x`'s clamps), at widths each SIMD pass takes: rows in
+    /// fours of vectors only, in single vectors only, and both.
     #[test]
     #[allow(clippy::print_stderr)] // says which passes this CPU could not run
     fn cell_step_matches_the_definition() {
@@ -422,8 +434,9 @@ mod tests {
                 );
             }
         }
-        // 64 and 96: whole rows in fours of vectors (AVX-512 and AVX2), 80:
-        // fours and singles in a row
+        // AVX-512 (16 lanes): 64 in fours only, 16 and 48 singles only, 80
+        // and 96 both; AVX2 (8 lanes): 64 and 96 fours only, 16 and 24
+        // singles only, 48 and 80 both
         for hidden in [16usize, 24, 48, 64, 80, 96] {
             for &(name, pass) in &passes {
                 if name == "avx512" && !hidden.is_multiple_of(16) {
@@ -441,7 +454,11 @@ mod tests {
         let rows = 40;
         let width = 4 * hidden;
         let g0: Vec<f32> = (0..rows * width)
-            .map(|i| ((i * 37 % 601) as f32 - 300.0) / 10.0)
+            .map(|i| match i % 97 {
+                0 => 100.0,
+                1 => -100.0,
+                _ => ((i * 37 % 601) as f32 - 300.0) / 10.0,
+            })
             .collect();
         let c_prev: Vec<f32> = (0..rows * hidden)
             .map(|i| ((i * 11 % 41) as f32 - 20.0) / 4.0)

@@ -643,7 +643,10 @@ macro_rules! avx512_blocked_kernel {
                         }
                     }
                     // one step of the depth at `ap` (row 0 of A) and `bp`
-                    // (strip 0 of B), the pointers moved along, not indexed
+                    // (strip 0 of B), the pointers moved along, not indexed;
+                    // after the last step they may point past the operands
+                    // (a transposed A, the strips of a row-major B), never
+                    // read there: hence wrapping steps
                     let (mut ap, mut bp) = (a, b);
                     let mut step = |acc: &mut [[_; S]; R]| {
                         let mut bv = [$zero_b; S];
@@ -659,8 +662,8 @@ macro_rules! avx512_blocked_kernel {
                                 *v = $fma;
                             }
                         }
-                        ap = ap.add(a_cs);
-                        bp = bp.add(ldb);
+                        ap = ap.wrapping_add(a_cs);
+                        bp = bp.wrapping_add(ldb);
                     };
                     // the steps that fetch a line each, then the rest: no
                     // test in the loop
@@ -797,7 +800,8 @@ unsafe fn gemm_avx2(
                     ];
                 }
             }
-            // as the AVX-512 kernel's block: pointers moved along, the
+            // as the AVX-512 kernel's block: pointers moved along (by
+            // wrapping steps: past the operands after the last), the
             // fetching steps apart
             let (mut ap, mut bp) = (a, b);
             let mut step = |acc: &mut [[__m256; 2]; R]| {
@@ -807,8 +811,8 @@ unsafe fn gemm_avx2(
                     row[0] = _mm256_fmadd_ps(x, b0, row[0]);
                     row[1] = _mm256_fmadd_ps(x, b1, row[1]);
                 }
-                ap = ap.add(a_cs);
-                bp = bp.add(ldb);
+                ap = ap.wrapping_add(a_cs);
+                bp = bp.wrapping_add(ldb);
             };
             let fetched = head.1.min(k);
             for p in 0..fetched {
