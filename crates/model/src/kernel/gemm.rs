@@ -648,7 +648,7 @@ macro_rules! avx512_blocked_kernel {
                     // (a transposed A, the strips of a row-major B), never
                     // read there: hence wrapping steps
                     let (mut ap, mut bp) = (a, b);
-                    let mut step = |acc: &mut [[_; S]; R]| {
+                    prefetch::steps(k, head, || {
                         let mut bv = [$zero_b; S];
                         for (q, v) in bv.iter_mut().enumerate() {
                             let $bp = bp.add(q * b_strip);
@@ -664,17 +664,7 @@ macro_rules! avx512_blocked_kernel {
                         }
                         ap = ap.wrapping_add(a_cs);
                         bp = bp.wrapping_add(ldb);
-                    };
-                    // the steps that fetch a line each, then the rest: no
-                    // test in the loop
-                    let fetched = head.1.min(k);
-                    for p in 0..fetched {
-                        prefetch::line(head.0.wrapping_add(p * prefetch::LINE));
-                        step(&mut acc);
-                    }
-                    for _ in fetched..k {
-                        step(&mut acc);
-                    }
+                    });
                     for (r, row) in acc.iter().enumerate() {
                         for (q, v) in row.iter().enumerate() {
                             _mm512_storeu_ps(c.add(r * ldc + 16 * q), *v);
@@ -801,10 +791,9 @@ unsafe fn gemm_avx2(
                 }
             }
             // as the AVX-512 kernel's block: pointers moved along (by
-            // wrapping steps: past the operands after the last), the
-            // fetching steps apart
+            // wrapping steps: past the operands after the last)
             let (mut ap, mut bp) = (a, b);
-            let mut step = |acc: &mut [[__m256; 2]; R]| {
+            prefetch::steps(k, head, || {
                 let (b0, b1) = (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)));
                 for (r, row) in acc.iter_mut().enumerate() {
                     let x = _mm256_broadcast_ss(&*ap.add(r * a_rs));
@@ -813,15 +802,7 @@ unsafe fn gemm_avx2(
                 }
                 ap = ap.wrapping_add(a_cs);
                 bp = bp.wrapping_add(ldb);
-            };
-            let fetched = head.1.min(k);
-            for p in 0..fetched {
-                prefetch::line(head.0.wrapping_add(p * prefetch::LINE));
-                step(&mut acc);
-            }
-            for _ in fetched..k {
-                step(&mut acc);
-            }
+            });
             for (r, row) in acc.iter().enumerate() {
                 _mm256_storeu_ps(c.add(r * ldc), row[0]);
                 _mm256_storeu_ps(c.add(r * ldc + 8), row[1]);

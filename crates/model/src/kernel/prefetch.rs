@@ -146,6 +146,23 @@ impl<T> Iterator for Fetch<T> {
     }
 }
 
+/// Runs a row block's `k` steps of the depth, step `p` fetching line `p`
+/// from `at` while `p < lines` ([`Fetch::head`]): the fetching steps, then
+/// the rest, so that no step tests whether it fetches (a test a step, and
+/// the kernels' indexed loops, spilled their strip offsets to the stack).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn steps<T>(k: usize, (at, lines): (*const T, usize), mut step: impl FnMut()) {
+    let fetching = lines.min(k);
+    for p in 0..fetching {
+        line(at.wrapping_add(p * LINE));
+        step();
+    }
+    for _ in fetching..k {
+        step();
+    }
+}
+
 /// Fetches the line at `at` into L2. Any address may be fetched: a
 /// prefetch never faults.
 #[cfg(target_arch = "x86_64")]
