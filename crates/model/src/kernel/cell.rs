@@ -120,8 +120,9 @@ fn cell_forward_rows(
 
 /// Defines `$name`, the cell step of [`cell_forward_rows`] in `$lanes`-lane
 /// SIMD, one pass over each row, units in fours of vectors: `e^x` as
-/// [`exp`](super::math::exp) (the same values: `round` and `pow2` are its
-/// rounding to an integer and its `p 2^n`), and the divisions of the
+/// [`exp`](super::math::exp) (its polynomial in FMAs; `round` and `pow2` are
+/// its rounding to an integer and its `p 2^n`, in each width's instructions,
+/// the same values in both), and the divisions of the
 /// sigmoid and tanh as a hardware reciprocal estimate refined by one Newton
 /// step (relative error below 3e-7; a division is several times slower on
 /// these CPUs). One body for AVX2 and AVX-512: the arguments name each
@@ -162,8 +163,8 @@ macro_rules! simd_cell_forward {
                     let $y = $mul(x, $set1(std::f32::consts::LOG2_E));
                     $round
                 };
-                let r = $sub(x, $mul(n, $set1(0.693_145_75)));
-                let r = $sub(r, $mul(n, $set1(1.428_606_8e-6)));
+                let r = $sub(x, $mul(n, $set1(super::math::LN2_HI)));
+                let r = $sub(r, $mul(n, $set1(super::math::LN2_LO)));
                 let mut p = $set1(1.0 / 720.0);
                 for coef in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
                     p = $fmadd(p, r, $set1(coef));

@@ -6,12 +6,16 @@
 /// an integer (to nearest, ties to even), left in the low mantissa bits.
 pub(super) const ROUND: f32 = 12_582_912.0;
 
+/// ln 2 in two parts, `LN2_HI` exact in few bits: `x - n LN2_HI - n LN2_LO`
+/// keeps the digits `x - n ln 2` would lose (`exp`, and the SIMD cell
+/// steps' `e^x`, which follows it).
+pub(super) const LN2_HI: f32 = 0.693_145_75;
+pub(super) const LN2_LO: f32 = 1.428_606_8e-6;
+
 /// `e^x`, relative error below 2e-7, branch-free so loops over it vectorise.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
     // max/min rather than clamp: NaN handling aside, they map to single instructions
     #[allow(clippy::manual_clamp)]
     let x = x.max(-87.0).min(88.0);

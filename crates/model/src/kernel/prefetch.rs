@@ -61,8 +61,8 @@ impl<T> Prefetch<T> {
 /// The lines one row block fetches: its first strip's, a line a step of
 /// its depth ([`Fetch::head`]), then what is left ([`Fetch::after`]: the
 /// rest of the first strip, then its other strips, `apart` values after
-/// each other). The loop over the depth tests only a count, so that the
-/// kernels' registers stay with the product.
+/// each other). The depth's steps fetch the head by their count alone
+/// ([`steps`]), so that the kernels' registers stay with the product.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Fetch<T> {
     at: *const T,
