@@ -104,7 +104,6 @@ fn main() {
         let dy = vec![0.125f32; rows * d_out];
         let mut y = vec![0.0f32; rows * d_out];
         let mut dx = vec![0.0f32; rows * d_in];
-        let mut dw = vec![0.0f32; d_in * d_out];
         let flops = 2.0 * (rows * d_in * d_out) as f64;
         for threads in [1, 2] {
             kernel::pool::set_threads(threads);
@@ -128,7 +127,11 @@ fn main() {
                     )
                 }),
                 ("dw", &mut || {
-                    kernel::gemm::matmul_at_threaded(&mut dw, &x, &dy, (d_in, d_out, rows))
+                    std::hint::black_box(kernel::gemm::matmul_at_threaded(
+                        &x,
+                        &dy,
+                        (d_in, d_out, rows),
+                    ));
                 }),
             ];
             for (name, f) in products {

@@ -14,9 +14,13 @@
 //! `[rows, h]`.
 
 use super::attention::{AttnDims, Operands, Windows, attention_backward, attention_forward};
-use super::gemm::{PackedB, elems, matmul_at_threaded, matmul_maybe_packed};
+use std::mem::MaybeUninit;
+
+use super::gemm::{
+    PackedB, elems, matmul_at_threaded, matmul_maybe_packed, matmul_maybe_packed_uninit,
+};
 use super::math::{column_sums, tanh_all};
-use super::pool::{for_row_blocks, parallel_for_each_mut};
+use super::pool::{for_row_blocks, parallel_for_each_mut, written_row_blocks};
 
 /// Rows per block of the row-wise passes: a multiple of 4 (the blocked
 /// kernel's row blocks).
@@ -107,36 +111,31 @@ pub fn attentional_forward(inp: &Inputs, layer: Layer) -> (Vec<f32>, Saved) {
         PackedB::new(w_ctx, e, h, false),
         PackedB::new(w_dec, h, h, false),
     );
-    let mut keys = vec![0.0f32; inp.values.len() / e * h];
-    for_row_blocks(&mut keys, h, BLOCK, |r0, out| {
-        let m = out.len() / h;
-        let values = &inp.values[r0 * e..(r0 + m) * e];
-        matmul_maybe_packed(
-            out,
-            values,
-            (layer.w_a, false),
-            p_a.as_ref(),
-            m,
-            h,
-            e,
-            false,
-        );
-    });
+    // SAFETY: each block's product writes all of its rows
+    let keys = unsafe {
+        written_row_blocks(inp.values.len() / e, h, BLOCK, 0, |r0, out| {
+            let m = out.len() / h;
+            let values = &inp.values[r0 * e..(r0 + m) * e];
+            matmul_maybe_packed_uninit(out, values, (layer.w_a, false), p_a.as_ref(), m, h, e);
+        })
+    };
     let op = inp.with_keys(&keys);
     let (ctx, alpha) = attention_forward(&op);
-    let mut y = vec![0.0f32; inp.dec.len()];
-    for_row_blocks(&mut y, h, BLOCK, |r0, out| {
-        let m = out.len() / h;
-        let (ctx, dec) = (&ctx[r0 * e..(r0 + m) * e], &inp.dec[r0 * h..(r0 + m) * h]);
-        matmul_maybe_packed(out, ctx, (w_ctx, false), p_ctx.as_ref(), m, h, e, false);
-        matmul_maybe_packed(out, dec, (w_dec, false), p_dec.as_ref(), m, h, h, true);
-        for row in out.chunks_exact_mut(h) {
-            for (x, b) in row.iter_mut().zip(layer.b) {
-                *x += b;
+    // SAFETY: each block's first product writes all of its rows
+    let y = unsafe {
+        written_row_blocks(inp.dec.len() / h, h, BLOCK, 0, |r0, out| {
+            let m = out.len() / h;
+            let (ctx, dec) = (&ctx[r0 * e..(r0 + m) * e], &inp.dec[r0 * h..(r0 + m) * h]);
+            let out = matmul_maybe_packed_uninit(out, ctx, (w_ctx, false), p_ctx.as_ref(), m, h, e);
+            matmul_maybe_packed(out, dec, (w_dec, false), p_dec.as_ref(), m, h, h, true);
+            for row in out.chunks_exact_mut(h) {
+                for (x, b) in row.iter_mut().zip(layer.b) {
+                    *x += b;
+                }
             }
-        }
-        tanh_all(out);
-    });
+            tanh_all(out);
+        })
+    };
     (y, Saved { keys, ctx, alpha })
 }
 
@@ -159,7 +158,12 @@ pub struct Grads {
 
 /// One block's share of the backward pass: its index, its rows of the
 /// gradients of the pre-activations, the context and the decoder rows.
-type BackwardBlock<'a> = (usize, &'a mut [f32], &'a mut [f32], &'a mut [f32]);
+type BackwardBlock<'a> = (
+    usize,
+    &'a mut [MaybeUninit<f32>],
+    &'a mut [MaybeUninit<f32>],
+    &'a mut [MaybeUninit<f32>],
+);
 
 /// Gradients for the output's gradient `dy` `[rows, h]`, from the
 /// forward's output `y` and what it saved.
@@ -182,13 +186,16 @@ pub fn attentional_backward(
         PackedB::new(w_ctx, h, e, true),
         PackedB::new(w_dec, h, h, true),
     );
-    let mut dpre = vec![0.0f32; rows * h];
-    let mut dctx = vec![0.0f32; rows * e];
-    let mut ddec_direct = vec![0.0f32; rows * h];
-    let mut work: Vec<BackwardBlock> = dpre
+    // three buffers written block by block, none zeroed first
+    let (mut dpre, mut dctx, mut ddec_direct) = (
+        Vec::with_capacity(rows * h),
+        Vec::with_capacity(rows * e),
+        Vec::with_capacity(rows * h),
+    );
+    let mut work: Vec<BackwardBlock> = dpre.spare_capacity_mut()[..rows * h]
         .chunks_mut(BLOCK * h)
-        .zip(dctx.chunks_mut(BLOCK * e))
-        .zip(ddec_direct.chunks_mut(BLOCK * h))
+        .zip(dctx.spare_capacity_mut()[..rows * e].chunks_mut(BLOCK * e))
+        .zip(ddec_direct.spare_capacity_mut()[..rows * h].chunks_mut(BLOCK * h))
         .enumerate()
         .map(|(k, ((dpre, dctx), ddec))| (k, dpre, dctx, ddec))
         .collect();
@@ -197,17 +204,24 @@ pub fn attentional_backward(
         let span = r0 * h..(r0 + m) * h;
         // through the tanh
         for ((p, y), d) in dpre.iter_mut().zip(&y[span.clone()]).zip(&dy[span]) {
-            *p = d * (1.0 - y * y);
+            p.write(d * (1.0 - y * y));
         }
-        matmul_maybe_packed(dctx, dpre, (w_ctx, true), p_ctx.as_ref(), m, e, h, false);
-        matmul_maybe_packed(ddec, dpre, (w_dec, true), p_dec.as_ref(), m, h, h, false);
+        // SAFETY: the loop above wrote every value (the block is `m x h`)
+        let dpre = unsafe { dpre.assume_init_ref() };
+        matmul_maybe_packed_uninit(dctx, dpre, (w_ctx, true), p_ctx.as_ref(), m, e, h);
+        matmul_maybe_packed_uninit(ddec, dpre, (w_dec, true), p_dec.as_ref(), m, h, h);
     });
     drop(work);
+    // SAFETY: the blocks cover each buffer's first values (`rows` rows),
+    // and each block wrote all of its own in each
+    unsafe {
+        dpre.set_len(rows * h);
+        dctx.set_len(rows * e);
+        ddec_direct.set_len(rows * h);
+    }
     // the weights' gradients: products over every row at once
-    let mut dw = vec![0.0f32; (e + h) * h];
-    let (dw_ctx, dw_dec) = dw.split_at_mut(e * h);
-    matmul_at_threaded(dw_ctx, &saved.ctx, &dpre, (e, h, rows));
-    matmul_at_threaded(dw_dec, inp.dec, &dpre, (h, h, rows));
+    let mut dw = matmul_at_threaded(&saved.ctx, &dpre, (e, h, rows));
+    dw.extend(matmul_at_threaded(inp.dec, &dpre, (h, h, rows)));
     let db = column_sums(&dpre, h);
     let op = inp.with_keys(&saved.keys);
     let (mut ddec, dkeys, mut dvalues, dtable) = attention_backward(&op, &saved.alpha, &dctx);
@@ -221,8 +235,7 @@ pub fn attentional_backward(
         let dk = &dkeys[r0 * h..(r0 + m) * h];
         matmul_maybe_packed(out, dk, (layer.w_a, true), p_a.as_ref(), m, e, h, true);
     });
-    let mut dw_a = vec![0.0f32; e * h];
-    matmul_at_threaded(&mut dw_a, inp.values, &dkeys, (e, h, dkeys.len() / h));
+    let dw_a = matmul_at_threaded(inp.values, &dkeys, (e, h, dkeys.len() / h));
     Grads {
         ddec,
         dvalues,

@@ -1,7 +1,7 @@
 //! The output layer fused with the softmax cross-entropy: logits, loss and
 //! softmax in one pass over rows split across the threads, and its gradients.
 
-use super::gemm::matmul;
+use super::gemm::{matmul, matmul_uninit};
 use super::math::exp_all;
 use super::pool::{parallel_for_each_mut, threads};
 
@@ -104,8 +104,9 @@ pub fn linear_xent_backward(
     }
     // per row block: its rows of dh = dlogits w^T and its share of dw = h^T dlogits
     let per = xent_rows(n);
-    let mut dh = vec![0.0f32; n * d];
-    let mut work: Vec<_> = dh
+    // `dh` written block by block, not zeroed first
+    let mut dh: Vec<f32> = Vec::with_capacity(n * d);
+    let mut work: Vec<_> = dh.spare_capacity_mut()[..n * d]
         .chunks_mut((per * d).max(1))
         .enumerate()
         .map(|(c, dh)| (c, dh, Vec::new()))
@@ -114,7 +115,7 @@ pub fn linear_xent_backward(
         let lo = *c * per;
         let rows = dh.len() / d;
         let p = &probs[lo * v..(lo + rows) * v];
-        matmul(dh, p, w, rows, d, v, false, true, false);
+        matmul_uninit(dh, p, w, rows, d, v, false, true);
         *dw = vec![0.0f32; d * v];
         matmul(
             dw,
@@ -134,6 +135,9 @@ pub fn linear_xent_backward(
             *a += b;
         }
     }
+    drop(work);
+    // SAFETY: the blocks cover `n * d` values, each written whole by its product
+    unsafe { dh.set_len(n * d) };
     (dh, dw, db)
 }
 

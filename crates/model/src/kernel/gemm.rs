@@ -31,13 +31,55 @@ pub fn matmul(
     b_t: bool,
     accumulate: bool,
 ) {
-    check_operands(c, a, b, (m, n, k));
+    check_operands(c.len(), a, b, (m, n, k));
+    // SAFETY: `c` holds `m x n` initialized values (checked above)
+    unsafe { matmul_raw(c.as_mut_ptr(), a, b, (m, n, k), (a_t, b_t, accumulate)) }
+}
+
+/// [`matmul`] not accumulating, into `c` as yet unwritten (a block of a
+/// buffer's spare capacity): returns `c`, every value written.
+///
+/// # Panics
+/// Unless `c` holds exactly `m x n` values and `a`, `b` their operands.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_uninit<'c>(
+    c: &'c mut [MaybeUninit<f32>],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    a_t: bool,
+    b_t: bool,
+) -> &'c mut [f32] {
+    assert_eq!(c.len(), elems(m, n), "matmul result size");
+    check_operands(c.len(), a, b, (m, n, k));
+    // SAFETY: `c` has room for `m x n` values (checked above); not
+    // accumulating, every path writes each of them and reads none
+    unsafe { matmul_raw(c.as_mut_ptr().cast(), a, b, (m, n, k), (a_t, b_t, false)) };
+    // SAFETY: written just above
+    unsafe { c.assume_init_mut() }
+}
+
+/// [`matmul`] into `c` as a pointer.
+///
+/// # Safety
+/// `c` is valid for writes of `m x n` values (and reads, initialized, when
+/// accumulating); `a` and `b` hold their operands.
+unsafe fn matmul_raw(
+    c: *mut f32,
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    (a_t, b_t, accumulate): (bool, bool, bool),
+) {
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            // SAFETY: `c` has room for the `m x n` values (the caller's promise)
+            unsafe { std::ptr::write_bytes(c, 0, m * n) };
         }
         return;
     }
@@ -49,8 +91,9 @@ pub fn matmul(
         && let Some(kernel) = blocked_kernel()
     {
         let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
-        // SAFETY: the kernel is one this CPU runs; the sizes were checked
-        // above and every index the kernel forms stays inside them.
+        // SAFETY: the kernel is one this CPU runs; the sizes are the
+        // caller's and every index the kernel forms stays inside them; not
+        // accumulating, it writes each value of `c` before it reads any.
         unsafe {
             kernel(
                 m,
@@ -62,7 +105,7 @@ pub fn matmul(
                 b.as_ptr(),
                 n,
                 16,
-                c.as_mut_ptr(),
+                c,
                 n,
                 accumulate,
                 Prefetch::NONE,
@@ -70,19 +113,50 @@ pub fn matmul(
         };
         return;
     }
-    gemm_crate(
-        c,
-        a,
-        b,
-        (m, n, k),
-        (a_t, b_t, accumulate),
-        gemm::Parallelism::None,
-    );
+    // SAFETY: the caller's promise
+    unsafe {
+        gemm_crate_raw(
+            c,
+            a,
+            b,
+            (m, n, k),
+            (a_t, b_t, accumulate),
+            gemm::Parallelism::None,
+        )
+    };
 }
 
 /// `c (+)= a · b` by the `gemm` crate, as [`matmul`] (sizes checked there).
 fn gemm_crate(
     c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    dims: (usize, usize, usize),
+    transposes_accumulate: (bool, bool, bool),
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: `c` holds `m x n` initialized values (checked by the callers)
+    unsafe {
+        gemm_crate_raw(
+            c.as_mut_ptr(),
+            a,
+            b,
+            dims,
+            transposes_accumulate,
+            parallelism,
+        )
+    }
+}
+
+/// [`gemm_crate`] into `c` as a pointer: not accumulating, the crate
+/// writes every value of `c` without reading any, so `c` may be a buffer's
+/// spare capacity.
+///
+/// # Safety
+/// `c` is valid for writes of `m x n` values (and reads, initialized, when
+/// accumulating); `a` and `b` hold their operands (as in [`matmul`]).
+unsafe fn gemm_crate_raw(
+    c: *mut f32,
     a: &[f32],
     b: &[f32],
     (m, n, k): (usize, usize, usize),
@@ -99,13 +173,13 @@ fn gemm_crate(
     } else {
         (1, n as isize)
     };
-    // SAFETY: the callers checked the sizes; strides describe the row-major layouts.
+    // SAFETY: the caller's promise; strides describe the row-major layouts.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             n as isize,
             accumulate,
@@ -125,12 +199,13 @@ fn gemm_crate(
     }
 }
 
-/// `c = a^T · b` for `a` `[k, m]`, `b` `[k, n]` by the `gemm` crate on the
-/// kernel pool's threads (which split `c`, so every value is summed on one
-/// thread, in the same order whatever their count): a weight gradient over
-/// many rows, whose one call would otherwise leave the other threads idle.
-pub fn matmul_at_threaded(c: &mut [f32], a: &[f32], b: &[f32], (m, n, k): (usize, usize, usize)) {
-    gemm_crate_threaded(c, a, b, (m, n, k), (true, false, false));
+/// `a^T · b` `[m, n]` for `a` `[k, m]`, `b` `[k, n]` by the `gemm` crate
+/// on the kernel pool's threads (which split the result, so every value
+/// is summed on one thread, in the same order whatever their count): a
+/// weight gradient over many rows, whose one call would otherwise leave
+/// the other threads idle.
+pub fn matmul_at_threaded(a: &[f32], b: &[f32], dims: (usize, usize, usize)) -> Vec<f32> {
+    product_threaded(a, b, dims, (true, false))
 }
 
 /// `c (+)= a · b` (`a` `[m, k]`; `b` `[k, n]`, or `[n, k]` when `b_t`) by
@@ -144,33 +219,72 @@ pub fn matmul_threaded(
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
 ) {
-    gemm_crate_threaded(c, a, b, (m, n, k), (false, b_t, accumulate));
+    check_operands(c.len(), a, b, (m, n, k));
+    on_threads(|parallelism| gemm_crate(c, a, b, (m, n, k), (false, b_t, accumulate), parallelism));
 }
 
-/// [`gemm_crate`] on the kernel pool's threads.
-fn gemm_crate_threaded(
-    c: &mut [f32],
+/// [`matmul_threaded`] into a new vector `[m, n]`, each value written once
+/// (a zeroed one first is a `memset` of all of them).
+pub fn matmul_threaded_new(
+    a: &[f32],
+    (b, b_t): (&[f32], bool),
+    dims: (usize, usize, usize),
+) -> Vec<f32> {
+    product_threaded(a, b, dims, (false, b_t))
+}
+
+/// `a · b` (either transposed, as [`matmul`]) into a new vector `[m, n]` by
+/// the `gemm` crate on the kernel pool's threads.
+fn product_threaded(
     a: &[f32],
     b: &[f32],
     (m, n, k): (usize, usize, usize),
-    transposes_accumulate: (bool, bool, bool),
-) {
-    check_operands(c, a, b, (m, n, k));
+    (a_t, b_t): (bool, bool),
+) -> Vec<f32> {
+    let len = elems(m, n);
+    check_operands(len, a, b, (m, n, k));
+    if k == 0 || len == 0 {
+        return vec![0.0; len];
+    }
+    let mut c: Vec<f32> = Vec::with_capacity(len);
+    let spare = &mut c.spare_capacity_mut()[..len];
+    on_threads(|parallelism| {
+        // SAFETY: `spare` has room for `m x n` values; not accumulating,
+        // the crate writes each of them and reads none
+        unsafe {
+            gemm_crate_raw(
+                spare.as_mut_ptr().cast(),
+                a,
+                b,
+                (m, n, k),
+                (a_t, b_t, false),
+                parallelism,
+            )
+        }
+    });
+    // SAFETY: the product wrote the `m x n` values (k > 0)
+    unsafe { c.set_len(len) };
+    c
+}
+
+/// `product(parallelism)` on the kernel pool, split over its threads.
+fn on_threads(product: impl FnOnce(gemm::Parallelism) + Send) {
     let threads = super::pool::threads();
     let parallelism = if threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    super::pool::on_pool(|| gemm_crate(c, a, b, (m, n, k), transposes_accumulate, parallelism));
+    super::pool::on_pool(|| product(parallelism));
 }
 
 /// # Panics
-/// Unless `c`, `a` and `b` hold `[m, n]`, `[m, k]` and `[k, n]` (in either
-/// order of their axes): the check that guards the unsafe products.
-fn check_operands(c: &[f32], a: &[f32], b: &[f32], (m, n, k): (usize, usize, usize)) {
+/// Unless `c` (of `c_len` values), `a` and `b` hold `[m, n]`, `[m, k]` and
+/// `[k, n]` (in either order of their axes): the check that guards the
+/// unsafe products.
+fn check_operands(c_len: usize, a: &[f32], b: &[f32], (m, n, k): (usize, usize, usize)) {
     assert!(
-        c.len() >= elems(m, n) && a.len() >= elems(m, k) && b.len() >= elems(k, n),
+        c_len >= elems(m, n) && a.len() >= elems(m, k) && b.len() >= elems(k, n),
         "matmul operand sizes"
     );
 }
@@ -472,6 +586,35 @@ pub fn matmul_maybe_packed(
     }
 }
 
+/// [`matmul_maybe_packed`] not accumulating, into `c` as yet unwritten (a
+/// block of a buffer's spare capacity, [`written_row_blocks`]): returns
+/// `c`, every value written.
+///
+/// [`written_row_blocks`]: super::pool::written_row_blocks
+///
+/// # Panics
+/// Unless `c` holds exactly `m x n` values.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_maybe_packed_uninit<'c>(
+    c: &'c mut [MaybeUninit<f32>],
+    a: &[f32],
+    (b, b_t): (&[f32], bool),
+    packed: Option<&PackedB>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> &'c mut [f32] {
+    assert_eq!(c.len(), elems(m, n), "matmul result size");
+    match packed {
+        Some(pb) if blocked_rows(m) => {
+            pb.matmul_uninit(c, a, m);
+            // SAFETY: the product wrote every one of the `m x n` values
+            unsafe { c.assume_init_mut() }
+        }
+        _ => matmul_uninit(c, a, b, m, n, k, false, b_t),
+    }
+}
+
 /// `c (+)= a · b` through the `gemm` crate only (for comparisons).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_gemm_crate(
@@ -484,7 +627,7 @@ pub fn matmul_gemm_crate(
     a_t: bool,
     accumulate: bool,
 ) {
-    check_operands(c, a, b, (m, n, k));
+    check_operands(c.len(), a, b, (m, n, k));
     gemm_crate(
         c,
         a,
@@ -876,6 +1019,35 @@ mod tests {
         }
     }
 
+    /// The products into unwritten buffers write every value: over a
+    /// buffer of NaNs, on the blocked kernel in place (rows in fours, `b`
+    /// as stored), the packed one, the `gemm` crate (`b` transposed, odd
+    /// rows) and a product of no depth, against [`matmul`] over zeros.
+    #[test]
+    fn products_into_unwritten_buffers_write_every_value() {
+        for (m, n, k, b_t) in [
+            (8, 32, 7, false),
+            (12, 48, 5, true),
+            (7, 20, 9, true),
+            (4, 16, 0, false),
+        ] {
+            let (a, b) = operands(m, n, k);
+            let mut want = vec![0.0f32; m * n];
+            matmul(&mut want, &a, &b, m, n, k, false, b_t, false);
+            let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+            let got = matmul_uninit(&mut c, &a, &b, m, n, k, false, b_t).to_vec();
+            assert_eq!(got, want, "{m} x {n} x {k}, b_t {b_t}");
+            let packed = PackedB::new(&b, k, n, b_t);
+            let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+            let got = matmul_maybe_packed_uninit(&mut c, &a, (&b, b_t), packed.as_ref(), m, n, k);
+            assert!(
+                got.iter().zip(&want).all(|(x, y)| (x - y).abs() < 1e-5),
+                "{m} x {n} x {k} packed ({}), b_t {b_t}",
+                packed.is_some()
+            );
+        }
+    }
+
     /// `a^T b` on the pool's threads against a naive product, and the same
     /// to the last bit on one thread and two, at a size the `gemm` crate
     /// splits.
@@ -892,9 +1064,7 @@ mod tests {
         let mut results = vec![];
         for threads in [1, 2] {
             set_threads(threads);
-            let mut c = vec![f32::NAN; m * n];
-            matmul_at_threaded(&mut c, &a, &b, (m, n, k));
-            results.push(c);
+            results.push(matmul_at_threaded(&a, &b, (m, n, k)));
         }
         assert_eq!(results[0], results[1], "1 and 2 threads");
         for i in 0..m {

@@ -9,7 +9,7 @@
 //! order; the join `[batch * len, 2h]` (row `b * len + s`: position `s` of
 //! sentence `b`, the first direction's values then the second's).
 
-use super::pool::parallel_for_each_mut;
+use super::pool::written_row_blocks;
 
 /// The sizes of a join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,52 +48,38 @@ impl JoinDims {
 pub fn join(dirs: [&[f32]; 2], d: JoinDims) -> Vec<f32> {
     let n = d.len * d.batch * d.h;
     d.check(2 * n, dirs.map(<[f32]>::len));
-    let mut out = vec![0.0f32; 2 * n];
-    if n == 0 {
-        return out;
-    }
-    let mut sentences: Vec<(usize, &mut [f32])> =
-        out.chunks_mut(d.len * 2 * d.h).enumerate().collect();
-    parallel_for_each_mut(&mut sentences, |(b, rows)| {
-        for (s, row) in rows.chunks_exact_mut(2 * d.h).enumerate() {
-            for (k, half) in row.chunks_exact_mut(d.h).enumerate() {
-                let r = d.row(k, s, *b);
-                half.copy_from_slice(&dirs[k][r * d.h..(r + 1) * d.h]);
+    // SAFETY: each sentence's rows are written whole, both halves of each
+    unsafe {
+        written_row_blocks(d.batch * d.len, 2 * d.h, d.len, 0, |b, rows| {
+            for (s, row) in rows.chunks_exact_mut(2 * d.h).enumerate() {
+                for (k, half) in row.chunks_exact_mut(d.h).enumerate() {
+                    let r = d.row(k, s, b / d.len);
+                    half.write_copy_of_slice(&dirs[k][r * d.h..(r + 1) * d.h]);
+                }
             }
-        }
-    });
-    out
+        })
+    }
 }
-
-/// One step's rows of both directions' gradients, and the step.
-type StepRows<'a> = (usize, (&'a mut [f32], &'a mut [f32]));
 
 /// The gradients of both directions `[len * batch, h]` from the joined
 /// rows' `djoined` `[batch * len, 2h]`.
 pub fn split(djoined: &[f32], d: JoinDims) -> [Vec<f32>; 2] {
     let n = d.len * d.batch * d.h;
     d.check(djoined.len(), [n, n]);
-    let mut dirs = [vec![0.0f32; n], vec![0.0f32; n]];
-    if n == 0 {
-        return dirs;
-    }
-    let [first, second] = &mut dirs;
-    // time-major outputs: split by steps, each step's rows gathered from the sentences
-    let mut steps: Vec<StepRows> = first
-        .chunks_mut(d.batch * d.h)
-        .zip(second.chunks_mut(d.batch * d.h))
-        .enumerate()
-        .collect();
-    parallel_for_each_mut(&mut steps, |(t, (a, b))| {
-        for (k, out) in [&mut **a, &mut **b].into_iter().enumerate() {
-            let s = if d.reversed[k] { d.len - 1 - *t } else { *t };
-            for (sentence, row) in out.chunks_exact_mut(d.h).enumerate() {
-                let j = (sentence * d.len + s) * 2 * d.h + k * d.h;
-                row.copy_from_slice(&djoined[j..j + d.h]);
-            }
+    // time-major outputs: a step's rows at a time, gathered from the sentences
+    [0, 1].map(|k| {
+        // SAFETY: each step's rows are written whole, one per sentence
+        unsafe {
+            written_row_blocks(d.len * d.batch, d.h, d.batch, 0, |r0, rows| {
+                let t = r0 / d.batch;
+                let s = if d.reversed[k] { d.len - 1 - t } else { t };
+                for (sentence, row) in rows.chunks_exact_mut(d.h).enumerate() {
+                    let j = (sentence * d.len + s) * 2 * d.h + k * d.h;
+                    row.write_copy_of_slice(&djoined[j..j + d.h]);
+                }
+            })
         }
-    });
-    dirs
+    })
 }
 
 #[cfg(test)]

@@ -11,11 +11,9 @@
 //! 187 GFLOP/s), and in the dropout recipe's step the blocked kernel's
 //! version of this operation was no faster than Burn's.
 
-use std::mem::MaybeUninit;
-
-use super::gemm::{elems, matmul_at_threaded, matmul_threaded};
+use super::gemm::{elems, matmul_at_threaded, matmul_threaded, matmul_threaded_new};
 use super::math::column_sums;
-use super::pool::parallel_for_each_mut;
+use super::pool::written_row_blocks;
 
 /// Rows a thread's block of the bias takes.
 const BLOCK: usize = 64;
@@ -54,22 +52,15 @@ pub fn linear_forward(x: &[f32], w: &[f32], b: &[f32], d: LinearDims) -> Vec<f32
     if d.d_out == 0 {
         return Vec::new();
     }
-    // the bias in every row first, the product added to it; the copies
-    // write every value, so `y` is not zeroed first (26 MB a step of
-    // `large`'s second layer)
-    let len = elems(d.rows, d.d_out);
-    let mut y: Vec<f32> = Vec::with_capacity(len);
-    let mut blocks: Vec<&mut [MaybeUninit<f32>]> = y.spare_capacity_mut()[..len]
-        .chunks_mut(BLOCK * d.d_out)
-        .collect();
-    parallel_for_each_mut(&mut blocks, |out| {
-        for row in out.chunks_exact_mut(d.d_out) {
-            row.write_copy_of_slice(b);
-        }
-    });
-    // SAFETY: the blocks cover the first `len` values, in whole rows of
-    // `d_out` (`len` is `rows * d_out`), and each row was written above.
-    unsafe { y.set_len(len) };
+    // the bias in every row first, the product added to it
+    // SAFETY: each block's rows are written whole, a copy of the bias each
+    let mut y = unsafe {
+        written_row_blocks(d.rows, d.d_out, BLOCK, 0, |_, out| {
+            for row in out.chunks_exact_mut(d.d_out) {
+                row.write_copy_of_slice(b);
+            }
+        })
+    };
     matmul_threaded(&mut y, x, (w, false), (d.rows, d.d_out, d.d_in), true);
     y
 }
@@ -99,12 +90,8 @@ pub fn linear_backward(x: &[f32], w: &[f32], dy: &[f32], d: LinearDims) -> Linea
         elems(d.rows, d.d_out),
         "dense layer output gradient"
     );
-    let mut dx = vec![0.0f32; elems(d.rows, d.d_in)];
-    let mut dw = vec![0.0f32; elems(d.d_in, d.d_out)];
-    if d.d_in > 0 && d.d_out > 0 && d.rows > 0 {
-        matmul_threaded(&mut dx, dy, (w, true), (d.rows, d.d_in, d.d_out), false);
-        matmul_at_threaded(&mut dw, x, dy, (d.d_in, d.d_out, d.rows));
-    }
+    let dx = matmul_threaded_new(dy, (w, true), (d.rows, d.d_in, d.d_out));
+    let dw = matmul_at_threaded(x, dy, (d.d_in, d.d_out, d.rows));
     let db = column_sums(dy, d.d_out);
     LinearGrads { dx, dw, db }
 }

@@ -4,8 +4,8 @@
 
 use super::bf16::Precision;
 use super::gemm::elems;
-use super::pool::{parallel_for_each_mut, threads};
 use super::pool::{parallel_map, parallel_map_owned};
+use super::pool::{threads, written_row_blocks};
 use super::sequence::{
     PackedRecurrent, PartInput, PartLookup, PartRows, Projections, SeqCache, SeqDims, SeqGrads,
     backward_packed, check_ids, forward_packed,
@@ -44,7 +44,6 @@ fn scatter_all<'a>(
     spare: usize,
 ) -> Vec<f32> {
     let parts: Vec<(usize, usize, &[f32])> = parts.collect();
-    let len = elems(dims.rows(), width);
     let mut covered = 0;
     for &(lo, n, part) in &parts {
         assert_eq!(lo, covered, "parts are consecutive sequence ranges");
@@ -55,27 +54,20 @@ fn scatter_all<'a>(
         covered += n;
     }
     assert_eq!(covered, dims.batch, "the parts cover the batch");
-    // written once, by the copies below: not zeroed first
-    let mut x: Vec<f32> = Vec::with_capacity(len + spare);
-    let step = dims.batch * width;
     let per = dims.steps.div_ceil(threads().max(1)).max(1);
-    let mut runs: Vec<(usize, &mut [std::mem::MaybeUninit<f32>])> = x.spare_capacity_mut()[..len]
-        .chunks_mut(per * step)
-        .enumerate()
-        .collect();
-    parallel_for_each_mut(&mut runs, |(r, run)| {
-        for (k, out) in run.chunks_exact_mut(step).enumerate() {
-            let t = *r * per + k;
-            for &(lo, n, part) in &parts {
-                out[lo * width..(lo + n) * width]
-                    .write_copy_of_slice(&part[t * n * width..(t + 1) * n * width]);
+    // SAFETY: each step's rows are written whole: the parts are
+    // consecutive, disjoint sequence ranges covering the batch (checked above)
+    unsafe {
+        written_row_blocks(dims.rows(), width, per * dims.batch, spare, |r0, run| {
+            for (k, out) in run.chunks_exact_mut(dims.batch * width).enumerate() {
+                let t = r0 / dims.batch + k;
+                for &(lo, n, part) in &parts {
+                    out[lo * width..(lo + n) * width]
+                        .write_copy_of_slice(&part[t * n * width..(t + 1) * n * width]);
+                }
             }
-        }
-    });
-    // SAFETY: every element was written: the parts are consecutive,
-    // disjoint sequence ranges covering the batch (checked above).
-    unsafe { x.set_len(len) };
-    x
+        })
+    }
 }
 
 /// Caches of a forward pass split over threads.
