@@ -218,8 +218,9 @@ impl PackedBf16 {
         } else {
             pairs_of_rows(k, n, |i| &b[i * n..(i + 1) * n]) // [k2, n]
         };
-        let mut data = Lines::zeroed(k2 * n);
-        pack_strips(&pairs, (k2, n), b_t, data.as_mut_slice());
+        // SAFETY: the strips are every value of the operand
+        let data =
+            unsafe { Lines::written(k2 * n, |strips| pack_strips(&pairs, (k2, n), b_t, strips)) };
         Some(PackedBf16 { data, k, n })
     }
 

@@ -351,8 +351,9 @@ impl PackedB {
         assert!(b.len() >= elems(k, n), "packed operand size");
         #[cfg(target_arch = "x86_64")]
         if n.is_multiple_of(16) && n > 0 && k > 0 && blocked_kernel().is_some() {
-            let mut data = Lines::zeroed(k * n);
-            pack_strips(b, (k, n), b_t, data.as_mut_slice());
+            // SAFETY: the strips are every value of the operand
+            let data =
+                unsafe { Lines::written(k * n, |strips| pack_strips(b, (k, n), b_t, strips)) };
             return Some(PackedB { data, k, n });
         }
         None
@@ -516,8 +517,9 @@ struct Pass {
 
 /// `b` (`[k, n]` row-major, or `[n, k]` when `b_t`) into `strips`: `n / 16`
 /// strips of `[k, 16]`, each contiguous (the layout of [`PackedB`], and of
-/// [`PackedBf16`](super::bf16::PackedBf16) in pairs); operands from
-/// [`PARALLEL_PACK`] values up on every thread (`large`'s 4 MiB).
+/// [`PackedBf16`](super::bf16::PackedBf16) in pairs), every value of
+/// `strips` written; operands from [`PARALLEL_PACK`] values up on every
+/// thread (`large`'s 4 MiB).
 ///
 /// # Panics
 /// Unless `n` is a multiple of 16, `b` holds `k x n` values and `strips`
@@ -526,7 +528,7 @@ pub(super) fn pack_strips<T: Copy + Send + Sync>(
     b: &[T],
     (k, n): (usize, usize),
     b_t: bool,
-    strips: &mut [T],
+    strips: &mut [MaybeUninit<T>],
 ) {
     let len = elems(k, n);
     assert!(
@@ -536,7 +538,7 @@ pub(super) fn pack_strips<T: Copy + Send + Sync>(
     if len == 0 {
         return;
     }
-    let pack = |(s, strip): &mut (usize, &mut [T])| {
+    let pack = |(s, strip): &mut (usize, &mut [MaybeUninit<T>])| {
         let j0 = *s * 16;
         if b_t {
             // the strip's 16 rows of `b`, read along in tiles of 16 x 16:
@@ -548,17 +550,18 @@ pub(super) fn pack_strips<T: Copy + Send + Sync>(
                 for q in 0..16 {
                     let src = &b[(j0 + q) * k + p0..][..depth];
                     for (dp, x) in src.iter().enumerate() {
-                        strip[(p0 + dp) * 16 + q] = *x;
+                        strip[(p0 + dp) * 16 + q].write(*x);
                     }
                 }
             }
         } else {
             for (p, row) in strip.chunks_exact_mut(16).enumerate() {
-                row.copy_from_slice(&b[p * n + j0..][..16]);
+                row.write_copy_of_slice(&b[p * n + j0..][..16]);
             }
         }
     };
-    let mut parts: Vec<(usize, &mut [T])> = strips.chunks_exact_mut(16 * k).enumerate().collect();
+    let mut parts: Vec<(usize, &mut [MaybeUninit<T>])> =
+        strips.chunks_exact_mut(16 * k).enumerate().collect();
     if len >= PARALLEL_PACK {
         parallel_for_each_mut(&mut parts, pack);
     } else {
@@ -1196,6 +1199,40 @@ mod tests {
                 assert_eq!(panels, if k > depth { n.div_ceil(PANEL) } else { 1 });
             }
         }
+    }
+
+    /// Packing writes every value of the strips (NaN before) where the
+    /// layout puts it: both storage orders, a depth in no multiple of the
+    /// transposed copy's tiles of 16 (37), three strips, and an operand
+    /// packed on all threads ([`PARALLEL_PACK`]).
+    #[test]
+    fn packing_writes_every_value_in_place() {
+        let _threads = TestThreads::lock();
+        set_threads(2);
+        for (k, n) in [(37, 48), (PARALLEL_PACK / 64, 64)] {
+            let (_, b) = operands(1, n, k);
+            for b_t in [false, true] {
+                // `b` as stored: [k, n], or [n, k] when transposed
+                let stored: Vec<f32> = if b_t {
+                    (0..n * k).map(|x| b[(x % k) * n + x / k]).collect()
+                } else {
+                    b.clone()
+                };
+                let mut strips = vec![MaybeUninit::new(f32::NAN); k * n];
+                pack_strips(&stored, (k, n), b_t, &mut strips);
+                for (i, x) in strips.iter().enumerate() {
+                    let (s, p, q) = (i / (16 * k), i / 16 % k, i % 16);
+                    // SAFETY: every value was initialized (NaN) before the call
+                    let got = unsafe { x.assume_init() };
+                    assert_eq!(
+                        got,
+                        b[p * n + s * 16 + q],
+                        "{k} x {n} b_t {b_t}: strip {s} ({p}, {q})"
+                    );
+                }
+            }
+        }
+        set_threads(1);
     }
 
     /// The product written into memory it does not read (NaN before):

@@ -9,70 +9,60 @@
 //! 190 GFLOP/s (`cargo bench -p model --bench kernel`), training steps
 //! 4-7% slower (`large`, the mirror, notebook-char side by side).
 
-use std::alloc::Layout;
+use std::mem::MaybeUninit;
 
 /// One cache line of 16 four-byte values.
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy)]
 struct Line<T>([T; 16]);
 
-/// Values of 4 bytes whose all-zero bits are a value (`0.0`, `0`).
-///
-/// # Safety
-/// Implement only for types of 4 bytes for which all-zero bits are valid.
-pub(super) unsafe trait Zeroable: Copy {}
-
-// SAFETY: 4 bytes each; all-zero bits are 0.0 and 0
-unsafe impl Zeroable for f32 {}
-unsafe impl Zeroable for u32 {}
-
 /// `len` values of 4 bytes (`f32`, bf16 pairs in `u32`) in aligned lines,
-/// `len` a multiple of 16, read and written as one slice.
+/// `len` a multiple of 16, written once and read as one slice.
 #[derive(Debug, Clone)]
 pub(super) struct Lines<T> {
     lines: Vec<Line<T>>,
 }
 
-impl<T: Zeroable> Lines<T> {
-    /// `len` zeros, from the allocator's zeroed memory (the packed operands
-    /// are then written whole; zeroing line by line was 0.4% of a mirror
-    /// step).
+impl<T: Copy> Lines<T> {
+    /// `len` values, each written once by `write` (a packed operand's
+    /// strips), not zeroed first: `large`'s weights are 4 MiB, packed
+    /// twice a step and layer, and a zeroed allocation of that size is a
+    /// `memset` on one thread (the CLI keeps large blocks on the heap).
+    ///
+    /// # Safety
+    /// `write` initializes every value of the slice it is given.
     ///
     /// # Panics
     /// On `len` not a multiple of 16.
-    pub(super) fn zeroed(len: usize) -> Self {
+    pub(super) unsafe fn written(len: usize, write: impl FnOnce(&mut [MaybeUninit<T>])) -> Self {
         const { assert!(size_of::<Line<T>>() == 64 && size_of::<T>() == 4) };
         assert!(len.is_multiple_of(16), "whole lines: {len} values");
         let count = len / 16;
-        if count == 0 {
-            return Lines { lines: Vec::new() };
-        }
-        let layout = Layout::array::<Line<T>>(count).expect("a packed operand's size");
-        // SAFETY: the layout is of `count > 0` lines, not zero-sized
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Line<T>>();
-        if ptr.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        // SAFETY: `ptr` is the global allocator's, for `count` lines of this
-        // alignment; zero bits are `count` initialized lines (`Zeroable`)
-        let lines = unsafe { Vec::from_raw_parts(ptr, count, count) };
+        let mut lines: Vec<Line<T>> = Vec::with_capacity(count);
+        // SAFETY: the spare capacity is `count` lines, each exactly its 16
+        // values (`repr(C)`, checked above): `len` values of `T` in a row
+        let values = unsafe {
+            std::slice::from_raw_parts_mut(
+                lines
+                    .spare_capacity_mut()
+                    .as_mut_ptr()
+                    .cast::<MaybeUninit<T>>(),
+                len,
+            )
+        };
+        write(values);
+        // SAFETY: `write` initialized the `len` values (the caller's
+        // promise), which are the `count` lines
+        unsafe { lines.set_len(count) };
         Lines { lines }
     }
 
     /// The values, in order.
     pub(super) fn as_slice(&self) -> &[T] {
         // SAFETY: `Line<T>` is `repr(C)` and exactly its 16 values (checked
-        // at compile time in `zeroed`, the only constructor), so the lines are
+        // at compile time in `written`, the only constructor), so the lines are
         // `16 * lines` contiguous, initialized values of `T`.
         unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast(), self.lines.len() * 16) }
-    }
-
-    /// The values, in order, to write.
-    pub(super) fn as_mut_slice(&mut self) -> &mut [T] {
-        // SAFETY: as in `as_slice`, borrowed mutably through `self`.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.lines.len() * 16)
-        }
     }
 }
 
@@ -80,29 +70,31 @@ impl<T: Zeroable> Lines<T> {
 mod tests {
     use super::*;
 
+    /// Lines of `len` values written with their indices.
+    fn numbered(len: usize) -> Lines<f32> {
+        // SAFETY: every value is written
+        unsafe {
+            Lines::written(len, |v| {
+                for (i, x) in v.iter_mut().enumerate() {
+                    x.write(i as f32);
+                }
+            })
+        }
+    }
+
     #[test]
     fn lines_are_aligned_and_hold_their_values() {
         for len in [0, 16, 48, 4096] {
-            let mut lines = Lines::<f32>::zeroed(len);
+            let lines = numbered(len);
             assert_eq!(lines.as_slice().len(), len);
             assert_eq!(lines.as_slice().as_ptr() as usize % 64, 0, "aligned");
-            for (i, x) in lines.as_mut_slice().iter_mut().enumerate() {
-                *x = i as f32;
-            }
-            assert!(
-                lines
-                    .as_slice()
-                    .iter()
-                    .enumerate()
-                    .all(|(i, &x)| x == i as f32)
-            );
-            assert_eq!(Lines::<u32>::zeroed(len).as_slice(), vec![0u32; len]);
+            assert!((lines.as_slice().iter().enumerate()).all(|(i, &x)| x == i as f32));
         }
     }
 
     #[test]
     #[should_panic(expected = "whole lines")]
     fn a_partial_line_is_refused() {
-        Lines::<f32>::zeroed(20);
+        numbered(20);
     }
 }
