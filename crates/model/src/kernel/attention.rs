@@ -14,6 +14,8 @@
 //! sentence `b` at row `b * len + s`). Sentences are independent and go to
 //! the threads whole.
 
+use std::mem::MaybeUninit;
+
 use super::math::exp;
 use super::pool::parallel_for_each_mut;
 
@@ -302,31 +304,73 @@ fn backward_with(
     assert_eq!(dctx.len(), w.rows() * e, "context gradient size");
     assert_eq!(alpha.len(), w.entries(), "weights");
     let n = w.sentences();
-    let mut ddec = vec![0.0f32; w.rows() * h];
-    let mut dkeys = vec![0.0f32; n * len * h];
-    let mut dvalues = vec![0.0f32; n * len * e];
-    let mut work: Vec<BackwardItem> = ddec
+    let (rows_h, keys_h, values_e) = (w.rows() * h, n * len * h, n * len * e);
+    let (mut ddec, mut dkeys, mut dvalues) = (
+        Vec::with_capacity(rows_h),
+        Vec::with_capacity(keys_h),
+        Vec::with_capacity(values_e),
+    );
+    let mut shares: Vec<Share> = ddec.spare_capacity_mut()[..rows_h]
         .chunks_mut(steps * h)
-        .zip(dkeys.chunks_mut(len * h))
-        .zip(dvalues.chunks_mut(len * e))
+        .zip(dkeys.spare_capacity_mut()[..keys_h].chunks_mut(len * h))
+        .zip(dvalues.spare_capacity_mut()[..values_e].chunks_mut(len * e))
         .enumerate()
-        .map(|(b, ((ddec, dkeys), dvalues))| BackwardItem {
+        .map(|(b, ((ddec, dkeys), dvalues))| Share {
             b,
             ddec,
             dkeys,
             dvalues,
-            dtable: vec![0.0; if w.has_buckets() { table.len() } else { 0 }],
+            dtable: Vec::new(),
         })
         .collect();
-    parallel_for_each_mut(&mut work, |item| sentence(item, op, alpha, dctx));
+    let table_len = if w.has_buckets() { table.len() } else { 0 };
+    parallel_for_each_mut(&mut shares, |share| {
+        // a sentence's rows zeroed by the thread that adds to them, just
+        // before (a zeroed buffer of all was a memset on one thread, the
+        // rows out of the cache again when added to)
+        let mut item = BackwardItem {
+            b: share.b,
+            ddec: zeroed(share.ddec),
+            dkeys: zeroed(share.dkeys),
+            dvalues: zeroed(share.dvalues),
+            dtable: vec![0.0; table_len],
+        };
+        sentence(&mut item, op, alpha, dctx);
+        share.dtable = item.dtable;
+    });
     let mut dtable = vec![0.0f32; table.len()];
-    for item in &work {
-        for (t, x) in dtable.iter_mut().zip(&item.dtable) {
+    for share in &shares {
+        for (t, x) in dtable.iter_mut().zip(&share.dtable) {
             *t += x;
         }
     }
-    drop(work);
+    drop(shares);
+    // SAFETY: the sentences' shares cover each buffer's first values
+    // (`n` sentences of `steps` rows and `len` positions), and each share
+    // was zeroed whole before it was added to
+    unsafe {
+        ddec.set_len(rows_h);
+        dkeys.set_len(keys_h);
+        dvalues.set_len(values_e);
+    }
     (ddec, dkeys, dvalues, dtable)
+}
+
+/// A sentence's rows of the three gradients, not yet written, and its own
+/// table gradient once computed.
+struct Share<'a> {
+    b: usize,
+    ddec: &'a mut [MaybeUninit<f32>],
+    dkeys: &'a mut [MaybeUninit<f32>],
+    dvalues: &'a mut [MaybeUninit<f32>],
+    dtable: Vec<f32>,
+}
+
+/// `x` filled with zeros.
+fn zeroed(x: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    x.fill(MaybeUninit::new(0.0));
+    // SAFETY: every value was written just above
+    unsafe { x.assume_init_mut() }
 }
 
 /// One sentence's share of the backward: its index, its gradient rows
