@@ -104,6 +104,7 @@ fn main() {
         let dy = vec![0.125f32; rows * d_out];
         let mut y = vec![0.0f32; rows * d_out];
         let mut dx = vec![0.0f32; rows * d_in];
+        let mut dw = vec![std::mem::MaybeUninit::new(0.0f32); d_in * d_out];
         let flops = 2.0 * (rows * d_in * d_out) as f64;
         for threads in [1, 2] {
             kernel::pool::set_threads(threads);
@@ -127,11 +128,7 @@ fn main() {
                     )
                 }),
                 ("dw", &mut || {
-                    std::hint::black_box(kernel::gemm::matmul_at_threaded(
-                        &x,
-                        &dy,
-                        (d_in, d_out, rows),
-                    ));
+                    kernel::gemm::matmul_at_threaded_into(&mut dw, &x, &dy, (d_in, d_out, rows));
                 }),
             ];
             for (name, f) in products {

@@ -13,9 +13,9 @@
 //! (the context's rows first, then the decoder's), `b` `[h]`, the output
 //! `[rows, h]`.
 
-use super::attention::{AttnDims, Operands, Windows, attention_backward, attention_forward};
 use std::mem::MaybeUninit;
 
+use super::attention::{AttnDims, Operands, Windows, attention_backward, attention_forward};
 use super::gemm::{
     PackedB, elems, matmul_at_threaded, matmul_maybe_packed, matmul_maybe_packed_uninit,
 };
@@ -123,18 +123,25 @@ pub fn attentional_forward(inp: &Inputs, layer: Layer) -> (Vec<f32>, Saved) {
     let (ctx, alpha) = attention_forward(&op);
     // SAFETY: each block's first product writes all of its rows
     let y = unsafe {
-        written_row_blocks(inp.dec.len() / h, h, BLOCK, 0, |r0, out| {
-            let m = out.len() / h;
-            let (ctx, dec) = (&ctx[r0 * e..(r0 + m) * e], &inp.dec[r0 * h..(r0 + m) * h]);
-            let out = matmul_maybe_packed_uninit(out, ctx, (w_ctx, false), p_ctx.as_ref(), m, h, e);
-            matmul_maybe_packed(out, dec, (w_dec, false), p_dec.as_ref(), m, h, h, true);
-            for row in out.chunks_exact_mut(h) {
-                for (x, b) in row.iter_mut().zip(layer.b) {
-                    *x += b;
+        written_row_blocks(
+            inp.dec.len().checked_div(h).unwrap_or(0),
+            h,
+            BLOCK,
+            0,
+            |r0, out| {
+                let m = out.len() / h;
+                let (ctx, dec) = (&ctx[r0 * e..(r0 + m) * e], &inp.dec[r0 * h..(r0 + m) * h]);
+                let out =
+                    matmul_maybe_packed_uninit(out, ctx, (w_ctx, false), p_ctx.as_ref(), m, h, e);
+                matmul_maybe_packed(out, dec, (w_dec, false), p_dec.as_ref(), m, h, h, true);
+                for row in out.chunks_exact_mut(h) {
+                    for (x, b) in row.iter_mut().zip(layer.b) {
+                        *x += b;
+                    }
                 }
-            }
-            tanh_all(out);
-        })
+                tanh_all(out);
+            },
+        )
     };
     (y, Saved { keys, ctx, alpha })
 }

@@ -149,8 +149,10 @@ fn gemm_crate(
 }
 
 /// [`gemm_crate`] into `c` as a pointer: not accumulating, the crate
-/// writes every value of `c` without reading any, so `c` may be a buffer's
-/// spare capacity.
+/// writes every value of `c` without reading any (its `read_dst = false`
+/// zeroes `alpha`, and every path stores `beta * a b`; in 0.19, whose
+/// `experimental-apple-amx` kernel, off here, would copy `c` first), so `c`
+/// may be a buffer's spare capacity.
 ///
 /// # Safety
 /// `c` is valid for writes of `m x n` values (and reads, initialized, when
@@ -204,8 +206,24 @@ unsafe fn gemm_crate_raw(
 /// is summed on one thread, in the same order whatever their count): a
 /// weight gradient over many rows, whose one call would otherwise leave
 /// the other threads idle.
-pub fn matmul_at_threaded(a: &[f32], b: &[f32], dims: (usize, usize, usize)) -> Vec<f32> {
-    product_threaded(a, b, dims, (true, false))
+pub fn matmul_at_threaded(a: &[f32], b: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+    let len = elems(m, n);
+    let mut c = Vec::with_capacity(len);
+    matmul_at_threaded_into(&mut c.spare_capacity_mut()[..len], a, b, (m, n, k));
+    // SAFETY: the product wrote the `m x n` values
+    unsafe { c.set_len(len) };
+    c
+}
+
+/// [`matmul_at_threaded`] into `c` as yet unwritten (exactly `m x n`
+/// values): returns `c`, every value written.
+pub fn matmul_at_threaded_into<'c>(
+    c: &'c mut [MaybeUninit<f32>],
+    a: &[f32],
+    b: &[f32],
+    dims: (usize, usize, usize),
+) -> &'c mut [f32] {
+    product_threaded_into(c, a, b, dims, (true, false))
 }
 
 /// `c (+)= a · b` (`a` `[m, k]`; `b` `[k, n]`, or `[n, k]` when `b_t`) by
@@ -228,43 +246,56 @@ pub fn matmul_threaded(
 pub fn matmul_threaded_new(
     a: &[f32],
     (b, b_t): (&[f32], bool),
-    dims: (usize, usize, usize),
+    (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
-    product_threaded(a, b, dims, (false, b_t))
+    let len = elems(m, n);
+    let mut c = Vec::with_capacity(len);
+    product_threaded_into(
+        &mut c.spare_capacity_mut()[..len],
+        a,
+        b,
+        (m, n, k),
+        (false, b_t),
+    );
+    // SAFETY: the product wrote the `m x n` values
+    unsafe { c.set_len(len) };
+    c
 }
 
-/// `a · b` (either transposed, as [`matmul`]) into a new vector `[m, n]` by
-/// the `gemm` crate on the kernel pool's threads.
-fn product_threaded(
+/// `a · b` (either transposed, as [`matmul`]) into `c` as yet unwritten
+/// (exactly `m x n` values) by the `gemm` crate on the kernel pool's
+/// threads: returns `c`, every value written.
+fn product_threaded_into<'c>(
+    c: &'c mut [MaybeUninit<f32>],
     a: &[f32],
     b: &[f32],
     (m, n, k): (usize, usize, usize),
     (a_t, b_t): (bool, bool),
-) -> Vec<f32> {
-    let len = elems(m, n);
-    check_operands(len, a, b, (m, n, k));
-    if k == 0 || len == 0 {
-        return vec![0.0; len];
+) -> &'c mut [f32] {
+    assert_eq!(c.len(), elems(m, n), "matmul result size");
+    check_operands(c.len(), a, b, (m, n, k));
+    if k == 0 {
+        c.fill(MaybeUninit::new(0.0));
+    } else if !c.is_empty() {
+        let dst = &mut *c;
+        on_threads(|parallelism| {
+            // SAFETY: `dst` has room for `m x n` values; not accumulating,
+            // the crate (0.19, without its `experimental-apple-amx`
+            // feature) writes each of them and reads none
+            unsafe {
+                gemm_crate_raw(
+                    dst.as_mut_ptr().cast(),
+                    a,
+                    b,
+                    (m, n, k),
+                    (a_t, b_t, false),
+                    parallelism,
+                )
+            }
+        });
     }
-    let mut c: Vec<f32> = Vec::with_capacity(len);
-    let spare = &mut c.spare_capacity_mut()[..len];
-    on_threads(|parallelism| {
-        // SAFETY: `spare` has room for `m x n` values; not accumulating,
-        // the crate writes each of them and reads none
-        unsafe {
-            gemm_crate_raw(
-                spare.as_mut_ptr().cast(),
-                a,
-                b,
-                (m, n, k),
-                (a_t, b_t, false),
-                parallelism,
-            )
-        }
-    });
-    // SAFETY: the product wrote the `m x n` values (k > 0)
-    unsafe { c.set_len(len) };
-    c
+    // SAFETY: written above, by the fill or the product
+    unsafe { c.assume_init_mut() }
 }
 
 /// `product(parallelism)` on the kernel pool, split over its threads.
@@ -390,8 +421,8 @@ impl PackedB {
         }
     }
 
-    /// `c = a · B` for `m` rows in fours (the blocked kernel's), into `c`'s
-    /// first `m x n` values, initialized or not (a buffer's spare capacity).
+    /// `c = a · B` for `m` rows in fours (the blocked kernel's), into `c`
+    /// (exactly `m x n` values), initialized or not (a buffer's spare capacity).
     ///
     /// # Panics
     /// On `m` not a multiple of 4, or operands of other sizes.
@@ -1033,6 +1064,8 @@ mod tests {
             (12, 48, 5, true),
             (7, 20, 9, true),
             (4, 16, 0, false),
+            (1, 20, 9, false),
+            (5, 20, 2, false),
         ] {
             let (a, b) = operands(m, n, k);
             let mut want = vec![0.0f32; m * n];
@@ -1053,7 +1086,8 @@ mod tests {
 
     /// `a^T b` on the pool's threads against a naive product, and the same
     /// to the last bit on one thread and two, at a size the `gemm` crate
-    /// splits.
+    /// splits, written over NaNs (every value written, none read) and into
+    /// a new vector alike.
     #[test]
     fn threaded_transposed_product_matches_a_naive_one() {
         let (m, n, k) = (96, 80, 300);
@@ -1067,7 +1101,13 @@ mod tests {
         let mut results = vec![];
         for threads in [1, 2] {
             set_threads(threads);
-            results.push(matmul_at_threaded(&a, &b, (m, n, k)));
+            // over NaNs: the crate's threaded path writes every value and reads none
+            let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+            results.push(matmul_at_threaded_into(&mut c, &a, &b, (m, n, k)).to_vec());
+            assert_eq!(
+                matmul_at_threaded(&a, &b, (m, n, k)),
+                results[results.len() - 1]
+            );
         }
         assert_eq!(results[0], results[1], "1 and 2 threads");
         for i in 0..m {

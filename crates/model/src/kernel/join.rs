@@ -50,10 +50,11 @@ pub fn join(dirs: [&[f32]; 2], d: JoinDims) -> Vec<f32> {
     d.check(2 * n, dirs.map(<[f32]>::len));
     // SAFETY: each sentence's rows are written whole, both halves of each
     unsafe {
-        written_row_blocks(d.batch * d.len, 2 * d.h, d.len, 0, |b, rows| {
+        written_row_blocks(d.batch * d.len, 2 * d.h, d.len, 0, |r0, rows| {
+            let sentence = r0 / d.len;
             for (s, row) in rows.chunks_exact_mut(2 * d.h).enumerate() {
                 for (k, half) in row.chunks_exact_mut(d.h).enumerate() {
-                    let r = d.row(k, s, b / d.len);
+                    let r = d.row(k, s, sentence);
                     half.write_copy_of_slice(&dirs[k][r * d.h..(r + 1) * d.h]);
                 }
             }

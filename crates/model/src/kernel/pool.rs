@@ -295,7 +295,8 @@ pub unsafe fn written_row_blocks(
     if len > 0 {
         assert!(block > 0, "blocks of no rows");
         let mut blocks: Vec<(usize, &mut [MaybeUninit<f32>])> = out.spare_capacity_mut()[..len]
-            .chunks_mut(block * width)
+            // whole rows, a block at most all of them (no product past `len`)
+            .chunks_mut(block.min(rows) * width)
             .enumerate()
             .collect();
         parallel_for_each_mut(&mut blocks, |(k, rows)| write(*k * block, rows));
