@@ -7,7 +7,7 @@
 #[cfg(target_arch = "x86_64")]
 use super::cpu::{Isa, isa};
 use super::lines::Lines;
-use super::pool::parallel_for_each_mut;
+use super::pool::{parallel_for_each_mut, written_row_blocks};
 #[cfg(target_arch = "x86_64")]
 use super::prefetch::{self, Prefetch};
 use std::mem::MaybeUninit;
@@ -207,12 +207,12 @@ unsafe fn gemm_crate_raw(
 /// weight gradient over many rows, whose one call would otherwise leave
 /// the other threads idle.
 pub fn matmul_at_threaded(a: &[f32], b: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
-    let len = elems(m, n);
-    let mut c = Vec::with_capacity(len);
-    matmul_at_threaded_into(&mut c.spare_capacity_mut()[..len], a, b, (m, n, k));
-    // SAFETY: the product wrote the `m x n` values
-    unsafe { c.set_len(len) };
-    c
+    // SAFETY: the product writes every value of its one block, all `m` rows
+    unsafe {
+        written_row_blocks(m, n, m, 0, |_, c| {
+            matmul_at_threaded_into(c, a, b, (m, n, k));
+        })
+    }
 }
 
 /// [`matmul_at_threaded`] into `c` as yet unwritten (exactly `m x n`
@@ -248,18 +248,12 @@ pub fn matmul_threaded_new(
     (b, b_t): (&[f32], bool),
     (m, n, k): (usize, usize, usize),
 ) -> Vec<f32> {
-    let len = elems(m, n);
-    let mut c = Vec::with_capacity(len);
-    product_threaded_into(
-        &mut c.spare_capacity_mut()[..len],
-        a,
-        b,
-        (m, n, k),
-        (false, b_t),
-    );
-    // SAFETY: the product wrote the `m x n` values
-    unsafe { c.set_len(len) };
-    c
+    // SAFETY: the product writes every value of its one block, all `m` rows
+    unsafe {
+        written_row_blocks(m, n, m, 0, |_, c| {
+            product_threaded_into(c, a, b, (m, n, k), (false, b_t));
+        })
+    }
 }
 
 /// `a · b` (either transposed, as [`matmul`]) into `c` as yet unwritten
