@@ -271,14 +271,13 @@ fn product_threaded_into<'c>(
     if k == 0 {
         c.fill(MaybeUninit::new(0.0));
     } else if !c.is_empty() {
-        let dst = &mut *c;
         on_threads(|parallelism| {
-            // SAFETY: `dst` has room for `m x n` values; not accumulating,
+            // SAFETY: `c` has room for `m x n` values; not accumulating,
             // the crate (0.19, without its `experimental-apple-amx`
             // feature) writes each of them and reads none
             unsafe {
                 gemm_crate_raw(
-                    dst.as_mut_ptr().cast(),
+                    c.as_mut_ptr().cast(),
                     a,
                     b,
                     (m, n, k),
@@ -617,8 +616,6 @@ pub fn matmul_maybe_packed(
 /// [`matmul_maybe_packed`] not accumulating, into `c` as yet unwritten (a
 /// block of a buffer's spare capacity, [`written_row_blocks`]): returns
 /// `c`, every value written.
-///
-/// [`written_row_blocks`]: super::pool::written_row_blocks
 ///
 /// # Panics
 /// Unless `c` holds exactly `m x n` values.

@@ -4,8 +4,7 @@
 
 use super::bf16::Precision;
 use super::gemm::elems;
-use super::pool::{parallel_map, parallel_map_owned};
-use super::pool::{threads, written_row_blocks};
+use super::pool::{parallel_map, parallel_map_owned, threads, written_row_blocks};
 use super::sequence::{
     PackedRecurrent, PartInput, PartLookup, PartRows, Projections, SeqCache, SeqDims, SeqGrads,
     backward_packed, check_ids, forward_packed,
