@@ -1,12 +1,13 @@
-//! `cargo bench -p model`: the LSTM sequence kernel on its own: matrix-product
-//! throughput at the notebook's and `large`'s shapes, the dense layer's
+//! `cargo bench -p model`: the core's multiply-add ceilings (f32, and bf16
+//! where it has AVX512-BF16), then the LSTM sequence kernel on its own:
+//! matrix-product throughput at the notebook's and `large`'s shapes, the dense layer's
 //! products on one and two threads, one cell step, forward/backward times of
 //! whole sequences on one thread, and of the batch split over one and two
 //! threads. The end-to-end benchmark is `cargo xtask bench`.
 //!
 //! `cargo bench -p model --bench kernel -- 2048x512 lstm` runs only the
-//! shapes whose name (`matmul MxNxK`, `dense ROWSxINxOUT`, `cell ROWSxHIDDEN`,
-//! `lstm STEPSxBATCHxHIDDEN`) contains one of the words.
+//! shapes whose name (`peak`, `matmul MxNxK`, `dense ROWSxINxOUT`,
+//! `cell ROWSxHIDDEN`, `lstm STEPSxBATCHxHIDDEN`) contains one of the words.
 
 #![allow(clippy::print_stdout)]
 
@@ -41,7 +42,107 @@ fn wanted(name: &str) -> bool {
     words.is_empty() || words.iter().any(|w| name.contains(w.as_str()))
 }
 
+/// The core's multiply-add ceilings: `ACC` independent accumulators of
+/// the widest vectors the CPU has, each updated `ROUNDS` times, so that no
+/// dependency chain limits the rate, only how many such units the core has
+/// and its clock. Every product rate below (and a reference's, by its FLOP
+/// count) is a fraction of the f32 one; the bf16 one (`vdpbf16ps`, two
+/// products a lane) says whether the opt-in bf16 products can be faster
+/// than f32 on this CPU without AMX tiles.
+#[cfg(target_arch = "x86_64")]
+fn peaks() -> Vec<(&'static str, f64)> {
+    use std::arch::x86_64::*;
+    /// Accumulators: more than the units' latency times their count, few
+    /// enough to stay in registers (24 were spilled to the stack).
+    const ACC: usize = 12;
+    const ROUNDS: usize = 100_000;
+    #[target_feature(enable = "avx512f")]
+    fn f32x16(rounds: usize) -> f32 {
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        let mut acc = [_mm512_set1_ps(1.0); ACC];
+        for _ in 0..rounds {
+            for v in &mut acc {
+                *v = _mm512_fmadd_ps(*v, a, b);
+            }
+        }
+        acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+    }
+    #[target_feature(enable = "avx2,fma")]
+    fn f32x8(rounds: usize) -> f32 {
+        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        let mut acc = [_mm256_set1_ps(1.0); ACC];
+        for _ in 0..rounds {
+            for v in &mut acc {
+                *v = _mm256_fmadd_ps(*v, a, b);
+            }
+        }
+        let mut lanes = [0.0f32; 8];
+        acc.iter()
+            .map(|v| {
+                // SAFETY: `lanes` holds 8 f32, what one 256-bit store writes
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *v) };
+                lanes.iter().sum::<f32>()
+            })
+            .sum()
+    }
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    fn bf16x32(rounds: usize) -> f32 {
+        // bf16 1.0 and 2^-24 in both halves of every lane
+        let (one, tiny) = (_mm512_set1_ps(1.0), _mm512_set1_ps(1.0 / 16_777_216.0));
+        let (a, b) = (
+            _mm512_cvtne2ps_pbh(one, one),
+            _mm512_cvtne2ps_pbh(tiny, tiny),
+        );
+        let mut acc = [_mm512_set1_ps(1.0); ACC];
+        for _ in 0..rounds {
+            for v in &mut acc {
+                *v = _mm512_dpbf16_ps(*v, a, b);
+            }
+        }
+        acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+    }
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+    let avx2 =
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+    let bf16 = avx512 && std::arch::is_x86_feature_detected!("avx512bf16");
+    // (name, multiply-adds an update of one accumulator, the loop)
+    type Loop = fn(usize) -> f32;
+    let f32_loop: Option<(&str, usize, Loop)> = if avx512 {
+        // SAFETY: the CPU has AVX-512F (checked)
+        Some(("f32 avx512", 16, |r| unsafe { f32x16(r) }))
+    } else if avx2 {
+        // SAFETY: the CPU has AVX2 and FMA (checked)
+        Some(("f32 avx2+fma", 8, |r| unsafe { f32x8(r) }))
+    } else {
+        None
+    };
+    // two products a lane: 32 multiply-adds an update
+    let bf16_loop: Option<(&str, usize, Loop)> =
+        // SAFETY: the CPU has AVX-512F and AVX512-BF16 (checked)
+        bf16.then_some(("bf16 vdpbf16ps", 32, |r| unsafe { bf16x32(r) }));
+    [f32_loop, bf16_loop]
+        .into_iter()
+        .flatten()
+        .map(|(name, lanes, run)| {
+            let s = time(|| {
+                std::hint::black_box(run(std::hint::black_box(ROUNDS)));
+            });
+            (name, 2.0 * (ACC * lanes * ROUNDS) as f64 / s / 1e9)
+        })
+        .collect()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn peaks() -> Vec<(&'static str, f64)> {
+    vec![]
+}
+
 fn main() {
+    if wanted("peak") {
+        for (units, gflops) in peaks() {
+            println!("{{\"bench\": \"peak\", \"units\": \"{units}\", \"gflops\": {gflops:.1}}}");
+        }
+    }
     for (m, n, k) in [
         // a row block's operands all in L1: what the kernel's loop can do
         (60, 64, 128),
