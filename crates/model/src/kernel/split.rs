@@ -4,7 +4,7 @@
 
 use super::bf16::Precision;
 use super::gemm::elems;
-use super::pool::{parallel_map, parallel_map_owned, threads, written_row_blocks};
+use super::pool::{for_row_blocks, parallel_map, parallel_map_owned, threads, written_row_blocks};
 use super::sequence::{
     PackedRecurrent, PartInput, PartLookup, PartRows, Projections, SeqCache, SeqDims, SeqGrads,
     backward_packed, check_ids, forward_packed,
@@ -180,7 +180,7 @@ pub fn backward_split(
         return backward_packed(dims, c, wh, &packed_t, (h0, c0), (dhs, dc_last), whole);
     }
     let (g4, hd) = (dims.gates(), dims.hidden);
-    let results: Vec<(usize, usize, SeqGrads)> = parallel_map_owned(parts, |(lo, n, c)| {
+    let mut results: Vec<(usize, usize, SeqGrads)> = parallel_map_owned(parts, |(lo, n, c)| {
         let part = PartRows {
             stride: dims.batch,
             lo,
@@ -196,28 +196,45 @@ pub fn backward_split(
         let g = backward_packed(d, c, wh, &packed_t, state, (&dh, dc), part_lookup(part));
         (lo, n, g)
     });
+    let dp = scatter_all(
+        results.iter().map(|(lo, n, g)| (*lo, *n, &g.dp[..])),
+        dims,
+        g4,
+        0,
+    );
+    // the parts' sums of the weights' and the table's gradients, into the
+    // first part's, rows over the threads (`large`'s 4 MiB `dwh` summed on
+    // one thread was time the other spent waiting)
+    let (first, rest) = results.split_first_mut().expect("two parts or more");
+    let sum_into = |sum: &mut [f32], part: fn(&SeqGrads) -> &[f32]| {
+        for_row_blocks(sum, g4, SUM_ROWS, |r0, rows| {
+            let at = r0 * g4..r0 * g4 + rows.len();
+            for (_, _, g) in rest.iter() {
+                rows.iter_mut()
+                    .zip(&part(g)[at.clone()])
+                    .for_each(|(a, b)| *a += b);
+            }
+        });
+    };
+    sum_into(&mut first.2.dwh, |g| &g.dwh);
+    sum_into(&mut first.2.dtable, |g| &g.dtable);
     let mut out = SeqGrads {
-        dp: scatter_all(
-            results.iter().map(|(lo, n, g)| (*lo, *n, &g.dp[..])),
-            dims,
-            g4,
-            0,
-        ),
-        dwh: vec![0.0; hd * g4],
+        dp,
+        dwh: std::mem::take(&mut first.2.dwh),
         dh0: vec![0.0; dims.batch * hd],
         dc0: vec![0.0; dims.batch * hd],
-        dtable: vec![0.0; lookup.map_or(0, |(_, vocab)| vocab * g4)],
+        dtable: std::mem::take(&mut first.2.dtable),
     };
-    // the parts' sums of the weights' and the table's gradients
-    let add = |sum: &mut [f32], part: &[f32]| sum.iter_mut().zip(part).for_each(|(a, b)| *a += b);
-    for (lo, n, g) in results {
-        add(&mut out.dwh, &g.dwh);
-        add(&mut out.dtable, &g.dtable);
+    for (lo, n, g) in &results {
         out.dh0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dh0);
         out.dc0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dc0);
     }
     out
 }
+
+/// Rows of a gradient summed over the parts in one block (of `4 * hidden`
+/// values: 64 rows of `large`'s 2048 are 512 KiB, 8 blocks a thread).
+const SUM_ROWS: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -302,7 +319,8 @@ mod tests {
     /// unpacked weights (12 gate columns), with weights packed once for all
     /// threads (16 columns, parts of 8) and with packed weights that some
     /// parts cannot use (parts of 6 and 7 rows: not multiples of 4, the
-    /// kernel's smallest row block, so every part reads `wh` in place).
+    /// kernel's smallest row block, so every part reads `wh` in place);
+    /// 72 units are two blocks of rows of the parts' summed `dwh`.
     #[test]
     fn split_passes_equal_the_single_pass() {
         let close = |a: &[f32], b: &[f32], what: &str| {
@@ -311,7 +329,7 @@ mod tests {
                 assert!((x - y).abs() < 1e-5, "{what}[{i}]: {x} vs {y}");
             }
         };
-        for (batch, hidden) in [(20, 3), (24, 4), (20, 4)] {
+        for (batch, hidden) in [(20, 3), (24, 4), (20, 4), (16, 72)] {
             let dims = SeqDims {
                 steps: 4,
                 batch,
