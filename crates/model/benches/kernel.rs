@@ -52,12 +52,16 @@ fn wanted(name: &str) -> bool {
 #[cfg(target_arch = "x86_64")]
 fn peaks() -> Vec<(&'static str, f64)> {
     use std::arch::x86_64::*;
-    /// Accumulators: more than the units' latency times their count, few
-    /// enough to stay in registers (24 were spilled to the stack).
+    /// Accumulators: more than an instruction's latency times the units
+    /// that run it (4 x 2 for the FMA, 5 or fewer for `vdpbf16ps`), few
+    /// enough to stay in registers (with 24 the compiler spilled some to
+    /// the stack, in the AVX-512 loop too, and measured the spills).
     const ACC: usize = 12;
     const ROUNDS: usize = 100_000;
     #[target_feature(enable = "avx512f")]
     fn f32x16(rounds: usize) -> f32 {
+        // v <- 0.999999 v + 1e-7 settles towards 0.1: no overflow, no
+        // denormals (which would slow the units) however many rounds
         let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
         let mut acc = [_mm512_set1_ps(1.0); ACC];
         for _ in 0..rounds {
@@ -69,6 +73,7 @@ fn peaks() -> Vec<(&'static str, f64)> {
     }
     #[target_feature(enable = "avx2,fma")]
     fn f32x8(rounds: usize) -> f32 {
+        // as in `f32x16`
         let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
         let mut acc = [_mm256_set1_ps(1.0); ACC];
         for _ in 0..rounds {
@@ -87,7 +92,9 @@ fn peaks() -> Vec<(&'static str, f64)> {
     }
     #[target_feature(enable = "avx512f,avx512bf16")]
     fn bf16x32(rounds: usize) -> f32 {
-        // bf16 1.0 and 2^-24 in both halves of every lane
+        // bf16 1.0 and 2^-24 in both halves of every lane: an update adds
+        // 2^-23, which stops changing v by the time it reaches 2 (under half
+        // its ulp): no overflow, no denormals
         let (one, tiny) = (_mm512_set1_ps(1.0), _mm512_set1_ps(1.0 / 16_777_216.0));
         let (a, b) = (
             _mm512_cvtne2ps_pbh(one, one),
@@ -105,7 +112,7 @@ fn peaks() -> Vec<(&'static str, f64)> {
     let avx2 =
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
     let bf16 = avx512 && std::arch::is_x86_feature_detected!("avx512bf16");
-    // (name, multiply-adds an update of one accumulator, the loop)
+    // (name, multiply-adds in one update of one accumulator, the loop)
     type Loop = fn(usize) -> f32;
     let f32_loop: Option<(&str, usize, Loop)> = if avx512 {
         // SAFETY: the CPU has AVX-512F (checked)
@@ -123,11 +130,11 @@ fn peaks() -> Vec<(&'static str, f64)> {
     [f32_loop, bf16_loop]
         .into_iter()
         .flatten()
-        .map(|(name, lanes, run)| {
+        .map(|(name, madds, run)| {
             let s = time(|| {
                 std::hint::black_box(run(std::hint::black_box(ROUNDS)));
             });
-            (name, 2.0 * (ACC * lanes * ROUNDS) as f64 / s / 1e9)
+            (name, 2.0 * (ACC * madds * ROUNDS) as f64 / s / 1e9)
         })
         .collect()
 }

@@ -158,7 +158,8 @@ pub fn forward_split(
 /// recurrent weights' gradient's does.
 ///
 /// # Panics
-/// On a lookup's id past its table, or operands not of `dims`.
+/// On a lookup's id past its table, operands not of `dims`, or a `cache`
+/// of no parts (not one a [`forward_split`] pass made).
 pub fn backward_split(
     dims: SeqDims,
     cache: SplitCache,
@@ -205,13 +206,15 @@ pub fn backward_split(
     // the parts' sums of the weights' and the table's gradients, into the
     // first part's, rows over the threads (`large`'s 4 MiB `dwh` summed on
     // one thread was time the other spent waiting)
-    let (first, rest) = results.split_first_mut().expect("two parts or more");
-    let sum_into = |sum: &mut [f32], part: fn(&SeqGrads) -> &[f32]| {
+    let (first, rest) = results
+        .split_first_mut()
+        .expect("a split forward pass makes one part or more");
+    let sum_into = |sum: &mut [f32], field: fn(&SeqGrads) -> &[f32]| {
         for_row_blocks(sum, g4, SUM_ROWS, |r0, rows| {
             let at = r0 * g4..r0 * g4 + rows.len();
             for (_, _, g) in rest.iter() {
                 rows.iter_mut()
-                    .zip(&part(g)[at.clone()])
+                    .zip(&field(g)[at.clone()])
                     .for_each(|(a, b)| *a += b);
             }
         });
@@ -233,7 +236,7 @@ pub fn backward_split(
 }
 
 /// Rows of a gradient summed over the parts in one block (of `4 * hidden`
-/// values: 64 rows of `large`'s 2048 are 512 KiB, 8 blocks a thread).
+/// values: 64 rows of `large`'s 2048 are 512 KiB, its 512 rows 8 blocks).
 const SUM_ROWS: usize = 64;
 
 #[cfg(test)]
@@ -363,54 +366,57 @@ mod tests {
             hidden: 48,
         };
         let g4 = dims.gates();
-        let (vocab, case) = (7, Case::new(dims, 10.0));
-        let table = &case.p[..vocab * g4];
-        let ids: Vec<u32> = (0..dims.rows())
-            .map(|r| ((r * 5 + r / 3) % vocab) as u32)
-            .collect();
-        let rows: Vec<f32> = ids
-            .iter()
-            .flat_map(|&id| {
-                table[id as usize * g4..(id as usize + 1) * g4]
-                    .iter()
-                    .copied()
-            })
-            .collect();
+        let case = Case::new(dims, 10.0);
         let _threads = TestThreads::lock();
-        for threads in [1, 2] {
-            set_threads(threads);
-            let run = |input: Projections| {
-                let mut split = SplitCache::default();
-                let h = (&case.h0[..], &case.c0[..]);
-                let out = forward_split(dims, input, &case.wh, h, Precision::F32, &mut split);
-                (out, split)
-            };
-            let (looked_up, split) = run(Projections::Lookup { table, ids: &ids });
-            let (from_rows, _) = run(Projections::Rows(&rows));
-            assert_eq!(looked_up, from_rows, "{threads} threads");
-            assert_eq!(split.parts.len(), threads);
-            let (state, d_out) = ((&case.h0[..], &case.c0[..]), (&case.dh[..], &case.dc[..]));
-            let lookup = Some((&ids[..], vocab));
-            let g = backward_split(dims, split, &case.wh, state, d_out, lookup);
-            assert_eq!(g.dtable.len(), vocab * g4);
-            for (v, row) in g.dtable.chunks_exact(g4).enumerate() {
-                for (j, &x) in row.iter().enumerate() {
-                    let terms: Vec<f64> = (0..ids.len())
-                        .filter(|&r| ids[r] as usize == v)
-                        .map(|r| f64::from(g.dp[r * g4 + j]))
-                        .collect();
-                    let want: f64 = terms.iter().sum();
-                    let scale: f64 = terms.iter().map(|t| t.abs()).sum();
-                    assert!(
-                        (f64::from(x) - want).abs() <= 1e-6 * scale,
-                        "{threads} threads: table row {v} column {j}: {x} vs {want}"
-                    );
+        // a table of 70 rows is two blocks of the parts' summed gradient
+        for vocab in [7, 70] {
+            let table = &case.p[..vocab * g4];
+            let ids: Vec<u32> = (0..dims.rows())
+                .map(|r| ((r * 5 + r / 3) % vocab) as u32)
+                .collect();
+            let rows: Vec<f32> = ids
+                .iter()
+                .flat_map(|&id| {
+                    table[id as usize * g4..(id as usize + 1) * g4]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            for threads in [1, 2] {
+                set_threads(threads);
+                let run = |input: Projections| {
+                    let mut split = SplitCache::default();
+                    let h = (&case.h0[..], &case.c0[..]);
+                    let out = forward_split(dims, input, &case.wh, h, Precision::F32, &mut split);
+                    (out, split)
+                };
+                let (looked_up, split) = run(Projections::Lookup { table, ids: &ids });
+                let (from_rows, _) = run(Projections::Rows(&rows));
+                assert_eq!(looked_up, from_rows, "{threads} threads");
+                assert_eq!(split.parts.len(), threads);
+                let (state, d_out) = ((&case.h0[..], &case.c0[..]), (&case.dh[..], &case.dc[..]));
+                let lookup = Some((&ids[..], vocab));
+                let g = backward_split(dims, split, &case.wh, state, d_out, lookup);
+                assert_eq!(g.dtable.len(), vocab * g4);
+                for (v, row) in g.dtable.chunks_exact(g4).enumerate() {
+                    for (j, &x) in row.iter().enumerate() {
+                        let terms: Vec<f64> = (0..ids.len())
+                            .filter(|&r| ids[r] as usize == v)
+                            .map(|r| f64::from(g.dp[r * g4 + j]))
+                            .collect();
+                        let want: f64 = terms.iter().sum();
+                        let scale: f64 = terms.iter().map(|t| t.abs()).sum();
+                        assert!(
+                            (f64::from(x) - want).abs() <= 1e-6 * scale,
+                            "{threads} threads, {vocab} rows: table row {v} column {j}: {x} vs {want}"
+                        );
+                    }
                 }
+                assert!(
+                    g.dtable.iter().filter(|x| x.abs() > 1e-3).count() > g.dtable.len() / 2,
+                    "a gradient that says something"
+                );
             }
-            assert!(
-                g.dtable.iter().filter(|x| x.abs() > 1e-3).count() > g.dtable.len() / 2,
-                "a gradient that says something"
-            );
         }
         set_threads(1);
     }
