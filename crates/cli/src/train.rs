@@ -83,6 +83,11 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
         }
     }
     tune_allocator(&loaded);
+    if let Recipe::Lm(r) = &loaded.recipe
+        && let Some(note) = trainer::lm::precision_note(r, &device)
+    {
+        errln!("note: {note}");
+    }
     let path = resolve_data(&a.data, data_fallback.as_deref())?;
     let corpus = read_corpus(&path)?;
 

@@ -235,11 +235,7 @@ pub fn bench_lm(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<BenchRe
     }
     let sample_cps = generated as f64 / t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&run);
-    // the smallest part of the batch over the kernels' threads
-    let part = recipe.data.batch_size / model::kernel::pool::threads().max(1);
-    let bf16 = recipe.train.precision == crate::recipe::PrecisionSpec::Bf16
-        && model::kernel::bf16::applies(part, recipe.model.d_hidden)
-        && model::device::is_flex(device);
+    let bf16 = crate::lm::runs_bf16(recipe, device);
     Ok(BenchResult {
         cpu: model::kernel::cpu_info(),
         precision: if bf16 { "bf16" } else { "f32" },

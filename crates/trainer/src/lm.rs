@@ -24,7 +24,8 @@ use crate::eval;
 use crate::metrics::Summary;
 use crate::optim::{Optimizer, from_host, to_host};
 use crate::recipe::{
-    InitSpec, InputSpec, LayoutSpec, LmRecipe, LoadedRecipe, Recipe, SplitSpec, TokenizerKind,
+    InitSpec, InputSpec, LayoutSpec, LmRecipe, LoadedRecipe, PrecisionSpec, Recipe, SplitSpec,
+    TokenizerKind,
 };
 use crate::safetensors::{HostTensor, SafeTensors};
 use crate::sample::{self, SampleOptions, ids_tensor};
@@ -66,6 +67,52 @@ pub fn upgrade_model_config(saved: &mut serde_json::Value) {
             .entry("recurrent_keep_prob")
             .or_insert(serde_json::json!(1.0));
     }
+}
+
+/// Whether a language model's recurrent products run in bf16: asked for
+/// (`train.precision = "bf16"`), on the CPU kernels, and taken by them for
+/// a thread's part of the batch ([`model::kernel::bf16::applies`]).
+pub fn runs_bf16(r: &LmRecipe, device: &Device) -> bool {
+    r.train.precision == PrecisionSpec::Bf16
+        && model::device::is_flex(device)
+        && model::kernel::bf16::applies(part_rows(r), r.model.d_hidden)
+}
+
+/// The smallest part of the batch over the kernels' threads.
+fn part_rows(r: &LmRecipe) -> usize {
+    r.data.batch_size / model::kernel::pool::threads().max(1)
+}
+
+/// What someone who asked for bf16 products should know before the run:
+/// why they run in f32 here, or, without AMX tiles, that the bf16
+/// instruction may run slower than f32 (on the Intel Xeons without AMX in
+/// docs/PERFORMANCE.md at half its rate). None for f32, or bf16 on AMX.
+pub fn precision_note(r: &LmRecipe, device: &Device) -> Option<String> {
+    use model::kernel::{Isa, bf16, isa};
+    if r.train.precision != PrecisionSpec::Bf16 {
+        return None;
+    }
+    let f32_because = if !model::device::is_flex(device) {
+        "the bf16 products are CPU kernels and this device is not the CPU"
+    } else if !bf16::available() {
+        "this CPU has no AVX512-BF16 (or CHARLSTM_KERNELS caps the kernels below AVX-512)"
+    } else if part_rows(r) < 4 {
+        "a thread's part of the batch is under 4 rows (data.batch_size over --threads)"
+    } else if !runs_bf16(r, device) {
+        "model.d_hidden is not a multiple of 16"
+    } else if isa() < Isa::Avx512Amx {
+        return Some(
+            "train.precision = bf16 without AMX tiles runs on the AVX512-BF16 dot product, \
+             slower than f32 on some CPUs: compare `charlstm bench --recipe R` with and \
+             without `--set train.precision=bf16` (docs/PERFORMANCE.md)"
+                .into(),
+        );
+    } else {
+        return None;
+    };
+    Some(format!(
+        "train.precision = bf16 runs in f32 here: {f32_because}"
+    ))
 }
 
 /// The tokenizer of a recipe's input kind.
@@ -540,5 +587,55 @@ mod tests {
         let (one, _) = validate(&model, TokenizerKind::Char, &text, 1, &device);
         let (many, _) = validate(&model, TokenizerKind::Char, &text, 5, &device);
         assert!((one.ln() - many.ln()).abs() < 1e-3, "{one} vs {many}");
+    }
+
+    /// Asking for bf16 says why it runs in f32 here (the CPU, the batch
+    /// part, the units), or, without AMX tiles, that it may be slower; f32,
+    /// and bf16 where it runs on the tiles, say nothing.
+    #[test]
+    fn a_bf16_run_says_where_it_is_f32_or_may_be_slower() {
+        use model::kernel::{Isa, bf16, isa};
+        let device = Device::flex();
+        let lm = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            match crate::recipe::load_recipe("large", &sets).unwrap().recipe {
+                Recipe::Lm(r) => r,
+                Recipe::Mirror(_) => unreachable!("large is a language model"),
+            }
+        };
+        assert_eq!(precision_note(&lm(&[]), &device), None);
+        let bf16_note = |sets: &[&str]| {
+            let mut all = vec!["train.precision=bf16"];
+            all.extend_from_slice(sets);
+            precision_note(&lm(&all), &device)
+        };
+        let f32_here = "train.precision = bf16 runs in f32 here: ";
+        let asked = bf16_note(&[]);
+        let units = bf16_note(&["model.d_hidden=40"]).expect("a note");
+        let rows = bf16_note(&["data.batch_size=2"]).expect("a note");
+        if !bf16::available() {
+            println!("no AVX512-BF16 here: only the CPU's note can be checked");
+            for note in [asked.expect("a note"), units, rows] {
+                assert!(
+                    note.starts_with(f32_here) && note.contains("AVX512-BF16"),
+                    "{note}"
+                );
+            }
+            return;
+        }
+        assert!(
+            units.starts_with(f32_here) && units.contains("multiple of 16"),
+            "{units}"
+        );
+        assert!(
+            rows.starts_with(f32_here) && rows.contains("under 4 rows"),
+            "{rows}"
+        );
+        if isa() == Isa::Avx512Amx {
+            assert_eq!(asked, None);
+        } else {
+            let note = asked.expect("a note without AMX");
+            assert!(note.contains("without AMX tiles"), "{note}");
+        }
     }
 }
