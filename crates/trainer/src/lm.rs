@@ -593,6 +593,7 @@ mod tests {
     /// part, the units), or, without AMX tiles, that it may be slower; f32,
     /// and bf16 where it runs on the tiles, say nothing.
     #[test]
+    #[allow(clippy::print_stderr)] // says when this CPU has no AVX512-BF16
     fn a_bf16_run_says_where_it_is_f32_or_may_be_slower() {
         use model::kernel::{Isa, bf16, isa};
         let device = Device::flex();
@@ -614,7 +615,7 @@ mod tests {
         let units = bf16_note(&["model.d_hidden=40"]).expect("a note");
         let rows = bf16_note(&["data.batch_size=2"]).expect("a note");
         if !bf16::available() {
-            println!("no AVX512-BF16 here: only the CPU's note can be checked");
+            eprintln!("no AVX512-BF16 here: only the CPU's note can be checked");
             for note in [asked.expect("a note"), units, rows] {
                 assert!(
                     note.starts_with(f32_here) && note.contains("AVX512-BF16"),
