@@ -84,7 +84,8 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     }
     tune_allocator(&loaded);
     if let Recipe::Lm(r) = &loaded.recipe
-        && let Some(note) = trainer::lm::precision_note(r, &device)
+        && !a.quiet
+        && let Some(note) = trainer::lm::precision_note(&loaded.name, r, &device)
     {
         errln!("note: {note}");
     }

@@ -78,35 +78,50 @@ pub fn runs_bf16(r: &LmRecipe, device: &Device) -> bool {
         && model::kernel::bf16::applies(part_rows(r), r.model.d_hidden)
 }
 
-/// The smallest part of the batch over the kernels' threads.
+/// The smallest part of the batch the kernels give a thread
+/// ([`model::kernel::batch_parts`]).
 fn part_rows(r: &LmRecipe) -> usize {
-    r.data.batch_size / model::kernel::pool::threads().max(1)
+    let parts = model::kernel::batch_parts(r.data.batch_size);
+    parts.iter().map(|p| p.1).min().unwrap_or(0)
 }
 
-/// What someone who asked for bf16 products should know before the run:
-/// why they run in f32 here, or, without AMX tiles, that the bf16
-/// instruction may run slower than f32 (on the Intel Xeons without AMX in
-/// docs/PERFORMANCE.md at half its rate). None for f32, or bf16 on AMX.
-pub fn precision_note(r: &LmRecipe, device: &Device) -> Option<String> {
+/// What someone who asked for bf16 products in recipe `name` should know
+/// before the run: why they run in f32 here, or, without AMX tiles, that
+/// the bf16 instruction may run slower than f32 (on the Intel Xeons
+/// without AMX in docs/PERFORMANCE.md at half its rate). None for f32, or
+/// bf16 on AMX tiles.
+pub fn precision_note(name: &str, r: &LmRecipe, device: &Device) -> Option<String> {
     use model::kernel::{Isa, bf16, isa};
     if r.train.precision != PrecisionSpec::Bf16 {
         return None;
     }
+    let (rows, hidden) = (part_rows(r), r.model.d_hidden);
     let f32_because = if !model::device::is_flex(device) {
-        "the bf16 products are CPU kernels and this device is not the CPU"
+        "the bf16 products are CPU kernels and this device is not the CPU".to_string()
     } else if !bf16::available() {
-        "this CPU has no AVX512-BF16 (or CHARLSTM_KERNELS caps the kernels below AVX-512)"
-    } else if part_rows(r) < 4 {
-        "a thread's part of the batch is under 4 rows (data.batch_size over --threads)"
-    } else if !runs_bf16(r, device) {
-        "model.d_hidden is not a multiple of 16"
+        match std::env::var("CHARLSTM_KERNELS") {
+            Ok(asked) if !isa().avx512() => {
+                format!("CHARLSTM_KERNELS={asked} caps the kernels below AVX-512")
+            }
+            _ => "this CPU has no AVX512-BF16".to_string(),
+        }
+    } else if rows < 4 && rows == r.data.batch_size {
+        format!("data.batch_size {rows} is under the 4 rows bf16 needs")
+    } else if rows < 4 {
+        format!(
+            "a thread's part of the batch is {rows} rows (data.batch_size {} over {} \
+             threads), under the 4 bf16 needs: raise data.batch_size or lower --threads",
+            r.data.batch_size,
+            model::kernel::pool::threads()
+        )
+    } else if !bf16::applies(rows, hidden) {
+        format!("model.d_hidden {hidden} is not a multiple of 16")
     } else if isa() < Isa::Avx512Amx {
-        return Some(
+        return Some(format!(
             "train.precision = bf16 without AMX tiles runs on the AVX512-BF16 dot product, \
-             slower than f32 on some CPUs: compare `charlstm bench --recipe R` with and \
+             slower than f32 on some CPUs: compare `charlstm bench --recipe {name}` with and \
              without `--set train.precision=bf16` (docs/PERFORMANCE.md)"
-                .into(),
-        );
+        ));
     } else {
         return None;
     };
@@ -597,46 +612,50 @@ mod tests {
     fn a_bf16_run_says_where_it_is_f32_or_may_be_slower() {
         use model::kernel::{Isa, bf16, isa};
         let device = Device::flex();
-        let lm = |sets: &[&str]| {
+        let note = |sets: &[&str]| {
             let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
             match crate::recipe::load_recipe("large", &sets).unwrap().recipe {
-                Recipe::Lm(r) => r,
+                Recipe::Lm(r) => precision_note("large", &r, &device),
                 Recipe::Mirror(_) => unreachable!("large is a language model"),
             }
         };
-        assert_eq!(precision_note(&lm(&[]), &device), None);
-        let bf16_note = |sets: &[&str]| {
-            let mut all = vec!["train.precision=bf16"];
-            all.extend_from_slice(sets);
-            precision_note(&lm(&all), &device)
-        };
+        assert_eq!(note(&[]), None, "f32 says nothing");
+        let bf16 = "train.precision=bf16";
         let f32_here = "train.precision = bf16 runs in f32 here: ";
-        let asked = bf16_note(&[]);
-        let units = bf16_note(&["model.d_hidden=40"]).expect("a note");
-        let rows = bf16_note(&["data.batch_size=2"]).expect("a note");
+        let asked = note(&[bf16]);
+        let units = note(&[bf16, "model.d_hidden=40"]).expect("a note");
+        // batches under 16 are one part whatever the thread count: 2 rows
+        // are too few, 6 are enough
+        let rows = note(&[bf16, "data.batch_size=2"]).expect("a note");
+        let six = note(&[bf16, "data.batch_size=6"]);
         if !bf16::available() {
             eprintln!("no AVX512-BF16 here: only the CPU's note can be checked");
-            for note in [asked.expect("a note"), units, rows] {
+            for n in [asked.expect("a note"), units, rows, six.expect("a note")] {
+                assert!(n.starts_with(f32_here), "{n}");
                 assert!(
-                    note.starts_with(f32_here) && note.contains("AVX512-BF16"),
-                    "{note}"
+                    n.contains("AVX512-BF16") || n.contains("CHARLSTM_KERNELS"),
+                    "{n}"
                 );
             }
             return;
         }
-        assert!(
-            units.starts_with(f32_here) && units.contains("multiple of 16"),
-            "{units}"
+        assert_eq!(
+            units,
+            format!("{f32_here}model.d_hidden 40 is not a multiple of 16")
         );
-        assert!(
-            rows.starts_with(f32_here) && rows.contains("under 4 rows"),
-            "{rows}"
+        assert_eq!(
+            rows,
+            format!("{f32_here}data.batch_size 2 is under the 4 rows bf16 needs")
         );
+        assert_eq!(six, asked, "6 rows run bf16 as 64 do");
         if isa() == Isa::Avx512Amx {
-            assert_eq!(asked, None);
+            assert_eq!(asked, None, "bf16 on the tiles says nothing");
         } else {
-            let note = asked.expect("a note without AMX");
-            assert!(note.contains("without AMX tiles"), "{note}");
+            let n = asked.expect("a note without AMX");
+            assert!(
+                n.contains("without AMX tiles") && n.contains("--recipe large"),
+                "{n}"
+            );
         }
     }
 }

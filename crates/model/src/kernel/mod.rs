@@ -123,4 +123,4 @@ pub use sequence::{
     PackedRecurrent, PartInput, PartLookup, PartRows, Projections, SeqCache, SeqDims, SeqGrads,
     backward, backward_packed, forward, forward_packed,
 };
-pub use split::{SplitCache, backward_split, forward_split, split_batch};
+pub use split::{SplitCache, backward_split, batch_parts, forward_split, split_batch};

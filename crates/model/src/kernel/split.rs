@@ -22,6 +22,12 @@ pub fn split_batch(batch: usize, parts: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// The parts [`forward_split`] splits a batch of `batch` sequences into:
+/// one a thread from 16 sequences, else one part.
+pub fn batch_parts(batch: usize) -> Vec<(usize, usize)> {
+    split_batch(batch, if batch >= 16 { threads() } else { 1 })
+}
+
 /// The rows of a part of `n` sequences of every step of time-major `x`
 /// (`width` values a row).
 fn gather(x: &[f32], part: PartRows, n: usize, width: usize, steps: usize) -> Vec<f32> {
@@ -98,7 +104,7 @@ pub fn forward_split(
     cache: &mut SplitCache,
 ) -> (Vec<f32>, Vec<f32>) {
     input.check(dims.gates());
-    let parts = split_batch(dims.batch, if dims.batch >= 16 { threads() } else { 1 });
+    let parts = batch_parts(dims.batch);
     // one packed copy for all threads (two copies of a 4 MiB `wh` would fill
     // the L3 cache), chosen by the parts' rows alone: the backward pass,
     // on the same parts, packs in the same precision
