@@ -91,39 +91,41 @@ fn part_rows(r: &LmRecipe) -> usize {
 /// without AMX in docs/PERFORMANCE.md at half its rate). None for f32, or
 /// bf16 on AMX tiles.
 pub fn precision_note(name: &str, r: &LmRecipe, device: &Device) -> Option<String> {
-    use model::kernel::{Isa, bf16, isa};
+    use model::kernel::bf16::{self, Refusal};
+    use model::kernel::{Isa, isa};
     if r.train.precision != PrecisionSpec::Bf16 {
         return None;
     }
     let (rows, hidden) = (part_rows(r), r.model.d_hidden);
     let f32_because = if !model::device::is_flex(device) {
         "the bf16 products are CPU kernels and this device is not the CPU".to_string()
-    } else if !bf16::available() {
-        match std::env::var("CHARLSTM_KERNELS") {
-            Ok(asked) if !isa().avx512() => {
-                format!("CHARLSTM_KERNELS={asked} caps the kernels below AVX-512")
-            }
-            _ => "this CPU has no AVX512-BF16".to_string(),
-        }
-    } else if rows < 4 && rows == r.data.batch_size {
-        format!("data.batch_size {rows} is under the 4 rows bf16 needs")
-    } else if rows < 4 {
-        format!(
-            "a thread's part of the batch is {rows} rows (data.batch_size {} over {} \
-             threads), under the 4 bf16 needs: raise data.batch_size or lower --threads",
-            r.data.batch_size,
-            model::kernel::pool::threads()
-        )
-    } else if !bf16::applies(rows, hidden) {
-        format!("model.d_hidden {hidden} is not a multiple of 16")
-    } else if isa() < Isa::Avx512Amx {
-        return Some(format!(
-            "train.precision = bf16 without AMX tiles runs on the AVX512-BF16 dot product, \
-             slower than f32 on some CPUs: compare `charlstm bench --recipe {name}` with and \
-             without `--set train.precision=bf16` (docs/PERFORMANCE.md)"
-        ));
     } else {
-        return None;
+        match bf16::refusal(rows, hidden) {
+            Some(Refusal::Cpu) => match std::env::var("CHARLSTM_KERNELS") {
+                Ok(asked) if !isa().avx512() => {
+                    format!("CHARLSTM_KERNELS={asked} caps the kernels below AVX-512")
+                }
+                _ => "this CPU has no AVX512-BF16".to_string(),
+            },
+            Some(Refusal::Rows) if rows == r.data.batch_size => {
+                format!("data.batch_size {rows} is under the 4 rows bf16 needs")
+            }
+            Some(Refusal::Rows) => format!(
+                "a thread's part of the batch is {rows} rows (data.batch_size {} over {} \
+                 threads), under the 4 bf16 needs: raise data.batch_size or lower --threads",
+                r.data.batch_size,
+                model::kernel::pool::threads()
+            ),
+            Some(Refusal::Units) => format!("model.d_hidden {hidden} is not a multiple of 16"),
+            None if isa() < Isa::Avx512Amx => {
+                return Some(format!(
+                    "train.precision = bf16 without AMX tiles runs on the AVX512-BF16 dot \
+                     product, slower than f32 on some CPUs: compare `charlstm bench --recipe \
+                     {name}` with and without `--set train.precision=bf16` (docs/PERFORMANCE.md)"
+                ));
+            }
+            None => return None,
+        }
     };
     Some(format!(
         "train.precision = bf16 runs in f32 here: {f32_because}"

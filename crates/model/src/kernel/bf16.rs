@@ -61,7 +61,32 @@ pub fn available() -> bool {
 /// backward one `[4H, H]` are whole strips of 16 columns, so that forward
 /// and backward run in the same precision.
 pub fn applies(rows: usize, hidden: usize) -> bool {
-    available() && rows >= 4 && hidden > 0 && hidden.is_multiple_of(16)
+    refusal(rows, hidden).is_none()
+}
+
+/// Why [`Precision::Bf16`] does not run for `rows` and `hidden` ([`applies`]),
+/// the first reason of these in this order; `None` where it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The CPU has no AVX512-BF16, or the AVX-512 kernels are not selected.
+    Cpu,
+    /// Fewer than 4 rows a product.
+    Rows,
+    /// Units not a positive multiple of 16.
+    Units,
+}
+
+/// The reason [`applies`] says no, `None` where it says yes.
+pub fn refusal(rows: usize, hidden: usize) -> Option<Refusal> {
+    if !available() {
+        Some(Refusal::Cpu)
+    } else if rows < 4 {
+        Some(Refusal::Rows)
+    } else if hidden == 0 || !hidden.is_multiple_of(16) {
+        Some(Refusal::Units)
+    } else {
+        None
+    }
 }
 
 /// `x` rounded to bf16, to nearest even (NaN stays NaN), as the vector
@@ -457,7 +482,8 @@ mod tests {
         assert_eq!(from_bf16(to_bf16(f32::INFINITY)), f32::INFINITY);
     }
 
-    /// bf16 only where both passes run it: 4 rows or more, units in sixteens.
+    /// bf16 only where both passes run it: 4 rows or more, units in
+    /// sixteens; the refusal names the first reason.
     #[test]
     fn bf16_applies_to_whole_blocks_only() {
         assert_eq!(applies(4, 16), available());
@@ -468,6 +494,15 @@ mod tests {
             "backward operand [96, 24]: not whole strips"
         );
         assert!(!applies(64, 0));
+        // and says why not, the CPU first
+        if available() {
+            assert_eq!(refusal(32, 512), None);
+            assert_eq!(refusal(3, 24), Some(Refusal::Rows));
+            assert_eq!(refusal(64, 24), Some(Refusal::Units));
+            assert_eq!(refusal(64, 0), Some(Refusal::Units));
+        } else {
+            assert_eq!(refusal(32, 512), Some(Refusal::Cpu));
+        }
     }
 
     fn values(n: usize, m: usize) -> Vec<f32> {
