@@ -788,4 +788,30 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), body);
         no_files_but(dir.path(), &["text8.zip"]);
     }
+
+    /// A server's error page sent with status 200 for a `.txt` URL is not
+    /// kept in the cache (every later run would take it from there and
+    /// fail): the error says so, nothing is left, and the next run asks
+    /// the server again and keeps a corpus.
+    #[test]
+    fn an_error_page_saved_as_text_is_not_kept() {
+        let page = b"<html><body>503 Service Unavailable</body></html>".to_vec();
+        let (url, hits) = serve(vec![
+            Reply::Ok(page),
+            Reply::Ok(b" a corpus in text eight form".to_vec()),
+        ]);
+        let url = url.replace("text8.zip", "corpus.txt");
+        let dir = tempfile::tempdir().unwrap();
+        let source = DataSource::parse(Some(&url), dir.path());
+        let target = download_path(&url, dir.path()).unwrap();
+        let msg = resolve(&source, &mut |_| {}).unwrap_err().to_string();
+        assert!(
+            msg.contains("not a corpus in text8 form") && msg.contains(&url),
+            "{msg}"
+        );
+        no_files_but(target.parent().unwrap(), &[]);
+        assert_eq!(resolve(&source, &mut |_| {}).unwrap(), target);
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        no_files_but(target.parent().unwrap(), &["corpus.txt"]);
+    }
 }

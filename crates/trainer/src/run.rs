@@ -295,3 +295,55 @@ impl RunDir {
             .map_err(|e| TrainError::io(file, e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    /// Runs started together without `--run` each get a folder of their
+    /// own: a name is taken by creating its folder, not by testing first.
+    #[test]
+    fn runs_started_together_get_folders_of_their_own() {
+        let root = tempfile::tempdir().unwrap();
+        let start = Arc::new(Barrier::new(8));
+        let runs: Vec<_> = (0..8)
+            .map(|_| {
+                let (root, start) = (root.path().to_path_buf(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    RunDir::create(None, &root, "r")
+                        .unwrap()
+                        .path()
+                        .to_path_buf()
+                })
+            })
+            .collect();
+        let mut got: Vec<PathBuf> = runs.into_iter().map(|h| h.join().unwrap()).collect();
+        got.sort();
+        let want: Vec<PathBuf> = (1..=8)
+            .map(|n| root.path().join(format!("r-{n}")))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    /// A `--run` folder in which another process started a run after this
+    /// one took it (an empty folder may be taken by both) is refused under
+    /// the lock, and the other run's files are left as they are.
+    #[test]
+    fn a_run_started_in_the_folder_meanwhile_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("mine");
+        let first = RunDir::create(Some(&path), root.path(), "r").unwrap();
+        let second = RunDir::create(Some(&path), root.path(), "r").unwrap();
+        let lock = first.lock_new().unwrap();
+        std::fs::write(first.config_path(), "{}").unwrap();
+        drop(lock);
+        let msg = second.lock_new().unwrap_err().to_string();
+        assert!(
+            msg.contains("was started by another process meanwhile"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read_to_string(first.config_path()).unwrap(), "{}");
+    }
+}

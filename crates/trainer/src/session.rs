@@ -1175,6 +1175,39 @@ mod tests {
         assert_eq!(changed_key(&a, &added).as_deref(), Some("train.seed"));
     }
 
+    /// The check every save runs first: a weight that is not finite, even
+    /// where the loss still looks finite, stops the run with an error naming
+    /// the step, the first such tensor and the checkpoint that is kept.
+    #[test]
+    fn non_finite_weights_name_the_tensor_and_the_kept_checkpoint() {
+        use crate::safetensors::HostTensor;
+        let mut weights = SafeTensors::default();
+        weights.push("layers.0.wx", HostTensor::new(vec![2], vec![0.5, -1.0]));
+        assert!(refuse_non_finite(&weights, "", 7, None).is_ok());
+        weights.push(
+            "layers.0.wh",
+            HostTensor::new(vec![2], vec![0.5, f32::INFINITY]),
+        );
+        weights.push("out.w", HostTensor::new(vec![1], vec![f32::NAN]));
+        let msg = refuse_non_finite(&weights, " (average)", 7, Some(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with(
+                "the weights are not finite after step 7 (layers.0.wh (average)): stopping. \
+                 The last good checkpoint (step 5) is kept"
+            ),
+            "{msg}"
+        );
+        let msg = refuse_non_finite(&weights, "", 3, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("(layers.0.wh)") && msg.contains("No checkpoint was written"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn staircase_schedule() {
         let s = Schedule {
