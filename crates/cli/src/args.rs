@@ -54,7 +54,7 @@ pub struct DeviceArgs {
     #[arg(long, value_enum, default_value = "auto", env = "CHARLSTM_DEVICE")]
     pub device: DeviceChoice,
     /// CPU threads for the CPU backends [default: all cores]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = threads_value)]
     pub threads: Option<usize>,
 }
 
@@ -140,7 +140,8 @@ pub struct SampleArgs {
     #[arg(long, short, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=1 << 30).map(|v| v as usize))]
     pub length: usize,
     /// Softmax temperature (1: the model's distribution; lower: safer; 0: always the most likely)
-    #[arg(long, short, default_value_t = 1.0)]
+    #[arg(long, short, default_value_t = 1.0, allow_negative_numbers = true,
+          value_parser = non_negative_value)]
     pub temperature: f64,
     /// Always the most likely character (the same as --temperature 0)
     #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
@@ -155,7 +156,7 @@ pub struct SampleArgs {
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=729).map(|v| v as usize))]
     pub top_k: Option<usize>,
     /// Draw only among the smallest set of most likely characters whose probability reaches P (nucleus sampling), 0 < P <= 1
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true, value_parser = top_p_value)]
     pub top_p: Option<f64>,
     /// Random seed
     #[arg(long, default_value_t = 0)]
@@ -207,11 +208,13 @@ pub struct EvalArgs {
     /// the recipe's, else sgd]
     #[arg(long, requires = "dynamic", value_name = "RULE", value_parser = dynamic_rule_value())]
     pub dynamic_rule: Option<trainer::recipe::DynamicRule>,
-    /// Learning rate of the dynamic updates [default: the recipe's, else 0.2]
-    #[arg(long, requires = "dynamic", value_name = "LR", value_parser = non_negative_value)]
+    /// Learning rate of the dynamic updates [default: the recipe's for its
+    /// rule, else 0.2 with `sgd` and 0.0005 with `rms`]
+    #[arg(long, requires = "dynamic", value_name = "LR", allow_negative_numbers = true,
+          value_parser = non_negative_value)]
     pub dynamic_lr: Option<f64>,
     /// Pull towards the trained weights per dynamic update, 0 to 1 [default:
-    /// the recipe's, else 0.001]
+    /// the recipe's for its rule, else 0.001 with `sgd` and 0.002 with `rms`]
     #[arg(long, requires = "dynamic", value_name = "D", value_parser = unit_interval_value)]
     pub dynamic_decay: Option<f64>,
     /// Training characters the `rms` rule takes its statistics from
@@ -228,6 +231,27 @@ pub fn unit_interval_value(s: &str) -> std::result::Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
+}
+
+/// A probability mass for nucleus sampling: above 0, at most 1.
+fn top_p_value(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number above 0 and at most 1")),
+    }
+}
+
+/// A thread count from 1 to [`max_threads`](crate::setup::max_threads).
+fn threads_value(s: &str) -> std::result::Result<usize, String> {
+    let most = crate::setup::max_threads();
+    match s.parse::<usize>() {
+        Ok(n) if (1..=most).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a thread count from 1 to {most} (this machine has {} cores; more \
+             threads only wait on each other)",
+            crate::setup::cores()
+        )),
     }
 }
 

@@ -119,11 +119,18 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     bar.finish_and_clear();
     let dynamic = if let Some(learning) = learning {
         let recipe = trainer::dynamic::Dynamic::of_recipe(&config.recipe)?;
+        let rule = a.dynamic_rule.unwrap_or(recipe.rule);
+        // the recipe's rate and pull are for its rule; another rule's own otherwise
+        let tuned = if rule == recipe.rule {
+            recipe
+        } else {
+            trainer::dynamic::Dynamic::for_rule(rule)
+        };
         let cfg = trainer::dynamic::Dynamic {
             segment: a.dynamic_segment.unwrap_or(recipe.segment),
-            rule: a.dynamic_rule.unwrap_or(recipe.rule),
-            learning_rate: a.dynamic_lr.unwrap_or(recipe.learning_rate),
-            decay: a.dynamic_decay.unwrap_or(recipe.decay),
+            rule,
+            learning_rate: a.dynamic_lr.unwrap_or(tuned.learning_rate),
+            decay: a.dynamic_decay.unwrap_or(tuned.decay),
             stats: a.dynamic_stats.unwrap_or(recipe.stats),
             ..recipe
         };

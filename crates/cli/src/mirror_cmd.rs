@@ -154,7 +154,11 @@ const MAX_WORDS: usize = 100_000;
 fn eval(a: EvalArgs) -> Result<ExitCode> {
     let lengths = parse_lengths(&a.words)?;
     if let Some(plot) = &a.plot {
-        trainer::fsutil::check_output(plot, a.force, &[&a.run])?;
+        let kind = plot.extension().and_then(|e| e.to_str());
+        if !kind.is_some_and(|e| e.eq_ignore_ascii_case("png") || e.eq_ignore_ascii_case("svg")) {
+            bail!("--plot {}: give a .png or .svg file", plot.display());
+        }
+        trainer::fsutil::check_output(plot, a.force, &[&a.run]).context("--plot")?;
     }
     if a.beam == 0 || a.count == 0 {
         bail!("--beam and --count must be at least 1");
@@ -162,6 +166,10 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
     let (device, _) = setup_device(&a.device)?;
     let (model, _) = mirror::load_mirror(&a.run, &device)?;
     let path = resolve_data(&a.data, None)?;
+    if let Some(plot) = &a.plot {
+        // the corpus too, now that it is known
+        trainer::fsutil::check_output(plot, a.force, &[&a.run, &path]).context("--plot")?;
+    }
     let corpus = text8::read_corpus(&path)?;
     let split = text8::Split::new(&corpus.ids, text8::SplitKind::Standard)?;
     let test: Arc<[u8]> = split.test.into();

@@ -35,31 +35,26 @@ pub fn stdout_failed(e: std::io::Error) -> ! {
     std::process::exit(1)
 }
 
+/// The machine's cores (1 where the system does not say).
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 /// Most threads `--threads` takes: beyond a few per core they only wait on
 /// each other (10000 threads took 65 s for two steps).
 pub fn max_threads() -> usize {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    (4 * cores).max(8)
+    (4 * cores()).max(8)
 }
 
-/// Applies `--threads` (before any backend thread pool starts) and picks the device.
+/// Applies `--threads` (checked by its parser: 1 to [`max_threads`])
+/// before any backend thread pool starts, and picks the device.
 pub fn setup_device(d: &DeviceArgs) -> Result<(burn::tensor::Device, &'static str)> {
     trainer::check_kernels_setting().map_err(anyhow::Error::msg)?;
     let n = match d.threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(n) if n > max_threads() => bail!(
-            "--threads {n}: at most {} on this machine ({} cores; more threads only wait on each other)",
-            max_threads(),
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        ),
         Some(n) => n,
-        None => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        None => cores(),
     };
     // SAFETY: called once, before any other thread of this process exists.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };

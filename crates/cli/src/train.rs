@@ -1,6 +1,5 @@
 //! `charlstm train` and `charlstm mirror train`: one driver for both tasks.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -93,15 +92,16 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     let corpus = read_corpus(&path)?;
 
     let stop = install_ctrl_c()?;
-    let mut trace = match &a.loss_trace {
-        Some(p) => Some(std::io::BufWriter::new(open_loss_trace(
-            p,
-            a.force,
-            &path,
-            a.resume.as_deref().or(a.run.as_deref()),
-        )?)),
-        None => None,
-    };
+    if let Some(p) = &a.loss_trace {
+        // never the corpus or a file of the run directory, never a link or a device
+        let mut inputs = vec![path.as_path()];
+        inputs.extend(a.resume.as_deref().or(a.run.as_deref()));
+        trainer::fsutil::check_output(p, a.force, &inputs).context("--loss-trace")?;
+    }
+    // written beside its path once training starts (a run refused by its
+    // checks leaves an old trace as it was), put in its place when the run
+    // ends, however it ends: a replaced file's other hard links keep its bytes
+    let mut trace: Option<trainer::Result<trainer::fsutil::AtomicFile>> = None;
     let mut shown = Progress::new(a.log, a.quiet);
     let json = shown.mode() == LogMode::Json;
     let result = trainer::train(
@@ -110,17 +110,19 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
         &target,
         TrainOptions {
             stop: Some(&stop),
-            loss_trace: trace.is_some(),
+            loss_trace: a.loss_trace.is_some(),
             samples: !a.no_samples,
             ..TrainOptions::new(device, device_name)
         },
         &mut |e| {
-            match (trace.as_mut(), e) {
-                (Some(t), Event::Started { .. }) => {
-                    let _ = t.get_ref().set_len(0);
+            match (&a.loss_trace, &mut trace, e) {
+                (Some(p), None, Event::Started { .. }) => {
+                    trace = Some(trainer::fsutil::AtomicFile::create(p));
                 }
-                (Some(t), Event::Step { loss: Some(l), .. }) => {
-                    let _ = writeln!(t, "{l}");
+                (_, Some(Ok(file)), Event::Step { loss: Some(l), .. }) => {
+                    if let Err(e) = file.write_all(format!("{l}\n").as_bytes()) {
+                        trace = Some(Err(e));
+                    }
                 }
                 _ => {}
             }
@@ -128,15 +130,12 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
         },
     );
     shown.finish();
-    if result.is_err()
-        && !a.force
-        && let Some(p) = &a.loss_trace
-        && std::fs::metadata(p).is_ok_and(|m| m.len() == 0)
-    {
-        // the empty trace this command created, for a run that never started
-        let _ = std::fs::remove_file(p);
-    }
+    // the trace of the steps trained, kept also when training failed
+    let traced = trace.map(|t| t.and_then(|file| file.commit(a.force)));
     let report = result?;
+    if let Some(Err(e)) = traced {
+        return Err(e).context("--loss-trace");
+    }
     if json {
         outln!("{}", serde_json::json!({"event": "done", "report": report}));
     } else {
@@ -156,31 +155,6 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// The `--loss-trace` file: never an existing file without `--force`, never
-/// a link or a device, never the corpus or a file of the run directory.
-fn open_loss_trace(
-    p: &std::path::Path,
-    force: bool,
-    corpus: &std::path::Path,
-    run: Option<&std::path::Path>,
-) -> Result<std::fs::File> {
-    let mut inputs = vec![corpus];
-    inputs.extend(run);
-    trainer::fsutil::check_output(p, force, &inputs).context("--loss-trace")?;
-    let mut open = std::fs::OpenOptions::new();
-    open.write(true);
-    if force {
-        // emptied only once training starts (at the `Started` event): a run
-        // refused by its checks leaves the old trace as it was
-        open.create(true);
-    } else {
-        // fails if something appeared since the check
-        open.create_new(true);
-    }
-    open.open(p)
-        .with_context(|| format!("--loss-trace {}", p.display()))
 }
 
 /// What a person reads at the end of a run.

@@ -193,10 +193,18 @@ pub fn resolve(source: &DataSource, progress: &mut dyn FnMut(FetchEvent)) -> Res
             expected_size,
         } => {
             let target = download_path(url, datasets_dir)?;
-            if target.exists() {
+            if std::fs::symlink_metadata(&target).is_ok() {
                 if let Some(size) = expected_size {
                     check_size(&target, *size)?;
                 }
+                // what a download must be to be kept, a file put there too
+                check_usable(&target, &target).map_err(|reason| {
+                    Text8Error::Invalid(format!(
+                        "{}: the copy of {url} kept here is {reason}; delete it to download \
+                         again",
+                        target.display()
+                    ))
+                })?;
                 progress(FetchEvent::Found(target.clone()));
                 return Ok(target);
             }
@@ -204,6 +212,26 @@ pub fn resolve(source: &DataSource, progress: &mut dyn FnMut(FetchEvent)) -> Res
             Ok(target)
         }
     }
+}
+
+/// Why the file at `path`, kept as `name` (a `.zip`, or text), is no
+/// usable corpus, if it is not: a regular file (never a link, a FIFO or a
+/// folder) holding a zip of one member, or text in text8 form.
+fn check_usable(path: &Path, name: &Path) -> std::result::Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => {}
+        Ok(_) => return Err("not a regular file (a link, FIFO, device or folder)".into()),
+        Err(e) => return Err(e.to_string()),
+    }
+    if name
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+    {
+        crate::corpus::zip_single_member(path).map_err(|e| format!("not a usable zip: {e}"))?;
+    } else {
+        crate::corpus::read_corpus(path).map_err(|e| format!("not a corpus in text8 form: {e}"))?;
+    }
+    Ok(())
 }
 
 fn check_size(path: &Path, expected: u64) -> Result<()> {
@@ -395,22 +423,12 @@ pub fn fetch_with(
     }
     out.sync_all().map_err(|e| Text8Error::io(&part, e))?;
     drop(out);
-    if target
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
-    {
-        crate::corpus::zip_single_member(&part).map_err(|e| Text8Error::Http {
-            url: url.to_string(),
-            reason: format!("the downloaded file is not a usable zip: {e}"),
-        })?;
-    } else {
-        // kept only if it is a corpus: an error page saved as text would be
-        // taken from the cache, and fail, at every later run
-        crate::corpus::read_corpus(&part).map_err(|e| Text8Error::Http {
-            url: url.to_string(),
-            reason: format!("the downloaded file is not a corpus in text8 form: {e}"),
-        })?;
-    }
+    // kept only if it is a corpus: an error page saved as text would be
+    // taken from the cache, and fail, at every later run
+    check_usable(&part, target).map_err(|reason| Text8Error::Http {
+        url: url.to_string(),
+        reason: format!("the downloaded file is {reason}"),
+    })?;
     std::fs::rename(&part, target).map_err(|e| Text8Error::io(target, e))?;
     guard.0 = None;
     if let Ok(d) = File::open(dir) {
@@ -787,6 +805,53 @@ mod tests {
         fetch(&url, &target, None, &mut |_| {}).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), body);
         no_files_but(dir.path(), &["text8.zip"]);
+    }
+
+    /// A kept copy of a URL that is no corpus (junk, a folder, a link) is
+    /// refused with the advice to delete it, before any request; a good
+    /// one is used as it is.
+    #[test]
+    fn a_kept_copy_that_is_no_corpus_is_refused() {
+        let (url, hits) = serve(vec![Reply::Ok(small_zip())]);
+        let dir = tempfile::tempdir().unwrap();
+        let source = DataSource::parse(Some(&url), dir.path());
+        let target = download_path(&url, dir.path()).unwrap();
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, b"<html>").unwrap();
+        let kept: [(&str, &dyn Fn()); 3] = [
+            ("not a usable zip", &|| {
+                std::fs::write(&target, b"junk!").unwrap()
+            }),
+            ("not a regular file", &|| {
+                std::fs::create_dir(&target).unwrap()
+            }),
+            #[cfg(unix)]
+            ("not a regular file", &|| {
+                std::os::unix::fs::symlink(&junk, &target).unwrap()
+            }),
+            #[cfg(not(unix))]
+            ("not a regular file", &|| {
+                std::fs::create_dir(&target).unwrap()
+            }),
+        ];
+        for (why, make) in kept {
+            make();
+            let msg = resolve(&source, &mut |_| {}).unwrap_err().to_string();
+            assert!(
+                msg.contains(why) && msg.contains("delete it to download again"),
+                "{msg}"
+            );
+            if target.is_dir() && !target.is_symlink() {
+                std::fs::remove_dir(&target).unwrap();
+            } else {
+                std::fs::remove_file(&target).unwrap();
+            }
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        let path = resolve(&source, &mut |_| {}).unwrap();
+        assert_eq!(resolve(&source, &mut |_| {}).unwrap(), path);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
 
     /// A server's error page sent with status 200 for a `.txt` URL is not

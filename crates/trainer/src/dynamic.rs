@@ -49,22 +49,33 @@ pub struct Dynamic {
 }
 
 impl Default for Dynamic {
-    /// The settings measured best for a 2 x 512 model on the shared corpus's
-    /// validation part with the SGD rule (docs/RESULTS.md); a recipe may say
-    /// its own.
+    /// [`Dynamic::for_rule`] of the SGD rule; a recipe may say its own.
     fn default() -> Self {
-        Dynamic {
-            segment: 50,
-            rule: DynamicRule::Sgd,
-            learning_rate: 0.2,
-            decay: 0.001,
-            clip_norm: 1.0,
-            stats: default_dynamic_stats(),
-        }
+        Dynamic::for_rule(DynamicRule::Sgd)
     }
 }
 
 impl Dynamic {
+    /// The settings measured best for a 2 x 512 model on the shared corpus's
+    /// validation part with `rule` (docs/RESULTS.md, "Dynamic evaluation"
+    /// and "The RMS rule"): its learning rate and pull are the rule's own
+    /// (the RMS rule scales each step by the gradient's spread, so its
+    /// rate is hundreds of times smaller than SGD's).
+    pub fn for_rule(rule: DynamicRule) -> Self {
+        let (learning_rate, decay) = match rule {
+            DynamicRule::Sgd => (0.2, 0.001),
+            DynamicRule::Rms => (5e-4, 0.002),
+        };
+        Dynamic {
+            segment: 50,
+            rule,
+            learning_rate,
+            decay,
+            clip_norm: 1.0,
+            stats: default_dynamic_stats(),
+        }
+    }
+
     /// The settings of a run's recipe (its `[dynamic]` section, the TOML
     /// tree as JSON in `config.json`), else the defaults.
     pub fn of_recipe(recipe: &serde_json::Value) -> crate::error::Result<Self> {

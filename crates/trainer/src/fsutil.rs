@@ -1,44 +1,163 @@
 //! File writing that never leaves a half-written file at the target path,
 //! and reading with a bound on size.
 
-use std::fs::File;
-use std::io::{Read, Write};
-use std::path::Path;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainError};
 
-/// Writes `bytes` to `path` atomically: to a temporary file in the same
-/// folder, flushed and synced, then renamed over `path` (and the folder
-/// synced). On any error the temporary file is removed and `path` keeps its
-/// previous content, so a crash, a kill or a full disk never leaves a
-/// truncated file behind.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
+/// The folder of `path` (`.` for a bare name).
+fn folder_of(path: &Path) -> &Path {
+    path.parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| TrainError::io(&tmp, e))?;
-        f.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
-    })();
-    if result.is_err() {
+        .unwrap_or(Path::new("."))
+}
+
+/// A file written under a temporary name in its target's folder
+/// (`.NAME.tmp-PID`, created new) and renamed over the target only by
+/// [`AtomicFile::commit`], after a sync: until then the target keeps its
+/// content, or stays absent, and a file dropped uncommitted (an error, a
+/// run refused) is removed. The rename replaces the folder's entry, never
+/// the old file's bytes, so another hard link to it keeps them.
+#[derive(Debug)]
+pub struct AtomicFile {
+    tmp: PathBuf,
+    target: PathBuf,
+    /// `None` once committed.
+    file: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Starts the file that will replace `target`.
+    pub fn create(target: &Path) -> Result<Self> {
+        let name = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file");
+        let tmp = folder_of(target).join(format!(".{name}.tmp-{}", std::process::id()));
+        // one left by a killed process of the same id: removed (a link
+        // itself, never what it points to), then the name created new
         let _ = std::fs::remove_file(&tmp);
-        return result;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| TrainError::io(&tmp, e))?;
+        Ok(AtomicFile {
+            tmp,
+            target: target.to_path_buf(),
+            file: Some(BufWriter::new(file)),
+        })
     }
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+
+    /// Where the bytes go until the commit (for error messages).
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
     }
-    Ok(())
+
+    /// Writes `bytes`; an error names the temporary file.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let file = self.file.as_mut().expect("written before its commit");
+        file.write_all(bytes)
+            .map_err(|e| TrainError::io(&self.tmp, e))
+    }
+
+    /// Flushes, syncs and renames the file over its target (and syncs the
+    /// folder); with `replace` false, only where the target does not exist
+    /// (a hard link, which fails on an existing name, then the temporary
+    /// name removed). On an error the target is as it was and the
+    /// temporary file is removed.
+    pub fn commit(mut self, replace: bool) -> Result<()> {
+        let file = self.file.take().expect("committed once");
+        let result = (|| {
+            let file = file
+                .into_inner()
+                .map_err(|e| TrainError::io(&self.tmp, e.into_error()))?;
+            file.sync_all().map_err(|e| TrainError::io(&self.tmp, e))?;
+            drop(file);
+            if replace {
+                std::fs::rename(&self.tmp, &self.target)
+            } else {
+                std::fs::hard_link(&self.tmp, &self.target)
+                    .and_then(|()| std::fs::remove_file(&self.tmp))
+            }
+            .map_err(|e| TrainError::io(&self.target, e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+            return result;
+        }
+        if let Ok(d) = File::open(folder_of(&self.target)) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically ([`AtomicFile`]): a crash, a kill
+/// or a full disk never leaves a truncated file behind, and on any error
+/// `path` keeps its previous content.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(bytes)?;
+    file.commit(true)
 }
 
 /// [`atomic_write`] of a string.
 pub fn atomic_write_str(path: &Path, text: &str) -> Result<()> {
     atomic_write(path, text.as_bytes())
+}
+
+/// Opens `path` with `options`, only as a regular file: a symbolic link is
+/// not followed, a FIFO not waited on (opened without blocking, then
+/// refused), a device or folder refused, each with an error naming it.
+pub fn open_regular(path: &Path, options: &mut OpenOptions) -> Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let refuse = || {
+        TrainError::Input(format!(
+            "{}: not a regular file (a symbolic link, FIFO, device or folder); \
+             remove it and run again",
+            path.display()
+        ))
+    };
+    // a link (ELOOP under O_NOFOLLOW), a FIFO without a reader (ENXIO), a folder
+    let file = options
+        .open(path)
+        .map_err(|e| match std::fs::symlink_metadata(path) {
+            Ok(m) if !m.file_type().is_file() => refuse(),
+            _ => TrainError::io(path, e),
+        })?;
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        Ok(_) => Err(refuse()),
+        Err(e) => Err(TrainError::io(path, e)),
+    }
+}
+
+/// Whether two existing paths are one file (the same device and inode: a
+/// hard link too, which the paths alone do not show).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(b)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return a.dev() == b.dev() && a.ino() == b.ino();
+        }
+    }
+    false
 }
 
 /// Checks that `path` may be written as an output of a command: a path
@@ -60,13 +179,16 @@ pub fn check_output(path: &Path, force: bool, inputs: &[&Path]) -> Result<()> {
         Ok(_) if !force => return refuse("already exists (use --force to replace it)".into()),
         _ => {}
     }
-    // where the output would land, its folder resolved (the file may not exist yet)
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let Ok(parent) = parent.canonicalize() else {
-        return Ok(()); // a folder that does not exist: the write itself will say so
+    // where the output would land, its folder resolved (the file may not
+    // exist yet): said now, not after the work whose result it holds
+    let folder = folder_of(path);
+    let parent = match std::fs::metadata(folder).and_then(|m| Ok((m, folder.canonicalize()?))) {
+        Ok((m, parent)) if m.is_dir() => parent,
+        Ok(_) => return refuse(format!("{} is not a folder", folder.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return refuse(format!("its folder {} does not exist", folder.display()));
+        }
+        Err(e) => return refuse(format!("its folder {}: {e}", folder.display())),
     };
     let landing = parent.join(path.file_name().unwrap_or_default());
     // a run directory's files are written by training alone, forced or not
@@ -86,7 +208,7 @@ pub fn check_output(path: &Path, force: bool, inputs: &[&Path]) -> Result<()> {
                 input.display()
             ));
         }
-        if landing == input {
+        if landing == input || same_file(path, &input) {
             return refuse("is one of this command's inputs: not overwritten".into());
         }
     }

@@ -121,7 +121,22 @@ pub fn check_mirror(r: &MirrorRecipe, cfg: &MirrorConfig) -> Result<()> {
         bytes,
         "lower model.d_hidden, model.n_layers, data.batch_size, data.max_chars, \
          data.valid_windows or data.test_windows",
+    )?;
+    // the test at the end decodes windows of up to data.max_chars with
+    // train.beam: refused now, not after the training
+    check_fits(
+        &format!("train.beam {}: decoding the test windows", r.train.beam),
+        decode_bytes(r.data.max_chars, r.train.beam, r.model.d_hidden),
+        "lower train.beam",
     )
+}
+
+/// What beam search holds at once for sentences of `chars` characters with
+/// `beam` hypotheses of a `d_hidden`-unit mirror: per position and
+/// hypothesis the encoder outputs (2 h floats), keys (h) and the decoder
+/// state (2 h), three copies of them at a time.
+pub fn decode_bytes(chars: usize, beam: usize, d_hidden: usize) -> f64 {
+    (chars as f64 + 2.0) * beam as f64 * 5.0 * d_hidden as f64 * 4.0 * 3.0
 }
 
 /// Refuses a model config of a run directory that describes a model far

@@ -172,26 +172,36 @@ pub fn step_plot<R: MetricsRow>(
     plot
 }
 
-/// Writes every row to `metrics.csv` (atomically, so it always matches a checkpoint).
-pub fn write_csv<R: MetricsRow>(path: &Path, rows: &[R]) -> Result<()> {
+/// Every row as the text of `metrics.csv`, header first.
+pub fn csv_text<R: MetricsRow>(rows: &[R]) -> String {
     let mut text = String::from(R::CSV_HEADER);
     text.push('\n');
     for r in rows {
         text.push_str(&r.to_csv());
         text.push('\n');
     }
-    atomic_write_str(path, &text)
+    text
 }
 
-/// Reads `metrics.csv` back; a header of another task or a malformed line is
-/// an error naming the file and the line.
+/// Writes every row to `metrics.csv` (atomically).
+pub fn write_csv<R: MetricsRow>(path: &Path, rows: &[R]) -> Result<()> {
+    atomic_write_str(path, &csv_text(rows))
+}
+
+/// Reads `metrics.csv` back ([`parse_csv`]).
 pub fn read_csv<R: MetricsRow>(path: &Path) -> Result<Vec<R>> {
     let text = crate::fsutil::read_text(path, crate::fsutil::MAX_TEXT_BYTES)?;
+    parse_csv(&text, &path.display().to_string())
+}
+
+/// The rows of a [`csv_text`]; a header of another task or a malformed
+/// line is an error naming `source` (a file, or a checkpoint's metadata)
+/// and the line.
+pub fn parse_csv<R: MetricsRow>(text: &str, source: &str) -> Result<Vec<R>> {
     let mut lines = text.lines();
     if lines.next() != Some(R::CSV_HEADER) {
         return Err(TrainError::Run(format!(
-            "{}: line 1: not the header of this kind of run ({})",
-            path.display(),
+            "{source}: line 1: not the header of this kind of run ({})",
             R::CSV_HEADER
         )));
     }
@@ -199,9 +209,8 @@ pub fn read_csv<R: MetricsRow>(path: &Path) -> Result<Vec<R>> {
         .enumerate()
         .map(|(i, line)| {
             let f: Vec<&str> = line.split(',').collect();
-            R::from_csv(&f).ok_or_else(|| {
-                TrainError::Run(format!("{}: line {}: malformed row", path.display(), i + 2))
-            })
+            R::from_csv(&f)
+                .ok_or_else(|| TrainError::Run(format!("{source}: line {}: malformed row", i + 2)))
         })
         .collect()
 }

@@ -279,12 +279,9 @@ pub fn decode_all(
         by_len.entry(s.len()).or_default().push(i);
     }
     if let Some(&longest) = by_len.keys().next_back() {
-        // floats per position and hypothesis: encoder outputs (2 h), keys (h)
-        // and the decoder state (2 h); three copies of them at a time
-        let width = (5 * model.d_hidden()) as f64;
         crate::memory::check_fits(
             &format!("decoding a sentence of {longest} characters with beam {beam}"),
-            (longest + 2) as f64 * beam as f64 * width * 4.0 * 3.0,
+            crate::memory::decode_bytes(longest, beam, model.d_hidden()),
             "lower --beam or give shorter sentences",
         )?;
     }

@@ -217,13 +217,14 @@ impl RunDir {
     /// process left (no other process can be writing them now).
     pub fn lock(&self) -> Result<RunLock> {
         let path = self.path.join(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .read(true)
-            .open(&path)
-            .map_err(|e| TrainError::io(&path, e))?;
+        let file = crate::fsutil::open_regular(
+            &path,
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .read(true),
+        )?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -284,13 +285,11 @@ impl RunDir {
         })
     }
 
-    /// Appends lines to a text file of the run.
+    /// Appends lines to a text file of the run (a regular file only: never
+    /// through a link, never waiting on a FIFO).
     pub fn append(&self, file: &Path, text: &str) -> Result<()> {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .map_err(|e| TrainError::io(file, e))?;
+        let mut f =
+            crate::fsutil::open_regular(file, OpenOptions::new().create(true).append(true))?;
         f.write_all(text.as_bytes())
             .map_err(|e| TrainError::io(file, e))
     }

@@ -866,6 +866,9 @@ fn save<T: Task>(
         ("wall_seconds", format!("{:e}", progress.wall)),
         ("recipe", saver.recipe_json.to_string()),
         ("data_fingerprint", saver.fingerprint.to_string()),
+        // the history as of this checkpoint: metrics.csv, written after
+        // it, may be a summary short when a kill comes between the two
+        (METRICS_KEY, metrics::csv_text(rows)),
     ];
     for (k, v) in meta {
         ck.metadata.insert(k.into(), v);
@@ -877,6 +880,9 @@ fn save<T: Task>(
     weights.write(&run.model_path())?;
     metrics::write_csv(&run.metrics_path(), rows)
 }
+
+/// The checkpoint's metadata that holds the run's `metrics.csv` rows.
+const METRICS_KEY: &str = "metrics_csv";
 
 fn restore_progress(ck: &SafeTensors, path: &Path) -> Result<Progress> {
     let meta = |k: &str| -> Result<&String> {
@@ -1011,10 +1017,20 @@ fn open_resume<T: Task>(
     } else {
         None
     };
-    let rows = if checkpoint.is_some() && run.metrics_path().exists() {
-        metrics::read_csv(&run.metrics_path())?
-    } else {
-        vec![]
+    let rows = match &checkpoint {
+        Some((ck, _)) => match ck.metadata.get(METRICS_KEY) {
+            Some(text) => {
+                let source = format!("{} (metadata {METRICS_KEY})", path.display());
+                let rows = metrics::parse_csv(text, &source)?;
+                // metrics.csv says what the checkpoint says, even before the next summary
+                metrics::write_csv(&run.metrics_path(), &rows)?;
+                rows
+            }
+            // older checkpoints: the history is in metrics.csv alone
+            None if run.metrics_path().exists() => metrics::read_csv(&run.metrics_path())?,
+            None => vec![],
+        },
+        None => vec![],
     };
     // config.json will say what the run is now (written once every check passed)
     config.recipe = serde_json::to_value(&loaded.tree).expect("toml as json");

@@ -1,7 +1,8 @@
 //! Helpers shared by the test modules.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_charlstm");
 
@@ -130,4 +131,41 @@ pub fn mirror_train_args(d: &str, r: &str, steps: &str) -> Vec<String> {
 /// [`charlstm`] with owned arguments.
 pub fn charlstm_owned(args: &[String]) -> Output {
     charlstm(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Runs `args` with `stdin` (a file, or nothing), at most `limit`.
+pub fn run_bounded(
+    args: &[String],
+    stdin: Option<&Path>,
+    limit: Duration,
+) -> (Option<i32>, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("CHARLSTM_DEVICE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    match stdin {
+        Some(p) => cmd.stdin(std::fs::File::open(p).unwrap()),
+        None => cmd.stdin(Stdio::null()),
+    };
+    let mut child = cmd.spawn().unwrap();
+    let t = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code(), err);
+        }
+        if t.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("{args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -149,7 +149,7 @@ fn bad_flags_and_recipe_values_are_refused() {
     let d = data.to_str().unwrap();
     let run = dir.path().join("run");
     let r = run.to_str().unwrap();
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--set", "data.batch_size=0"],
             "data.batch_size must be at least 1, got 0",
@@ -174,7 +174,6 @@ fn bad_flags_and_recipe_values_are_refused() {
             &["--recipe", "no-such-recipe"],
             "unknown recipe \"no-such-recipe\"",
         ),
-        (&["--threads", "0"], "--threads must be at least 1"),
     ];
     for (extra, want) in cases {
         let err = fails(&charlstm(&train_args(d, r, extra)));
@@ -197,18 +196,33 @@ fn bad_flags_and_recipe_values_are_refused() {
             "{err}"
         );
     }
-    // clap's own usage errors: unknown device, conflicting options (exit code 2)
+    // clap's own usage errors: unknown device, conflicting options, values
+    // out of a flag's range, negative numbers named as such (exit code 2, usage)
     for args in [
         vec!["train", "--device", "tpu"],
         vec!["train", "--run", "a", "--resume", "b"],
         vec!["sample"],
         vec!["train", "--steps", "0"],
         vec!["train", "--summary", "0"],
+        vec!["train", "--threads", "0"],
+        vec!["sample", "--run", "r", "--top-p", "0"],
+        vec!["sample", "--run", "r", "--top-p", "1.5"],
+        vec!["sample", "--run", "r", "--temperature", "NaN"],
+        vec!["sample", "--run", "r", "--temperature", "-1"],
+        vec!["eval", "--run", "r", "--dynamic", "--dynamic-lr", "-1"],
     ] {
         let out = charlstm(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("error:") && !err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("error:")
+                && (err.contains("Usage:") || err.contains("--help"))
+                && !err.contains("panicked"),
+            "{err}"
+        );
+        if args.contains(&"-1") {
+            assert!(err.contains("\"-1\" is not a number >= 0"), "{err}");
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -27,39 +27,6 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         }
     }
     out
-}
-
-/// Runs `args` with `stdin` (a file, or nothing), at most `limit`.
-fn run_bounded(args: &[String], stdin: Option<&Path>, limit: Duration) -> (Option<i32>, String) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("CHARLSTM_DEVICE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    match stdin {
-        Some(p) => cmd.stdin(std::fs::File::open(p).unwrap()),
-        None => cmd.stdin(Stdio::null()),
-    };
-    let mut child = cmd.spawn().unwrap();
-    let t = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.code(), err);
-        }
-        if t.elapsed() > limit {
-            child.kill().unwrap();
-            panic!("{args:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 struct Case {
@@ -119,6 +86,9 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
     let text = p("book.txt");
     std::fs::write(&text, "Some text, to prepare.").unwrap();
     let link = p("link.txt");
+    // the corpus under another name (a hard link: the same file)
+    let hard = p("hard.png");
+    std::fs::hard_link(&data, &hard).unwrap();
     let loop_a = p("loop-a");
     #[cfg(unix)]
     {
@@ -201,6 +171,66 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             ],
             1,
             &["one of this command's inputs"],
+        ),
+        case(
+            &[
+                "train",
+                "--data",
+                c,
+                "--run",
+                &new_run,
+                "--loss-trace",
+                &hard,
+                "--force",
+            ],
+            1,
+            &["one of this command's inputs"],
+        ),
+        case(
+            &[
+                "mirror", "eval", "--run", &mirror, "--data", c, "--words", "2", "--count", "3",
+                "--plot", &hard, "--force",
+            ],
+            1,
+            &["--plot", "one of this command's inputs"],
+        ),
+        case(
+            &[
+                "mirror", "eval", "--run", &mirror, "--data", c, "--words", "2", "--count", "3",
+                "--plot", &text,
+            ],
+            1,
+            &["give a .png or .svg file"],
+        ),
+        case(
+            &[
+                "mirror",
+                "eval",
+                "--run",
+                &mirror,
+                "--data",
+                c,
+                "--plot",
+                &p("no-such-folder/plot.png"),
+            ],
+            1,
+            &["no-such-folder does not exist"],
+        ),
+        case(
+            &[
+                "mirror",
+                "train",
+                "--recipe",
+                "mirror",
+                "--data",
+                c,
+                "--run",
+                &new_run,
+                "--set",
+                "train.beam=1000000",
+            ],
+            1,
+            &["train.beam 1000000", "lower train.beam"],
         ),
         case(
             &[
@@ -336,8 +366,8 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
                 "--threads",
                 "10000",
             ],
-            1,
-            &["--threads 10000: at most"],
+            2,
+            &["\"10000\" is not a thread count from 1 to"],
         ),
         // unbounded input
         case(
@@ -422,7 +452,11 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             1,
             &["names no file"],
         ),
-        case(&["prepare", &text, &not_a_dir], 1, &["os error"]),
+        case(
+            &["prepare", &text, &not_a_dir],
+            1,
+            &["book.txt is not a folder"],
+        ),
         case(
             &["train", "--resume", &mirror],
             1,

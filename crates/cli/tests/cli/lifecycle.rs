@@ -3,6 +3,7 @@
 //! weights that are not finite.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::common::*;
 
@@ -328,6 +329,75 @@ fn resuming_with_another_summary_interval_keeps_the_history() {
         .map(|l| l.split(',').next().unwrap())
         .collect();
     assert_eq!(steps, ["0", "10", "20", "27", "30"], "{metrics}");
+}
+
+/// A kill between a save's checkpoint and its `metrics.csv` (the row of
+/// the checkpoint's summary not written yet) loses no history: the
+/// checkpoint holds the rows, and resuming writes them back.
+#[test]
+fn a_kill_before_the_metrics_are_written_loses_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "21"])));
+    let metrics = run.join("metrics.csv");
+    let whole = std::fs::read_to_string(&metrics).unwrap();
+    let rows: Vec<&str> = whole.lines().collect();
+    assert_eq!(rows.len(), 4, "{whole}");
+    std::fs::write(&metrics, rows[..3].join("\n") + "\n").unwrap();
+    ok(&charlstm(&[
+        "train", "--resume", r, "--steps", "31", "--log", "plain",
+    ]));
+    let after = std::fs::read_to_string(&metrics).unwrap();
+    let steps: Vec<&str> = after
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(steps, ["0", "10", "20", "30"], "{after}");
+    assert!(after.starts_with(&whole), "{after}\nagainst\n{whole}");
+}
+
+/// A run's log and lock are written only as regular files: a symbolic
+/// link put in their place is not followed (what it points to is left as
+/// it was), a FIFO is not waited on; each is refused, naming the file.
+#[cfg(unix)]
+#[test]
+fn run_files_are_not_written_through_links_or_fifos() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "3"])));
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "keep").unwrap();
+    for (name, fifo) in [("train.log", false), (".lock", false), ("train.log", true)] {
+        let file = run.join(name);
+        let _ = std::fs::remove_file(&file);
+        if fifo {
+            assert!(
+                Command::new("mkfifo")
+                    .arg(&file)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        } else {
+            std::os::unix::fs::symlink(&victim, &file).unwrap();
+        }
+        let args: Vec<String> = ["train", "--resume", r, "--steps", "6"]
+            .map(String::from)
+            .to_vec();
+        let (code, err) = run_bounded(&args, None, Duration::from_secs(120));
+        assert_eq!(code, Some(1), "{name}: {err}");
+        assert!(
+            err.contains(&format!("{name}: not a regular file")),
+            "{name}: {err}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep", "{name}");
+        std::fs::remove_file(&file).unwrap();
+    }
 }
 
 /// Paths that are not UTF-8 are reported (lossily), never a panic.

@@ -429,8 +429,6 @@ fn sampling_flags_agree() {
         out.lines().all(|l| l.starts_with("the quick brown")),
         "{out}"
     );
-    let err = fails(&charlstm(&["sample", "--run", r, "--top-p", "1.5"]));
-    assert!(err.contains("--top-p must be in (0, 1]"), "{err}");
 }
 
 /// A long sample shows its beginning while the rest is still being generated.
