@@ -171,8 +171,14 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
         trainer::fsutil::check_output(plot, a.force, &[&a.run, &path]).context("--plot")?;
     }
     let corpus = text8::read_corpus(&path)?;
-    let split = text8::Split::new(&corpus.ids, text8::SplitKind::Standard)?;
+    let split = corpus.split(text8::SplitKind::Standard)?;
     let test: Arc<[u8]> = split.test.into();
+    if let Some(&longest) = lengths.iter().max() {
+        // a length the test part cannot fill, said before the table starts
+        text8::MirrorSampler::new(test.clone(), longest, longest, usize::MAX)
+            .map_err(|e| corpus.named(e))
+            .context("--words")?;
+    }
     if !a.json {
         outln!(
             "| words | sentences | characters | words | sentences exact | sentences/s | chars/s |"

@@ -78,7 +78,12 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
         };
         match &a.resume {
             Some(dir) => bail!("run {} {what}: use `{other} --resume {0}`", dir.display()),
-            None => bail!("recipe {} {what}: use `{other} --recipe {0}`", loaded.name),
+            // the recipe as given: a file's path, not only its name
+            None => bail!(
+                "recipe {} {what}: use `{other} --recipe {}`",
+                loaded.name,
+                a.recipe.as_deref().unwrap_or(&loaded.name)
+            ),
         }
     }
     tune_allocator(&loaded);

@@ -50,6 +50,7 @@ impl BatchGenerator {
                 ),
                 needed,
                 found: ids.len(),
+                unit: "characters",
             });
         }
         let segment = ids.len() / batch_size;

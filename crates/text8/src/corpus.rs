@@ -19,6 +19,31 @@ pub struct Corpus {
 }
 
 impl Corpus {
+    /// [`Split::new`](crate::Split::new) of this corpus, its errors naming
+    /// the file.
+    pub fn split(&self, kind: crate::SplitKind) -> Result<crate::Split<'_>> {
+        crate::Split::new(&self.ids, kind).map_err(|e| self.named(e))
+    }
+
+    /// `e`, an error about this corpus's text, with its file named first
+    /// (a text too short: for what, and how much it has).
+    pub fn named(&self, e: Text8Error) -> Text8Error {
+        match e {
+            Text8Error::TooShort {
+                what,
+                needed,
+                found,
+                unit,
+            } => Text8Error::TooShort {
+                what: format!("{}: {what}", self.source.display()),
+                needed,
+                found,
+                unit,
+            },
+            other => other,
+        }
+    }
+
     /// Builds a corpus from text already in text8 form (tests, fixtures).
     pub fn from_text(text: &str) -> Result<Self> {
         let mut ids = Vec::with_capacity(text.len());
@@ -144,7 +169,20 @@ pub fn read_corpus(path: &Path) -> Result<Corpus> {
             meta.len()
         )));
     }
-    let ids = if looks_like_zip(path, &mut file)? {
+    let is_zip = looks_like_zip(path, &mut file)?;
+    if !is_zip
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+    {
+        // an error page or a damaged download named .zip: not text to check letter by letter
+        return Err(Text8Error::Invalid(format!(
+            "{}: named .zip but not a zip archive (it does not start with a zip header); \
+             download it again, or give a text file",
+            path.display()
+        )));
+    }
+    let ids = if is_zip {
         let limit = MAX_CORPUS_CHARS.min(meta.len().saturating_mul(MAX_ZIP_RATIO).max(1 << 20));
         read_zip_member(path, file, limit)?
     } else {

@@ -18,7 +18,7 @@ pub enum Text8Error {
         error: std::io::Error,
     },
     /// The corpus file does not exist.
-    #[error("{}: no such file (give an existing text8.zip or text file with --data)", path.display())]
+    #[error("{}: no such file (give an existing text8.zip or text file)", path.display())]
     NotFound {
         /// The missing file.
         path: PathBuf,
@@ -74,14 +74,16 @@ pub enum Text8Error {
         found: u64,
     },
     /// A corpus (or part of one) too short for what was asked of it.
-    #[error("{what}: needs at least {needed} characters, has {found}")]
+    #[error("{what}: needs at least {needed} {unit}, has {found}")]
     TooShort {
         /// What was too short, and for what.
         what: String,
-        /// Characters needed.
+        /// Units needed.
         needed: usize,
-        /// Characters present.
+        /// Units present.
         found: usize,
+        /// What is counted: `characters`, `words`.
+        unit: &'static str,
     },
     /// Invalid arguments (zero sizes, out-of-range fractions).
     #[error("{0}")]

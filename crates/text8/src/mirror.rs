@@ -82,6 +82,7 @@ impl MirrorSampler {
                 what: format!("text for windows of up to {max_words} words"),
                 needed: max_words,
                 found: words.len(),
+                unit: "words",
             });
         }
         let sampler = MirrorSampler {

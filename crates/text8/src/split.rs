@@ -107,6 +107,7 @@ impl<'a> Split<'a> {
                         ),
                         needed: valid_size + 1,
                         found: ids.len(),
+                        unit: "characters",
                     });
                 }
                 let (valid, train) = ids.split_at(valid_size);
@@ -122,6 +123,7 @@ impl<'a> Split<'a> {
                         what: "corpus for the standard 90/5/5 split".into(),
                         needed: 20,
                         found: ids.len(),
+                        unit: "characters",
                     });
                 }
                 let n = ids.len() as f64;

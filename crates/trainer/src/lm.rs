@@ -14,7 +14,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use model::{CellLayout, CharLm, CharLmConfig, InitScheme, InputKind, LstmState};
-use text8::{BatchGenerator, Corpus, Split, SplitKind};
+use text8::{BatchGenerator, Corpus, SplitKind};
 use tokenizer::rng::Rng;
 use tokenizer::{Tokenizer, bigram_id};
 
@@ -199,7 +199,7 @@ impl LmData {
             },
             SplitSpec::Standard => SplitKind::Standard,
         };
-        let split = Split::new(&corpus.ids, kind)?;
+        let split = corpus.split(kind)?;
         let valid = split.valid[..split.valid.len().min(r.data.valid_size)].to_vec();
         let min_valid = if r.model.tokenizer == TokenizerKind::Bigram {
             3
@@ -211,6 +211,7 @@ impl LmData {
                 what: format!("validation part of {}", corpus.source.display()),
                 needed: min_valid,
                 found: valid.len(),
+                unit: "characters",
             }));
         }
         Ok(LmData {

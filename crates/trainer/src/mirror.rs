@@ -14,7 +14,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use model::mirror::{Mirror, MirrorConfig};
 use serde::{Deserialize, Serialize};
-use text8::{MirrorPair, MirrorSampler, Split, SplitKind};
+use text8::{MirrorPair, MirrorSampler, SplitKind};
 use tokenizer::rng::Rng;
 use tokenizer::{MirrorVocab, Tokenizer};
 
@@ -450,15 +450,16 @@ pub struct MirrorData {
 impl MirrorData {
     /// Splits a corpus (standard 90/5/5) and draws the fixed evaluation sets.
     pub fn new(corpus: &text8::Corpus, r: &MirrorRecipe) -> Result<Self> {
-        let split = Split::new(&corpus.ids, SplitKind::Standard)?;
+        let split = corpus.split(SplitKind::Standard)?;
         let d = &r.data;
-        let sampler =
-            |ids: &[u8]| MirrorSampler::new(ids.into(), d.min_words, d.max_words, d.max_chars);
+        let sampler = |ids: &[u8]| {
+            MirrorSampler::new(ids.into(), d.min_words, d.max_words, d.max_chars)
+                .map_err(|e| corpus.named(e))
+        };
         let train = sampler(split.train)?;
         let valid = sampler(split.valid)?.fixed_set(d.valid_windows, r.train.seed ^ 0x7A11D);
         let test_ids: Arc<[u8]> = split.test.into();
-        let test = MirrorSampler::new(test_ids.clone(), d.min_words, d.max_words, d.max_chars)?
-            .fixed_set(d.test_windows, r.train.seed ^ 0x7E57);
+        let test = sampler(&test_ids)?.fixed_set(d.test_windows, r.train.seed ^ 0x7E57);
         Ok(MirrorData {
             batcher: LengthBatcher::new(
                 train,

@@ -493,6 +493,13 @@ pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
             i64::MAX
         )));
     }
+    if trimmed.parse::<f64>().is_ok_and(f64::is_infinite) && !trimmed.contains("inf") {
+        return Err(TrainError::Recipe(format!(
+            "--set {assignment:?}: {trimmed} is larger than a recipe number can hold \
+             (at most {:e})",
+            f64::MAX
+        )));
+    }
     let value = parse_value(trimmed);
     let path: Vec<String> = if key.contains('.') {
         key.split('.').map(str::to_string).collect()
@@ -555,13 +562,17 @@ pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
 /// ```
 pub fn load_recipe(name_or_path: &str, overrides: &[String]) -> Result<LoadedRecipe> {
     let (name, src) = recipe_source(name_or_path)?;
+    // errors name the recipe as given: a file by its path
     let mut tree: toml::Table = src.parse().map_err(|e: toml::de::Error| {
-        TrainError::Recipe(format!("recipe {name}: {}", shorten(&e.to_string())))
+        TrainError::Recipe(format!(
+            "recipe {name_or_path}: {}",
+            shorten(&e.to_string())
+        ))
     })?;
     for o in overrides {
         apply_override(&mut tree, o)?;
     }
-    let recipe = parse_tree(&name, &tree)?;
+    let recipe = parse_tree(name_or_path, &tree)?;
     Ok(LoadedRecipe { name, tree, recipe })
 }
 

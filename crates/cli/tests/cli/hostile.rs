@@ -89,6 +89,10 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
     // the corpus under another name (a hard link: the same file)
     let hard = p("hard.png");
     std::fs::hard_link(&data, &hard).unwrap();
+    let short = p("short.txt");
+    std::fs::write(&short, " a short text").unwrap();
+    let page = p("page.zip");
+    std::fs::write(&page, "<html>502 Bad Gateway</html>").unwrap();
     let loop_a = p("loop-a");
     #[cfg(unix)]
     {
@@ -497,6 +501,39 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             ],
             1,
             &["larger than a recipe integer"],
+        ),
+        case(
+            &["train", "--data", &short, "--run", &new_run],
+            1,
+            &[
+                "short.txt: corpus for a validation part",
+                "needs at least 1001 characters, has 13",
+            ],
+        ),
+        case(
+            &["train", "--data", &page, "--run", &new_run],
+            1,
+            &["page.zip: named .zip but not a zip archive"],
+        ),
+        case(
+            &[
+                "mirror", "eval", "--run", &mirror, "--data", c, "--words", "100000",
+            ],
+            1,
+            &["--words", "needs at least 100000 words, has"],
+        ),
+        case(
+            &[
+                "train",
+                "--data",
+                c,
+                "--run",
+                &new_run,
+                "--set",
+                "train.clip_norm=1e309",
+            ],
+            1,
+            &["1e309 is larger than a recipe number can hold"],
         ),
         case(
             &[
