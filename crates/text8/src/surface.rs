@@ -1,31 +1,30 @@
 //! A typed line and the text8-form words a model reads from it, so that the
 //! model's words can be put back in the writer's own form: the mirror of
-//! `Hello, World!` is `olleH, dlroW!`, of `in 2026.` is `ni 6202.`.
+//! `Hello, World!` is `olleH, dlroW!`, of `in 2026.` is `ni 6202.`, of
+//! `café covid19` is `éfac 91divoc`.
 //!
-//! - A word is a maximal run of ASCII letters, or of ASCII digits (`abc123`
-//!   is two words); everything between words (spaces, punctuation, any other
-//!   character) is kept as it was typed.
-//! - The model reads the words lower-cased and joined by single spaces, a
-//!   digit run as the letters `a`-`j` (digit `d` is letter `d + 1`), so that
-//!   it keeps its length (text8's digit names would change it) and is
-//!   mirrored like any word.
+//! - A word is a maximal run of letters and digits of any script
+//!   (`char::is_alphanumeric`: `abc123`, `Zürich` and `İstanbul` are one word
+//!   each); everything between words (spaces, punctuation, symbols) is kept
+//!   as it was typed.
+//! - The model reads each character of a word as one letter `a`-`z` (so a
+//!   word keeps its length), the words joined by single spaces: an ASCII
+//!   letter lower-cased, digit `d` as letter `d + 1`, any other character as
+//!   a letter its code point names. A mirror model mirrors any letters
+//!   (made-up words are part of its training), so which letter stands for a
+//!   character does not matter, only that it is one.
 //! - Back: the model's `i`-th word replaces the `i`-th word; its letter `j`
-//!   takes the case of the typed letter it mirrors (position `len - 1 - j`),
-//!   and a digit word's letters become digits again.
+//!   mirrors the typed character at `len - 1 - j`, and where it is that
+//!   character's letter (the model was right) the typed character itself
+//!   comes back: its case, its accent, its digit, its script. A letter the
+//!   model got wrong is shown as written, in the case of the typed letter at
+//!   that place (a digit's place: as a digit where it can be one).
 
-/// What kind of characters a word is made of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Letters,
-    Digits,
-}
-
-/// One word of a line: byte range and kind.
+/// One word of a line: its byte range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Word {
     start: usize,
     end: usize,
-    kind: Kind,
 }
 
 /// A typed line split into words and the text between them.
@@ -35,36 +34,35 @@ pub struct Surface {
     words: Vec<Word>,
 }
 
-fn kind_of(c: u8) -> Option<Kind> {
-    if c.is_ascii_alphabetic() {
-        Some(Kind::Letters)
-    } else if c.is_ascii_digit() {
-        Some(Kind::Digits)
-    } else {
-        None
+/// The letter `a`-`z` the model reads for a character of a word.
+fn letter_of(c: char) -> u8 {
+    match c {
+        'a'..='z' => c as u8,
+        'A'..='Z' => c.to_ascii_lowercase() as u8,
+        '0'..='9' => b'a' + (c as u8 - b'0'),
+        _ => b'a' + (c as u32 % 26) as u8,
     }
 }
 
 impl Surface {
-    /// Splits `line` into words (ASCII only: a non-ASCII letter is kept
-    /// between words, as text8 drops it).
+    /// Splits `line` into words and the text between them.
     pub fn parse(line: &str) -> Self {
-        let bytes = line.as_bytes();
         let mut words = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            let Some(kind) = kind_of(bytes[i]) else {
-                i += 1;
-                continue;
-            };
-            let start = i;
-            while i < bytes.len() && kind_of(bytes[i]) == Some(kind) {
-                i += 1;
+        let mut start = None;
+        for (i, c) in line.char_indices() {
+            match (c.is_alphanumeric(), start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    words.push(Word { start: s, end: i });
+                    start = None;
+                }
+                _ => {}
             }
+        }
+        if let Some(s) = start {
             words.push(Word {
-                start,
-                end: i,
-                kind,
+                start: s,
+                end: line.len(),
             });
         }
         Surface {
@@ -78,20 +76,20 @@ impl Surface {
         self.words.len()
     }
 
-    /// The text8 form the model reads: the words lower-cased (digits as
-    /// `a`-`j`) joined by single spaces; empty when the line has no word.
+    /// The typed characters of `w`.
+    fn typed(&self, w: Word) -> &str {
+        &self.line[w.start..w.end]
+    }
+
+    /// The text8 form the model reads: each word's characters as letters,
+    /// the words joined by single spaces; empty when the line has no word.
     pub fn text8(&self) -> String {
         let mut out = String::with_capacity(self.line.len());
-        for (k, w) in self.words.iter().enumerate() {
+        for (k, &w) in self.words.iter().enumerate() {
             if k > 0 {
                 out.push(' ');
             }
-            for &c in &self.line.as_bytes()[w.start..w.end] {
-                out.push(match w.kind {
-                    Kind::Letters => c.to_ascii_lowercase() as char,
-                    Kind::Digits => (b'a' + (c - b'0')) as char,
-                });
-            }
+            out.extend(self.typed(w).chars().map(|c| letter_of(c) as char));
         }
         out
     }
@@ -104,13 +102,13 @@ impl Surface {
         let mut written = model_output.split(' ');
         let mut out = String::with_capacity(self.line.len() + 8);
         let mut at = 0;
-        for w in &self.words {
+        for &w in &self.words {
             out.push_str(&self.line[at..w.start]);
-            let typed = &self.line.as_bytes()[w.start..w.end];
+            let typed: Vec<char> = self.typed(w).chars().collect();
             if let Some(m) = written.next() {
-                for (j, c) in m.bytes().enumerate() {
+                for (j, c) in m.chars().enumerate() {
                     let mirrored = typed.len().checked_sub(j + 1).map(|p| typed[p]);
-                    out.push(restore_char(c, w.kind, mirrored));
+                    out.push(restore_char(c, mirrored));
                 }
             }
             at = w.end;
@@ -124,14 +122,16 @@ impl Surface {
     }
 }
 
-/// A model letter `c` in the typed form of the character it mirrors.
-fn restore_char(c: u8, kind: Kind, mirrored: Option<u8>) -> char {
-    match kind {
-        Kind::Digits if (b'a'..=b'j').contains(&c) => (b'0' + (c - b'a')) as char,
-        Kind::Letters if mirrored.is_some_and(|t| t.is_ascii_uppercase()) => {
-            c.to_ascii_uppercase() as char
+/// The model's letter `c` at the place of the typed character `mirrored`:
+/// that character where `c` is its letter, else `c` in its form.
+fn restore_char(c: char, mirrored: Option<char>) -> char {
+    match mirrored {
+        Some(t) if c.is_ascii() && letter_of(t) == c as u8 => t,
+        Some(t) if t.is_ascii_digit() && ('a'..='j').contains(&c) => {
+            (b'0' + (c as u8 - b'a')) as char
         }
-        _ => c as char,
+        Some(t) if t.is_uppercase() => c.to_ascii_uppercase(),
+        _ => c,
     }
 }
 
@@ -154,21 +154,21 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// With a perfect model every word comes back exactly reversed (case
-        /// travels with its letter) and everything else exactly in place.
+        /// With a perfect model every word (a run of letters and digits of
+        /// any script) comes back exactly reversed, and everything else
+        /// exactly in place.
         #[test]
         fn a_perfect_mirror_reverses_each_typed_word(line in "(\\PC|[a-zA-Z0-9]){0,80}") {
             let mut want = String::new();
             let mut word = String::new();
-            let mut kind = None;
             for c in line.chars() {
-                let k = kind_of(if c.is_ascii() { c as u8 } else { b' ' });
-                if k.is_none() || k != kind {
+                if c.is_alphanumeric() {
+                    word.push(c);
+                } else {
                     want.extend(word.chars().rev());
                     word.clear();
+                    want.push(c);
                 }
-                kind = k;
-                if k.is_some() { word.push(c) } else { want.push(c) }
             }
             want.extend(word.chars().rev());
             proptest::prop_assert_eq!(round_trip(&line), want);
@@ -179,11 +179,21 @@ mod tests {
     fn case_punctuation_digits_and_spacing_come_back() {
         assert_eq!(round_trip("Hello, World!"), "olleH, dlroW!");
         assert_eq!(round_trip("in 2026."), "ni 6202.");
-        assert_eq!(round_trip("  NASA's  iPhone\t3G "), "  ASAN's  enohPi\t3G ");
-        assert_eq!(round_trip("abc123def"), "cba321fed");
-        assert_eq!(round_trip("café au lait"), "fac\u{e9} ua tial");
+        assert_eq!(round_trip("  NASA's  iPhone\t3G "), "  ASAN's  enohPi\tG3 ");
+        assert_eq!(round_trip("abc123def"), "fed321cba");
+        assert_eq!(round_trip("mp3 B52 covid19"), "3pm 25B 91divoc");
         assert_eq!(round_trip("...!?"), "...!?");
         assert_eq!(round_trip(""), "");
+    }
+
+    #[test]
+    fn letters_of_any_script_are_mirrored_in_place() {
+        assert_eq!(
+            round_trip("über café naïve résumé Zürich"),
+            "rebü éfac evïan émusér hcirüZ"
+        );
+        assert_eq!(round_trip("straße İstanbul"), "eßarts lubnatsİ");
+        assert_eq!(round_trip("Привет, мир! 你好"), "тевирП, рим! 好你");
     }
 
     #[test]
@@ -192,15 +202,23 @@ mod tests {
         assert_eq!(s.text8(), "hello world c");
         assert_eq!(s.num_words(), 3);
         assert_eq!(Surface::parse("!!").text8(), "");
+        // one letter a character, whatever its script: the lengths are kept
+        let s = Surface::parse("Zürich, 你好");
+        assert_eq!(s.text8().len(), "zurich ab".len());
+        assert!(s.text8().bytes().all(|b| b == b' ' || b.is_ascii_lowercase()));
     }
 
     #[test]
     fn a_wrong_model_output_is_shown_not_lost() {
-        let s = Surface::parse("Hi, you");
+        let s = Surface::parse("Hi, you 42");
         // a word missing, then extra words
-        assert_eq!(s.restore("iH"), "iH, ");
-        assert_eq!(s.restore("iH uoy xx yy"), "iH, uoy xx yy");
-        // a longer word than typed: letter j still takes the case of typed letter len - 1 - j
-        assert_eq!(s.restore("iiH uoy"), "iIH, uoy");
+        assert_eq!(s.restore("ih"), "iH,  ");
+        assert_eq!(s.restore("ih uoy ce xx yy"), "iH, uoy 24 xx yy");
+        // a wrong letter at a digit's place comes back as the digit it names
+        assert_eq!(s.restore("ih uoy cf"), "iH, uoy 25");
+        // a wrong letter: as written, in the case of the typed letter there
+        // (a digit where the typed character is one); past the typed word as written
+        assert_eq!(s.restore("iiq uoy ce"), "iIq, uoy 24");
+        assert_eq!(s.restore("ih uoy cz"), "iH, uoy 2z");
     }
 }
