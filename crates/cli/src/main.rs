@@ -100,7 +100,23 @@ enum Command {
 
 fn main() -> ExitCode {
     setup::default_sigpipe();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // usage errors go to stderr (exit 2); --help and --version to
+            // stdout, where a full or closed one ends as any output does
+            let printed = e.print().and_then(|()| {
+                use std::io::Write as _;
+                std::io::stdout().flush()
+            });
+            if let Err(io) = printed
+                && !e.use_stderr()
+            {
+                setup::stdout_failed(io);
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -205,7 +205,11 @@ mod tests {
         // one letter a character, whatever its script: the lengths are kept
         let s = Surface::parse("Zürich, 你好");
         assert_eq!(s.text8().len(), "zurich ab".len());
-        assert!(s.text8().bytes().all(|b| b == b' ' || b.is_ascii_lowercase()));
+        assert!(
+            s.text8()
+                .bytes()
+                .all(|b| b == b' ' || b.is_ascii_lowercase())
+        );
     }
 
     #[test]

@@ -662,3 +662,25 @@ fn a_full_stderr_is_no_panic() {
         assert_eq!(status.code(), Some(1), "{args:?}");
     }
 }
+
+/// `--help` and `--version` into a full stdout: an error and status 1, as
+/// every other output (clap's own printing would end with status 0).
+#[cfg(unix)]
+#[test]
+fn help_into_a_full_stdout_is_an_error() {
+    for args in [vec!["--help"], vec!["--version"], vec!["help", "train"]] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .stdout(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("writing to stdout"), "{args:?}: {err}");
+    }
+}
