@@ -97,16 +97,16 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     let corpus = read_corpus(&path)?;
 
     let stop = install_ctrl_c()?;
-    if let Some(p) = &a.loss_trace {
-        // never the corpus or a file of the run directory, never a link or a device
-        let mut inputs = vec![path.as_path()];
-        inputs.extend(a.resume.as_deref().or(a.run.as_deref()));
-        trainer::fsutil::check_output(p, a.force, &inputs).context("--loss-trace")?;
-    }
-    // written beside its path once training starts (a run refused by its
-    // checks leaves an old trace as it was), put in its place when the run
-    // ends, however it ends: a replaced file's other hard links keep its bytes
-    let mut trace: Option<trainer::Result<trainer::fsutil::AtomicFile>> = None;
+    // never the corpus or a file of the run directory, never a link or a device
+    let mut trace = match &a.loss_trace {
+        Some(p) => {
+            let mut inputs = vec![path.as_path()];
+            inputs.extend(a.resume.as_deref().or(a.run.as_deref()));
+            Some(LossTrace::open(p, a.force, &inputs)?)
+        }
+        None => None,
+    };
+    let mut started = false;
     let mut shown = Progress::new(a.log, a.quiet);
     let json = shown.mode() == LogMode::Json;
     let result = trainer::train(
@@ -115,32 +115,24 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
         &target,
         TrainOptions {
             stop: Some(&stop),
-            loss_trace: a.loss_trace.is_some(),
+            loss_trace: trace.is_some(),
             samples: !a.no_samples,
             ..TrainOptions::new(device, device_name)
         },
         &mut |e| {
-            match (&a.loss_trace, &mut trace, e) {
-                (Some(p), None, Event::Started { .. }) => {
-                    trace = Some(trainer::fsutil::AtomicFile::create(p));
-                }
-                (_, Some(Ok(file)), Event::Step { loss: Some(l), .. }) => {
-                    if let Err(e) = file.write_all(format!("{l}\n").as_bytes()) {
-                        trace = Some(Err(e));
-                    }
-                }
+            match (trace.as_mut(), e) {
+                (Some(t), Event::Started { .. }) => t.start(),
+                (Some(t), Event::Step { loss: Some(l), .. }) => t.write(*l),
                 _ => {}
             }
+            started |= matches!(e, Event::Started { .. });
             shown.event(e);
         },
     );
     shown.finish();
-    // the trace of the steps trained, kept also when training failed
-    let traced = trace.map(|t| t.and_then(|file| file.commit(a.force)));
+    // the steps trained are kept also when training failed
+    let traced = trace.map_or(Ok(()), |t| t.finish(started));
     let report = result?;
-    if let Some(Err(e)) = traced {
-        return Err(e).context("--loss-trace");
-    }
     if json {
         outln!("{}", serde_json::json!({"event": "done", "report": report}));
     } else {
@@ -155,11 +147,93 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
             );
         }
     }
+    // said after the report: the run itself is saved
+    traced?;
     Ok(if report.interrupted() {
         ExitCode::from(130)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The `--loss-trace` file: one loss a line, written as the steps run. A
+/// new path is created before training (one that cannot be written fails
+/// first); an existing one (`--force`) is replaced only once training
+/// starts, its name unlinked and created anew, so that a run refused by its
+/// checks leaves it as it was and another hard link to it keeps its bytes.
+struct LossTrace {
+    path: std::path::PathBuf,
+    file: Option<std::io::BufWriter<std::fs::File>>,
+    /// Created by this command: removed again if training never starts.
+    created: bool,
+    /// The first write that failed (training goes on; said at the end).
+    error: Option<std::io::Error>,
+}
+
+impl LossTrace {
+    fn open(p: &std::path::Path, force: bool, inputs: &[&std::path::Path]) -> Result<Self> {
+        trainer::fsutil::check_output(p, force, inputs).context("--loss-trace")?;
+        let exists = std::fs::symlink_metadata(p).is_ok();
+        let file = if exists {
+            None
+        } else {
+            Some(Self::create(p).with_context(|| format!("--loss-trace {}", p.display()))?)
+        };
+        Ok(LossTrace {
+            path: p.to_path_buf(),
+            file,
+            created: !exists,
+            error: None,
+        })
+    }
+
+    /// The name created new (never through what appeared there meanwhile).
+    fn create(p: &std::path::Path) -> std::io::Result<std::io::BufWriter<std::fs::File>> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(p)?;
+        Ok(std::io::BufWriter::new(file))
+    }
+
+    /// Training started: an existing file replaced by a new one of its name.
+    fn start(&mut self) {
+        if self.file.is_none() && self.error.is_none() {
+            match std::fs::remove_file(&self.path).and_then(|()| Self::create(&self.path)) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => self.error = Some(e),
+            }
+        }
+    }
+
+    fn write(&mut self, loss: f64) {
+        use std::io::Write as _;
+        if let (Some(f), None) = (self.file.as_mut(), &self.error)
+            && let Err(e) = writeln!(f, "{loss}")
+        {
+            self.error = Some(e);
+        }
+    }
+
+    /// After training: flushed, or (a run that never started) the empty
+    /// file this command created removed; the first error, naming the file.
+    fn finish(mut self, started: bool) -> Result<()> {
+        use std::io::Write as _;
+        if !started && self.created {
+            drop(self.file.take());
+            let _ = std::fs::remove_file(&self.path);
+            return Ok(());
+        }
+        if let Some(f) = self.file.as_mut()
+            && let Err(e) = f.flush()
+        {
+            self.error.get_or_insert(e);
+        }
+        match self.error {
+            Some(e) => Err(e).with_context(|| format!("--loss-trace {}", self.path.display())),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What a person reads at the end of a run.

@@ -215,12 +215,12 @@ pub fn resolve(source: &DataSource, progress: &mut dyn FnMut(FetchEvent)) -> Res
 }
 
 /// Why the file at `path`, kept as `name` (a `.zip`, or text), is no
-/// usable corpus, if it is not: a regular file (never a link, a FIFO or a
-/// folder) holding a zip of one member, or text in text8 form.
+/// usable corpus, if it is not: a regular file (or a link to one; never a
+/// FIFO or a folder) holding a zip of one member, or text in text8 form.
 fn check_usable(path: &Path, name: &Path) -> std::result::Result<(), String> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_file() => {}
-        Ok(_) => return Err("not a regular file (a link, FIFO, device or folder)".into()),
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err("not a regular file (a FIFO, device or folder)".into()),
         Err(e) => return Err(e.to_string()),
     }
     if name
@@ -807,7 +807,7 @@ mod tests {
         no_files_but(dir.path(), &["text8.zip"]);
     }
 
-    /// A kept copy of a URL that is no corpus (junk, a folder, a link) is
+    /// A kept copy of a URL that is no corpus (junk, a folder, a link to junk) is
     /// refused with the advice to delete it, before any request; a good
     /// one is used as it is.
     #[test]
@@ -827,7 +827,7 @@ mod tests {
                 std::fs::create_dir(&target).unwrap()
             }),
             #[cfg(unix)]
-            ("not a regular file", &|| {
+            ("not a usable zip", &|| {
                 std::os::unix::fs::symlink(&junk, &target).unwrap()
             }),
             #[cfg(not(unix))]

@@ -15,7 +15,7 @@ fn folder_of(path: &Path) -> &Path {
 }
 
 /// A file written under a temporary name in its target's folder
-/// (`.NAME.tmp-PID`, created new) and renamed over the target only by
+/// (`.NAME.tmp-PID-N`, created new) and renamed over the target only by
 /// [`AtomicFile::commit`], after a sync: until then the target keeps its
 /// content, or stays absent, and a file dropped uncommitted (an error, a
 /// run refused) is removed. The rename replaces the folder's entry, never
@@ -31,11 +31,11 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Starts the file that will replace `target`.
     pub fn create(target: &Path) -> Result<Self> {
-        let name = target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("file");
-        let tmp = folder_of(target).join(format!(".{name}.tmp-{}", std::process::id()));
+        // one name a writer, also for two writers of one process
+        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = target.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = folder_of(target).join(format!(".{name}.tmp-{}-{n}", std::process::id()));
         // one left by a killed process of the same id: removed (a link
         // itself, never what it points to), then the name created new
         let _ = std::fs::remove_file(&tmp);
@@ -51,11 +51,6 @@ impl AtomicFile {
         })
     }
 
-    /// Where the bytes go until the commit (for error messages).
-    pub fn temp_path(&self) -> &Path {
-        &self.tmp
-    }
-
     /// Writes `bytes`; an error names the temporary file.
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
         let file = self.file.as_mut().expect("written before its commit");
@@ -64,11 +59,9 @@ impl AtomicFile {
     }
 
     /// Flushes, syncs and renames the file over its target (and syncs the
-    /// folder); with `replace` false, only where the target does not exist
-    /// (a hard link, which fails on an existing name, then the temporary
-    /// name removed). On an error the target is as it was and the
-    /// temporary file is removed.
-    pub fn commit(mut self, replace: bool) -> Result<()> {
+    /// folder). On an error the target is as it was and the temporary file
+    /// is removed.
+    pub fn commit(mut self) -> Result<()> {
         let file = self.file.take().expect("committed once");
         let result = (|| {
             let file = file
@@ -76,13 +69,7 @@ impl AtomicFile {
                 .map_err(|e| TrainError::io(&self.tmp, e.into_error()))?;
             file.sync_all().map_err(|e| TrainError::io(&self.tmp, e))?;
             drop(file);
-            if replace {
-                std::fs::rename(&self.tmp, &self.target)
-            } else {
-                std::fs::hard_link(&self.tmp, &self.target)
-                    .and_then(|()| std::fs::remove_file(&self.tmp))
-            }
-            .map_err(|e| TrainError::io(&self.target, e))
+            std::fs::rename(&self.tmp, &self.target).map_err(|e| TrainError::io(&self.target, e))
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&self.tmp);
@@ -109,7 +96,7 @@ impl Drop for AtomicFile {
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = AtomicFile::create(path)?;
     file.write_all(bytes)?;
-    file.commit(true)
+    file.commit()
 }
 
 /// [`atomic_write`] of a string.
@@ -117,9 +104,9 @@ pub fn atomic_write_str(path: &Path, text: &str) -> Result<()> {
     atomic_write(path, text.as_bytes())
 }
 
-/// Opens `path` with `options`, only as a regular file: a symbolic link is
-/// not followed, a FIFO not waited on (opened without blocking, then
-/// refused), a device or folder refused, each with an error naming it.
+/// Opens `path` with `options`, only as a regular file: on unix a symbolic
+/// link is not followed and a FIFO not waited on (opened without blocking,
+/// then refused); a device or folder is refused, each with an error naming it.
 pub fn open_regular(path: &Path, options: &mut OpenOptions) -> Result<File> {
     #[cfg(unix)]
     {
@@ -150,6 +137,8 @@ pub fn open_regular(path: &Path, options: &mut OpenOptions) -> Result<File> {
 /// Whether two existing paths are one file (the same device and inode: a
 /// hard link too, which the paths alone do not show).
 fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(not(unix))]
+    let _ = (a, b);
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

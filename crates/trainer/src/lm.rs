@@ -207,12 +207,14 @@ impl LmData {
             2
         };
         if valid.len() < min_valid {
-            return Err(TrainError::Data(text8::Text8Error::TooShort {
-                what: format!("validation part of {}", corpus.source.display()),
-                needed: min_valid,
-                found: valid.len(),
-                unit: "characters",
-            }));
+            return Err(TrainError::Data(corpus.named(
+                text8::Text8Error::TooShort {
+                    what: "validation part".into(),
+                    needed: min_valid,
+                    found: valid.len(),
+                    unit: "characters",
+                },
+            )));
         }
         Ok(LmData {
             train: text8::SharedIds::part_of(&corpus.ids, split.train),
@@ -481,7 +483,8 @@ pub fn train_lm(
             data.train.clone(),
             recipe.data.batch_size,
             recipe.data.num_unrollings,
-        )?,
+        )
+        .map_err(|e| corpus.named(e))?,
         train_chars: data.train.len(),
         valid: data.valid,
         batch: vec![],

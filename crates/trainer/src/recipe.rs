@@ -493,7 +493,9 @@ pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
             i64::MAX
         )));
     }
-    if trimmed.parse::<f64>().is_ok_and(f64::is_infinite) && !trimmed.contains("inf") {
+    if trimmed.parse::<f64>().is_ok_and(f64::is_infinite)
+        && !trimmed.to_ascii_lowercase().contains("inf")
+    {
         return Err(TrainError::Recipe(format!(
             "--set {assignment:?}: {trimmed} is larger than a recipe number can hold \
              (at most {:e})",

@@ -501,8 +501,10 @@ pub fn train<T: Task>(
         )));
     }
     if resumed {
-        // every check passed: config.json now says what the run is (the schedule asked for)
+        // every check passed: config.json now says what the run is (the
+        // schedule asked for), metrics.csv what its checkpoint holds
         run.write_config(&config)?;
+        metrics::write_csv(&run.metrics_path(), &rows)?;
     }
     observer(&Event::Started {
         run_dir: run.path(),
@@ -1021,10 +1023,7 @@ fn open_resume<T: Task>(
         Some((ck, _)) => match ck.metadata.get(METRICS_KEY) {
             Some(text) => {
                 let source = format!("{} (metadata {METRICS_KEY})", path.display());
-                let rows = metrics::parse_csv(text, &source)?;
-                // metrics.csv says what the checkpoint says, even before the next summary
-                metrics::write_csv(&run.metrics_path(), &rows)?;
-                rows
+                metrics::parse_csv(text, &source)?
             }
             // older checkpoints: the history is in metrics.csv alone
             None if run.metrics_path().exists() => metrics::read_csv(&run.metrics_path())?,

@@ -177,7 +177,8 @@ proptest! {
     #[test]
     fn any_checkpoint_metadata_is_resumed_or_refused(
         key in prop::sample::select(&["step", "rng", "loss_sum", "loss_count", "wall_seconds",
-                                      "generator_calls", "recipe", "format", "tokenizer"][..]),
+                                      "generator_calls", "recipe", "format", "tokenizer",
+                                      "metrics_csv"][..]),
         value in prop_oneof![any::<u64>().prop_map(|v| v.to_string()), "[ -~]{0,20}",
                              Just("NaN".to_string()), Just("-1".to_string())],
     ) {

@@ -400,6 +400,39 @@ fn run_files_are_not_written_through_links_or_fifos() {
     }
 }
 
+/// `--loss-trace`: a run refused before it starts leaves an old trace as it
+/// was and no new one; `--force` replaces the file's name, not its bytes
+/// (another hard link to it keeps them), with one loss a step.
+#[test]
+fn a_loss_trace_replaces_only_its_own_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "3"])));
+    let old = dir.path().join("old.txt");
+    std::fs::write(&old, "keep\n").unwrap();
+    let link = dir.path().join("link.txt");
+    std::fs::hard_link(&old, &link).unwrap();
+    let new = dir.path().join("new.txt");
+    let trace = |path: &std::path::Path, steps: &str| {
+        let args = ["train", "--resume", r, "--steps", steps, "--loss-trace"];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend([path.to_str().unwrap(), "--force"]);
+        charlstm(&args)
+    };
+    // nothing left to train: refused before training starts
+    for path in [&old, &new] {
+        let err = fails(&trace(path, "3"));
+        assert!(err.contains("nothing to do"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "keep\n");
+    assert!(!new.exists());
+    ok(&trace(&old, "7"));
+    assert_eq!(std::fs::read_to_string(&old).unwrap().lines().count(), 4);
+    assert_eq!(std::fs::read_to_string(&link).unwrap(), "keep\n");
+}
+
 /// Paths that are not UTF-8 are reported (lossily), never a panic.
 #[cfg(unix)]
 #[test]

@@ -142,6 +142,23 @@ fn rms_dynamic_evaluation_reads_the_training_text() {
         v["dynamic"]["report"]["bits_per_char"].as_f64().unwrap(),
     );
     assert!(adapted.is_finite() && adapted != fixed, "{v}");
+    // without --dynamic-lr and --dynamic-decay a rule other than the
+    // recipe's (sgd here) takes its own measured ones, not sgd's 0.2
+    let own: Vec<&str> = rms
+        .iter()
+        .copied()
+        .filter(|a| !["--dynamic-lr", "0.001"].contains(a))
+        .collect();
+    let v: serde_json::Value = serde_json::from_str(ok(&charlstm(&own)).trim()).unwrap();
+    let settings = &v["dynamic"]["settings"];
+    assert_eq!(
+        (
+            settings["learning_rate"].as_f64(),
+            settings["decay"].as_f64()
+        ),
+        (Some(5e-4), Some(0.002)),
+        "{v}"
+    );
     std::fs::remove_file(&data).unwrap();
     let err = fails(&charlstm(&rms));
     assert!(
