@@ -35,7 +35,8 @@ pub struct MirrorArgs {
     #[arg(long, default_value_t = 1, value_parser = beam_value())]
     beam: usize,
     /// Print the model's own text8 form (lower case, no punctuation, digits
-    /// as letters a-j) instead of restoring the typed form around it
+    /// as letters a-j, any other letter as one of a-z) instead of restoring
+    /// the typed form around it
     #[arg(long)]
     text8: bool,
     /// Sentences to mirror [default: one per line from stdin]
