@@ -237,7 +237,7 @@ pub fn unit_interval_value(s: &str) -> std::result::Result<f64, String> {
 /// A probability mass for nucleus sampling: above 0, at most 1.
 fn top_p_value(s: &str) -> std::result::Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        Ok(v) if trainer::sample::top_p_in_range(v) => Ok(v),
         _ => Err(format!("{s:?} is not a number above 0 and at most 1")),
     }
 }

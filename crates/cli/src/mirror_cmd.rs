@@ -155,8 +155,7 @@ const MAX_WORDS: usize = 100_000;
 fn eval(a: EvalArgs) -> Result<ExitCode> {
     let lengths = parse_lengths(&a.words)?;
     if let Some(plot) = &a.plot {
-        let kind = plot.extension().and_then(|e| e.to_str());
-        if !kind.is_some_and(|e| e.eq_ignore_ascii_case("png") || e.eq_ignore_ascii_case("svg")) {
+        if !Plot::is_plot_path(plot) {
             bail!("--plot {}: give a .png or .svg file", plot.display());
         }
         trainer::fsutil::check_output(plot, a.force, &[&a.run]).context("--plot")?;

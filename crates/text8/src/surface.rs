@@ -5,8 +5,9 @@
 //!
 //! - A word is a maximal run of letters and digits of any script
 //!   (`char::is_alphanumeric`: `abc123`, `Zürich` and `İstanbul` are one word
-//!   each); everything between words (spaces, punctuation, symbols) is kept
-//!   as it was typed.
+//!   each), each with the combining marks that follow it (an accent typed
+//!   as a second character stays on its letter); everything between words
+//!   (spaces, punctuation, symbols) is kept as it was typed.
 //! - The model reads each character of a word as one letter `a`-`z` (so a
 //!   word keeps its length), the words joined by single spaces: an ASCII
 //!   letter lower-cased, digit `d` as letter `d + 1`, any other character as
@@ -34,6 +35,29 @@ pub struct Surface {
     words: Vec<Word>,
 }
 
+/// Whether `c` is a combining mark (the Unicode blocks of combining
+/// diacritics): it belongs to the character before it.
+fn is_combining(c: char) -> bool {
+    matches!(c, '\u{300}'..='\u{36f}' | '\u{1ab0}'..='\u{1aff}' | '\u{1dc0}'..='\u{1dff}'
+        | '\u{20d0}'..='\u{20ff}' | '\u{fe20}'..='\u{fe2f}')
+}
+
+/// The characters of a word, each with its combining marks.
+fn units(word: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c) in word.char_indices().skip(1) {
+        if !is_combining(c) {
+            out.push(&word[start..i]);
+            start = i;
+        }
+    }
+    if !word.is_empty() {
+        out.push(&word[start..]);
+    }
+    out
+}
+
 /// The letter `a`-`z` the model reads for a character of a word.
 fn letter_of(c: char) -> u8 {
     match c {
@@ -50,7 +74,8 @@ impl Surface {
         let mut words = Vec::new();
         let mut start = None;
         for (i, c) in line.char_indices() {
-            match (c.is_alphanumeric(), start) {
+            let in_word = c.is_alphanumeric() || (start.is_some() && is_combining(c));
+            match (in_word, start) {
                 (true, None) => start = Some(i),
                 (false, Some(s)) => {
                     words.push(Word { start: s, end: i });
@@ -89,7 +114,11 @@ impl Surface {
             if k > 0 {
                 out.push(' ');
             }
-            out.extend(self.typed(w).chars().map(|c| letter_of(c) as char));
+            out.extend(
+                units(self.typed(w))
+                    .iter()
+                    .map(|u| letter_of(base(u)) as char),
+            );
         }
         out
     }
@@ -104,11 +133,15 @@ impl Surface {
         let mut at = 0;
         for &w in &self.words {
             out.push_str(&self.line[at..w.start]);
-            let typed: Vec<char> = self.typed(w).chars().collect();
+            let typed = units(self.typed(w));
             if let Some(m) = written.next() {
                 for (j, c) in m.chars().enumerate() {
                     let mirrored = typed.len().checked_sub(j + 1).map(|p| typed[p]);
-                    out.push(restore_char(c, mirrored));
+                    match mirrored {
+                        // the model was right: the typed character, marks and all
+                        Some(u) if c.is_ascii() && letter_of(base(u)) == c as u8 => out.push_str(u),
+                        _ => out.push(restore_char(c, mirrored.map(base))),
+                    }
                 }
             }
             at = w.end;
@@ -122,11 +155,16 @@ impl Surface {
     }
 }
 
-/// The model's letter `c` at the place of the typed character `mirrored`:
-/// that character where `c` is its letter, else `c` in its form.
+/// The first character of a unit (its marks follow it).
+fn base(unit: &str) -> char {
+    unit.chars().next().expect("a unit is never empty")
+}
+
+/// The model's letter `c`, wrong for the typed character `mirrored` at its
+/// place, in that character's form: a digit's place as the digit `c`
+/// names, an upper-case letter's in upper case.
 fn restore_char(c: char, mirrored: Option<char>) -> char {
     match mirrored {
-        Some(t) if c.is_ascii() && letter_of(t) == c as u8 => t,
         Some(t) if t.is_ascii_digit() && ('a'..='j').contains(&c) => {
             (b'0' + (c as u8 - b'a')) as char
         }
@@ -159,18 +197,20 @@ mod tests {
         /// exactly in place.
         #[test]
         fn a_perfect_mirror_reverses_each_typed_word(line in "(\\PC|[a-zA-Z0-9]){0,80}") {
+            // the word's characters, each with the marks after it, reversed
             let mut want = String::new();
-            let mut word = String::new();
+            let mut word: Vec<String> = vec![];
             for c in line.chars() {
-                if c.is_alphanumeric() {
-                    word.push(c);
+                if is_combining(c) && !word.is_empty() {
+                    word.last_mut().unwrap().push(c);
+                } else if c.is_alphanumeric() {
+                    word.push(c.to_string());
                 } else {
-                    want.extend(word.chars().rev());
-                    word.clear();
+                    want.extend(word.drain(..).rev());
                     want.push(c);
                 }
             }
-            want.extend(word.chars().rev());
+            want.extend(word.drain(..).rev());
             proptest::prop_assert_eq!(round_trip(&line), want);
         }
     }
@@ -194,6 +234,9 @@ mod tests {
         );
         assert_eq!(round_trip("straße İstanbul"), "eßarts lubnatsİ");
         assert_eq!(round_trip("Привет, мир! 你好"), "тевирП, рим! 好你");
+        // an accent typed as a combining mark stays on its letter
+        assert_eq!(round_trip("cafe\u{301} au"), "e\u{301}fac ua");
+        assert_eq!(round_trip("\u{301}a"), "\u{301}a");
     }
 
     #[test]

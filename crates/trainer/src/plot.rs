@@ -185,6 +185,13 @@ impl Plot {
         crate::fsutil::atomic_write(path, &bytes)
     }
 
+    /// Whether `path` names a file [`Plot::write`] writes as what it says:
+    /// `.png` or `.svg` (any case).
+    pub fn is_plot_path(path: &Path) -> bool {
+        let ext = path.extension().and_then(|e| e.to_str());
+        ext.is_some_and(|e| e.eq_ignore_ascii_case("png") || e.eq_ignore_ascii_case("svg"))
+    }
+
     /// Writes the plot as SVG when `path` ends in `.svg`, else as PNG.
     pub fn write(&self, path: &Path) -> Result<()> {
         match path.extension().and_then(|e| e.to_str()) {

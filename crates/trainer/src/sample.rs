@@ -36,6 +36,11 @@ pub struct Truncation {
     pub top_p: Option<f64>,
 }
 
+/// Whether `p` is a probability mass nucleus sampling takes: above 0, at most 1.
+pub fn top_p_in_range(p: f64) -> bool {
+    p > 0.0 && p <= 1.0
+}
+
 impl Truncation {
     /// Checks the values; the message names the flag.
     pub fn check(&self) -> Result<()> {
@@ -43,7 +48,7 @@ impl Truncation {
             return Err(TrainError::Input("--top-k must be at least 1".into()));
         }
         if let Some(p) = self.top_p
-            && !(p > 0.0 && p <= 1.0)
+            && !top_p_in_range(p)
         {
             return Err(TrainError::Input(format!(
                 "--top-p must be in (0, 1], got {p}"
