@@ -203,7 +203,7 @@ pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
     trainer::fsutil::check_output(&a.output, a.force, &[&a.input])?;
     let total = std::fs::metadata(&a.input).map(|m| m.len()).ok();
     let bar = progress::bytes_bar(total, "normalising");
-    let stats = text8::normalize_file(&a.input, &a.output, &mut |n| bar.set_position(n))?;
+    let stats = text8::normalize_file(&a.input, &a.output, a.force, &mut |n| bar.set_position(n))?;
     bar.finish_and_clear();
     if stats.chars_out == 0 {
         errln!(

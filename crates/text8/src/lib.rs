@@ -9,6 +9,7 @@
 //! May import: `tokenizer` (ids). Never Burn, never a terminal: progress is
 //! reported through callbacks ([`fetch::FetchEvent`]) and the caller draws it.
 
+pub mod atomic;
 pub mod batch;
 pub mod corpus;
 pub mod error;

@@ -11,7 +11,7 @@
 //! dumps only and is not done here.)
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use crate::{Result, Text8Error};
@@ -141,12 +141,14 @@ pub struct NormalizeStats {
     pub chars_out: u64,
 }
 
-/// Normalises the file `input` into `output`, streaming. The output is
-/// written to a temporary file and renamed into place only on success, so a
-/// failure (such as invalid UTF-8) leaves no partial output.
+/// Normalises the file `input` into `output`, streaming, through an
+/// [`AtomicFile`](crate::atomic::AtomicFile): a failure (such as invalid
+/// UTF-8) leaves no partial output, and without `replace` an output that
+/// appeared meanwhile is left as it is.
 pub fn normalize_file(
     input: &Path,
     output: &Path,
+    replace: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<NormalizeStats> {
     let mut reader = match File::open(input) {
@@ -158,71 +160,38 @@ pub fn normalize_file(
         }
         Err(e) => return Err(Text8Error::io(input, e)),
     };
-    // a hidden name of this process, created new: never an existing file
-    // (not the input, not someone's `out.txt.tmp`)
-    let tmp = output.with_file_name(format!(
-        ".{}.tmp-{}",
-        output
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("normalized"),
-        std::process::id()
-    ));
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        // the user named the output, not the temporary file beside it
-        .map_err(|e| Text8Error::io(output, e))?;
-    let result = (|| {
-        let mut writer = BufWriter::new(created);
-        let mut norm = Normalizer::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut out = Vec::with_capacity(1 << 21);
-        let mut stats = NormalizeStats {
-            bytes_in: 0,
-            chars_out: 0,
+    let mut writer = crate::atomic::AtomicFile::create(output)?;
+    let mut norm = Normalizer::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut out = Vec::with_capacity(1 << 21);
+    let mut stats = NormalizeStats {
+        bytes_in: 0,
+        chars_out: 0,
+    };
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Text8Error::io(input, e)),
         };
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Text8Error::io(input, e)),
-            };
-            out.clear();
-            norm.push(&buf[..n], &mut out)
-                .map_err(|offset| Text8Error::NotUtf8 {
-                    path: input.to_path_buf(),
-                    offset,
-                })?;
-            writer
-                .write_all(&out)
-                .map_err(|e| Text8Error::io(&tmp, e))?;
-            stats.bytes_in += n as u64;
-            stats.chars_out += out.len() as u64;
-            progress(stats.bytes_in);
-        }
-        norm.finish().map_err(|offset| Text8Error::NotUtf8 {
-            path: input.to_path_buf(),
-            offset,
-        })?;
-        let file = writer
-            .into_inner()
-            .map_err(|e| Text8Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Text8Error::io(&tmp, e))?;
-        Ok(stats)
-    })();
-    match result {
-        Ok(stats) => {
-            std::fs::rename(&tmp, output).map_err(|e| Text8Error::io(output, e))?;
-            Ok(stats)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
+        out.clear();
+        norm.push(&buf[..n], &mut out)
+            .map_err(|offset| Text8Error::NotUtf8 {
+                path: input.to_path_buf(),
+                offset,
+            })?;
+        writer.write_all(&out)?;
+        stats.bytes_in += n as u64;
+        stats.chars_out += out.len() as u64;
+        progress(stats.bytes_in);
     }
+    norm.finish().map_err(|offset| Text8Error::NotUtf8 {
+        path: input.to_path_buf(),
+        offset,
+    })?;
+    writer.commit(replace)?;
+    Ok(stats)
 }
 
 #[cfg(test)]
@@ -278,7 +247,7 @@ mod tests {
         let input = dir.path().join("in.txt");
         let output = dir.path().join("out.txt");
         std::fs::write(&input, b"Good text\xff bad").unwrap();
-        let err = normalize_file(&input, &output, &mut |_| {}).unwrap_err();
+        let err = normalize_file(&input, &output, false, &mut |_| {}).unwrap_err();
         assert!(
             err.to_string()
                 .contains("in.txt: invalid UTF-8 at byte offset 9"),
@@ -287,7 +256,7 @@ mod tests {
         assert!(!output.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         std::fs::write(&input, "Good text, 3 times.\n").unwrap();
-        let stats = normalize_file(&input, &output, &mut |_| {}).unwrap();
+        let stats = normalize_file(&input, &output, false, &mut |_| {}).unwrap();
         assert_eq!(
             std::fs::read_to_string(&output).unwrap(),
             " good text three times"
@@ -295,6 +264,15 @@ mod tests {
         assert_eq!(stats.chars_out, 22);
         let corpus = crate::read_corpus(&output).unwrap();
         assert_eq!(corpus.len(), 22);
+        // an output there by the end, without replace: left as it is, nothing else left
+        let err = normalize_file(&input, &output, false, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("left as it is"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&output).unwrap(),
+            " good text three times"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        normalize_file(&input, &output, true, &mut |_| {}).unwrap();
     }
 
     proptest! {

@@ -1,0 +1,101 @@
+//! A file that appears at its path whole or not at all.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::{Result, Text8Error};
+
+/// The folder of `path` (`.` for a bare name).
+pub fn folder_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// A file written under a temporary name in its target's folder
+/// (`.NAME.tmp-PID-N`, created new) and renamed over the target only by
+/// [`AtomicFile::commit`], after a sync: until then the target keeps its
+/// content, or stays absent, and a file dropped uncommitted (an error, a
+/// run refused) is removed. The rename replaces the folder's entry, never
+/// the old file's bytes, so another hard link to it keeps them.
+#[derive(Debug)]
+pub struct AtomicFile {
+    tmp: PathBuf,
+    target: PathBuf,
+    /// `None` once committed.
+    file: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Starts the file that will replace `target`.
+    pub fn create(target: &Path) -> Result<Self> {
+        // one name a writer, also for two writers of one process
+        static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = target.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = folder_of(target).join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        // one left by a killed process of the same id: removed (a link
+        // itself, never what it points to), then the name created new
+        let _ = std::fs::remove_file(&tmp);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            // the caller named the target, not the temporary file beside it
+            .map_err(|e| Text8Error::io(target, e))?;
+        Ok(AtomicFile {
+            tmp,
+            target: target.to_path_buf(),
+            file: Some(BufWriter::new(file)),
+        })
+    }
+
+    /// Writes `bytes`; an error names the temporary file.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let file = self.file.as_mut().expect("written before its commit");
+        file.write_all(bytes)
+            .map_err(|e| Text8Error::io(&self.tmp, e))
+    }
+
+    /// Flushes, syncs and renames the file over its target (and syncs the
+    /// folder); with `replace` false, not over a target that exists by
+    /// then (one made after the caller's check: an error naming it). On an
+    /// error the target is as it was and the temporary file is removed.
+    pub fn commit(mut self, replace: bool) -> Result<()> {
+        let file = self.file.take().expect("committed once");
+        let result = (|| {
+            let file = file
+                .into_inner()
+                .map_err(|e| Text8Error::io(&self.tmp, e.into_error()))?;
+            file.sync_all().map_err(|e| Text8Error::io(&self.tmp, e))?;
+            drop(file);
+            if !replace && std::fs::symlink_metadata(&self.target).is_ok() {
+                return Err(Text8Error::io(
+                    &self.target,
+                    std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "it appeared while this was written: left as it is",
+                    ),
+                ));
+            }
+            std::fs::rename(&self.tmp, &self.target).map_err(|e| Text8Error::io(&self.target, e))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+            return result;
+        }
+        if let Ok(d) = File::open(folder_of(&self.target)) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
