@@ -105,22 +105,26 @@ pub struct TrainArgs {
         long,
         value_name = "DIR",
         default_value = "runs",
-        env = "CHARLSTM_RUNS"
+        env = "CHARLSTM_RUNS",
+        conflicts_with = "resume"
     )]
     pub runs: PathBuf,
 }
 
+/// The environment variables that stand for flags (`env = ...` above).
+pub const FLAG_VARIABLES: [&str; 3] = ["CHARLSTM_DATASETS", "CHARLSTM_DEVICE", "CHARLSTM_RUNS"];
+
 impl TrainArgs {
-    /// `--steps`, `--summary` and `--set` as recipe overrides.
+    /// `--set`, then `--steps` and `--summary`, as recipe overrides: the
+    /// flags win over a `--set` of the same key, as their help says.
     pub fn overrides(&self) -> Vec<String> {
-        let mut o = vec![];
+        let mut o = self.set.clone();
         if let Some(s) = self.steps {
             o.push(format!("train.steps={s}"));
         }
         if let Some(s) = self.summary {
             o.push(format!("train.summary={s}"));
         }
-        o.extend(self.set.iter().cloned());
         o
     }
 }
@@ -179,8 +183,10 @@ pub struct EvalArgs {
     /// train (first 90%), valid (next 5%) or test (last 5%)
     #[arg(long, default_value = "all", value_parser = part_value())]
     pub part: text8::Part,
-    /// Evaluate at most the first N characters of that part
-    #[arg(long, value_name = "N")]
+    /// Evaluate at most the first N characters of that part (at least 2:
+    /// one to read, one to predict)
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(2..).map(|v| v as usize))]
     pub limit: Option<usize>,
     /// Print the result as one JSON object
     #[arg(long)]
@@ -220,7 +226,7 @@ pub struct EvalArgs {
     /// Training characters the `rms` rule takes its statistics from
     /// [default: the recipe's, else 20000]
     #[arg(long, requires = "dynamic", value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=100_000_000).map(|v| v as usize))]
+          value_parser = clap::value_parser!(u64).range(2..=100_000_000).map(|v| v as usize))]
     pub dynamic_stats: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,

@@ -101,7 +101,10 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let path = resolve_data(&a.data, None)?;
     let corpus = read_corpus(&path)?;
     let part = a.part;
-    let ids = part.of(&corpus.ids)?;
+    let ids = part
+        .of(&corpus.ids)
+        .map_err(|e| corpus.named(e))
+        .context("--part")?;
     let ids = &ids[..a.limit.unwrap_or(ids.len()).min(ids.len())];
     let bar = progress::bytes_bar(Some(ids.len() as u64), "evaluating");
     let plan = trainer::eval::Streams {

@@ -100,6 +100,14 @@ enum Command {
 
 fn main() -> ExitCode {
     setup::default_sigpipe();
+    // an empty variable is no setting: clap would take it for a flag given
+    // without a value, and name the flag
+    for name in args::FLAG_VARIABLES {
+        if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
+            // SAFETY: the program's first statements, before any other thread exists
+            unsafe { std::env::remove_var(name) };
+        }
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -95,8 +95,9 @@ pub fn prime_ids(prime: &str) -> Result<Vec<u8>> {
                 .and_then(byte_to_id)
                 .ok_or_else(|| {
                     TrainError::Input(format!(
-                        "--prime: character {c:?} at position {i} is not a letter or a space \
-                         (the model knows a-z and space only)"
+                        "--prime: character {c:?} at position {i} is not in a-z or space, the \
+                         only characters the model knows (--prime-file turns any text into \
+                         that form)"
                     ))
                 })
         })

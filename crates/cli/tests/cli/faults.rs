@@ -183,6 +183,26 @@ fn bad_flags_and_recipe_values_are_refused() {
             "{extra:?} left a run behind"
         );
     }
+    // --steps wins over a --set of the same key, as its help says
+    let out = ok(&charlstm(&train_args(
+        d,
+        r,
+        &["--set", "train.steps=9", "--steps", "4"],
+    )));
+    assert!(out.contains("done: 4 steps"), "{out}");
+    std::fs::remove_dir_all(&run).unwrap();
+    // an empty variable that stands for a flag is no setting, not a flag without a value
+    let out = Command::new(BIN)
+        .args(["sample", "--run", "/nonexistent"])
+        .env("CHARLSTM_DEVICE", "")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/nonexistent") && !err.contains("--device"),
+        "{err}"
+    );
     let err = fails(&charlstm(&["train", "--recipe", "mirror", "--data", d]));
     assert!(
         err.contains("use `charlstm mirror train --recipe mirror`"),
@@ -210,6 +230,9 @@ fn bad_flags_and_recipe_values_are_refused() {
         vec!["sample", "--run", "r", "--temperature", "NaN"],
         vec!["sample", "--run", "r", "--temperature", "-1"],
         vec!["eval", "--run", "r", "--dynamic", "--dynamic-lr", "-1"],
+        vec!["eval", "--run", "r", "--limit", "1"],
+        vec!["eval", "--run", "r", "--dynamic", "--dynamic-stats", "1"],
+        vec!["train", "--resume", "r", "--runs", "elsewhere"],
     ] {
         let out = charlstm(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
