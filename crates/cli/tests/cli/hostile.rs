@@ -511,6 +511,14 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             ],
         ),
         case(
+            &["eval", "--run", &lm, "--data", &short, "--part", "test"],
+            1,
+            &[
+                "--part: ",
+                "short.txt: corpus for the standard 90/5/5 split",
+            ],
+        ),
+        case(
             &["train", "--data", &page, "--run", &new_run],
             1,
             &["page.zip: named .zip but not a zip archive"],
