@@ -106,7 +106,6 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
         }
         None => None,
     };
-    let mut started = false;
     let mut shown = Progress::new(a.log, a.quiet);
     let json = shown.mode() == LogMode::Json;
     let result = trainer::train(
@@ -125,13 +124,12 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
                 (Some(t), Event::Step { loss: Some(l), .. }) => t.write(*l),
                 _ => {}
             }
-            started |= matches!(e, Event::Started { .. });
             shown.event(e);
         },
     );
     shown.finish();
     // the steps trained are kept also when training failed
-    let traced = trace.map_or(Ok(()), |t| t.finish(started));
+    let traced = trace.map_or(Ok(()), LossTrace::finish);
     let report = result?;
     if json {
         outln!("{}", serde_json::json!({"event": "done", "report": report}));
@@ -166,6 +164,8 @@ struct LossTrace {
     file: Option<std::io::BufWriter<std::fs::File>>,
     /// Created by this command: removed again if training never starts.
     created: bool,
+    /// Training started ([`LossTrace::start`]).
+    started: bool,
     /// The first write that failed (training goes on; said at the end).
     error: Option<std::io::Error>,
 }
@@ -183,6 +183,7 @@ impl LossTrace {
             path: p.to_path_buf(),
             file,
             created: !exists,
+            started: false,
             error: None,
         })
     }
@@ -198,6 +199,7 @@ impl LossTrace {
 
     /// Training started: an existing file replaced by a new one of its name.
     fn start(&mut self) {
+        self.started = true;
         if self.file.is_none() && self.error.is_none() {
             match std::fs::remove_file(&self.path).and_then(|()| Self::create(&self.path)) {
                 Ok(f) => self.file = Some(f),
@@ -217,9 +219,9 @@ impl LossTrace {
 
     /// After training: flushed, or (a run that never started) the empty
     /// file this command created removed; the first error, naming the file.
-    fn finish(mut self, started: bool) -> Result<()> {
+    fn finish(mut self) -> Result<()> {
         use std::io::Write as _;
-        if !started && self.created {
+        if !self.started && self.created {
             drop(self.file.take());
             let _ = std::fs::remove_file(&self.path);
             return Ok(());

@@ -295,10 +295,7 @@ pub fn fetch_with(
             reason: "expected an http:// or https:// URL".into(),
         });
     }
-    let dir = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = crate::atomic::folder_of(target);
     std::fs::create_dir_all(dir).map_err(|e| Text8Error::io(dir, e))?;
 
     let http_err = |reason: String| Text8Error::Http {
