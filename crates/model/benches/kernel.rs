@@ -1,5 +1,5 @@
-//! `cargo bench -p model`: the core's multiply-add ceilings (f32, and bf16
-//! where it has AVX512-BF16), then the LSTM sequence kernel on its own:
+//! `cargo bench -p model`: the core's multiply-add ceilings (f32, and bf16 and fp16
+//! where it has AVX512-BF16 and AVX512-FP16), then the LSTM sequence kernel on its own:
 //! matrix-product throughput at the notebook's and `large`'s shapes, the dense layer's
 //! products on one and two threads, one cell step, forward/backward times of
 //! whole sequences on one thread, and of the batch split over one and two
@@ -48,7 +48,8 @@ fn wanted(name: &str) -> bool {
 /// and its clock. Every product rate below (and a reference's, by its FLOP
 /// count) is a fraction of the f32 one; the bf16 one (`vdpbf16ps`, two
 /// products a lane) says whether the opt-in bf16 products can be faster
-/// than f32 on this CPU without AMX tiles.
+/// than f32 on this CPU without AMX tiles, the fp16 one (`vfmadd231ph`, 32
+/// lanes) the same for the f16 products.
 #[cfg(target_arch = "x86_64")]
 fn peaks() -> Vec<(&'static str, f64)> {
     use std::arch::x86_64::*;
@@ -108,6 +109,20 @@ fn peaks() -> Vec<(&'static str, f64)> {
         }
         acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
     }
+    #[target_feature(enable = "avx512f,avx512fp16")]
+    fn f16x32(rounds: usize) -> f32 {
+        // as in `f32x16`, in fp16 (0.999 v + 1e-4 settles towards 0.1);
+        // the accumulators held as f32 vectors, as the kernel's
+        let half = |x: f32| _mm512_castsi512_ph(_mm512_set1_epi16(kernel::f16::to_f16(x) as i16));
+        let (a, b) = (half(0.999), half(1e-4));
+        let mut acc = [_mm512_castph_ps(half(1.0)); ACC];
+        for _ in 0..rounds {
+            for v in &mut acc {
+                *v = _mm512_castph_ps(_mm512_fmadd_ph(_mm512_castps_ph(*v), a, b));
+            }
+        }
+        acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+    }
     let avx512 = std::arch::is_x86_feature_detected!("avx512f");
     let avx2 =
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
@@ -127,7 +142,11 @@ fn peaks() -> Vec<(&'static str, f64)> {
     let bf16_loop: Option<(&str, usize, Loop)> =
         // SAFETY: the CPU has AVX-512F and AVX512-BF16 (checked)
         bf16.then_some(("bf16 vdpbf16ps", 32, |r| unsafe { bf16x32(r) }));
-    [f32_loop, bf16_loop]
+    let f16 = avx512 && std::arch::is_x86_feature_detected!("avx512fp16");
+    let f16_loop: Option<(&str, usize, Loop)> =
+        // SAFETY: the CPU has AVX-512F and AVX512-FP16 (checked)
+        f16.then_some(("f16 vfmadd231ph", 32, |r| unsafe { f16x32(r) }));
+    [f32_loop, bf16_loop, f16_loop]
         .into_iter()
         .flatten()
         .map(|(name, madds, run)| {
@@ -188,16 +207,20 @@ fn main() {
                 2.0 * (m * n * k) as f64 / s / 1e9
             );
         }
-        // the opt-in bf16 products (where the CPU has AVX512-BF16; on the
-        // AMX tiles from 16 rows where it has those: `kernels`)
-        if let Some(packed) = kernel::PackedBf16::new(&b, k, n, false) {
-            let s = time(|| packed.matmul(&mut c, &a, m, true));
-            println!(
-                "{{\"bench\": \"matmul_packed_bf16\", \"kernels\": \"{}\", \"m\": {m}, \"n\": {n}, \"k\": {k}, \"us\": {:.2}, \"gflops\": {:.1}}}",
-                kernel::isa().name(),
-                s * 1e6,
-                2.0 * (m * n * k) as f64 / s / 1e9
-            );
+        // the opt-in 16-bit products (where the CPU has AVX512-BF16 or
+        // AVX512-FP16; bf16 on the AMX tiles from 16 rows where it has
+        // those: `kernels`)
+        for half in [kernel::Half::Bf16, kernel::Half::F16] {
+            if let Some(packed) = kernel::PackedHalf::new(half, &b, k, n, false) {
+                let s = time(|| packed.matmul(&mut c, &a, m, true));
+                println!(
+                    "{{\"bench\": \"matmul_packed_{}\", \"kernels\": \"{}\", \"m\": {m}, \"n\": {n}, \"k\": {k}, \"us\": {:.2}, \"gflops\": {:.1}}}",
+                    half.precision().name(),
+                    kernel::isa().name(),
+                    s * 1e6,
+                    2.0 * (m * n * k) as f64 / s / 1e9
+                );
+            }
         }
     }
     // the dense layer's products over all of a sequence's rows (`large`'s
@@ -321,11 +344,10 @@ fn main() {
         }) - fwd;
         // the batch split over 1 and 2 threads (what `--threads` runs): where
         // a second core's time goes at each size; in bf16 too where it runs
-        let precisions = if kernel::bf16::available() {
-            vec![Precision::F32, Precision::Bf16]
-        } else {
-            vec![Precision::F32]
-        };
+        let precisions: Vec<Precision> = [Precision::F32, Precision::Bf16, Precision::F16]
+            .into_iter()
+            .filter(|p| p.half().is_none_or(|h| h.available()))
+            .collect();
         for (threads, precision) in [1, 2]
             .into_iter()
             .flat_map(|t| precisions.iter().map(move |p| (t, *p)))

@@ -29,13 +29,13 @@ use crate::lstm::Projected;
 #[backend_extension(Flex, Autodiff)]
 pub trait LstmSeqBackend: Backend {
     /// `[steps * batch, 4H]`, `[H, 4H]`, `[batch, H]`, `[batch, H]` -> `[steps * batch + batch, H]`;
-    /// the recurrent products in bf16 when `bf16` ([`Precision::Bf16`]).
+    /// the recurrent products in `precision` where it applies.
     fn lstm_sequence(
         p: FloatTensor<Self>,
         wh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
-        bf16: bool,
+        precision: Precision,
     ) -> FloatTensor<Self>;
 
     /// [`lstm_sequence`](LstmSeqBackend::lstm_sequence) with input
@@ -47,7 +47,7 @@ pub trait LstmSeqBackend: Backend {
         wh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
-        bf16: bool,
+        precision: Precision,
     ) -> FloatTensor<Self>;
 
     /// Mean softmax cross-entropy of `h w + b` against `labels`:
@@ -159,14 +159,6 @@ struct Inputs {
     c0: FlexTensor,
 }
 
-fn precision(bf16: bool) -> Precision {
-    if bf16 {
-        Precision::Bf16
-    } else {
-        Precision::F32
-    }
-}
-
 /// The sequence over the input projections `p` (read in their buffer where
 /// they lie contiguously: [`with_host`]), or over the rows of the table `p`
 /// named by `ids`: its output tensor, the sizes, and the operands the
@@ -175,7 +167,7 @@ fn run(
     p: FlexTensor,
     ids: Option<&[u32]>,
     [wh, h0, c0]: [FlexTensor; 3],
-    bf16: bool,
+    precision: Precision,
     cache: &mut SplitCache,
 ) -> (FlexTensor, SeqDims, Inputs) {
     let i = Inputs {
@@ -193,7 +185,7 @@ fn run(
         let (wh, h0, c0) = (f32s(&i.wh), f32s(&i.h0), f32s(&i.c0));
         (
             dims,
-            kernel::forward_split(dims, input, wh, (h0, c0), precision(bf16), cache),
+            kernel::forward_split(dims, input, wh, (h0, c0), precision, cache),
         )
     });
     out.extend_from_slice(&c_last);
@@ -257,9 +249,9 @@ impl LstmSeqBackend for Flex {
         wh: FlexTensor,
         h0: FlexTensor,
         c0: FlexTensor,
-        bf16: bool,
+        precision: Precision,
     ) -> FlexTensor {
-        run(p, None, [wh, h0, c0], bf16, &mut SplitCache::default()).0
+        run(p, None, [wh, h0, c0], precision, &mut SplitCache::default()).0
     }
 
     fn lstm_sequence_lookup(
@@ -268,14 +260,14 @@ impl LstmSeqBackend for Flex {
         wh: FlexTensor,
         h0: FlexTensor,
         c0: FlexTensor,
-        bf16: bool,
+        precision: Precision,
     ) -> FlexTensor {
         let ids = ids_host(ids);
         run(
             table,
             Some(&ids),
             [wh, h0, c0],
-            bf16,
+            precision,
             &mut SplitCache::default(),
         )
         .0
@@ -502,9 +494,9 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
         wh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
-        bf16: bool,
+        precision: Precision,
     ) -> FloatTensor<Self> {
-        tracked_sequence::<C>(p, None, [wh, h0, c0], bf16)
+        tracked_sequence::<C>(p, None, [wh, h0, c0], precision)
     }
 
     fn lstm_sequence_lookup(
@@ -513,9 +505,9 @@ impl<C: CheckpointStrategy> LstmSeqBackend for Autodiff<Flex, C> {
         wh: FloatTensor<Self>,
         h0: FloatTensor<Self>,
         c0: FloatTensor<Self>,
-        bf16: bool,
+        precision: Precision,
     ) -> FloatTensor<Self> {
-        tracked_sequence::<C>(table, Some(ids_host(ids)), [wh, h0, c0], bf16)
+        tracked_sequence::<C>(table, Some(ids_host(ids)), [wh, h0, c0], precision)
     }
 
     fn linear_cross_entropy(
@@ -553,7 +545,7 @@ fn tracked_sequence<C: CheckpointStrategy>(
     p: FloatTensor<Autodiff<Flex, C>>,
     ids: Option<Vec<u32>>,
     [wh, h0, c0]: [FloatTensor<Autodiff<Flex, C>>; 3],
-    bf16: bool,
+    precision: Precision,
 ) -> FloatTensor<Autodiff<Flex, C>> {
     let nodes = [p.node(), wh.node(), h0.node(), c0.node()];
     let [p, wh, h0, c0] = [p, wh, h0, c0].map(|t| t.into_primitive());
@@ -564,7 +556,7 @@ fn tracked_sequence<C: CheckpointStrategy>(
     // a lookup's table rows, for its gradient
     let lookup_vocab = p.layout().shape()[0];
     let mut cache = SplitCache::default();
-    let (out, dims, i) = run(p, ids.as_deref(), [wh, h0, c0], bf16, &mut cache);
+    let (out, dims, i) = run(p, ids.as_deref(), [wh, h0, c0], precision, &mut cache);
     match tracked {
         OpsKind::Tracked(prep) => {
             let state = SeqState {
@@ -648,10 +640,9 @@ pub(crate) fn lstm_sequence(
     let [batch, hidden] = h0.dims();
     let rows = input.rows();
     let (wh, h0, c0) = (wh.into_dispatch(), h0.into_dispatch(), c0.into_dispatch());
-    let bf16 = precision == Precision::Bf16;
     let out = match input {
         Projected::Rows(p) => {
-            <Dispatch as LstmSeqBackend>::lstm_sequence(p.into_dispatch(), wh, h0, c0, bf16)
+            <Dispatch as LstmSeqBackend>::lstm_sequence(p.into_dispatch(), wh, h0, c0, precision)
         }
         Projected::Lookup { table, ids } => <Dispatch as LstmSeqBackend>::lstm_sequence_lookup(
             table.into_dispatch(),
@@ -659,7 +650,7 @@ pub(crate) fn lstm_sequence(
             wh,
             h0,
             c0,
-            bf16,
+            precision,
         ),
     };
     let out = Tensor::<2>::from_dispatch(out);

@@ -235,10 +235,9 @@ pub fn bench_lm(loaded: &LoadedRecipe, setup: &BenchSetup<'_>) -> Result<BenchRe
     }
     let sample_cps = generated as f64 / t.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&run);
-    let bf16 = crate::lm::runs_bf16(recipe, device);
     Ok(BenchResult {
         cpu: model::kernel::cpu_info(),
-        precision: if bf16 { "bf16" } else { "f32" },
+        precision: crate::lm::runs_in(recipe, device).name(),
         recipe: loaded.name.clone(),
         device: device_name.to_string(),
         threads,

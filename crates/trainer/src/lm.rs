@@ -24,8 +24,7 @@ use crate::eval;
 use crate::metrics::Summary;
 use crate::optim::{Optimizer, from_host, to_host};
 use crate::recipe::{
-    InitSpec, InputSpec, LayoutSpec, LmRecipe, LoadedRecipe, PrecisionSpec, Recipe, SplitSpec,
-    TokenizerKind,
+    InitSpec, InputSpec, LayoutSpec, LmRecipe, LoadedRecipe, Recipe, SplitSpec, TokenizerKind,
 };
 use crate::safetensors::{HostTensor, SafeTensors};
 use crate::sample::{self, SampleOptions, ids_tensor};
@@ -69,13 +68,18 @@ pub fn upgrade_model_config(saved: &mut serde_json::Value) {
     }
 }
 
-/// Whether a language model's recurrent products run in bf16: asked for
-/// (`train.precision = "bf16"`), on the CPU kernels, and taken by them for
-/// a thread's part of the batch ([`model::kernel::bf16::applies`]).
-pub fn runs_bf16(r: &LmRecipe, device: &Device) -> bool {
-    r.train.precision == PrecisionSpec::Bf16
-        && model::device::is_flex(device)
-        && model::kernel::bf16::applies(part_rows(r), r.model.d_hidden)
+/// The precision a language model's recurrent products run in: the
+/// recipe's `train.precision` where the CPU kernels take it for a thread's
+/// part of the batch ([`model::kernel::Half::applies`]), f32 elsewhere.
+pub fn runs_in(r: &LmRecipe, device: &Device) -> model::Precision {
+    match model::Precision::from(r.train.precision).half() {
+        Some(half)
+            if model::device::is_flex(device) && half.applies(part_rows(r), r.model.d_hidden) =>
+        {
+            half.precision()
+        }
+        _ => model::Precision::F32,
+    }
 }
 
 /// The smallest part of the batch the kernels give a thread
@@ -85,42 +89,48 @@ fn part_rows(r: &LmRecipe) -> usize {
     parts.iter().map(|p| p.1).min().unwrap_or(0)
 }
 
-/// What someone who asked for bf16 products in recipe `name` should know
-/// before the run: why they run in f32 here, or, without AMX tiles, that
-/// the bf16 instruction may run slower than f32 (on the Intel Xeons
-/// without AMX in docs/PERFORMANCE.md at half its rate). None for f32, or
-/// bf16 on AMX tiles.
+/// What someone who asked for 16-bit products in recipe `name` should know
+/// before the run: why they run in f32 here, or, for bf16 without AMX
+/// tiles, that the bf16 instruction may run slower than f32 (on the Intel
+/// Xeons without AMX in docs/PERFORMANCE.md at half its rate, where f16
+/// is the faster choice). None for f32, bf16 on AMX tiles, and f16 where
+/// it runs.
 pub fn precision_note(name: &str, r: &LmRecipe, device: &Device) -> Option<String> {
-    use model::kernel::bf16::{self, Refusal};
+    use model::kernel::half::{Half, Refusal};
     use model::kernel::{Isa, isa};
-    if r.train.precision != PrecisionSpec::Bf16 {
-        return None;
-    }
+    let precision = model::Precision::from(r.train.precision);
+    let half = precision.half()?;
+    let asked = precision.name();
     let (rows, hidden) = (part_rows(r), r.model.d_hidden);
     let f32_because = if !model::device::is_flex(device) {
-        "the bf16 products are CPU kernels and this device is not the CPU".to_string()
+        format!("the {asked} products are CPU kernels and this device is not the CPU")
     } else {
-        match bf16::refusal(rows, hidden) {
+        match half.refusal(rows, hidden) {
             Some(Refusal::Cpu) => match std::env::var("CHARLSTM_KERNELS") {
-                Ok(asked) if !isa().avx512() => {
-                    format!("CHARLSTM_KERNELS={asked} caps the kernels below AVX-512")
+                Ok(kernels) if !isa().avx512() => {
+                    format!("CHARLSTM_KERNELS={kernels} caps the kernels below AVX-512")
                 }
-                _ => "this CPU has no AVX512-BF16".to_string(),
+                _ => format!("this CPU has no {}", half.instructions()),
             },
             Some(Refusal::Rows) if rows == r.data.batch_size => {
-                format!("data.batch_size {rows} is under the 4 rows bf16 needs")
+                format!("data.batch_size {rows} is under the 4 rows {asked} needs")
             }
             Some(Refusal::Rows) => format!(
                 "a thread's part of the batch is {rows} rows (data.batch_size {} over {} \
-                 threads), under the 4 bf16 needs: raise data.batch_size or lower --threads",
+                 threads), under the 4 {asked} needs: raise data.batch_size or lower --threads",
                 r.data.batch_size,
                 model::kernel::pool::threads()
             ),
             Some(Refusal::Units) => format!("model.d_hidden {hidden} is not a multiple of 16"),
-            None if isa() < Isa::Avx512Amx => {
+            None if half == Half::Bf16 && isa() < Isa::Avx512Amx => {
+                let f16 = if Half::F16.available() {
+                    ", and f16 runs here"
+                } else {
+                    ""
+                };
                 return Some(format!(
                     "train.precision = bf16 without AMX tiles runs on the AVX512-BF16 dot \
-                     product, slower than f32 on some CPUs: compare `charlstm bench --recipe \
+                     product, slower than f32 on some CPUs{f16}: compare `charlstm bench --recipe \
                      {name}` with and without `--set train.precision=bf16` (docs/PERFORMANCE.md)"
                 ));
             }
@@ -128,7 +138,7 @@ pub fn precision_note(name: &str, r: &LmRecipe, device: &Device) -> Option<Strin
         }
     };
     Some(format!(
-        "train.precision = bf16 runs in f32 here: {f32_because}"
+        "train.precision = {asked} runs in f32 here: {f32_because}"
     ))
 }
 
@@ -610,13 +620,14 @@ mod tests {
         assert!((one.ln() - many.ln()).abs() < 1e-3, "{one} vs {many}");
     }
 
-    /// Asking for bf16 says why it runs in f32 here (the CPU, the batch
-    /// part, the units), or, without AMX tiles, that it may be slower; f32,
-    /// and bf16 where it runs on the tiles, say nothing.
+    /// Asking for bf16 or f16 says why it runs in f32 here (the CPU, the
+    /// batch part, the units), or, for bf16 without AMX tiles, that it may
+    /// be slower; f32, bf16 where it runs on the tiles and f16 where it
+    /// runs say nothing.
     #[test]
-    #[allow(clippy::print_stderr)] // says when this CPU has no AVX512-BF16
-    fn a_bf16_run_says_where_it_is_f32_or_may_be_slower() {
-        use model::kernel::{Isa, bf16, isa};
+    #[allow(clippy::print_stderr)] // says when this CPU cannot run a format
+    fn a_half_run_says_where_it_is_f32_or_may_be_slower() {
+        use model::kernel::{Half, Isa, isa};
         let device = Device::flex();
         let note = |sets: &[&str]| {
             let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
@@ -626,42 +637,49 @@ mod tests {
             }
         };
         assert_eq!(note(&[]), None, "f32 says nothing");
-        let bf16 = "train.precision=bf16";
-        let f32_here = "train.precision = bf16 runs in f32 here: ";
-        let asked = note(&[bf16]);
-        let units = note(&[bf16, "model.d_hidden=40"]).expect("a note");
-        // batches under 16 are one part whatever the thread count: 2 rows
-        // are too few, 6 are enough
-        let rows = note(&[bf16, "data.batch_size=2"]).expect("a note");
-        let six = note(&[bf16, "data.batch_size=6"]);
-        if !bf16::available() {
-            eprintln!("no AVX512-BF16 here: only the CPU's note can be checked");
-            for n in [asked.expect("a note"), units, rows, six.expect("a note")] {
-                assert!(n.starts_with(f32_here), "{n}");
+        for half in [Half::Bf16, Half::F16] {
+            let name = half.precision().name();
+            let set = format!("train.precision={name}");
+            let set = set.as_str();
+            let f32_here = format!("train.precision = {name} runs in f32 here: ");
+            let asked = note(&[set]);
+            let units = note(&[set, "model.d_hidden=40"]).expect("a note");
+            // batches under 16 are one part whatever the thread count: 2 rows
+            // are too few, 6 are enough
+            let rows = note(&[set, "data.batch_size=2"]).expect("a note");
+            let six = note(&[set, "data.batch_size=6"]);
+            if !half.available() {
+                eprintln!(
+                    "no {} here: only the CPU's note can be checked",
+                    half.instructions()
+                );
+                for n in [asked.expect("a note"), units, rows, six.expect("a note")] {
+                    assert!(n.starts_with(&f32_here), "{n}");
+                    assert!(
+                        n.contains(half.instructions()) || n.contains("CHARLSTM_KERNELS"),
+                        "{n}"
+                    );
+                }
+                continue;
+            }
+            assert_eq!(
+                units,
+                format!("{f32_here}model.d_hidden 40 is not a multiple of 16")
+            );
+            assert_eq!(
+                rows,
+                format!("{f32_here}data.batch_size 2 is under the 4 rows {name} needs")
+            );
+            assert_eq!(six, asked, "6 rows run {name} as 64 do");
+            if half == Half::F16 || isa() == Isa::Avx512Amx {
+                assert_eq!(asked, None, "{name} where it runs fast says nothing");
+            } else {
+                let n = asked.expect("a note without AMX");
                 assert!(
-                    n.contains("AVX512-BF16") || n.contains("CHARLSTM_KERNELS"),
+                    n.contains("without AMX tiles") && n.contains("--recipe large"),
                     "{n}"
                 );
             }
-            return;
-        }
-        assert_eq!(
-            units,
-            format!("{f32_here}model.d_hidden 40 is not a multiple of 16")
-        );
-        assert_eq!(
-            rows,
-            format!("{f32_here}data.batch_size 2 is under the 4 rows bf16 needs")
-        );
-        assert_eq!(six, asked, "6 rows run bf16 as 64 do");
-        if isa() == Isa::Avx512Amx {
-            assert_eq!(asked, None, "bf16 on the tiles says nothing");
-        } else {
-            let n = asked.expect("a note without AMX");
-            assert!(
-                n.contains("without AMX tiles") && n.contains("--recipe large"),
-                "{n}"
-            );
         }
     }
 }

@@ -181,9 +181,12 @@ pub struct TrainSpec {
     #[serde(default)]
     pub average: f64,
     /// Precision of the LSTM's recurrent products while training: `f32`
-    /// (the default) or `bf16` (operands rounded to bf16, sums in f32, on
-    /// CPUs with AVX512-BF16; f32 elsewhere). Faster on some CPUs, slower on
-    /// others: docs/PERFORMANCE.md measures its speed and perplexity.
+    /// (the default), `bf16` (operands rounded to bf16, sums in f32, on
+    /// CPUs with AVX512-BF16) or `f16` (operands scaled and rounded to
+    /// fp16, sums in fp16 for 32 products at a time then in f32, on CPUs
+    /// with AVX512-FP16); f32 where the CPU has not the instructions.
+    /// Faster on some CPUs, slower on others: docs/PERFORMANCE.md measures
+    /// their speed and perplexity.
     #[serde(default)]
     pub precision: PrecisionSpec,
 }
@@ -197,6 +200,8 @@ pub enum PrecisionSpec {
     F32,
     /// bf16 operands, f32 accumulation.
     Bf16,
+    /// fp16 operands (scaled), fp16 sums of 32 products added in f32.
+    F16,
 }
 
 impl From<PrecisionSpec> for model::Precision {
@@ -204,6 +209,7 @@ impl From<PrecisionSpec> for model::Precision {
         match p {
             PrecisionSpec::F32 => model::Precision::F32,
             PrecisionSpec::Bf16 => model::Precision::Bf16,
+            PrecisionSpec::F16 => model::Precision::F16,
         }
     }
 }
@@ -923,14 +929,16 @@ mod tests {
         let Recipe::Lm(r) = r.recipe else { panic!() };
         assert_eq!(r.train.learning_rate, 1.0);
         assert_eq!(r.model.layout, LayoutSpec::Fused);
-        // the precision is f32 unless asked; bf16 maps to the model's setting
+        // the precision is f32 unless asked; bf16 and f16 map to the model's setting
         assert_eq!(r.train.precision, PrecisionSpec::F32);
-        let r = load_recipe("large", &["train.precision=bf16".into()]).unwrap();
-        let Recipe::Lm(r) = r.recipe else { panic!() };
-        assert_eq!(
-            model::Precision::from(r.train.precision),
-            model::Precision::Bf16
-        );
+        for (set, want) in [
+            ("train.precision=bf16", model::Precision::Bf16),
+            ("train.precision=f16", model::Precision::F16),
+        ] {
+            let r = load_recipe("large", &[set.into()]).unwrap();
+            let Recipe::Lm(r) = r.recipe else { panic!() };
+            assert_eq!(model::Precision::from(r.train.precision), want);
+        }
     }
 
     #[test]
@@ -973,9 +981,9 @@ mod tests {
             e("layout=diagonal")
         );
         assert!(
-            e("train.precision=f16").contains("expected `f32` or `bf16` in `train.precision`"),
+            e("train.precision=fp8").contains("expected one of `f32`, `bf16`, `f16`"),
             "{}",
-            e("train.precision=f16")
+            e("train.precision=fp8")
         );
         let mirror = load_recipe("mirror", &["train.precision=bf16".into()]).unwrap_err();
         assert!(

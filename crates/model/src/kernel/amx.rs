@@ -15,7 +15,7 @@
 //! depth, and releases them when done, so that a thread that is not
 //! multiplying carries no tile state across context switches.
 //!
-//! Layout: the operands are the bf16 pairs of [`bf16`](super::bf16) (a `u32`
+//! Layout: the operands are the bf16 pairs of [`half`](super::half) (a `u32`
 //! holding depths `2p` and `2p + 1`), which is the layout the tiles take:
 //! an `A` tile is 16 rows of 16 pairs, a `B` tile 16 rows of pairs of 16
 //! columns (a strip of [`PackedBf16`](super::PackedBf16)).

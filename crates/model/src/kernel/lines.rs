@@ -1,6 +1,6 @@
 //! Values in whole 64-byte cache lines, aligned to them: the packed right
 //! operands of the blocked kernels ([`PackedB`](super::gemm::PackedB),
-//! [`PackedBf16`](super::bf16::PackedBf16)), whose strips' rows are one
+//! [`PackedHalf`](super::half::PackedHalf)), whose strips' rows are one
 //! line each (16 values of 4 bytes). Rust promises a `Vec<f32>` 4-byte
 //! alignment, glibc gives 16: off a line, every 64-byte load of a strip's
 //! row straddles two lines and costs two of the L1 cache's loads.
@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 #[derive(Debug, Clone, Copy)]
 struct Line<T>([T; 16]);
 
-/// `len` values of 4 bytes (`f32`, bf16 pairs in `u32`) in aligned lines,
+/// `len` values of 4 bytes (`f32`, 16-bit pairs in `u32`) in aligned lines,
 /// `len` a multiple of 16, written once and read as one slice.
 #[derive(Debug, Clone)]
 pub(super) struct Lines<T> {

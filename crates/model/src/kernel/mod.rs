@@ -96,11 +96,12 @@ macro_rules! dispatch_fn {
 pub mod amx;
 pub mod attention;
 pub mod attentional;
-pub mod bf16;
 pub mod cell;
 pub mod classifier;
 pub mod cpu;
+pub mod f16;
 pub mod gemm;
+pub mod half;
 pub mod join;
 pub mod linear;
 mod lines;
@@ -111,13 +112,13 @@ mod prefetch;
 pub mod sequence;
 pub mod split;
 
-pub use bf16::{PackedBf16, Precision};
 pub use cell::{CellOut, cell_step};
 pub use classifier::{linear_xent, linear_xent_backward};
 pub use cpu::{CpuInfo, Isa, cpu_info, detected_isa, isa};
 pub use gemm::{
     BLOCKED_MAX_B, PackedB, blocked_rows, matmul, matmul_gemm_crate, matmul_maybe_packed,
 };
+pub use half::{Half, PackedHalf, Precision};
 pub use math::{exp, sigmoid, tanh};
 pub use sequence::{
     PackedRecurrent, PartInput, PartLookup, PartRows, Projections, SeqCache, SeqDims, SeqGrads,

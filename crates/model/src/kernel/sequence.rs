@@ -1,9 +1,9 @@
 //! The unrolled sequence on one thread: forward over all time steps with
 //! the recurrent product and the cell step, and backward through time.
 
-use super::bf16::{self, PackedBf16, Precision};
 use super::cell::{CellOut, cell_backward_rows, cell_step};
 use super::gemm::{PackedB, blocked_rows, matmul, matmul_maybe_packed};
+use super::half::{self, PackedHalf, Precision};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -15,16 +15,17 @@ pub enum PackedRecurrent {
     /// f32, packed for the blocked kernel where it applies (batches in
     /// fours, a CPU with a blocked kernel), else `None`: read in place.
     F32(Option<PackedB>),
-    /// bf16 pairs ([`Precision::Bf16`] on a CPU with AVX512-BF16).
-    Bf16(PackedBf16),
+    /// 16-bit pairs ([`Precision::Bf16`] or [`Precision::F16`] where the
+    /// CPU has the instructions).
+    Half(PackedHalf),
 }
 
 impl PackedRecurrent {
     /// Packs `wh` of `hidden` units for the forward product (`transposed` =
     /// false: `[H, 4H]`) or for the backward one (`Wh^T`, `[4H, H]`), for
     /// products of `rows` rows each (one count per thread's part of the
-    /// batch): in bf16 when asked and every part can run it
-    /// ([`bf16::applies`]: parts under four rows, such as validation
+    /// batch): in a 16-bit format when asked and every part can run it
+    /// ([`Half::applies`](half::Half::applies): parts under four rows, such as validation
     /// character by character, stay f32); in f32 packed when some part's
     /// rows come in fours (the packed kernel's row blocks; the others read
     /// `wh` in place). Forward and backward of one split get the same.
@@ -40,11 +41,11 @@ impl PackedRecurrent {
         } else {
             (hidden, 4 * hidden)
         };
-        if precision == Precision::Bf16
-            && rows.iter().all(|&r| bf16::applies(r, hidden))
-            && let Some(p) = PackedBf16::new(wh, k, n, transposed)
+        if let Some(half) = precision.half()
+            && rows.iter().all(|&r| half.applies(r, hidden))
+            && let Some(p) = PackedHalf::new(half, wh, k, n, transposed)
         {
-            return PackedRecurrent::Bf16(p);
+            return PackedRecurrent::Half(p);
         }
         PackedRecurrent::F32(
             rows.iter()
@@ -74,7 +75,7 @@ impl PackedRecurrent {
     pub fn precision(&self) -> Precision {
         match self {
             PackedRecurrent::F32(_) => Precision::F32,
-            PackedRecurrent::Bf16(_) => Precision::Bf16,
+            PackedRecurrent::Half(p) => p.half().precision(),
         }
     }
 }
@@ -91,7 +92,7 @@ fn recurrent_product(
     accumulate: bool,
 ) {
     match packed {
-        PackedRecurrent::Bf16(p) => p.matmul(c, a, m, accumulate),
+        PackedRecurrent::Half(p) => p.matmul(c, a, m, accumulate),
         PackedRecurrent::F32(p) => {
             matmul_maybe_packed(c, a, (b, false), p.as_ref(), m, n, k, accumulate)
         }
@@ -557,14 +558,17 @@ pub fn backward_packed(
         recurrent_product(&mut dh_next, dg, &wh_t, packed_t, (b, hd, g4), false);
     }
     // dWh = h0^T dG_0 + H_{0..T-1}^T dG_{1..T}
-    let in_bf16 = packed_t.precision() == Precision::Bf16
-        && bf16::matmul_at(
+    let in_half = match packed_t {
+        PackedRecurrent::Half(p) => half::matmul_at(
+            p.half(),
             &mut dwh,
             (h0, &hs[..(rows - b) * hd]),
             (&dp[..b * g4], &dp[b * g4..]),
             (hd, g4, rows),
-        );
-    if !in_bf16 {
+        ),
+        PackedRecurrent::F32(_) => false,
+    };
+    if !in_half {
         matmul(&mut dwh, h0, &dp[..b * g4], hd, g4, b, true, false, false);
         if dims.steps > 1 {
             matmul(

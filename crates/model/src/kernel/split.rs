@@ -2,8 +2,8 @@
 //! so a forward or backward pass runs as one part per thread, each on its
 //! own sequences, sharing one packed copy of the recurrent weights.
 
-use super::bf16::Precision;
 use super::gemm::elems;
+use super::half::Precision;
 use super::pool::{for_row_blocks, parallel_map, parallel_map_owned, threads, written_row_blocks};
 use super::sequence::{
     PackedRecurrent, PartInput, PartLookup, PartRows, Projections, SeqCache, SeqDims, SeqGrads,
@@ -248,7 +248,7 @@ const SUM_ROWS: usize = 64;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::bf16::available;
+    use crate::kernel::half::Half;
     use crate::kernel::pool::{TestThreads, set_threads};
     use crate::kernel::sequence::{backward, forward};
 
@@ -477,15 +477,15 @@ mod tests {
         );
     }
 
-    /// The bf16 recurrent products at `large`'s proportions (scaled down:
-    /// parts of 16 rows, 32 units: on the AMX tiles where the CPU has
-    /// them, on both threads at once) on one and two threads: close to the f32
-    /// passes (operands rounded to 8 bits of mantissa), and not equal to
-    /// them beyond f32 rounding where the CPU has AVX512-BF16 (so the bf16
-    /// path did run).
+    /// The 16-bit recurrent products at `large`'s proportions (scaled
+    /// down: parts of 16 rows, 32 units: bf16 on the AMX tiles where the
+    /// CPU has them, on both threads at once) on one and two threads: close
+    /// to the f32 passes (operands rounded to 8 or 11 bits of mantissa),
+    /// and not equal to them beyond f32 rounding where the CPU has the
+    /// format's instructions (so that path did run).
     #[test]
-    #[allow(clippy::print_stderr)] // says when this CPU has no AVX512-BF16
-    fn bf16_split_passes_stay_close_to_f32() {
+    #[allow(clippy::print_stderr)] // says when this CPU cannot run a format
+    fn half_split_passes_stay_close_to_f32() {
         let dims = SeqDims {
             steps: 5,
             batch: 32,
@@ -494,40 +494,42 @@ mod tests {
         let case = Case::new(dims, 20.0);
         let (one, c1, g1) = case.single(dims);
         let _threads = TestThreads::lock();
-        for threads in [1, 2] {
-            set_threads(threads);
-            let (hs, c2, g2, split) = case.split(dims, Precision::Bf16);
-            set_threads(1);
-            let want = if available() {
-                Precision::Bf16
-            } else {
-                Precision::F32
-            };
-            assert_eq!(split.precision, want);
-            let mut differs = false;
-            for (what, a, b) in [
-                ("outputs", &one.hs, &hs),
-                ("final cell", &c1, &c2),
-                ("dp", &g1.dp, &g2.dp),
-                ("dh0", &g1.dh0, &g2.dh0),
-                ("dwh", &g1.dwh, &g2.dwh),
-            ] {
-                assert_eq!(a.len(), b.len(), "{what}");
-                for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
-                    assert!(
-                        (x - y).abs() <= 3e-2 * (1.0 + x.abs()),
-                        "{threads} threads, {what}[{i}]: {x} vs {y}"
-                    );
-                    // more than the split's own rounding (1e-5 above)
-                    differs |= (x - y).abs() > 1e-5;
+        for half in [Half::Bf16, Half::F16] {
+            for threads in [1, 2] {
+                set_threads(threads);
+                let (hs, c2, g2, split) = case.split(dims, half.precision());
+                set_threads(1);
+                let want = if half.available() {
+                    half.precision()
+                } else {
+                    Precision::F32
+                };
+                assert_eq!(split.precision, want);
+                let mut differs = false;
+                for (what, a, b) in [
+                    ("outputs", &one.hs, &hs),
+                    ("final cell", &c1, &c2),
+                    ("dp", &g1.dp, &g2.dp),
+                    ("dh0", &g1.dh0, &g2.dh0),
+                    ("dwh", &g1.dwh, &g2.dwh),
+                ] {
+                    assert_eq!(a.len(), b.len(), "{what}");
+                    for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
+                        assert!(
+                            (x - y).abs() <= 3e-2 * (1.0 + x.abs()),
+                            "{half:?}, {threads} threads, {what}[{i}]: {x} vs {y}"
+                        );
+                        // more than the split's own rounding (1e-5 above)
+                        differs |= (x - y).abs() > 1e-5;
+                    }
                 }
+                assert_eq!(differs, half.available(), "{half:?} ran where available");
             }
-            assert_eq!(differs, available(), "bf16 ran where available");
-        }
-        if !available() {
-            eprintln!(
-                "bf16_split_passes_stay_close_to_f32: no AVX512-BF16 here: f32 compared only"
-            );
+            if !half.available() {
+                eprintln!(
+                    "half_split_passes_stay_close_to_f32: no {half:?} instructions here: f32 compared only"
+                );
+            }
         }
     }
 }
