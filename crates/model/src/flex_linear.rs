@@ -17,29 +17,38 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{Tensor, TensorData};
 
 use crate::flex_ops::{contiguous, f32s, register_grads, with_host};
+use crate::kernel::Precision;
 use crate::kernel::linear::{LinearDims, linear_backward, linear_forward};
 
 /// The dense layer operation.
 #[backend_extension(Flex, Autodiff)]
 pub trait LinearBackend: Backend {
-    /// `x w + b`: `[rows, d_in]`, `[d_in, d_out]`, `[1, d_out]` -> `[rows, d_out]`.
+    /// `x w + b`: `[rows, d_in]`, `[d_in, d_out]`, `[1, d_out]` -> `[rows,
+    /// d_out]`, the products by `w` in `precision` where it applies.
     fn linear(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
+        precision: Precision,
     ) -> FloatTensor<Self>;
 }
 
 /// The operands, contiguous (handles to their buffers, read in place by
-/// both passes), and their sizes.
+/// both passes), their sizes and the precision of the products.
 #[derive(Debug)]
 struct Operands {
     x: FlexTensor,
     w: FlexTensor,
     dims: LinearDims,
+    precision: Precision,
 }
 
-fn forward(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> (Operands, FlexTensor) {
+fn forward(
+    x: FlexTensor,
+    w: FlexTensor,
+    b: FlexTensor,
+    precision: Precision,
+) -> (Operands, FlexTensor) {
     let [x, w, b] = [x, w, b].map(contiguous);
     let (xs, ws, bs) = (x.layout().shape(), w.layout().shape(), b.layout().shape());
     assert!(
@@ -51,14 +60,20 @@ fn forward(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> (Operands, FlexTensor
         d_in: ws[0],
         d_out: ws[1],
     };
-    let y = linear_forward(f32s(&x), f32s(&w), f32s(&b), dims);
+    let y = linear_forward(f32s(&x), f32s(&w), f32s(&b), dims, precision);
     let y = FlexTensor::from_data(TensorData::new(y, [dims.rows, dims.d_out]));
-    (Operands { x, w, dims }, y)
+    let operands = Operands {
+        x,
+        w,
+        dims,
+        precision,
+    };
+    (operands, y)
 }
 
 impl LinearBackend for Flex {
-    fn linear(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
-        forward(x, w, b).1
+    fn linear(x: FlexTensor, w: FlexTensor, b: FlexTensor, precision: Precision) -> FlexTensor {
+        forward(x, w, b, precision).1
     }
 }
 
@@ -78,7 +93,7 @@ impl Backward<Flex, 3> for LinearBackward {
         let d = o.dims;
         let g = with_host(grads.consume::<Flex>(&ops.node), |shape, dy| {
             assert_eq!(shape, [d.rows, d.d_out], "dense layer output gradient");
-            linear_backward(f32s(&o.x), f32s(&o.w), dy, d)
+            linear_backward(f32s(&o.x), f32s(&o.w), dy, d, o.precision)
         });
         register_grads(
             grads,
@@ -97,9 +112,15 @@ impl<C: CheckpointStrategy> LinearBackend for Autodiff<Flex, C> {
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
+        precision: Precision,
     ) -> FloatTensor<Self> {
         let nodes = [x.node(), w.node(), b.node()];
-        let (operands, y) = forward(x.into_primitive(), w.into_primitive(), b.into_primitive());
+        let (operands, y) = forward(
+            x.into_primitive(),
+            w.into_primitive(),
+            b.into_primitive(),
+            precision,
+        );
         match LinearBackward
             .prepare::<C>(nodes)
             .compute_bound()
@@ -112,11 +133,12 @@ impl<C: CheckpointStrategy> LinearBackend for Autodiff<Flex, C> {
 }
 
 /// `x w + b` (see [`LinearBackend::linear`]); flex tensors only.
-pub fn linear(x: Tensor<2>, w: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+pub fn linear(x: Tensor<2>, w: Tensor<2>, b: Tensor<2>, precision: Precision) -> Tensor<2> {
     let out = <Dispatch as LinearBackend>::linear(
         x.into_dispatch(),
         w.into_dispatch(),
         b.into_dispatch(),
+        precision,
     );
     Tensor::<2>::from_dispatch(out)
 }

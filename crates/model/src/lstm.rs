@@ -283,7 +283,7 @@ impl Lstm {
 
     /// Input projections of every row, bias included: `[n, 4 d_hidden]`, gates `i, f, u, o`.
     pub fn project_input(&self, input: &LstmInput) -> Tensor<2> {
-        self.projected(input).into_rows()
+        self.projected(input, Precision::F32).into_rows()
     }
 
     /// [`project_input`](Self::project_input), with the rows of a one-hot or
@@ -291,8 +291,11 @@ impl Lstm {
     ///
     /// With separate gate matrices the weights are put side by side first
     /// (a `[d_input, 4 d_hidden]` copy, small) so that the rows are looked up
-    /// or multiplied once, not once per gate and then joined.
-    fn projected(&self, input: &LstmInput) -> Projected {
+    /// or multiplied once, not once per gate and then joined. A dense
+    /// input's products run in `precision` where the flex kernel applies it
+    /// ([`crate::kernel::linear`]: fp16 only).
+    #[cfg_attr(not(feature = "flex"), allow(unused_variables))]
+    fn projected(&self, input: &LstmInput, precision: Precision) -> Projected {
         let (wx, b) = (self.input_weights(), self.biases());
         match input {
             LstmInput::OneHot(ids) => Projected::Lookup {
@@ -301,7 +304,7 @@ impl Lstm {
             },
             #[cfg(feature = "flex")]
             LstmInput::Dense(x) if crate::flex_ops::supported(&x.device()) => {
-                Projected::Rows(crate::flex_linear::linear(x.clone(), wx, b))
+                Projected::Rows(crate::flex_linear::linear(x.clone(), wx, b, precision))
             }
             LstmInput::Dense(x) => Projected::Rows(x.clone().matmul(wx) + b),
             LstmInput::Embedded { table, ids } if table.dims()[0] <= ids.dims()[0] => {
@@ -368,8 +371,8 @@ impl Lstm {
     /// d_hidden]` in place of the layer's own: the same matrix at every
     /// step, so a DropConnect mask on it (Merity et al., arXiv 1708.02182)
     /// drops recurrent connections without a mask per step. The recurrent
-    /// products run in `precision` where the fused kernel runs and the CPU
-    /// supports it (see [`Precision`]).
+    /// products (and, in fp16, a dense input's) run in `precision` where the
+    /// fused kernel runs and the CPU supports it (see [`Precision`]).
     pub fn forward_with(
         &self,
         input: &LstmInput,
@@ -378,7 +381,13 @@ impl Lstm {
         state: LstmState,
         precision: Precision,
     ) -> (Tensor<2>, LstmState) {
-        self.sequence(self.projected(input), wh, batch, state, precision)
+        self.sequence(
+            self.projected(input, precision),
+            wh,
+            batch,
+            state,
+            precision,
+        )
     }
 
     /// [`forward`](Self::forward) from input projections `[steps * batch, 4 d_hidden]`.

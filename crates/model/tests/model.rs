@@ -276,6 +276,56 @@ fn every_parameter_gets_a_gradient() {
     }
 }
 
+/// A two-layer model (the second layer's input dense: `large`'s shape,
+/// scaled down to 32 sequences of 32 units) with its products in bf16 or
+/// fp16: the logits and every gradient close to f32's, and different from
+/// them where this CPU has the format's instructions (so that the 16-bit
+/// products did run: in fp16 the dense layer's too); the same as f32 where
+/// it has not, and it says so.
+#[test]
+#[allow(clippy::print_stderr)] // says when this CPU cannot run a format
+fn half_precision_models_stay_close_to_f32() {
+    use model::kernel::Half;
+    let d = dev();
+    let m = CharLmConfig::new(27, 27)
+        .with_input(InputKind::Embedding)
+        .with_n_layers(2)
+        .with_d_hidden(32)
+        .with_d_embedding(16)
+        .with_layout(CellLayout::Fused)
+        .init(5, &d);
+    let (batch, steps) = (32, 4);
+    let x: Vec<i64> = (0..batch * steps).map(|i| (i * 7 % 27) as i64).collect();
+    let run = |m: &model::CharLm| {
+        let (logits, _) = m.forward(ids(&x, &d), batch, m.zero_state(batch, &d), true);
+        let grads = (logits.clone() * logits.clone()).sum().backward();
+        let mut all = vec![("logits".to_string(), host(logits))];
+        for_each_param_grad(m, &grads, |name, _, g| {
+            all.push((name.to_string(), host(g.expect("a gradient"))));
+        });
+        all
+    };
+    let f32_run = run(&m);
+    for half in [Half::Bf16, Half::F16] {
+        let got = run(&m.clone().with_precision(half.precision()));
+        let mut differs = false;
+        for ((name, want), (_, got)) in f32_run.iter().zip(&got) {
+            let scale = want.iter().fold(0f32, |s, v| s.max(v.abs()));
+            assert_close(
+                got,
+                want,
+                2e-2 * scale.max(1e-6),
+                &format!("{half:?} {name}"),
+            );
+            differs |= got != want;
+        }
+        assert_eq!(differs, half.available(), "{half:?} ran where available");
+        if !half.available() {
+            eprintln!("half_precision_models_stay_close_to_f32: no {half:?} instructions here");
+        }
+    }
+}
+
 #[test]
 fn dropout_is_off_in_evaluation_and_scales_in_training() {
     let d = dev();
@@ -617,7 +667,7 @@ fn dense_layer_matches_burn_operations() {
             let (xt, w, b) = (leaf(d_in, rows, 1), leaf(d_in, d_out, 2), leaf(1, d_out, 3));
             let x = xt.clone().swap_dims(0, 1);
             let y = if fast {
-                model::flex_linear::linear(x, w.clone(), b.clone())
+                model::flex_linear::linear(x, w.clone(), b.clone(), model::Precision::F32)
             } else {
                 x.matmul(w.clone()) + b.clone()
             };

@@ -51,13 +51,21 @@ fn pow2(e: i32) -> f32 {
 /// The largest magnitude of `values` (NaN sorts above every number, so a
 /// NaN makes the result not finite).
 pub fn max_abs<'a>(values: impl IntoIterator<Item = &'a [f32]>) -> f32 {
-    let bits = values
-        .into_iter()
-        .flat_map(|v| v.iter())
-        .map(|x| x.to_bits() & 0x7fff_ffff)
-        .max()
-        .unwrap_or(0);
+    let mut bits = 0;
+    for v in values {
+        dispatch!(max_abs_bits(v, &mut bits));
+    }
     f32::from_bits(bits)
+}
+
+/// [`max_abs`] of one slice into `bits` (a magnitude's bits): a fold of
+/// integers over a slice, which the compiler vectorises (over an iterator
+/// of slices it did not: 5% of a `large` step in fp16).
+#[inline(always)]
+fn max_abs_bits(v: &[f32], bits: &mut u32) {
+    *bits = v
+        .iter()
+        .fold(*bits, |m, x| m.max(x.to_bits() & 0x7fff_ffff));
 }
 
 /// `x` rounded to fp16, to nearest even (F16C's conversion).

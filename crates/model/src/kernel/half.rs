@@ -364,6 +364,10 @@ half_conversions!(
 /// 16 up take the tiles instead.
 const KC_PAIRS: usize = 128;
 
+/// Columns of a panel of [`matmul_at`]'s result: `large`'s 512 rows by 256
+/// columns are 512 KiB, in L2 (2 MiB a core here) beside a pass's operands.
+const AT_PANEL: usize = 256;
+
 /// A right operand in 16-bit pairs, packed once for many products (the
 /// recurrent weights, used at every step): strips of 16 columns, each `[k /
 /// 2, 16]` pairs contiguous, as [`PackedB`](super::gemm::PackedB) in f32,
@@ -601,46 +605,43 @@ pub fn matmul_at(
         return true;
     }
     let inv = 1.0 / (sa * sb);
-    for k0 in (0..k2).step_by(KC_PAIRS) {
-        let kc = KC_PAIRS.min(k2 - k0);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the format's instructions are available (checked above);
-        // rows 0..m (a multiple of 4) of A^T at stride 1 / m per pair,
-        // pairs k0..k0 + kc of B's `n` columns (a multiple of 16) and `c`
-        // `[m, n]` lie inside the buffers.
-        unsafe {
-            let (a, b) = (ap.as_ptr().add(k0 * m), bp.as_ptr().add(k0 * n));
-            match half {
-                Half::Bf16 => gemm_bf16(
-                    m,
-                    n,
-                    kc,
-                    a,
-                    1,
-                    m,
-                    b,
-                    n,
-                    16,
-                    c.as_mut_ptr(),
-                    n,
-                    k0 > 0,
-                    Prefetch::NONE,
-                ),
-                Half::F16 => f16::gemm_f16(
-                    m,
-                    n,
-                    kc,
-                    a,
-                    (1, m),
-                    b,
-                    (n, 16),
-                    c.as_mut_ptr(),
-                    n,
-                    k0 > 0,
-                    inv,
-                ),
-            }
-        };
+    // panels of columns, each finished over the whole depth before the
+    // next: `c` (`large`'s 512 x 2048, 4 MiB) past L2 was read and written
+    // again from memory at every pass over the depth, a panel's stays in L2
+    for j0 in (0..n).step_by(AT_PANEL) {
+        let panel = AT_PANEL.min(n - j0);
+        for k0 in (0..k2).step_by(KC_PAIRS) {
+            let kc = KC_PAIRS.min(k2 - k0);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the format's instructions are available (checked
+            // above); rows 0..m (a multiple of 4) of A^T at stride 1 / m
+            // per pair, pairs k0..k0 + kc of B's columns j0..j0 + panel (a
+            // multiple of 16, as `n`) and `c` `[m, n]` lie inside the buffers.
+            unsafe {
+                let (a, b) = (ap.as_ptr().add(k0 * m), bp.as_ptr().add(k0 * n + j0));
+                let c = c.as_mut_ptr().add(j0);
+                match half {
+                    Half::Bf16 => gemm_bf16(
+                        m,
+                        panel,
+                        kc,
+                        a,
+                        1,
+                        m,
+                        b,
+                        n,
+                        16,
+                        c,
+                        n,
+                        k0 > 0,
+                        Prefetch::NONE,
+                    ),
+                    Half::F16 => {
+                        f16::gemm_f16(m, panel, kc, a, (1, m), b, (n, 16), c, n, k0 > 0, inv)
+                    }
+                }
+            };
+        }
     }
     true
 }
