@@ -124,7 +124,7 @@ pub fn precision_note(name: &str, r: &LmRecipe, device: &Device) -> Option<Strin
             Some(Refusal::Units) => format!("model.d_hidden {hidden} is not a multiple of 16"),
             None if half == Half::Bf16 && isa() < Isa::Avx512Amx => {
                 let f16 = if Half::F16.available() {
-                    ", and f16 runs here"
+                    " (this one has AVX512-FP16: `train.precision = f16` runs here)"
                 } else {
                     ""
                 };
