@@ -183,7 +183,7 @@ pub struct TrainSpec {
     /// Precision of the LSTM's recurrent products while training: `f32`
     /// (the default), `bf16` (operands rounded to bf16, sums in f32, on
     /// CPUs with AVX512-BF16) or `f16` (operands scaled and rounded to
-    /// fp16, sums in fp16 for 32 products at a time then in f32, on CPUs
+    /// fp16, sums in fp16 for 64 products at a time then in f32, on CPUs
     /// with AVX512-FP16); f32 where the CPU has not the instructions.
     /// Faster on some CPUs, slower on others: docs/PERFORMANCE.md measures
     /// their speed and perplexity.
@@ -200,7 +200,7 @@ pub enum PrecisionSpec {
     F32,
     /// bf16 operands, f32 accumulation.
     Bf16,
-    /// fp16 operands (scaled), fp16 sums of 32 products added in f32.
+    /// fp16 operands (scaled), fp16 sums of 64 products added in f32.
     F16,
 }
 

@@ -18,7 +18,7 @@
 //! Layout: the operands are the bf16 pairs of [`half`](super::half) (a `u32`
 //! holding depths `2p` and `2p + 1`), which is the layout the tiles take:
 //! an `A` tile is 16 rows of 16 pairs, a `B` tile 16 rows of pairs of 16
-//! columns (a strip of [`PackedBf16`](super::PackedBf16)).
+//! columns (a strip of [`PackedHalf`](super::PackedHalf)).
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::asm;

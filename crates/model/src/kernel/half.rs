@@ -730,6 +730,41 @@ mod tests {
         half.scale(|| f16::max_abs([x]))
     }
 
+    /// fp16's worst case: every operand at its largest magnitude, every
+    /// product of a lane's sum as large as the scales allow and of one
+    /// sign. The sums of [`f16::FLUSH`] of them stay finite (a scale to
+    /// [16, 32) overflowed fp16 here) and within fp16's rounding.
+    #[test]
+    #[allow(clippy::print_stderr)] // says when this CPU has no AVX512-FP16
+    fn fp16_sums_of_the_largest_products_stay_finite() {
+        if !Half::F16.available() {
+            eprintln!(
+                "fp16_sums_of_the_largest_products_stay_finite: no AVX512-FP16 here: SKIPPED"
+            );
+            return;
+        }
+        let (m, n, k) = (8, 32, 4 * f16::FLUSH);
+        let (a, b) = (vec![-1.9999f32; m * k], vec![1.9999f32; k * n]);
+        let packed = PackedHalf::new(Half::F16, &b, k, n, false).unwrap();
+        let mut c = vec![0.0; m * n];
+        packed.matmul(&mut c, &a, m, false);
+        let mut at = vec![0.0; m * n];
+        assert!(matmul_at(
+            Half::F16,
+            &mut at,
+            (&a, &[]),
+            (&b, &[]),
+            (m, n, k)
+        ));
+        let want = -(k as f64) * 1.9999 * 1.9999;
+        for got in c.iter().chain(&at) {
+            assert!(
+                got.is_finite() && (*got as f64 - want).abs() <= 4.0 * want.abs() / 2048.0,
+                "{got} against {want}"
+            );
+        }
+    }
+
     /// The 16-bit products against the same product of the rounded
     /// operands in f64, at sizes that take the vector paths (and rows past
     /// the last four, odd depths for `A^T B`), within the rounding of the

@@ -247,7 +247,7 @@ mod tests {
     }
 
     /// With fp16 asked for, `y` and `dx` within fp16's rounding of their
-    /// definitions (sums of 32 products in fp16: a few 2^-11 of the sum of
+    /// definitions (sums of 64 products in fp16: a few 2^-11 of the sum of
     /// the magnitudes), `dW` and `db` as in f32; at sizes that take the
     /// blocks of 64 rows and the rows past the last four (70), on one
     /// thread and on two, bit-equal (each block computed on one thread).
