@@ -478,7 +478,7 @@ pub fn train_lm(
     let device = opts.device.clone().autodiff();
     let mut model = cfg
         .init(Rng::derive(recipe.train.seed, 0).next_u64(), &device)
-        .with_precision(recipe.train.precision.into());
+        .with_precision(runs_in(recipe, &opts.device));
     if let Some(init) = &opts.init {
         model = load_weights(model, "", init, Path::new("<initial weights>"), &device)?;
     }

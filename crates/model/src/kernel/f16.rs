@@ -26,6 +26,9 @@
 /// sums to f32: a lane adds `FLUSH` products, each under 2^8.
 pub const FLUSH: usize = 64;
 
+// the most a lane's fp16 sum can reach (each product under 2^8) below fp16's largest value
+const _: () = assert!(FLUSH * 256 <= 65504);
+
 /// The power of two that puts `max_abs`, the largest magnitude of an
 /// operand, in [8, 16): 1 where there is nothing to scale (zero, or not
 /// finite: an infinity or NaN then reaches the result as it would in f32).
@@ -49,8 +52,9 @@ fn pow2(e: i32) -> f32 {
     f32::from_bits(((e.clamp(-126, 127) + 127) as u32) << 23)
 }
 
-/// The largest magnitude of `values` (NaN sorts above every number, so a
-/// NaN makes the result not finite).
+/// The largest finite magnitude of `values` (0 for none): an infinity or
+/// NaN among them reaches the products as it would in f32 whatever the
+/// scale, and must not take the others' scale away.
 pub fn max_abs<'a>(values: impl IntoIterator<Item = &'a [f32]>) -> f32 {
     let mut bits = 0;
     for v in values {
@@ -59,14 +63,20 @@ pub fn max_abs<'a>(values: impl IntoIterator<Item = &'a [f32]>) -> f32 {
     f32::from_bits(bits)
 }
 
-/// [`max_abs`] of one slice into `bits` (a magnitude's bits): a fold of
+/// [`max_abs`] of one slice into `bits` (a magnitude's bits; those of an
+/// infinity or NaN, from `0x7f80_0000` up, counted as 0): a fold of
 /// integers over a slice, which the compiler vectorises (over an iterator
 /// of slices it did not: 5% of a `large` step in fp16).
 #[inline(always)]
 fn max_abs_bits(v: &[f32], bits: &mut u32) {
-    *bits = v
-        .iter()
-        .fold(*bits, |m, x| m.max(x.to_bits() & 0x7fff_ffff));
+    *bits = v.iter().fold(*bits, |m, x| {
+        let magnitude = x.to_bits() & 0x7fff_ffff;
+        m.max(if magnitude < 0x7f80_0000 {
+            magnitude
+        } else {
+            0
+        })
+    });
 }
 
 /// `x` rounded to fp16, to nearest even (F16C's conversion).
@@ -110,11 +120,12 @@ fn from_f16_f16c(x: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(x as i32)))
 }
 
-/// `C (+)= inv · A B` with `A` and `B` in pairs of fp16 (`u32`: the
+/// `C (+)= inv.0 inv.1 · A B` with `A` and `B` in pairs of fp16 (`u32`: the
 /// element of depth `2p` in the low half, `2p + 1` in the high half), `C`
 /// in f32, read as the bf16 kernel reads them (`gemm_bf16`): `k` counts
 /// pairs, `A[i][p]` at `a[i * a_rs + p * a_cs]`, strip `s`'s row `p` at
-/// `b[s * b_strip + p * ldb]`, 16 pairs. `inv` undoes the operands' scales
+/// `b[s * b_strip + p * ldb]`, 16 pairs. `inv` undoes the operands' scales, one each, applied one after the other
+/// (their product may leave f32's range where the result does not)
 /// ([`scale_for`]). Blocks of 8 (then 4) rows by 2 (then 1) strips.
 ///
 /// # Safety
@@ -134,7 +145,7 @@ pub(super) unsafe fn gemm_f16(
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
-    inv: f32,
+    inv: (f32, f32),
 ) {
     // blocks of 8 rows by 2 strips: 16 accumulators (the compiler spilled
     // 24 of them, the f32 kernel's 6 x 4), reading 2 vectors of B a step,
@@ -237,7 +248,7 @@ unsafe fn block_f16<const R: usize, const S: usize>(
     (a_rs, a_cs): (usize, usize),
     b: *const u32,
     (ldb, b_strip): (usize, usize),
-    (c, ldc, accumulate, inv): (*mut f32, usize, bool, f32),
+    (c, ldc, accumulate, inv): (*mut f32, usize, bool, (f32, f32)),
 ) {
     use std::arch::x86_64::*;
     // SAFETY (whole block): indices stay inside the operands as documented.
@@ -255,18 +266,19 @@ unsafe fn block_f16<const R: usize, const S: usize>(
         }
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        let scale = _mm512_set1_ps(inv);
+        let (inv_a, inv_b) = (_mm512_set1_ps(inv.0), _mm512_set1_ps(inv.1));
         for (r, sum_row) in sums.iter().enumerate() {
             for (q, [lo, hi]) in sum_row.iter().enumerate() {
                 let both = _mm512_add_ps(
                     _mm512_permutex2var_ps(*lo, even, *hi),
                     _mm512_permutex2var_ps(*lo, odd, *hi),
                 );
+                let both = _mm512_mul_ps(both, inv_a);
                 let at = c.add(r * ldc + 16 * q);
                 let out = if accumulate {
-                    _mm512_fmadd_ps(both, scale, _mm512_loadu_ps(at))
+                    _mm512_fmadd_ps(both, inv_b, _mm512_loadu_ps(at))
                 } else {
-                    _mm512_mul_ps(both, scale)
+                    _mm512_mul_ps(both, inv_b)
                 };
                 _mm512_storeu_ps(at, out);
             }
@@ -297,7 +309,7 @@ mod tests {
         assert_eq!(scale_for(f32::INFINITY), 1.0);
         assert_eq!(scale_for(f32::NAN), 1.0);
         assert_eq!(max_abs([&[1.0, -3.0][..], &[2.0]]), 3.0);
-        assert!(max_abs([&[1.0, f32::NAN][..]]).is_nan());
+        assert_eq!(max_abs([&[1.0, f32::NAN, f32::NEG_INFINITY][..]]), 1.0);
         assert_eq!(max_abs(std::iter::empty::<&[f32]>()), 0.0);
     }
 

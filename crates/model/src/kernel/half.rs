@@ -429,7 +429,7 @@ impl PackedHalf {
         let k2 = k / 2;
         let scale = half.scale(|| f16::max_abs([&a[..m * k]]));
         let pairs = rows_to_pairs(half, scale, a, m, k);
-        let inv = 1.0 / (scale * self.scale);
+        let inv = (1.0 / scale, 1.0 / self.scale);
         // bf16 rows in sixteens on the tiles over the whole depth, where they exist
         let m16 = if half == Half::Bf16 && tiles() && k2.is_multiple_of(16) {
             m - m % 16
@@ -516,7 +516,7 @@ impl PackedHalf {
                     for p in k0..k0 + kc {
                         let x = pairs[i * k2 + p];
                         for (o, w) in out.iter_mut().zip(&strip[p * 16..p * 16 + 16]) {
-                            *o += half.dot_pair(x, *w) * inv;
+                            *o += half.dot_pair(x, *w) * inv.0 * inv.1;
                         }
                     }
                 }
@@ -604,7 +604,7 @@ pub fn matmul_at(
         };
         return true;
     }
-    let inv = 1.0 / (sa * sb);
+    let inv = (1.0 / sa, 1.0 / sb);
     // panels of columns, each finished over the whole depth before the
     // next: `c` (`large`'s 512 x 2048, 4 MiB) past L2 was read and written
     // again from memory at every pass over the depth, a panel's stays in L2
@@ -860,6 +860,7 @@ mod tests {
         // of 2 + 1, 515 pairs over three passes)
         let sizes = [
             (16, 32, 301, 7),
+            (16, 272, 301, 7), // two panels of columns, the second of one strip
             (4, 16, 3, 1),
             (8, 64, 64, 0),
             (48, 48, 1030, 64),
