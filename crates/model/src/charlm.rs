@@ -83,8 +83,8 @@ pub struct CharLm {
     pub keep_prob: f64,
     /// Keep probability of the recurrent weights (DropConnect).
     pub recurrent_keep_prob: f64,
-    /// Precision of the recurrent products (a setting of the run, not of
-    /// the model: not saved; f32 unless [`with_precision`](Self::with_precision)).
+    /// Precision of the LSTM's products (a setting of the run, not of the
+    /// model: not saved; f32 unless [`with_precision`](Self::with_precision)).
     #[module(skip)]
     pub precision: Precision,
 }
@@ -161,8 +161,9 @@ impl CharLmConfig {
 }
 
 impl CharLm {
-    /// The model with its recurrent products in `precision` (training and
-    /// evaluation alike; f32 where the CPU does not support it).
+    /// The model with the LSTM's products in `precision` where the kernels
+    /// take it ([`Precision`]; f32 elsewhere). The trainer sets it for the
+    /// training steps only: its summaries validate and sample in f32.
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self

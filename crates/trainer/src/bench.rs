@@ -43,8 +43,8 @@ pub struct BenchResult {
     pub last_loss: f64,
     /// Where it was measured: the CPU, its vector extensions, the kernels used.
     pub cpu: model::kernel::CpuInfo,
-    /// Precision the recurrent products trained in (`train.precision`,
-    /// where this CPU and device run it): `f32` or `bf16`.
+    /// Precision the LSTM's products trained in (`train.precision`, where
+    /// this CPU and device run it): `f32`, `bf16` or `f16`.
     pub precision: &'static str,
 }
 

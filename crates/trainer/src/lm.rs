@@ -68,7 +68,7 @@ pub fn upgrade_model_config(saved: &mut serde_json::Value) {
     }
 }
 
-/// The precision a language model's recurrent products run in: the
+/// The precision a language model's products run in while training: the
 /// recipe's `train.precision` where the CPU kernels take it for a thread's
 /// part of the batch ([`model::kernel::Half::applies`]), f32 elsewhere.
 pub fn runs_in(r: &LmRecipe, device: &Device) -> model::Precision {
@@ -354,7 +354,13 @@ impl Task for LmTask {
 
     fn summary(&mut self, s: &SummaryInput, rng: &mut Rng) -> Result<SummaryOutput<Summary>> {
         let kind = self.recipe.model.tokenizer;
-        let eval_model = self.model.get().valid();
+        // validated and sampled in f32, as `charlstm eval` and `sample` do:
+        // the precision is a setting of the training steps
+        let eval_model = self
+            .model
+            .get()
+            .valid()
+            .with_precision(model::Precision::F32);
         let mut samples = None;
         let mut sample_seconds = 0.0;
         if s.samples {

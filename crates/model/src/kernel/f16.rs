@@ -8,14 +8,16 @@
 //! 8), so two things keep its products sound:
 //! - **Scaling.** Every operand is multiplied by a power of two (exact)
 //!   that puts its largest magnitude in [8, 16) ([`scale_for`]) before it
-//!   is rounded to fp16: gate gradients of 1e-6 keep their digits, and no
-//!   product reaches 2^8. The result is multiplied back in f32.
+//!   is rounded to fp16 (where a value just under 16 may round to 16): gate
+//!   gradients of 1e-6 keep their digits, and a product is at most 2^8.
+//!   The result is multiplied back in f32.
 //! - **Sums in f32 every [`FLUSH`] steps.** The kernel sums at most
-//!   `FLUSH` (64) products a lane in fp16 (under 2^14, a quarter of fp16's
-//!   65504), then adds them to f32 sums: the error of an fp16 sum grows
-//!   with its length, and 64 terms of 2^-11 relative rounding each add up
-//!   to about 2^-9 of the sum, under the bf16 path's rounding of its
-//!   operands (2^-8 each). (32 steps ran the kernel ~8% slower.)
+//!   `FLUSH` (64) products a lane in fp16 (at most 2^14, a quarter of
+//!   fp16's 65504), then adds them to f32 sums: the error of an fp16 sum
+//!   grows with its length; 64 roundings of 2^-11 each add up, as a random
+//!   walk, to about 2^-9 of the sum (2^-5 at worst), about the bf16 path's
+//!   rounding of its operands (2^-8 each). (32 steps ran the kernel ~8%
+//!   slower.)
 //!
 //! Layout: as the bf16 pairs ([`super::half`]): a `u32` holds the fp16 of
 //! depth `2p` in its low half and of `2p + 1` in its high half, so a lane
@@ -23,7 +25,7 @@
 //! one column, added together when the block ends.
 
 /// Steps of the depth (pairs) the kernel sums in fp16 before adding the
-/// sums to f32: a lane adds `FLUSH` products, each under 2^8.
+/// sums to f32: a lane adds `FLUSH` products, each at most 2^8.
 pub const FLUSH: usize = 64;
 
 // the most a lane's fp16 sum can reach (each product under 2^8) below fp16's largest value

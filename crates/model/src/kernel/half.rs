@@ -1,5 +1,7 @@
-//! The recurrent products with 16-bit operands, an opt-in precision for
-//! large models ([`Precision`]): bf16 or fp16 values in, f32 sums out.
+//! The LSTM's products with 16-bit operands, an opt-in precision for large
+//! models ([`Precision`]): bf16 or fp16 values in, f32 sums out. bf16
+//! takes the recurrent products; fp16 those and a dense input's two
+//! products by its weights ([`super::linear`]).
 //!
 //! - **bf16** ([`Half::Bf16`]): AVX512-BF16's `vdpbf16ps` multiplies pairs
 //!   of bf16 values and adds both products to an f32 lane, twice the
@@ -19,7 +21,7 @@
 //! faster than f32, and where it does not (model 207), fp16 does.
 //!
 //! The operands of these products (the weights, the outputs `h`, the gate
-//! gradients `dG`) are rounded to the 16-bit format (to nearest even) as
+//! gradients `dG`, a dense input and its gradient) are rounded to the 16-bit format (to nearest even) as
 //! they enter them; the products' sums (fp16 ones every
 //! [`FLUSH`](super::f16::FLUSH) products), and every stored state, gate and
 //! gradient, stay f32. Layout: a "pair" is a `u32` holding the value of
@@ -34,7 +36,7 @@ use super::lines::Lines;
 #[cfg(target_arch = "x86_64")]
 use super::prefetch::Prefetch;
 
-/// Precision of the recurrent products of the fused LSTM kernel.
+/// Precision of the products of the fused LSTM kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// f32 throughout (the default; the notebook recipes and the golden test).
