@@ -194,8 +194,8 @@ unsafe fn flush_f16<const R: usize, const S: usize>(
     use std::arch::x86_64::*;
     // SAFETY (whole block): indices stay inside the operands as documented.
     unsafe {
-        // one step of the depth, each product multiplied by `first` and
-        // the accumulators `then` added
+        // one step of the depth: the products added to the accumulators,
+        // or, on the `first` step, put in them
         let step = |ap: *const u32, bp: *const u32, acc: &mut [[__m512; S]; R], first: bool| {
             let mut bv = [_mm512_setzero_ph(); S];
             for (q, v) in bv.iter_mut().enumerate() {

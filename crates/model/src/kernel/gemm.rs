@@ -709,7 +709,7 @@ pub fn blocked_prefix(m: usize) -> usize {
 /// The row blocks `(first row, rows)` of the blocked kernels for `m` rows
 /// (a multiple of 4): blocks of 6, then of 4 for the rest (`m = 6 q + 4 r`).
 #[cfg(target_arch = "x86_64")]
-pub(super) fn row_blocks(m: usize) -> impl Iterator<Item = (usize, usize)> {
+fn row_blocks(m: usize) -> impl Iterator<Item = (usize, usize)> {
     // guards the kernels' indices: other counts would wrap `six` below
     assert!(blocked_rows(m), "rows in fours");
     let mut six = m / 6;
@@ -725,7 +725,7 @@ pub(super) fn row_blocks(m: usize) -> impl Iterator<Item = (usize, usize)> {
 /// The AVX-512 kernel's groups of strips: fours, then a two and a one for
 /// what is left (three as two and one).
 #[cfg(target_arch = "x86_64")]
-pub(super) fn strip_groups(strips: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+fn strip_groups(strips: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let mut s = 0;
     std::iter::from_fn(move || {
         let take = match strips.checked_sub(s)? {
