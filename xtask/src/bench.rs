@@ -3,17 +3,27 @@
 //! installed, run alternately in one session and compared as ratios.
 //!
 //! ```text
-//! cargo xtask bench [--data FILE] [--recipes a,b] [--devices flex,ndarray,wgpu]
+//! cargo xtask bench [--data FILE] [--recipes a,b,large@f16] [--devices flex,ndarray,wgpu]
 //!                   [--threads 1,2] [--steps N] [--repeats R] [--no-reference]
 //!                   [--set KEY=VALUE]...
 //! ```
 //!
+//! A recipe given as `NAME@PRECISION` (`large@bf16`, `large@f16`) trains
+//! ours with `train.precision` set to it, the references as they are (they
+//! have no such setting); the default rows are every recipe but `best`,
+//! then `large@bf16` and `large@f16`, so that one command measures a CPU
+//! kind's whole table. A row whose precision runs in f32 on this CPU (no
+//! such instructions: ours' first line says so) is skipped with a note, as
+//! it would repeat the f32 row.
+//!
 //! `--set` overrides a value of every recipe for ours only (e.g. `--set
-//! train.precision=bf16`; the references have no such setting), and each of
-//! our lines records the overrides it ran with.
+//! train.steps=...`), and each of our lines records the overrides it ran
+//! with.
 //!
 //! Prints one JSON line per measurement (ours: `"framework": "charlstm"`),
-//! then one line per comparison with the medians and the ratio.
+//! then one line per comparison with the medians and the ratio, and at the
+//! end, on stderr, the comparisons as a markdown table (the form of
+//! docs/PERFORMANCE.md's tables).
 //! The references are looked for in `../shared/reference/` (scripts) and
 //! `../refvenv/` (a Python with tensorflow-cpu and torch, see the README there);
 //! `CHARLSTM_REFERENCE` and `CHARLSTM_REFVENV` override those paths.
@@ -28,9 +38,72 @@ use std::process::{Command, ExitCode};
 
 use serde_json::{Value, json};
 
+/// The precisions a row may ask for (`train.precision`'s values).
+const PRECISIONS: [&str; 3] = ["f32", "bf16", "f16"];
+
+/// The rows `cargo xtask bench` measures when `--recipes` is not given.
+const DEFAULT_ROWS: [&str; 9] = [
+    "notebook-char",
+    "notebook-fused",
+    "notebook-embed",
+    "notebook-bigram",
+    "notebook-dropout",
+    "large",
+    "mirror",
+    "large@bf16",
+    "large@f16",
+];
+
+/// One row of the table: a recipe, and the precision ours trains it in
+/// where the row asks for one (`large@f16`).
+#[derive(Debug, Clone, PartialEq)]
+struct Row {
+    recipe: String,
+    precision: Option<String>,
+}
+
+impl Row {
+    fn parse(spec: &str) -> Result<Row, String> {
+        let (recipe, precision) = match spec.split_once('@') {
+            Some((r, p)) if PRECISIONS.contains(&p) => (r, Some(p.to_string())),
+            Some((_, p)) => {
+                return Err(format!(
+                    "--recipes {spec}: unknown precision {p:?} (one of {})",
+                    PRECISIONS.join(", ")
+                ));
+            }
+            None => (spec, None),
+        };
+        if recipe.is_empty() {
+            return Err(format!("--recipes: an empty recipe name in {spec:?}"));
+        }
+        Ok(Row {
+            recipe: recipe.to_string(),
+            precision,
+        })
+    }
+
+    /// The row as given: `large`, `large@f16`.
+    fn label(&self) -> String {
+        match &self.precision {
+            Some(p) => format!("{}@{p}", self.recipe),
+            None => self.recipe.clone(),
+        }
+    }
+
+    /// Our `--set` values: the common ones, then the row's precision.
+    fn sets(&self, common: &[String]) -> Vec<String> {
+        let mut sets = common.to_vec();
+        if let Some(p) = &self.precision {
+            sets.push(format!("train.precision={p}"));
+        }
+        sets
+    }
+}
+
 struct Options {
     data: String,
-    recipes: Vec<String>,
+    rows: Vec<Row>,
     devices: Vec<String>,
     threads: Vec<usize>,
     steps: u64,
@@ -43,17 +116,10 @@ struct Options {
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
         data: "../shared/datasets/wikitext2-valid/text8.zip".into(),
-        recipes: [
-            "notebook-char",
-            "notebook-fused",
-            "notebook-embed",
-            "notebook-bigram",
-            "notebook-dropout",
-            "large",
-            "mirror",
-        ]
-        .map(String::from)
-        .to_vec(),
+        rows: DEFAULT_ROWS
+            .iter()
+            .map(|r| Row::parse(r))
+            .collect::<Result<_, _>>()?,
         devices: vec!["flex".into()],
         threads: vec![1, 2],
         steps: 1000,
@@ -66,7 +132,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
         let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--data" => o.data = val()?,
-            "--recipes" => o.recipes = val()?.split(',').map(String::from).collect(),
+            "--recipes" => {
+                o.rows = val()?
+                    .split(',')
+                    .map(Row::parse)
+                    .collect::<Result<_, _>>()?
+            }
             "--devices" => o.devices = val()?.split(',').map(String::from).collect(),
             "--threads" => {
                 o.threads = val()?
@@ -116,7 +187,7 @@ fn run_json(mut c: Command) -> Option<Value> {
 
 fn ours(
     bin: &Path,
-    recipe: &str,
+    row: &Row,
     (device, threads): (&str, usize),
     steps: u64,
     o: &Options,
@@ -125,7 +196,7 @@ fn ours(
     c.current_dir(root()).args([
         "bench",
         "--recipe",
-        recipe,
+        &row.recipe,
         "--device",
         device,
         "--threads",
@@ -135,18 +206,20 @@ fn ours(
         "--data",
         &o.data,
     ]);
-    for s in &o.set {
+    let sets = row.sets(&o.set);
+    for s in &sets {
         c.args(["--set", s]);
     }
     let mut v = run_json(c)?;
     v["framework"] = json!("charlstm");
-    if !o.set.is_empty() {
-        v["set"] = json!(o.set);
+    if !sets.is_empty() {
+        v["set"] = json!(sets);
     }
     Some(v)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
         f64::NAN
@@ -216,6 +289,217 @@ fn reference(python: &Path, script: &Path, args: &[String]) -> Option<Value> {
     run_json(c)
 }
 
+/// One repeat of a row: ours' and the references' chars/s, where each ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Repeat {
+    ours: Option<f64>,
+    tf: Option<f64>,
+    torch: Option<f64>,
+}
+
+/// The larger of two speeds where either is known.
+fn faster(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Repeat {
+    /// Ours against the faster reference of this repeat.
+    fn ratio(&self) -> Option<f64> {
+        Some(self.ours? / faster(self.tf, self.torch)?)
+    }
+}
+
+/// A row measured on one device at one thread count.
+#[derive(Debug, Clone, PartialEq)]
+struct Measured {
+    label: String,
+    device: String,
+    threads: usize,
+    repeats: Vec<Repeat>,
+}
+
+impl Measured {
+    /// Medians of ours, TensorFlow and PyTorch (NaN where none ran).
+    fn medians(&self) -> (f64, f64, f64) {
+        let of =
+            |f: fn(&Repeat) -> Option<f64>| median(self.repeats.iter().filter_map(f).collect());
+        (of(|r| r.ours), of(|r| r.tf), of(|r| r.torch))
+    }
+
+    /// Ours' median against the faster reference's median.
+    fn ratio(&self) -> f64 {
+        let (m, t, p) = self.medians();
+        let known = |x: f64| x.is_finite().then_some(x);
+        faster(known(t), known(p)).map_or(f64::NAN, |best| m / best)
+    }
+}
+
+/// Thousands of chars/s as the docs' tables write them (`612`, `7.4`), `-`
+/// where none ran.
+fn kilo(x: f64) -> String {
+    match x / 1000.0 {
+        k if !k.is_finite() => "-".into(),
+        k if k >= 100.0 => format!("{k:.0}"),
+        k => format!("{k:.1}"),
+    }
+}
+
+/// The comparisons as a markdown table: medians in thousands of chars/s
+/// (the mirror: predicted symbols/s), the ratio of the medians, and each
+/// repeat's.
+fn table(rows: &[Measured]) -> String {
+    let mut out = String::from(
+        "| recipe | threads | charlstm / TF / PyTorch (k/s) | ratio | per repeat |\n\
+         |---|---:|---|---:|---|\n",
+    );
+    for r in rows {
+        let (m, t, p) = r.medians();
+        let name = if r.device == "flex" {
+            r.label.clone()
+        } else {
+            format!("{} ({})", r.label, r.device)
+        };
+        let each: Vec<String> = r
+            .repeats
+            .iter()
+            .map(|x| x.ratio().map_or("-".into(), |v| format!("{v:.2}")))
+            .collect();
+        out += &format!(
+            "| {name} | {} | {} / {} / {} | {} | {} |\n",
+            r.threads,
+            kilo(m),
+            kilo(t),
+            kilo(p),
+            Some(r.ratio())
+                .filter(|v| v.is_finite())
+                .map_or("-".into(), |v| format!("{v:.2}")),
+            each.join(", ")
+        );
+    }
+    out
+}
+
+/// Where the references are and what caps their instruction sets.
+struct References {
+    scripts: PathBuf,
+    python: PathBuf,
+    caps: serde_json::Map<String, Value>,
+}
+
+impl References {
+    /// One repeat of the references of `recipe` (none for a recipe they do
+    /// not have); `cpu` is ours' line's.
+    fn run(&self, recipe: &str, threads: usize, steps: u64, o: &Options, cpu: &Value) -> Repeat {
+        let ref_cpu = reference_cpu(cpu, &self.caps);
+        let (t, s) = (threads.to_string(), steps.to_string());
+        let mut rep = Repeat::default();
+        if let Some(variant) = recipe.strip_prefix("notebook-") {
+            let common: Vec<String> = [
+                "--data",
+                &o.data,
+                "--variant",
+                variant,
+                "--steps",
+                &s,
+                "--summary",
+                "100000000",
+                "--no-samples",
+                "--threads",
+                &t,
+            ]
+            .map(String::from)
+            .to_vec();
+            rep.tf = reference(&self.python, &self.scripts.join("seed_tf.py"), &common)
+                .map(|v| report_reference(v, recipe, &ref_cpu));
+            let mut a = common.clone();
+            a.extend(["--impl".into(), "nnlstm".into()]);
+            rep.torch = reference(&self.python, &self.scripts.join("seed_torch.py"), &a)
+                .map(|v| report_reference(v, recipe, &ref_cpu));
+        } else if let Some(script) = match recipe {
+            "large" => Some("xtask/bench/torch_large.py"),
+            "mirror" => Some("xtask/bench/torch_mirror.py"),
+            _ => None,
+        } {
+            let a = ["--data", &o.data, "--steps", &s, "--threads", &t]
+                .map(String::from)
+                .to_vec();
+            rep.torch = reference(&self.python, &root().join(script), &a)
+                .map(|v| report_reference(v, recipe, &ref_cpu));
+        }
+        rep
+    }
+}
+
+/// Measures `row` on `device` at `threads`, ours and (on the CPU) the
+/// references alternately, `--repeats` times; prints every line and the
+/// comparison. `None` where nothing compares: ours never ran, or the row's
+/// precision runs in f32 here.
+fn measure(
+    bin: &Path,
+    row: &Row,
+    (device, threads): (&str, usize),
+    refs: Option<&References>,
+    o: &Options,
+) -> Option<Measured> {
+    // the large model and the mirror are slow: fewer steps
+    let steps = if row.recipe == "large" || row.recipe == "mirror" {
+        (o.steps / 25).max(10)
+    } else {
+        o.steps
+    };
+    let label = row.label();
+    let mut repeats = vec![];
+    // the CPU ours names, said on every line of the comparison
+    let mut cpu = Value::Null;
+    for _ in 0..o.repeats {
+        let mine = ours(bin, row, (device, threads), steps, o);
+        if let Some(v) = &mine {
+            println!("{v}");
+            cpu = v["cpu"].clone();
+            let ran = v["precision"].as_str().unwrap_or("f32");
+            if let Some(asked) = row.precision.as_deref().filter(|p| *p != ran) {
+                eprintln!(
+                    "xtask bench: {label} on {threads} thread(s) trains in {ran} here \
+                     ({asked} does not run on this CPU; `charlstm train` says why): skipped"
+                );
+                return None;
+            }
+        }
+        // the references only where ours ran: there is nothing to compare otherwise
+        let mut rep = match refs.filter(|_| device == "flex" && mine.is_some()) {
+            Some(r) => r.run(&row.recipe, threads, steps, o, &cpu),
+            None => Repeat::default(),
+        };
+        rep.ours = mine.and_then(|v| v["chars_per_sec"].as_f64());
+        repeats.push(rep);
+    }
+    let m = Measured {
+        label,
+        device: device.to_string(),
+        threads,
+        repeats,
+    };
+    let (mine, t, p) = m.medians();
+    let compared = m
+        .repeats
+        .iter()
+        .any(|r| r.tf.is_some() || r.torch.is_some());
+    if compared {
+        println!(
+            "{}",
+            json!({"compare": m.label, "device": device, "threads": threads, "steps": steps,
+               "charlstm_chars_per_sec": mine, "tensorflow_chars_per_sec": t,
+               "pytorch_chars_per_sec": p, "ratio_vs_fastest_reference": m.ratio(),
+               "cpu": cpu, "reference_isa_caps": refs.map(|r| r.caps.clone()).unwrap_or_default(),
+               "set": row.sets(&o.set)})
+        );
+    }
+    Some(m)
+}
+
 pub fn run(args: &[String]) -> ExitCode {
     let o = match parse(args) {
         Ok(o) => o,
@@ -242,96 +526,31 @@ pub fn run(args: &[String]) -> ExitCode {
         return ExitCode::from(1);
     }
     let bin = root().join("target/release/charlstm");
-    let caps = reference_isa_caps();
-    let refs = if o.reference { reference_paths() } else { None };
+    let refs = o
+        .reference
+        .then(reference_paths)
+        .flatten()
+        .map(|(scripts, python)| References {
+            scripts,
+            python,
+            caps: reference_isa_caps(),
+        });
     if o.reference && refs.is_none() {
         eprintln!("xtask bench: no reference scripts or venv found; measuring charlstm only");
     }
-    for recipe in &o.recipes {
+    let mut measured = vec![];
+    for row in &o.rows {
         for device in &o.devices {
             for &threads in &o.threads {
-                // the large model and the mirror are slow: fewer steps
-                let steps = if recipe == "large" || recipe == "mirror" {
-                    (o.steps / 25).max(10)
-                } else {
-                    o.steps
-                };
-                let mut mine = vec![];
-                let mut tf = vec![];
-                let mut torch = vec![];
-                // the CPU ours names, said on every line of the comparison
-                let mut cpu = Value::Null;
-                for _ in 0..o.repeats {
-                    if let Some(v) = ours(&bin, recipe, (device, threads), steps, &o) {
-                        println!("{v}");
-                        cpu = v["cpu"].clone();
-                        mine.push(v["chars_per_sec"].as_f64().unwrap_or(f64::NAN));
-                    }
-                    let Some((scripts, python)) = &refs else {
-                        continue;
-                    };
-                    if device != "flex" {
-                        continue;
-                    }
-                    // the CPU the references run on, as ours names it
-                    let ref_cpu = reference_cpu(&cpu, &caps);
-                    let t = threads.to_string();
-                    let s = steps.to_string();
-                    if let Some(variant) = recipe.strip_prefix("notebook-") {
-                        let common: Vec<String> = [
-                            "--data",
-                            &o.data,
-                            "--variant",
-                            variant,
-                            "--steps",
-                            &s,
-                            "--summary",
-                            "100000000",
-                            "--no-samples",
-                            "--threads",
-                            &t,
-                        ]
-                        .map(String::from)
-                        .to_vec();
-                        if let Some(v) = reference(python, &scripts.join("seed_tf.py"), &common) {
-                            tf.push(report_reference(v, recipe, &ref_cpu));
-                        }
-                        let mut a = common.clone();
-                        a.extend(["--impl".into(), "nnlstm".into()]);
-                        if let Some(v) = reference(python, &scripts.join("seed_torch.py"), &a) {
-                            torch.push(report_reference(v, recipe, &ref_cpu));
-                        }
-                    } else if let Some(script) = match recipe.as_str() {
-                        "large" => Some("xtask/bench/torch_large.py"),
-                        "mirror" => Some("xtask/bench/torch_mirror.py"),
-                        _ => None,
-                    } {
-                        let script = root().join(script);
-                        let a = ["--data", &o.data, "--steps", &s, "--threads", &t]
-                            .map(String::from)
-                            .to_vec();
-                        if let Some(v) = reference(python, &script, &a) {
-                            torch.push(report_reference(v, recipe, &ref_cpu));
-                        }
-                    }
-                }
-                if !tf.is_empty() || !torch.is_empty() {
-                    let (m, t, p) = (median(mine), median(tf), median(torch));
-                    let best = [t, p]
-                        .into_iter()
-                        .filter(|x| x.is_finite())
-                        .fold(f64::NAN, f64::max);
-                    println!(
-                        "{}",
-                        json!({"compare": recipe, "device": device, "threads": threads, "steps": steps,
-                               "charlstm_chars_per_sec": m, "tensorflow_chars_per_sec": t,
-                               "pytorch_chars_per_sec": p, "ratio_vs_fastest_reference": m / best,
-                               "cpu": cpu, "reference_isa_caps": caps, "set": o.set})
-                    );
-                }
+                measured.extend(measure(&bin, row, (device, threads), refs.as_ref(), &o));
             }
         }
     }
+    eprintln!(
+        "\nxtask bench: medians of {} repeat(s), ratios against the faster reference\n\n{}",
+        o.repeats,
+        table(&measured)
+    );
     ExitCode::SUCCESS
 }
 
@@ -359,5 +578,70 @@ mod tests {
         );
         // no line of ours (ours failed): nothing to name
         assert_eq!(reference_cpu(&Value::Null, &caps), Value::Null);
+    }
+
+    #[test]
+    fn rows_name_a_recipe_and_maybe_a_precision() {
+        let row = Row::parse("large@f16").unwrap();
+        assert_eq!(
+            (row.recipe.as_str(), row.precision.as_deref()),
+            ("large", Some("f16"))
+        );
+        assert_eq!(row.label(), "large@f16");
+        // the row's precision comes after the common overrides: it wins
+        assert_eq!(
+            row.sets(&["train.steps=5".into()]),
+            ["train.steps=5", "train.precision=f16"]
+        );
+        let plain = Row::parse("mirror").unwrap();
+        assert_eq!((plain.label(), plain.sets(&[])), ("mirror".into(), vec![]));
+        let err = Row::parse("large@fp8").unwrap_err();
+        assert!(err.contains("large@fp8") && err.contains("bf16"), "{err}");
+        assert!(Row::parse("@f16").is_err());
+        let o = parse(&["--recipes".into(), "notebook-char,large@bf16".into()]).unwrap();
+        assert_eq!(o.rows.len(), 2);
+        assert!(parse(&["--recipes".into(), "large@f64".into()]).is_err());
+        // the default rows hold the half precisions' rows of `large`
+        let all = parse(&[]).unwrap().rows;
+        assert!(all.iter().any(|r| r.label() == "large@f16"));
+    }
+
+    #[test]
+    fn the_table_gives_medians_the_ratio_and_each_repeat() {
+        let rep = |ours, tf, torch| Repeat { ours, tf, torch };
+        let rows = [
+            Measured {
+                label: "notebook-char".into(),
+                device: "flex".into(),
+                threads: 2,
+                repeats: vec![
+                    rep(Some(600e3), Some(200e3), Some(300e3)),
+                    rep(Some(900e3), Some(250e3), Some(400e3)),
+                    rep(Some(612e3), None, Some(286e3)),
+                ],
+            },
+            Measured {
+                label: "large@f16".into(),
+                device: "flex".into(),
+                threads: 1,
+                repeats: vec![
+                    rep(Some(9437.0), None, Some(5878.0)),
+                    rep(None, None, Some(5000.0)),
+                ],
+            },
+        ];
+        let t = table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        // medians 612 / 250 (two TF runs: the larger middle) / 300; 612 / 300 = 2.04
+        assert_eq!(
+            lines[2],
+            "| notebook-char | 2 | 612 / 250 / 300 | 2.04 | 2.00, 2.25, 2.14 |"
+        );
+        // a repeat where ours failed has no ratio; the median of PyTorch's two is the larger
+        assert_eq!(
+            lines[3],
+            "| large@f16 | 1 | 9.4 / - / 5.9 | 1.61 | 1.61, - |"
+        );
     }
 }
