@@ -271,12 +271,12 @@ fn reference_cpu(ours: &Value, caps: &serde_json::Map<String, Value>) -> Value {
 }
 
 /// Prints a reference's line `v` for `recipe` with the CPU it ran on;
-/// returns its speed.
-fn report_reference(mut v: Value, recipe: &str, cpu: &Value) -> f64 {
+/// returns its speed, where the line gives one.
+fn report_reference(mut v: Value, recipe: &str, cpu: &Value) -> Option<f64> {
     v["recipe"] = json!(recipe);
     v["cpu"] = cpu.clone();
     println!("{v}");
-    v["chars_per_second"].as_f64().unwrap_or(f64::NAN)
+    v["chars_per_second"].as_f64().filter(|x| x.is_finite())
 }
 
 /// A reference run: `script` with `args`, the JSON line it ends with.
@@ -413,11 +413,11 @@ impl References {
             .map(String::from)
             .to_vec();
             rep.tf = reference(&self.python, &self.scripts.join("seed_tf.py"), &common)
-                .map(|v| report_reference(v, recipe, &ref_cpu));
+                .and_then(|v| report_reference(v, recipe, &ref_cpu));
             let mut a = common.clone();
             a.extend(["--impl".into(), "nnlstm".into()]);
             rep.torch = reference(&self.python, &self.scripts.join("seed_torch.py"), &a)
-                .map(|v| report_reference(v, recipe, &ref_cpu));
+                .and_then(|v| report_reference(v, recipe, &ref_cpu));
         } else if let Some(script) = match recipe {
             "large" => Some("xtask/bench/torch_large.py"),
             "mirror" => Some("xtask/bench/torch_mirror.py"),
@@ -427,7 +427,7 @@ impl References {
                 .map(String::from)
                 .to_vec();
             rep.torch = reference(&self.python, &root().join(script), &a)
-                .map(|v| report_reference(v, recipe, &ref_cpu));
+                .and_then(|v| report_reference(v, recipe, &ref_cpu));
         }
         rep
     }
@@ -435,8 +435,8 @@ impl References {
 
 /// Measures `row` on `device` at `threads`, ours and (on the CPU) the
 /// references alternately, `--repeats` times; prints every line and the
-/// comparison. `None` where nothing compares: ours never ran, or the row's
-/// precision runs in f32 here.
+/// comparison. `None` where the row's precision runs in f32 here; a row
+/// where ours failed is kept, with no speeds (the table shows `-`).
 fn measure(
     bin: &Path,
     row: &Row,
@@ -462,8 +462,9 @@ fn measure(
             let ran = v["precision"].as_str().unwrap_or("f32");
             if let Some(asked) = row.precision.as_deref().filter(|p| *p != ran) {
                 eprintln!(
-                    "xtask bench: {label} on {threads} thread(s) trains in {ran} here \
-                     ({asked} does not run on this CPU; `charlstm train` says why): skipped"
+                    "xtask bench: {label} on {device}, {threads} thread(s), trains in {ran} \
+                     here ({asked} does not run on this device, CPU or shape; `charlstm \
+                     train` says why): skipped"
                 );
                 return None;
             }
@@ -473,7 +474,7 @@ fn measure(
             Some(r) => r.run(&row.recipe, threads, steps, o, &cpu),
             None => Repeat::default(),
         };
-        rep.ours = mine.and_then(|v| v["chars_per_sec"].as_f64());
+        rep.ours = mine.and_then(|v| v["chars_per_sec"].as_f64().filter(|x| x.is_finite()));
         repeats.push(rep);
     }
     let m = Measured {
