@@ -140,8 +140,9 @@ pub struct SampleArgs {
     /// Start from the text of FILE (any UTF-8 text, put in text8 form; at most 1 MiB)
     #[arg(long, value_name = "FILE")]
     pub prime_file: Option<PathBuf>,
-    /// Characters to generate
-    #[arg(long, short, default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=1 << 30).map(|v| v as usize))]
+    /// Characters to generate (at most 2^28, all samples together)
+    #[arg(long, short, default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(0..=trainer::sample::MAX_SAMPLE_CHARS as u64).map(|v| v as usize))]
     pub length: usize,
     /// Softmax temperature (1: the model's distribution; lower: safer; 0: always the most likely)
     #[arg(long, short, default_value_t = 1.0, allow_negative_numbers = true,
@@ -217,19 +218,29 @@ pub struct EvalArgs {
     /// Learning rate of the dynamic updates [default: the recipe's for its
     /// rule, else 0.2 with `sgd` and 0.0005 with `rms`]
     #[arg(long, requires = "dynamic", value_name = "LR", allow_negative_numbers = true,
-          value_parser = non_negative_value)]
+          value_parser = dynamic_lr_value)]
     pub dynamic_lr: Option<f64>,
     /// Pull towards the trained weights per dynamic update, 0 to 1 [default:
     /// the recipe's for its rule, else 0.001 with `sgd` and 0.002 with `rms`]
     #[arg(long, requires = "dynamic", value_name = "D", value_parser = unit_interval_value)]
     pub dynamic_decay: Option<f64>,
     /// Training characters the `rms` rule takes its statistics from
-    /// [default: the recipe's, else 20000]
+    /// (refused with `sgd`, which takes none) [default: the recipe's, else
+    /// 20000]
     #[arg(long, requires = "dynamic", value_name = "N",
           value_parser = clap::value_parser!(u64).range(2..=100_000_000).map(|v| v as usize))]
     pub dynamic_stats: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+/// A dynamic learning rate: 0 to 100 (the recipes' are 0.0005 to 0.2; a
+/// larger one only drives the weights to infinity).
+fn dynamic_lr_value(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number from 0 to 100")),
+    }
 }
 
 /// A number from 0 to 1.

@@ -90,11 +90,43 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The dynamic evaluation's settings: the flags', else the run's recipe's,
+/// else its rule's own; checked before any text is read.
+fn dynamic_settings(a: &EvalArgs, recipe: &serde_json::Value) -> Result<trainer::dynamic::Dynamic> {
+    let recipe = trainer::dynamic::Dynamic::of_recipe(recipe)?;
+    let rule = a.dynamic_rule.unwrap_or(recipe.rule);
+    if rule == trainer::recipe::DynamicRule::Sgd && a.dynamic_stats.is_some() {
+        anyhow::bail!(
+            "--dynamic-stats: the sgd rule takes no statistics (they are for \
+             --dynamic-rule rms)"
+        );
+    }
+    // the recipe's rate and pull are for its rule; another rule's own otherwise
+    let tuned = if rule == recipe.rule {
+        recipe
+    } else {
+        trainer::dynamic::Dynamic::for_rule(rule)
+    };
+    let cfg = trainer::dynamic::Dynamic {
+        segment: a.dynamic_segment.unwrap_or(recipe.segment),
+        rule,
+        learning_rate: a.dynamic_lr.unwrap_or(tuned.learning_rate),
+        decay: a.dynamic_decay.unwrap_or(tuned.decay),
+        stats: a.dynamic_stats.unwrap_or(recipe.stats),
+        ..recipe
+    };
+    Ok(cfg)
+}
+
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let (device, _) = setup_device(&a.device)?;
     // loaded once: where it will learn when evaluated dynamically
     let learning = a.dynamic.then(|| device.clone().autodiff());
     let (model, kind, config) = trainer::lm::load_lm(&a.run, learning.as_ref().unwrap_or(&device))?;
+    let dynamic = a
+        .dynamic
+        .then(|| dynamic_settings(&a, &config.recipe))
+        .transpose()?;
     let fixed = learning
         .is_some()
         .then(|| burn::module::Module::valid(&model));
@@ -120,23 +152,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         &mut |done, _| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
-    let dynamic = if let Some(learning) = learning {
-        let recipe = trainer::dynamic::Dynamic::of_recipe(&config.recipe)?;
-        let rule = a.dynamic_rule.unwrap_or(recipe.rule);
-        // the recipe's rate and pull are for its rule; another rule's own otherwise
-        let tuned = if rule == recipe.rule {
-            recipe
-        } else {
-            trainer::dynamic::Dynamic::for_rule(rule)
-        };
-        let cfg = trainer::dynamic::Dynamic {
-            segment: a.dynamic_segment.unwrap_or(recipe.segment),
-            rule,
-            learning_rate: a.dynamic_lr.unwrap_or(tuned.learning_rate),
-            decay: a.dynamic_decay.unwrap_or(tuned.decay),
-            stats: a.dynamic_stats.unwrap_or(recipe.stats),
-            ..recipe
-        };
+    let dynamic = if let (Some(learning), Some(cfg)) = (learning, dynamic) {
         let training = match cfg.rule {
             trainer::recipe::DynamicRule::Rms => Some(
                 trainer::lm::training_text(&a.run, &corpus)

@@ -107,8 +107,11 @@ pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> 
     Ok(path)
 }
 
-/// Installs the Ctrl-C handler: the first press asks training to stop after
-/// the current step (with a checkpoint), the second exits at once.
+/// Installs the Ctrl-C handler: the first press (or SIGTERM, SIGHUP) asks
+/// training to stop after the current step (with a checkpoint), the second
+/// exits at once. Either way the exit status is 128 + the signal's number,
+/// as a shell reports a program the signal ended: 130 for Ctrl-C, 143 for
+/// SIGTERM ([`stop_status`]).
 pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -116,12 +119,86 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
         if flag.swap(true, Ordering::SeqCst) {
             errln!("\ninterrupted again: exiting now");
             // a checkpoint being written is finished first: the run's files stay of one step
-            trainer::session::exit_between_checkpoints(130, Duration::from_secs(60));
+            trainer::session::exit_between_checkpoints(
+                stop_status().into(),
+                Duration::from_secs(60),
+            );
         }
         errln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)");
     })
     .context("installing the Ctrl-C handler")?;
+    signal::record_signals();
     Ok(stop)
+}
+
+/// The exit status of a run the last signal stopped: 128 + its number (130,
+/// SIGINT's, where none was recorded).
+pub fn stop_status() -> u8 {
+    128 + signal::last()
+}
+
+/// Which signal came. `ctrlc` runs one handler for SIGINT, SIGTERM and
+/// SIGHUP and does not say which; on Linux a handler of ours goes before
+/// its own, notes the number and calls it.
+mod signal {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// The number of the last signal (SIGINT's, 2, until one is noted).
+    static LAST: AtomicU8 = AtomicU8::new(2);
+
+    pub fn last() -> u8 {
+        LAST.load(Ordering::SeqCst)
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    mod chain {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        /// `ctrlc`'s handler (one function for all three signals).
+        static CTRLC: AtomicUsize = AtomicUsize::new(0);
+
+        /// Notes the signal, then runs `ctrlc`'s handler: an atomic store
+        /// and a call, both async-signal-safe.
+        extern "C" fn note_then_ctrlc(sig: libc::c_int) {
+            super::LAST.store(sig as u8, Ordering::SeqCst);
+            let handler = CTRLC.load(Ordering::SeqCst);
+            if handler != 0 {
+                // SAFETY: the value was read from `ctrlc`'s sigaction as a
+                // one-argument handler (not SA_SIGINFO, not SIG_DFL/SIG_IGN)
+                let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+                handler(sig);
+            }
+        }
+
+        pub fn record_signals() {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                // SAFETY: sigaction reads and writes the `sigaction` structs given
+                unsafe {
+                    let mut action: libc::sigaction = std::mem::zeroed();
+                    if libc::sigaction(sig, std::ptr::null(), &mut action) != 0
+                        || action.sa_flags & libc::SA_SIGINFO != 0
+                        || action.sa_sigaction == libc::SIG_DFL
+                        || action.sa_sigaction == libc::SIG_IGN
+                    {
+                        continue;
+                    }
+                    let ours = note_then_ctrlc as extern "C" fn(libc::c_int) as usize;
+                    if action.sa_sigaction != ours {
+                        CTRLC.store(action.sa_sigaction, Ordering::SeqCst);
+                        action.sa_sigaction = ours;
+                        libc::sigaction(sig, &action, std::ptr::null_mut());
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    pub use chain::record_signals;
+
+    /// Elsewhere every stop reports SIGINT's status.
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    pub fn record_signals() {}
 }
 
 /// Reads a corpus file.

@@ -46,7 +46,8 @@ impl TrainCommand {
 
 /// Trains a new run or resumes one: device, recipe and overrides, the run
 /// target, the corpus (the run's own when resuming without --data), Ctrl-C,
-/// progress, the final line and the exit code (130 when stopped).
+/// progress, the final line and the exit code (128 + the signal's number
+/// when a signal stopped it: 130 for Ctrl-C).
 pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     let (device, device_name) = setup_device(&a.device)?;
     let overrides = a.overrides();
@@ -148,7 +149,7 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     // said after the report: the run itself is saved
     traced?;
     Ok(if report.interrupted() {
-        ExitCode::from(130)
+        ExitCode::from(crate::setup::stop_status())
     } else {
         ExitCode::SUCCESS
     })

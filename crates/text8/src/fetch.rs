@@ -72,11 +72,21 @@ pub fn download_path(url: &str, datasets_dir: &Path) -> Result<PathBuf> {
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     // the host without user info; the port stays (another server)
-    let host = host
-        .rsplit('@')
-        .next()
-        .unwrap_or_default()
-        .replace(':', "_");
+    let host = host.rsplit('@').next().unwrap_or_default();
+    // (an IPv6 literal, `[::1]`, has colons of its own: refused below as unusual)
+    // digits only, without leading zeros: `+80` and `080` would name
+    // another folder for the same server
+    if let Some((_, port)) = host.rsplit_once(':')
+        && !host.ends_with(']')
+        && !(port.bytes().all(|b| b.is_ascii_digit())
+            && !port.starts_with('0')
+            && port.parse::<u16>().is_ok())
+    {
+        return Err(bad(&format!(
+            "the port {port:?} is not a number from 1 to 65535"
+        )));
+    }
+    let host = host.replace(':', "_");
     let name = path.rsplit('/').next().unwrap_or_default();
     let safe = |s: &str| {
         !s.is_empty()
@@ -118,19 +128,36 @@ pub enum DataSource {
     },
 }
 
+/// `s` with its scheme in lower case where it starts as a URL does
+/// (`SCHEME://`, the scheme a letter then at least one more of letters,
+/// digits, `+`, `-` or `.`; one letter is a Windows drive, `C://x`):
+/// `HTTP://x` is `http://x`, and `ftp://x` a URL this crate refuses by
+/// name, not a path that does not exist.
+fn as_url(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let mut chars = scheme.chars();
+    let is_scheme = scheme.len() >= 2
+        && chars.next()?.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    is_scheme.then(|| format!("{}://{rest}", scheme.to_ascii_lowercase()))
+}
+
 impl DataSource {
-    /// Interprets a `--data` value: `http://` and `https://` are URLs, anything else a path.
+    /// Interprets a `--data` value: a value that starts as a URL does
+    /// (`http://`, `HTTPS://`, `ftp://`) is a URL, anything else a path.
     pub fn parse(data: Option<&str>, datasets_dir: &Path) -> Self {
         match data {
             None => DataSource::Default {
                 datasets_dir: datasets_dir.to_path_buf(),
             },
-            Some(s) if s.starts_with("http://") || s.starts_with("https://") => DataSource::Url {
-                url: s.to_string(),
-                datasets_dir: datasets_dir.to_path_buf(),
-                expected_size: (s == TEXT8_URL).then_some(TEXT8_SIZE),
+            Some(s) => match as_url(s) {
+                Some(url) => DataSource::Url {
+                    expected_size: (url == TEXT8_URL).then_some(TEXT8_SIZE),
+                    url,
+                    datasets_dir: datasets_dir.to_path_buf(),
+                },
+                None => DataSource::Path(PathBuf::from(s)),
             },
-            Some(s) => DataSource::Path(PathBuf::from(s)),
         }
     }
 }
@@ -296,8 +323,53 @@ pub fn fetch_with(
         });
     }
     let dir = crate::atomic::folder_of(target);
+    let created = missing_folders(dir);
     std::fs::create_dir_all(dir).map_err(|e| Text8Error::io(dir, e))?;
+    let result = download(url, target, expected_size, limits, progress);
+    if result.is_err() {
+        // a failed download leaves no empty `datasets/HOST/` behind; a
+        // folder that holds anything (another download) is kept
+        for folder in &created {
+            let _ = std::fs::remove_dir(folder);
+        }
+    }
+    result
+}
 
+/// The folders of `dir` that do not exist yet, `dir` first.
+fn missing_folders(dir: &Path) -> Vec<PathBuf> {
+    dir.ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && std::fs::symlink_metadata(d).is_err())
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Creates the `.part` file of a download in `dir`. A `.part` of a killed
+/// download is replaced (File::create truncates it). The folder is made
+/// again where it is gone: another process's failed download removes the
+/// empty folder it made, which may be this one's until its `.part` exists.
+fn create_part(part: &Path, dir: &Path) -> Result<File> {
+    let mut tries = 0;
+    loop {
+        match File::create(part) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => {
+                tries += 1;
+                std::fs::create_dir_all(dir).map_err(|e| Text8Error::io(dir, e))?;
+            }
+            other => return other.map_err(|e| Text8Error::io(part, e)),
+        }
+    }
+}
+
+/// The body of [`fetch_with`], into `target`'s existing folder.
+fn download(
+    url: &str,
+    target: &Path,
+    expected_size: Option<u64>,
+    limits: &Limits,
+    progress: &mut dyn FnMut(FetchEvent),
+) -> Result<()> {
+    let dir = crate::atomic::folder_of(target);
     let http_err = |reason: String| Text8Error::Http {
         url: url.to_string(),
         reason,
@@ -352,8 +424,7 @@ pub fn fetch_with(
             .unwrap_or(TEXT8_FILE)
     ));
     let mut guard = TempGuard(Some(part.clone()));
-    // a `.part` of a killed download is replaced (File::create truncates it)
-    let mut out = File::create(&part).map_err(|e| Text8Error::io(&part, e))?;
+    let mut out = create_part(&part, dir)?;
     let mut reader = response.into_body().into_reader();
     let mut buf = vec![0u8; 1 << 16];
     let mut received = 0u64;
@@ -730,6 +801,11 @@ mod tests {
             download_path("https://user@mirror.net:8080/text8.zip", d).unwrap(),
             d.join("mirror.net_8080").join("text8.zip")
         );
+        // a password's colon is no port
+        assert_eq!(
+            download_path("http://user:pw@mirror.net/text8.zip", d).unwrap(),
+            d.join("mirror.net").join("text8.zip")
+        );
         for bad in [
             "http://example.org/",
             "http://example.org",
@@ -739,6 +815,66 @@ mod tests {
             let e = download_path(bad, d).unwrap_err().to_string();
             assert!(e.contains(bad), "{bad}: {e}");
         }
+        for port in ["99999", "0", "http", "", "+80", "080"] {
+            let url = format!("http://127.0.0.1:{port}/x.zip");
+            let e = download_path(&url, d).unwrap_err().to_string();
+            assert!(e.contains("not a number from 1 to 65535"), "{url}: {e}");
+        }
+    }
+
+    #[test]
+    fn values_that_start_as_urls_are_urls_in_any_case() {
+        let d = Path::new("datasets");
+        let url_of = |s: &str| match DataSource::parse(Some(s), d) {
+            DataSource::Url {
+                url, expected_size, ..
+            } => Some((url, expected_size)),
+            _ => None,
+        };
+        // the canonical URL in upper case is the canonical URL, size and all
+        assert_eq!(
+            url_of("HTTP://mattmahoney.net/dc/text8.zip"),
+            Some((TEXT8_URL.to_string(), Some(TEXT8_SIZE)))
+        );
+        assert_eq!(
+            url_of("Https://example.org/A.zip").map(|u| u.0),
+            Some("https://example.org/A.zip".to_string())
+        );
+        // another scheme is a URL refused by name, not a missing file
+        let ftp = DataSource::parse(Some("ftp://example.org/x.zip"), d);
+        let err = resolve(&ftp, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains("expected an http:// or https:// URL"), "{err}");
+        for path in [
+            "corpus.zip",
+            "./a://b.zip",
+            "/x/y://z",
+            "1http://x",
+            "C://corpus.zip",
+        ] {
+            assert_eq!(
+                DataSource::parse(Some(path), d),
+                DataSource::Path(path.into()),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_download_leaves_no_empty_folder() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let dir = tempfile::tempdir().unwrap();
+        let datasets = dir.path().join("datasets");
+        let source = DataSource::parse(Some(&format!("http://127.0.0.1:{port}/t.zip")), &datasets);
+        resolve(&source, &mut |_| {}).unwrap_err();
+        // neither `datasets/` nor `datasets/127.0.0.1_PORT/` was there before
+        no_files_but(dir.path(), &[]);
+        // a folder that was there is kept, and what it holds
+        std::fs::create_dir_all(&datasets).unwrap();
+        std::fs::write(datasets.join("keep.txt"), b"x").unwrap();
+        resolve(&source, &mut |_| {}).unwrap_err();
+        no_files_but(&datasets, &["keep.txt"]);
     }
 
     #[test]
@@ -871,7 +1007,8 @@ mod tests {
             msg.contains("not a corpus in text8 form") && msg.contains(&url),
             "{msg}"
         );
-        no_files_but(target.parent().unwrap(), &[]);
+        // nothing: the host's folder, made for this download, is gone too
+        assert!(!target.parent().unwrap().exists());
         assert_eq!(resolve(&source, &mut |_| {}).unwrap(), target);
         assert_eq!(hits.load(Ordering::SeqCst), 2);
         no_files_but(target.parent().unwrap(), &["corpus.txt"]);

@@ -232,6 +232,8 @@ fn bad_flags_and_recipe_values_are_refused() {
         vec!["eval", "--run", "r", "--dynamic", "--dynamic-lr", "-1"],
         vec!["eval", "--run", "r", "--limit", "1"],
         vec!["eval", "--run", "r", "--dynamic", "--dynamic-stats", "1"],
+        vec!["eval", "--run", "r", "--dynamic", "--dynamic-lr", "1e300"],
+        vec!["sample", "--run", "r", "--length", "268435457"],
         vec!["train", "--resume", "r", "--runs", "elsewhere"],
     ] {
         let out = charlstm(&args);
@@ -244,7 +246,10 @@ fn bad_flags_and_recipe_values_are_refused() {
             "{err}"
         );
         if args.contains(&"-1") {
-            assert!(err.contains("\"-1\" is not a number >= 0"), "{err}");
+            assert!(err.contains("\"-1\" is not a number"), "{err}");
+        }
+        if args.contains(&"1e300") {
+            assert!(err.contains("not a number from 0 to 100"), "{err}");
         }
     }
 }

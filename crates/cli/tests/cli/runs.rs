@@ -168,7 +168,24 @@ fn rms_dynamic_evaluation_reads_the_training_text() {
         "{err}"
     );
     // the SGD rule does not need it
-    ok(&charlstm(&rms[..rms.len() - 7]));
+    let sgd = &rms[..rms.len() - 7];
+    ok(&charlstm(sgd));
+    // and takes no statistics: asked for some, it says so before reading
+    // any text (the text given here does not exist)
+    let err = fails(&charlstm(&[
+        "eval",
+        "--run",
+        r,
+        "--data",
+        "/no/such/text.txt",
+        "--dynamic",
+        "--dynamic-stats",
+        "400",
+    ]));
+    assert!(
+        err.contains("--dynamic-stats") && err.contains("--dynamic-rule rms"),
+        "{err}"
+    );
 }
 
 /// Stopping at any step and resuming gives the same final weights as a run
