@@ -140,9 +140,10 @@ pub struct SampleArgs {
     /// Start from the text of FILE (any UTF-8 text, put in text8 form; at most 1 MiB)
     #[arg(long, value_name = "FILE")]
     pub prime_file: Option<PathBuf>,
-    /// Characters to generate (at most 2^28, all samples together)
+    /// Characters to generate (all samples together, with their primes,
+    /// at most 2^28 - 2)
     #[arg(long, short, default_value_t = 200,
-          value_parser = clap::value_parser!(u64).range(0..=trainer::sample::MAX_SAMPLE_CHARS as u64).map(|v| v as usize))]
+          value_parser = clap::value_parser!(u64).range(0..=trainer::sample::MAX_SAMPLE_CHARS as u64 - 2).map(|v| v as usize))]
     pub length: usize,
     /// Softmax temperature (1: the model's distribution; lower: safer; 0: always the most likely)
     #[arg(long, short, default_value_t = 1.0, allow_negative_numbers = true,

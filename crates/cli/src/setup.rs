@@ -113,6 +113,9 @@ pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> 
 /// as a shell reports a program the signal ended: 130 for Ctrl-C, 143 for
 /// SIGTERM ([`stop_status`]).
 pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
+    // a signal ignored where the program started (`nohup`, a shell's
+    // background job) stays ignored: ctrlc's handler replaces it
+    let ignored = signal::ignored();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -127,7 +130,7 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
         errln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)");
     })
     .context("installing the Ctrl-C handler")?;
-    signal::record_signals();
+    signal::record_signals(&ignored);
     Ok(stop)
 }
 
@@ -170,8 +173,33 @@ mod signal {
             }
         }
 
-        pub fn record_signals() {
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        /// The signals a handler is for.
+        const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+        /// Those of [`SIGNALS`] ignored now.
+        pub fn ignored() -> Vec<libc::c_int> {
+            SIGNALS
+                .into_iter()
+                .filter(|&sig| {
+                    // SAFETY: sigaction writes the `sigaction` struct given
+                    unsafe {
+                        let mut action: libc::sigaction = std::mem::zeroed();
+                        libc::sigaction(sig, std::ptr::null(), &mut action) == 0
+                            && action.sa_sigaction == libc::SIG_IGN
+                    }
+                })
+                .collect()
+        }
+
+        /// Puts [`note_then_ctrlc`] before `ctrlc`'s handler of each
+        /// signal, and the signals that were `ignored` back to ignored.
+        pub fn record_signals(ignored: &[libc::c_int]) {
+            for sig in SIGNALS {
+                if ignored.contains(&sig) {
+                    // SAFETY: the disposition of one signal, to ignored
+                    unsafe { libc::signal(sig, libc::SIG_IGN) };
+                    continue;
+                }
                 // SAFETY: sigaction reads and writes the `sigaction` structs given
                 unsafe {
                     let mut action: libc::sigaction = std::mem::zeroed();
@@ -194,11 +222,17 @@ mod signal {
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    pub use chain::record_signals;
+    pub use chain::{ignored, record_signals};
 
-    /// Elsewhere every stop reports SIGINT's status.
+    /// Elsewhere every stop reports SIGINT's status, and `ctrlc` handles
+    /// the signals whatever they were.
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    pub fn record_signals() {}
+    pub fn ignored() -> Vec<i32> {
+        Vec::new()
+    }
+
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    pub fn record_signals(_ignored: &[i32]) {}
 }
 
 /// Reads a corpus file.

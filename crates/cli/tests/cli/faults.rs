@@ -233,7 +233,7 @@ fn bad_flags_and_recipe_values_are_refused() {
         vec!["eval", "--run", "r", "--limit", "1"],
         vec!["eval", "--run", "r", "--dynamic", "--dynamic-stats", "1"],
         vec!["eval", "--run", "r", "--dynamic", "--dynamic-lr", "1e300"],
-        vec!["sample", "--run", "r", "--length", "268435457"],
+        vec!["sample", "--run", "r", "--length", "268435455"],
         vec!["train", "--resume", "r", "--runs", "elsewhere"],
     ] {
         let out = charlstm(&args);

@@ -195,6 +195,59 @@ fn a_run_in_use_is_locked() {
     ]));
 }
 
+/// A hangup ignored where training started (`nohup`, `trap '' HUP`) stays
+/// ignored: the run goes on; SIGTERM still stops it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn an_ignored_hangup_stays_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"trap '' HUP; exec "$@""#)
+        .arg("sh")
+        .arg(BIN)
+        .args(train_args(
+            d,
+            r,
+            &["--steps", "1000000", "--summary", "1000000"],
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !run.join("config.json").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "training exited early");
+        assert!(t0.elapsed().as_secs() < 60, "training did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // a handled hangup stops after the step at hand, well within this
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the ignored hangup stopped the run"
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+}
+
 /// Weights that are not finite are refused by sample and eval.
 #[test]
 fn weights_that_are_not_finite_are_refused() {
