@@ -113,8 +113,10 @@ pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> 
 /// as a shell reports a program the signal ended: 130 for Ctrl-C, 143 for
 /// SIGTERM ([`stop_status`]).
 pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
-    // a signal ignored where the program started (`nohup`, a shell's
-    // background job) stays ignored: ctrlc's handler replaces it
+    // a hangup ignored where the program started (`nohup`) stays ignored:
+    // ctrlc's handler replaces it. SIGINT and SIGTERM are handled whatever
+    // they were (a script's background job starts with SIGINT ignored, and
+    // `kill -INT` stopped such runs before)
     let ignored = signal::ignored();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -176,9 +178,9 @@ mod signal {
         /// The signals a handler is for.
         const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
-        /// Those of [`SIGNALS`] ignored now.
+        /// SIGHUP where it is ignored now.
         pub fn ignored() -> Vec<libc::c_int> {
-            SIGNALS
+            [libc::SIGHUP]
                 .into_iter()
                 .filter(|&sig| {
                     // SAFETY: sigaction writes the `sigaction` struct given
