@@ -718,11 +718,15 @@ mod tests {
         no_files_but(dir.path(), &[]);
     }
 
+    /// A local port nothing listens on (just freed).
+    fn closed_port() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
     #[test]
     fn connection_refused_is_reported() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+        let port = closed_port();
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("text8.zip");
         let url = format!("http://127.0.0.1:{port}/text8.zip");
@@ -861,9 +865,7 @@ mod tests {
 
     #[test]
     fn a_failed_download_leaves_no_empty_folder() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+        let port = closed_port();
         let dir = tempfile::tempdir().unwrap();
         let datasets = dir.path().join("datasets");
         let source = DataSource::parse(Some(&format!("http://127.0.0.1:{port}/t.zip")), &datasets);

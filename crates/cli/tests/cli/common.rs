@@ -17,6 +17,17 @@ pub fn corpus(dir: &Path) -> PathBuf {
     p
 }
 
+/// Waits until `child` trains `run` (its config is written before the
+/// first step); fails if it exits first or takes over a minute.
+pub fn wait_until_training(child: &mut std::process::Child, run: &Path) {
+    let t0 = Instant::now();
+    while !run.join("config.json").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "training exited early");
+        assert!(t0.elapsed().as_secs() < 60, "training did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn charlstm(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)

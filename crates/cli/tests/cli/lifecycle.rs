@@ -218,12 +218,7 @@ fn an_ignored_hangup_stays_ignored() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = std::time::Instant::now();
-    while !run.join("config.json").exists() {
-        assert!(child.try_wait().unwrap().is_none(), "training exited early");
-        assert!(t0.elapsed().as_secs() < 60, "training did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_training(&mut child, &run);
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")

@@ -371,13 +371,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // wait until training runs (its config is written before the first step)
-    let t0 = std::time::Instant::now();
-    while !run.join("config.json").exists() {
-        assert!(child.try_wait().unwrap().is_none(), "training exited early");
-        assert!(t0.elapsed().as_secs() < 60, "training did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_until_training(&mut child, &run);
     std::thread::sleep(std::time::Duration::from_millis(700));
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
