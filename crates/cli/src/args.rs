@@ -239,7 +239,8 @@ pub struct EvalArgs {
 /// larger one only drives the weights to infinity).
 fn dynamic_lr_value(s: &str) -> std::result::Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
+        // `-0` is 0, not printed as -0
+        Ok(v) if (0.0..=100.0).contains(&v) => Ok(v + 0.0),
         _ => Err(format!("{s:?} is not a number from 0 to 100")),
     }
 }

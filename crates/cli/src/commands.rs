@@ -186,9 +186,10 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         outln!("{v}");
     } else {
         outln!(
-            "{}: {} characters predicted; cross-entropy {:.4} nats, perplexity {:.3}, {:.4} bits per character",
+            "{}: {} character{} predicted; cross-entropy {:.4} nats, perplexity {:.3}, {:.4} bits per character",
             path.display(),
             report.predicted,
+            if report.predicted == 1 { "" } else { "s" },
             report.cross_entropy,
             report.perplexity,
             report.bits_per_char

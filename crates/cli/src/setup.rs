@@ -101,7 +101,7 @@ pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> 
         DataSource::Default { .. } => {
             "getting the Text8 corpus (give a local copy with --data FILE)".to_string()
         }
-        DataSource::Url { url, .. } => format!("downloading {url}"),
+        DataSource::Url { url, .. } => format!("downloading {}", text8::shown_url(url)),
         DataSource::Path(p) => format!("--data {}", p.display()),
     })?;
     Ok(path)

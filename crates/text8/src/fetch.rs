@@ -53,16 +53,37 @@ impl Default for Limits {
     }
 }
 
+/// Folders of a URL's path kept in the name it is saved as: deeper paths
+/// are refused (a bound on the folders a download makes).
+const MAX_URL_FOLDERS: usize = 8;
+
+/// `url` as messages show it: a password in it (`http://user:pw@host/`)
+/// replaced by `***`. The request itself sends it.
+pub fn shown_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority.len()..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// The file a URL is saved as, under `datasets_dir`: the canonical Text8 URL
-/// as `text8.zip`, any other as `<host>/<last path segment>` (query and
-/// fragment ignored), so that one name from two hosts are two files. A URL
-/// whose path names no file is an error.
+/// as `text8.zip`, any other as `<host>/<path>` (query and fragment
+/// ignored), so that one name from two hosts, or from two folders of one
+/// host, are two files. A URL whose path names no file, or whose folders
+/// are not plain names, is an error.
 pub fn download_path(url: &str, datasets_dir: &Path) -> Result<PathBuf> {
     if url == TEXT8_URL {
         return Ok(datasets_dir.join(TEXT8_FILE));
     }
     let bad = |reason: &str| Text8Error::UnsupportedUrl {
-        url: url.to_string(),
+        url: shown_url(url),
         reason: reason.to_string(),
     };
     let rest = url
@@ -87,7 +108,9 @@ pub fn download_path(url: &str, datasets_dir: &Path) -> Result<PathBuf> {
         )));
     }
     let host = host.replace(':', "_");
-    let name = path.rsplit('/').next().unwrap_or_default();
+    // the folders of the path (empty ones, `a//b`, skipped), then the name
+    let (folders, name) = path.rsplit_once('/').unwrap_or(("", path));
+    let folders: Vec<&str> = folders.split('/').filter(|f| !f.is_empty()).collect();
     let safe = |s: &str| {
         !s.is_empty()
             && s != "."
@@ -103,7 +126,21 @@ pub fn download_path(url: &str, datasets_dir: &Path) -> Result<PathBuf> {
             "the URL's path names no file to save (it must end in a file name, such as .../text8.zip)",
         ));
     }
-    Ok(datasets_dir.join(host).join(name))
+    if let Some(folder) = folders.iter().find(|f| !safe(f)) {
+        return Err(bad(&format!(
+            "the URL's folder {folder:?} is not a plain name to save it under"
+        )));
+    }
+    if folders.len() > MAX_URL_FOLDERS {
+        return Err(bad(&format!(
+            "the URL's path has {} folders, more than the {MAX_URL_FOLDERS} kept in the name \
+             it is saved as",
+            folders.len()
+        )));
+    }
+    let mut path = datasets_dir.join(host);
+    path.extend(folders);
+    Ok(path.join(name))
 }
 
 /// What the user asked for with `--data` (or nothing).
@@ -227,9 +264,10 @@ pub fn resolve(source: &DataSource, progress: &mut dyn FnMut(FetchEvent)) -> Res
                 // what a download must be to be kept, a file put there too
                 check_usable(&target, &target).map_err(|reason| {
                     Text8Error::Invalid(format!(
-                        "{}: the copy of {url} kept here is {reason}; delete it to download \
+                        "{}: the copy of {} kept here is {reason}; delete it to download \
                          again",
-                        target.display()
+                        target.display(),
+                        shown_url(url)
                     ))
                 })?;
                 progress(FetchEvent::Found(target.clone()));
@@ -310,7 +348,7 @@ pub fn fetch_with(
 ) -> Result<()> {
     if url.starts_with("https://") && !cfg!(feature = "https") {
         return Err(Text8Error::UnsupportedUrl {
-            url: url.to_string(),
+            url: shown_url(url),
             reason: "https needs the `https` cargo feature (cargo build --features https); \
                      the canonical Text8 URL is plain http"
                 .into(),
@@ -318,7 +356,7 @@ pub fn fetch_with(
     }
     if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(Text8Error::UnsupportedUrl {
-            url: url.to_string(),
+            url: shown_url(url),
             reason: "expected an http:// or https:// URL".into(),
         });
     }
@@ -371,7 +409,7 @@ fn download(
 ) -> Result<()> {
     let dir = crate::atomic::folder_of(target);
     let http_err = |reason: String| Text8Error::Http {
-        url: url.to_string(),
+        url: shown_url(url),
         reason,
     };
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -389,7 +427,7 @@ fn download(
     let status = response.status().as_u16();
     if status != 200 {
         return Err(Text8Error::HttpStatus {
-            url: url.to_string(),
+            url: shown_url(url),
             status,
         });
     }
@@ -398,7 +436,7 @@ fn download(
         && len != expected
     {
         return Err(Text8Error::WrongSize {
-            what: format!("GET {url} (Content-Length)"),
+            what: format!("GET {} (Content-Length)", shown_url(url)),
             expected,
             found: len,
         });
@@ -412,7 +450,7 @@ fn download(
         )));
     }
     progress(FetchEvent::Started {
-        url: url.to_string(),
+        url: shown_url(url),
         total: announced.or(expected_size),
     });
 
@@ -438,7 +476,7 @@ fn download(
             Err(e) => {
                 return Err(match announced {
                     Some(expected) if received < expected => Text8Error::Truncated {
-                        url: url.to_string(),
+                        url: shown_url(url),
                         expected,
                         received,
                     },
@@ -475,7 +513,7 @@ fn download(
         && received != expected
     {
         return Err(Text8Error::Truncated {
-            url: url.to_string(),
+            url: shown_url(url),
             expected,
             received,
         });
@@ -484,7 +522,7 @@ fn download(
         && received != expected
     {
         return Err(Text8Error::WrongSize {
-            what: format!("GET {url}"),
+            what: format!("GET {}", shown_url(url)),
             expected,
             found: received,
         });
@@ -494,7 +532,7 @@ fn download(
     // kept only if it is a corpus: an error page saved as text would be
     // taken from the cache, and fail, at every later run
     check_usable(&part, target).map_err(|reason| Text8Error::Http {
-        url: url.to_string(),
+        url: shown_url(url),
         reason: format!("the downloaded file is {reason}"),
     })?;
     std::fs::rename(&part, target).map_err(|e| Text8Error::io(target, e))?;
@@ -503,7 +541,8 @@ fn download(
         let _ = d.sync_all();
     }
     log::info!(
-        "downloaded {url} to {} ({received} bytes)",
+        "downloaded {} to {} ({received} bytes)",
+        shown_url(url),
         target.display()
     );
     progress(FetchEvent::Done(target.to_path_buf()));
@@ -799,7 +838,16 @@ mod tests {
         assert_eq!(download_path(TEXT8_URL, d).unwrap(), d.join("text8.zip"));
         assert_eq!(
             download_path("http://example.org/a/good.zip?x=1#top", d).unwrap(),
-            d.join("example.org").join("good.zip")
+            d.join("example.org").join("a").join("good.zip")
+        );
+        // one name in two folders of one host: two files
+        assert_ne!(
+            download_path("http://example.org/sub/good.zip", d).unwrap(),
+            download_path("http://example.org/good.zip", d).unwrap()
+        );
+        assert_eq!(
+            download_path("http://example.org//a//good.zip", d).unwrap(),
+            d.join("example.org").join("a").join("good.zip")
         );
         assert_eq!(
             download_path("https://user@mirror.net:8080/text8.zip", d).unwrap(),
@@ -819,11 +867,50 @@ mod tests {
             let e = download_path(bad, d).unwrap_err().to_string();
             assert!(e.contains(bad), "{bad}: {e}");
         }
+        for (url, says) in [
+            ("http://example.org/../x.zip", "folder \"..\""),
+            ("http://example.org/a b/x.zip", "folder \"a b\""),
+            (
+                "http://h/1/2/3/4/5/6/7/8/9/x.zip",
+                "9 folders, more than the 8",
+            ),
+        ] {
+            let e = download_path(url, d).unwrap_err().to_string();
+            assert!(e.contains(says), "{url}: {e}");
+        }
         for port in ["99999", "0", "http", "", "+80", "080"] {
             let url = format!("http://127.0.0.1:{port}/x.zip");
             let e = download_path(&url, d).unwrap_err().to_string();
             assert!(e.contains("not a number from 1 to 65535"), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn passwords_in_urls_are_not_shown() {
+        assert_eq!(
+            shown_url("http://me:secret@example.org:8080/a/x.zip?q=1"),
+            "http://me:***@example.org:8080/a/x.zip?q=1"
+        );
+        for plain in [
+            "http://me@example.org/x.zip",
+            "http://example.org/a@b.zip",
+            "x.zip",
+        ] {
+            assert_eq!(shown_url(plain), plain);
+        }
+        // a refused download's message and a bad URL's
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("http://me:secret@127.0.0.1:{}/t.zip", closed_port());
+        let source = DataSource::parse(Some(&url), dir.path());
+        let err = resolve(&source, &mut |_| {}).unwrap_err().to_string();
+        assert!(
+            err.contains("me:***@127.0.0.1") && !err.contains("secret"),
+            "{err}"
+        );
+        let err = download_path("http://me:secret@example.org/", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("me:***@") && !err.contains("secret"), "{err}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use tokenizer::rng;
 pub use batch::BatchGenerator;
 pub use corpus::{Corpus, read_corpus};
 pub use error::Text8Error;
-pub use fetch::{DataSource, FetchEvent, TEXT8_SIZE, TEXT8_URL, fetch, resolve};
+pub use fetch::{DataSource, FetchEvent, TEXT8_SIZE, TEXT8_URL, fetch, resolve, shown_url};
 pub use mirror::{MirrorPair, MirrorSampler, mirror_words};
 pub use normalize::{Normalizer, normalize, normalize_file};
 pub use shared::SharedIds;

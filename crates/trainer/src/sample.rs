@@ -190,8 +190,9 @@ fn check_options(model: &CharLm, opts: &SampleOptions) -> Result<()> {
     let chars = (opts.count as f64) * (opts.length as f64 + prime as f64 + 2.0);
     if chars > MAX_SAMPLE_CHARS as f64 {
         return Err(TrainError::Input(format!(
-            "--count {} x --length {}: {chars:.0} characters to generate, more than the \
-             {MAX_SAMPLE_CHARS} held at once; lower --count or --length",
+            "--count {} x (--length {} + the prime's {prime} + 2 start characters): {chars:.0} \
+             characters held at once, more than the {MAX_SAMPLE_CHARS}; lower --count or \
+             --length",
             opts.count, opts.length
         )));
     }
