@@ -71,7 +71,9 @@ pub enum TrainError {
 fn kept(last_good: Option<u64>) -> String {
     match last_good {
         Some(step) => format!("The last good checkpoint (step {step}) is kept"),
-        None => "No checkpoint was written".to_string(),
+        None => "No checkpoint was written (the run directory keeps these settings: to \
+                 start again with others, delete it or choose another --run)"
+            .to_string(),
     }
 }
 

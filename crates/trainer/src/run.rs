@@ -127,11 +127,24 @@ impl RunDir {
                         )));
                     }
                     Ok(_) if is_run_dir(p) || !only_leftovers(p)? => {
-                        return Err(TrainError::Run(format!(
-                            "run directory {} already exists; continue it with --resume {0}, or \
-                             choose another --run",
-                            p.display()
-                        )));
+                        // a run that stopped before its first checkpoint
+                        // (diverged at once): resuming repeats its settings
+                        let message = if !is_run_dir(p) && p.join("config.json").is_file() {
+                            format!(
+                                "run directory {} already exists without a checkpoint (its \
+                                 training stopped before the first): continue it with --resume \
+                                 {0} (its settings as saved), or delete it or choose another \
+                                 --run to start with other settings",
+                                p.display()
+                            )
+                        } else {
+                            format!(
+                                "run directory {} already exists; continue it with --resume \
+                                 {0}, or choose another --run",
+                                p.display()
+                            )
+                        };
+                        return Err(TrainError::Run(message));
                     }
                     _ => {}
                 }

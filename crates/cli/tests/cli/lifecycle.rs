@@ -356,6 +356,12 @@ fn a_diverging_run_keeps_only_finite_checkpoints() {
         ok(&charlstm(&["sample", "--run", r, "--length", "10"]));
     } else {
         assert!(err.contains("No checkpoint was written"), "{err}");
+        // the same --run again says what is there and how to start over
+        let again = fails(&charlstm(&train_args(d, r, &["--steps", "30"])));
+        assert!(
+            again.contains("without a checkpoint") && again.contains("delete it"),
+            "{again}"
+        );
     }
 }
 
