@@ -22,7 +22,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20, value_parser = steps_value())]
     pub warmup: u64,
     /// Override a recipe value (as for `train`)
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = set_value)]
     pub set: Vec<String>,
     #[command(flatten)]
     pub data: DataArgs,
@@ -81,7 +81,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", value_parser = steps_value())]
     pub summary: Option<u64>,
     /// Override a recipe value, e.g. --set model.d_hidden=128 --set train.seed=3
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = set_value)]
     pub set: Vec<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
@@ -135,7 +135,7 @@ pub struct SampleArgs {
     #[arg(long, value_name = "DIR")]
     pub run: PathBuf,
     /// Text to start from (letters and spaces; upper-case is lowered)
-    #[arg(long, short, conflicts_with = "prime_file")]
+    #[arg(long, short, conflicts_with = "prime_file", value_parser = prime_value)]
     pub prime: Option<String>,
     /// Start from the text of FILE (any UTF-8 text, put in text8 form; at most 1 MiB)
     #[arg(long, value_name = "FILE")]
@@ -234,6 +234,38 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
 }
+
+/// A recipe override: `KEY=VALUE` with a key (the value is checked with the
+/// recipe, where its type is known).
+fn set_value(s: &str) -> std::result::Result<String, String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.trim().is_empty() => Ok(s.to_string()),
+        _ => Err(format!(
+            "{s:?} is not KEY=VALUE (for example train.steps=2000)"
+        )),
+    }
+}
+
+/// A prime: characters the model knows (as [`trainer::sample::prime_ids`] reads them).
+fn prime_value(s: &str) -> std::result::Result<String, String> {
+    match trainer::sample::prime_ids(s) {
+        Ok(_) => Ok(s.to_string()),
+        Err(e) => Err(e.to_string().trim_start_matches("--prime: ").to_string()),
+    }
+}
+
+/// A flag combination refused after parsing (one flag's value rules out
+/// another's): reported as clap's usage errors are, with status 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// A dynamic learning rate: 0 to 100 (the recipes' are 0.0005 to 0.2; a
 /// larger one only drives the weights to infinity).

@@ -96,10 +96,11 @@ fn dynamic_settings(a: &EvalArgs, recipe: &serde_json::Value) -> Result<trainer:
     let recipe = trainer::dynamic::Dynamic::of_recipe(recipe)?;
     let rule = a.dynamic_rule.unwrap_or(recipe.rule);
     if rule == trainer::recipe::DynamicRule::Sgd && a.dynamic_stats.is_some() {
-        anyhow::bail!(
-            "--dynamic-stats: the sgd rule takes no statistics (they are for \
-             --dynamic-rule rms)"
-        );
+        return Err(crate::args::UsageError(
+            "--dynamic-stats: the sgd rule takes no statistics (they are for --dynamic-rule rms)"
+                .into(),
+        )
+        .into());
     }
     // the recipe's rate and pull are for its rule; another rule's own otherwise
     let tuned = if rule == recipe.rule {

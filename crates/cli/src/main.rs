@@ -127,6 +127,11 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(code) => code,
+        // a combination of flags: a usage error as clap's are
+        Err(e) if e.downcast_ref::<args::UsageError>().is_some() => {
+            errln!("error: {e:#}\n\nFor more information, try '--help'.");
+            ExitCode::from(2)
+        }
         Err(e) => {
             errln!("error: {e:#}");
             ExitCode::from(1)

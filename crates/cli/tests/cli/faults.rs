@@ -234,6 +234,9 @@ fn bad_flags_and_recipe_values_are_refused() {
         vec!["eval", "--run", "r", "--dynamic", "--dynamic-stats", "1"],
         vec!["eval", "--run", "r", "--dynamic", "--dynamic-lr", "1e300"],
         vec!["sample", "--run", "r", "--length", "268435455"],
+        vec!["train", "--set", "x"],
+        vec!["train", "--set", "=3"],
+        vec!["sample", "--run", "r", "--prime", "123"],
         vec!["train", "--resume", "r", "--runs", "elsewhere"],
     ] {
         let out = charlstm(&args);
@@ -247,6 +250,12 @@ fn bad_flags_and_recipe_values_are_refused() {
         );
         if args.contains(&"-1") {
             assert!(err.contains("\"-1\" is not a number"), "{err}");
+        }
+        if args.contains(&"123") {
+            assert!(
+                err.contains("'1' at position 0 is not in a-z or space"),
+                "{err}"
+            );
         }
         if args.contains(&"1e300") {
             assert!(err.contains("not a number from 0 to 100"), "{err}");

@@ -172,7 +172,7 @@ fn rms_dynamic_evaluation_reads_the_training_text() {
     ok(&charlstm(sgd));
     // and takes no statistics: asked for some, it says so before reading
     // any text (the text given here does not exist)
-    let err = fails(&charlstm(&[
+    let out = charlstm(&[
         "eval",
         "--run",
         r,
@@ -181,9 +181,13 @@ fn rms_dynamic_evaluation_reads_the_training_text() {
         "--dynamic",
         "--dynamic-stats",
         "400",
-    ]));
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
     assert!(
-        err.contains("--dynamic-stats") && err.contains("--dynamic-rule rms"),
+        err.contains("--dynamic-stats")
+            && err.contains("--dynamic-rule rms")
+            && err.contains("--help"),
         "{err}"
     );
 }
