@@ -347,6 +347,13 @@ fn kilo(x: f64) -> String {
     }
 }
 
+/// A ratio with two decimals, `-` where there is none.
+fn ratio_text(ratio: Option<f64>) -> String {
+    ratio
+        .filter(|v| v.is_finite())
+        .map_or("-".into(), |v| format!("{v:.2}"))
+}
+
 /// The comparisons as a markdown table: medians in thousands of chars/s
 /// (the mirror: predicted symbols/s), the ratio of the medians, and each
 /// repeat's.
@@ -362,20 +369,14 @@ fn table(rows: &[Measured]) -> String {
         } else {
             format!("{} ({})", r.label, r.device)
         };
-        let each: Vec<String> = r
-            .repeats
-            .iter()
-            .map(|x| x.ratio().map_or("-".into(), |v| format!("{v:.2}")))
-            .collect();
+        let each: Vec<String> = r.repeats.iter().map(|x| ratio_text(x.ratio())).collect();
         out += &format!(
             "| {name} | {} | {} / {} / {} | {} | {} |\n",
             r.threads,
             kilo(m),
             kilo(t),
             kilo(p),
-            Some(r.ratio())
-                .filter(|v| v.is_finite())
-                .map_or("-".into(), |v| format!("{v:.2}")),
+            ratio_text(Some(r.ratio())),
             each.join(", ")
         );
     }

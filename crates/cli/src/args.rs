@@ -143,7 +143,7 @@ pub struct SampleArgs {
     /// Characters to generate (all samples together, with their primes,
     /// at most 2^28 - 2)
     #[arg(long, short, default_value_t = 200,
-          value_parser = clap::value_parser!(u64).range(0..=trainer::sample::MAX_SAMPLE_CHARS as u64 - 2).map(|v| v as usize))]
+          value_parser = clap::value_parser!(u64).range(0..=(trainer::sample::MAX_SAMPLE_CHARS - trainer::sample::START_CHARS) as u64).map(|v| v as usize))]
     pub length: usize,
     /// Softmax temperature (1: the model's distribution; lower: safer; 0: always the most likely)
     #[arg(long, short, default_value_t = 1.0, allow_negative_numbers = true,

@@ -117,7 +117,7 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
     // ctrlc's handler replaces it. SIGINT and SIGTERM are handled whatever
     // they were (a script's background job starts with SIGINT ignored, and
     // `kill -INT` stopped such runs before)
-    let ignored = signal::ignored();
+    let hangup_ignored = signal::hangup_ignored();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -132,7 +132,7 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
         errln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)");
     })
     .context("installing the Ctrl-C handler")?;
-    signal::record_signals(&ignored);
+    signal::record_signals(hangup_ignored);
     Ok(stop)
 }
 
@@ -178,26 +178,21 @@ mod signal {
         /// The signals a handler is for.
         const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
-        /// SIGHUP where it is ignored now.
-        pub fn ignored() -> Vec<libc::c_int> {
-            [libc::SIGHUP]
-                .into_iter()
-                .filter(|&sig| {
-                    // SAFETY: sigaction writes the `sigaction` struct given
-                    unsafe {
-                        let mut action: libc::sigaction = std::mem::zeroed();
-                        libc::sigaction(sig, std::ptr::null(), &mut action) == 0
-                            && action.sa_sigaction == libc::SIG_IGN
-                    }
-                })
-                .collect()
+        /// Whether SIGHUP is ignored now.
+        pub fn hangup_ignored() -> bool {
+            // SAFETY: sigaction writes the `sigaction` struct given
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut action) == 0
+                    && action.sa_sigaction == libc::SIG_IGN
+            }
         }
 
         /// Puts [`note_then_ctrlc`] before `ctrlc`'s handler of each
-        /// signal, and the signals that were `ignored` back to ignored.
-        pub fn record_signals(ignored: &[libc::c_int]) {
+        /// signal, and SIGHUP back to ignored where it `hangup_ignored`.
+        pub fn record_signals(hangup_ignored: bool) {
             for sig in SIGNALS {
-                if ignored.contains(&sig) {
+                if sig == libc::SIGHUP && hangup_ignored {
                     // SAFETY: the disposition of one signal, to ignored
                     unsafe { libc::signal(sig, libc::SIG_IGN) };
                     continue;
@@ -224,17 +219,17 @@ mod signal {
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    pub use chain::{ignored, record_signals};
+    pub use chain::{hangup_ignored, record_signals};
 
     /// Elsewhere every stop reports SIGINT's status, and `ctrlc` handles
     /// the signals whatever they were.
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    pub fn ignored() -> Vec<i32> {
-        Vec::new()
+    pub fn hangup_ignored() -> bool {
+        false
     }
 
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    pub fn record_signals(_ignored: &[i32]) {}
+    pub fn record_signals(_hangup_ignored: bool) {}
 }
 
 /// Reads a corpus file.

@@ -346,9 +346,10 @@ pub fn fetch_with(
     limits: &Limits,
     progress: &mut dyn FnMut(FetchEvent),
 ) -> Result<()> {
+    let shown = shown_url(url);
     if url.starts_with("https://") && !cfg!(feature = "https") {
         return Err(Text8Error::UnsupportedUrl {
-            url: shown_url(url),
+            url: shown,
             reason: "https needs the `https` cargo feature (cargo build --features https); \
                      the canonical Text8 URL is plain http"
                 .into(),
@@ -356,7 +357,7 @@ pub fn fetch_with(
     }
     if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(Text8Error::UnsupportedUrl {
-            url: shown_url(url),
+            url: shown,
             reason: "expected an http:// or https:// URL".into(),
         });
     }
@@ -408,8 +409,10 @@ fn download(
     progress: &mut dyn FnMut(FetchEvent),
 ) -> Result<()> {
     let dir = crate::atomic::folder_of(target);
+    // the URL as messages show it
+    let shown = shown_url(url);
     let http_err = |reason: String| Text8Error::Http {
-        url: shown_url(url),
+        url: shown.clone(),
         reason,
     };
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -427,7 +430,7 @@ fn download(
     let status = response.status().as_u16();
     if status != 200 {
         return Err(Text8Error::HttpStatus {
-            url: shown_url(url),
+            url: shown.clone(),
             status,
         });
     }
@@ -436,7 +439,7 @@ fn download(
         && len != expected
     {
         return Err(Text8Error::WrongSize {
-            what: format!("GET {} (Content-Length)", shown_url(url)),
+            what: format!("GET {shown} (Content-Length)"),
             expected,
             found: len,
         });
@@ -450,7 +453,7 @@ fn download(
         )));
     }
     progress(FetchEvent::Started {
-        url: shown_url(url),
+        url: shown.clone(),
         total: announced.or(expected_size),
     });
 
@@ -476,7 +479,7 @@ fn download(
             Err(e) => {
                 return Err(match announced {
                     Some(expected) if received < expected => Text8Error::Truncated {
-                        url: shown_url(url),
+                        url: shown.clone(),
                         expected,
                         received,
                     },
@@ -513,7 +516,7 @@ fn download(
         && received != expected
     {
         return Err(Text8Error::Truncated {
-            url: shown_url(url),
+            url: shown.clone(),
             expected,
             received,
         });
@@ -522,7 +525,7 @@ fn download(
         && received != expected
     {
         return Err(Text8Error::WrongSize {
-            what: format!("GET {}", shown_url(url)),
+            what: format!("GET {shown}"),
             expected,
             found: received,
         });
@@ -532,7 +535,7 @@ fn download(
     // kept only if it is a corpus: an error page saved as text would be
     // taken from the cache, and fail, at every later run
     check_usable(&part, target).map_err(|reason| Text8Error::Http {
-        url: shown_url(url),
+        url: shown.clone(),
         reason: format!("the downloaded file is {reason}"),
     })?;
     std::fs::rename(&part, target).map_err(|e| Text8Error::io(target, e))?;
@@ -542,7 +545,7 @@ fn download(
     }
     log::info!(
         "downloaded {} to {} ({received} bytes)",
-        shown_url(url),
+        shown,
         target.display()
     );
     progress(FetchEvent::Done(target.to_path_buf()));

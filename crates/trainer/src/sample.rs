@@ -164,6 +164,10 @@ pub(crate) use model::ids_tensor;
 /// Most characters one [`generate`] call holds (all its texts together).
 pub const MAX_SAMPLE_CHARS: usize = 1 << 28;
 
+/// Characters a text starts from without a prime, counted against
+/// [`MAX_SAMPLE_CHARS`] with it: a random one, two for bigram models.
+pub const START_CHARS: usize = 2;
+
 /// Generates `opts.count` texts. `model` must not be on an autodiff device
 /// (use `model.valid()`). Each text is the prime (or a random start of one
 /// character, two for bigram models) followed by `opts.length` generated characters.
@@ -187,10 +191,10 @@ pub fn generate(
 /// The bounds and values [`generate`] checks before allocating anything.
 fn check_options(model: &CharLm, opts: &SampleOptions) -> Result<()> {
     let prime = opts.prime.as_ref().map_or(0, |p| p.len());
-    let chars = (opts.count as f64) * (opts.length as f64 + prime as f64 + 2.0);
+    let chars = (opts.count as f64) * (opts.length as f64 + prime as f64 + START_CHARS as f64);
     if chars > MAX_SAMPLE_CHARS as f64 {
         return Err(TrainError::Input(format!(
-            "--count {} x (--length {} + the prime's {prime} + 2 start characters): {chars:.0} \
+            "--count {} x (--length {} + the prime's {prime} + {START_CHARS} start characters): {chars:.0} \
              characters held at once, more than the {MAX_SAMPLE_CHARS}; lower --count or \
              --length",
             opts.count, opts.length
