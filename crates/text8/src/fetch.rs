@@ -165,18 +165,32 @@ pub enum DataSource {
     },
 }
 
-/// `s` with its scheme in lower case where it starts as a URL does
-/// (`SCHEME://`, the scheme a letter then at least one more of letters,
-/// digits, `+`, `-` or `.`; one letter is a Windows drive, `C://x`):
-/// `HTTP://x` is `http://x`, and `ftp://x` a URL this crate refuses by
-/// name, not a path that does not exist.
+/// `s` with its scheme and host in lower case where it starts as a URL
+/// does (`SCHEME://`, the scheme a letter then at least one more of
+/// letters, digits, `+`, `-` or `.`; one letter is a Windows drive,
+/// `C://x`): `HTTP://Example.ORG/A.zip` is `http://example.org/A.zip`
+/// (both are case-blind, so one server's file is kept once, and the
+/// canonical URL in any case is the canonical URL), the user name, password
+/// and path as given; and `ftp://x` a URL this crate refuses by name, not
+/// a path that does not exist.
 fn as_url(s: &str) -> Option<String> {
     let (scheme, rest) = s.split_once("://")?;
     let mut chars = scheme.chars();
     let is_scheme = scheme.len() >= 2
         && chars.next()?.is_ascii_alphabetic()
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    is_scheme.then(|| format!("{}://{rest}", scheme.to_ascii_lowercase()))
+    if !is_scheme {
+        return None;
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host_start = authority.rfind('@').map_or(0, |at| at + 1);
+    let (user, host) = authority.split_at(host_start);
+    Some(format!(
+        "{}://{user}{}{path}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase()
+    ))
 }
 
 impl DataSource {
@@ -931,9 +945,18 @@ mod tests {
             Some((TEXT8_URL.to_string(), Some(TEXT8_SIZE)))
         );
         assert_eq!(
-            url_of("Https://example.org/A.zip").map(|u| u.0),
-            Some("https://example.org/A.zip".to_string())
+            url_of("http://MattMahoney.NET/dc/text8.zip"),
+            Some((TEXT8_URL.to_string(), Some(TEXT8_SIZE)))
         );
+        // the host folded (one server, one copy), the user, password and path not
+        for (given, url) in [
+            ("Https://example.org/A.zip", "https://example.org/A.zip"),
+            ("http://Example.ORG:8080/Dir/A.zip", "http://example.org:8080/Dir/A.zip"),
+            ("http://Me:PW@EXAMPLE.org/A.zip", "http://Me:PW@example.org/A.zip"),
+            ("http://EXAMPLE.org?Q=A", "http://example.org?Q=A"),
+        ] {
+            assert_eq!(url_of(given).map(|u| u.0).as_deref(), Some(url), "{given}");
+        }
         // another scheme is a URL refused by name, not a missing file
         let ftp = DataSource::parse(Some("ftp://example.org/x.zip"), d);
         let err = resolve(&ftp, &mut |_| {}).unwrap_err().to_string();
