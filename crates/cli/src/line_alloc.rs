@@ -5,7 +5,7 @@
 //! vectors (AVX-512) from the start of their buffers. glibc aligns a block
 //! to 16 bytes, so a buffer can start off a line, and then every vector
 //! load or store of it straddles two lines. On the Xeon with AMX
-//! (docs/PERFORMANCE.md), this binary against the one before it, side by
+//! (docs/PERFORMANCE-LOG.md), this binary against the one before it, side by
 //! side, one thread each (`xtask/bench/side_by_side.sh`): the mirror 1.035
 //! and 1.046, `large` 1.007 and 1.015, notebook-fused 0.992 and 1.016; a
 //! first version of it: notebook-char 1.011 and 1.012, notebook-dropout and

@@ -3,7 +3,7 @@
 //! a 16 x 32 tile of bf16 by a 32 x 16 one and adds the 16 x 16 result to an
 //! f32 tile, 8192 multiply-adds in one instruction. On the Xeon of
 //! 2026-12-05 a loop of them ran at 3.8 TFLOP/s on one core, against about
-//! 135 GFLOP/s for f32 FMAs and less for `vdpbf16ps` (docs/PERFORMANCE.md),
+//! 135 GFLOP/s for f32 FMAs and less for `vdpbf16ps` (docs/PERFORMANCE-LOG.md),
 //! so where the tiles exist they take the bf16 products.
 //!
 //! Stable Rust has no AMX intrinsics yet, so the instructions are written as

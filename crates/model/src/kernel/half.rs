@@ -14,7 +14,7 @@
 //!   every few products ([`super::f16`] says why and how).
 //!
 //! Which is faster than f32 depends on the CPU, so the setting is opt-in
-//! and measured per CPU in docs/PERFORMANCE.md: on AMD Zen 5 (EPYC, family
+//! and measured per CPU in docs/PERFORMANCE-LOG.md: on AMD Zen 5 (EPYC, family
 //! 26) `vdpbf16ps` runs at about twice the f32 FMA rate; on the Intel Xeons
 //! here it runs at half that rate, but their AMX tiles, where the
 //! hypervisor exposes them, make the `large` recipe's training step 1.7x

@@ -4,7 +4,7 @@
 //! line each (16 values of 4 bytes). Rust promises a `Vec<f32>` 4-byte
 //! alignment, glibc gives 16: off a line, every 64-byte load of a strip's
 //! row straddles two lines and costs two of the L1 cache's loads.
-//! On the Xeon with AMX (docs/PERFORMANCE.md), strips 16 bytes off a line
+//! On the Xeon with AMX (docs/PERFORMANCE-LOG.md), strips 16 bytes off a line
 //! against aligned ones: the packed f32 product at `large`'s shapes 160 ->
 //! 190 GFLOP/s (`cargo bench -p model --bench kernel`), training steps
 //! 4-7% slower (`large`, the mirror, notebook-char side by side).

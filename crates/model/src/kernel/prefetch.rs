@@ -3,7 +3,7 @@
 //!
 //! A packed `B` past L2 (`large`'s recurrent weights, 4 MiB) otherwise
 //! makes every pass start by waiting on L3. On the Xeon with AMX
-//! (docs/PERFORMANCE.md), `cargo bench -p model --bench kernel`'s 32-row
+//! (docs/PERFORMANCE-LOG.md), `cargo bench -p model --bench kernel`'s 32-row
 //! products at `large`'s shapes ran 10-19% faster with it, a whole
 //! one-thread `large` step 2-4% (`xtask/bench/side_by_side.sh`).
 
