@@ -98,7 +98,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE")]
     pub loss_trace: Option<PathBuf>,
     /// Replace the --loss-trace FILE if it exists (never a link, a device or an input)
-    #[arg(long)]
+    #[arg(long, requires = "loss_trace")]
     pub force: bool,
     /// Parent folder of automatically named runs
     #[arg(

@@ -12,7 +12,8 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 /// `println!` that never panics: a stdout that is closed or full ends the
-/// program as Unix tools end ([`setup::stdout_failed`]).
+/// program as Unix tools end, or stops a training run with a checkpoint
+/// ([`setup::stdout_failed`]).
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;

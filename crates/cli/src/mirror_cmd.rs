@@ -61,8 +61,8 @@ struct EvalArgs {
     #[command(flatten)]
     data: DataArgs,
     /// Sentence lengths in words: numbers and FIRST-LAST ranges, such as 1-10,20,60
-    #[arg(long, default_value = "1-12")]
-    words: String,
+    #[arg(long, default_value = "1-12", value_parser = parse_lengths)]
+    words: Lengths,
     /// Sentences per length (at most 1000000)
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000).map(|v| v as usize))]
     count: usize,
@@ -117,12 +117,17 @@ pub fn run(a: MirrorArgs) -> Result<ExitCode> {
     }
 }
 
-/// Sentence lengths of `--words`: numbers and FIRST-LAST ranges, comma-separated.
-fn parse_lengths(s: &str) -> Result<Vec<usize>> {
+/// The sentence lengths of `--words`, in the order given.
+#[derive(Debug, Clone)]
+struct Lengths(Vec<usize>);
+
+/// Sentence lengths of `--words`: numbers and FIRST-LAST ranges,
+/// comma-separated (clap names the flag and the value; a usage error).
+fn parse_lengths(s: &str) -> std::result::Result<Lengths, String> {
     let bad = || {
-        anyhow::anyhow!(
-            "--words {s:?}: expected numbers or FIRST-LAST ranges separated by commas, \
-             such as 1-10,20,60 (each from 1 to {MAX_WORDS})"
+        format!(
+            "expected numbers or FIRST-LAST ranges separated by commas, such as 1-10,20,60 \
+             (each from 1 to {MAX_WORDS})"
         )
     };
     let mut out = vec![];
@@ -142,7 +147,7 @@ fn parse_lengths(s: &str) -> Result<Vec<usize>> {
         }
         out.extend(a..=b);
     }
-    Ok(out)
+    Ok(Lengths(out))
 }
 
 /// Most characters evaluated for one sentence length (held in memory, with
@@ -153,7 +158,7 @@ const MAX_EVAL_CHARS: usize = 200_000_000;
 const MAX_WORDS: usize = 100_000;
 
 fn eval(a: EvalArgs) -> Result<ExitCode> {
-    let lengths = parse_lengths(&a.words)?;
+    let lengths = &a.words.0;
     if let Some(plot) = &a.plot {
         if !Plot::is_plot_path(plot) {
             bail!("--plot {}: give a .png or .svg file", plot.display());
@@ -195,7 +200,7 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
     } else {
         test.len() / words_in_test.max(1) + 1
     };
-    for n in lengths {
+    for &n in lengths {
         let chars = n.saturating_mul(a.count).saturating_mul(per_word);
         if chars > MAX_EVAL_CHARS {
             bail!(

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -24,15 +24,68 @@ pub fn default_sigpipe() {
     }
 }
 
+/// A training run's stop flag, which a failed write to stdout raises
+/// ([`stop_when_stdout_fails`]).
+static STDOUT_STOPS: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+
+/// The exit status of the first failed write to stdout of a run it
+/// stopped: 141 for a closed pipe, 1 for any other error; 0 for none.
+static STDOUT_FAILURE: AtomicU8 = AtomicU8::new(0);
+
 /// A failed write to stdout: a closed pipe ends quietly (status 141, as
 /// after SIGPIPE, where the signal could not be restored); anything else (a
-/// full disk) is an error on stderr, status 1.
-pub fn stdout_failed(e: std::io::Error) -> ! {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        std::process::exit(141);
+/// full disk) is an error on stderr, status 1. During a training run
+/// ([`stop_when_stdout_fails`]) it ends nothing: the run stops after its
+/// step, saving a checkpoint, and later writes are lost.
+pub fn stdout_failed(e: std::io::Error) {
+    let closed = e.kind() == std::io::ErrorKind::BrokenPipe;
+    let status = if closed { 141 } else { 1 };
+    match STDOUT_STOPS.get() {
+        Some(stop) => {
+            if STDOUT_FAILURE
+                .compare_exchange(0, status, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                if closed {
+                    errln!("stdout closed: stopping after this step and saving a checkpoint");
+                } else {
+                    errln!(
+                        "error: writing to stdout: {e}: stopping after this step and saving a \
+                         checkpoint"
+                    );
+                }
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+        None => {
+            if !closed {
+                errln!("error: writing to stdout: {e}");
+            }
+            std::process::exit(status.into())
+        }
     }
-    errln!("error: writing to stdout: {e}");
-    std::process::exit(1)
+}
+
+/// From now on a closed or full stdout (`charlstm train | head`, a pipe
+/// whose reader quit) stops the training run as Ctrl-C does, after the step
+/// at hand and with a checkpoint, instead of ending the program and losing
+/// the steps since the last one ([`stdout_failed`], [`stdout_failure`]).
+pub fn stop_when_stdout_fails(stop: Arc<AtomicBool>) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: one signal's disposition, to ignored: a write to a closed
+    // pipe then fails with EPIPE, which `stdout_failed` handles
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let _ = STDOUT_STOPS.set(stop);
+}
+
+/// The exit status a failed write to stdout gives the run it stopped.
+pub fn stdout_failure() -> Option<u8> {
+    match STDOUT_FAILURE.load(Ordering::SeqCst) {
+        0 => None,
+        status => Some(status),
+    }
 }
 
 /// The machine's cores (1 where the system does not say).
@@ -120,8 +173,16 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
     let hangup_ignored = signal::hangup_ignored();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
+    // when the first signal came (the flag may be raised by a failed stdout too)
+    let mut first: Option<std::time::Instant> = None;
     ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
+        if let Some(t) = first {
+            // GNU `timeout -s INT` signals the program and then its process
+            // group, the program again, microseconds apart: one stop asked
+            // for, not two (no hand presses Ctrl-C twice within 10 ms)
+            if t.elapsed() < Duration::from_millis(10) {
+                return;
+            }
             errln!("\ninterrupted again: exiting now");
             // a checkpoint being written is finished first: the run's files stay of one step
             trainer::session::exit_between_checkpoints(
@@ -129,7 +190,16 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
                 Duration::from_secs(60),
             );
         }
-        errln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to quit at once)");
+        first = Some(std::time::Instant::now());
+        flag.store(true, Ordering::SeqCst);
+        let again = match signal::last() {
+            15 => "SIGTERM",
+            1 => "SIGHUP",
+            _ => "Ctrl-C",
+        };
+        errln!(
+            "\nstopping after this step and saving a checkpoint ({again} again to quit at once)"
+        );
     })
     .context("installing the Ctrl-C handler")?;
     signal::record_signals(hangup_ignored);

@@ -98,6 +98,7 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     let corpus = read_corpus(&path)?;
 
     let stop = install_ctrl_c()?;
+    crate::setup::stop_when_stdout_fails(stop.clone());
     // never the corpus or a file of the run directory, never a link or a device
     let mut trace = match &a.loss_trace {
         Some(p) => {
@@ -132,6 +133,11 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     // the steps trained are kept also when training failed
     let traced = trace.map_or(Ok(()), LossTrace::finish);
     let report = result?;
+    let resume = format!(
+        "continue with: {} --resume {}",
+        command.resume_command(),
+        report.run_dir().display()
+    );
     if json {
         outln!("{}", serde_json::json!({"event": "done", "report": report}));
     } else {
@@ -139,19 +145,20 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
             outln!("{line}");
         }
         if report.interrupted() {
-            outln!(
-                "continue with: {} --resume {}",
-                command.resume_command(),
-                report.run_dir().display()
-            );
+            outln!("{resume}");
         }
+    }
+    // a stdout that failed stopped the run: how to go on, where it is read
+    let stdout_failure = crate::setup::stdout_failure();
+    if stdout_failure.is_some() && report.interrupted() {
+        errln!("{resume}");
     }
     // said after the report: the run itself is saved
     traced?;
-    Ok(if report.interrupted() {
-        ExitCode::from(crate::setup::stop_status())
-    } else {
-        ExitCode::SUCCESS
+    Ok(match stdout_failure {
+        Some(status) => ExitCode::from(status),
+        None if report.interrupted() => ExitCode::from(crate::setup::stop_status()),
+        None => ExitCode::SUCCESS,
     })
 }
 

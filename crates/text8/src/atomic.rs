@@ -13,6 +13,30 @@ pub fn folder_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// `std::fs::create_dir_all`, where a file in the way (`dir` itself or a
+/// folder above it) is said as such: "exists and is not a folder" (or
+/// "PATH exists and is not a folder"), not the system's "File exists" or
+/// "Not a directory".
+pub fn create_folders(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        use std::io::ErrorKind::{AlreadyExists, NotADirectory};
+        if !matches!(e.kind(), AlreadyExists | NotADirectory) {
+            return e;
+        }
+        let in_the_way = dir
+            .ancestors()
+            .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()));
+        match in_the_way {
+            Some(a) if a == dir => std::io::Error::new(e.kind(), "exists and is not a folder"),
+            Some(a) => std::io::Error::new(
+                e.kind(),
+                format!("{} exists and is not a folder", a.display()),
+            ),
+            None => e,
+        }
+    })
+}
+
 /// A file written under a temporary name in its target's folder
 /// (`.NAME.tmp-PID-N`, created new) and renamed over the target only by
 /// [`AtomicFile::commit`], after a sync: until then the target keeps its

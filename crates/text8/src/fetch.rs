@@ -377,7 +377,7 @@ pub fn fetch_with(
     }
     let dir = crate::atomic::folder_of(target);
     let created = missing_folders(dir);
-    std::fs::create_dir_all(dir).map_err(|e| Text8Error::io(dir, e))?;
+    crate::atomic::create_folders(dir).map_err(|e| Text8Error::io(dir, e))?;
     let result = download(url, target, expected_size, limits, progress);
     if result.is_err() {
         // a failed download leaves no empty `datasets/HOST/` behind; a
@@ -407,7 +407,7 @@ fn create_part(part: &Path, dir: &Path) -> Result<File> {
         match File::create(part) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => {
                 tries += 1;
-                std::fs::create_dir_all(dir).map_err(|e| Text8Error::io(dir, e))?;
+                crate::atomic::create_folders(dir).map_err(|e| Text8Error::io(dir, e))?;
             }
             other => return other.map_err(|e| Text8Error::io(part, e)),
         }
@@ -951,8 +951,14 @@ mod tests {
         // the host folded (one server, one copy), the user, password and path not
         for (given, url) in [
             ("Https://example.org/A.zip", "https://example.org/A.zip"),
-            ("http://Example.ORG:8080/Dir/A.zip", "http://example.org:8080/Dir/A.zip"),
-            ("http://Me:PW@EXAMPLE.org/A.zip", "http://Me:PW@example.org/A.zip"),
+            (
+                "http://Example.ORG:8080/Dir/A.zip",
+                "http://example.org:8080/Dir/A.zip",
+            ),
+            (
+                "http://Me:PW@EXAMPLE.org/A.zip",
+                "http://Me:PW@example.org/A.zip",
+            ),
             ("http://EXAMPLE.org?Q=A", "http://example.org?Q=A"),
         ] {
             assert_eq!(url_of(given).map(|u| u.0).as_deref(), Some(url), "{given}");

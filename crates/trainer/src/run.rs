@@ -12,6 +12,7 @@
 //!   train.log                the notebook's log lines
 //!   loss.png, perplexity.png plots against steps, redrawn at every summary (also as .svg;
 //!                            a mirror run has loss and accuracy)
+//!   test.json                a mirror run's test accuracy, written when it ends
 //!   .lock                    held (flock) by the process training the run
 //! ```
 
@@ -22,6 +23,24 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
+
+/// The files a run writes whole, under a temporary name renamed over the
+/// old one: its config, weights, checkpoint, metrics, both tasks' plots and
+/// a mirror run's test scores (`train.log` and `samples.txt` are appended to, opened as regular files).
+pub const REPLACED_FILES: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "model.safetensors",
+    "checkpoint.safetensors",
+    "metrics.csv",
+    "loss.png",
+    "loss.svg",
+    "perplexity.png",
+    "perplexity.svg",
+    "accuracy.png",
+    "accuracy.svg",
+    "test.json",
+];
 
 /// A run directory.
 #[derive(Debug, Clone)]
@@ -157,7 +176,8 @@ impl RunDir {
                         runs_root.display()
                     )));
                 }
-                std::fs::create_dir_all(runs_root).map_err(|e| TrainError::io(runs_root, e))?;
+                text8::atomic::create_folders(runs_root)
+                    .map_err(|e| TrainError::io(runs_root, e))?;
                 // created, not tested then created: two runs started together get two names
                 let mut n = 1;
                 loop {
@@ -170,7 +190,7 @@ impl RunDir {
                 }
             }
         };
-        std::fs::create_dir_all(&path).map_err(|e| TrainError::io(&path, e))?;
+        text8::atomic::create_folders(&path).map_err(|e| TrainError::io(&path, e))?;
         Ok(RunDir { path })
     }
 
@@ -224,6 +244,25 @@ impl RunDir {
         self.path.join("train.log")
     }
 
+    /// Refuses a folder, FIFO or device where the run will write one of
+    /// [`REPLACED_FILES`] (a link is replaced, its target left as it is):
+    /// found now, before any step, not at the first save after hours.
+    fn check_replaced_files(&self) -> Result<()> {
+        for name in REPLACED_FILES {
+            let path = self.path.join(name);
+            if let Ok(m) = std::fs::symlink_metadata(&path)
+                && !(m.is_file() || m.file_type().is_symlink())
+            {
+                return Err(TrainError::Run(format!(
+                    "{}: not a regular file (a folder, FIFO or device), where the run writes \
+                     its {name}; remove it and run again",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Takes the run's lock (`.lock`, an advisory lock the system drops when
     /// the process ends, however it ends): a second process training the same
     /// run is refused. Then removes the temporary files of saves that a killed
@@ -256,6 +295,7 @@ impl RunDir {
         let mut f = &file;
         let _ = f.set_len(0);
         let _ = write!(f, "{}", std::process::id());
+        self.check_replaced_files()?;
         if let Ok(entries) = std::fs::read_dir(&self.path) {
             for e in entries.flatten() {
                 let name = e.file_name();

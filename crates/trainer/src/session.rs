@@ -476,6 +476,17 @@ pub fn train<T: Task>(
             .and_then(|()| optim.check_averages(&trained_weights))
             .map_err(|e| TrainError::checkpoint(&path, e))?;
         progress = restore_progress(ck, &path)?;
+        // one update a step at most: more is a damaged checkpoint
+        if optim.updates() > progress.step {
+            return Err(TrainError::checkpoint(
+                &path,
+                format!(
+                    "bad metadata optim.updates: {} updates in {} steps",
+                    optim.updates(),
+                    progress.step
+                ),
+            ));
+        }
         task.load_state(ck, progress.step, &path)?;
         // end-of-session rows (off the grid the run was trained with) are not
         // part of the continued run; a new --summary keeps the old rows
@@ -924,9 +935,12 @@ fn restore_progress(ck: &SafeTensors, path: &Path) -> Result<Progress> {
         },
     };
     let step: u64 = meta("step")?.parse().map_err(|_| bad("step"))?;
-    // at most one loss per step done, and a sum that is not negative:
-    // anything else is a damaged checkpoint
-    if window.count > step || window.host < 0.0 {
+    // at most one loss per step done, a sum that is not negative, and none
+    // without a loss: anything else is a damaged checkpoint
+    if window.count > step
+        || window.host < 0.0
+        || (window.count == 0 && (host_part > 0.0 || device_part > 0.0))
+    {
         return Err(bad("loss_count or loss_sum"));
     }
     Ok(Progress {
@@ -997,6 +1011,17 @@ fn open_resume<T: Task>(
             return Err(TrainError::checkpoint(
                 &path,
                 format!("not a {format} file"),
+            ));
+        }
+        // checkpoints are written only when every value is finite: one that
+        // is not was damaged since, and would diverge at its first step
+        if let Some(name) = ck.first_non_finite() {
+            return Err(TrainError::checkpoint(
+                &path,
+                format!(
+                    "{name} holds values that are not finite (the file was damaged after it \
+                     was written; resume from a copy of the run, or start it again)"
+                ),
             ));
         }
         let tok = ck.metadata.get("tokenizer").cloned().unwrap_or_default();

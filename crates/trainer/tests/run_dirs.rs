@@ -193,3 +193,102 @@ proptest! {
         let _ = trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {});
     }
 }
+
+/// A checkpoint that could not have been written (a value not finite in a
+/// weight or the carried state, a loss sum without losses, more optimiser updates than steps) is
+/// refused on resuming, naming the file and what is wrong, before any step.
+#[test]
+fn a_checkpoint_damaged_after_writing_is_refused_on_resuming() {
+    type Damage = fn(&mut trainer::safetensors::SafeTensors) -> String;
+    let damages: [Damage; 4] = [
+        |ck| {
+            let (name, t) = ck
+                .tensors
+                .iter_mut()
+                .find(|(n, _)| n.starts_with("model."))
+                .unwrap();
+            t.data[0] = f32::NAN;
+            name.clone()
+        },
+        |ck| {
+            // the carried state (SGD keeps no optimiser tensors)
+            let (name, t) = ck
+                .tensors
+                .iter_mut()
+                .find(|(n, _)| n.starts_with("state."))
+                .unwrap();
+            t.data[0] = f32::INFINITY;
+            name.clone()
+        },
+        |ck| {
+            ck.metadata.insert("loss_count".into(), "0".into());
+            ck.metadata.insert("loss_sum_host".into(), "1379".into());
+            "loss_count or loss_sum".into()
+        },
+        |ck| {
+            ck.metadata
+                .insert("optim.updates".into(), "99999999999".into());
+            "optim.updates".into()
+        },
+    ];
+    for damage in damages {
+        let (_, lm_run, _) = runs();
+        let dir = copy(lm_run);
+        let path = dir.path().join("checkpoint.safetensors");
+        let mut ck = trainer::safetensors::SafeTensors::read(&path).unwrap();
+        let named = damage(&mut ck);
+        ck.write(&path).unwrap();
+        let (loaded, _) = trainer::run_recipe(dir.path(), &["train.steps=4".into()]).unwrap();
+        let target = RunTarget::Resume(dir.path().to_path_buf());
+        let err = trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("checkpoint.safetensors") && err.contains(&named),
+            "{named}: {err}"
+        );
+        // refused before training: the checkpoint is the damaged one still
+        let after = trainer::safetensors::SafeTensors::read(&path).unwrap();
+        assert_eq!(
+            after.metadata.get("step"),
+            ck.metadata.get("step"),
+            "{named}"
+        );
+    }
+}
+
+/// Every file a run writes whole is checked when the run is locked: a folder
+/// where one goes is refused before the first step, not at the first save.
+#[test]
+fn a_folder_where_a_run_writes_is_refused_before_training() {
+    let (_, lm_run, mirror_run) = runs();
+    for run in [lm_run, mirror_run] {
+        for e in std::fs::read_dir(run).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                trainer::run::REPLACED_FILES.contains(&name.as_str())
+                    || ["train.log", "samples.txt", ".lock"].contains(&name.as_str()),
+                "{name}: a file of the run that the lock does not check"
+            );
+        }
+    }
+    let dir = copy(lm_run);
+    let model = dir.path().join("model.safetensors");
+    std::fs::remove_file(&model).unwrap();
+    std::fs::create_dir(&model).unwrap();
+    let before = std::fs::read(dir.path().join("checkpoint.safetensors")).unwrap();
+    let (loaded, _) = trainer::run_recipe(dir.path(), &["train.steps=4".into()]).unwrap();
+    let target = RunTarget::Resume(dir.path().to_path_buf());
+    let err = trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors: not a regular file"),
+        "{err}"
+    );
+    let after = std::fs::read(dir.path().join("checkpoint.safetensors")).unwrap();
+    assert!(
+        before == after,
+        "the checkpoint changed: a step was trained"
+    );
+}

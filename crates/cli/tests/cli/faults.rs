@@ -238,6 +238,11 @@ fn bad_flags_and_recipe_values_are_refused() {
         vec!["train", "--set", "=3"],
         vec!["sample", "--run", "r", "--prime", "123"],
         vec!["train", "--resume", "r", "--runs", "elsewhere"],
+        vec!["train", "--force"],
+        vec!["mirror", "eval", "--run", "r", "--words", "0"],
+        vec!["mirror", "eval", "--run", "r", "--words", "5-3"],
+        vec!["mirror", "eval", "--run", "r", "--words", "1-3,,4"],
+        vec!["mirror", "eval", "--run", "r", "--words", ""],
     ] {
         let out = charlstm(&args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -250,6 +255,15 @@ fn bad_flags_and_recipe_values_are_refused() {
         );
         if args.contains(&"-1") {
             assert!(err.contains("\"-1\" is not a number"), "{err}");
+        }
+        if args.contains(&"--words") {
+            assert!(
+                err.contains("--words") && err.contains("FIRST-LAST ranges"),
+                "{err}"
+            );
+        }
+        if args.contains(&"--force") {
+            assert!(err.contains("--loss-trace"), "{err}");
         }
         if args.contains(&"123") {
             assert!(

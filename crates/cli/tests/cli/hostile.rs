@@ -483,6 +483,16 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             &["a run directory"],
         ),
         case(&["train", "--data", c, "--run", c], 1, &["not a folder"]),
+        case(
+            &["train", "--data", c, "--runs", c],
+            1,
+            &["tiny.txt: exists and is not a folder"],
+        ),
+        case(
+            &["fetch", "--data", &huge_url, "--datasets", c],
+            1,
+            &["tiny.txt exists and is not a folder"],
+        ),
         case(&["sample", "--run", c], 1, &["not a run directory"]),
         case(
             &["train", "--data", "", "--run", &new_run],

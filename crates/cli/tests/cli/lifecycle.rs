@@ -243,6 +243,85 @@ fn an_ignored_hangup_stays_ignored() {
     assert_eq!(child.wait().unwrap().code(), Some(143));
 }
 
+/// A closed stdout (`charlstm train | head`) stops the run as Ctrl-C does,
+/// with a checkpoint and the way to go on (on stderr), status 141: the
+/// steps since the last checkpoint are not lost.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn a_closed_stdout_stops_training_with_a_checkpoint() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let mut child = Command::new(BIN)
+        .args(train_args(d, r, &["--steps", "1000000", "--summary", "5"]))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    // the start line, then the first summary's lines
+    while !line.contains("Average loss at step 5") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "stdout ended");
+    }
+    // the reader quits, as `head` does
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(
+        err.contains("stdout closed: stopping after this step") && err.contains("continue with"),
+        "{err}"
+    );
+    let ck = tensors(&run.join("checkpoint.safetensors"));
+    assert!(!ck.is_empty());
+    ok(&charlstm(&[
+        "train", "--resume", r, "--steps", "20", "--log", "plain",
+    ]));
+}
+
+/// Two signals microseconds apart (GNU `timeout -s INT` signals the
+/// program, then its process group) are one stop, with a checkpoint, not a
+/// second Ctrl-C that quits at once.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn two_signals_at_once_are_one_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let mut child = Command::new(BIN)
+        .args(train_args(
+            d,
+            r,
+            &["--steps", "1000000", "--summary", "1000000"],
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_training(&mut child, &run);
+    // two kinds, so that the kernel cannot merge them into one
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("sh")
+            .args(["-c", "kill -INT $0; kill -TERM $0", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!err.contains("interrupted again"), "{err}");
+    assert!(stdout.contains("continue with"), "{stdout}\n{err}");
+    assert!(matches!(out.status.code(), Some(130 | 143)), "{err}");
+    assert!(run.join("checkpoint.safetensors").exists());
+}
+
 /// Weights that are not finite are refused by sample and eval.
 #[test]
 fn weights_that_are_not_finite_are_refused() {
@@ -306,7 +385,8 @@ fn a_second_ctrl_c_leaves_the_run_of_one_step() {
         for _ in 0..2 {
             let pid = child.id().to_string();
             let _ = Command::new("kill").args(["-INT", &pid]).status();
-            std::thread::sleep(std::time::Duration::from_millis(3 * k));
+            // past the 10 ms within which a second signal is the same stop
+            std::thread::sleep(std::time::Duration::from_millis(12 + 3 * k));
         }
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(130));
