@@ -3,11 +3,16 @@
 //! `Hello, World!` is `olleH, dlroW!`, of `in 2026.` is `ni 6202.`, of
 //! `café covid19` is `éfac 91divoc`.
 //!
-//! - A word is a maximal run of letters and digits of any script
-//!   (`char::is_alphanumeric`: `abc123`, `Zürich` and `İstanbul` are one word
-//!   each), each with the combining marks that follow it (an accent typed
-//!   as a second character stays on its letter); everything between words
-//!   (spaces, punctuation, symbols) is kept as it was typed.
+//! - A word is a maximal run of characters as a reader sees them
+//!   (Unicode's extended grapheme clusters: a letter with the accents typed
+//!   after it, an Arabic letter with its vowel marks, a Devanagari
+//!   syllable with its vowel sign or a conjunct joined by a virama, a
+//!   Hangul syllable typed as jamo) that start with a letter or digit of
+//!   any script (`char::is_alphanumeric`: `abc123`, `Zürich`, `İstanbul`
+//!   and `नमस्ते` are one word each); a character keeps its parts in their
+//!   order when the word is mirrored (`كَتَبَ` is `بَتَكَ`, `नमस्ते`
+//!   is `स्तेमन`). Everything between words (spaces, punctuation, symbols,
+//!   emoji) is kept as it was typed.
 //! - The model reads each character of a word as one letter `a`-`z` (so a
 //!   word keeps its length), the words joined by single spaces: an ASCII
 //!   letter lower-cased, digit `d` as letter `d + 1`, any other character as
@@ -20,6 +25,8 @@
 //!   comes back: its case, its accent, its digit, its script. A letter the
 //!   model got wrong is shown as written, in the case of the typed letter at
 //!   that place (a digit's place: as a digit where it can be one).
+
+use unicode_segmentation::UnicodeSegmentation;
 
 /// One word of a line: its byte range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,27 +42,17 @@ pub struct Surface {
     words: Vec<Word>,
 }
 
-/// Whether `c` is a combining mark (the Unicode blocks of combining
-/// diacritics): it belongs to the character before it.
-fn is_combining(c: char) -> bool {
-    matches!(c, '\u{300}'..='\u{36f}' | '\u{1ab0}'..='\u{1aff}' | '\u{1dc0}'..='\u{1dff}'
-        | '\u{20d0}'..='\u{20ff}' | '\u{fe20}'..='\u{fe2f}')
+/// The characters of a word as a reader sees them (extended grapheme
+/// clusters), each with its marks.
+fn units(word: &str) -> Vec<&str> {
+    word.graphemes(true).collect()
 }
 
-/// The characters of a word, each with its combining marks.
-fn units(word: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, c) in word.char_indices().skip(1) {
-        if !is_combining(c) {
-            out.push(&word[start..i]);
-            start = i;
-        }
-    }
-    if !word.is_empty() {
-        out.push(&word[start..]);
-    }
-    out
+/// Whether a character as a reader sees it belongs to a word: it starts
+/// with a letter or digit (a mark typed after a space or at the start of
+/// a line belongs to no letter, and stays where it was typed).
+fn in_word(unit: &str) -> bool {
+    base(unit).is_alphanumeric()
 }
 
 /// The letter `a`-`z` the model reads for a character of a word.
@@ -73,9 +70,8 @@ impl Surface {
     pub fn parse(line: &str) -> Self {
         let mut words = Vec::new();
         let mut start = None;
-        for (i, c) in line.char_indices() {
-            let in_word = c.is_alphanumeric() || (start.is_some() && is_combining(c));
-            match (in_word, start) {
+        for (i, unit) in line.grapheme_indices(true) {
+            match (in_word(unit), start) {
                 (true, None) => start = Some(i),
                 (false, Some(s)) => {
                     words.push(Word { start: s, end: i });
@@ -197,17 +193,15 @@ mod tests {
         /// exactly in place.
         #[test]
         fn a_perfect_mirror_reverses_each_typed_word(line in "(\\PC|[a-zA-Z0-9]){0,80}") {
-            // the word's characters, each with the marks after it, reversed
+            // the word's characters as a reader sees them, reversed
             let mut want = String::new();
-            let mut word: Vec<String> = vec![];
-            for c in line.chars() {
-                if is_combining(c) && !word.is_empty() {
-                    word.last_mut().unwrap().push(c);
-                } else if c.is_alphanumeric() {
-                    word.push(c.to_string());
+            let mut word: Vec<&str> = vec![];
+            for unit in line.graphemes(true) {
+                if unit.starts_with(char::is_alphanumeric) {
+                    word.push(unit);
                 } else {
                     want.extend(word.drain(..).rev());
-                    want.push(c);
+                    want.push_str(unit);
                 }
             }
             want.extend(word.drain(..).rev());
@@ -237,6 +231,21 @@ mod tests {
         // an accent typed as a combining mark stays on its letter
         assert_eq!(round_trip("cafe\u{301} au"), "e\u{301}fac ua");
         assert_eq!(round_trip("\u{301}a"), "\u{301}a");
+        // marks of other scripts stay on their letters: Arabic vowels, Devanagari
+        // vowel signs and a conjunct joined by a virama, a Thai tone mark,
+        // a Hangul syllable typed as jamo
+        assert_eq!(round_trip("كَتَبَ"), "بَتَكَ");
+        assert_eq!(round_trip("नमस्ते दुनिया"), "स्तेमन यानिदु");
+        assert_eq!(round_trip("ไม่"), "ม่ไ");
+        assert_eq!(
+            round_trip("\u{1112}\u{1161}\u{11ab}\u{1100}\u{1173}"),
+            "\u{1100}\u{1173}\u{1112}\u{1161}\u{11ab}"
+        );
+        // emoji are not letters: kept in place, joined sequences whole
+        assert_eq!(
+            round_trip("ab👨\u{200d}👩\u{200d}👧cd"),
+            "ba👨\u{200d}👩\u{200d}👧dc"
+        );
     }
 
     #[test]
