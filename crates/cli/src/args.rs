@@ -36,7 +36,7 @@ pub struct DataArgs {
     /// Corpus: a text8-form zip or text file, or an http(s) URL [default: datasets/text8.zip,
     /// downloaded from mattmahoney.net when missing]
     #[arg(long, value_name = "FILE|URL")]
-    pub data: Option<String>,
+    pub data: Option<std::ffi::OsString>,
     /// Folder where downloads land and text8.zip is looked for
     #[arg(
         long,

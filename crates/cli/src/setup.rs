@@ -120,8 +120,8 @@ pub fn setup_device(d: &DeviceArgs) -> Result<(burn::tensor::Device, &'static st
 
 /// Finds or downloads the corpus, showing a download bar.
 pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> {
-    let spec = data.data.as_deref().or(fallback);
-    if spec == Some("") {
+    let spec = data.data.as_deref().or(fallback.map(std::ffi::OsStr::new));
+    if spec.is_some_and(std::ffi::OsStr::is_empty) {
         bail!("--data is empty: give a text8.zip, a text file or an http(s) URL");
     }
     if trainer::run::is_run_dir(&data.datasets) {

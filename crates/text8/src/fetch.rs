@@ -12,6 +12,7 @@
 //! rate (a server trickling bytes is given up on). A `.part` file left by a
 //! killed download is replaced by the next download of the same file.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -195,13 +196,14 @@ fn as_url(s: &str) -> Option<String> {
 
 impl DataSource {
     /// Interprets a `--data` value: a value that starts as a URL does
-    /// (`http://`, `HTTPS://`, `ftp://`) is a URL, anything else a path.
-    pub fn parse(data: Option<&str>, datasets_dir: &Path) -> Self {
-        match data {
+    /// (`http://`, `HTTPS://`, `ftp://`) is a URL, anything else a path
+    /// (one that is not UTF-8 too).
+    pub fn parse<S: AsRef<OsStr> + ?Sized>(data: Option<&S>, datasets_dir: &Path) -> Self {
+        match data.map(AsRef::as_ref) {
             None => DataSource::Default {
                 datasets_dir: datasets_dir.to_path_buf(),
             },
-            Some(s) => match as_url(s) {
+            Some(s) => match s.to_str().and_then(as_url) {
                 Some(url) => DataSource::Url {
                     expected_size: (url == TEXT8_URL).then_some(TEXT8_SIZE),
                     url,
@@ -795,7 +797,7 @@ mod tests {
     #[test]
     fn default_source_uses_a_present_canonical_file_or_rejects_a_wrong_size() {
         let dir = tempfile::tempdir().unwrap();
-        let source = DataSource::parse(None, dir.path());
+        let source = DataSource::parse(None::<&str>, dir.path());
         std::fs::write(dir.path().join("text8.zip"), b"PK\x05\x06 too small").unwrap();
         let err = resolve(&source, &mut |_| {}).unwrap_err();
         let msg = err.to_string();

@@ -546,11 +546,14 @@ pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
         && !(old.is_float() && new.is_integer())
     {
         // keep the error of a wrong type close to the flag
+        let a = |t: &str| match t {
+            "integer" | "array" => format!("an {t}"),
+            t => format!("a {t}"),
+        };
         return Err(TrainError::Recipe(format!(
-            "--set {key}={}: expected a {}, found a {}",
-            new,
-            old.type_str(),
-            new.type_str()
+            "--set {key}={trimmed}: expected {}, found {}",
+            a(old.type_str()),
+            a(new.type_str())
         )));
     }
     let value = match (table.get(last), value) {
@@ -968,7 +971,7 @@ mod tests {
         );
         assert!(e("learning_rate=-1").contains("train.learning_rate must be a positive number"));
         assert!(
-            e("train.steps=abc").contains("expected a integer"),
+            e("train.steps=abc").contains("train.steps=abc: expected an integer, found a string"),
             "{}",
             e("train.steps=abc")
         );

@@ -575,13 +575,18 @@ fn a_loss_trace_replaces_only_its_own_name() {
     assert_eq!(std::fs::read_to_string(&link).unwrap(), "keep\n");
 }
 
-/// Paths that are not UTF-8 are reported (lossily), never a panic.
+/// Paths that are not UTF-8 (the run directory, the corpus given with
+/// `--data`) are used and reported (lossily), never a panic.
 #[cfg(unix)]
 #[test]
 fn a_run_directory_that_is_not_utf8_is_reported() {
     use std::os::unix::ffi::OsStringExt;
     let dir = tempfile::tempdir().unwrap();
-    let data = corpus(dir.path());
+    // a corpus whose name is not UTF-8 either
+    let mut name = dir.path().as_os_str().to_os_string().into_vec();
+    name.extend(b"/corpus-\xff.txt");
+    let data = std::path::PathBuf::from(std::ffi::OsString::from_vec(name));
+    std::fs::rename(corpus(dir.path()), &data).unwrap();
     let mut name = dir.path().as_os_str().to_os_string().into_vec();
     name.extend(b"/run-\xff");
     let run = std::ffi::OsString::from_vec(name);
