@@ -54,7 +54,7 @@ def category(leaf, frames):
         return "cell step, backward"
     if "linear_xent" in leaf or "log_fma" in leaf or "exp_fma" in leaf:
         return "classifier: softmax and loss"
-    if any(k in leaf for k in ALLOCATION) or leaf.startswith("["):
+    if any(k in leaf for k in ALLOCATION):
         return "allocation, copies, zeroing, page faults"
     if any(k in leaf for k in BOOKKEEPING):
         return "Burn's autodiff graph and tensor bookkeeping"
@@ -75,7 +75,7 @@ def main():
             continue
         in_step += 1
         frames = [symbol(l) for l in lines]
-        leaf = next(f for f, l in zip(frames, lines) if "(inlined)" not in l)
+        leaf = next((f for f, l in zip(frames, lines) if "(inlined)" not in l), frames[0])
         counts[category(leaf, frames)] += 1
     if not in_step:
         sys.exit("no sample inside a training step: was perf recorded with --call-graph dwarf?")

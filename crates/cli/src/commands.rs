@@ -58,11 +58,8 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
         let found =
             trainer::beam::most_likely(&model, kind, prime.as_deref(), a.length, beam, &device)?;
         outln!("{}", found.text);
-        // nothing generated: 0 bits, not -0
-        let bits = match a.length {
-            0 => 0.0,
-            n => -found.log_prob / std::f64::consts::LN_2 / n as f64,
-        };
+        // `+ 0.0`: a certain text (or none) is 0 bits, not -0
+        let bits = -found.log_prob / std::f64::consts::LN_2 / a.length.max(1) as f64 + 0.0;
         errln!(
             "log-probability {:.4} nats ({bits:.4} bits per character)",
             found.log_prob

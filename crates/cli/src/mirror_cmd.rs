@@ -464,9 +464,12 @@ mod tests {
         assert!(parse_lengths("0").is_err());
         assert!(parse_lengths("1,,2").is_err());
         assert!(parse_lengths("1-100001").is_err());
-        assert_eq!(parse_lengths("2-4").unwrap(), vec![2, 3, 4]);
-        assert_eq!(parse_lengths("5").unwrap(), vec![5]);
-        assert_eq!(parse_lengths("1-3, 10,60").unwrap(), vec![1, 2, 3, 10, 60]);
+        assert_eq!(parse_lengths("2-4").unwrap().0, vec![2, 3, 4]);
+        assert_eq!(parse_lengths("5").unwrap().0, vec![5]);
+        assert_eq!(
+            parse_lengths("1-3, 10,60").unwrap().0,
+            vec![1, 2, 3, 10, 60]
+        );
         let mut input = std::io::Cursor::new(b"the cat\r\nsat\n\nlast".to_vec());
         let lines: Vec<Option<String>> =
             (0..5).map(|_| read_line(&mut input, 10).unwrap()).collect();

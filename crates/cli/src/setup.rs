@@ -179,8 +179,10 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
         if let Some(t) = first {
             // GNU `timeout -s INT` signals the program and then its process
             // group, the program again, microseconds apart: one stop asked
-            // for, not two (no hand presses Ctrl-C twice within 10 ms)
-            if t.elapsed() < Duration::from_millis(10) {
+            // for, not two. Timed here, on ctrlc's thread, when the first
+            // handler ran: 100 ms leaves room for a busy machine's delays,
+            // and a hand's second press comes later
+            if t.elapsed() < Duration::from_millis(100) {
                 return;
             }
             errln!("\ninterrupted again: exiting now");

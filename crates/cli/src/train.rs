@@ -54,6 +54,15 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     let (loaded, target, data_fallback) = match &a.resume {
         Some(dir) => {
             let (loaded, config) = trainer::run_recipe(dir, &overrides)?;
+            // the corpus's path is kept as text: one that is not UTF-8 is not found again
+            if a.data.data.is_none() && config.data_source.contains('\u{fffd}') {
+                bail!(
+                    "run {} was trained on {}, a path that is not UTF-8 and cannot be read back \
+                     from config.json: give the corpus again with --data",
+                    dir.display(),
+                    config.data_source
+                );
+            }
             (
                 loaded,
                 RunTarget::Resume(dir.clone()),

@@ -619,7 +619,7 @@ pub fn train<T: Task>(
                 &books.saver,
                 &optim,
                 &mut progress,
-                &books.rows,
+                (&books.rows, books.last_good),
             )?;
             books.last_good = Some(progress.step);
             let (periodic, samples) = (false, false);
@@ -786,7 +786,7 @@ fn summarise<T: Task>(
         saver,
         optim,
         progress,
-        rows,
+        (rows, *last_good),
     )?;
     *last_good = Some(progress.step);
     metrics::write_plots(run.path(), saver.title, rows)?;
@@ -840,14 +840,17 @@ fn finite_average(
 }
 
 /// Writes `checkpoint.safetensors` (everything to resume), then
-/// `model.safetensors` (`weights`, checked finite) and `metrics.csv`.
+/// `model.safetensors` (`weights`, checked finite) and `metrics.csv`; a
+/// checkpoint with any value not finite (an optimiser moment or the
+/// carried state overflowed while the weights did not) is not written:
+/// the run stops as a diverged one, keeping the `last_good`.
 fn save<T: Task>(
     task: &T,
     mut weights: SafeTensors,
     saver: &Saver<'_>,
     optim: &Optimizer,
     progress: &mut Progress,
-    rows: &[T::Row],
+    (rows, last_good): (&[T::Row], Option<u64>),
 ) -> Result<()> {
     let config = saver.config;
     let tokenizer = serde_json::to_string(&config.tokenizer).expect("json");
@@ -886,6 +889,7 @@ fn save<T: Task>(
     for (k, v) in meta {
         ck.metadata.insert(k.into(), v);
     }
+    refuse_non_finite(&ck, "", progress.step.saturating_sub(1), last_good)?;
     let run = saver.run;
     let _writing = WRITING_CHECKPOINT.lock().unwrap_or_else(|e| e.into_inner());
     // checkpoint first: it is the source of truth for --resume

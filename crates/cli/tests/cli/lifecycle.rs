@@ -385,8 +385,8 @@ fn a_second_ctrl_c_leaves_the_run_of_one_step() {
         for _ in 0..2 {
             let pid = child.id().to_string();
             let _ = Command::new("kill").args(["-INT", &pid]).status();
-            // past the 10 ms within which a second signal is the same stop
-            std::thread::sleep(std::time::Duration::from_millis(12 + 3 * k));
+            // past the 100 ms within which a second signal is the same stop
+            std::thread::sleep(std::time::Duration::from_millis(105 + 3 * k));
         }
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(130));
@@ -612,6 +612,28 @@ fn a_run_directory_that_is_not_utf8_is_reported() {
     assert!(
         stdout.contains("\"event\":\"done\"") && stdout.contains("run-\u{fffd}"),
         "{stdout}"
+    );
+    // resumed without --data: the corpus's path is asked for, not guessed
+    let out = Command::new(BIN)
+        .args(["train", "--resume"])
+        .arg(&run)
+        .args(["--steps", "5"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("give the corpus again with --data"), "{err}");
+    let out = Command::new(BIN)
+        .args(["train", "--resume"])
+        .arg(&run)
+        .args(["--steps", "5", "--log", "plain", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
