@@ -46,7 +46,12 @@ pub fn stdout_failed(e: std::io::Error) {
                 .compare_exchange(0, status, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
-                if closed {
+                if !stop_running_training(stop) {
+                    // the final report's lines: nothing left to stop
+                    if !closed {
+                        errln!("error: writing to stdout: {e}");
+                    }
+                } else if closed {
                     errln!("stdout closed: stopping after this step and saving a checkpoint");
                 } else {
                     errln!(
@@ -54,7 +59,6 @@ pub fn stdout_failed(e: std::io::Error) {
                          checkpoint"
                     );
                 }
-                stop.store(true, Ordering::SeqCst);
             }
         }
         None => {
@@ -64,6 +68,25 @@ pub fn stdout_failed(e: std::io::Error) {
             std::process::exit(status.into())
         }
     }
+}
+
+/// Raises `stop` while the training run is going ([`training_ended`] not
+/// yet called); whether it was.
+fn stop_running_training(stop: &AtomicBool) -> bool {
+    let running = !TRAINING_ENDED.load(Ordering::SeqCst);
+    if running {
+        stop.store(true, Ordering::SeqCst);
+    }
+    running
+}
+
+/// Set once `trainer::train` has returned: a failed write then stops nothing.
+static TRAINING_ENDED: AtomicBool = AtomicBool::new(false);
+
+/// Training is over: a closed or full stdout from now on only gives the
+/// exit status ([`stdout_failure`]), saying nothing of a stop.
+pub fn training_ended() {
+    TRAINING_ENDED.store(true, Ordering::SeqCst);
 }
 
 /// From now on a closed or full stdout (`charlstm train | head`, a pipe

@@ -139,6 +139,7 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
         },
     );
     shown.finish();
+    crate::setup::training_ended();
     // the steps trained are kept also when training failed
     let traced = trace.map_or(Ok(()), LossTrace::finish);
     let report = result?;

@@ -61,16 +61,47 @@ const MAX_URL_FOLDERS: usize = 8;
 /// `url` as messages show it: a password in it (`http://user:pw@host/`)
 /// replaced by `***`. The request itself sends it.
 pub fn shown_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{}", &rest[authority.len()..])
+    match UrlParts::of(url) {
+        Some(UrlParts {
+            scheme,
+            user: Some(user),
+            host,
+            rest,
+        }) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:***@{host}{rest}")
         }
         _ => url.to_string(),
+    }
+}
+
+/// A URL's parts around its authority, `SCHEME://USER@HOST` then `REST`
+/// (the path, query and fragment, from the first `/`, `?` or `#`): where
+/// the user info ends and the host begins is read in this one place.
+struct UrlParts<'a> {
+    scheme: &'a str,
+    /// The user name and password (`user:pw`), without the `@`.
+    user: Option<&'a str>,
+    /// With its port, if any.
+    host: &'a str,
+    rest: &'a str,
+}
+
+impl<'a> UrlParts<'a> {
+    fn of(url: &'a str) -> Option<Self> {
+        let (scheme, after) = url.split_once("://")?;
+        let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+        let (authority, rest) = after.split_at(end);
+        let (user, host) = match authority.rsplit_once('@') {
+            Some((user, host)) => (Some(user), host),
+            None => (None, authority),
+        };
+        Some(UrlParts {
+            scheme,
+            user,
+            host,
+            rest,
+        })
     }
 }
 
@@ -87,14 +118,14 @@ pub fn download_path(url: &str, datasets_dir: &Path) -> Result<PathBuf> {
         url: shown_url(url),
         reason: reason.to_string(),
     };
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
+    let parts = UrlParts::of(url)
+        .filter(|p| matches!(p.scheme, "http" | "https"))
         .ok_or_else(|| bad("expected an http:// or https:// URL"))?;
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     // the host without user info; the port stays (another server)
-    let host = host.rsplit('@').next().unwrap_or_default();
+    let host = parts.host;
+    // the path without query and fragment, nor its first `/`
+    let path = parts.rest.split(['?', '#']).next().unwrap_or_default();
+    let path = path.strip_prefix('/').unwrap_or(path);
     // (an IPv6 literal, `[::1]`, has colons of its own: refused below as unusual)
     // digits only, without leading zeros: `+80` and `080` would name
     // another folder for the same server
@@ -175,7 +206,7 @@ pub enum DataSource {
 /// and path as given; and `ftp://x` a URL this crate refuses by name, not
 /// a path that does not exist.
 fn as_url(s: &str) -> Option<String> {
-    let (scheme, rest) = s.split_once("://")?;
+    let (scheme, _) = s.split_once("://")?;
     let mut chars = scheme.chars();
     let is_scheme = scheme.len() >= 2
         && chars.next()?.is_ascii_alphabetic()
@@ -183,14 +214,13 @@ fn as_url(s: &str) -> Option<String> {
     if !is_scheme {
         return None;
     }
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host_start = authority.rfind('@').map_or(0, |at| at + 1);
-    let (user, host) = authority.split_at(host_start);
+    let parts = UrlParts::of(s)?;
     Some(format!(
-        "{}://{user}{}{path}",
-        scheme.to_ascii_lowercase(),
-        host.to_ascii_lowercase()
+        "{}://{}{}{}",
+        parts.scheme.to_ascii_lowercase(),
+        parts.user.map(|u| format!("{u}@")).unwrap_or_default(),
+        parts.host.to_ascii_lowercase(),
+        parts.rest
     ))
 }
 

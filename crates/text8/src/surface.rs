@@ -48,11 +48,12 @@ fn units(word: &str) -> Vec<&str> {
     word.graphemes(true).collect()
 }
 
-/// Whether a character as a reader sees it belongs to a word: it starts
-/// with a letter or digit (a mark typed after a space or at the start of
-/// a line belongs to no letter, and stays where it was typed).
+/// Whether a character as a reader sees it belongs to a word: it holds a
+/// letter or digit (a mark typed after a space or at the start of a line
+/// belongs to no letter, and stays where it was typed; a digit after a
+/// prepended sign, as Arabic's number sign U+0600, is in its word).
 fn in_word(unit: &str) -> bool {
-    base(unit).is_alphanumeric()
+    unit.chars().any(char::is_alphanumeric)
 }
 
 /// The letter `a`-`z` the model reads for a character of a word.
@@ -192,12 +193,14 @@ mod tests {
         /// any script) comes back exactly reversed, and everything else
         /// exactly in place.
         #[test]
-        fn a_perfect_mirror_reverses_each_typed_word(line in "(\\PC|[a-zA-Z0-9]){0,80}") {
+        fn a_perfect_mirror_reverses_each_typed_word(
+            line in "(\\PC|[a-zA-Z0-9]|\u{200d}|\u{600}|\u{fe0f}\u{20e3}){0,80}"
+        ) {
             // the word's characters as a reader sees them, reversed
             let mut want = String::new();
             let mut word: Vec<&str> = vec![];
             for unit in line.graphemes(true) {
-                if unit.starts_with(char::is_alphanumeric) {
+                if unit.chars().any(char::is_alphanumeric) {
                     word.push(unit);
                 } else {
                     want.extend(word.drain(..).rev());
