@@ -537,7 +537,16 @@ pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
             .get_mut(part)
             .and_then(|v| v.as_table_mut())
             .ok_or_else(|| {
-                TrainError::Recipe(format!("--set {key}: no section {part:?} in the recipe"))
+                // dynamic evaluation is optional in a recipe; its flags are eval's
+                let hint = if part == "dynamic" {
+                    "; this recipe keeps no dynamic evaluation settings: give them to \
+                     `charlstm eval --dynamic` as its --dynamic-* flags"
+                } else {
+                    ""
+                };
+                TrainError::Recipe(format!(
+                    "--set {key}: no section {part:?} in the recipe{hint}"
+                ))
             })?;
     }
     let last = path.last().expect("non-empty key");
@@ -970,6 +979,7 @@ mod tests {
             e("train.steps=-5")
         );
         assert!(e("learning_rate=-1").contains("train.learning_rate must be a positive number"));
+        assert!(e("dynamic.segment=50").contains("as its --dynamic-* flags"));
         assert!(
             e("train.steps=abc").contains("train.steps=abc: expected an integer, found a string"),
             "{}",
