@@ -200,26 +200,20 @@ proptest! {
 #[test]
 fn a_checkpoint_damaged_after_writing_is_refused_on_resuming() {
     type Damage = fn(&mut trainer::safetensors::SafeTensors) -> String;
+    /// The first tensor whose name starts with `prefix`, its first value set to `v`.
+    fn set_first(ck: &mut trainer::safetensors::SafeTensors, prefix: &str, v: f32) -> String {
+        let (name, t) = ck
+            .tensors
+            .iter_mut()
+            .find(|(n, _)| n.starts_with(prefix))
+            .unwrap();
+        t.data[0] = v;
+        name.clone()
+    }
     let damages: [Damage; 4] = [
-        |ck| {
-            let (name, t) = ck
-                .tensors
-                .iter_mut()
-                .find(|(n, _)| n.starts_with("model."))
-                .unwrap();
-            t.data[0] = f32::NAN;
-            name.clone()
-        },
-        |ck| {
-            // the carried state (SGD keeps no optimiser tensors)
-            let (name, t) = ck
-                .tensors
-                .iter_mut()
-                .find(|(n, _)| n.starts_with("state."))
-                .unwrap();
-            t.data[0] = f32::INFINITY;
-            name.clone()
-        },
+        |ck| set_first(ck, "model.", f32::NAN),
+        // the carried state (SGD keeps no optimiser tensors)
+        |ck| set_first(ck, "state.", f32::INFINITY),
         |ck| {
             ck.metadata.insert("loss_count".into(), "0".into());
             ck.metadata.insert("loss_sum_host".into(), "1379".into());
