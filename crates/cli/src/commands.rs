@@ -9,9 +9,11 @@ use crate::args::{BenchArgs, EvalArgs, FetchArgs, PrepareArgs, RecipesArgs, Samp
 use crate::progress;
 use crate::setup::{read_corpus, resolve_data, setup_device, tune_allocator};
 
-/// `charlstm fetch`: prints where the corpus is (downloading it first if needed).
+/// `charlstm fetch`: prints where the corpus is (downloading it first if
+/// needed), once it reads as one (a local file is checked as a download is).
 pub fn fetch(a: FetchArgs) -> Result<ExitCode> {
     let path = resolve_data(&a.data, None)?;
+    read_corpus(&path)?;
     outln!("{}", path.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -21,12 +23,17 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     if a.steps == 0 {
         bail!("--steps must be at least 1");
     }
+    // every recipe and override checked before any is timed
+    let recipes = a
+        .recipe
+        .iter()
+        .map(|r| trainer::load_recipe(r, &a.set))
+        .collect::<Result<Vec<_>, _>>()?;
     let path = resolve_data(&a.data, None)?;
     let corpus = read_corpus(&path)?;
     let scratch = std::env::temp_dir().join(format!("charlstm-bench-{}", std::process::id()));
-    for r in &a.recipe {
-        let loaded = trainer::load_recipe(r, &a.set)?;
-        tune_allocator(&loaded);
+    for loaded in &recipes {
+        tune_allocator(loaded);
         let setup = trainer::bench::BenchSetup {
             corpus: &corpus,
             device: device.clone(),
@@ -36,7 +43,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             steps: a.steps,
             scratch: &scratch,
         };
-        let result = trainer::bench::bench_recipe(&loaded, &setup);
+        let result = trainer::bench::bench_recipe(loaded, &setup);
         let _ = std::fs::remove_dir_all(&scratch);
         outln!("{}", result?);
     }

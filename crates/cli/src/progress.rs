@@ -57,8 +57,10 @@ impl Progress {
             return;
         }
         match &self.bar {
-            Some(bar) => bar.println(s),
-            None => outln!("{s}"),
+            // a bar drawn nowhere (stderr not a terminal) prints nothing:
+            // the lines go to stdout as in plain mode
+            Some(bar) if !bar.is_hidden() => bar.println(s),
+            _ => outln!("{s}"),
         }
     }
 

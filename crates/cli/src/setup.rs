@@ -52,11 +52,13 @@ pub fn stdout_failed(e: std::io::Error) {
                         errln!("error: writing to stdout: {e}");
                     }
                 } else if closed {
-                    errln!("stdout closed: stopping after this step and saving a checkpoint");
+                    errln!(
+                        "stdout closed: stopping the run as Ctrl-C does (what it trained is kept)"
+                    );
                 } else {
                     errln!(
-                        "error: writing to stdout: {e}: stopping after this step and saving a \
-                         checkpoint"
+                        "error: writing to stdout: {e}: stopping the run as Ctrl-C does (what it \
+                         trained is kept)"
                     );
                 }
             }

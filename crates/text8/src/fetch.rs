@@ -9,8 +9,9 @@
 //! Every download is bounded ([`Limits`]): in size (the expected size, or
 //! 2 GiB when none is known, checked against `Content-Length` before the
 //! body and against the bytes as they arrive), in time per read, and in
-//! rate (a server trickling bytes is given up on). A `.part` file left by a
-//! killed download is replaced by the next download of the same file.
+//! rate (a server trickling bytes is given up on). Each download streams
+//! into a `.part` file of its own; those of killed downloads are removed by
+//! the next download of the same file.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -59,20 +60,28 @@ impl Default for Limits {
 const MAX_URL_FOLDERS: usize = 8;
 
 /// `url` as messages show it: a password in it (`http://user:pw@host/`)
-/// replaced by `***`. The request itself sends it.
+/// and its query (`?token=...`, where signed URLs keep their keys)
+/// replaced by `***`. The request itself sends them.
 pub fn shown_url(url: &str) -> String {
-    match UrlParts::of(url) {
-        Some(UrlParts {
-            scheme,
-            user: Some(user),
-            host,
-            rest,
-        }) if user.contains(':') => {
-            let name = user.split(':').next().unwrap_or_default();
-            format!("{scheme}://{name}:***@{host}{rest}")
-        }
-        _ => url.to_string(),
-    }
+    let Some(UrlParts {
+        scheme,
+        user,
+        host,
+        rest,
+    }) = UrlParts::of(url)
+    else {
+        return url.to_string();
+    };
+    let user = match user {
+        Some(u) if u.contains(':') => format!("{}:***@", u.split(':').next().unwrap_or_default()),
+        Some(u) => format!("{u}@"),
+        None => String::new(),
+    };
+    let rest = match rest.split_once('?') {
+        Some((path, _)) => format!("{path}?***"),
+        None => rest.to_string(),
+    };
+    format!("{scheme}://{user}{host}{rest}")
 }
 
 /// A URL's parts around its authority, `SCHEME://USER@HOST` then `REST`
@@ -153,10 +162,16 @@ pub fn download_path(url: &str, datasets_dir: &Path) -> Result<PathBuf> {
     if !safe(&host) {
         return Err(bad("the host part is empty or unusual"));
     }
-    if !safe(name) {
+    if name.is_empty() || name == "." || name == ".." {
         return Err(bad(
             "the URL's path names no file to save (it must end in a file name, such as .../text8.zip)",
         ));
+    }
+    if !safe(name) {
+        return Err(bad(&format!(
+            "the URL's file name {name:?} is not a plain name to save it under (ASCII letters, \
+             digits and . - _ % +)"
+        )));
     }
     if let Some(folder) = folders.iter().find(|f| !safe(f)) {
         return Err(bad(&format!(
@@ -372,7 +387,7 @@ impl Drop for TempGuard {
 
 /// Downloads `url` to `target`, atomically.
 ///
-/// The body streams into `target` + `.part` (in the same folder), which is
+/// The body streams into a `.part` file of its own beside `target`, which is
 /// checked (announced length, `expected_size`, a zip of one member when the
 /// target ends in `.zip`), flushed to disk and only then renamed to `target`.
 pub fn fetch(
@@ -429,8 +444,64 @@ fn missing_folders(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Creates the `.part` file of a download in `dir`. A `.part` of a killed
-/// download is replaced (File::create truncates it). The folder is made
+/// Whether a read of the body failed for want of data within the read
+/// timeout (ureq wraps its own timeout in the `io::Error`).
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    ) || e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+}
+
+/// The file a download of `target` streams into, beside it:
+/// `.NAME.part-PID-N`, one a download, so that two processes fetching one
+/// file at once (two runs started together) each write their own; each
+/// checks its copy and renames it over the target, and the later rename
+/// replaces the same bytes.
+fn part_path(target: &Path) -> PathBuf {
+    static DOWNLOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = DOWNLOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    target.with_file_name(format!("{}{}-{n}", part_prefix(target), std::process::id()))
+}
+
+/// `.NAME.part-`: the start of the name of every download of `target`.
+fn part_prefix(target: &Path) -> String {
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    format!(".{name}.part-")
+}
+
+/// Removes the files of downloads of `target` whose process is gone (a
+/// killed download's): on Linux, where `/proc` lists the living
+/// processes; elsewhere they stay.
+fn remove_dead_parts(target: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = part_prefix(target);
+    let Ok(entries) = std::fs::read_dir(crate::atomic::folder_of(target)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            // a name, never what a link there points to
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Creates the `.part` file of a download in `dir`. The folder is made
 /// again where it is gone: another process's failed download removes the
 /// empty folder it made, which may be this one's until its `.part` exists.
 fn create_part(part: &Path, dir: &Path) -> Result<File> {
@@ -503,13 +574,8 @@ fn download(
         total: announced.or(expected_size),
     });
 
-    let part = target.with_file_name(format!(
-        "{}.part",
-        target
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or(TEXT8_FILE)
-    ));
+    remove_dead_parts(target);
+    let part = part_path(target);
     let mut guard = TempGuard(Some(part.clone()));
     let mut out = create_part(&part, dir)?;
     let mut reader = response.into_body().into_reader();
@@ -522,6 +588,15 @@ fn download(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // a server that stops sending: said as a wait, not as a short body
+            Err(e) if is_timeout(&e) => {
+                return Err(http_err(format!(
+                    "no data for {:?} after {received}{} bytes; try again later, or \
+                     download the file yourself and pass it with --data",
+                    limits.read_timeout,
+                    announced.map(|a| format!(" of {a}")).unwrap_or_default()
+                )));
+            }
             Err(e) => {
                 return Err(match announced {
                     Some(expected) if received < expected => Text8Error::Truncated {
@@ -629,6 +704,12 @@ mod tests {
         Status(u16),
         /// Announces `announced` bytes, sends the body, closes.
         Lying { body: Vec<u8>, announced: usize },
+        /// Announces `announced` bytes, sends `sent`, then nothing for `stall`.
+        Stall {
+            sent: Vec<u8>,
+            announced: usize,
+            stall: Duration,
+        },
         /// No Content-Length; `chunks` pieces of `chunk` bytes, `pause` apart.
         Trickle {
             chunk: usize,
@@ -646,52 +727,72 @@ mod tests {
         let hits2 = hits.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
+                let Ok(stream) = stream else { return };
                 let k = hits2.fetch_add(1, Ordering::SeqCst);
                 let reply = replies[k.min(replies.len() - 1)].clone();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                    if line == "\r\n" {
-                        break;
-                    }
-                    line.clear();
-                }
-                let (head, body) = match reply {
-                    Reply::Ok(b) => (
-                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n", b.len()),
-                        b,
-                    ),
-                    Reply::NoLength(b) => ("HTTP/1.1 200 OK\r\n".to_string(), b),
-                    Reply::Status(s) => (
-                        format!("HTTP/1.1 {s} Nope\r\nContent-Length: 0\r\n"),
-                        vec![],
-                    ),
-                    Reply::Lying { body, announced } => (
-                        format!("HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\n"),
-                        body,
-                    ),
-                    Reply::Trickle {
-                        chunk,
-                        chunks,
-                        pause,
-                    } => {
-                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
-                        for _ in 0..chunks {
-                            if stream.write_all(&vec![b'a'; chunk]).is_err() {
-                                break; // the client gave up
-                            }
-                            std::thread::sleep(pause);
-                        }
-                        continue;
-                    }
-                };
-                let _ = stream.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes());
-                let _ = stream.write_all(&body);
-                let _ = stream.flush();
+                // each request on a thread of its own: downloads at once overlap
+                std::thread::spawn(move || answer(stream, reply));
             }
         });
         (format!("http://{addr}/text8.zip"), hits)
+    }
+
+    /// Reads a request's head from `stream`, then sends `reply`.
+    fn answer(mut stream: std::net::TcpStream, reply: Reply) {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            if line == "\r\n" {
+                break;
+            }
+            line.clear();
+        }
+        let (head, body) = match reply {
+            Reply::Ok(b) => (
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n", b.len()),
+                b,
+            ),
+            Reply::NoLength(b) => ("HTTP/1.1 200 OK\r\n".to_string(), b),
+            Reply::Status(s) => (
+                format!("HTTP/1.1 {s} Nope\r\nContent-Length: 0\r\n"),
+                vec![],
+            ),
+            Reply::Stall {
+                sent,
+                announced,
+                stall,
+            } => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&sent);
+                let _ = stream.flush();
+                std::thread::sleep(stall);
+                return;
+            }
+            Reply::Lying { body, announced } => (
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\n"),
+                body,
+            ),
+            Reply::Trickle {
+                chunk,
+                chunks,
+                pause,
+            } => {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                for _ in 0..chunks {
+                    if stream.write_all(&vec![b'a'; chunk]).is_err() {
+                        break; // the client gave up
+                    }
+                    std::thread::sleep(pause);
+                }
+                return;
+            }
+        };
+        let _ = stream.write_all(format!("{head}Connection: close\r\n\r\n").as_bytes());
+        let _ = stream.write_all(&body);
+        let _ = stream.flush();
     }
 
     fn small_zip() -> Vec<u8> {
@@ -920,6 +1021,11 @@ mod tests {
             ("http://example.org/../x.zip", "folder \"..\""),
             ("http://example.org/a b/x.zip", "folder \"a b\""),
             (
+                "http://example.org/caf\u{e9}.zip",
+                "file name \"caf\u{e9}.zip\" is not a plain name",
+            ),
+            ("http://example.org/a.zip;b", "file name \"a.zip;b\""),
+            (
                 "http://h/1/2/3/4/5/6/7/8/9/x.zip",
                 "9 folders, more than the 8",
             ),
@@ -935,10 +1041,14 @@ mod tests {
     }
 
     #[test]
-    fn passwords_in_urls_are_not_shown() {
+    fn passwords_and_queries_in_urls_are_not_shown() {
         assert_eq!(
             shown_url("http://me:secret@example.org:8080/a/x.zip?q=1"),
-            "http://me:***@example.org:8080/a/x.zip?q=1"
+            "http://me:***@example.org:8080/a/x.zip?***"
+        );
+        assert_eq!(
+            shown_url("http://example.org/x.zip?token=SECRET#part"),
+            "http://example.org/x.zip?***"
         );
         for plain in [
             "http://me@example.org/x.zip",
@@ -1030,6 +1140,32 @@ mod tests {
         no_files_but(&datasets, &["keep.txt"]);
     }
 
+    /// A server that stops sending mid-body is given up on after the read
+    /// timeout, and said to have stopped, not to have sent a short body.
+    #[test]
+    fn a_body_that_stalls_is_a_wait_not_a_short_body() {
+        let (url, _) = serve(vec![Reply::Stall {
+            sent: vec![0; 1000],
+            announced: 5000,
+            stall: Duration::from_secs(3),
+        }]);
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let t = std::time::Instant::now();
+        let err = fetch_with(&url, &dir.path().join("t.zip"), None, &limits, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no data for 300ms after 1000 of 5000 bytes"),
+            "{err}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        no_files_but(dir.path(), &[]);
+    }
+
     #[test]
     fn a_huge_announced_length_is_refused_before_the_body() {
         let (url, _) = serve(vec![Reply::Lying {
@@ -1077,20 +1213,32 @@ mod tests {
         no_files_but(dir.path(), &[]);
     }
 
+    /// The `.part` of a killed download (its process gone) is removed by
+    /// the next download of the file; a living process's (another download
+    /// of the same file at once, as two runs started together make) is
+    /// never written or removed, nor a kept file named like the old `.part`.
+    #[cfg(target_os = "linux")]
     #[test]
-    fn a_part_file_of_a_killed_download_is_replaced() {
+    fn a_part_file_of_a_killed_download_is_removed() {
         let body = small_zip();
         let (url, _) = serve(vec![Reply::Ok(body.clone())]);
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("text8.zip");
-        std::fs::write(
-            dir.path().join("text8.zip.part"),
-            b"left by a killed download",
-        )
-        .unwrap();
+        // pid_max is at most 2^22: no process has this one
+        let dead = ".text8.zip.part-4294967295-0";
+        let living = format!(".text8.zip.part-{}-99", std::process::id());
+        for name in [dead, &living, "text8.zip.part"] {
+            std::fs::write(dir.path().join(name), b"left by a download").unwrap();
+        }
         fetch(&url, &target, None, &mut |_| {}).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), body);
-        no_files_but(dir.path(), &["text8.zip"]);
+        no_files_but(dir.path(), &["text8.zip", &living, "text8.zip.part"]);
+        for kept in [living.as_str(), "text8.zip.part"] {
+            assert_eq!(
+                std::fs::read(dir.path().join(kept)).unwrap(),
+                b"left by a download"
+            );
+        }
     }
 
     /// A kept copy of a URL that is no corpus (junk, a folder, a link to junk) is

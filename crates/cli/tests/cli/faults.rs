@@ -522,3 +522,31 @@ fn disk_full_while_saving_keeps_the_previous_checkpoint() {
         "train", "--resume", r, "--steps", "21", "--log", "plain",
     ]));
 }
+
+/// Every recipe and override of a bench is checked before the first is
+/// timed: a bad one is an error with nothing measured, not one after an hour.
+#[test]
+fn a_bench_checks_every_recipe_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = charlstm(&[
+        "bench",
+        "-r",
+        "notebook-char",
+        "-r",
+        "mirror",
+        "--set",
+        "data.num_unrollings=5",
+        "--steps",
+        "1",
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    let err = fails(&out);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(err.contains("num_unrollings"), "{err}");
+}

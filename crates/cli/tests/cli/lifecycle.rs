@@ -273,7 +273,7 @@ fn a_closed_stdout_stops_training_with_a_checkpoint() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(141), "{err}");
     assert!(
-        err.contains("stdout closed: stopping after this step") && err.contains("continue with"),
+        err.contains("stdout closed: stopping the run") && err.contains("continue with"),
         "{err}"
     );
     let ck = tensors(&run.join("checkpoint.safetensors"));
@@ -281,6 +281,21 @@ fn a_closed_stdout_stops_training_with_a_checkpoint() {
     ok(&charlstm(&[
         "train", "--resume", r, "--steps", "20", "--log", "plain",
     ]));
+}
+
+/// `--log bar` where stderr is no terminal (a log file, a pipe) draws no
+/// bar, and the summaries go to stdout as in plain mode, not nowhere.
+#[test]
+fn a_bar_without_a_terminal_still_gives_the_summaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let mut args = train_args(d, r, &["--steps", "10", "--summary", "5"]);
+    let mode = args.iter().position(|a| *a == "plain").unwrap();
+    args[mode] = "bar";
+    let out = ok(&charlstm(&args));
+    assert!(out.contains("Average loss at step 5"), "{out}");
 }
 
 /// Two signals microseconds apart (GNU `timeout -s INT` signals the
