@@ -227,6 +227,9 @@ pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
             "{}: not a regular file; save the text to a file first",
             a.input.display()
         ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{}: no such file", a.input.display())
+        }
         _ => {}
     }
     trainer::fsutil::check_output(&a.output, a.force, &[&a.input])?;
@@ -239,6 +242,13 @@ pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
             "note: {} has no letters or digits: {} is empty",
             a.input.display(),
             a.output.display()
+        );
+    }
+    if let (n @ 1.., Some(first)) = stats.letters_dropped {
+        errln!(
+            "note: {n} letter{} outside a-z (the first: {first:?}) became spaces, as Text8's \
+             rules make them; transliterate the text first to keep them",
+            if n == 1 { "" } else { "s" }
         );
     }
     outln!(

@@ -34,6 +34,8 @@ pub struct Normalizer {
     started: bool,
     /// Whether a space is owed before the next letter.
     space_owed: bool,
+    /// Letters outside ASCII seen (they become spaces), and the first.
+    dropped: (u64, Option<char>),
 }
 
 /// Offset (in `bytes`) of the first invalid UTF-8 byte, ignoring an
@@ -104,12 +106,22 @@ impl Normalizer {
             if c.is_ascii() {
                 self.map_ascii(c as u8, out);
             } else {
+                if c.is_alphabetic() {
+                    self.dropped.0 += 1;
+                    self.dropped.1.get_or_insert(c);
+                }
                 self.emit_space();
             }
         }
         self.pending = bytes[bytes.len() - incomplete..].to_vec();
         self.offset += chunk.len() as u64;
         Ok(())
+    }
+
+    /// Letters outside ASCII read so far (`é`, `ß`, `я`: text8 has no place
+    /// for them, so they became spaces), and the first of them.
+    pub fn letters_dropped(&self) -> (u64, Option<char>) {
+        self.dropped
     }
 
     /// Ends the stream. `Err(offset)` if it ended inside a UTF-8 sequence.
@@ -139,6 +151,8 @@ pub struct NormalizeStats {
     pub bytes_in: u64,
     /// Characters written.
     pub chars_out: u64,
+    /// Letters outside ASCII that became spaces, and the first of them.
+    pub letters_dropped: (u64, Option<char>),
 }
 
 /// Normalises the file `input` into `output`, streaming, through an
@@ -167,6 +181,7 @@ pub fn normalize_file(
     let mut stats = NormalizeStats {
         bytes_in: 0,
         chars_out: 0,
+        letters_dropped: (0, None),
     };
     loop {
         let n = match reader.read(&mut buf) {
@@ -176,16 +191,28 @@ pub fn normalize_file(
             Err(e) => return Err(Text8Error::io(input, e)),
         };
         out.clear();
-        norm.push(&buf[..n], &mut out)
-            .map_err(|offset| Text8Error::NotUtf8 {
-                path: input.to_path_buf(),
-                offset,
-            })?;
+        norm.push(&buf[..n], &mut out).map_err(|offset| {
+            // UTF-16's byte-order mark at the start: say what the text is
+            if stats.bytes_in == 0
+                && (buf.starts_with(&[0xff, 0xfe]) || buf.starts_with(&[0xfe, 0xff]))
+            {
+                Text8Error::Invalid(format!(
+                    "{}: UTF-16 text (by its byte-order mark), not UTF-8; save it as UTF-8 first",
+                    input.display()
+                ))
+            } else {
+                Text8Error::NotUtf8 {
+                    path: input.to_path_buf(),
+                    offset,
+                }
+            }
+        })?;
         writer.write_all(&out)?;
         stats.bytes_in += n as u64;
         stats.chars_out += out.len() as u64;
         progress(stats.bytes_in);
     }
+    stats.letters_dropped = norm.letters_dropped();
     norm.finish().map_err(|offset| Text8Error::NotUtf8 {
         path: input.to_path_buf(),
         offset,
@@ -207,6 +234,9 @@ mod tests {
             " in one nine eight four there were two cats"
         );
         assert_eq!(normalize("  café\tnaïve\n\nX"), " caf na ve x");
+        let mut n = Normalizer::new();
+        n.push("café naïve Straße".as_bytes(), &mut vec![]).unwrap();
+        assert_eq!(n.letters_dropped(), (3, Some('é')));
         assert_eq!(normalize("a1b"), " a one b");
         assert_eq!(normalize(""), "");
         assert_eq!(normalize("!!!"), "");

@@ -77,6 +77,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// directory.
 pub fn check_output(path: &Path, force: bool, inputs: &[&Path]) -> Result<()> {
     let refuse = |why: String| Err(TrainError::Input(format!("{}: {why}", path.display())));
+    // `out/` names a folder, whatever is there: the file would need a name
+    if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
+        return refuse("names a folder (it ends in /): give the file's name too".into());
+    }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_file() => {
             return refuse(

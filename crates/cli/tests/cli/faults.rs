@@ -140,6 +140,39 @@ fn prepare_reports_non_utf8_input_and_writes_nothing() {
         1,
         "no temporary file left"
     );
+    // UTF-16 is named by its byte-order mark
+    let utf16 = dir.path().join("utf16.txt");
+    let mut bytes = vec![0xff, 0xfe];
+    bytes.extend("café".encode_utf16().flat_map(u16::to_le_bytes));
+    std::fs::write(&utf16, bytes).unwrap();
+    let err = fails(&charlstm(&[
+        "prepare",
+        utf16.to_str().unwrap(),
+        output.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("utf16.txt: UTF-16 text (by its byte-order mark)"),
+        "{err}"
+    );
+    assert!(!output.exists());
+    // letters outside a-z become spaces, as in Text8, and the user is told
+    let accents = dir.path().join("accents.txt");
+    std::fs::write(&accents, "Café au lait, naïve").unwrap();
+    let out = charlstm(&[
+        "prepare",
+        accents.to_str().unwrap(),
+        output.to_str().unwrap(),
+    ]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("note: 2 letters outside a-z (the first: 'é') became spaces"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        " caf au lait na ve"
+    );
 }
 
 #[test]

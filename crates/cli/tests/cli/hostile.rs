@@ -480,6 +480,16 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             &["book.txt is not a folder"],
         ),
         case(
+            &["prepare", &text, &format!("{}/", p("newdir"))],
+            1,
+            &["names a folder (it ends in /)"],
+        ),
+        case(
+            &["prepare", &p("missing.txt"), &p("out.txt")],
+            1,
+            &["missing.txt: no such file"],
+        ),
+        case(
             &["train", "--resume", &mirror],
             1,
             &["charlstm mirror train --resume"],
