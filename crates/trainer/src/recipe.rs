@@ -591,11 +591,38 @@ pub fn load_recipe(name_or_path: &str, overrides: &[String]) -> Result<LoadedRec
             shorten(&e.to_string())
         ))
     })?;
+    let task = tree
+        .get("task")
+        .and_then(|t| t.as_str())
+        .map(str::to_string);
     for o in overrides {
         apply_override(&mut tree, o)?;
     }
-    let recipe = parse_tree(name_or_path, &tree)?;
+    let recipe = parse_tree(name_or_path, &tree).map_err(|e| match e {
+        // a wrong key or value of the file itself: its line too
+        TrainError::Recipe(msg) => match error_line(&src, task.as_deref()) {
+            Some(line) => TrainError::Recipe(msg.replacen(
+                &format!("recipe {name_or_path}:"),
+                &format!("recipe {name_or_path}, line {line}:"),
+                1,
+            )),
+            None => TrainError::Recipe(msg),
+        },
+        e => e,
+    })?;
     Ok(LoadedRecipe { name, tree, recipe })
+}
+
+/// The line of `src` at which it fails to read as a recipe of its `task`
+/// (an unknown key, a value of the wrong type), if it does: an error of the
+/// file, not of an override or of the values' ranges.
+fn error_line(src: &str, task: Option<&str>) -> Option<usize> {
+    let span = match task? {
+        "lm" => toml::from_str::<LmRecipe>(src).err()?.span()?,
+        "mirror" => toml::from_str::<MirrorRecipe>(src).err()?.span()?,
+        _ => return None,
+    };
+    Some(src.get(..span.start)?.matches('\n').count() + 1)
 }
 
 /// Parses a recipe tree (after overrides) and validates it.
@@ -953,6 +980,29 @@ mod tests {
             let Recipe::Lm(r) = r.recipe else { panic!() };
             assert_eq!(model::Precision::from(r.train.precision), want);
         }
+    }
+
+    /// A recipe file's wrong key or value is named with its line; an
+    /// override's error or a value out of range has none to name.
+    #[test]
+    fn a_recipe_file_error_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        let good = recipe_source("notebook-char").unwrap().1;
+        let bad = good.replacen("d_hidden", "d_hiden", 1);
+        let line = bad.lines().position(|l| l.contains("d_hiden")).unwrap() + 1;
+        std::fs::write(&path, &bad).unwrap();
+        let p = path.to_str().unwrap();
+        let e = load_recipe(p, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("recipe {p}, line {line}: unknown field `d_hiden`")),
+            "{e}"
+        );
+        std::fs::write(&path, &good).unwrap();
+        let e = load_recipe(p, &["model.d_hidden=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("recipe {p}: ")), "{e}");
     }
 
     #[test]
