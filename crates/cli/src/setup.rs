@@ -198,16 +198,20 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
     let hangup_ignored = signal::hangup_ignored();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    // when the first signal came (the flag may be raised by a failed stdout too)
+    // when the first signal was handled, and how many were (the flag may
+    // be raised by a failed stdout too)
     let mut first: Option<std::time::Instant> = None;
+    let mut calls = 0;
     ctrlc::set_handler(move || {
+        calls += 1;
         if let Some(t) = first {
             // GNU `timeout -s INT` signals the program and then its process
             // group, the program again, microseconds apart: one stop asked
-            // for, not two. Timed here, on ctrlc's thread, when the first
-            // handler ran: 100 ms leaves room for a busy machine's delays,
-            // and a hand's second press comes later
-            if t.elapsed() < Duration::from_millis(100) {
+            // for, not two. Timed when the signals came where the signal
+            // handler noted it (on Linux), else when this thread got them;
+            // a hand's second press comes later than 100 ms
+            let gap = signal::gap_before(calls - 1).unwrap_or_else(|| t.elapsed());
+            if gap < Duration::from_millis(100) {
                 return;
             }
             errln!("\ninterrupted again: exiting now");
@@ -254,15 +258,33 @@ mod signal {
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     mod chain {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
         /// `ctrlc`'s handler (one function for all three signals).
         static CTRLC: AtomicUsize = AtomicUsize::new(0);
 
-        /// Notes the signal, then runs `ctrlc`'s handler: an atomic store
-        /// and a call, both async-signal-safe.
+        /// When the last two signals came (ns of the monotonic clock), by
+        /// their number's parity, and how many came.
+        static ARRIVED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+        /// Notes the signal and when it came, then runs `ctrlc`'s handler:
+        /// atomic stores, `clock_gettime` and a call, all async-signal-safe.
         extern "C" fn note_then_ctrlc(sig: libc::c_int) {
             super::LAST.store(sig as u8, Ordering::SeqCst);
+            let mut now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: clock_gettime writes the timespec given
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+            // counted first: a signal of another kind in the middle of this
+            // handler takes the next place (`ctrlc` is told after both)
+            let k = COUNT.fetch_add(1, Ordering::SeqCst);
+            ARRIVED[k % 2].store(
+                (now.tv_sec as u64).wrapping_mul(1_000_000_000) + now.tv_nsec as u64,
+                Ordering::SeqCst,
+            );
             let handler = CTRLC.load(Ordering::SeqCst);
             if handler != 0 {
                 // SAFETY: the value was read from `ctrlc`'s sigaction as a
@@ -270,6 +292,19 @@ mod signal {
                 let handler: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
                 handler(sig);
             }
+        }
+
+        /// How long after the signal before it the `k`-th (from 0) came, as
+        /// the handler saw them, while both are the last two noted.
+        pub fn gap_before(k: usize) -> Option<std::time::Duration> {
+            if k == 0 || COUNT.load(Ordering::SeqCst) != k + 1 {
+                return None;
+            }
+            let (before, at) = (
+                ARRIVED[(k - 1) % 2].load(Ordering::SeqCst),
+                ARRIVED[k % 2].load(Ordering::SeqCst),
+            );
+            Some(std::time::Duration::from_nanos(at.checked_sub(before)?))
         }
 
         /// The signals a handler is for.
@@ -316,7 +351,13 @@ mod signal {
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    pub use chain::{hangup_ignored, record_signals};
+    pub use chain::{gap_before, hangup_ignored, record_signals};
+
+    /// Elsewhere no arrival is noted.
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    pub fn gap_before(_k: usize) -> Option<std::time::Duration> {
+        None
+    }
 
     /// Elsewhere every stop reports SIGINT's status, and `ctrlc` handles
     /// the signals whatever they were.
