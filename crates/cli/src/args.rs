@@ -12,7 +12,9 @@ use crate::progress::LogMode;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Recipes to measure (language-model or mirror recipes; a mirror line has training speed only)
+    /// Recipe to measure; repeat the flag for several (`-r notebook-char -r
+    /// mirror`; language-model or mirror recipes; a mirror line has training
+    /// speed only)
     #[arg(long, short, default_value = "notebook-char")]
     pub recipe: Vec<String>,
     /// Steps timed

@@ -142,6 +142,19 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let path = resolve_data(&a.data, None)?;
     let corpus = read_corpus(&path)?;
     let part = a.part;
+    // the standard split's valid and test parts are held out only by runs
+    // trained on that split: the notebook's trains on all but its first 1,000
+    if matches!(part, text8::Part::Valid | text8::Part::Test)
+        && config.recipe["data"]["split"] != "standard"
+    {
+        errln!(
+            "note: {} was trained with the notebook's split (all but the first characters), \
+             so the {} part is text it trained on; train with --set data.split=standard to \
+             hold it out",
+            a.run.display(),
+            part.name()
+        );
+    }
     let ids = part
         .of(&corpus.ids)
         .map_err(|e| corpus.named(e))

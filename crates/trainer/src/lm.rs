@@ -556,7 +556,8 @@ pub fn load_lm(
         Tokenizer::Bigram => TokenizerKind::Bigram,
         Tokenizer::Mirror => {
             return Err(TrainError::Run(format!(
-                "{} is a mirror run: use `charlstm mirror --run {0}`",
+                "{} is a mirror run: use `charlstm mirror --run {0}` (or `charlstm mirror eval \
+                 --run {0} --data FILE`)",
                 run_dir.display()
             )));
         }

@@ -443,7 +443,7 @@ pub struct MirrorData {
     pub test_ids: Arc<[u8]>,
     /// Where the corpus came from.
     pub source: String,
-    /// Characters in the corpus.
+    /// Characters of the training part (the windows are drawn from it).
     pub chars: usize,
 }
 
@@ -471,7 +471,7 @@ impl MirrorData {
             test,
             test_ids,
             source: corpus.source.display().to_string(),
-            chars: corpus.len(),
+            chars: split.train.len(),
         })
     }
 }

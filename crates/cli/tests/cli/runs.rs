@@ -105,6 +105,15 @@ fn train_writes_a_self_describing_run_directory() {
     ]));
     let v: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
     assert!(v["report"]["perplexity"].as_f64().unwrap() > 1.0);
+    // the test part of a run of the notebook's split is text it trained on: said
+    let out = charlstm(&["eval", "--run", r, "--data", d, "--part", "test"]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("trained with the notebook's split")
+            && err.contains("--set data.split=standard"),
+        "{err}"
+    );
 }
 
 /// The RMS rule of dynamic evaluation reads the text the run was trained on
