@@ -194,6 +194,15 @@ proptest! {
     }
 }
 
+/// The error of resuming the run at `dir` to step 4, which must fail.
+fn resume_error(dir: &Path) -> String {
+    let (loaded, _) = trainer::run_recipe(dir, &["train.steps=4".into()]).unwrap();
+    let target = RunTarget::Resume(dir.to_path_buf());
+    trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {})
+        .unwrap_err()
+        .to_string()
+}
+
 /// A checkpoint that could not have been written (a value not finite in a
 /// weight or the carried state, a loss sum without losses, more optimiser updates than steps) is
 /// refused on resuming, naming the file and what is wrong, before any step.
@@ -232,11 +241,7 @@ fn a_checkpoint_damaged_after_writing_is_refused_on_resuming() {
         let mut ck = trainer::safetensors::SafeTensors::read(&path).unwrap();
         let named = damage(&mut ck);
         ck.write(&path).unwrap();
-        let (loaded, _) = trainer::run_recipe(dir.path(), &["train.steps=4".into()]).unwrap();
-        let target = RunTarget::Resume(dir.path().to_path_buf());
-        let err = trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {})
-            .unwrap_err()
-            .to_string();
+        let err = resume_error(dir.path());
         assert!(
             err.contains("checkpoint.safetensors") && err.contains(&named),
             "{named}: {err}"
@@ -271,11 +276,7 @@ fn a_folder_where_a_run_writes_is_refused_before_training() {
     std::fs::remove_file(&model).unwrap();
     std::fs::create_dir(&model).unwrap();
     let before = std::fs::read(dir.path().join("checkpoint.safetensors")).unwrap();
-    let (loaded, _) = trainer::run_recipe(dir.path(), &["train.steps=4".into()]).unwrap();
-    let target = RunTarget::Resume(dir.path().to_path_buf());
-    let err = trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = resume_error(dir.path());
     assert!(
         err.contains("model.safetensors: not a regular file"),
         "{err}"

@@ -28,6 +28,24 @@ pub fn wait_until_training(child: &mut std::process::Child, run: &Path) {
     }
 }
 
+/// A tiny language-model run of `data` into `run` that would train for
+/// hours, its stdout and stderr piped, once its first step is under way.
+pub fn spawn_endless_training(data: &str, run: &Path) -> std::process::Child {
+    let r = run.to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args(train_args(
+            data,
+            r,
+            &["--steps", "1000000", "--summary", "1000000"],
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_training(&mut child, run);
+    child
+}
+
 pub fn charlstm(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)

@@ -125,11 +125,10 @@ fn prepare_reports_non_utf8_input_and_writes_nothing() {
     let input = dir.path().join("latin1.txt");
     std::fs::write(&input, b"caf\xe9 au lait").unwrap();
     let output = dir.path().join("out.txt");
-    let err = fails(&charlstm(&[
-        "prepare",
-        input.to_str().unwrap(),
-        output.to_str().unwrap(),
-    ]));
+    let prepare = |input: &std::path::Path| {
+        charlstm(&["prepare", input.to_str().unwrap(), output.to_str().unwrap()])
+    };
+    let err = fails(&prepare(&input));
     assert!(
         err.contains("latin1.txt: invalid UTF-8 at byte offset 3"),
         "{err}"
@@ -145,11 +144,7 @@ fn prepare_reports_non_utf8_input_and_writes_nothing() {
     let mut bytes = vec![0xff, 0xfe];
     bytes.extend("café".encode_utf16().flat_map(u16::to_le_bytes));
     std::fs::write(&utf16, bytes).unwrap();
-    let err = fails(&charlstm(&[
-        "prepare",
-        utf16.to_str().unwrap(),
-        output.to_str().unwrap(),
-    ]));
+    let err = fails(&prepare(&utf16));
     assert!(
         err.contains("utf16.txt: UTF-16 text (by its byte-order mark)"),
         "{err}"
@@ -158,11 +153,7 @@ fn prepare_reports_non_utf8_input_and_writes_nothing() {
     // letters outside a-z become spaces, as in Text8, and the user is told
     let accents = dir.path().join("accents.txt");
     std::fs::write(&accents, "Café au lait, naïve").unwrap();
-    let out = charlstm(&[
-        "prepare",
-        accents.to_str().unwrap(),
-        output.to_str().unwrap(),
-    ]);
+    let out = prepare(&accents);
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

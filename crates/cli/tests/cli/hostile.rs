@@ -422,22 +422,6 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
         ),
         // a local file is checked as a download is, not only named
         case(&["fetch", "--data", &spaces], 1, &["no letters"]),
-        // every recipe of a bench checked before the first is timed
-        case(
-            &[
-                "bench",
-                "-r",
-                "notebook-char",
-                "-r",
-                "mirror",
-                "--set",
-                "data.num_unrollings=5",
-                "--data",
-                c,
-            ],
-            1,
-            &["mirror"],
-        ),
         case(
             &["train", "--data", c, "--steps", "18446744073709551615"],
             2,

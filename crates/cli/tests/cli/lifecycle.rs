@@ -307,18 +307,7 @@ fn two_signals_at_once_are_one_stop() {
     let dir = tempfile::tempdir().unwrap();
     let data = corpus(dir.path());
     let run = dir.path().join("run");
-    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
-    let mut child = Command::new(BIN)
-        .args(train_args(
-            d,
-            r,
-            &["--steps", "1000000", "--summary", "1000000"],
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until_training(&mut child, &run);
+    let child = spawn_endless_training(data.to_str().unwrap(), &run);
     // two kinds, so that the kernel cannot merge them into one
     let pid = child.id().to_string();
     assert!(

@@ -374,17 +374,7 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_exactly() {
     let d = data.to_str().unwrap();
     let run = dir.path().join("interrupted");
     let r = run.to_str().unwrap();
-    let mut child = Command::new(BIN)
-        .args(train_args(
-            d,
-            r,
-            &["--steps", "100000", "--summary", "100000"],
-        ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until_training(&mut child, &run);
+    let child = spawn_endless_training(d, &run);
     std::thread::sleep(std::time::Duration::from_millis(700));
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
