@@ -221,15 +221,14 @@ pub enum DataSource {
 /// and path as given; and `ftp://x` a URL this crate refuses by name, not
 /// a path that does not exist.
 fn as_url(s: &str) -> Option<String> {
-    let (scheme, _) = s.split_once("://")?;
-    let mut chars = scheme.chars();
-    let is_scheme = scheme.len() >= 2
+    let parts = UrlParts::of(s)?;
+    let mut chars = parts.scheme.chars();
+    let is_scheme = parts.scheme.len() >= 2
         && chars.next()?.is_ascii_alphabetic()
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     if !is_scheme {
         return None;
     }
-    let parts = UrlParts::of(s)?;
     Some(format!(
         "{}://{}{}{}",
         parts.scheme.to_ascii_lowercase(),

@@ -200,7 +200,7 @@ mod tests {
             let mut want = String::new();
             let mut word: Vec<&str> = vec![];
             for unit in line.graphemes(true) {
-                if unit.chars().any(char::is_alphanumeric) {
+                if in_word(unit) {
                     word.push(unit);
                 } else {
                     want.extend(word.drain(..).rev());

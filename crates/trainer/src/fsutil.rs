@@ -33,25 +33,34 @@ pub fn open_regular(path: &Path, options: &mut OpenOptions) -> Result<File> {
         use std::os::unix::fs::OpenOptionsExt;
         options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     }
-    let refuse = || {
-        TrainError::Input(format!(
-            "{}: not a regular file (a symbolic link, FIFO, device or folder); \
-             remove it and run again",
-            path.display()
-        ))
-    };
     // a link (ELOOP under O_NOFOLLOW), a FIFO without a reader (ENXIO), a folder
-    let file = options
-        .open(path)
-        .map_err(|e| match std::fs::symlink_metadata(path) {
-            Ok(m) if !m.file_type().is_file() => refuse(),
-            _ => TrainError::io(path, e),
-        })?;
+    let file = options.open(path).map_err(|e| {
+        regular_or_absent(path)
+            .err()
+            .unwrap_or_else(|| TrainError::io(path, e))
+    })?;
     match file.metadata() {
         Ok(m) if m.is_file() => Ok(file),
-        Ok(_) => Err(refuse()),
+        Ok(_) => Err(not_a_regular_file(path)),
         Err(e) => Err(TrainError::io(path, e)),
     }
+}
+
+/// Refuses `path` where something other than a regular file is there (a
+/// link, FIFO, device or folder): what [`open_regular`] will not open.
+pub fn regular_or_absent(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => Err(not_a_regular_file(path)),
+        _ => Ok(()),
+    }
+}
+
+fn not_a_regular_file(path: &Path) -> TrainError {
+    TrainError::Input(format!(
+        "{}: not a regular file (a symbolic link, FIFO, device or folder); remove it and run \
+         again",
+        path.display()
+    ))
 }
 
 /// Whether two existing paths are one file (the same device and inode: a

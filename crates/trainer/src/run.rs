@@ -263,15 +263,7 @@ impl RunDir {
         // the files appended to, opened as regular files only (not through
         // a link): `samples.txt` is first opened at a sampled summary
         for path in [self.samples_path(), self.log_path()] {
-            if let Ok(m) = std::fs::symlink_metadata(&path)
-                && !m.is_file()
-            {
-                return Err(TrainError::Run(format!(
-                    "{}: not a regular file (a symbolic link, FIFO, device or folder); remove \
-                     it and run again",
-                    path.display()
-                )));
-            }
+            crate::fsutil::regular_or_absent(&path)?;
         }
         Ok(())
     }
