@@ -22,7 +22,7 @@ use crate::train::TrainCommand;
 /// or evaluate one. Each line goes to the model whole; only lines longer
 /// than the model was measured on (3,000 characters for word-window models,
 /// the training window for others) are mirrored in pieces of whole words,
-/// with a note on stderr.
+/// with a note on stderr, and words longer than 32 letters in parts.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct MirrorArgs {
@@ -39,7 +39,8 @@ pub struct MirrorArgs {
     /// the typed form around it
     #[arg(long)]
     text8: bool,
-    /// Sentences to mirror [default: one per line from stdin]
+    /// Sentences to mirror [default, or `-`: one per line from stdin, each
+    /// line's ending kept]
     sentences: Vec<String>,
     #[command(flatten)]
     device: DeviceArgs,
@@ -354,10 +355,27 @@ fn has_letter_run(word: &str) -> bool {
 /// Longest input line read from stdin (a sentence is a few hundred bytes).
 const MAX_LINE_BYTES: usize = 1 << 20;
 
+/// Most lines mirrored together: those already read in when the first of
+/// them is (a file's lines in batches, a typed line at once). The model
+/// decodes lines of equal length together: the more lines, the more of
+/// each length.
+const BATCH_LINES: usize = 1024;
+
+/// Most bytes of the lines mirrored together (one line can be longer).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A line of input and the line ending it came with (`\r\n` or `\n`), to
+/// end its mirror with.
+#[derive(Debug, PartialEq, Eq)]
+struct Line {
+    text: String,
+    ending: &'static str,
+}
+
 /// The next line of `input` without its line ending, `None` at the end;
 /// a line longer than `max` bytes, or not UTF-8, is an error (nothing past
 /// `max` is read).
-fn read_line(input: &mut impl std::io::BufRead, max: usize) -> Result<Option<String>> {
+fn read_line(input: &mut impl std::io::BufRead, max: usize) -> Result<Option<Line>> {
     let mut line = Vec::new();
     loop {
         let buf = input.fill_buf()?;
@@ -381,12 +399,51 @@ fn read_line(input: &mut impl std::io::BufRead, max: usize) -> Result<Option<Str
     if line.is_empty() {
         return Ok(None);
     }
-    while matches!(line.last(), Some(b'\n' | b'\r')) {
-        line.pop();
+    let ending = if line.ends_with(b"\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    if line.ends_with(b"\n") {
+        line.truncate(line.len() - ending.len());
     }
     String::from_utf8(line)
-        .map(Some)
+        .map(|text| Some(Line { text, ending }))
         .map_err(|e| anyhow::anyhow!("not UTF-8 at byte {}", e.utf8_error().valid_up_to()))
+}
+
+/// The lines to mirror next: from stdin the next line, waiting for it, and
+/// then those already read in (at most [`BATCH_LINES`]); else the next
+/// arguments. A line that cannot be read ends the batch, its error after
+/// the lines before it.
+fn next_lines(
+    stdin: Option<&mut std::io::BufReader<std::io::StdinLock<'static>>>,
+    args: &mut std::slice::Iter<String>,
+    read: usize,
+) -> (Vec<Line>, Option<anyhow::Error>) {
+    let mut batch: Vec<Line> = vec![];
+    let mut bytes = 0;
+    let Some(input) = stdin else {
+        let text = args.take(BATCH_LINES).cloned();
+        return (text.map(|text| Line { text, ending: "\n" }).collect(), None);
+    };
+    while batch.len() < BATCH_LINES && bytes < BATCH_BYTES {
+        if !batch.is_empty() && !input.buffer().contains(&b'\n') {
+            break;
+        }
+        match read_line(input, MAX_LINE_BYTES) {
+            Ok(Some(line)) => {
+                bytes += line.text.len();
+                batch.push(line);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let k = read + batch.len() + 1;
+                return (batch, Some(e.context(format!("reading sentence {k} from stdin"))));
+            }
+        }
+    }
+    (batch, None)
 }
 
 fn infer(
@@ -401,43 +458,43 @@ fn infer(
     }
     let (device, _) = setup_device(device)?;
     let (model, whole_chars) = mirror::load_mirror(run, &device)?;
-    // arguments, or stdin answered line by line as it arrives
-    let mut stdin = (sentences.is_empty()).then(|| std::io::stdin().lock());
-    let mut args = sentences.iter();
-    for k in 0.. {
-        let raw = match stdin.as_mut() {
-            Some(input) => match read_line(input, MAX_LINE_BYTES)
-                .with_context(|| format!("reading sentence {} from stdin", k + 1))?
-            {
-                Some(line) => line,
-                None => break,
-            },
-            None => match args.next() {
-                Some(a) => a.clone(),
-                None => break,
-            },
-        };
+    // arguments, or stdin (`-` too) answered as it arrives
+    let from_stdin = sentences.is_empty() || sentences == ["-"];
+    let mut stdin = from_stdin.then(|| std::io::BufReader::with_capacity(1 << 18, std::io::stdin().lock()));
+    let mut args = if from_stdin { [].iter() } else { sentences.iter() };
+    let mut read = 0;
+    let mut noted = false;
+    loop {
+        let (lines, error) = next_lines(stdin.as_mut(), &mut args, read);
         // the model reads the words in text8 form; the typed form goes back around them
-        let surface = text8::Surface::parse(&raw);
-        let text = surface.text8();
-        let (out, cut) = mirror::mirror_text(&model, &text, whole_chars, beam, &device)
-            .with_context(|| format!("input {}", k + 1))?;
-        if cut {
-            errln!(
-                "note: input {} has {} words ({} characters), more than the {whole_chars} \
-                 characters this model was measured on whole: mirrored in pieces of whole words",
-                k + 1,
-                surface.num_words(),
-                text.len()
-            );
+        let surfaces: Vec<text8::Surface> = lines.iter().map(|l| text8::Surface::parse(&l.text)).collect();
+        let texts: Vec<String> = surfaces.iter().map(text8::Surface::text8).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let mirrored = mirror::mirror_texts(&model, &refs, whole_chars, beam, &device)
+            .with_context(|| format!("inputs {}-{}", read + 1, read + lines.len()))?;
+        for (k, ((line, surface), m)) in lines.iter().zip(&surfaces).zip(&mirrored).enumerate() {
+            if m.cut && !noted {
+                noted = true;
+                errln!(
+                    "note: input {} has {} words ({} characters), more than the {whole_chars} \
+                     characters this model was measured on whole: it and any other such line \
+                     are mirrored in pieces of whole words",
+                    read + k + 1,
+                    surface.num_words(),
+                    texts[k].len()
+                );
+            }
+            let shown = if raw_form { m.text.clone() } else { surface.restore(&m.text) };
+            out!("{shown}{}", line.ending);
         }
-        if raw_form {
-            outln!("{out}");
-        } else {
-            outln!("{}", surface.restore(&out));
+        read += lines.len();
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if lines.is_empty() {
+            return Ok(ExitCode::SUCCESS);
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
@@ -470,12 +527,18 @@ mod tests {
             parse_lengths("1-3, 10,60").unwrap().0,
             vec![1, 2, 3, 10, 60]
         );
-        let mut input = std::io::Cursor::new(b"the cat\r\nsat\n\nlast".to_vec());
-        let lines: Vec<Option<String>> =
-            (0..5).map(|_| read_line(&mut input, 10).unwrap()).collect();
-        let want = ["the cat", "sat", "", "last"].map(|s| Some(s.to_string()));
-        assert_eq!(lines[..4], want);
-        assert_eq!(lines[4], None);
+        let mut input = std::io::Cursor::new(b"the cat\r\nsat\n\nlast\r\r\nend".to_vec());
+        let lines: Vec<Option<Line>> = (0..6).map(|_| read_line(&mut input, 10).unwrap()).collect();
+        let line = |text: &str, ending| Some(Line { text: text.into(), ending });
+        let want = [
+            line("the cat", "\r\n"),
+            line("sat", "\n"),
+            line("", "\n"),
+            line("last\r", "\r\n"),
+            line("end", "\n"),
+            None,
+        ];
+        assert_eq!(lines, want);
         use std::io::Read as _;
         let mut zeros = std::io::repeat(0).take(1 << 30);
         let e = read_line(&mut std::io::BufReader::new(&mut zeros), 1000).unwrap_err();

@@ -429,11 +429,15 @@ impl Backward<Flex, 4> for LstmSeqBackward {
         // the backward pass writes its gradients over the cache: its own
         // copy where autodiff kept another (not in a plain backward pass)
         let cache = Arc::try_unwrap(s.cache).unwrap_or_else(|shared| (*shared).clone());
+        // a detached initial state (carried over from the previous batch)
+        // takes no gradient: the first step's product for it is skipped
+        let dh0_wanted = ops.parents[2].is_some();
         let g = with_host(grads.consume::<Flex>(&ops.node), |_, d_out| {
             let (dhs, dc_last) = d_out.split_at(rows * hd);
             let (wh, h0, c0) = (f32s(&s.wh), f32s(&s.h0), f32s(&s.c0));
             let lookup = s.lookup.as_deref().map(|l| (&l.ids[..], l.vocab));
-            kernel::backward_split(s.dims, cache, wh, (h0, c0), (dhs, dc_last), lookup)
+            let (state, d_out) = ((h0, c0), (dhs, dc_last));
+            kernel::backward_split(s.dims, cache, wh, state, d_out, lookup, dh0_wanted)
         });
         let [p, wh, h0, c0] = ops.parents;
         if let Some(node) = p {

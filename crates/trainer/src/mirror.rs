@@ -262,8 +262,10 @@ pub fn max_output_len(len: usize) -> usize {
 }
 
 /// Source positions (times beam hypotheses) decoded together: their encoder
-/// outputs, keys and states take about a kilobyte each for the recipe's model.
-const DECODE_POSITIONS: usize = 1 << 20;
+/// outputs, keys and states take about a kilobyte each for the recipe's
+/// model, so about 128 MiB at most (`charlstm mirror` of a 200 KB line:
+/// 64 MB resident, 135 MB at `1 << 20`).
+const DECODE_POSITIONS: usize = 1 << 17;
 
 /// Decodes every source (greedy for `beam` 1), batching sources of equal
 /// length; a source too long to decode in this machine's memory is an error
@@ -761,20 +763,30 @@ pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
     Ok((model, whole))
 }
 
+/// Longest word given to the model whole: a longer one is mirrored in
+/// parts of this many letters. The recipe's made-up words have up to 30;
+/// beyond its training a model drifts on long words, and first on those of
+/// few distinct letters (the `mirror` recipe's model, 60 words of each
+/// length: every one exact up to 40 letters, 59 of 60 binary numbers at
+/// 64 digits, 0 at 128).
+pub const WORD_PART_CHARS: usize = 32;
+
 /// A piece of a sentence given to the model on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
-    /// Whole words, or one part of a word longer than the model accepts.
+    /// Whole words, or one part of a word longer than the model takes whole.
     pub text: String,
     /// Whether it continues the previous piece's word (no space between them).
     pub joins_previous: bool,
 }
 
 /// Splits text8-form `text` into pieces of at most `max` characters: whole
-/// words where they fit, and a word longer than `max` cut into parts that
-/// each stand alone, marked as continuing the same word.
-pub fn pieces(text: &str, max: usize) -> Vec<Piece> {
+/// words where they fit, and a word longer than `word_max` (or `max`) cut
+/// into parts of that many letters that each stand alone, marked as
+/// continuing the same word.
+pub fn pieces(text: &str, max: usize, word_max: usize) -> Vec<Piece> {
     let max = max.max(1);
+    let word_max = word_max.clamp(1, max);
     let mut out = vec![];
     let mut cur = String::new();
     let flush = |cur: &mut String, out: &mut Vec<Piece>| {
@@ -786,9 +798,9 @@ pub fn pieces(text: &str, max: usize) -> Vec<Piece> {
         }
     };
     for word in text.split(' ').filter(|w| !w.is_empty()) {
-        if word.len() > max {
+        if word.len() > word_max {
             flush(&mut cur, &mut out);
-            for (k, part) in word.as_bytes().chunks(max).enumerate() {
+            for (k, part) in word.as_bytes().chunks(word_max).enumerate() {
                 out.push(Piece {
                     text: String::from_utf8_lossy(part).into_owned(),
                     joins_previous: k > 0,
@@ -808,40 +820,61 @@ pub fn pieces(text: &str, max: usize) -> Vec<Piece> {
     out
 }
 
-/// Mirrors text8-form `text` with `model`: whole when it has at most
-/// `max_chars` characters, else in [`pieces`], put back together so that a
+/// A text's mirror, from [`mirror_texts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirrored {
+    /// The mirror, text8 form.
+    pub text: String,
+    /// Whether the text was longer than the model takes whole, and went to
+    /// it in pieces of whole words.
+    pub cut: bool,
+}
+
+/// Mirrors text8-form `texts` with `model`, decoded together: each whole
+/// when it has at most `max_chars` characters and no word longer than
+/// [`WORD_PART_CHARS`], else in [`pieces`], put back together so that a
 /// perfect model gives the exact mirror (the parts of a cut word are
-/// mirrored and joined in reverse order). Also says whether it was cut.
-pub fn mirror_text(
+/// mirrored and joined in reverse order).
+pub fn mirror_texts(
     model: &Mirror,
-    text: &str,
+    texts: &[&str],
     max_chars: usize,
     beam: usize,
     device: &Device,
-) -> Result<(String, bool)> {
-    if text.is_empty() {
-        return Ok((String::new(), false));
-    }
-    let cut = text.len() > max_chars;
-    let parts = if cut {
-        pieces(text, max_chars)
-    } else {
-        vec![Piece {
-            text: text.to_string(),
-            joins_previous: false,
-        }]
-    };
+) -> Result<Vec<Mirrored>> {
+    let parts: Vec<Vec<Piece>> = texts
+        .iter()
+        .map(|t| pieces(t, max_chars, WORD_PART_CHARS))
+        .collect();
     let sources: Vec<Vec<u8>> = parts
         .iter()
+        .flatten()
         .map(|p| MirrorVocab.encode(&p.text))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| TrainError::Input(e.to_string()))?;
-    let outputs = decode_all(model, &sources, beam, device)?;
-    let mut words: Vec<String> = vec![];
-    for (part, out) in parts.iter().zip(outputs) {
-        let mirrored = MirrorVocab
-            .decode(&out)
+    let mut outputs = decode_all(model, &sources, beam, device)?.into_iter();
+    let mut out = Vec::with_capacity(texts.len());
+    for (text, parts) in texts.iter().zip(&parts) {
+        let mirrors = outputs
+            .by_ref()
+            .take(parts.len())
+            .map(|o| MirrorVocab.decode(&o))
+            .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| TrainError::Input(e.to_string()))?;
+        out.push(Mirrored {
+            text: put_back(parts, mirrors),
+            cut: text.len() > max_chars,
+        });
+    }
+    Ok(out)
+}
+
+/// The mirror of a text from the `mirrors` of its [`pieces`], one each:
+/// the pieces' words between single spaces, a cut word's parts joined in
+/// reverse order.
+fn put_back(parts: &[Piece], mirrors: Vec<String>) -> String {
+    let mut words: Vec<String> = vec![];
+    for (part, mirrored) in parts.iter().zip(mirrors) {
         match words.pop() {
             Some(last) if part.joins_previous => words.push(mirrored + &last),
             Some(last) => {
@@ -851,7 +884,7 @@ pub fn mirror_text(
             None => words.push(mirrored),
         }
     }
-    Ok((words.join(" "), cut))
+    words.join(" ")
 }
 
 /// A source word whose mirror came out wrong.
@@ -949,21 +982,24 @@ mod tests {
         ))]
 
         /// Any line a person types, in text8 form, is mirrored whole or in
-        /// pieces (never a panic, never an error), and the pieces put back
-        /// give the text.
+        /// pieces (never a panic, never an error), and a perfect mirror of
+        /// each piece, put back, is the perfect mirror of the text.
         #[test]
-        fn any_input_line_is_mirrored(line in "(\\PC){0,120}", max in 1usize..40, located in proptest::prelude::any::<bool>()) {
+        fn any_input_line_is_mirrored(
+            line in "(\\PC|[a-z]{20,90}){0,40}",
+            max in 1usize..40,
+            word_max in 1usize..40,
+            located in proptest::prelude::any::<bool>(),
+        ) {
             let text = text8::Surface::parse(&line).text8();
-            let parts = pieces(&text, max);
-            proptest::prop_assert!(parts.iter().all(|p| !p.text.is_empty() && p.text.len() <= max));
-            let mut back = String::new();
-            for p in &parts {
-                if !back.is_empty() && !p.joins_previous {
-                    back.push(' ');
-                }
-                back.push_str(&p.text);
-            }
-            proptest::prop_assert_eq!(back, text.clone());
+            let parts = pieces(&text, max, word_max);
+            let most = word_max.min(max);
+            proptest::prop_assert!(parts.iter().all(|p| {
+                !p.text.is_empty() && p.text.len() <= max && p.text.split(' ').all(|w| w.len() <= most)
+            }));
+            let perfect = |t: &str| t.split(' ').map(|w| w.chars().rev().collect::<String>()).collect::<Vec<_>>().join(" ");
+            let mirrors = parts.iter().map(|p| perfect(&p.text)).collect();
+            proptest::prop_assert_eq!(put_back(&parts, mirrors), perfect(&text));
             let device = Device::flex();
             let model = MirrorConfig::new(MirrorVocab.size(), MirrorVocab::START as usize, MirrorVocab::END as usize)
                 .with_d_embedding(4)
@@ -971,8 +1007,9 @@ mod tests {
                 .with_word_window(located)
                 .with_relative_span(if located { 2 } else { 0 })
                 .init(1, &device);
-            let (_, cut) = mirror_text(&model, &text, max, 1, &device).unwrap();
-            proptest::prop_assert_eq!(cut, text.len() > max);
+            let out = mirror_texts(&model, &[&text, "ab"], max, 1, &device).unwrap();
+            proptest::prop_assert_eq!(out.len(), 2);
+            proptest::prop_assert_eq!(out[0].cut, text.len() > max);
         }
     }
 
@@ -983,24 +1020,22 @@ mod tests {
         };
         let t = |s: &str, j: bool| (s.to_string(), j);
         assert_eq!(
-            texts(pieces("the quick brown fox", 10)),
+            texts(pieces("the quick brown fox", 10, 10)),
             vec![t("the quick", false), t("brown fox", false)]
         );
-        assert_eq!(
-            texts(pieces("abcdefghijkl xy", 5)),
-            vec![
-                t("abcde", false),
-                t("fghij", true),
-                t("kl", true),
-                t("xy", false)
-            ]
-        );
+        let cut = vec![
+            t("abcde", false),
+            t("fghij", true),
+            t("kl", true),
+            t("xy", false),
+        ];
+        assert_eq!(texts(pieces("abcdefghijkl xy", 5, 40)), cut);
+        // a long word is cut into parts of `word_max` however long the line may be
+        assert_eq!(texts(pieces("abcdefghijkl xy", 100, 5)), cut);
         // joined back in reverse order, the mirrors of the parts are the mirror of the word
-        let mirrored: String = ["kl", "fghij", "abcde"]
-            .iter()
-            .map(|p| p.chars().rev().collect::<String>())
-            .collect();
-        assert_eq!(mirrored, "abcdefghijkl".chars().rev().collect::<String>());
+        let parts = pieces("abcdefghijkl xy", 5, 40);
+        let mirrors = ["edcba", "jihgf", "lk", "yx"].map(String::from).to_vec();
+        assert_eq!(put_back(&parts, mirrors), "lkjihgfedcba yx");
     }
 
     #[test]

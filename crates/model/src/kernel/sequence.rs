@@ -452,7 +452,7 @@ pub struct SeqGrads {
     pub dp: Vec<f32>,
     /// Of the recurrent weights `[H, 4H]`.
     pub dwh: Vec<f32>,
-    /// Of the initial output `[batch, H]`.
+    /// Of the initial output `[batch, H]` (empty where it was not wanted).
     pub dh0: Vec<f32>,
     /// Of the initial cell state `[batch, H]`.
     pub dc0: Vec<f32>,
@@ -475,7 +475,7 @@ pub fn backward(
     // Wh^T [4H, H], once: packed straight from `wh` where the packed kernel
     // applies (batches in fours)
     let packed = PackedRecurrent::new(wh, dims.hidden, true, Precision::F32, &[dims.batch]);
-    backward_packed(dims, cache, wh, &packed, (h0, c0), (dhs, dc_last), None)
+    backward_packed(dims, cache, wh, &packed, (h0, c0), (dhs, dc_last), None, true)
 }
 
 /// [`backward`] with `Wh^T` already packed (`PackedRecurrent::new(wh, H,
@@ -486,7 +486,12 @@ pub fn backward(
 /// of `[rows, 4H]` streamed through memory a second time. With a
 /// `lookup`, each step's gate gradients are also added to their ids' rows
 /// of the table's gradient (`dtable`) while they are in cache, instead of
-/// in a pass over all of `dp` afterwards.
+/// in a pass over all of `dp` afterwards. Without `dh0_wanted` (an
+/// initial state that takes no gradient, such as one carried over from the
+/// previous batch and detached) the first step's `dG · Wh^T` is not
+/// computed, and `dh0` comes back empty: that product is a tenth of the
+/// recurrent backward products of a 10-step sequence.
+#[allow(clippy::too_many_arguments)]
 pub fn backward_packed(
     dims: SeqDims,
     cache: SeqCache,
@@ -495,6 +500,7 @@ pub fn backward_packed(
     (h0, c0): (&[f32], &[f32]),
     (dhs, dc_last): (&[f32], &[f32]),
     lookup: Option<PartLookup>,
+    dh0_wanted: bool,
 ) -> SeqGrads {
     let (rows, g4, hd, b) = (dims.rows(), dims.gates(), dims.hidden, dims.batch);
     assert_eq!(dhs.len(), rows * hd, "output gradients");
@@ -522,7 +528,7 @@ pub fn backward_packed(
         return SeqGrads {
             dp,
             dwh,
-            dh0: dh_next,
+            dh0: if dh0_wanted { dh_next } else { Vec::new() },
             dc0: dc,
             dtable,
         };
@@ -555,7 +561,9 @@ pub fn backward_packed(
             add_rows_by_id(&l.ids[l.rows.step(s, b)], dg, g4, &mut dtable);
         }
         // dh_prev = dG · Wh^T
-        recurrent_product(&mut dh_next, dg, &wh_t, packed_t, (b, hd, g4), false);
+        if s > 0 || dh0_wanted {
+            recurrent_product(&mut dh_next, dg, &wh_t, packed_t, (b, hd, g4), false);
+        }
     }
     // dWh = h0^T dG_0 + H_{0..T-1}^T dG_{1..T}
     let in_half = match packed_t {
@@ -569,20 +577,17 @@ pub fn backward_packed(
         PackedRecurrent::F32(_) => false,
     };
     if !in_half {
-        matmul(&mut dwh, h0, &dp[..b * g4], hd, g4, b, true, false, false);
-        if dims.steps > 1 {
-            matmul(
-                &mut dwh,
-                &hs[..(rows - b) * hd],
-                &dp[b * g4..],
-                hd,
-                g4,
-                rows - b,
-                true,
-                false,
-                true,
-            );
-        }
+        // one product over all rows, with the states each step read: h0,
+        // then the outputs but the last (as two products, the first of
+        // only `batch` rows read and wrote all of `dwh` once more)
+        let mut h_read = Vec::with_capacity(rows * hd);
+        h_read.extend_from_slice(h0);
+        h_read.extend_from_slice(&hs[..(rows - b) * hd]);
+        matmul(&mut dwh, &h_read, &dp, hd, g4, rows, true, false, false);
+    }
+    if !dh0_wanted {
+        // not dh0: the gradient of the second step's input state
+        dh_next = Vec::new();
     }
     SeqGrads {
         dp,
@@ -662,8 +667,10 @@ mod tests {
                 (&h0, &c0),
                 (&[], &dc_last),
                 Some(lookup),
+                false,
             );
             assert!(g.dtable.len() == 3 * g4 && g.dtable.iter().all(|&x| x == 0.0));
+            assert!(g.dh0.is_empty(), "dh0 not wanted");
         }
     }
 

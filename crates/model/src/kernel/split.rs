@@ -161,7 +161,8 @@ pub fn forward_split(
 /// [`Projections::Lookup`] ids, one per row, and its table's rows), the
 /// table's gradient comes back in `dtable`: each part's sums, added in
 /// part order, so that their rounding depends on the thread count, as the
-/// recurrent weights' gradient's does.
+/// recurrent weights' gradient's does. `dh0_wanted`: as
+/// [`backward_packed`]'s (`dh0` empty without it).
 ///
 /// # Panics
 /// On a lookup's id past its table, operands not of `dims`, or a `cache`
@@ -173,6 +174,7 @@ pub fn backward_split(
     (h0, c0): (&[f32], &[f32]),
     (dhs, dc_last): (&[f32], &[f32]),
     lookup: Option<(&[u32], usize)>,
+    dh0_wanted: bool,
 ) -> SeqGrads {
     if let Some((ids, vocab)) = lookup {
         check_ids(ids, vocab);
@@ -184,7 +186,8 @@ pub fn backward_split(
     if parts.len() == 1 {
         let (_, _, c) = parts.pop().expect("one part");
         let whole = part_lookup(PartRows::whole(dims.batch));
-        return backward_packed(dims, c, wh, &packed_t, (h0, c0), (dhs, dc_last), whole);
+        let (state, d_out) = ((h0, c0), (dhs, dc_last));
+        return backward_packed(dims, c, wh, &packed_t, state, d_out, whole, dh0_wanted);
     }
     let (g4, hd) = (dims.gates(), dims.hidden);
     let mut results: Vec<(usize, usize, SeqGrads)> = parallel_map_owned(parts, |(lo, n, c)| {
@@ -200,7 +203,8 @@ pub fn backward_split(
             hidden: hd,
         };
         let state = (&h0[lo * hd..(lo + n) * hd], &c0[lo * hd..(lo + n) * hd]);
-        let g = backward_packed(d, c, wh, &packed_t, state, (&dh, dc), part_lookup(part));
+        let lookup = part_lookup(part);
+        let g = backward_packed(d, c, wh, &packed_t, state, (&dh, dc), lookup, dh0_wanted);
         (lo, n, g)
     });
     let dp = scatter_all(
@@ -230,12 +234,14 @@ pub fn backward_split(
     let mut out = SeqGrads {
         dp,
         dwh: std::mem::take(&mut first.2.dwh),
-        dh0: vec![0.0; dims.batch * hd],
+        dh0: vec![0.0; if dh0_wanted { dims.batch * hd } else { 0 }],
         dc0: vec![0.0; dims.batch * hd],
         dtable: std::mem::take(&mut first.2.dtable),
     };
     for (lo, n, g) in &results {
-        out.dh0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dh0);
+        if dh0_wanted {
+            out.dh0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dh0);
+        }
         out.dc0[lo * hd..(lo + n) * hd].copy_from_slice(&g.dc0);
     }
     out
@@ -319,6 +325,7 @@ mod tests {
                 (&self.h0, &self.c0),
                 (&self.dh, &self.dc),
                 None,
+                true,
             );
             (hs, c2, g, split)
         }
@@ -329,7 +336,8 @@ mod tests {
     /// threads (16 columns, parts of 8) and with packed weights that some
     /// parts cannot use (parts of 6 and 7 rows: not multiples of 4, the
     /// kernel's smallest row block, so every part reads `wh` in place);
-    /// 72 units are two blocks of rows of the parts' summed `dwh`.
+    /// 72 units are two blocks of rows of the parts' summed `dwh`. Without
+    /// `dh0`, the other gradients are the same to the bit.
     #[test]
     fn split_passes_equal_the_single_pass() {
         let close = |a: &[f32], b: &[f32], what: &str| {
@@ -349,7 +357,12 @@ mod tests {
             let threads = TestThreads::lock();
             set_threads(3);
             let (hs, c2, g2, split) = case.split(dims, Precision::F32);
+            // without dh0 (a detached initial state): the rest exactly as with it
+            let (state, d_out) = ((&case.h0[..], &case.c0[..]), (&case.dh[..], &case.dc[..]));
+            let g3 = backward_split(dims, split.clone(), &case.wh, state, d_out, None, false);
             drop(threads);
+            assert!(g3.dh0.is_empty(), "dh0 not wanted");
+            assert!(g3.dp == g2.dp && g3.dwh == g2.dwh && g3.dc0 == g2.dc0);
             assert_eq!(split.parts.len(), 3);
             close(&hs, &one.hs, "outputs");
             close(&c1, &c2, "final cell");
@@ -402,8 +415,9 @@ mod tests {
                 assert_eq!(split.parts.len(), threads);
                 let (state, d_out) = ((&case.h0[..], &case.c0[..]), (&case.dh[..], &case.dc[..]));
                 let lookup = Some((&ids[..], vocab));
-                let g = backward_split(dims, split, &case.wh, state, d_out, lookup);
+                let g = backward_split(dims, split, &case.wh, state, d_out, lookup, false);
                 assert_eq!(g.dtable.len(), vocab * g4);
+                assert!(g.dh0.is_empty(), "dh0 not wanted");
                 for (v, row) in g.dtable.chunks_exact(g4).enumerate() {
                     for (j, &x) in row.iter().enumerate() {
                         let terms: Vec<f64> = (0..ids.len())
@@ -450,7 +464,7 @@ mod tests {
         );
         let lookup = Some((&[0u32, 3][..], 3));
         let d_out = (&[0.0f32; 2][..], &state[..]);
-        backward_split(dims, split, &[0.0; 4], (&state, &state), d_out, lookup);
+        backward_split(dims, split, &[0.0; 4], (&state, &state), d_out, lookup, true);
     }
 
     #[test]
