@@ -994,9 +994,8 @@ mod tests {
             let text = text8::Surface::parse(&line).text8();
             let parts = pieces(&text, max, word_max);
             let most = word_max.min(max);
-            proptest::prop_assert!(parts.iter().all(|p| {
-                !p.text.is_empty() && p.text.len() <= max && p.text.split(' ').all(|w| w.len() <= most)
-            }));
+            let fits = |p: &Piece| !p.text.is_empty() && p.text.len() <= max && p.text.split(' ').all(|w| w.len() <= most);
+            proptest::prop_assert!(parts.iter().all(fits));
             let perfect = |t: &str| t.split(' ').map(|w| w.chars().rev().collect::<String>()).collect::<Vec<_>>().join(" ");
             let mirrors = parts.iter().map(|p| perfect(&p.text)).collect();
             proptest::prop_assert_eq!(put_back(&parts, mirrors), perfect(&text));

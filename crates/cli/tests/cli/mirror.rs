@@ -90,6 +90,20 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    // `-` reads stdin; each line's ending comes back with it
+    let mut child = Command::new(BIN)
+        .args(["mirror", "--run", r, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"ab\r\ncd\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (first, second) = text.split_once('\n').unwrap_or_default();
+    assert!(out.status.success() && first.ends_with('\r'), "{text:?}");
+    let one_line = second.matches('\n').count() == 1 && !second.contains('\r');
+    assert!(second.ends_with('\n') && one_line, "{text:?}");
 
     // longer than any training window: given to the model whole, no note
     let o = charlstm(&[
@@ -100,16 +114,18 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     ]);
     assert!(o.status.success() && o.stderr.is_empty(), "{o:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
-    // longer than the model was measured on: in pieces of whole words, said on stderr
+    // longer than the model was measured on: in pieces of whole words, said
+    // on stderr once for all such lines
     let long = "ab ".repeat(1100);
-    let o = charlstm(&["mirror", "--run", r, "--text8", &long]);
+    let o = charlstm(&["mirror", "--run", r, "--text8", &long, &long]);
     let note = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{note}");
     assert!(
         note.contains("1100 words") && note.contains("in pieces of whole words"),
         "{note}"
     );
-    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+    assert_eq!(note.matches("note:").count(), 1, "{note}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 2);
 
     // evaluation by sentence length
     let out = ok(&charlstm(&[
