@@ -244,25 +244,13 @@ impl RunDir {
         self.path.join("train.log")
     }
 
-    /// Refuses a folder, FIFO or device where the run will write one of
-    /// [`REPLACED_FILES`] (a link is replaced, its target left as it is):
-    /// found now, before any step, not at the first save after hours.
+    /// Refuses a link, folder, FIFO or device where the run will write one
+    /// of [`REPLACED_FILES`] or append to its `samples.txt` or `train.log`
+    /// (a save would replace a link, where the user may have put a file of
+    /// theirs): found now, before any step, not at the first save after hours.
     fn check_replaced_files(&self) -> Result<()> {
-        for name in REPLACED_FILES {
-            let path = self.path.join(name);
-            if let Ok(m) = std::fs::symlink_metadata(&path)
-                && !(m.is_file() || m.file_type().is_symlink())
-            {
-                return Err(TrainError::Run(format!(
-                    "{}: not a regular file (a folder, FIFO or device), where the run writes \
-                     its {name}; remove it and run again",
-                    path.display()
-                )));
-            }
-        }
-        // the files appended to, opened as regular files only (not through
-        // a link): `samples.txt` is first opened at a sampled summary
-        for path in [self.samples_path(), self.log_path()] {
+        let replaced = REPLACED_FILES.iter().map(|name| self.path.join(name));
+        for path in replaced.chain([self.samples_path(), self.log_path()]) {
             crate::fsutil::regular_or_absent(&path)?;
         }
         Ok(())

@@ -511,6 +511,20 @@ pub fn train<T: Task>(
             progress.step
         )));
     }
+    let first_line = match (resumed, checkpoint.is_some()) {
+        (false, _) => format!(
+            "charlstm {} recipe {} on {} ({} characters), device {}",
+            env!("CARGO_PKG_VERSION"),
+            loaded.name,
+            config.data_source,
+            config.data_chars,
+            opts.device_name
+        ),
+        (true, true) => format!("resumed at step {}", progress.step),
+        (true, false) => "no checkpoint yet: starting again from step 0".to_string(),
+    };
+    // the log first: a resume that cannot write it changes nothing else
+    run.append(&run.log_path(), &(first_line + "\n"))?;
     if resumed {
         // every check passed: config.json now says what the run is (the
         // schedule asked for), metrics.csv what its checkpoint holds
@@ -525,19 +539,6 @@ pub fn train<T: Task>(
         train_chars: task.train_chars(),
         resumed,
     });
-    let first_line = match (resumed, checkpoint.is_some()) {
-        (false, _) => format!(
-            "charlstm {} recipe {} on {} ({} characters), device {}",
-            env!("CARGO_PKG_VERSION"),
-            loaded.name,
-            config.data_source,
-            config.data_chars,
-            opts.device_name
-        ),
-        (true, true) => format!("resumed at step {}", progress.step),
-        (true, false) => "no checkpoint yet: starting again from step 0".to_string(),
-    };
-    run.append(&run.log_path(), &(first_line + "\n"))?;
 
     let recipe_json = serde_json::to_string(&loaded.tree).expect("toml as json");
     let saver = Saver {
@@ -839,11 +840,15 @@ fn finite_average(
     Ok(average)
 }
 
-/// Writes `checkpoint.safetensors` (everything to resume), then
-/// `model.safetensors` (`weights`, checked finite) and `metrics.csv`; a
-/// checkpoint with any value not finite (an optimiser moment or the
-/// carried state overflowed while the weights did not) is not written:
-/// the run stops as a diverged one, keeping the `last_good`.
+/// Writes `model.safetensors` (`weights`, checked finite) and
+/// `metrics.csv`, then `checkpoint.safetensors` (everything to resume): a
+/// save stopped part way (a kill, a full disk) leaves the checkpoint of the
+/// save before, from which a resume trains again and writes all three (in
+/// the other order, the last save's stop left the model and metrics behind
+/// a checkpoint that had nothing left to train). A checkpoint with any
+/// value not finite (an optimiser moment or the carried state overflowed
+/// while the weights did not) is not written: the run stops as a diverged
+/// one, keeping the `last_good`.
 fn save<T: Task>(
     task: &T,
     mut weights: SafeTensors,
@@ -882,8 +887,8 @@ fn save<T: Task>(
         ("wall_seconds", format!("{:e}", progress.wall)),
         ("recipe", saver.recipe_json.to_string()),
         ("data_fingerprint", saver.fingerprint.to_string()),
-        // the history as of this checkpoint: metrics.csv, written after
-        // it, may be a summary short when a kill comes between the two
+        // the history as of this checkpoint: metrics.csv, written before
+        // it, may be a summary ahead when a kill comes between the two
         (METRICS_KEY, metrics::csv_text(rows)),
     ];
     for (k, v) in meta {
@@ -892,10 +897,10 @@ fn save<T: Task>(
     refuse_non_finite(&ck, "", progress.step.saturating_sub(1), last_good)?;
     let run = saver.run;
     let _writing = WRITING_CHECKPOINT.lock().unwrap_or_else(|e| e.into_inner());
-    // checkpoint first: it is the source of truth for --resume
-    ck.write(&run.checkpoint_path())?;
     weights.write(&run.model_path())?;
-    metrics::write_csv(&run.metrics_path(), rows)
+    metrics::write_csv(&run.metrics_path(), rows)?;
+    // the checkpoint last: it is the source of truth for --resume
+    ck.write(&run.checkpoint_path())
 }
 
 /// The checkpoint's metadata that holds the run's `metrics.csv` rows.

@@ -257,9 +257,10 @@ fn a_checkpoint_damaged_after_writing_is_refused_on_resuming() {
 }
 
 /// Every file a run writes whole is checked when the run is locked: a folder
-/// where one goes is refused before the first step, not at the first save.
+/// or a link where one goes is refused before the first step, not at the
+/// first save, and what the link points to is left as it was.
 #[test]
-fn a_folder_where_a_run_writes_is_refused_before_training() {
+fn a_folder_or_link_where_a_run_writes_is_refused_before_training() {
     let (_, lm_run, mirror_run) = runs();
     for run in [lm_run, mirror_run] {
         for e in std::fs::read_dir(run).unwrap() {
@@ -271,19 +272,32 @@ fn a_folder_where_a_run_writes_is_refused_before_training() {
             );
         }
     }
-    let dir = copy(lm_run);
-    let model = dir.path().join("model.safetensors");
-    std::fs::remove_file(&model).unwrap();
-    std::fs::create_dir(&model).unwrap();
-    let before = std::fs::read(dir.path().join("checkpoint.safetensors")).unwrap();
-    let err = resume_error(dir.path());
-    assert!(
-        err.contains("model.safetensors: not a regular file"),
-        "{err}"
-    );
-    let after = std::fs::read(dir.path().join("checkpoint.safetensors")).unwrap();
-    assert!(
-        before == after,
-        "the checkpoint changed: a step was trained"
-    );
+    for (name, link) in [("model.safetensors", false), ("metrics.csv", true)] {
+        if link && !cfg!(unix) {
+            continue;
+        }
+        let dir = copy(lm_run);
+        let file = dir.path().join(name);
+        std::fs::remove_file(&file).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "keep").unwrap();
+        if link {
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+        } else {
+            std::fs::create_dir(&file).unwrap();
+        }
+        let before = std::fs::read(dir.path().join("checkpoint.safetensors")).unwrap();
+        let err = resume_error(dir.path());
+        assert!(
+            err.contains(&format!("{name}: not a regular file")),
+            "{err}"
+        );
+        let after = std::fs::read(dir.path().join("checkpoint.safetensors")).unwrap();
+        assert!(
+            before == after,
+            "the checkpoint changed: a step was trained"
+        );
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep");
+    }
 }

@@ -681,3 +681,57 @@ fn a_run_saved_before_dropconnect_still_loads() {
     ]));
     assert!(out.contains("done: 5 steps"), "{out}");
 }
+
+/// A stop anywhere in a run's last save (strace kills the process at one
+/// of its last renames: the model's, the metrics', the checkpoint's, a
+/// plot's) leaves a run whose resume ends where the uninterrupted run did:
+/// the same model and metrics, never a checkpoint that has nothing left to
+/// train beside a model and metrics of the save before.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_kill_during_the_last_save_is_made_good_by_resuming() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("strace not found: a_kill_during_the_last_save_is_made_good_by_resuming not run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let d = data.to_str().unwrap();
+    let whole = dir.path().join("whole");
+    let trace = dir.path().join("renames");
+    let strace = |trace: &std::path::Path, inject: Option<usize>, args: &[&str]| {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-qq", "-o"]).arg(trace).args(["-e", "trace=rename"]);
+        if let Some(n) = inject {
+            c.args(["-e", &format!("inject=rename:signal=SIGKILL:when={n}")]);
+        }
+        c.arg(BIN).args(args).env_remove("CHARLSTM_DEVICE").output().unwrap()
+    };
+    let out = strace(&trace, None, &train_args(d, whole.to_str().unwrap(), &["--steps", "30"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let renames = std::fs::read_to_string(&trace).unwrap().matches("rename(").count();
+    assert!(renames >= 6, "{renames} renames");
+    for when in renames - 5..=renames {
+        let run = dir.path().join(format!("killed-{when}"));
+        let r = run.to_str().unwrap();
+        let killed = strace(&trace, Some(when), &train_args(d, r, &["--steps", "30"]));
+        assert!(!killed.status.success(), "rename {when}: not killed");
+        let resumed = charlstm(&["train", "--resume", r, "--log", "plain"]);
+        let err = String::from_utf8_lossy(&resumed.stderr);
+        assert!(
+            resumed.status.success() || err.contains("nothing to do"),
+            "rename {when}: {err}"
+        );
+        assert_eq!(
+            tensors(&run.join("model.safetensors")),
+            tensors(&whole.join("model.safetensors")),
+            "rename {when}"
+        );
+        // the columns of the training, not its timing
+        let metrics = |run: &std::path::Path| -> Vec<String> {
+            let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+            text.lines().map(|l| l.split(',').take(8).collect::<Vec<_>>().join(",")).collect()
+        };
+        assert_eq!(metrics(&run), metrics(&whole), "rename {when}");
+    }
+}
