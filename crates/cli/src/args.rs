@@ -188,7 +188,7 @@ pub struct EvalArgs {
     #[arg(long, default_value = "all", value_parser = part_value())]
     pub part: text8::Part,
     /// Evaluate at most the first N characters of that part (at least 2:
-    /// one to read, one to predict)
+    /// one to read, one to predict; 3 for a bigram model, which reads two)
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u64).range(2..).map(|v| v as usize))]
     pub limit: Option<usize>,

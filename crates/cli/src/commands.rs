@@ -160,6 +160,11 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         .map_err(|e| corpus.named(e))
         .context("--part")?;
     let ids = &ids[..a.limit.unwrap_or(ids.len()).min(ids.len())];
+    // a text too short to predict from says which file, part and limit
+    let what = || {
+        let limit = a.limit.map(|n| format!(", --limit {n}")).unwrap_or_default();
+        format!("{}, --part {}{limit}", path.display(), part.name())
+    };
     let bar = progress::bytes_bar(Some(ids.len() as u64), "evaluating");
     let plan = trainer::eval::Streams {
         streams: a.streams,
@@ -172,7 +177,8 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
         plan,
         &device,
         &mut |done, _| bar.set_position(done as u64),
-    )?;
+    )
+    .with_context(what)?;
     bar.finish_and_clear();
     let dynamic = if let (Some(learning), Some(cfg)) = (learning, dynamic) {
         let training = match cfg.rule {

@@ -37,6 +37,34 @@ pub fn create_folders(dir: &Path) -> std::io::Result<()> {
     })
 }
 
+/// Removes the files beside `target` named `PREFIX` `PID-...` whose
+/// process is gone (a killed writer's: a download's `.part`, a temporary
+/// file): on Linux, where `/proc` lists the living processes; elsewhere
+/// they stay.
+pub fn remove_dead_files(target: &Path, prefix: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(folder_of(target)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            // a name, never what a link there points to
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// A file written under a temporary name in its target's folder
 /// (`.NAME.tmp-PID-N`, created new) and renamed over the target only by
 /// [`AtomicFile::commit`], after a sync: until then the target keeps its
@@ -58,9 +86,13 @@ impl AtomicFile {
         static WRITERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = WRITERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = target.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = folder_of(target).join(format!(".{name}.tmp-{}-{n}", std::process::id()));
-        // one left by a killed process of the same id: removed (a link
-        // itself, never what it points to), then the name created new
+        let prefix = format!(".{name}.tmp-");
+        // those of killed writers of this target are removed (a kill
+        // leaves its temporary file), as is one of a killed process of the
+        // same id (a link itself, never what it points to); then the name
+        // is created new
+        remove_dead_files(target, &prefix);
+        let tmp = folder_of(target).join(format!("{prefix}{}-{n}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         let file = OpenOptions::new()
             .write(true)
@@ -121,5 +153,32 @@ impl Drop for AtomicFile {
         if self.file.is_some() {
             let _ = std::fs::remove_file(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new temporary file of a target removes those a killed writer of
+    /// the same target left (its process gone), and nothing else.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_killed_writers_temporary_file_is_removed_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.txt");
+        // no process has an id this high (Linux's limit is 2^22)
+        let dead = dir.path().join(".out.txt.tmp-999999999-0");
+        let living = dir.path().join(format!(".out.txt.tmp-{}-999", std::process::id()));
+        let other = dir.path().join(".other.txt.tmp-999999999-0");
+        for f in [&dead, &living, &other] {
+            std::fs::write(f, "left").unwrap();
+        }
+        let mut file = AtomicFile::create(&target).unwrap();
+        file.write_all(b"new").unwrap();
+        file.commit(false).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert!(!dead.exists(), "a dead writer's file stays");
+        assert!(living.exists() && other.exists(), "a living writer's or another target's file went");
     }
 }

@@ -472,34 +472,6 @@ fn part_prefix(target: &Path) -> String {
     format!(".{name}.part-")
 }
 
-/// Removes the files of downloads of `target` whose process is gone (a
-/// killed download's): on Linux, where `/proc` lists the living
-/// processes; elsewhere they stay.
-fn remove_dead_parts(target: &Path) {
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
-    let prefix = part_prefix(target);
-    let Ok(entries) = std::fs::read_dir(crate::atomic::folder_of(target)) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid.to_string()).exists() {
-            // a name, never what a link there points to
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
 /// Creates the `.part` file of a download in `dir`. The folder is made
 /// again where it is gone: another process's failed download removes the
 /// empty folder it made, which may be this one's until its `.part` exists.
@@ -573,7 +545,7 @@ fn download(
         total: announced.or(expected_size),
     });
 
-    remove_dead_parts(target);
+    crate::atomic::remove_dead_files(target, &part_prefix(target));
     let part = part_path(target);
     let mut guard = TempGuard(Some(part.clone()));
     let mut out = create_part(&part, dir)?;

@@ -27,7 +27,7 @@ pub use corpus::{Corpus, read_corpus};
 pub use error::Text8Error;
 pub use fetch::{DataSource, FetchEvent, TEXT8_SIZE, TEXT8_URL, fetch, resolve, shown_url};
 pub use mirror::{MirrorPair, MirrorSampler, mirror_words};
-pub use normalize::{Normalizer, normalize, normalize_file};
+pub use normalize::{Normalizer, normalize, normalize_file, not_utf8_but_utf16, starts_as_utf16};
 pub use shared::SharedIds;
 pub use split::{Part, Split, SplitKind};
 pub use surface::Surface;

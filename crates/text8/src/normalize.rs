@@ -192,14 +192,8 @@ pub fn normalize_file(
         };
         out.clear();
         norm.push(&buf[..n], &mut out).map_err(|offset| {
-            // UTF-16's byte-order mark at the start: say what the text is
-            if stats.bytes_in == 0
-                && (buf.starts_with(&[0xff, 0xfe]) || buf.starts_with(&[0xfe, 0xff]))
-            {
-                Text8Error::Invalid(format!(
-                    "{}: UTF-16 text (by its byte-order mark), not UTF-8; save it as UTF-8 first",
-                    input.display()
-                ))
+            if stats.bytes_in == 0 && starts_as_utf16(&buf) {
+                Text8Error::Invalid(not_utf8_but_utf16(input))
             } else {
                 Text8Error::NotUtf8 {
                     path: input.to_path_buf(),
@@ -219,6 +213,20 @@ pub fn normalize_file(
     })?;
     writer.commit(replace)?;
     Ok(stats)
+}
+
+/// Whether text starts with UTF-16's byte-order mark (either order): text
+/// that is not UTF-8 and can be said to be what it is.
+pub fn starts_as_utf16(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff])
+}
+
+/// The error for a file of UTF-16 text read as UTF-8.
+pub fn not_utf8_but_utf16(path: &std::path::Path) -> String {
+    format!(
+        "{}: UTF-16 text (by its byte-order mark), not UTF-8; save it as UTF-8 first",
+        path.display()
+    )
 }
 
 #[cfg(test)]

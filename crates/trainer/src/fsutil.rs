@@ -182,11 +182,15 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
 /// [`read_bounded`] of UTF-8 text.
 pub fn read_text(path: &Path, max: u64) -> Result<String> {
     String::from_utf8(read_bounded(path, max)?).map_err(|e| {
-        TrainError::Input(format!(
-            "{}: invalid UTF-8 at byte offset {}",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        ))
+        TrainError::Input(if text8::starts_as_utf16(e.as_bytes()) {
+            text8::not_utf8_but_utf16(path)
+        } else {
+            format!(
+                "{}: invalid UTF-8 at byte offset {}",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })
     })
 }
 
@@ -217,6 +221,10 @@ mod tests {
         std::fs::write(&p, b"ab\xffc").unwrap();
         let e = read_text(&p, 10).unwrap_err().to_string();
         assert!(e.contains("invalid UTF-8 at byte offset 2"), "{e}");
+        // UTF-16 (a --prime-file saved by a Windows editor) is named as such
+        std::fs::write(&p, b"\xff\xfeh\0i\0").unwrap();
+        let e = read_text(&p, 10).unwrap_err().to_string();
+        assert!(e.contains("a.txt: UTF-16 text (by its byte-order mark)"), "{e}");
     }
 
     #[test]

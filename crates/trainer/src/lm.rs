@@ -219,7 +219,10 @@ impl LmData {
         if valid.len() < min_valid {
             return Err(TrainError::Data(corpus.named(
                 text8::Text8Error::TooShort {
-                    what: "validation part".into(),
+                    what: format!(
+                        "validation part (at most data.valid_size = {})",
+                        r.data.valid_size
+                    ),
                     needed: min_valid,
                     found: valid.len(),
                     unit: "characters",

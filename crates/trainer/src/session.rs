@@ -1176,7 +1176,9 @@ pub fn run_recipe(run_dir: &Path, overrides: &[String]) -> Result<(LoadedRecipe,
     for o in overrides {
         crate::recipe::apply_override(&mut tree, o)?;
     }
-    let recipe = crate::recipe::parse_tree(&config.recipe_name, &tree)?;
+    // an edited config.json is named, not only the recipe it came from
+    let recipe = crate::recipe::parse_tree(&config.recipe_name, &tree)
+        .map_err(|e| TrainError::Run(format!("{}: {e}", run.config_path().display())))?;
     Ok((
         LoadedRecipe {
             name: config.recipe_name.clone(),
