@@ -11,8 +11,10 @@
 //!   any script (`char::is_alphanumeric`: `abc123`, `Zürich`, `İstanbul`
 //!   and `नमस्ते` are one word each); a character keeps its parts in their
 //!   order when the word is mirrored (`كَتَبَ` is `بَتَكَ`, `नमस्ते`
-//!   is `स्तेमन`). Everything between words (spaces, punctuation, symbols,
-//!   emoji) is kept as it was typed.
+//!   is `स्तेमन`). An apostrophe, soft hyphen or word joiner between two
+//!   such characters is part of the word (`don't` is `t'nod`, `NASA's` is
+//!   `s'ASAN`). Everything between words (spaces, punctuation, symbols,
+//!   emoji, hyphens: `well-known` is `llew-nwonk`) is kept as it was typed.
 //! - The model reads each character of a word as one letter `a`-`z` (so a
 //!   word keeps its length), the words joined by single spaces: an ASCII
 //!   letter lower-cased, digit `d` as letter `d + 1`, any other character as
@@ -23,8 +25,10 @@
 //!   mirrors the typed character at `len - 1 - j`, and where it is that
 //!   character's letter (the model was right) the typed character itself
 //!   comes back: its case, its accent, its digit, its script. A letter the
-//!   model got wrong is shown as written, in the case of the typed letter at
-//!   that place (a digit's place: as a digit where it can be one).
+//!   model got wrong is shown as the word's character of another script
+//!   that it stands for, if there is one, else as written, in the case of
+//!   the typed letter at that place (a digit's place: as a digit where it
+//!   can be one).
 
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -56,6 +60,14 @@ fn in_word(unit: &str) -> bool {
     unit.chars().any(char::is_alphanumeric)
 }
 
+/// Whether a character that is no word of its own joins the two words it
+/// stands between into one: an apostrophe (`don't`, `O'Brien`,
+/// `rock'n'roll`; typed as U+0027 or U+2019) and the invisible soft hyphen
+/// and word joiner, which a reader does not see at all.
+fn joins_words(unit: &str) -> bool {
+    matches!(unit, "'" | "\u{2019}" | "\u{ad}" | "\u{2060}")
+}
+
 /// The letter `a`-`z` the model reads for a character of a word.
 fn letter_of(c: char) -> u8 {
     match c {
@@ -71,8 +83,12 @@ impl Surface {
     pub fn parse(line: &str) -> Self {
         let mut words = Vec::new();
         let mut start = None;
-        for (i, unit) in line.grapheme_indices(true) {
-            match (in_word(unit), start) {
+        let mut units = line.grapheme_indices(true).peekable();
+        while let Some((i, unit)) = units.next() {
+            let joined = start.is_some()
+                && joins_words(unit)
+                && units.peek().is_some_and(|&(_, u)| in_word(u));
+            match (in_word(unit) || joined, start) {
                 (true, None) => start = Some(i),
                 (false, Some(s)) => {
                     words.push(Word { start: s, end: i });
@@ -137,7 +153,14 @@ impl Surface {
                     match mirrored {
                         // the model was right: the typed character, marks and all
                         Some(u) if c.is_ascii() && letter_of(base(u)) == c as u8 => out.push_str(u),
-                        _ => out.push(restore_char(c, mirrored.map(base))),
+                        // wrong here, but the letter of a character of another
+                        // script in the word: that character, not a Latin letter
+                        _ => match typed.iter().find(|u| {
+                            !base(u).is_ascii() && c.is_ascii() && letter_of(base(u)) == c as u8
+                        }) {
+                            Some(u) => out.push_str(u),
+                            None => out.push(restore_char(c, mirrored.map(base))),
+                        },
                     }
                 }
             }
@@ -194,13 +217,18 @@ mod tests {
         /// exactly in place.
         #[test]
         fn a_perfect_mirror_reverses_each_typed_word(
-            line in "(\\PC|[a-zA-Z0-9]|\u{200d}|\u{600}|\u{fe0f}\u{20e3}){0,80}"
+            line in "(\\PC|[a-zA-Z0-9]|\u{200d}|\u{600}|\u{fe0f}\u{20e3}|'|\u{ad}){0,80}"
         ) {
-            // the word's characters as a reader sees them, reversed
+            // the word's characters as a reader sees them, reversed; a
+            // joiner with a word's character on either side is one of them
             let mut want = String::new();
             let mut word: Vec<&str> = vec![];
-            for unit in line.graphemes(true) {
-                if in_word(unit) {
+            let units: Vec<&str> = line.graphemes(true).collect();
+            for (k, &unit) in units.iter().enumerate() {
+                let between = k > 0
+                    && in_word(units[k - 1])
+                    && units.get(k + 1).is_some_and(|u| in_word(u));
+                if in_word(unit) || joins_words(unit) && between {
                     word.push(unit);
                 } else {
                     want.extend(word.drain(..).rev());
@@ -216,7 +244,13 @@ mod tests {
     fn case_punctuation_digits_and_spacing_come_back() {
         assert_eq!(round_trip("Hello, World!"), "olleH, dlroW!");
         assert_eq!(round_trip("in 2026."), "ni 6202.");
-        assert_eq!(round_trip("  NASA's  iPhone\t3G "), "  ASAN's  enohPi\tG3 ");
+        assert_eq!(round_trip("  NASA's  iPhone\t3G "), "  s'ASAN  enohPi\tG3 ");
+        // an apostrophe or soft hyphen inside a word is part of it; a
+        // hyphen, or an apostrophe at a word's end, is not
+        assert_eq!(round_trip("don't rock'n'roll"), "t'nod llor'n'kcor");
+        assert_eq!(round_trip("O\u{2019}Brien dogs' 'twas"), "neirB\u{2019}O sgod' 'sawt");
+        assert_eq!(round_trip("co\u{ad}operate well-known"), "etarepo\u{ad}oc llew-nwonk");
+        assert_eq!(round_trip("a''b"), "a''b");
         assert_eq!(round_trip("abc123def"), "fed321cba");
         assert_eq!(round_trip("mp3 B52 covid19"), "3pm 25B 91divoc");
         assert_eq!(round_trip("...!?"), "...!?");
@@ -279,5 +313,12 @@ mod tests {
         // (a digit where the typed character is one); past the typed word as written
         assert_eq!(s.restore("iiq uoy ce"), "iIq, uoy 24");
         assert_eq!(s.restore("ih uoy cz"), "iH, uoy 2z");
+        // in a word of another script, a wrong letter that stands for one of
+        // the word's characters comes back as that character
+        let s = Surface::parse("да");
+        let (d, a) = (letter_of('д') as char, letter_of('а') as char);
+        assert_eq!(s.restore(&format!("{a}{a}{d}")), "аад");
+        let other = (b'a'..=b'z').map(char::from).find(|&c| c != d && c != a).unwrap();
+        assert_eq!(s.restore(&format!("{a}{other}")), format!("а{other}"));
     }
 }

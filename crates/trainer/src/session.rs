@@ -1131,11 +1131,25 @@ pub fn load_weights_file(run: &RunDir, config: &RunConfig, format: &str) -> Resu
     let run_dir = run.path();
     let path = run.model_path();
     if !path.exists() {
-        return Err(TrainError::Run(format!(
-            "{}: no model.safetensors yet (the run stopped before its first checkpoint; \
-             continue it with --resume {0})",
-            run_dir.display()
-        )));
+        let train = if config.tokenizer == Tokenizer::Mirror {
+            "charlstm mirror train"
+        } else {
+            "charlstm train"
+        };
+        let dir = run_dir.display();
+        let why = if run.checkpoint_path().exists() {
+            // a save writes the model before the checkpoint: it was removed since
+            format!(
+                "it was removed; training further writes it again: \
+                 {train} --resume {dir} --steps N, N past the trained steps"
+            )
+        } else {
+            format!(
+                "the run stopped before its first checkpoint; continue it with \
+                 {train} --resume {dir}"
+            )
+        };
+        return Err(TrainError::Run(format!("{dir}: no model.safetensors ({why})")));
     }
     let weights = SafeTensors::read(&path)?;
     if weights.metadata.get("format").map(String::as_str) != Some(format) {

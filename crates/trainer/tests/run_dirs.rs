@@ -301,3 +301,28 @@ fn a_folder_or_link_where_a_run_writes_is_refused_before_training() {
         assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "keep");
     }
 }
+
+/// A run without its model says how to write it again, with the command
+/// of its task: by training further where a checkpoint is left (the model
+/// was removed), by resuming where none is (stopped before the first).
+#[test]
+fn a_missing_model_says_which_command_writes_it() {
+    let (_, lm_run, mirror_run) = runs();
+    let device = Device::flex();
+    for (run, train) in [(lm_run, "charlstm train"), (mirror_run, "charlstm mirror train")] {
+        let dir = copy(run);
+        std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+        let load = || {
+            if run == lm_run {
+                trainer::lm::load_lm(dir.path(), &device).map(|_| ())
+            } else {
+                trainer::mirror::load_mirror(dir.path(), &device).map(|_| ())
+            }
+        };
+        let err = load().unwrap_err().to_string();
+        assert!(err.contains(&format!("it was removed; training further writes it again: {train} --resume")), "{err}");
+        std::fs::remove_file(dir.path().join("checkpoint.safetensors")).unwrap();
+        let err = load().unwrap_err().to_string();
+        assert!(err.contains(&format!("before its first checkpoint; continue it with {train} --resume")), "{err}");
+    }
+}
