@@ -125,35 +125,40 @@ struct Lengths(Vec<usize>);
 /// Sentence lengths of `--words`: numbers and FIRST-LAST ranges,
 /// comma-separated (clap names the flag and the value; a usage error).
 fn parse_lengths(s: &str) -> std::result::Result<Lengths, String> {
-    let bad = || {
-        format!(
-            "expected numbers or FIRST-LAST ranges separated by commas, such as 1-10,20,60 \
-             (each from 1 to {MAX_WORDS})"
-        )
-    };
+    let expected = format!(
+        "expected numbers or FIRST-LAST ranges separated by commas, such as 1-10,20,60 \
+         (each from 1 to {MAX_WORDS}, {MAX_WORDS} lengths at most)"
+    );
     let mut out = vec![];
-    for part in s.split(',') {
-        let (a, b): (usize, usize) = match part.split_once('-') {
-            Some((a, b)) => (
-                a.trim().parse().map_err(|_| bad())?,
-                b.trim().parse().map_err(|_| bad())?,
-            ),
-            None => {
-                let n = part.trim().parse().map_err(|_| bad())?;
-                (n, n)
-            }
+    for (k, part) in s.split(',').enumerate() {
+        let bad = |why: &str| format!("part {} {part:?}: {why}; {expected}", k + 1);
+        let number = |n: &str| {
+            n.trim()
+                .parse::<usize>()
+                .map_err(|_| bad(&format!("{:?} is not a number", n.trim())))
         };
-        if a == 0 || a > b || b > MAX_WORDS || out.len() + (b - a + 1) > MAX_WORDS {
-            return Err(bad());
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (number(a)?, number(b)?),
+            None => (number(part)?, number(part)?),
+        };
+        if a == 0 || b > MAX_WORDS {
+            return Err(bad("out of range"));
+        }
+        if a > b {
+            return Err(bad("a range from high to low"));
+        }
+        if out.len() + (b - a + 1) > MAX_WORDS {
+            return Err(bad("too many lengths"));
         }
         out.extend(a..=b);
     }
     Ok(Lengths(out))
 }
 
-/// Most characters evaluated for one sentence length (held in memory, with
-/// the targets and outputs, a few times over).
-const MAX_EVAL_CHARS: usize = 200_000_000;
+/// Most characters evaluated for one sentence length, held in memory with
+/// the targets, the outputs and the model's states: about 160 bytes a
+/// character (288 MB for `--words 30 --count 10000`), so about 3 GB.
+const MAX_EVAL_CHARS: usize = 20_000_000;
 
 /// Longest evaluated sentence, in words (and most lengths in one `--words`).
 const MAX_WORDS: usize = 100_000;
@@ -185,6 +190,35 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
             .map_err(|e| corpus.named(e))
             .context("--words")?;
     }
+    // characters per word, to bound what one length holds: said before the table starts
+    let words_in_test = test.split(|&c| c == 0).filter(|w| !w.is_empty()).count();
+    let per_word = if a.made_up && a.made_up_len > 0 {
+        a.made_up_len + 1
+    } else {
+        test.len() / words_in_test.max(1) + 1
+    };
+    if let Some(&n) = lengths.iter().max() {
+        let chars = n.saturating_mul(a.count).saturating_mul(per_word);
+        if chars > MAX_EVAL_CHARS {
+            bail!(
+                "--words {n} x --count {}: about {chars} characters to hold at once, more than \
+                 {MAX_EVAL_CHARS}; lower --count",
+                a.count
+            );
+        }
+    }
+    let made_up = a.made_up.then_some(mirror::MadeUpWords {
+        prob: 1.0,
+        max_len: a.made_up_len,
+        run_prob: a.letter_runs,
+    });
+    let evaluate = |n: usize, count: usize| {
+        mirror::evaluate_words(&model, test.clone(), n, count, a.beam, a.seed, made_up, &device)
+    };
+    if let Some(&first) = lengths.first() {
+        // a few sentences first, unmeasured: the first row's speed is not the start-up's
+        evaluate(first, a.count.min(8))?;
+    }
     if !a.json {
         outln!(
             "| words | sentences | characters | words | sentences exact | sentences/s | chars/s |"
@@ -194,36 +228,8 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
     let mut tally = ErrorTally::default();
     let mut examples = vec![];
     let mut measured = vec![];
-    // characters per word, to bound what one length holds
-    let words_in_test = test.split(|&c| c == 0).filter(|w| !w.is_empty()).count();
-    let per_word = if a.made_up && a.made_up_len > 0 {
-        a.made_up_len + 1
-    } else {
-        test.len() / words_in_test.max(1) + 1
-    };
     for &n in lengths {
-        let chars = n.saturating_mul(a.count).saturating_mul(per_word);
-        if chars > MAX_EVAL_CHARS {
-            bail!(
-                "--words {n} x --count {}: about {chars} characters to hold at once, more than \
-                 {MAX_EVAL_CHARS}; lower --count",
-                a.count
-            );
-        }
-        let e = mirror::evaluate_words(
-            &model,
-            test.clone(),
-            n,
-            a.count,
-            a.beam,
-            a.seed,
-            a.made_up.then_some(mirror::MadeUpWords {
-                prob: 1.0,
-                max_len: a.made_up_len,
-                run_prob: a.letter_runs,
-            }),
-            &device,
-        )?;
+        let e = evaluate(n, a.count)?;
         let s = &e.scores;
         let rate = |x: usize| x as f64 / e.seconds.max(1e-9);
         if a.json {
@@ -517,10 +523,12 @@ mod tests {
             "wrong words: 3; first word of its sentence 1, last 1, in between 1; 1-3 letters 1, \
              4-7 letters 1, 8-12 letters 0, 13+ letters 1; with a letter three or more times in a row 1"
         );
-        assert!(parse_lengths("3-1").is_err());
-        assert!(parse_lengths("0").is_err());
-        assert!(parse_lengths("1,,2").is_err());
-        assert!(parse_lengths("1-100001").is_err());
+        let err = |s: &str| parse_lengths(s).unwrap_err();
+        assert!(err("3-1").starts_with("part 1 \"3-1\": a range from high to low"));
+        assert!(err("0").starts_with("part 1 \"0\": out of range"));
+        assert!(err("1,,2").starts_with("part 2 \"\": \"\" is not a number"));
+        assert!(err("4,1_000").starts_with("part 2 \"1_000\": \"1_000\" is not a number"));
+        assert!(err("1-100001").contains("out of range"));
         assert_eq!(parse_lengths("2-4").unwrap().0, vec![2, 3, 4]);
         assert_eq!(parse_lengths("5").unwrap().0, vec![5]);
         assert_eq!(
