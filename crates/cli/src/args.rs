@@ -137,6 +137,8 @@ pub struct SampleArgs {
     #[arg(long, value_name = "DIR")]
     pub run: PathBuf,
     /// Text to start from (letters and spaces; upper-case is lowered)
+    /// [default: a random character, a random bigram for a bigram model,
+    /// printed before the --length generated]
     #[arg(long, short, conflicts_with = "prime_file", value_parser = prime_value)]
     pub prime: Option<String>,
     /// Start from the text of FILE (any UTF-8 text, put in text8 form; at most 1 MiB)
