@@ -19,10 +19,11 @@ use crate::train::TrainCommand;
 
 /// Mirror every word of sentences with a trained run (`Hello, World!` ->
 /// `olleH, dlroW!`: case, punctuation, digits and spacing kept), or train
-/// or evaluate one. Each line goes to the model whole; only lines longer
-/// than the model was measured on (3,000 characters for word-window models,
-/// the training window for others) are mirrored in pieces of whole words,
-/// with a note on stderr, and words longer than 32 letters in parts.
+/// or evaluate one. Each line goes to the model whole, but for words longer
+/// than 32 letters, mirrored in parts, and lines longer than the model was
+/// measured on (3,000 characters for word-window models, the training
+/// window for others), mirrored in pieces of whole words with a note on
+/// stderr.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct MirrorArgs {
@@ -216,8 +217,9 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
         mirror::evaluate_words(&model, test.clone(), n, count, a.beam, a.seed, made_up, &device)
     };
     if let Some(&first) = lengths.first() {
-        // a few sentences first, unmeasured: the first row's speed is not the start-up's
-        evaluate(first, a.count.min(8))?;
+        // a few short sentences first, unmeasured: the first row's speed is
+        // not the start-up's
+        evaluate(first.min(12), a.count.min(8))?;
     }
     if !a.json {
         outln!(
@@ -476,8 +478,26 @@ fn infer(
         let surfaces: Vec<text8::Surface> = lines.iter().map(|l| text8::Surface::parse(&l.text)).collect();
         let texts: Vec<String> = surfaces.iter().map(text8::Surface::text8).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let mirrored = mirror::mirror_texts(&model, &refs, whole_chars, beam, &device)
-            .with_context(|| format!("inputs {}-{}", read + 1, read + lines.len()))?;
+        // a batch that fails goes again a line at a time: the lines before
+        // the one at fault are answered, and the error names it
+        let mut failed = None;
+        let mirrored = match mirror::mirror_texts(&model, &refs, whole_chars, beam, &device) {
+            Ok(m) => m,
+            Err(_) if refs.len() > 1 => {
+                let mut one_by_one = vec![];
+                for (k, text) in refs.iter().enumerate() {
+                    match mirror::mirror_texts(&model, &[text], whole_chars, beam, &device) {
+                        Ok(m) => one_by_one.extend(m),
+                        Err(e) => {
+                            failed = Some(anyhow::Error::new(e).context(format!("input {}", read + k + 1)));
+                            break;
+                        }
+                    }
+                }
+                one_by_one
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("input {}", read + 1))),
+        };
         for (k, ((line, surface), m)) in lines.iter().zip(&surfaces).zip(&mirrored).enumerate() {
             if m.cut && !noted {
                 noted = true;
@@ -494,7 +514,7 @@ fn infer(
             out!("{shown}{}", line.ending);
         }
         read += lines.len();
-        if let Some(e) = error {
+        if let Some(e) = failed.or(error) {
             return Err(e);
         }
         if lines.is_empty() {

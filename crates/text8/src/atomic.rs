@@ -37,7 +37,7 @@ pub fn create_folders(dir: &Path) -> std::io::Result<()> {
     })
 }
 
-/// Removes the files beside `target` named `PREFIX` `PID-...` whose
+/// Removes the files beside `target` named `PREFIX` `PID-N` whose
 /// process is gone (a killed writer's: a download's `.part`, a temporary
 /// file): on Linux, where `/proc` lists the living processes; elsewhere
 /// they stay.
@@ -54,6 +54,7 @@ pub fn remove_dead_files(target: &Path, prefix: &str) {
             .to_str()
             .and_then(|n| n.strip_prefix(prefix))
             .and_then(|rest| rest.split_once('-'))
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|(pid, _)| pid.parse::<u32>().ok())
         else {
             continue;
@@ -171,7 +172,9 @@ mod tests {
         let dead = dir.path().join(".out.txt.tmp-999999999-0");
         let living = dir.path().join(format!(".out.txt.tmp-{}-999", std::process::id()));
         let other = dir.path().join(".other.txt.tmp-999999999-0");
-        for f in [&dead, &living, &other] {
+        // a file of its own named like one (not digits after the id)
+        let kept = dir.path().join(".out.txt.tmp-999999999-x");
+        for f in [&dead, &living, &other, &kept] {
             std::fs::write(f, "left").unwrap();
         }
         let mut file = AtomicFile::create(&target).unwrap();
@@ -179,6 +182,9 @@ mod tests {
         file.commit(false).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
         assert!(!dead.exists(), "a dead writer's file stays");
-        assert!(living.exists() && other.exists(), "a living writer's or another target's file went");
+        assert!(
+            living.exists() && other.exists() && kept.exists(),
+            "a living writer's, another target's or a user's file went"
+        );
     }
 }

@@ -25,10 +25,10 @@
 //!   mirrors the typed character at `len - 1 - j`, and where it is that
 //!   character's letter (the model was right) the typed character itself
 //!   comes back: its case, its accent, its digit, its script. A letter the
-//!   model got wrong is shown as the word's character of another script
-//!   that it stands for, if there is one, else as written, in the case of
-//!   the typed letter at that place (a digit's place: as a digit where it
-//!   can be one).
+//!   model got wrong is shown, in a word of another script (no ASCII
+//!   character in it), as the word's letter that it stands for, if there is
+//!   one; else as written, in the case of the typed letter at that place (a
+//!   digit's place: as a digit where it can be one).
 
 use unicode_segmentation::UnicodeSegmentation;
 
@@ -147,16 +147,18 @@ impl Surface {
         for &w in &self.words {
             out.push_str(&self.line[at..w.start]);
             let typed = units(self.typed(w));
+            let foreign = typed.iter().all(|u| !base(u).is_ascii());
             if let Some(m) = written.next() {
                 for (j, c) in m.chars().enumerate() {
                     let mirrored = typed.len().checked_sub(j + 1).map(|p| typed[p]);
                     match mirrored {
                         // the model was right: the typed character, marks and all
                         Some(u) if c.is_ascii() && letter_of(base(u)) == c as u8 => out.push_str(u),
-                        // wrong here, but the letter of a character of another
-                        // script in the word: that character, not a Latin letter
+                        // wrong here, in a word of another script (no ASCII in
+                        // it, where a Latin letter is never right): the word's
+                        // letter or digit that the model's letter stands for
                         _ => match typed.iter().find(|u| {
-                            !base(u).is_ascii() && c.is_ascii() && letter_of(base(u)) == c as u8
+                            foreign && in_word(u) && c.is_ascii() && letter_of(base(u)) == c as u8
                         }) {
                             Some(u) => out.push_str(u),
                             None => out.push(restore_char(c, mirrored.map(base))),
@@ -320,5 +322,13 @@ mod tests {
         assert_eq!(s.restore(&format!("{a}{a}{d}")), "аад");
         let other = (b'a'..=b'z').map(char::from).find(|&c| c != d && c != a).unwrap();
         assert_eq!(s.restore(&format!("{a}{other}")), format!("а{other}"));
+        // never a joiner in a letter's place, nor another script's letter in
+        // a word with ASCII in it (ü's letter is `s`, the soft hyphen's `r`)
+        assert_eq!(letter_of('ü'), b's');
+        assert_eq!(Surface::parse("Zürich").restore("hcsrsz"), "hcsrüZ");
+        let s = Surface::parse("да\u{ad}да");
+        let r = letter_of('\u{ad}') as char;
+        assert!(r != a && r != d);
+        assert_eq!(s.restore(&format!("{a}{d}{r}{r}{d}")), format!("ад\u{ad}{r}д"));
     }
 }

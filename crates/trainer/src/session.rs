@@ -703,7 +703,7 @@ struct Books<'a, R> {
 }
 
 /// Takes a summary (validation, log lines, samples), then saves the
-/// checkpoint, the metrics and the plots.
+/// model, the metrics, the plots and the checkpoint.
 fn summarise<T: Task>(
     task: &mut T,
     optim: &Optimizer,
@@ -790,7 +790,6 @@ fn summarise<T: Task>(
         (rows, *last_good),
     )?;
     *last_good = Some(progress.step);
-    metrics::write_plots(run.path(), saver.title, rows)?;
     observer(&Event::Checkpoint {
         step: progress.step,
         path: &run.checkpoint_path(),
@@ -840,8 +839,8 @@ fn finite_average(
     Ok(average)
 }
 
-/// Writes `model.safetensors` (`weights`, checked finite) and
-/// `metrics.csv`, then `checkpoint.safetensors` (everything to resume): a
+/// Writes `model.safetensors` (`weights`, checked finite), `metrics.csv`
+/// and its plots, then `checkpoint.safetensors` (everything to resume): a
 /// save stopped part way (a kill, a full disk) leaves the checkpoint of the
 /// save before, from which a resume trains again and writes all three (in
 /// the other order, the last save's stop left the model and metrics behind
@@ -899,6 +898,7 @@ fn save<T: Task>(
     let _writing = WRITING_CHECKPOINT.lock().unwrap_or_else(|e| e.into_inner());
     weights.write(&run.model_path())?;
     metrics::write_csv(&run.metrics_path(), rows)?;
+    metrics::write_plots(run.path(), saver.title, rows)?;
     // the checkpoint last: it is the source of truth for --resume
     ck.write(&run.checkpoint_path())
 }
@@ -1005,7 +1005,7 @@ fn open_resume<T: Task>(
         )));
     }
     let path = run.checkpoint_path();
-    if !path.exists() && (run.model_path().exists() || run.metrics_path().exists()) {
+    if !path.exists() && trained_past_first_save::<T>(&run) {
         return Err(cannot(
             "it has no checkpoint.safetensors but has trained files (model.safetensors or \
              metrics.csv): starting it again would replace them; start a new run, or put the \
@@ -1078,6 +1078,24 @@ fn open_resume<T: Task>(
     })
 }
 
+/// Whether a run without a checkpoint holds trained files that starting it
+/// again would lose. A save writes the model and the metrics before its
+/// checkpoint, so a stop in the first save (a kill, a full disk) leaves
+/// those of the first step alone: one step, trained again. Anything later,
+/// or a file that does not read, was left by a checkpoint removed since.
+fn trained_past_first_save<T: Task>(run: &RunDir) -> bool {
+    let model = run.model_path();
+    let model_later = model.exists()
+        && SafeTensors::read(&model)
+            .ok()
+            .and_then(|w| w.metadata.get("step")?.parse::<u64>().ok())
+            .is_none_or(|step| step > 1);
+    let metrics = run.metrics_path();
+    let metrics_later = metrics.exists()
+        && metrics::read_csv::<T::Row>(&metrics).map_or(true, |rows| rows.iter().any(|r| r.step() > 0));
+    model_later || metrics_later
+}
+
 /// The recipe keys a resumed run may change: how long it trains and how often it reports.
 pub const RESUMABLE_KEYS: &[&str] = &[
     "train.steps",
@@ -1138,7 +1156,8 @@ pub fn load_weights_file(run: &RunDir, config: &RunConfig, format: &str) -> Resu
         };
         let dir = run_dir.display();
         let why = if run.checkpoint_path().exists() {
-            // a save writes the model before the checkpoint: it was removed since
+            // a save writes the model before the checkpoint: it was removed
+            // since (or lost in a save of a version that wrote it after)
             format!(
                 "it was removed; training further writes it again: \
                  {train} --resume {dir} --steps N, N past the trained steps"
@@ -1191,8 +1210,12 @@ pub fn run_recipe(run_dir: &Path, overrides: &[String]) -> Result<(LoadedRecipe,
         crate::recipe::apply_override(&mut tree, o)?;
     }
     // an edited config.json is named, not only the recipe it came from
+    let source = match overrides {
+        [] => run.config_path().display().to_string(),
+        _ => format!("{} with {}", run.config_path().display(), overrides.join(", ")),
+    };
     let recipe = crate::recipe::parse_tree(&config.recipe_name, &tree)
-        .map_err(|e| TrainError::Run(format!("{}: {e}", run.config_path().display())))?;
+        .map_err(|e| TrainError::Run(format!("{source}: {e}")))?;
     Ok((
         LoadedRecipe {
             name: config.recipe_name.clone(),

@@ -62,6 +62,15 @@ fn resume_refuses_an_edited_recipe_and_says_when_nothing_is_left() {
     std::fs::write(&config, &edited).unwrap();
     let err = fails(&charlstm(&["train", "--resume", r, "--steps", "8"]));
     assert!(err.contains("data.valid_size differs"), "{err}");
+    // a value no recipe may have: the file is named, and what the command added
+    let zero = original.replace("\"summary\": 10", "\"summary\": 0");
+    assert_ne!(zero, original);
+    std::fs::write(&config, &zero).unwrap();
+    let err = fails(&charlstm(&["train", "--resume", r, "--steps", "8"]));
+    assert!(
+        err.contains("config.json with train.steps=8: recipe notebook-char: train.summary"),
+        "{err}"
+    );
     std::fs::write(&config, &original).unwrap();
     let err = fails(&charlstm(&[
         "train",
@@ -477,9 +486,10 @@ fn resuming_with_another_summary_interval_keeps_the_history() {
     assert_eq!(steps, ["0", "10", "20", "27", "30"], "{metrics}");
 }
 
-/// A kill between a save's checkpoint and its `metrics.csv` (the row of
-/// the checkpoint's summary not written yet) loses no history: the
-/// checkpoint holds the rows, and resuming writes them back.
+/// A `metrics.csv` short of the checkpoint's last row (edited, or left by
+/// a kill between the checkpoint and the metrics of a version that wrote
+/// the checkpoint first) loses no history: the checkpoint holds the rows,
+/// and resuming writes them back.
 #[test]
 fn a_kill_before_the_metrics_are_written_loses_no_row() {
     let dir = tempfile::tempdir().unwrap();
@@ -682,16 +692,19 @@ fn a_run_saved_before_dropconnect_still_loads() {
     assert!(out.contains("done: 5 steps"), "{out}");
 }
 
-/// A stop anywhere in a run's last save (strace kills the process at one
-/// of its last renames: the model's, the metrics', the checkpoint's, a
-/// plot's) leaves a run whose resume ends where the uninterrupted run did:
-/// the same model and metrics, never a checkpoint that has nothing left to
-/// train beside a model and metrics of the save before.
+/// A stop anywhere in a run's first or last save (strace kills the process
+/// at one of their renames: the model's, the metrics', the plots', the
+/// checkpoint's) leaves a run whose resume ends where the uninterrupted run
+/// did: the same model and metrics. A save writes its checkpoint last, so
+/// a stop leaves the checkpoint of the save before (none in the first: the
+/// run starts again), never one with nothing left to train beside a model
+/// and metrics of the save before.
 #[cfg(target_os = "linux")]
 #[test]
-fn a_kill_during_the_last_save_is_made_good_by_resuming() {
-    if Command::new("strace").arg("-V").output().is_err() {
-        eprintln!("strace not found: a_kill_during_the_last_save_is_made_good_by_resuming not run");
+fn a_kill_during_a_save_is_made_good_by_resuming() {
+    let traced = Command::new("strace").args(["-f", "-o", "/dev/null", "true"]).output();
+    if !traced.is_ok_and(|o| o.status.success()) {
+        eprintln!("strace cannot trace here: a_kill_during_a_save_is_made_good_by_resuming not run");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -699,22 +712,32 @@ fn a_kill_during_the_last_save_is_made_good_by_resuming() {
     let d = data.to_str().unwrap();
     let whole = dir.path().join("whole");
     let trace = dir.path().join("renames");
-    let strace = |trace: &std::path::Path, inject: Option<usize>, args: &[&str]| {
+    const RENAMES: &str = "rename,renameat,renameat2";
+    let strace = |inject: Option<usize>, args: &[&str]| {
         let mut c = Command::new("strace");
-        c.args(["-f", "-qq", "-o"]).arg(trace).args(["-e", "trace=rename"]);
+        c.args(["-f", "-qq", "-o"]).arg(&trace).args(["-e", &format!("trace={RENAMES}")]);
         if let Some(n) = inject {
-            c.args(["-e", &format!("inject=rename:signal=SIGKILL:when={n}")]);
+            c.args(["-e", &format!("inject={RENAMES}:signal=SIGKILL:when={n}")]);
         }
         c.arg(BIN).args(args).env_remove("CHARLSTM_DEVICE").output().unwrap()
     };
-    let out = strace(&trace, None, &train_args(d, whole.to_str().unwrap(), &["--steps", "30"]));
+    let out = strace(None, &train_args(d, whole.to_str().unwrap(), &["--steps", "30"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let renames = std::fs::read_to_string(&trace).unwrap().matches("rename(").count();
-    assert!(renames >= 6, "{renames} renames");
-    for when in renames - 5..=renames {
+    // the saves' renames, 1-based (config.json's, before any step, left out)
+    let renames: Vec<usize> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|l| ["rename(", "renameat(", "renameat2("].iter().any(|c| l.contains(c)))
+        .enumerate()
+        .filter(|(_, l)| !l.contains("config.json"))
+        .map(|(k, _)| k + 1)
+        .collect();
+    assert!(renames.len() >= 12, "{renames:?}");
+    let ends = renames[..5].iter().chain(&renames[renames.len() - 5..]);
+    for &when in ends {
         let run = dir.path().join(format!("killed-{when}"));
         let r = run.to_str().unwrap();
-        let killed = strace(&trace, Some(when), &train_args(d, r, &["--steps", "30"]));
+        let killed = strace(Some(when), &train_args(d, r, &["--steps", "30"]));
         assert!(!killed.status.success(), "rename {when}: not killed");
         let resumed = charlstm(&["train", "--resume", r, "--log", "plain"]);
         let err = String::from_utf8_lossy(&resumed.stderr);

@@ -577,13 +577,20 @@ pub fn backward_packed(
         PackedRecurrent::F32(_) => false,
     };
     if !in_half {
-        // one product over all rows, with the states each step read: h0,
-        // then the outputs but the last (as two products, the first of
-        // only `batch` rows read and wrote all of `dwh` once more)
-        let mut h_read = Vec::with_capacity(rows * hd);
-        h_read.extend_from_slice(h0);
-        h_read.extend_from_slice(&hs[..(rows - b) * hd]);
-        matmul(&mut dwh, &h_read, &dp, hd, g4, rows, true, false, false);
+        matmul(&mut dwh, h0, &dp[..b * g4], hd, g4, b, true, false, false);
+        if dims.steps > 1 {
+            matmul(
+                &mut dwh,
+                &hs[..(rows - b) * hd],
+                &dp[b * g4..],
+                hd,
+                g4,
+                rows - b,
+                true,
+                false,
+                true,
+            );
+        }
     }
     if !dh0_wanted {
         // not dh0: the gradient of the second step's input state
