@@ -162,7 +162,10 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let ids = &ids[..a.limit.unwrap_or(ids.len()).min(ids.len())];
     // a text too short to predict from says which file, part and limit
     let what = || {
-        let limit = a.limit.map(|n| format!(", --limit {n}")).unwrap_or_default();
+        let limit = a
+            .limit
+            .map(|n| format!(", --limit {n}"))
+            .unwrap_or_default();
         format!("{}, --part {}{limit}", path.display(), part.name())
     };
     let bar = progress::bytes_bar(Some(ids.len() as u64), "evaluating");

@@ -214,7 +214,16 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
         run_prob: a.letter_runs,
     });
     let evaluate = |n: usize, count: usize| {
-        mirror::evaluate_words(&model, test.clone(), n, count, a.beam, a.seed, made_up, &device)
+        mirror::evaluate_words(
+            &model,
+            test.clone(),
+            n,
+            count,
+            a.beam,
+            a.seed,
+            made_up,
+            &device,
+        )
     };
     if let Some(&first) = lengths.first() {
         // a few short sentences first, unmeasured: the first row's speed is
@@ -447,7 +456,10 @@ fn next_lines(
             Ok(None) => break,
             Err(e) => {
                 let k = read + batch.len() + 1;
-                return (batch, Some(e.context(format!("reading sentence {k} from stdin"))));
+                return (
+                    batch,
+                    Some(e.context(format!("reading sentence {k} from stdin"))),
+                );
             }
         }
     }
@@ -468,14 +480,22 @@ fn infer(
     let (model, whole_chars) = mirror::load_mirror(run, &device)?;
     // arguments, or stdin (`-` too) answered as it arrives
     let from_stdin = sentences.is_empty() || sentences == ["-"];
-    let mut stdin = from_stdin.then(|| std::io::BufReader::with_capacity(1 << 18, std::io::stdin().lock()));
-    let mut args = if from_stdin { [].iter() } else { sentences.iter() };
+    let mut stdin =
+        from_stdin.then(|| std::io::BufReader::with_capacity(1 << 18, std::io::stdin().lock()));
+    let mut args = if from_stdin {
+        [].iter()
+    } else {
+        sentences.iter()
+    };
     let mut read = 0;
     let mut noted = false;
     loop {
         let (lines, error) = next_lines(stdin.as_mut(), &mut args, read);
         // the model reads the words in text8 form; the typed form goes back around them
-        let surfaces: Vec<text8::Surface> = lines.iter().map(|l| text8::Surface::parse(&l.text)).collect();
+        let surfaces: Vec<text8::Surface> = lines
+            .iter()
+            .map(|l| text8::Surface::parse(&l.text))
+            .collect();
         let texts: Vec<String> = surfaces.iter().map(text8::Surface::text8).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         // a batch that fails goes again a line at a time: the lines before
@@ -489,7 +509,9 @@ fn infer(
                     match mirror::mirror_texts(&model, &[text], whole_chars, beam, &device) {
                         Ok(m) => one_by_one.extend(m),
                         Err(e) => {
-                            failed = Some(anyhow::Error::new(e).context(format!("input {}", read + k + 1)));
+                            failed = Some(
+                                anyhow::Error::new(e).context(format!("input {}", read + k + 1)),
+                            );
                             break;
                         }
                     }
@@ -510,7 +532,11 @@ fn infer(
                     texts[k].len()
                 );
             }
-            let shown = if raw_form { m.text.clone() } else { surface.restore(&m.text) };
+            let shown = if raw_form {
+                m.text.clone()
+            } else {
+                surface.restore(&m.text)
+            };
             out!("{shown}{}", line.ending);
         }
         read += lines.len();
@@ -557,7 +583,12 @@ mod tests {
         );
         let mut input = std::io::Cursor::new(b"the cat\r\nsat\n\nlast\r\r\nend".to_vec());
         let lines: Vec<Option<Line>> = (0..6).map(|_| read_line(&mut input, 10).unwrap()).collect();
-        let line = |text: &str, ending| Some(Line { text: text.into(), ending });
+        let line = |text: &str, ending| {
+            Some(Line {
+                text: text.into(),
+                ending,
+            })
+        };
         let want = [
             line("the cat", "\r\n"),
             line("sat", "\n"),

@@ -170,7 +170,9 @@ mod tests {
         let target = dir.path().join("out.txt");
         // no process has an id this high (Linux's limit is 2^22)
         let dead = dir.path().join(".out.txt.tmp-999999999-0");
-        let living = dir.path().join(format!(".out.txt.tmp-{}-999", std::process::id()));
+        let living = dir
+            .path()
+            .join(format!(".out.txt.tmp-{}-999", std::process::id()));
         let other = dir.path().join(".other.txt.tmp-999999999-0");
         // a file of its own named like one (not digits after the id)
         let kept = dir.path().join(".out.txt.tmp-999999999-x");

@@ -250,8 +250,14 @@ mod tests {
         // an apostrophe or soft hyphen inside a word is part of it; a
         // hyphen, or an apostrophe at a word's end, is not
         assert_eq!(round_trip("don't rock'n'roll"), "t'nod llor'n'kcor");
-        assert_eq!(round_trip("O\u{2019}Brien dogs' 'twas"), "neirB\u{2019}O sgod' 'sawt");
-        assert_eq!(round_trip("co\u{ad}operate well-known"), "etarepo\u{ad}oc llew-nwonk");
+        assert_eq!(
+            round_trip("O\u{2019}Brien dogs' 'twas"),
+            "neirB\u{2019}O sgod' 'sawt"
+        );
+        assert_eq!(
+            round_trip("co\u{ad}operate well-known"),
+            "etarepo\u{ad}oc llew-nwonk"
+        );
         assert_eq!(round_trip("a''b"), "a''b");
         assert_eq!(round_trip("abc123def"), "fed321cba");
         assert_eq!(round_trip("mp3 B52 covid19"), "3pm 25B 91divoc");
@@ -320,7 +326,10 @@ mod tests {
         let s = Surface::parse("да");
         let (d, a) = (letter_of('д') as char, letter_of('а') as char);
         assert_eq!(s.restore(&format!("{a}{a}{d}")), "аад");
-        let other = (b'a'..=b'z').map(char::from).find(|&c| c != d && c != a).unwrap();
+        let other = (b'a'..=b'z')
+            .map(char::from)
+            .find(|&c| c != d && c != a)
+            .unwrap();
         assert_eq!(s.restore(&format!("{a}{other}")), format!("а{other}"));
         // never a joiner in a letter's place, nor another script's letter in
         // a word with ASCII in it (ü's letter is `s`, the soft hyphen's `r`)
@@ -329,6 +338,9 @@ mod tests {
         let s = Surface::parse("да\u{ad}да");
         let r = letter_of('\u{ad}') as char;
         assert!(r != a && r != d);
-        assert_eq!(s.restore(&format!("{a}{d}{r}{r}{d}")), format!("ад\u{ad}{r}д"));
+        assert_eq!(
+            s.restore(&format!("{a}{d}{r}{r}{d}")),
+            format!("ад\u{ad}{r}д")
+        );
     }
 }

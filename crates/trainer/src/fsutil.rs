@@ -224,7 +224,10 @@ mod tests {
         // UTF-16 (a --prime-file saved by a Windows editor) is named as such
         std::fs::write(&p, b"\xff\xfeh\0i\0").unwrap();
         let e = read_text(&p, 10).unwrap_err().to_string();
-        assert!(e.contains("a.txt: UTF-16 text (by its byte-order mark)"), "{e}");
+        assert!(
+            e.contains("a.txt: UTF-16 text (by its byte-order mark)"),
+            "{e}"
+        );
     }
 
     #[test]

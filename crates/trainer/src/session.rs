@@ -1092,7 +1092,8 @@ fn trained_past_first_save<T: Task>(run: &RunDir) -> bool {
             .is_none_or(|step| step > 1);
     let metrics = run.metrics_path();
     let metrics_later = metrics.exists()
-        && metrics::read_csv::<T::Row>(&metrics).map_or(true, |rows| rows.iter().any(|r| r.step() > 0));
+        && metrics::read_csv::<T::Row>(&metrics)
+            .map_or(true, |rows| rows.iter().any(|r| r.step() > 0));
     model_later || metrics_later
 }
 
@@ -1168,7 +1169,9 @@ pub fn load_weights_file(run: &RunDir, config: &RunConfig, format: &str) -> Resu
                  {train} --resume {dir}"
             )
         };
-        return Err(TrainError::Run(format!("{dir}: no model.safetensors ({why})")));
+        return Err(TrainError::Run(format!(
+            "{dir}: no model.safetensors ({why})"
+        )));
     }
     let weights = SafeTensors::read(&path)?;
     if weights.metadata.get("format").map(String::as_str) != Some(format) {
@@ -1212,7 +1215,11 @@ pub fn run_recipe(run_dir: &Path, overrides: &[String]) -> Result<(LoadedRecipe,
     // an edited config.json is named, not only the recipe it came from
     let source = match overrides {
         [] => run.config_path().display().to_string(),
-        _ => format!("{} with {}", run.config_path().display(), overrides.join(", ")),
+        _ => format!(
+            "{} with {}",
+            run.config_path().display(),
+            overrides.join(", ")
+        ),
     };
     let recipe = crate::recipe::parse_tree(&config.recipe_name, &tree)
         .map_err(|e| TrainError::Run(format!("{source}: {e}")))?;

@@ -309,7 +309,10 @@ fn a_folder_or_link_where_a_run_writes_is_refused_before_training() {
 fn a_missing_model_says_which_command_writes_it() {
     let (_, lm_run, mirror_run) = runs();
     let device = Device::flex();
-    for (run, train) in [(lm_run, "charlstm train"), (mirror_run, "charlstm mirror train")] {
+    for (run, train) in [
+        (lm_run, "charlstm train"),
+        (mirror_run, "charlstm mirror train"),
+    ] {
         let dir = copy(run);
         std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
         let load = || {
@@ -320,9 +323,19 @@ fn a_missing_model_says_which_command_writes_it() {
             }
         };
         let err = load().unwrap_err().to_string();
-        assert!(err.contains(&format!("it was removed; training further writes it again: {train} --resume")), "{err}");
+        assert!(
+            err.contains(&format!(
+                "it was removed; training further writes it again: {train} --resume"
+            )),
+            "{err}"
+        );
         std::fs::remove_file(dir.path().join("checkpoint.safetensors")).unwrap();
         let err = load().unwrap_err().to_string();
-        assert!(err.contains(&format!("before its first checkpoint; continue it with {train} --resume")), "{err}");
+        assert!(
+            err.contains(&format!(
+                "before its first checkpoint; continue it with {train} --resume"
+            )),
+            "{err}"
+        );
     }
 }

@@ -702,9 +702,13 @@ fn a_run_saved_before_dropconnect_still_loads() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_kill_during_a_save_is_made_good_by_resuming() {
-    let traced = Command::new("strace").args(["-f", "-o", "/dev/null", "true"]).output();
+    let traced = Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "true"])
+        .output();
     if !traced.is_ok_and(|o| o.status.success()) {
-        eprintln!("strace cannot trace here: a_kill_during_a_save_is_made_good_by_resuming not run");
+        eprintln!(
+            "strace cannot trace here: a_kill_during_a_save_is_made_good_by_resuming not run"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -715,19 +719,36 @@ fn a_kill_during_a_save_is_made_good_by_resuming() {
     const RENAMES: &str = "rename,renameat,renameat2";
     let strace = |inject: Option<usize>, args: &[&str]| {
         let mut c = Command::new("strace");
-        c.args(["-f", "-qq", "-o"]).arg(&trace).args(["-e", &format!("trace={RENAMES}")]);
+        c.args(["-f", "-qq", "-o"])
+            .arg(&trace)
+            .args(["-e", &format!("trace={RENAMES}")]);
         if let Some(n) = inject {
             c.args(["-e", &format!("inject={RENAMES}:signal=SIGKILL:when={n}")]);
         }
-        c.arg(BIN).args(args).env_remove("CHARLSTM_DEVICE").output().unwrap()
+        c.arg(BIN)
+            .args(args)
+            .env_remove("CHARLSTM_DEVICE")
+            .output()
+            .unwrap()
     };
-    let out = strace(None, &train_args(d, whole.to_str().unwrap(), &["--steps", "30"]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = strace(
+        None,
+        &train_args(d, whole.to_str().unwrap(), &["--steps", "30"]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // the saves' renames, 1-based (config.json's, before any step, left out)
     let renames: Vec<usize> = std::fs::read_to_string(&trace)
         .unwrap()
         .lines()
-        .filter(|l| ["rename(", "renameat(", "renameat2("].iter().any(|c| l.contains(c)))
+        .filter(|l| {
+            ["rename(", "renameat(", "renameat2("]
+                .iter()
+                .any(|c| l.contains(c))
+        })
         .enumerate()
         .filter(|(_, l)| !l.contains("config.json"))
         .map(|(k, _)| k + 1)
@@ -753,7 +774,9 @@ fn a_kill_during_a_save_is_made_good_by_resuming() {
         // the columns of the training, not its timing
         let metrics = |run: &std::path::Path| -> Vec<String> {
             let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
-            text.lines().map(|l| l.split(',').take(8).collect::<Vec<_>>().join(",")).collect()
+            text.lines()
+                .map(|l| l.split(',').take(8).collect::<Vec<_>>().join(","))
+                .collect()
         };
         assert_eq!(metrics(&run), metrics(&whole), "rename {when}");
     }

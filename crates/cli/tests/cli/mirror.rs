@@ -97,7 +97,12 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"ab\r\ncd\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"ab\r\ncd\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let (first, second) = text.split_once('\n').unwrap_or_default();

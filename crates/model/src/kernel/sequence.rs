@@ -475,7 +475,16 @@ pub fn backward(
     // Wh^T [4H, H], once: packed straight from `wh` where the packed kernel
     // applies (batches in fours)
     let packed = PackedRecurrent::new(wh, dims.hidden, true, Precision::F32, &[dims.batch]);
-    backward_packed(dims, cache, wh, &packed, (h0, c0), (dhs, dc_last), None, true)
+    backward_packed(
+        dims,
+        cache,
+        wh,
+        &packed,
+        (h0, c0),
+        (dhs, dc_last),
+        None,
+        true,
+    )
 }
 
 /// [`backward`] with `Wh^T` already packed (`PackedRecurrent::new(wh, H,

@@ -464,7 +464,15 @@ mod tests {
         );
         let lookup = Some((&[0u32, 3][..], 3));
         let d_out = (&[0.0f32; 2][..], &state[..]);
-        backward_split(dims, split, &[0.0; 4], (&state, &state), d_out, lookup, true);
+        backward_split(
+            dims,
+            split,
+            &[0.0; 4],
+            (&state, &state),
+            d_out,
+            lookup,
+            true,
+        );
     }
 
     #[test]
