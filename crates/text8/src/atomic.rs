@@ -54,7 +54,11 @@ pub fn remove_dead_files(target: &Path, prefix: &str) {
             .to_str()
             .and_then(|n| n.strip_prefix(prefix))
             .and_then(|rest| rest.split_once('-'))
-            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|(pid, n)| {
+                [pid, n]
+                    .iter()
+                    .all(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            })
             .and_then(|(pid, _)| pid.parse::<u32>().ok())
         else {
             continue;

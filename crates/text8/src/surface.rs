@@ -147,7 +147,10 @@ impl Surface {
         for &w in &self.words {
             out.push_str(&self.line[at..w.start]);
             let typed = units(self.typed(w));
-            let foreign = typed.iter().all(|u| !base(u).is_ascii());
+            let foreign = typed
+                .iter()
+                .filter(|u| in_word(u))
+                .all(|u| !base(u).is_ascii());
             if let Some(m) = written.next() {
                 for (j, c) in m.chars().enumerate() {
                     let mirrored = typed.len().checked_sub(j + 1).map(|p| typed[p]);
@@ -342,5 +345,8 @@ mod tests {
             s.restore(&format!("{a}{d}{r}{r}{d}")),
             format!("ад\u{ad}{r}д")
         );
+        // an apostrophe in it leaves a word of another script one (п'ять)
+        let ap = letter_of('\'') as char;
+        assert_eq!(Surface::parse("д'а").restore(&format!("{a}{ap}{a}")), "а'а");
     }
 }

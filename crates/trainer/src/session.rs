@@ -842,7 +842,7 @@ fn finite_average(
 /// Writes `model.safetensors` (`weights`, checked finite), `metrics.csv`
 /// and its plots, then `checkpoint.safetensors` (everything to resume): a
 /// save stopped part way (a kill, a full disk) leaves the checkpoint of the
-/// save before, from which a resume trains again and writes all three (in
+/// save before, from which a resume trains again and writes them all (in
 /// the other order, the last save's stop left the model and metrics behind
 /// a checkpoint that had nothing left to train). A checkpoint with any
 /// value not finite (an optimiser moment or the carried state overflowed
