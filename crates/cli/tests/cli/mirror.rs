@@ -70,20 +70,10 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
         "{raw}"
     );
     // stdin, beam search
-    let mut child = Command::new(BIN)
-        .args(["mirror", "--run", r, "--beam", "3"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"the sun\none two three\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(
+        &["mirror", "--run", r, "--beam", "3"],
+        b"the sun\none two three\n",
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -91,19 +81,7 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
     // `-` reads stdin; each line's ending comes back with it
-    let mut child = Command::new(BIN)
-        .args(["mirror", "--run", r, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"ab\r\ncd\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(&["mirror", "--run", r, "-"], b"ab\r\ncd\n");
     let text = String::from_utf8_lossy(&out.stdout);
     let (first, second) = text.split_once('\n').unwrap_or_default();
     assert!(out.status.success() && first.ends_with('\r'), "{text:?}");
@@ -200,4 +178,17 @@ fn made_up_words(n: usize, seed: u64) -> String {
         }
     }
     out
+}
+
+/// The binary run with `input` on its stdin, to its end.
+fn with_stdin(args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
