@@ -153,19 +153,21 @@ impl Surface {
                 .all(|u| !base(u).is_ascii());
             if let Some(m) = written.next() {
                 for (j, c) in m.chars().enumerate() {
+                    // whether the model's letter is the one a typed character reads as
+                    let stands_for = |u: &&str| c.is_ascii() && letter_of(base(u)) == c as u8;
                     let mirrored = typed.len().checked_sub(j + 1).map(|p| typed[p]);
-                    match mirrored {
-                        // the model was right: the typed character, marks and all
-                        Some(u) if c.is_ascii() && letter_of(base(u)) == c as u8 => out.push_str(u),
-                        // wrong here, in a word of another script (no ASCII in
-                        // it, where a Latin letter is never right): the word's
-                        // letter or digit that the model's letter stands for
-                        _ => match typed.iter().find(|u| {
-                            foreign && in_word(u) && c.is_ascii() && letter_of(base(u)) == c as u8
-                        }) {
-                            Some(u) => out.push_str(u),
-                            None => out.push(restore_char(c, mirrored.map(base))),
-                        },
+                    // wrong here, in a word of another script (no ASCII in it,
+                    // where a Latin letter is never right): the word's letter or
+                    // digit that the model's letter stands for
+                    let elsewhere = || {
+                        let mut letters = typed.iter().filter(|u| foreign && in_word(u));
+                        letters.find(|u| stands_for(u)).copied()
+                    };
+                    // the model right (or, as above, right elsewhere): the typed
+                    // character, marks and all; else its letter in the typed form
+                    match mirrored.filter(stands_for).or_else(elsewhere) {
+                        Some(u) => out.push_str(u),
+                        None => out.push(restore_char(c, mirrored.map(base))),
                     }
                 }
             }
