@@ -498,28 +498,10 @@ fn infer(
             .collect();
         let texts: Vec<String> = surfaces.iter().map(text8::Surface::text8).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        // a batch that fails goes again a line at a time: the lines before
-        // the one at fault are answered, and the error names it
-        let mut failed = None;
-        let mirrored = match mirror::mirror_texts(&model, &refs, whole_chars, beam, &device) {
-            Ok(m) => m,
-            Err(_) if refs.len() > 1 => {
-                let mut one_by_one = vec![];
-                for (k, text) in refs.iter().enumerate() {
-                    match mirror::mirror_texts(&model, &[text], whole_chars, beam, &device) {
-                        Ok(m) => one_by_one.extend(m),
-                        Err(e) => {
-                            failed = Some(
-                                anyhow::Error::new(e).context(format!("input {}", read + k + 1)),
-                            );
-                            break;
-                        }
-                    }
-                }
-                one_by_one
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("input {}", read + 1))),
-        };
+        let (mirrored, failed) =
+            mirror::mirror_texts_up_to_error(&model, &refs, whole_chars, beam, &device);
+        let failed =
+            failed.map(|(k, e)| anyhow::Error::new(e).context(format!("input {}", read + k + 1)));
         for (k, ((line, surface), m)) in lines.iter().zip(&surfaces).zip(&mirrored).enumerate() {
             if m.cut && !noted {
                 noted = true;

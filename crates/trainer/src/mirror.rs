@@ -869,6 +869,29 @@ pub fn mirror_texts(
     Ok(out)
 }
 
+/// [`mirror_texts`], and where the texts fail together, again one at a
+/// time, so that those before the one at fault are mirrored: their
+/// mirrors, and the index of the one at fault with its error.
+pub fn mirror_texts_up_to_error(
+    model: &Mirror,
+    texts: &[&str],
+    max_chars: usize,
+    beam: usize,
+    device: &Device,
+) -> (Vec<Mirrored>, Option<(usize, TrainError)>) {
+    if let Ok(m) = mirror_texts(model, texts, max_chars, beam, device) {
+        return (m, None);
+    }
+    let mut done = vec![];
+    for (k, text) in texts.iter().enumerate() {
+        match mirror_texts(model, &[text], max_chars, beam, device) {
+            Ok(m) => done.extend(m),
+            Err(e) => return (done, Some((k, e))),
+        }
+    }
+    (done, None)
+}
+
 /// The mirror of a text from the `mirrors` of its [`pieces`], one each:
 /// the pieces' words between single spaces, a cut word's parts joined in
 /// reverse order.
@@ -1015,6 +1038,31 @@ mod tests {
             proptest::prop_assert!(together[0].text.is_empty() && together[2].text.is_empty());
             proptest::prop_assert_eq!(alone[0].cut, text.len() > max);
         }
+    }
+
+    /// Texts that fail together go again one at a time: those before the one
+    /// at fault are mirrored, as they are alone, and it is named.
+    #[test]
+    fn texts_before_one_at_fault_are_mirrored() {
+        let device = Device::flex();
+        let model = MirrorConfig::new(
+            MirrorVocab.size(),
+            MirrorVocab::START as usize,
+            MirrorVocab::END as usize,
+        )
+        .with_d_embedding(4)
+        .with_d_hidden(8)
+        .init(1, &device);
+        let alone = mirror_texts(&model, &["ab cd"], 100, 1, &device).unwrap();
+        // `!` is no letter of text8 form: the second text cannot be read
+        let (done, failed) =
+            mirror_texts_up_to_error(&model, &["ab cd", "a!", "ef"], 100, 1, &device);
+        assert_eq!(done, alone);
+        let (k, e) = failed.expect("the second text fails");
+        assert_eq!(k, 1);
+        assert!(e.to_string().contains("unknown character '!'"), "{e}");
+        let (done, failed) = mirror_texts_up_to_error(&model, &["ab cd", "ef"], 100, 1, &device);
+        assert!(done.len() == 2 && failed.is_none());
     }
 
     #[test]
