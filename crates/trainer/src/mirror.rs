@@ -7,7 +7,7 @@
 //! by random letters so the model learns to mirror words it has never seen.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::module::Module;
@@ -25,6 +25,7 @@ use crate::metrics::{MetricsRow, step_plot};
 use crate::optim::Optimizer;
 use crate::plot::Plot;
 use crate::recipe::{LoadedRecipe, MirrorDataSpec, MirrorRecipe, Recipe};
+use crate::run::RunDir;
 use crate::safetensors::SafeTensors;
 use crate::session::{
     self, Event, FinalReport, ModelSlot, RunTarget, StepOutput, SummaryInput, SummaryOutput, Task,
@@ -503,6 +504,8 @@ struct MirrorTask {
     data: MirrorData,
     /// The next batch, made while the last step trained.
     next: Option<Prefetched>,
+    /// The test scores, greedy and with the recipe's beam, once finished.
+    test: Option<(Scores, Scores)>,
 }
 
 /// A batch made ahead of its step, with the generator's state it was drawn
@@ -631,6 +634,44 @@ impl Task for MirrorTask {
     fn weights_metadata(&self) -> Vec<(&'static str, String)> {
         vec![("max_chars", self.recipe.data.max_chars.to_string())]
     }
+
+    /// Scores the test windows, greedy and with the recipe's beam, and
+    /// writes them with the run's report to `test.json`.
+    fn finish(&mut self, run: &RunDir, report: &FinalReport<MirrorSummary>) -> Result<()> {
+        let eval_model = self.model.get().valid();
+        let test = &self.data.test;
+        let sources: Vec<Vec<u8>> = test.iter().map(|p| p.source.clone()).collect();
+        let targets: Vec<Vec<u8>> = test.iter().map(|p| p.target.clone()).collect();
+        let device = &self.eval_device;
+        let beam = self.recipe.train.beam;
+        let greedy = score(&decode_all(&eval_model, &sources, 1, device)?, &targets);
+        let beamed = if beam > 1 {
+            score(&decode_all(&eval_model, &sources, beam, device)?, &targets)
+        } else {
+            greedy
+        };
+        let full = MirrorReport {
+            run: report.clone(),
+            test_greedy: Some(greedy),
+            test_beam: Some(beamed),
+            beam,
+        };
+        atomic_write_str(
+            &test_path(run),
+            &(serde_json::to_string_pretty(&full).expect("json") + "\n"),
+        )?;
+        self.test = Some((greedy, beamed));
+        Ok(())
+    }
+
+    fn finished(&self, run: &RunDir) -> bool {
+        test_path(run).exists()
+    }
+}
+
+/// Where a finished mirror run keeps its test scores.
+fn test_path(run: &RunDir) -> PathBuf {
+    run.path().join("test.json")
 }
 
 /// Trains (or resumes) a mirror run, then scores the test windows.
@@ -660,39 +701,16 @@ pub fn train_mirror(
         eval_device: opts.device.clone(),
         data,
         next: None,
+        test: None,
     };
     let (run, task) = session::train(loaded, corpus, target, &opts, task, observer)?;
-    let beam = recipe.train.beam;
-    if run.interrupted {
-        return Ok(MirrorReport {
-            run,
-            test_greedy: None,
-            test_beam: None,
-            beam,
-        });
-    }
-    let eval_model = task.model.get().valid();
-    let test = &task.data.test;
-    let sources: Vec<Vec<u8>> = test.iter().map(|p| p.source.clone()).collect();
-    let targets: Vec<Vec<u8>> = test.iter().map(|p| p.target.clone()).collect();
-    let device = &task.eval_device;
-    let greedy = score(&decode_all(&eval_model, &sources, 1, device)?, &targets);
-    let beamed = if beam > 1 {
-        score(&decode_all(&eval_model, &sources, beam, device)?, &targets)
-    } else {
-        greedy
-    };
-    let report = MirrorReport {
+    let (test_greedy, test_beam) = task.test.unzip();
+    Ok(MirrorReport {
         run,
-        test_greedy: Some(greedy),
-        test_beam: Some(beamed),
-        beam,
-    };
-    atomic_write_str(
-        &report.run.run_dir.join("test.json"),
-        &(serde_json::to_string_pretty(&report).expect("json") + "\n"),
-    )?;
-    Ok(report)
+        test_greedy,
+        test_beam,
+        beam: recipe.train.beam,
+    })
 }
 
 /// Longest input a model with word-window attention is given whole: 400
@@ -706,7 +724,7 @@ pub const MEASURED_CHARS: usize = 3000;
 /// the longest window it was trained on. Everything read is checked against
 /// the weights before use (the vocabulary and its start and end ids).
 pub fn load_mirror(run_dir: &Path, device: &Device) -> Result<(Mirror, usize)> {
-    let run = crate::run::RunDir::open(run_dir)?;
+    let run = RunDir::open(run_dir)?;
     let config = run.read_config()?;
     if config.tokenizer != Tokenizer::Mirror {
         return Err(TrainError::Run(format!(

@@ -244,6 +244,18 @@ pub trait Task {
     fn weights_metadata(&self) -> Vec<(&'static str, String)> {
         vec![]
     }
+    /// Work after the last step (the mirror's test), done while the run is
+    /// still locked and with the weights it published loaded (the running
+    /// average when it keeps one); `report` is the run's.
+    fn finish(&mut self, _run: &RunDir, _report: &FinalReport<Self::Row>) -> Result<()> {
+        Ok(())
+    }
+    /// Whether [`Task::finish`]'s work is on disk. A resumed run that has
+    /// trained every step does it when not (a run stopped during its test),
+    /// instead of saying there is nothing to do.
+    fn finished(&self, _run: &RunDir) -> bool {
+        true
+    }
 }
 
 /// A task's model between steps. A step moves it out, through the
@@ -397,7 +409,8 @@ struct OpenRun<R> {
 }
 
 /// Trains `task` as `loaded` says, into the run `target`; returns the report
-/// and the trained task.
+/// and the trained task, which holds the weights the run published unless
+/// it was stopped early.
 pub fn train<T: Task>(
     loaded: &LoadedRecipe,
     corpus: &text8::Corpus,
@@ -497,12 +510,16 @@ pub fn train<T: Task>(
             .and_then(|v| u64::try_from(v).ok())
             .filter(|&v| v > 0)
             .unwrap_or(schedule.summary);
-        rows.retain(|r| r.step() < progress.step && r.step().is_multiple_of(grid));
+        // (a run with every step trained keeps them all: it only finishes)
+        if progress.step < schedule.steps {
+            rows.retain(|r| r.step() < progress.step && r.step().is_multiple_of(grid));
+        }
     } else {
         rows.clear();
     }
     let total = schedule.steps;
-    if resumed && progress.step >= total {
+    let trained_out = resumed && progress.step >= total;
+    if trained_out && task.finished(&run) {
         return Err(TrainError::Run(format!(
             "{} has trained {} steps already, and train.steps is {total}: nothing to do; \
              give --steps N with N above {} to train further",
@@ -519,6 +536,10 @@ pub fn train<T: Task>(
             config.data_source,
             config.data_chars,
             opts.device_name
+        ),
+        (true, true) if trained_out => format!(
+            "resumed at step {}: every step trained, finishing",
+            progress.step
         ),
         (true, true) => format!("resumed at step {}", progress.step),
         (true, false) => "no checkpoint yet: starting again from step 0".to_string(),
@@ -647,6 +668,14 @@ pub fn train<T: Task>(
         valid_seconds: books.clock.valid_seconds,
         sample_seconds: books.clock.sample_seconds,
     };
+    if !interrupted {
+        let last = progress.step.saturating_sub(1);
+        let weights = finite_weights(&task, last, books.last_good)?;
+        if let Some(average) = finite_average(&optim, &weights, last, books.last_good)? {
+            task.load_model(&average, "", &run.model_path())?;
+        }
+        task.finish(&run, &report)?;
+    }
     Ok((report, task))
 }
 
