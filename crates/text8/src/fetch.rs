@@ -398,6 +398,93 @@ pub fn fetch(
     fetch_with(url, target, expected_size, &Limits::default(), progress)
 }
 
+/// Why this build cannot GET `url` (a URL with its scheme in lower case),
+/// if it cannot.
+fn fetchable(url: &str) -> std::result::Result<(), String> {
+    if url.starts_with("https://") && !cfg!(feature = "https") {
+        return Err(
+            "https needs the `https` cargo feature (cargo build --features https); \
+                    the canonical Text8 URL is plain http"
+                .into(),
+        );
+    }
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err("expected an http:// or https:// URL".into());
+    }
+    Ok(())
+}
+
+/// Redirects a download follows (ureq's and the browsers' usual bound).
+const MAX_REDIRECTS: usize = 10;
+
+/// The URL a redirect's `Location` names, read against the URL that
+/// answered with it: absolute (its scheme folded to lower case),
+/// scheme-relative (`//host/path`), host-relative (`/path`) or relative to
+/// the answering URL's folder (`file.zip`, `?query`).
+fn redirected_url(from: &str, location: &str) -> String {
+    let scheme_end = location.find(':').filter(|&i| {
+        let scheme = &location[..i];
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    if let Some(i) = scheme_end {
+        return location[..i].to_ascii_lowercase() + &location[i..];
+    }
+    let Some(base) = UrlParts::of(from) else {
+        return location.to_string();
+    };
+    let origin = match base.user {
+        Some(user) => format!("{}://{user}@{}", base.scheme, base.host),
+        None => format!("{}://{}", base.scheme, base.host),
+    };
+    if location.starts_with("//") {
+        return format!("{}:{location}", base.scheme);
+    }
+    if location.starts_with('/') {
+        return origin + location;
+    }
+    let path = base.rest.split(['?', '#']).next().unwrap_or_default();
+    if location.starts_with('?') || location.is_empty() {
+        return format!("{origin}{path}{location}");
+    }
+    let folder = path.rfind('/').map_or("/", |i| &path[..=i]);
+    format!("{origin}{folder}{location}")
+}
+
+/// GETs `url`, following redirects here rather than in ureq, so that one to
+/// a URL this build cannot fetch (`file://`, or `https://` without the
+/// feature) is refused by name.
+fn get_following_redirects(
+    agent: &ureq::Agent,
+    url: &str,
+) -> std::result::Result<ureq::http::Response<ureq::Body>, String> {
+    let mut current = url.to_string();
+    for _ in 0..=MAX_REDIRECTS {
+        let response = agent.get(&current).call().map_err(describe_ureq)?;
+        if !response.status().is_redirection() || response.status() == 304 {
+            return Ok(response);
+        }
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                format!(
+                    "{} from {} with no readable Location",
+                    response.status().as_u16(),
+                    shown_url(&current)
+                )
+            })?;
+        let next = redirected_url(&current, location);
+        fetchable(&next)
+            .map_err(|reason| format!("redirected to {}: {reason}", shown_url(&next)))?;
+        current = next;
+    }
+    Err(format!("more than {MAX_REDIRECTS} redirects"))
+}
+
 /// [`fetch`] within `limits`.
 pub fn fetch_with(
     url: &str,
@@ -406,19 +493,10 @@ pub fn fetch_with(
     limits: &Limits,
     progress: &mut dyn FnMut(FetchEvent),
 ) -> Result<()> {
-    let shown = shown_url(url);
-    if url.starts_with("https://") && !cfg!(feature = "https") {
+    if let Err(reason) = fetchable(url) {
         return Err(Text8Error::UnsupportedUrl {
-            url: shown,
-            reason: "https needs the `https` cargo feature (cargo build --features https); \
-                     the canonical Text8 URL is plain http"
-                .into(),
-        });
-    }
-    if !url.starts_with("http://") && !url.starts_with("https://") {
-        return Err(Text8Error::UnsupportedUrl {
-            url: shown,
-            reason: "expected an http:// or https:// URL".into(),
+            url: shown_url(url),
+            reason,
         });
     }
     let dir = crate::atomic::folder_of(target);
@@ -509,12 +587,10 @@ fn download(
         .timeout_recv_response(Some(limits.read_timeout))
         .timeout_per_read(Some(limits.read_timeout))
         .user_agent(concat!("charlstm/", env!("CARGO_PKG_VERSION")))
+        .max_redirects(0)
         .build()
         .into();
-    let response = agent
-        .get(url)
-        .call()
-        .map_err(|e| http_err(describe_ureq(e)))?;
+    let response = get_following_redirects(&agent, url).map_err(http_err)?;
     let status = response.status().as_u16();
     if status != 200 {
         return Err(Text8Error::HttpStatus {
@@ -681,6 +757,8 @@ mod tests {
             announced: usize,
             stall: Duration,
         },
+        /// 302 to this Location.
+        Redirect(String),
         /// No Content-Length; `chunks` pieces of `chunk` bytes, `pause` apart.
         Trickle {
             chunk: usize,
@@ -724,6 +802,10 @@ mod tests {
                 b,
             ),
             Reply::NoLength(b) => ("HTTP/1.1 200 OK\r\n".to_string(), b),
+            Reply::Redirect(to) => (
+                format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n"),
+                vec![],
+            ),
             Reply::Status(s) => (
                 format!("HTTP/1.1 {s} Nope\r\nContent-Length: 0\r\n"),
                 vec![],
@@ -784,6 +866,68 @@ mod tests {
                 "unexpected file {n} in {names:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_redirect_is_read_against_the_url_that_answered() {
+        for (from, location, to) in [
+            ("http://h:1/dc/a.zip?q=1", "b.zip", "http://h:1/dc/b.zip"),
+            ("http://u:p@h/dc/a.zip", "/x/y.zip", "http://u:p@h/x/y.zip"),
+            ("http://h/dc/a.zip", "//other/z.zip", "http://other/z.zip"),
+            (
+                "http://h/dc/a.zip",
+                "HTTPS://Other/z.zip",
+                "https://Other/z.zip",
+            ),
+            ("http://h/a.zip", "?v=2", "http://h/a.zip?v=2"),
+            ("http://h", "a.zip", "http://h/a.zip"),
+            ("http://h/a.zip", "file:///etc/passwd", "file:///etc/passwd"),
+        ] {
+            assert_eq!(redirected_url(from, location), to, "{from} {location}");
+        }
+    }
+
+    #[test]
+    fn redirects_are_followed_and_one_this_build_cannot_fetch_is_named() {
+        let body = small_zip();
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("text8.zip");
+        let (url, hits) = serve(vec![
+            Reply::Redirect("mirror/text8.zip".into()),
+            Reply::Redirect("/dc/text8.zip?v=1".into()),
+            Reply::Ok(body.clone()),
+        ]);
+        fetch(&url, &target, Some(body.len() as u64), &mut |_| {}).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), body);
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        std::fs::remove_file(&target).unwrap();
+
+        let mut refused = vec![(
+            "file:///etc/passwd",
+            "redirected to file:///etc/passwd: expected an http:// or https:// URL",
+        )];
+        if !cfg!(feature = "https") {
+            refused.push((
+                "https://example.invalid/text8.zip",
+                "redirected to https://example.invalid/text8.zip: https needs the `https` cargo feature",
+            ));
+        }
+        for (location, expected) in refused {
+            let (url, hits) = serve(vec![Reply::Redirect(location.into())]);
+            let err = fetch(&url, &target, None, &mut |_| {})
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{err}");
+            assert_eq!(hits.load(Ordering::SeqCst), 1);
+            no_files_but(dir.path(), &[]);
+        }
+        let (url, hits) = serve(vec![Reply::Redirect("text8.zip".into())]);
+        let err = fetch(&url, &target, None, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than 10 redirects"), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 11);
+        no_files_but(dir.path(), &[]);
     }
 
     #[test]

@@ -51,8 +51,7 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     );
     let test_scores = |run: &std::path::Path| {
         let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(run.join("test.json")).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(run.join("test.json")).unwrap()).unwrap();
         (json["test_greedy"].clone(), json["test_beam"].clone())
     };
     assert_eq!(test_scores(&run), test_scores(&straight));
@@ -61,13 +60,22 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     std::fs::remove_file(run.join("test.json")).unwrap();
     let resume = ["mirror", "train", "--resume", r, "--log", "plain"];
     let out = ok(&charlstm(&resume));
-    assert!(out.contains("done: 31 steps") && out.contains("test (10 unseen"), "{out}");
+    assert!(
+        out.contains("done: 31 steps") && out.contains("test (10 unseen"),
+        "{out}"
+    );
     assert_eq!(test_scores(&run), test_scores(&straight));
     let log = std::fs::read_to_string(run.join("train.log")).unwrap();
-    assert!(log.contains("resumed at step 31: every step trained, finishing"), "{log}");
+    assert!(
+        log.contains("resumed at step 31: every step trained, finishing"),
+        "{log}"
+    );
     let again = charlstm(&resume);
     let err = String::from_utf8_lossy(&again.stderr);
-    assert!(!again.status.success() && err.contains("nothing to do"), "{err}");
+    assert!(
+        !again.status.success() && err.contains("nothing to do"),
+        "{err}"
+    );
 
     // arguments: one output line per sentence, words in place
     let out = ok(&charlstm(&["mirror", "--run", r, "the cat", "a dog ran"]));
