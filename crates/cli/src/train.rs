@@ -286,10 +286,13 @@ fn final_lines(report: &TrainReport) -> Vec<String> {
             let run = &r.run;
             match (&r.test_greedy, &r.test_beam) {
                 (Some(greedy), Some(beam)) => {
+                    let trained = match run.session_steps {
+                        0 => "all trained before".to_string(),
+                        _ => format!("in {:.0} s", run.train_seconds),
+                    };
                     let mut lines = vec![format!(
-                        "done: {} steps in {:.0} s; test ({} unseen sentences), greedy: {}",
+                        "done: {} steps {trained}; test ({} unseen sentences), greedy: {}",
                         run.steps,
-                        run.train_seconds,
                         greedy.sentences,
                         pct(greedy)
                     )];

@@ -140,6 +140,8 @@ pub struct FinalReport<R> {
     pub run_dir: PathBuf,
     /// Steps done (all sessions).
     pub steps: u64,
+    /// Steps done in this session.
+    pub session_steps: u64,
     /// Whether it stopped early on request.
     pub interrupted: bool,
     /// The last summary, taken at the last step done (also when stopped early).
@@ -575,6 +577,7 @@ pub fn train<T: Task>(
         clock: SessionClock::default(),
         last_good: checkpoint.as_ref().map(|_| progress.step),
     };
+    let first_step = progress.step;
     let mut last_step: Option<(StepOutput, f64)> = None;
     let mut summarised_at = None;
     let mut interrupted = false;
@@ -661,6 +664,7 @@ pub fn train<T: Task>(
     let report = FinalReport {
         run_dir: run.path().to_path_buf(),
         steps: progress.step,
+        session_steps: progress.step - first_step,
         interrupted,
         last: books.rows.last().cloned(),
         train_seconds: books.clock.train_seconds,

@@ -103,6 +103,15 @@ pub fn asked_isa() -> Result<Option<Isa>, String> {
 pub struct CpuInfo {
     /// Model name (`/proc/cpuinfo`), or the architecture where unknown.
     pub model: String,
+    /// CPU family and model number (`/proc/cpuinfo`'s `cpu family` and
+    /// `model`), where known: under a hypervisor the name may be only
+    /// "AMD EPYC", and these tell Zen 3 (25, 1), Zen 4 (25, 17) and Zen 5
+    /// (26, 2) apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<u32>,
+    /// See [`CpuInfo::family`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_number: Option<u32>,
     /// The vector extensions of interest that this CPU has.
     pub extensions: Vec<&'static str>,
     /// The kernel paths used: `avx512+amx`, `avx512`, `avx2+fma`, or `portable` ([`Isa::name`]).
@@ -148,17 +157,20 @@ fn extensions() -> Vec<&'static str> {
 
 /// This machine's CPU.
 pub fn cpu_info() -> CpuInfo {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    // the first processor's value of `key` (`key<tabs>: value` lines)
+    let field = |key: &str| {
+        cpuinfo
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let number = |key: &str| field(key).and_then(|v| v.parse().ok());
     CpuInfo {
-        model,
+        model: field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string()),
+        family: number("cpu family"),
+        model_number: number("model"),
         extensions: extensions(),
         kernels: isa().name(),
     }
@@ -171,6 +183,9 @@ mod tests {
     fn names_the_cpu_and_what_it_selects() {
         let cpu = super::cpu_info();
         assert!(!cpu.model.is_empty());
+        if cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+            assert!(cpu.family.is_some() && cpu.model_number.is_some(), "{cpu:?}");
+        }
         let has = |f| cpu.extensions.contains(&f);
         let widest = if has("avx2")
             && has("fma")
