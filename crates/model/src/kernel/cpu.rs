@@ -184,7 +184,10 @@ mod tests {
         let cpu = super::cpu_info();
         assert!(!cpu.model.is_empty());
         if cfg!(all(target_os = "linux", target_arch = "x86_64")) {
-            assert!(cpu.family.is_some() && cpu.model_number.is_some(), "{cpu:?}");
+            assert!(
+                cpu.family.is_some() && cpu.model_number.is_some(),
+                "{cpu:?}"
+            );
         }
         let has = |f| cpu.extensions.contains(&f);
         let widest = if has("avx2")
