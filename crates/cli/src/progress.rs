@@ -84,6 +84,14 @@ impl Progress {
                     );
                     return;
                 }
+                if *resumed && start_step >= total_steps {
+                    // stopped after its last step, before the work that follows it
+                    self.line(&format!(
+                        "Finishing {}: its {start_step} steps are trained",
+                        run_dir.display()
+                    ));
+                    return;
+                }
                 let verb = if *resumed { "Resuming" } else { "Training" };
                 self.line(&format!(
                     "{verb} {} ({params} parameters, {train_chars} training characters) from step {start_step} of {total_steps}",

@@ -414,14 +414,17 @@ fn fetchable(url: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Redirects a download follows (ureq's and the browsers' usual bound).
+/// Redirects a download follows (ureq's default bound).
 const MAX_REDIRECTS: usize = 10;
 
 /// The URL a redirect's `Location` names, read against the URL that
-/// answered with it: absolute (its scheme folded to lower case),
-/// scheme-relative (`//host/path`), host-relative (`/path`) or relative to
-/// the answering URL's folder (`file.zip`, `?query`).
+/// answered with it as RFC 3986 (5.2) reads a reference against its base:
+/// absolute (its scheme folded to lower case), scheme-relative
+/// (`//host/path`), host-relative (`/path`), relative to the answering
+/// URL's folder (`file.zip`, `../dc/file.zip`) or a query of its path
+/// (`?v=2`), dot segments removed. Fragments are dropped: they are never sent.
 fn redirected_url(from: &str, location: &str) -> String {
+    let location = location.split('#').next().unwrap_or_default();
     let scheme_end = location.find(':').filter(|&i| {
         let scheme = &location[..i];
         scheme.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -429,42 +432,96 @@ fn redirected_url(from: &str, location: &str) -> String {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     });
-    if let Some(i) = scheme_end {
-        return location[..i].to_ascii_lowercase() + &location[i..];
-    }
+    let from = from.split('#').next().unwrap_or_default();
     let Some(base) = UrlParts::of(from) else {
         return location.to_string();
     };
-    let origin = match base.user {
-        Some(user) => format!("{}://{user}@{}", base.scheme, base.host),
-        None => format!("{}://{}", base.scheme, base.host),
-    };
+    if let Some(i) = scheme_end {
+        let absolute = location[..i].to_ascii_lowercase() + &location[i..];
+        return match UrlParts::of(&absolute) {
+            Some(to) => with_path(&to, to.rest),
+            None => absolute,
+        };
+    }
     if location.starts_with("//") {
-        return format!("{}:{location}", base.scheme);
+        let absolute = format!("{}:{location}", base.scheme);
+        return match UrlParts::of(&absolute) {
+            Some(to) => with_path(&to, to.rest),
+            None => absolute,
+        };
+    }
+    let (base_path, base_query) = match base.rest.find('?') {
+        Some(q) => base.rest.split_at(q),
+        None => (base.rest, ""),
+    };
+    if location.is_empty() {
+        return with_path(&base, &format!("{base_path}{base_query}"));
+    }
+    if location.starts_with('?') {
+        return with_path(&base, &format!("{base_path}{location}"));
     }
     if location.starts_with('/') {
-        return origin + location;
+        return with_path(&base, location);
     }
-    let path = base.rest.split(['?', '#']).next().unwrap_or_default();
-    if location.starts_with('?') || location.is_empty() {
-        return format!("{origin}{path}{location}");
+    let folder = base_path.rfind('/').map_or("/", |i| &base_path[..=i]);
+    with_path(&base, &format!("{folder}{location}"))
+}
+
+/// `url`'s scheme, user and host with `rest` (a path from `/`, or empty,
+/// then a query), the path's dot segments removed.
+fn with_path(url: &UrlParts<'_>, rest: &str) -> String {
+    let (path, query) = match rest.find('?') {
+        Some(q) => rest.split_at(q),
+        None => (rest, ""),
+    };
+    let mut kept: Vec<&str> = vec![];
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." | ".." => {
+                if *segment == ".." {
+                    kept.pop();
+                }
+                if i + 1 == segments.len() {
+                    kept.push(""); // `a/..` is the folder `/`, as `a/.` is `a/`
+                }
+            }
+            other => kept.push(other),
+        }
     }
-    let folder = path.rfind('/').map_or("/", |i| &path[..=i]);
-    format!("{origin}{folder}{location}")
+    let path = if path.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", kept.join("/"))
+    };
+    let user = url.user.map(|u| format!("{u}@")).unwrap_or_default();
+    format!("{}://{user}{}{path}{query}", url.scheme, url.host)
 }
 
 /// GETs `url`, following redirects here rather than in ureq, so that one to
 /// a URL this build cannot fetch (`file://`, or `https://` without the
-/// feature) is refused by name.
+/// feature) is refused by name. Returns the response and the URL that gave
+/// it; an error after a redirect names the URL it was redirected to.
 fn get_following_redirects(
     agent: &ureq::Agent,
     url: &str,
-) -> std::result::Result<ureq::http::Response<ureq::Body>, String> {
+) -> std::result::Result<(ureq::http::Response<ureq::Body>, String), String> {
     let mut current = url.to_string();
+    let redirected = |current: &str, reason: String| {
+        if current == url {
+            reason
+        } else {
+            format!("redirected to {}: {reason}", shown_url(current))
+        }
+    };
     for _ in 0..=MAX_REDIRECTS {
-        let response = agent.get(&current).call().map_err(describe_ureq)?;
-        if !response.status().is_redirection() || response.status() == 304 {
-            return Ok(response);
+        let response = agent
+            .get(&current)
+            .call()
+            .map_err(|e| redirected(&current, describe_ureq(e)))?;
+        // the statuses ureq follows; any other is the answer
+        if !matches!(response.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+            return Ok((response, current));
         }
         let location = response
             .headers()
@@ -478,11 +535,13 @@ fn get_following_redirects(
                 )
             })?;
         let next = redirected_url(&current, location);
-        fetchable(&next)
-            .map_err(|reason| format!("redirected to {}: {reason}", shown_url(&next)))?;
+        fetchable(&next).map_err(|reason| redirected(&next, reason))?;
         current = next;
     }
-    Err(format!("more than {MAX_REDIRECTS} redirects"))
+    Err(format!(
+        "more than {MAX_REDIRECTS} redirects (the last to {})",
+        shown_url(&current)
+    ))
 }
 
 /// [`fetch`] within `limits`.
@@ -590,13 +649,15 @@ fn download(
         .max_redirects(0)
         .build()
         .into();
-    let response = get_following_redirects(&agent, url).map_err(http_err)?;
+    let (response, answered) = get_following_redirects(&agent, url).map_err(http_err)?;
     let status = response.status().as_u16();
     if status != 200 {
-        return Err(Text8Error::HttpStatus {
-            url: shown.clone(),
-            status,
-        });
+        let url = if answered == url {
+            shown.clone()
+        } else {
+            format!("{shown} (redirected to {})", shown_url(&answered))
+        };
+        return Err(Text8Error::HttpStatus { url, status });
     }
     let announced = response.body().content_length();
     if let (Some(len), Some(expected)) = (announced, expected_size)
@@ -882,6 +943,22 @@ mod tests {
             ("http://h/a.zip", "?v=2", "http://h/a.zip?v=2"),
             ("http://h", "a.zip", "http://h/a.zip"),
             ("http://h/a.zip", "file:///etc/passwd", "file:///etc/passwd"),
+            ("http://h/c/d/x.zip", "../../ok/y.zip", "http://h/ok/y.zip"),
+            ("http://h/c/d/x.zip", "./y.zip", "http://h/c/d/y.zip"),
+            ("http://h/c/d/x.zip", "../../../..", "http://h/"),
+            (
+                "http://h/c/x.zip",
+                "/a/./b/../y.zip?k=1",
+                "http://h/a/y.zip?k=1",
+            ),
+            (
+                "http://h/c/x.zip?keep=1",
+                "#frag",
+                "http://h/c/x.zip?keep=1",
+            ),
+            ("http://h/c/x.zip?keep=1#f", "", "http://h/c/x.zip?keep=1"),
+            ("http://h/c/x.zip", "y.zip?v=1#f", "http://h/c/y.zip?v=1"),
+            ("http://h/c/x.zip", "http://o/a/../b.zip", "http://o/b.zip"),
         ] {
             assert_eq!(redirected_url(from, location), to, "{from} {location}");
         }
@@ -921,11 +998,21 @@ mod tests {
             assert_eq!(hits.load(Ordering::SeqCst), 1);
             no_files_but(dir.path(), &[]);
         }
+        // an answer after a redirect names where it came from
+        let (url, _) = serve(vec![
+            Reply::Redirect("/gone/x.zip".into()),
+            Reply::Status(404),
+        ]);
+        let err = fetch(&url, &target, None, &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("(redirected to http://127.0.0.1:"), "{err}");
+        assert!(err.contains("/gone/x.zip): HTTP status 404"), "{err}");
         let (url, hits) = serve(vec![Reply::Redirect("text8.zip".into())]);
         let err = fetch(&url, &target, None, &mut |_| {})
             .unwrap_err()
             .to_string();
-        assert!(err.contains("more than 10 redirects"), "{err}");
+        assert!(err.contains("more than 10 redirects (the last to"), "{err}");
         assert_eq!(hits.load(Ordering::SeqCst), 11);
         no_files_but(dir.path(), &[]);
     }

@@ -650,8 +650,14 @@ impl Task for MirrorTask {
         } else {
             greedy
         };
+        let mut run_report = report.clone();
+        if let Some(last) = &mut run_report.last {
+            // every summary scores all of them; metrics.csv, which a run
+            // that only finishes read its last row from, has no column of it
+            last.valid.sentences = self.data.valid.len();
+        }
         let full = MirrorReport {
-            run: report.clone(),
+            run: run_report,
             test_greedy: Some(greedy),
             test_beam: Some(beamed),
             beam,
@@ -664,8 +670,14 @@ impl Task for MirrorTask {
         Ok(())
     }
 
-    fn finished(&self, run: &RunDir) -> bool {
-        test_path(run).exists()
+    /// `test.json` of this very step: one left by a shorter session before
+    /// the run was extended is not this run's test.
+    fn finished(&self, run: &RunDir, step: u64) -> bool {
+        crate::fsutil::read_text(&test_path(run), 1 << 20)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|json| json.get("steps")?.as_u64())
+            == Some(step)
     }
 }
 

@@ -252,10 +252,11 @@ pub trait Task {
     fn finish(&mut self, _run: &RunDir, _report: &FinalReport<Self::Row>) -> Result<()> {
         Ok(())
     }
-    /// Whether [`Task::finish`]'s work is on disk. A resumed run that has
-    /// trained every step does it when not (a run stopped during its test),
-    /// instead of saying there is nothing to do.
-    fn finished(&self, _run: &RunDir) -> bool {
+    /// Whether [`Task::finish`]'s work of the run's `step` steps is on disk
+    /// (not an earlier, shorter session's). A resumed run that has trained
+    /// every step does it when not (a run stopped during its test), instead
+    /// of saying there is nothing to do.
+    fn finished(&self, _run: &RunDir, _step: u64) -> bool {
         true
     }
 }
@@ -521,7 +522,7 @@ pub fn train<T: Task>(
     }
     let total = schedule.steps;
     let trained_out = resumed && progress.step >= total;
-    if trained_out && task.finished(&run) {
+    if trained_out && task.finished(&run, progress.step) {
         return Err(TrainError::Run(format!(
             "{} has trained {} steps already, and train.steps is {total}: nothing to do; \
              give --steps N with N above {} to train further",
@@ -548,9 +549,10 @@ pub fn train<T: Task>(
     };
     // the log first: a resume that cannot write it changes nothing else
     run.append(&run.log_path(), &(first_line + "\n"))?;
-    if resumed {
+    if resumed && !trained_out {
         // every check passed: config.json now says what the run is (the
-        // schedule asked for), metrics.csv what its checkpoint holds
+        // schedule asked for), metrics.csv what its checkpoint holds (a run
+        // that only finishes keeps both: a shorter --steps is not what it is)
         run.write_config(&config)?;
         metrics::write_csv(&run.metrics_path(), &rows)?;
     }
@@ -678,7 +680,11 @@ pub fn train<T: Task>(
         if let Some(average) = finite_average(&optim, &weights, last, books.last_good)? {
             task.load_model(&average, "", &run.model_path())?;
         }
-        task.finish(&run, &report)?;
+        task.finish(&run, &report).map_err(|e| {
+            TrainError::Run(format!(
+                "{e}; every step is trained and saved: resuming the run finishes it"
+            ))
+        })?;
     }
     Ok((report, task))
 }

@@ -42,6 +42,7 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     let straight = dir.path().join("straight");
     let args = mirror_train_args(d, straight.to_str().unwrap(), "31");
     ok(&charlstm_owned(&args));
+    let test_of_21_steps = std::fs::read(run.join("test.json")).unwrap();
     ok(&charlstm(&[
         "mirror", "train", "--resume", r, "--steps", "31", "--log", "plain",
     ]));
@@ -55,9 +56,11 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
         (json["test_greedy"].clone(), json["test_beam"].clone())
     };
     assert_eq!(test_scores(&run), test_scores(&straight));
-    // a run stopped during its test (every step trained, no test.json)
-    // takes the test when resumed, and then has nothing left to do
-    std::fs::remove_file(run.join("test.json")).unwrap();
+    // a run stopped during its test (every step trained, its test.json
+    // that of the 21 steps before) takes the test when resumed, and then
+    // has nothing left to do; config.json and metrics.csv stay as they were
+    std::fs::write(run.join("test.json"), test_of_21_steps).unwrap();
+    let kept = ["config.json", "metrics.csv"].map(|f| std::fs::read(run.join(f)).unwrap());
     let resume = ["mirror", "train", "--resume", r, "--log", "plain"];
     let out = ok(&charlstm(&resume));
     assert!(
@@ -65,6 +68,10 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
         "{out}"
     );
     assert_eq!(test_scores(&run), test_scores(&straight));
+    assert_eq!(
+        kept,
+        ["config.json", "metrics.csv"].map(|f| std::fs::read(run.join(f)).unwrap())
+    );
     let log = std::fs::read_to_string(run.join("train.log")).unwrap();
     assert!(
         log.contains("resumed at step 31: every step trained, finishing"),
