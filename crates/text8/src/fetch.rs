@@ -436,24 +436,18 @@ fn redirected_url(from: &str, location: &str) -> String {
     let Some(base) = UrlParts::of(from) else {
         return location.to_string();
     };
-    if let Some(i) = scheme_end {
-        let absolute = location[..i].to_ascii_lowercase() + &location[i..];
-        return match UrlParts::of(&absolute) {
-            Some(to) => with_path(&to, to.rest),
-            None => absolute,
-        };
-    }
-    if location.starts_with("//") {
-        let absolute = format!("{}:{location}", base.scheme);
-        return match UrlParts::of(&absolute) {
-            Some(to) => with_path(&to, to.rest),
-            None => absolute,
-        };
-    }
-    let (base_path, base_query) = match base.rest.find('?') {
-        Some(q) => base.rest.split_at(q),
-        None => (base.rest, ""),
+    let absolute = match scheme_end {
+        Some(i) => Some(location[..i].to_ascii_lowercase() + &location[i..]),
+        None if location.starts_with("//") => Some(format!("{}:{location}", base.scheme)),
+        None => None,
     };
+    if let Some(absolute) = absolute {
+        return match UrlParts::of(&absolute) {
+            Some(to) => with_path(&to, to.rest),
+            None => absolute,
+        };
+    }
+    let (base_path, base_query) = split_query(base.rest);
     if location.is_empty() {
         return with_path(&base, &format!("{base_path}{base_query}"));
     }
@@ -470,10 +464,7 @@ fn redirected_url(from: &str, location: &str) -> String {
 /// `url`'s scheme, user and host with `rest` (a path from `/`, or empty,
 /// then a query), the path's dot segments removed.
 fn with_path(url: &UrlParts<'_>, rest: &str) -> String {
-    let (path, query) = match rest.find('?') {
-        Some(q) => rest.split_at(q),
-        None => (rest, ""),
-    };
+    let (path, query) = split_query(rest);
     let mut kept: Vec<&str> = vec![];
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     for (i, segment) in segments.iter().enumerate() {
@@ -496,6 +487,11 @@ fn with_path(url: &UrlParts<'_>, rest: &str) -> String {
     };
     let user = url.user.map(|u| format!("{u}@")).unwrap_or_default();
     format!("{}://{user}{}{path}{query}", url.scheme, url.host)
+}
+
+/// A URL's path and its query (from the `?` on, or empty).
+fn split_query(rest: &str) -> (&str, &str) {
+    rest.split_at(rest.find('?').unwrap_or(rest.len()))
 }
 
 /// GETs `url`, following redirects here rather than in ureq, so that one to

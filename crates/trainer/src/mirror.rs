@@ -268,6 +268,18 @@ pub fn max_output_len(len: usize) -> usize {
 /// 64 MB resident, 135 MB at `1 << 20`).
 const DECODE_POSITIONS: usize = 1 << 17;
 
+/// How well `model` mirrors `pairs`, each decoded with `beam` ([`decode_all`]).
+fn decoded_scores(
+    model: &Mirror,
+    pairs: &[MirrorPair],
+    beam: usize,
+    device: &Device,
+) -> Result<Scores> {
+    let sources: Vec<Vec<u8>> = pairs.iter().map(|p| p.source.clone()).collect();
+    let targets: Vec<Vec<u8>> = pairs.iter().map(|p| p.target.clone()).collect();
+    Ok(score(&decode_all(model, &sources, beam, device)?, &targets))
+}
+
 /// Decodes every source (greedy for `beam` 1), batching sources of equal
 /// length; a source too long to decode in this machine's memory is an error
 /// naming its length.
@@ -598,16 +610,14 @@ impl Task for MirrorTask {
         let eval_model = self.model.get().valid();
         let valid = &self.data.valid;
         let valid_loss = teacher_forced_loss(&eval_model, valid, &self.eval_device);
-        let sources: Vec<Vec<u8>> = valid.iter().map(|p| p.source.clone()).collect();
-        let targets: Vec<Vec<u8>> = valid.iter().map(|p| p.target.clone()).collect();
-        let outputs = decode_all(&eval_model, &sources, 1, &self.eval_device)?;
+        let valid_scores = decoded_scores(&eval_model, valid, 1, &self.eval_device)?;
         Ok(SummaryOutput {
             row: MirrorSummary {
                 step: s.step,
                 loss: s.mean_loss,
                 lr: s.lr,
                 valid_loss,
-                valid: score(&outputs, &targets),
+                valid: valid_scores,
                 chars_per_sec: s.chars_per_sec,
                 wall_seconds: s.wall_seconds,
             },
@@ -639,14 +649,11 @@ impl Task for MirrorTask {
     /// writes them with the run's report to `test.json`.
     fn finish(&mut self, run: &RunDir, report: &FinalReport<MirrorSummary>) -> Result<()> {
         let eval_model = self.model.get().valid();
-        let test = &self.data.test;
-        let sources: Vec<Vec<u8>> = test.iter().map(|p| p.source.clone()).collect();
-        let targets: Vec<Vec<u8>> = test.iter().map(|p| p.target.clone()).collect();
-        let device = &self.eval_device;
+        let (test, device) = (&self.data.test, &self.eval_device);
         let beam = self.recipe.train.beam;
-        let greedy = score(&decode_all(&eval_model, &sources, 1, device)?, &targets);
+        let greedy = decoded_scores(&eval_model, test, 1, device)?;
         let beamed = if beam > 1 {
-            score(&decode_all(&eval_model, &sources, beam, device)?, &targets)
+            decoded_scores(&eval_model, test, beam, device)?
         } else {
             greedy
         };

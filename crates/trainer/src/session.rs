@@ -246,9 +246,10 @@ pub trait Task {
     fn weights_metadata(&self) -> Vec<(&'static str, String)> {
         vec![]
     }
-    /// Work after the last step (the mirror's test), done while the run is
-    /// still locked and with the weights it published loaded (the running
-    /// average when it keeps one); `report` is the run's.
+    /// Work after the last step (the mirror's test), done unless
+    /// [`Task::finished`], while the run is still locked and with the
+    /// weights it published loaded (the running average when it keeps
+    /// one); `report` is the run's.
     fn finish(&mut self, _run: &RunDir, _report: &FinalReport<Self::Row>) -> Result<()> {
         Ok(())
     }
@@ -674,7 +675,7 @@ pub fn train<T: Task>(
         valid_seconds: books.clock.valid_seconds,
         sample_seconds: books.clock.sample_seconds,
     };
-    if !interrupted {
+    if !interrupted && !task.finished(&run, progress.step) {
         let last = progress.step.saturating_sub(1);
         let weights = finite_weights(&task, last, books.last_good)?;
         if let Some(average) = finite_average(&optim, &weights, last, books.last_good)? {
