@@ -268,16 +268,19 @@ pub fn max_output_len(len: usize) -> usize {
 /// 64 MB resident, 135 MB at `1 << 20`).
 const DECODE_POSITIONS: usize = 1 << 17;
 
-/// How well `model` mirrors `pairs`, each decoded with `beam` ([`decode_all`]).
+/// How well `model` mirrors `pairs`, each decoded with `beam`
+/// ([`decode_until`]); `None` where `stop` said to stop first.
 fn decoded_scores(
     model: &Mirror,
     pairs: &[MirrorPair],
     beam: usize,
     device: &Device,
-) -> Result<Scores> {
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<Scores>> {
     let sources: Vec<Vec<u8>> = pairs.iter().map(|p| p.source.clone()).collect();
     let targets: Vec<Vec<u8>> = pairs.iter().map(|p| p.target.clone()).collect();
-    Ok(score(&decode_all(model, &sources, beam, device)?, &targets))
+    let decoded = decode_until(model, &sources, beam, device, stop)?;
+    Ok(decoded.map(|d| score(&d, &targets)))
 }
 
 /// Decodes every source (greedy for `beam` 1), batching sources of equal
@@ -289,6 +292,19 @@ pub fn decode_all(
     beam: usize,
     device: &Device,
 ) -> Result<Vec<Vec<u8>>> {
+    let decoded = decode_until(model, sources, beam, device, &|| false)?;
+    Ok(decoded.expect("never asked to stop"))
+}
+
+/// [`decode_all`], asking `stop` before each batch: `None` where it said
+/// to stop (a run's test, which a Ctrl-C leaves to the resume).
+fn decode_until(
+    model: &Mirror,
+    sources: &[Vec<u8>],
+    beam: usize,
+    device: &Device,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<Vec<Vec<u8>>>> {
     let mut by_len: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, s) in sources.iter().enumerate() {
         by_len.entry(s.len()).or_default().push(i);
@@ -305,6 +321,9 @@ pub fn decode_all(
     for (len, idx) in by_len {
         let chunk = (DECODE_POSITIONS / ((len + 2) * beam)).clamp(1, most);
         for part in idx.chunks(chunk) {
+            if stop() {
+                return Ok(None);
+            }
             let batch: Vec<Vec<u8>> = part.iter().map(|&i| sources[i].clone()).collect();
             let decoded = model.beam_search(&batch, beam, max_output_len(len), device);
             for (&i, d) in part.iter().zip(decoded) {
@@ -312,7 +331,7 @@ pub fn decode_all(
             }
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Teacher-forced mean cross-entropy over pairs (grouped by length).
@@ -610,7 +629,8 @@ impl Task for MirrorTask {
         let eval_model = self.model.get().valid();
         let valid = &self.data.valid;
         let valid_loss = teacher_forced_loss(&eval_model, valid, &self.eval_device);
-        let valid_scores = decoded_scores(&eval_model, valid, 1, &self.eval_device)?;
+        let valid_scores = decoded_scores(&eval_model, valid, 1, &self.eval_device, &|| false)?
+            .expect("never asked to stop");
         Ok(SummaryOutput {
             row: MirrorSummary {
                 step: s.step,
@@ -647,13 +667,23 @@ impl Task for MirrorTask {
 
     /// Scores the test windows, greedy and with the recipe's beam, and
     /// writes them with the run's report to `test.json`.
-    fn finish(&mut self, run: &RunDir, report: &FinalReport<MirrorSummary>) -> Result<()> {
+    fn finish(
+        &mut self,
+        run: &RunDir,
+        report: &FinalReport<MirrorSummary>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<bool> {
         let eval_model = self.model.get().valid();
         let (test, device) = (&self.data.test, &self.eval_device);
         let beam = self.recipe.train.beam;
-        let greedy = decoded_scores(&eval_model, test, 1, device)?;
+        let Some(greedy) = decoded_scores(&eval_model, test, 1, device, stop)? else {
+            return Ok(false);
+        };
         let beamed = if beam > 1 {
-            decoded_scores(&eval_model, test, beam, device)?
+            match decoded_scores(&eval_model, test, beam, device, stop)? {
+                Some(scores) => scores,
+                None => return Ok(false),
+            }
         } else {
             greedy
         };
@@ -674,7 +704,7 @@ impl Task for MirrorTask {
             &(serde_json::to_string_pretty(&full).expect("json") + "\n"),
         )?;
         self.test = Some((greedy, beamed));
-        Ok(())
+        Ok(true)
     }
 
     /// `test.json` of this very step: one left by a shorter session before

@@ -249,9 +249,16 @@ pub trait Task {
     /// Work after the last step (the mirror's test), done unless
     /// [`Task::finished`], while the run is still locked and with the
     /// weights it published loaded (the running average when it keeps
-    /// one); `report` is the run's.
-    fn finish(&mut self, _run: &RunDir, _report: &FinalReport<Self::Row>) -> Result<()> {
-        Ok(())
+    /// one); `report` is the run's. `false` where `stop` (asked between
+    /// pieces of the work) said to stop first: nothing of it is written, and
+    /// resuming the run does it.
+    fn finish(
+        &mut self,
+        _run: &RunDir,
+        _report: &FinalReport<Self::Row>,
+        _stop: &dyn Fn() -> bool,
+    ) -> Result<bool> {
+        Ok(true)
     }
     /// Whether [`Task::finish`]'s work of the run's `step` steps is on disk
     /// (not an earlier, shorter session's). A resumed run that has trained
@@ -664,7 +671,7 @@ pub fn train<T: Task>(
             &format!("stopped at step {}\n", progress.step),
         )?;
     }
-    let report = FinalReport {
+    let mut report = FinalReport {
         run_dir: run.path().to_path_buf(),
         steps: progress.step,
         session_steps: progress.step - first_step,
@@ -681,11 +688,22 @@ pub fn train<T: Task>(
         if let Some(average) = finite_average(&optim, &weights, last, books.last_good)? {
             task.load_model(&average, "", &run.model_path())?;
         }
-        task.finish(&run, &report).map_err(|e| {
+        let stop = || opts.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+        let done = task.finish(&run, &report, &stop).map_err(|e| {
             TrainError::Run(format!(
                 "{e}; every step is trained and saved: resuming the run finishes it"
             ))
         })?;
+        if !done {
+            report.interrupted = true;
+            run.append(
+                &run.log_path(),
+                &format!(
+                    "stopped at step {}: every step trained, finishing left to the resume\n",
+                    progress.step
+                ),
+            )?;
+        }
     }
     Ok((report, task))
 }

@@ -45,25 +45,29 @@ fn runs() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
         };
         trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {}).unwrap();
         let mirror = dir.path().join("mirror");
-        let loaded = trainer::load_recipe(
-            "mirror",
-            &[
-                "train.steps=2".into(),
-                "model.d_hidden=8".into(),
-                "model.d_embedding=4".into(),
-                "data.batch_size=4".into(),
-                "data.valid_windows=4".into(),
-                "data.test_windows=4".into(),
-            ],
-        )
-        .unwrap();
         let target = RunTarget::New {
             path: Some(mirror.clone()),
             runs_root: dir.path().into(),
         };
-        trainer::train(&loaded, &corpus(), &target, options(), &mut |_| {}).unwrap();
+        trainer::train(&tiny_mirror(), &corpus(), &target, options(), &mut |_| {}).unwrap();
         (dir, lm, mirror)
     })
+}
+
+/// The mirror recipe at a size that trains its 2 steps in a blink.
+fn tiny_mirror() -> trainer::LoadedRecipe {
+    trainer::load_recipe(
+        "mirror",
+        &[
+            "train.steps=2".into(),
+            "model.d_hidden=8".into(),
+            "model.d_embedding=4".into(),
+            "data.batch_size=4".into(),
+            "data.valid_windows=4".into(),
+            "data.test_windows=4".into(),
+        ],
+    )
+    .unwrap()
 }
 
 /// A copy of `run` in a fresh folder.
@@ -338,4 +342,45 @@ fn a_missing_model_says_which_command_writes_it() {
             "{err}"
         );
     }
+}
+
+/// A stop asked for after the last step (a Ctrl-C during a mirror run's
+/// test) ends the run before its test, as stopped; resuming takes the test.
+#[test]
+fn a_stop_during_the_test_leaves_it_to_the_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("mirror");
+    let target = RunTarget::New {
+        path: Some(run.clone()),
+        runs_root: dir.path().into(),
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stopping = TrainOptions {
+        stop: Some(&stop),
+        ..options()
+    };
+    let report = trainer::train(&tiny_mirror(), &corpus(), &target, stopping, &mut |e| {
+        if let trainer::Event::Step {
+            step, total_steps, ..
+        } = e
+            && step + 1 == *total_steps
+        {
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    assert!(report.interrupted());
+    assert!(!run.join("test.json").exists());
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(
+        log.ends_with("stopped at step 2: every step trained, finishing left to the resume\n"),
+        "{log}"
+    );
+
+    let resume = RunTarget::Resume(run.clone());
+    let report = trainer::train(&tiny_mirror(), &corpus(), &resume, options(), &mut |_| {});
+    assert!(!report.unwrap().interrupted());
+    let test: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("test.json")).unwrap()).unwrap();
+    assert_eq!(test["steps"], 2);
 }
