@@ -18,7 +18,7 @@ import sys
 
 STEP = "Task>::step"
 
-PRODUCT_LEAVES = ("rows_in_fours", "gemm_avx512", "microkernel", "LocalKey", "gemm_basic",
+PRODUCT_LEAVES = ("rows_in_fours", "gemm_avx512", "gemm_avx2", "microkernel", "LocalKey", "gemm_basic",
                   "matmul_raw", "gemm_f16", "gemm_bf16", "amx")
 PRODUCT_SITES = (
     ("linear_xent", "products: the classifier and its gradients"),
