@@ -228,9 +228,15 @@ pub fn install_ctrl_c() -> Result<Arc<AtomicBool>> {
             1 => "SIGHUP",
             _ => "Ctrl-C",
         };
-        errln!(
-            "\nstopping after this step and saving a checkpoint ({again} again to quit at once)"
-        );
+        if trainer::session::finishing() {
+            errln!(
+                "\nstopping the final test: every step is trained and saved, resuming takes the test ({again} again to quit at once)"
+            );
+        } else {
+            errln!(
+                "\nstopping after this step and saving a checkpoint ({again} again to quit at once)"
+            );
+        }
     })
     .context("installing the Ctrl-C handler")?;
     signal::record_signals(hangup_ignored);

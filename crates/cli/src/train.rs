@@ -308,8 +308,12 @@ fn final_lines(report: &TrainReport) -> Vec<String> {
                         .as_ref()
                         .map(|s| format!(", validation at step {}: {}", s.step, pct(&s.valid)))
                         .unwrap_or_default();
+                    let stopped = match run.finish_left {
+                        true => "stopped before the test: all",
+                        false => "stopped:",
+                    };
                     vec![format!(
-                        "stopped: {} steps{valid}; run: {}",
+                        "{stopped} {} steps trained{valid}; run: {}",
                         run.steps,
                         run.run_dir.display()
                     )]

@@ -144,6 +144,9 @@ pub struct FinalReport<R> {
     pub session_steps: u64,
     /// Whether it stopped early on request.
     pub interrupted: bool,
+    /// Stopped with every step trained and saved, before the end of the
+    /// work after the last ([`Task::finish`], the mirror's test): resuming does it.
+    pub finish_left: bool,
     /// The last summary, taken at the last step done (also when stopped early).
     pub last: Option<R>,
     /// Training-loop seconds of this session (validation, samples and checkpoints excluded).
@@ -314,6 +317,16 @@ impl<M: burn::module::Module> ModelSlot<M> {
         )?);
         Ok(())
     }
+}
+
+/// Set while a run does the work after its last step ([`Task::finish`]).
+static FINISHING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a run is doing the work after its last step (the mirror's
+/// test): every step is trained and saved, and a stop asked for now ends
+/// that work, which resuming does ([`FinalReport::finish_left`]).
+pub fn finishing() -> bool {
+    FINISHING.load(Ordering::SeqCst)
 }
 
 /// Held while a checkpoint's files are being replaced: see [`exit_between_checkpoints`].
@@ -676,6 +689,7 @@ pub fn train<T: Task>(
         steps: progress.step,
         session_steps: progress.step - first_step,
         interrupted,
+        finish_left: false,
         last: books.rows.last().cloned(),
         train_seconds: books.clock.train_seconds,
         chars_per_sec: books.clock.session_chars as f64 / books.clock.train_seconds.max(1e-9),
@@ -689,13 +703,17 @@ pub fn train<T: Task>(
             task.load_model(&average, "", &run.model_path())?;
         }
         let stop = || opts.stop.is_some_and(|s| s.load(Ordering::SeqCst));
-        let done = task.finish(&run, &report, &stop).map_err(|e| {
+        FINISHING.store(true, Ordering::SeqCst);
+        let done = task.finish(&run, &report, &stop);
+        FINISHING.store(false, Ordering::SeqCst);
+        let done = done.map_err(|e| {
             TrainError::Run(format!(
                 "{e}; every step is trained and saved: resuming the run finishes it"
             ))
         })?;
         if !done {
             report.interrupted = true;
+            report.finish_left = true;
             run.append(
                 &run.log_path(),
                 &format!(
