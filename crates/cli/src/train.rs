@@ -308,9 +308,10 @@ fn final_lines(report: &TrainReport) -> Vec<String> {
                         .as_ref()
                         .map(|s| format!(", validation at step {}: {}", s.step, pct(&s.valid)))
                         .unwrap_or_default();
-                    let stopped = match run.finish_left {
-                        true => "stopped before the test: all",
-                        false => "stopped:",
+                    let stopped = if run.finish_left {
+                        "stopped before the test: all"
+                    } else {
+                        "stopped:"
                     };
                     vec![format!(
                         "{stopped} {} steps trained{valid}; run: {}",

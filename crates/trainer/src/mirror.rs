@@ -680,12 +680,12 @@ impl Task for MirrorTask {
             return Ok(false);
         };
         let beamed = if beam > 1 {
-            match decoded_scores(&eval_model, test, beam, device, stop)? {
-                Some(scores) => scores,
-                None => return Ok(false),
-            }
+            decoded_scores(&eval_model, test, beam, device, stop)?
         } else {
-            greedy
+            Some(greedy)
+        };
+        let Some(beamed) = beamed else {
+            return Ok(false);
         };
         let mut run_report = report.clone();
         if let Some(last) = &mut run_report.last {

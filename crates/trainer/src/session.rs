@@ -604,8 +604,10 @@ pub fn train<T: Task>(
     let mut last_step: Option<(StepOutput, f64)> = None;
     let mut summarised_at = None;
     let mut interrupted = false;
+    // asked between steps, and between pieces of the work after the last
+    let stop_asked = || opts.stop.is_some_and(|s| s.load(Ordering::SeqCst));
     while progress.step < total {
-        if opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+        if stop_asked() {
             interrupted = true;
             break;
         }
@@ -702,9 +704,8 @@ pub fn train<T: Task>(
         if let Some(average) = finite_average(&optim, &weights, last, books.last_good)? {
             task.load_model(&average, "", &run.model_path())?;
         }
-        let stop = || opts.stop.is_some_and(|s| s.load(Ordering::SeqCst));
         FINISHING.store(true, Ordering::SeqCst);
-        let done = task.finish(&run, &report, &stop);
+        let done = task.finish(&run, &report, &stop_asked);
         FINISHING.store(false, Ordering::SeqCst);
         let done = done.map_err(|e| {
             TrainError::Run(format!(
