@@ -6,6 +6,7 @@
 #
 #   xtask/bench/side_by_side.sh OLD_BINARY NEW_BINARY [ROUNDS] [STEPS]
 #   RECIPE=notebook-char xtask/bench/side_by_side.sh ... 2 1000
+#   RECIPE=large SET=train.precision=bf16 xtask/bench/side_by_side.sh ... 2 20
 #
 # Prints per round and core order both chars/s and NEW/OLD.
 set -euo pipefail
@@ -15,11 +16,14 @@ rounds=${3:-2}
 steps=${4:-150}
 recipe=${RECIPE:-mirror}
 data=${DATA:-../shared/datasets/wikitext2-valid/text8.zip}
+# one recipe override for both binaries (`--set KEY=VALUE`), none if empty
+sets=()
+if [ -n "${SET:-}" ]; then sets=(--set "$SET"); fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 speed() { python3 -c 'import json,sys; print(round(json.loads(open(sys.argv[1]).read().splitlines()[-1])["chars_per_sec"]))' "$1"; }
 run() { # core binary file
-  taskset -c "$1" "$2" bench --recipe "$recipe" --threads 1 --steps "$steps" --warmup 10 --data "$data" 2>/dev/null >"$3"
+  taskset -c "$1" "$2" bench --recipe "$recipe" --threads 1 --steps "$steps" --warmup 10 --data "$data" "${sets[@]}" 2>/dev/null >"$3"
 }
 for r in $(seq "$rounds"); do
   for cores in "0 1" "1 0"; do

@@ -293,7 +293,7 @@ impl Lstm {
     /// (a `[d_input, 4 d_hidden]` copy, small) so that the rows are looked up
     /// or multiplied once, not once per gate and then joined. A dense
     /// input's products run in `precision` where the flex kernel applies it
-    /// ([`crate::kernel::linear`]: fp16 only).
+    /// ([`crate::kernel::linear`]).
     #[cfg_attr(not(feature = "flex"), allow(unused_variables))]
     fn projected(&self, input: &LstmInput, precision: Precision) -> Projected {
         let (wx, b) = (self.input_weights(), self.biases());
@@ -371,7 +371,7 @@ impl Lstm {
     /// d_hidden]` in place of the layer's own: the same matrix at every
     /// step, so a DropConnect mask on it (Merity et al., arXiv 1708.02182)
     /// drops recurrent connections without a mask per step. The recurrent
-    /// products (and, in fp16, a dense input's) run in `precision` where the
+    /// products (and a dense input's) run in `precision` where the
     /// fused kernel runs and the CPU supports it (see [`Precision`]).
     pub fn forward_with(
         &self,

@@ -90,11 +90,12 @@ fn part_rows(r: &LmRecipe) -> usize {
 }
 
 /// What someone who asked for 16-bit products in recipe `name` should know
-/// before the run: why they run in f32 here, or, for bf16 without AMX
-/// tiles, that the bf16 instruction may run slower than f32 (on the Intel
-/// Xeons without AMX in docs/PERFORMANCE.md at half its rate, where f16
-/// is the faster choice). None for f32, bf16 on AMX tiles, and f16 where
-/// it runs.
+/// before the run: why they run in f32 here; for bf16 without AMX tiles,
+/// that the bf16 instruction may run slower than f32 (on the Intel Xeons
+/// without AMX in docs/PERFORMANCE.md at half its rate, where f16 is the
+/// faster choice); for f16 where the CPU has AMX tiles, that bf16 runs
+/// faster there. None for f32, bf16 on AMX tiles, and f16 on a CPU with
+/// AVX512-FP16 and no tiles.
 pub fn precision_note(name: &str, r: &LmRecipe, device: &Device) -> Option<String> {
     use model::kernel::half::{Half, Refusal};
     use model::kernel::{Isa, isa};
@@ -132,6 +133,14 @@ pub fn precision_note(name: &str, r: &LmRecipe, device: &Device) -> Option<Strin
                     "train.precision = bf16 without AMX tiles runs on the AVX512-BF16 dot \
                      product, slower than f32 on some CPUs{f16}: compare `charlstm bench --recipe \
                      {name}` with and without `--set train.precision=bf16` (docs/PERFORMANCE.md)"
+                ));
+            }
+            None if half == Half::F16 && isa() == Isa::Avx512Amx => {
+                return Some(format!(
+                    "train.precision = f16 runs on AVX512-FP16's multiply-adds; this CPU has \
+                     AMX tiles, on which `train.precision = bf16` runs faster (`large` in \
+                     docs/PERFORMANCE.md): compare `charlstm bench --recipe {name}` with `--set \
+                     train.precision=f16` and with `--set train.precision=bf16`"
                 ));
             }
             None => return None,
@@ -631,9 +640,9 @@ mod tests {
     }
 
     /// Asking for bf16 or f16 says why it runs in f32 here (the CPU, the
-    /// batch part, the units), or, for bf16 without AMX tiles, that it may
-    /// be slower; f32, bf16 where it runs on the tiles and f16 where it
-    /// runs say nothing.
+    /// batch part, the units), for bf16 without AMX tiles that it may be
+    /// slower, for f16 with them that bf16 is faster; f32, bf16 where it
+    /// runs on the tiles and f16 where it runs without them say nothing.
     #[test]
     #[allow(clippy::print_stderr)] // says when this CPU cannot run a format
     fn a_half_run_says_where_it_is_f32_or_may_be_slower() {
@@ -681,14 +690,25 @@ mod tests {
                 format!("{f32_here}data.batch_size 2 is under the 4 rows {name} needs")
             );
             assert_eq!(six, asked, "6 rows run {name} as 64 do");
-            if half == Half::F16 || isa() == Isa::Avx512Amx {
-                assert_eq!(asked, None, "{name} where it runs fast says nothing");
-            } else {
-                let n = asked.expect("a note without AMX");
-                assert!(
-                    n.contains("without AMX tiles") && n.contains("--recipe large"),
-                    "{n}"
-                );
+            let tiles = isa() == Isa::Avx512Amx;
+            match (half, tiles) {
+                (Half::F16, false) | (Half::Bf16, true) => {
+                    assert_eq!(asked, None, "{name} where it runs fast says nothing")
+                }
+                (Half::Bf16, false) => {
+                    let n = asked.expect("a note without AMX");
+                    assert!(
+                        n.contains("without AMX tiles") && n.contains("--recipe large"),
+                        "{n}"
+                    );
+                }
+                (Half::F16, true) => {
+                    let n = asked.expect("a note on AMX");
+                    assert!(
+                        n.contains("has AMX tiles") && n.contains("train.precision=bf16"),
+                        "{n}"
+                    );
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The LSTM's products with 16-bit operands, an opt-in precision for large
-//! models ([`Precision`]): bf16 or fp16 values in, f32 sums out. bf16
-//! takes the recurrent products; fp16 those and a dense input's two
-//! products by its weights ([`super::linear`]).
+//! models ([`Precision`]): bf16 or fp16 values in, f32 sums out, for the
+//! recurrent products and a dense input's two products by its weights
+//! ([`super::linear`]).
 //!
 //! - **bf16** ([`Half::Bf16`]): AVX512-BF16's `vdpbf16ps` multiplies pairs
 //!   of bf16 values and adds both products to an f32 lane, twice the

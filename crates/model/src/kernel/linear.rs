@@ -11,10 +11,12 @@
 //! 187 GFLOP/s), and in the dropout recipe's step the blocked kernel's
 //! version of this operation was no faster than Burn's.
 //!
-//! With [`Precision::F16`] (and AVX512-FP16) the two products by `W`,
-//! `y = x W` and `dx = dy W^T`, run in fp16 ([`PackedHalf`]) a block of
-//! rows on each thread, twice the f32 rate; `dW` stays f32 (one product
-//! over all rows, whose fp16 version would convert `dy` on every thread).
+//! With a 16-bit [`Precision`] (and the CPU's instructions for it) the two
+//! products by `W`, `y = x W` and `dx = dy W^T`, run in that format
+//! ([`PackedHalf`]: fp16 at twice the f32 rate, bf16 on the AMX tiles
+//! where the CPU has them) a block of rows on each thread; `dW` stays f32
+//! (one product over all rows, whose 16-bit version would convert `dy` on
+//! every thread).
 
 use std::mem::MaybeUninit;
 
@@ -50,17 +52,15 @@ impl LinearDims {
     }
 }
 
-/// `W` (`[k, n]`, or `[n, k]` when `transposed`) packed in fp16 where
-/// `precision` asks for it and the CPU has it; `None` for f32.
-fn packed_f16(
+/// `W` (`[k, n]`, or `[n, k]` when `transposed`) packed in the 16-bit
+/// format `precision` asks for where the CPU has it; `None` for f32.
+fn packed_half(
     precision: Precision,
     w: &[f32],
     (k, n): (usize, usize),
     transposed: bool,
 ) -> Option<PackedHalf> {
-    (precision == Precision::F16)
-        .then(|| PackedHalf::new(Half::F16, w, k, n, transposed))
-        .flatten()
+    PackedHalf::new(precision.half()?, w, k, n, transposed)
 }
 
 /// `out` as written values.
@@ -73,7 +73,7 @@ unsafe fn assume_written(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
 }
 
 /// `y = x W + b`, `[rows, d_out]`, the product in `precision` where it
-/// applies (fp16: see the module's note).
+/// applies (see the module's note).
 ///
 /// # Panics
 /// On operands not of `d`.
@@ -89,8 +89,8 @@ pub fn linear_forward(
     if d.d_out == 0 {
         return Vec::new();
     }
-    let packed = packed_f16(precision, w, (d.d_in, d.d_out), false);
-    // the bias in every row first, the product added to it: in fp16 a
+    let packed = packed_half(precision, w, (d.d_in, d.d_out), false);
+    // the bias in every row first, the product added to it: in 16 bits a
     // block of rows on each thread, else over all rows at once after
     // SAFETY: each block's rows are written whole, a copy of the bias each
     let mut y = unsafe {
@@ -144,7 +144,7 @@ pub fn linear_backward(
         elems(d.rows, d.d_out),
         "dense layer output gradient"
     );
-    let dx = match packed_f16(precision, w, (d.d_out, d.d_in), true) {
+    let dx = match packed_half(precision, w, (d.d_out, d.d_in), true) {
         // SAFETY: each block zeroed, then written by the product
         Some(p) if d.d_in > 0 => unsafe {
             written_row_blocks(d.rows, d.d_in, BLOCK, 0, |first, out| {
@@ -246,81 +246,98 @@ mod tests {
         }
     }
 
-    /// With fp16 asked for, `y` and `dx` within fp16's rounding of their
-    /// definitions (sums of 64 products in fp16: a few 2^-11 of the sum of
-    /// the magnitudes), `dW` and `db` as in f32; at sizes that take the
-    /// blocks of 64 rows and the rows past the last four (70), on one
-    /// thread and on two, bit-equal (each block computed on one thread).
-    /// Says so when this CPU has no AVX512-FP16, and then equals f32.
+    /// With a 16-bit format asked for, `y` and `dx` within its rounding of
+    /// their definitions (bf16: two operands each rounded to 8 bits, their
+    /// product within 2^-8 of it; fp16: sums of 64 products in fp16, a few
+    /// 2^-11 of the sum of the magnitudes), `dW` and `db` as in f32; at
+    /// sizes that take the blocks of 64 rows (on CPUs with AMX, bf16 on
+    /// the tiles) and the rows past the last four (70), on one thread and
+    /// on two, bit-equal (each block computed on one thread). Says so when
+    /// this CPU has not the format's instructions, and then equals f32.
     #[test]
-    #[allow(clippy::print_stderr)] // says when this CPU has no AVX512-FP16
-    fn fp16_products_stay_within_their_rounding() {
+    #[allow(clippy::print_stderr)] // says when this CPU has not a format
+    fn half_products_stay_within_their_rounding() {
         let _threads = TestThreads::lock();
-        let available = Half::F16.available();
-        if !available {
-            eprintln!(
-                "fp16_products_stay_within_their_rounding: no AVX512-FP16 here: f32 compared"
-            );
-        }
-        for (rows, d_in, d_out) in [(640, 128, 256), (70, 32, 64)] {
-            let d = LinearDims { rows, d_in, d_out };
-            let (x, w, b, dy) = (
-                values(rows * d_in, 1),
-                values(d_in * d_out, 2),
-                values(d_out, 3),
-                values(rows * d_out, 4)
-                    .iter()
-                    .map(|v| v * 1e-5)
-                    .collect::<Vec<_>>(),
-            );
-            let mut runs = vec![];
-            for threads in [1, 2] {
-                set_threads(threads);
-                runs.push((
-                    linear_forward(&x, &w, &b, d, Precision::F16),
-                    linear_backward(&x, &w, &dy, d, Precision::F16),
-                ));
-            }
-            set_threads(1);
-            assert!(runs[0] == runs[1], "{d:?}: one thread and two differ");
-            let (y, g) = &runs[0];
-            let f32_grads = linear_backward(&x, &w, &dy, d, Precision::F32);
-            assert_eq!(
-                linear_forward(&x, &w, &b, d, Precision::F32) != *y,
-                available,
-                "fp16 ran where available"
-            );
-            assert_eq!((&g.dw, &g.db), (&f32_grads.dw, &f32_grads.db));
-            // the sum and the sum of magnitudes of n products
-            let dot = |n: usize, f: &dyn Fn(usize) -> (f32, f32)| -> (f64, f64) {
-                (0..n).fold((0.0, 0.0), |(s, m), p| {
-                    let (a, b) = f(p);
-                    let t = a as f64 * b as f64;
-                    (s + t, m + t.abs())
-                })
-            };
-            let close = |what: &str, got: f32, (want, magnitude): (f64, f64), base: f64| {
-                let bound = 6.0 * magnitude / 2048.0 + 1e-6 * base.abs() + 1e-30;
-                assert!(
-                    (got as f64 - want).abs() <= bound,
-                    "{d:?} {what}: {got} against {want}"
+        for half in [Half::Bf16, Half::F16] {
+            let available = half.available();
+            if !available {
+                eprintln!(
+                    "half_products_stay_within_their_rounding: no {} here: f32 compared",
+                    half.instructions()
                 );
+            }
+            // of the sum of the products' magnitudes
+            let relative_error = match half {
+                Half::Bf16 => 1.01 / 256.0,
+                Half::F16 => 6.0 / 2048.0,
             };
-            for r in 0..rows {
-                for j in 0..d_out {
-                    let (sum, magnitude) = dot(d_in, &|p| (x[r * d_in + p], w[p * d_out + j]));
-                    let bias = b[j] as f64;
-                    close(
-                        &format!("y[{r}, {j}]"),
-                        y[r * d_out + j],
-                        (sum + bias, magnitude),
-                        bias,
-                    );
-                }
-                for p in 0..d_in {
-                    let want = dot(d_out, &|j| (dy[r * d_out + j], w[p * d_out + j]));
-                    close(&format!("dx[{r}, {p}]"), g.dx[r * d_in + p], want, 0.0);
-                }
+            for (rows, d_in, d_out) in [(640, 128, 256), (70, 32, 64)] {
+                let d = LinearDims { rows, d_in, d_out };
+                check_half_layer(half.precision(), d, available, relative_error);
+            }
+        }
+    }
+
+    /// [`half_products_stay_within_their_rounding`] at the sizes `d`.
+    fn check_half_layer(precision: Precision, d: LinearDims, available: bool, relative_error: f64) {
+        let LinearDims { rows, d_in, d_out } = d;
+        let (x, w, b, dy) = (
+            values(rows * d_in, 1),
+            values(d_in * d_out, 2),
+            values(d_out, 3),
+            values(rows * d_out, 4)
+                .iter()
+                .map(|v| v * 1e-5)
+                .collect::<Vec<_>>(),
+        );
+        let mut runs = vec![];
+        for threads in [1, 2] {
+            set_threads(threads);
+            runs.push((
+                linear_forward(&x, &w, &b, d, precision),
+                linear_backward(&x, &w, &dy, d, precision),
+            ));
+        }
+        set_threads(1);
+        assert!(runs[0] == runs[1], "{d:?}: one thread and two differ");
+        let (y, g) = &runs[0];
+        let f32_grads = linear_backward(&x, &w, &dy, d, Precision::F32);
+        assert_eq!(
+            linear_forward(&x, &w, &b, d, Precision::F32) != *y,
+            available,
+            "{} ran where available",
+            precision.name()
+        );
+        assert_eq!((&g.dw, &g.db), (&f32_grads.dw, &f32_grads.db));
+        // the sum and the sum of magnitudes of n products
+        let dot = |n: usize, f: &dyn Fn(usize) -> (f32, f32)| -> (f64, f64) {
+            (0..n).fold((0.0, 0.0), |(s, m), p| {
+                let (a, b) = f(p);
+                let t = a as f64 * b as f64;
+                (s + t, m + t.abs())
+            })
+        };
+        let close = |what: &str, got: f32, (want, magnitude): (f64, f64), base: f64| {
+            let bound = relative_error * magnitude + 1e-6 * base.abs() + 1e-30;
+            assert!(
+                (got as f64 - want).abs() <= bound,
+                "{d:?} {what}: {got} against {want}"
+            );
+        };
+        for r in 0..rows {
+            for j in 0..d_out {
+                let (sum, magnitude) = dot(d_in, &|p| (x[r * d_in + p], w[p * d_out + j]));
+                let bias = b[j] as f64;
+                close(
+                    &format!("y[{r}, {j}]"),
+                    y[r * d_out + j],
+                    (sum + bias, magnitude),
+                    bias,
+                );
+            }
+            for p in 0..d_in {
+                let want = dot(d_out, &|j| (dy[r * d_out + j], w[p * d_out + j]));
+                close(&format!("dx[{r}, {p}]"), g.dx[r * d_in + p], want, 0.0);
             }
         }
     }

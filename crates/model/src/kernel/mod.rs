@@ -7,8 +7,8 @@
 //!   operands ([`PackedB`]), the `gemm` crate for other shapes and CPUs.
 //! - `lines`: the packed operands' buffers, aligned to cache lines; `prefetch`:
 //!   their next blocks fetched into L2 during a product.
-//! - [`half`]: the opt-in 16-bit products (bf16 on AVX512-BF16 or AMX, the
-//!   recurrent ones; fp16 on AVX512-FP16, those and a dense input's: [`f16`](mod@f16)).
+//! - [`half`]: the opt-in 16-bit products, the recurrent ones and a dense
+//!   input's (bf16 on AVX512-BF16 or AMX; fp16 on AVX512-FP16: [`f16`](mod@f16)).
 //! - [`amx`]: those products on the AMX tiles, where the CPU has them.
 //! - [`math`]: fast `exp`, `sigmoid`, `tanh`.
 //! - [`cell`]: one cell step for every row, forward and backward.
