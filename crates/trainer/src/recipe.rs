@@ -180,11 +180,12 @@ pub struct TrainSpec {
     /// `model.safetensors` use the average. 0 (the default) keeps none.
     #[serde(default)]
     pub average: f64,
-    /// Precision of the LSTM's products while training: `f32` (the
-    /// default), `bf16` (the recurrent products' operands rounded to bf16,
-    /// sums in f32, on CPUs with AVX512-BF16) or `f16` (those and a dense
-    /// input's operands scaled and rounded to fp16, sums in fp16 for 64
-    /// products at a time then in f32, on CPUs with AVX512-FP16); f32 where
+    /// Precision of the LSTM's products while training (the recurrent ones
+    /// and a dense input's two by its weights): `f32` (the default), `bf16`
+    /// (operands rounded to bf16, sums in f32, on CPUs with AVX512-BF16, on
+    /// the AMX tiles where they exist) or `f16` (operands scaled and rounded
+    /// to fp16, sums in fp16 for 64 products at a time then in f32, on CPUs
+    /// with AVX512-FP16); f32 where
     /// the CPU has not the instructions, for a thread's part of the batch
     /// under 4 rows and for units not a multiple of 16.
     /// Faster on some CPUs, slower on others: docs/PERFORMANCE.md measures

@@ -21,7 +21,7 @@
 use std::mem::MaybeUninit;
 
 use super::gemm::{elems, matmul_at_threaded, matmul_threaded, matmul_threaded_new};
-use super::half::{Half, PackedHalf, Precision};
+use super::half::{PackedHalf, Precision};
 use super::math::column_sums;
 use super::pool::written_row_blocks;
 
@@ -171,6 +171,7 @@ pub fn linear_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::half::Half;
     use crate::kernel::pool::{TestThreads, set_threads};
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
