@@ -23,7 +23,7 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 speed() { python3 -c 'import json,sys; print(round(json.loads(open(sys.argv[1]).read().splitlines()[-1])["chars_per_sec"]))' "$1"; }
 run() { # core binary file
-  taskset -c "$1" "$2" bench --recipe "$recipe" --threads 1 --steps "$steps" --warmup 10 --data "$data" "${sets[@]}" 2>/dev/null >"$3"
+  taskset -c "$1" "$2" bench --recipe "$recipe" --threads 1 --steps "$steps" --warmup 10 --data "$data" ${sets[@]+"${sets[@]}"} 2>/dev/null >"$3"
 }
 for r in $(seq "$rounds"); do
   for cores in "0 1" "1 0"; do

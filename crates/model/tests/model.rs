@@ -280,7 +280,7 @@ fn every_parameter_gets_a_gradient() {
 /// scaled down to 32 sequences of 32 units) with its products in bf16 or
 /// fp16: the logits and every gradient close to f32's, and different from
 /// them where this CPU has the format's instructions (so that the 16-bit
-/// products did run, the dense layer's too); the same as f32 where
+/// products did run); the same as f32 where
 /// it has not, and it says so.
 #[test]
 #[allow(clippy::print_stderr)] // says when this CPU cannot run a format

@@ -17,8 +17,9 @@
 //! and measured per CPU in docs/PERFORMANCE-LOG.md: on AMD Zen 5 (EPYC, family
 //! 26) `vdpbf16ps` runs at about twice the f32 FMA rate; on the Intel Xeons
 //! here it runs at half that rate, but their AMX tiles, where the
-//! hypervisor exposes them, make the `large` recipe's training step 1.7x
-//! faster than f32, and where it does not (model 207), fp16 does.
+//! hypervisor exposes them, make the `large` recipe's training step about
+//! 2x faster than f32 (model 167), and where it does not (model 207),
+//! fp16 makes it 1.2-1.3x faster.
 //!
 //! The operands of these products (the weights, the outputs `h`, the gate
 //! gradients `dG`, a dense input and its gradient) are rounded to the 16-bit format (to nearest even) as
