@@ -18,8 +18,13 @@ import sys
 
 STEP = "Task>::step"
 
+# the AMX products are inline assembly inlined into the 16-bit products'
+# entry points, which are their leaves
 PRODUCT_LEAVES = ("rows_in_fours", "gemm_avx512", "gemm_avx2", "microkernel", "LocalKey", "gemm_basic",
-                  "matmul_raw", "gemm_f16", "gemm_bf16", "amx")
+                  "matmul_raw", "gemm_f16", "gemm_bf16", "amx", "PackedHalf::matmul", "half::matmul_at")
+# operands rounded to 16 bits and laid out in pairs
+HALF_PACKING = ("interleave_bf16", "interleave_f16", "convert_bf16", "convert_f16", "rows_to_pairs",
+                "pairs_of_rows", "transpose_pairs")
 PRODUCT_SITES = (
     ("linear_xent", "products: the classifier and its gradients"),
     ("backward_packed", "products: LSTM backward (dh, the weight gradients)"),
@@ -46,9 +51,9 @@ def category(leaf, frames):
             if key in stack:
                 return name
         return "products: elsewhere"
-    if "pack_" in leaf or "vectorize" in leaf:
+    if "pack_" in leaf or "vectorize" in leaf or any(k in leaf for k in HALF_PACKING):
         return "packing operands (the gemm crate's, ours)"
-    if "cell_forward" in leaf or "cell_step" in leaf:
+    if "cell_forward" in leaf or "cell_step" in leaf or "forward_packed" in leaf:
         return "cell step, forward"
     if "backward_packed" in leaf:
         return "cell step, backward"
