@@ -13,10 +13,10 @@
 //!
 //! With a 16-bit [`Precision`] (and the CPU's instructions for it) the two
 //! products by `W`, `y = x W` and `dx = dy W^T`, run in that format
-//! ([`PackedHalf`]: fp16 at twice the f32 rate, bf16 on the AMX tiles
-//! where the CPU has them) a block of rows on each thread; `dW` stays f32
-//! (one product over all rows, whose 16-bit version would convert `dy` on
-//! every thread).
+//! ([`PackedHalf`]: fp16 at twice the f32 rate; bf16 on the AMX tiles
+//! where the CPU has them, else on `vdpbf16ps`) a block of rows on each
+//! thread; `dW` stays f32 (one product over all rows, whose 16-bit version
+//! would convert `dy` on every thread).
 
 use std::mem::MaybeUninit;
 
