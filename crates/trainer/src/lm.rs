@@ -98,7 +98,7 @@ fn part_rows(r: &LmRecipe) -> usize {
 /// AVX512-FP16 and no tiles.
 pub fn precision_note(name: &str, r: &LmRecipe, device: &Device) -> Option<String> {
     use model::kernel::half::{Half, Refusal};
-    use model::kernel::{Isa, isa};
+    use model::kernel::isa;
     let precision = model::Precision::from(r.train.precision);
     let half = precision.half()?;
     let asked = precision.name();
@@ -123,7 +123,7 @@ pub fn precision_note(name: &str, r: &LmRecipe, device: &Device) -> Option<Strin
                 model::kernel::pool::threads()
             ),
             Some(Refusal::Units) => format!("model.d_hidden {hidden} is not a multiple of 16"),
-            None if half == Half::Bf16 && isa() < Isa::Avx512Amx => {
+            None if half == Half::Bf16 && !half.on_tiles() => {
                 let f16 = if Half::F16.available() {
                     " (this one has AVX512-FP16: `train.precision = f16` runs here)"
                 } else {
@@ -135,7 +135,7 @@ pub fn precision_note(name: &str, r: &LmRecipe, device: &Device) -> Option<Strin
                      {name}` with and without `--set train.precision=bf16` (docs/PERFORMANCE.md)"
                 ));
             }
-            None if half == Half::F16 && isa() == Isa::Avx512Amx => {
+            None if half == Half::F16 && Half::Bf16.on_tiles() => {
                 return Some(format!(
                     "train.precision = f16 runs on AVX512-FP16's multiply-adds; this CPU has \
                      AMX tiles, on which `train.precision = bf16` runs faster (`large` in \
@@ -646,7 +646,7 @@ mod tests {
     #[test]
     #[allow(clippy::print_stderr)] // says when this CPU cannot run a format
     fn a_half_run_says_where_it_is_f32_or_may_be_slower() {
-        use model::kernel::{Half, Isa, isa};
+        use model::kernel::Half;
         let device = Device::flex();
         let note = |sets: &[&str]| {
             let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
@@ -690,7 +690,7 @@ mod tests {
                 format!("{f32_here}data.batch_size 2 is under the 4 rows {name} needs")
             );
             assert_eq!(six, asked, "6 rows run {name} as 64 do");
-            let tiles = isa() == Isa::Avx512Amx;
+            let tiles = Half::Bf16.on_tiles();
             match (half, tiles) {
                 (Half::F16, false) | (Half::Bf16, true) => {
                     assert_eq!(asked, None, "{name} where it runs fast says nothing")

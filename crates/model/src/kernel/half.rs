@@ -111,6 +111,13 @@ impl Half {
         }
     }
 
+    /// Whether this format's products run on the AMX tiles
+    /// ([`super::amx`]): bf16 only, where the CPU has them and
+    /// `CHARLSTM_KERNELS` does not cap the kernels below `avx512+amx`.
+    pub fn on_tiles(self) -> bool {
+        self == Half::Bf16 && super::cpu::isa() == super::cpu::Isa::Avx512Amx
+    }
+
     /// Whether the products run in this format here: the AVX-512 kernels
     /// are selected (so `CHARLSTM_KERNELS=avx2+fma` turns it off) and the
     /// CPU has AVX512-BF16 (bf16) or AVX512-FP16 (fp16).
@@ -372,17 +379,23 @@ const KC_PAIRS: usize = 128;
 const AT_PANEL: usize = 256;
 
 /// A right operand in 16-bit pairs, packed once for many products (the
-/// recurrent weights, used at every step): strips of 16 columns, each `[k /
-/// 2, 16]` pairs contiguous, as [`PackedB`](super::gemm::PackedB) in f32,
-/// times its `scale`.
+/// recurrent weights, used at every step): strips of 16 columns, each
+/// `[depth, 16]` pairs contiguous, as [`PackedB`](super::gemm::PackedB) in
+/// f32, times its `scale`. The depth is `k / 2` pairs, padded with zero
+/// pairs to whole tiles (16) where the products run
+/// [`on_tiles`](Half::on_tiles): `model.d_hidden` 400 is 200 pairs, and
+/// without the padding bf16 would leave the tiles for `vdpbf16ps`, slower
+/// than f32 on these CPUs.
 ///
 /// **Invariant:** exists only where its format is
 /// [`available`](Half::available) (its constructor returns `None`
-/// elsewhere), with `k` even and `n` a multiple of 16.
+/// elsewhere), with `k` even, `n` a multiple of 16 and `depth >= k / 2`
+/// (a multiple of 16 on the tiles).
 #[derive(Debug, Clone)]
 pub struct PackedHalf {
     data: Lines<u32>,
     k: usize,
+    depth: usize,
     n: usize,
     half: Half,
     scale: f32,
@@ -398,19 +411,31 @@ impl PackedHalf {
             return None;
         }
         let k2 = k / 2;
+        let depth = if half.on_tiles() {
+            k2.next_multiple_of(16)
+        } else {
+            k2
+        };
         let scale = half.scale(|| f16::max_abs([&b[..k * n]]));
         // pairs in `b`'s own order first (vectorised), then moved into strips
         let pairs = if b_t {
-            rows_to_pairs(half, scale, b, n, k) // [n, k2]: column j of B is row j
+            // [n, depth]: column j of B is row j
+            pad_rows(rows_to_pairs(half, scale, b, n, k), n, k2, depth)
         } else {
-            pairs_of_rows(half, scale, k, n, |i| &b[i * n..(i + 1) * n]) // [k2, n]
+            let mut pairs = pairs_of_rows(half, scale, k, n, |i| &b[i * n..(i + 1) * n]);
+            pairs.resize(elems(depth, n), 0); // [depth, n]
+            pairs
         };
         // SAFETY: the strips are every value of the operand
-        let data =
-            unsafe { Lines::written(k2 * n, |strips| pack_strips(&pairs, (k2, n), b_t, strips)) };
+        let data = unsafe {
+            Lines::written(depth * n, |strips| {
+                pack_strips(&pairs, (depth, n), b_t, strips)
+            })
+        };
         Some(PackedHalf {
             data,
             k,
+            depth,
             n,
             half,
             scale,
@@ -424,36 +449,36 @@ impl PackedHalf {
 
     /// `c (+)= a · B` for `a` `[m, k]` row-major (rounded to the format) and `c` `[m, n]`.
     pub fn matmul(&self, c: &mut [f32], a: &[f32], m: usize, accumulate: bool) {
-        let (k, n, half) = (self.k, self.n, self.half);
+        let (k, depth, n, half) = (self.k, self.depth, self.n, self.half);
         assert!(
             c.len() >= elems(m, n) && a.len() >= elems(m, k),
             "matmul operand sizes"
         );
-        let k2 = k / 2;
         let scale = half.scale(|| f16::max_abs([&a[..m * k]]));
-        let pairs = rows_to_pairs(half, scale, a, m, k);
+        // [m, depth]: the depth padded as the strips' are
+        let pairs = pad_rows(rows_to_pairs(half, scale, a, m, k), m, k / 2, depth);
         let inv = (1.0 / scale, 1.0 / self.scale);
         // bf16 rows in sixteens on the tiles over the whole depth, where they exist
-        let m16 = if half == Half::Bf16 && tiles() && k2.is_multiple_of(16) {
+        let m16 = if half.on_tiles() && depth.is_multiple_of(16) {
             m - m % 16
         } else {
             0
         };
         #[cfg(target_arch = "x86_64")]
         if m16 > 0 {
-            // SAFETY: the tiles are usable (`tiles`); rows 0..m16 of `a`'s
-            // pairs (`[m, k2]`), the strips (`[k2, 16]` pairs each, `n` a
+            // SAFETY: the tiles are usable (`Half::on_tiles`); rows 0..m16 of `a`'s
+            // pairs (`[m, depth]`), the strips (`[depth, 16]` pairs each, `n` a
             // multiple of 16) and rows 0..m16 of `c` lie inside the buffers.
             unsafe {
                 super::amx::gemm_amx(
                     m16,
                     n,
-                    k2,
+                    depth,
                     pairs.as_ptr(),
-                    k2,
+                    depth,
                     self.data.as_slice().as_ptr(),
                     16,
-                    16 * k2,
+                    16 * depth,
                     c.as_mut_ptr(),
                     n,
                     accumulate,
@@ -461,18 +486,18 @@ impl PackedHalf {
             };
         }
         let m4 = blocked_prefix(m);
-        for k0 in (0..k2).step_by(KC_PAIRS) {
-            let kc = KC_PAIRS.min(k2 - k0);
+        for k0 in (0..depth).step_by(KC_PAIRS) {
+            let kc = KC_PAIRS.min(depth - k0);
             let first = !(accumulate || k0 > 0);
             #[cfg(target_arch = "x86_64")]
             if m4 > m16 {
                 // SAFETY: a PackedHalf exists only where its kernel runs;
-                // rows m16..m4 by every strip's 16 columns (strips 16 * k2
+                // rows m16..m4 by every strip's 16 columns (strips 16 * depth
                 // apart), pairs k0..k0 + kc, lie inside the pairs of `a`,
                 // the strips and `c`.
                 unsafe {
                     let (a, b) = (
-                        pairs.as_ptr().add(m16 * k2 + k0),
+                        pairs.as_ptr().add(m16 * depth + k0),
                         self.data.as_slice().as_ptr().add(k0 * 16),
                     );
                     let c = c.as_mut_ptr().add(m16 * n);
@@ -483,11 +508,11 @@ impl PackedHalf {
                             n,
                             kc,
                             a,
-                            k2,
+                            depth,
                             1,
                             b,
                             16,
-                            16 * k2,
+                            16 * depth,
                             c,
                             n,
                             !first,
@@ -498,9 +523,9 @@ impl PackedHalf {
                             n,
                             kc,
                             a,
-                            (k2, 1),
+                            (depth, 1),
                             b,
-                            (16, 16 * k2),
+                            (16, 16 * depth),
                             c,
                             n,
                             !first,
@@ -511,13 +536,13 @@ impl PackedHalf {
             }
             // the rows past the last four, one value at a time
             for i in m4..m {
-                for (s, strip) in self.data.as_slice().chunks_exact(16 * k2).enumerate() {
+                for (s, strip) in self.data.as_slice().chunks_exact(16 * depth).enumerate() {
                     let out = &mut c[i * n + s * 16..i * n + s * 16 + 16];
                     if first {
                         out.fill(0.0);
                     }
                     for p in k0..k0 + kc {
-                        let x = pairs[i * k2 + p];
+                        let x = pairs[i * depth + p];
                         for (o, w) in out.iter_mut().zip(&strip[p * 16..p * 16 + 16]) {
                             *o += half.dot_pair(x, *w) * inv.0 * inv.1;
                         }
@@ -580,14 +605,14 @@ pub fn matmul_at(
         return true;
     }
     #[cfg(target_arch = "x86_64")]
-    if half == Half::Bf16 && tiles() && m.is_multiple_of(16) {
+    if half.on_tiles() && m.is_multiple_of(16) {
         // the tiles read A's rows as pairs side by side: A^T's pairs
         // transposed to `[m, k2]`, both depths padded with zero pairs to
         // whole tiles
         let k16 = k2.next_multiple_of(16);
         let at = transpose_pairs(&ap, k2, m, k16);
         bp.resize(elems(k16, n), 0);
-        // SAFETY: the tiles are usable (`tiles`); `m`, `n` and `k16` are
+        // SAFETY: the tiles are usable (`Half::on_tiles`); `m`, `n` and `k16` are
         // multiples of 16; `at` is `[m, k16]`, `bp` `[k16, n]` (strips of
         // 16 columns, 16 apart) and `c` `[m, n]`.
         unsafe {
@@ -649,6 +674,19 @@ pub fn matmul_at(
     true
 }
 
+/// `[rows, cols]` pairs as `[rows, width]` (`width >= cols`), each row
+/// padded with zero pairs; `x` itself where `width` is `cols`.
+fn pad_rows(x: Vec<u32>, rows: usize, cols: usize, width: usize) -> Vec<u32> {
+    if width == cols {
+        return x;
+    }
+    let mut out = vec![0u32; elems(rows, width)];
+    for (dst, src) in out.chunks_exact_mut(width).zip(x.chunks_exact(cols)) {
+        dst[..cols].copy_from_slice(src);
+    }
+    out
+}
+
 #[cfg(target_arch = "x86_64")]
 /// `[rows, cols]` pairs transposed to `[cols, width]` (`width >= rows`,
 /// the columns past `rows` zero), in square blocks so that both sides
@@ -666,13 +704,6 @@ fn transpose_pairs(x: &[u32], rows: usize, cols: usize, width: usize) -> Vec<u32
         }
     }
     out
-}
-
-/// Whether the bf16 products run on the AMX tiles ([`super::amx`]): the
-/// CPU has them and `CHARLSTM_KERNELS` does not cap the kernels below
-/// `avx512+amx`.
-fn tiles() -> bool {
-    super::cpu::isa() == super::cpu::Isa::Avx512Amx
 }
 
 #[cfg(test)]
@@ -794,7 +825,7 @@ mod tests {
         // the bf16 sizes from 16 rows up take the AMX tiles where this CPU has them
         eprintln!(
             "half_kernels_match_the_rounded_product: {half:?}{}",
-            match (half, tiles()) {
+            match (half, half.on_tiles()) {
                 (Half::F16, _) => "",
                 (Half::Bf16, true) => " and the AMX tiles",
                 (Half::Bf16, false) => "; no AMX tiles here: the tile path is NOT tested",
@@ -826,7 +857,8 @@ mod tests {
             (48, 48, 96),
             (37, 32, 1088),
             (17, 16, 64), // tiles, then one row value by value
-            (32, 32, 40), // 20 pairs: not whole tiles, the vector kernel
+            (32, 32, 40), // 20 pairs: padded to whole tiles (32) on them
+            (20, 48, 48), // 24 pairs padded to 32: tiles for 16 rows, 4 for the vector kernel
             (28, 48, 64), // tiles for 16 rows, then 12 for the vector kernel (6 + 6; without tiles 6 x 4 + 4)
         ];
         for (m, n, k) in sizes {
