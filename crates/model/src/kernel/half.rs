@@ -34,6 +34,7 @@ use super::f16;
 use super::gemm::gemm_bf16;
 use super::gemm::{blocked_prefix, blocked_rows, elems, pack_strips};
 use super::lines::Lines;
+use super::pool::{threads, written_row_blocks, zeroed};
 #[cfg(target_arch = "x86_64")]
 use super::prefetch::Prefetch;
 
@@ -562,116 +563,210 @@ impl PackedHalf {
 pub fn matmul_at(
     half: Half,
     c: &mut [f32],
-    (a0, a1): (&[f32], &[f32]),
-    (b0, b1): (&[f32], &[f32]),
+    a: (&[f32], &[f32]),
+    b: (&[f32], &[f32]),
     (m, n, k): (usize, usize, usize),
 ) -> bool {
-    if !half.available() || m == 0 || !blocked_rows(m) || n == 0 || !n.is_multiple_of(16) {
+    let Some(operands) = TransposedOperands::new(half, a, b, (m, n, k)) else {
         return false;
-    }
-    let (ka, kb) = (a0.len() / m, b0.len() / n);
-    assert!(
-        ka == kb
-            && elems(ka, m) == a0.len()
-            && elems(kb, n) == b0.len()
-            && a1.len().checked_add(a0.len()) == Some(elems(k, m))
-            && b1.len().checked_add(b0.len()) == Some(elems(k, n))
-            && c.len() >= elems(m, n),
-        "matmul_at operand sizes"
-    );
-    let a_row = |i: usize| {
-        if i < ka {
-            &a0[i * m..(i + 1) * m]
-        } else {
-            &a1[(i - ka) * m..(i - ka + 1) * m]
-        }
     };
-    let b_row = |i: usize| {
-        if i < kb {
-            &b0[i * n..(i + 1) * n]
-        } else {
-            &b1[(i - kb) * n..(i - kb + 1) * n]
-        }
-    };
-    let (sa, sb) = (
-        half.scale(|| f16::max_abs([a0, a1])),
-        half.scale(|| f16::max_abs([b0, b1])),
-    );
-    let ap = pairs_of_rows(half, sa, k, m, a_row); // [k2, m]: A^T's row i is column i
-    let mut bp = pairs_of_rows(half, sb, k, n, b_row); // [k2, n]
-    let k2 = k.div_ceil(2);
-    if k2 == 0 {
-        c[..m * n].fill(0.0);
-        return true;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if half.on_tiles() && m.is_multiple_of(16) {
-        // the tiles read A's rows as pairs side by side: A^T's pairs
-        // transposed to `[m, k2]`, both depths padded with zero pairs to
-        // whole tiles
-        let k16 = k2.next_multiple_of(16);
-        let at = transpose_pairs(&ap, k2, m, k16);
-        bp.resize(elems(k16, n), 0);
-        // SAFETY: the tiles are usable (`Half::on_tiles`); `m`, `n` and `k16` are
-        // multiples of 16; `at` is `[m, k16]`, `bp` `[k16, n]` (strips of
-        // 16 columns, 16 apart) and `c` `[m, n]`.
-        unsafe {
-            super::amx::gemm_amx(
-                m,
-                n,
-                k16,
-                at.as_ptr(),
-                k16,
-                bp.as_ptr(),
-                n,
-                16,
-                c.as_mut_ptr(),
-                n,
-                false,
-            )
-        };
-        return true;
-    }
-    let inv = (1.0 / sa, 1.0 / sb);
-    // panels of columns, each finished over the whole depth before the
-    // next: `c` (`large`'s 512 x 2048, 4 MiB) past L2 was read and written
-    // again from memory at every pass over the depth, a panel's stays in L2
-    for j0 in (0..n).step_by(AT_PANEL) {
-        let panel = AT_PANEL.min(n - j0);
-        for k0 in (0..k2).step_by(KC_PAIRS) {
-            let kc = KC_PAIRS.min(k2 - k0);
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the format's instructions are available (checked
-            // above); rows 0..m (a multiple of 4) of A^T at stride 1 / m
-            // per pair, pairs k0..k0 + kc of B's columns j0..j0 + panel (a
-            // multiple of 16, as `n`) and `c` `[m, n]` lie inside the buffers.
-            unsafe {
-                let (a, b) = (ap.as_ptr().add(k0 * m), bp.as_ptr().add(k0 * n + j0));
-                let c = c.as_mut_ptr().add(j0);
-                match half {
-                    Half::Bf16 => gemm_bf16(
-                        m,
-                        panel,
-                        kc,
-                        a,
-                        1,
-                        m,
-                        b,
-                        n,
-                        16,
-                        c,
-                        n,
-                        k0 > 0,
-                        Prefetch::NONE,
-                    ),
-                    Half::F16 => {
-                        f16::gemm_f16(m, panel, kc, a, (1, m), b, (n, 16), c, n, k0 > 0, inv)
-                    }
-                }
-            };
-        }
-    }
+    assert!(c.len() >= elems(m, n), "matmul_at result size");
+    operands.rows_into(&mut c[..m * n], 0);
     true
+}
+
+/// [`matmul_at`] of `a` and `b` (one range each) as a new `[m, n]`, the
+/// operands rounded once and the result's rows split over the kernel
+/// pool's threads in blocks of 16: each value is summed on one thread in
+/// the same order whatever their count. `None` where the format does not run.
+pub fn matmul_at_threaded(
+    half: Half,
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+) -> Option<Vec<f32>> {
+    let operands = TransposedOperands::new(half, (a, &[]), (b, &[]), (m, n, k))?;
+    let block = m.div_ceil(threads()).next_multiple_of(16);
+    // SAFETY: each block written whole (zeroed)
+    Some(unsafe {
+        written_row_blocks(m, n, block, 0, |first, out| {
+            operands.rows_into(zeroed(out), first);
+        })
+    })
+}
+
+/// The operands of `A^T B` rounded to a format and laid out for its
+/// kernels, once for products over any rows of the result.
+struct TransposedOperands {
+    half: Half,
+    /// A^T's pairs: `[m, depth]` on the tiles (they read a row's pairs side
+    /// by side), else `[depth, m]` (A^T's row `i` is column `i`)
+    a: Vec<u32>,
+    /// B's pairs, `[depth, n]`
+    b: Vec<u32>,
+    /// Pairs of depth, padded with zero pairs to whole tiles on them
+    depth: usize,
+    tiles: bool,
+    /// The inverse scales of `a` and `b`
+    inv: (f32, f32),
+    m: usize,
+    n: usize,
+}
+
+impl TransposedOperands {
+    /// `None` where the format does not run (see [`matmul_at`]).
+    fn new(
+        half: Half,
+        (a0, a1): (&[f32], &[f32]),
+        (b0, b1): (&[f32], &[f32]),
+        (m, n, k): (usize, usize, usize),
+    ) -> Option<Self> {
+        if !half.available() || m == 0 || !blocked_rows(m) || n == 0 || !n.is_multiple_of(16) {
+            return None;
+        }
+        let (ka, kb) = (a0.len() / m, b0.len() / n);
+        assert!(
+            ka == kb
+                && elems(ka, m) == a0.len()
+                && elems(kb, n) == b0.len()
+                && a1.len().checked_add(a0.len()) == Some(elems(k, m))
+                && b1.len().checked_add(b0.len()) == Some(elems(k, n)),
+            "matmul_at operand sizes"
+        );
+        let a_row = |i: usize| {
+            if i < ka {
+                &a0[i * m..(i + 1) * m]
+            } else {
+                &a1[(i - ka) * m..(i - ka + 1) * m]
+            }
+        };
+        let b_row = |i: usize| {
+            if i < kb {
+                &b0[i * n..(i + 1) * n]
+            } else {
+                &b1[(i - kb) * n..(i - kb + 1) * n]
+            }
+        };
+        let (sa, sb) = (
+            half.scale(|| f16::max_abs([a0, a1])),
+            half.scale(|| f16::max_abs([b0, b1])),
+        );
+        let mut a = pairs_of_rows(half, sa, k, m, a_row); // [k2, m]
+        let mut b = pairs_of_rows(half, sb, k, n, b_row); // [k2, n]
+        let k2 = k.div_ceil(2);
+        let tiles = cfg!(target_arch = "x86_64") && half.on_tiles() && m.is_multiple_of(16);
+        let depth = if tiles { k2.next_multiple_of(16) } else { k2 };
+        if tiles {
+            a = transpose_pairs(&a, k2, m, depth);
+            b.resize(elems(depth, n), 0);
+        }
+        Some(TransposedOperands {
+            half,
+            a,
+            b,
+            depth,
+            tiles,
+            inv: (1.0 / sa, 1.0 / sb),
+            m,
+            n,
+        })
+    }
+
+    /// Rows `first..` of `A^T B` into `c` (`[rows, n]`, `rows` a multiple
+    /// of 16 on the tiles, else of 4, `first + rows <= m`).
+    fn rows_into(&self, c: &mut [f32], first: usize) {
+        let (n, depth, half) = (self.n, self.depth, self.half);
+        let rows = c.len() / n;
+        assert!(
+            c.len() == elems(rows, n)
+                && first + rows <= self.m
+                && rows.is_multiple_of(if self.tiles { 16 } else { 4 }),
+            "matmul_at rows"
+        );
+        if rows == 0 {
+            return;
+        }
+        if depth == 0 {
+            c.fill(0.0);
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.tiles {
+            // SAFETY: the tiles are usable (`Half::on_tiles`); `rows`, `n`
+            // and `depth` are multiples of 16; rows `first..first + rows`
+            // of `a` (`[m, depth]`), `b` (`[depth, n]`, strips of 16
+            // columns 16 apart) and `c` (`[rows, n]`) lie inside them.
+            unsafe {
+                super::amx::gemm_amx(
+                    rows,
+                    n,
+                    depth,
+                    self.a.as_ptr().add(first * depth),
+                    depth,
+                    self.b.as_ptr(),
+                    n,
+                    16,
+                    c.as_mut_ptr(),
+                    n,
+                    false,
+                )
+            };
+            return;
+        }
+        // panels of columns, each finished over the whole depth before the
+        // next: `c` (`large`'s 512 x 2048, 4 MiB) past L2 was read and
+        // written again from memory at every pass over the depth, a
+        // panel's stays in L2
+        for j0 in (0..n).step_by(AT_PANEL) {
+            let panel = AT_PANEL.min(n - j0);
+            for k0 in (0..depth).step_by(KC_PAIRS) {
+                let kc = KC_PAIRS.min(depth - k0);
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the format's instructions are available (checked
+                // in `new`); rows `first..first + rows` (a multiple of 4)
+                // of A^T at stride 1 / m per pair, pairs k0..k0 + kc of B's
+                // columns j0..j0 + panel (a multiple of 16, as `n`) and `c`
+                // `[rows, n]` lie inside the buffers.
+                unsafe {
+                    let (a, b) = (
+                        self.a.as_ptr().add(k0 * self.m + first),
+                        self.b.as_ptr().add(k0 * n + j0),
+                    );
+                    let c = c.as_mut_ptr().add(j0);
+                    match half {
+                        Half::Bf16 => gemm_bf16(
+                            rows,
+                            panel,
+                            kc,
+                            a,
+                            1,
+                            self.m,
+                            b,
+                            n,
+                            16,
+                            c,
+                            n,
+                            k0 > 0,
+                            Prefetch::NONE,
+                        ),
+                        Half::F16 => f16::gemm_f16(
+                            rows,
+                            panel,
+                            kc,
+                            a,
+                            (1, self.m),
+                            b,
+                            (n, 16),
+                            c,
+                            n,
+                            k0 > 0,
+                            self.inv,
+                        ),
+                    }
+                };
+            }
+        }
+    }
 }
 
 /// `[rows, cols]` pairs as `[rows, width]` (`width >= cols`), each row
@@ -687,7 +782,6 @@ fn pad_rows(x: Vec<u32>, rows: usize, cols: usize, width: usize) -> Vec<u32> {
     out
 }
 
-#[cfg(target_arch = "x86_64")]
 /// `[rows, cols]` pairs transposed to `[cols, width]` (`width >= rows`,
 /// the columns past `rows` zero), in square blocks so that both sides
 /// stay in cache.
@@ -796,6 +890,36 @@ mod tests {
                 got.is_finite() && (*got as f64 - want).abs() <= 4.0 * want.abs() / 2048.0,
                 "{got} against {want}"
             );
+        }
+    }
+
+    /// `A^T B` split over threads in blocks of the result's rows equals the
+    /// product on one, bit for bit, on one thread and on two: 48 rows (two
+    /// blocks on the tiles where they exist) and 40 (blocks of 32 and 8,
+    /// not whole tiles: the vector kernels). Says so when this CPU cannot
+    /// run a format.
+    #[test]
+    #[allow(clippy::print_stderr)] // says when this CPU cannot run a format
+    fn threaded_transposed_product_equals_one_block() {
+        let _threads = crate::kernel::pool::TestThreads::lock();
+        for half in [Half::Bf16, Half::F16] {
+            if !half.available() {
+                eprintln!(
+                    "threaded_transposed_product_equals_one_block: no {half:?} here: SKIPPED"
+                );
+                assert!(matmul_at_threaded(half, &[0.0; 64], &[0.0; 64], (4, 16, 4)).is_none());
+                continue;
+            }
+            for (m, n, k) in [(48, 32, 70), (40, 48, 33)] {
+                let (a, b) = (values(k * m, 3), values(k * n, 5));
+                let mut one = vec![f32::NAN; m * n];
+                assert!(matmul_at(half, &mut one, (&a, &[]), (&b, &[]), (m, n, k)));
+                for threads in [1, 2] {
+                    crate::kernel::pool::set_threads(threads);
+                    let split = matmul_at_threaded(half, &a, &b, (m, n, k)).unwrap();
+                    assert!(split == one, "{half:?} {m}x{n}x{k} on {threads} threads");
+                }
+            }
         }
     }
 

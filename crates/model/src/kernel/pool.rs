@@ -307,6 +307,22 @@ pub unsafe fn written_row_blocks(
     out
 }
 
+/// `out` as written values.
+///
+/// # Safety
+/// Every value of `out` is initialized.
+pub(super) unsafe fn assume_written(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: MaybeUninit<f32> has f32's layout; the values are initialized
+    unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `out` with every value written 0.
+pub(super) fn zeroed(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    out.fill(MaybeUninit::new(0.0));
+    // SAFETY: every value written just above
+    unsafe { assume_written(out) }
+}
+
 /// Held by the tests that change the thread count (tests run in parallel).
 #[cfg(test)]
 pub(crate) static TEST_THREAD_COUNT: Mutex<()> = Mutex::new(());
