@@ -1,7 +1,8 @@
 //! The LSTM's products with 16-bit operands, an opt-in precision for large
 //! models ([`Precision`]): bf16 or fp16 values in, f32 sums out, for the
 //! recurrent products and a dense input's two products by its weights
-//! ([`super::linear`]).
+//! ([`super::linear`]), and on the AMX tiles the dense input's weight
+//! gradient too.
 //!
 //! - **bf16** ([`Half::Bf16`]): AVX512-BF16's `vdpbf16ps` multiplies pairs
 //!   of bf16 values and adds both products to an f32 lane, twice the
@@ -18,7 +19,7 @@
 //! 26) `vdpbf16ps` runs at about twice the f32 FMA rate; on the Intel Xeons
 //! here it runs at half that rate, but their AMX tiles, where the
 //! hypervisor exposes them, make the `large` recipe's training step about
-//! 2x faster than f32 (model 167), and where it does not (model 207),
+//! 2.5x faster than f32 (model 167), and where it does not (model 207),
 //! fp16 makes it 1.2-1.3x faster.
 //!
 //! The operands of these products (the weights, the outputs `h`, the gate

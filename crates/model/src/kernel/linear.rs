@@ -18,8 +18,8 @@
 //! thread. On the AMX tiles so does `dW = x^T dy`
 //! ([`half::matmul_at_threaded`]: `x` and `dy` rounded once, a block of
 //! `dW`'s rows on each thread): in `large`'s bf16 step the f32 `dW` was
-//! 18.5% of the time, and in bf16 the step runs 17% faster. Elsewhere `dW`
-//! stays f32: with AVX512-FP16 or bf16's `vdpbf16ps` the step was 3-8%
+//! 18.5% of the time, and in bf16 the step runs 14-18% faster. Elsewhere `dW`
+//! stays f32: with AVX512-FP16 or bf16's `vdpbf16ps` the step was 3-11%
 //! slower than with the `gemm` crate's f32 product (Xeon model 167).
 
 use super::gemm::{elems, matmul_at_threaded, matmul_threaded, matmul_threaded_new};
