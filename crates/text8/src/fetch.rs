@@ -135,11 +135,15 @@ pub fn download_path(url: &str, datasets_dir: &Path) -> Result<PathBuf> {
     // the path without query and fragment, nor its first `/`
     let path = parts.rest.split(['?', '#']).next().unwrap_or_default();
     let path = path.strip_prefix('/').unwrap_or(path);
-    // (an IPv6 literal, `[::1]`, has colons of its own: refused below as unusual)
+    // an IPv6 literal, `[::1]:8080`, has colons of its own inside brackets
+    let ipv6 = host.strip_prefix('[').and_then(|h| h.split_once(']'));
+    let port = match ipv6 {
+        Some((_, after)) => after.strip_prefix(':'),
+        None => host.rsplit_once(':').map(|(_, port)| port),
+    };
     // digits only, without leading zeros: `+80` and `080` would name
     // another folder for the same server
-    if let Some((_, port)) = host.rsplit_once(':')
-        && !host.ends_with(']')
+    if let Some(port) = port
         && !(port.bytes().all(|b| b.is_ascii_digit())
             && !port.starts_with('0')
             && port.parse::<u16>().is_ok())
@@ -159,7 +163,15 @@ pub fn download_path(url: &str, datasets_dir: &Path) -> Result<PathBuf> {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '%' | '+'))
     };
-    if !safe(&host) {
+    // an IPv6 literal keeps its brackets, its colons `_` as a port's:
+    // `[::1]:8080` is the folder `[__1]_8080`
+    let host_ok = match ipv6 {
+        Some((ip, after)) => {
+            ip.parse::<std::net::Ipv6Addr>().is_ok() && (after.is_empty() || port.is_some())
+        }
+        None => safe(&host),
+    };
+    if !host_ok {
         return Err(bad("the host part is empty or unusual"));
     }
     if name.is_empty() || name == "." || name == ".." {
@@ -827,7 +839,11 @@ mod tests {
     /// A one-thread HTTP/1.1 server on 127.0.0.1 answering every request with the
     /// reply of its index (the last reply repeats). Returns the base URL and a hit counter.
     fn serve(replies: Vec<Reply>) -> (String, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        serve_on(TcpListener::bind("127.0.0.1:0").unwrap(), replies)
+    }
+
+    /// [`serve`] on `listener`.
+    fn serve_on(listener: TcpListener, replies: Vec<Reply>) -> (String, Arc<AtomicUsize>) {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let hits2 = hits.clone();
@@ -1155,6 +1171,31 @@ mod tests {
         assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
 
+    /// An IPv6 literal URL, `http://[::1]:PORT/text8.zip`, downloads into
+    /// the folder `[__1]_PORT`. Says so where this machine has no IPv6
+    /// loopback.
+    #[test]
+    #[allow(clippy::print_stderr)] // says when the test cannot run here
+    fn an_ipv6_url_downloads_into_a_bracketed_folder() {
+        let Ok(listener) = TcpListener::bind("[::1]:0") else {
+            eprintln!(
+                "an_ipv6_url_downloads_into_a_bracketed_folder: no IPv6 loopback here: SKIPPED"
+            );
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let (url, hits) = serve_on(listener, vec![Reply::Ok(small_zip())]);
+        assert_eq!(url, format!("http://[::1]:{port}/text8.zip"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = resolve(&DataSource::parse(Some(&url), dir.path()), &mut |_| {}).unwrap();
+        assert_eq!(
+            path,
+            dir.path().join(format!("[__1]_{port}")).join("text8.zip")
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), small_zip());
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
     #[test]
     fn missing_path_and_https_without_feature_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
@@ -1232,9 +1273,30 @@ mod tests {
             assert!(e.contains(says), "{url}: {e}");
         }
         for port in ["99999", "0", "http", "", "+80", "080"] {
-            let url = format!("http://127.0.0.1:{port}/x.zip");
-            let e = download_path(&url, d).unwrap_err().to_string();
-            assert!(e.contains("not a number from 1 to 65535"), "{url}: {e}");
+            for host in ["127.0.0.1", "[::1]"] {
+                let url = format!("http://{host}:{port}/x.zip");
+                let e = download_path(&url, d).unwrap_err().to_string();
+                assert!(e.contains("not a number from 1 to 65535"), "{url}: {e}");
+            }
+        }
+        // IPv6 literals, with a port and without
+        assert_eq!(
+            download_path("http://[::1]:8080/text8.zip", d).unwrap(),
+            d.join("[__1]_8080").join("text8.zip")
+        );
+        assert_eq!(
+            download_path("http://[2001:db8::1]/a/text8.zip", d).unwrap(),
+            d.join("[2001_db8__1]").join("a").join("text8.zip")
+        );
+        for url in [
+            "http://[::1/x.zip",
+            "http://[nope]/x.zip",
+            "http://[::1]x/x.zip",
+            "http://[fe80::1%25eth0]/x.zip",
+            "http://[]/x.zip",
+        ] {
+            let e = download_path(url, d).unwrap_err().to_string();
+            assert!(e.contains("host part is empty or unusual"), "{url}: {e}");
         }
     }
 
