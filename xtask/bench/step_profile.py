@@ -21,10 +21,11 @@ STEP = "Task>::step"
 # the AMX products are inline assembly inlined into the 16-bit products'
 # entry points, which are their leaves
 PRODUCT_LEAVES = ("rows_in_fours", "gemm_avx512", "gemm_avx2", "microkernel", "LocalKey", "gemm_basic",
-                  "matmul_raw", "gemm_f16", "flush_f16", "gemm_bf16", "amx", "PackedHalf::matmul", "half::matmul_at")
+                  "matmul_raw", "gemm_f16", "flush_f16", "gemm_bf16", "amx", "PackedHalf::matmul", "half::matmul_at",
+                  "TransposedOperands::rows_into")
 # operands rounded to 16 bits and laid out in pairs
 HALF_PACKING = ("interleave_bf16", "interleave_f16", "convert_bf16", "convert_f16", "rows_to_pairs",
-                "pairs_of_rows", "transpose_pairs")
+                "pairs_of_rows", "transpose_pairs", "pad_rows", "TransposedOperands::new")
 PRODUCT_SITES = (
     ("linear_xent", "products: the classifier and its gradients"),
     ("backward_packed", "products: LSTM backward (dh, the weight gradients)"),

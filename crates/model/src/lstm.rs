@@ -381,6 +381,14 @@ impl Lstm {
         state: LstmState,
         precision: Precision,
     ) -> (Tensor<2>, LstmState) {
+        // what the recurrent products run in for the threads' parts of this
+        // batch (`kernel::split`), so that a dense input's take the same:
+        // validation one sequence at a time is f32 throughout
+        let parts: Vec<usize> = crate::kernel::batch_parts(batch)
+            .iter()
+            .map(|p| p.1)
+            .collect();
+        let precision = precision.for_parts(&parts, wh.dims()[0]);
         self.sequence(
             self.projected(input, precision),
             wh,

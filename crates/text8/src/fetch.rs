@@ -152,7 +152,6 @@ pub fn download_path(url: &str, datasets_dir: &Path) -> Result<PathBuf> {
             "the port {port:?} is not a number from 1 to 65535"
         )));
     }
-    let host = host.replace(':', "_");
     // the folders of the path (empty ones, `a//b`, skipped), then the name
     let (folders, name) = path.rsplit_once('/').unwrap_or(("", path));
     let folders: Vec<&str> = folders.split('/').filter(|f| !f.is_empty()).collect();
@@ -163,15 +162,22 @@ pub fn download_path(url: &str, datasets_dir: &Path) -> Result<PathBuf> {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '%' | '+'))
     };
-    // an IPv6 literal keeps its brackets, its colons `_` as a port's:
-    // `[::1]:8080` is the folder `[__1]_8080`
-    let host_ok = match ipv6 {
-        Some((ip, after)) => {
-            ip.parse::<std::net::Ipv6Addr>().is_ok() && (after.is_empty() || port.is_some())
-        }
-        None => safe(&host),
+    // the host's folder, its port after `_`: `mirror.net:8080` is
+    // `mirror.net_8080`; an IPv6 literal in its one written form (RFC 5952,
+    // so that `[0::1]` and `[::1]` are one server), its colons `-`, after
+    // `ipv6_` (no brackets: a shell would take them for a pattern):
+    // `[::1]:8080` is `ipv6_--1_8080`
+    let host = match ipv6 {
+        Some((ip, after)) => match ip.parse::<std::net::Ipv6Addr>() {
+            Ok(ip) if after.is_empty() || port.is_some() => {
+                let port = port.map_or(String::new(), |port| format!("_{port}"));
+                format!("ipv6_{}{port}", ip.to_string().replace(':', "-"))
+            }
+            _ => String::new(),
+        },
+        None => host.replace(':', "_"),
     };
-    if !host_ok {
+    if !safe(&host) {
         return Err(bad("the host part is empty or unusual"));
     }
     if name.is_empty() || name == "." || name == ".." {
@@ -1172,15 +1178,13 @@ mod tests {
     }
 
     /// An IPv6 literal URL, `http://[::1]:PORT/text8.zip`, downloads into
-    /// the folder `[__1]_PORT`. Says so where this machine has no IPv6
+    /// the folder `ipv6_--1_PORT`. Says so where this machine has no IPv6
     /// loopback.
     #[test]
     #[allow(clippy::print_stderr)] // says when the test cannot run here
-    fn an_ipv6_url_downloads_into_a_bracketed_folder() {
+    fn an_ipv6_url_downloads_into_its_own_folder() {
         let Ok(listener) = TcpListener::bind("[::1]:0") else {
-            eprintln!(
-                "an_ipv6_url_downloads_into_a_bracketed_folder: no IPv6 loopback here: SKIPPED"
-            );
+            eprintln!("an_ipv6_url_downloads_into_its_own_folder: no IPv6 loopback here: SKIPPED");
             return;
         };
         let port = listener.local_addr().unwrap().port();
@@ -1190,7 +1194,9 @@ mod tests {
         let path = resolve(&DataSource::parse(Some(&url), dir.path()), &mut |_| {}).unwrap();
         assert_eq!(
             path,
-            dir.path().join(format!("[__1]_{port}")).join("text8.zip")
+            dir.path()
+                .join(format!("ipv6_--1_{port}"))
+                .join("text8.zip")
         );
         assert_eq!(std::fs::read(&path).unwrap(), small_zip());
         assert_eq!(hits.load(Ordering::SeqCst), 1);
@@ -1279,16 +1285,23 @@ mod tests {
                 assert!(e.contains("not a number from 1 to 65535"), "{url}: {e}");
             }
         }
-        // IPv6 literals, with a port and without
+        // IPv6 literals, with a port and without, each in one written form
         assert_eq!(
             download_path("http://[::1]:8080/text8.zip", d).unwrap(),
-            d.join("[__1]_8080").join("text8.zip")
+            d.join("ipv6_--1_8080").join("text8.zip")
         );
+        for same in ["[0::1]:8080", "[0:0:0:0:0:0:0:1]:8080"] {
+            assert_eq!(
+                download_path(&format!("http://{same}/text8.zip"), d).unwrap(),
+                d.join("ipv6_--1_8080").join("text8.zip")
+            );
+        }
         assert_eq!(
-            download_path("http://[2001:db8::1]/a/text8.zip", d).unwrap(),
-            d.join("[2001_db8__1]").join("a").join("text8.zip")
+            download_path("http://[2001:DB8::1]/a/text8.zip", d).unwrap(),
+            d.join("ipv6_2001-db8--1").join("a").join("text8.zip")
         );
         for url in [
+            "http://[::1]]/x.zip",
             "http://[::1/x.zip",
             "http://[nope]/x.zip",
             "http://[::1]x/x.zip",

@@ -181,13 +181,16 @@ pub struct TrainSpec {
     #[serde(default)]
     pub average: f64,
     /// Precision of the LSTM's products while training (the recurrent ones
-    /// and a dense input's two by its weights): `f32` (the default), `bf16`
+    /// and a dense input's two by its weights, and on the AMX tiles its
+    /// weight gradient): `f32` (the default), `bf16`
     /// (operands rounded to bf16, sums in f32, on CPUs with AVX512-BF16, on
     /// the AMX tiles where they exist) or `f16` (operands scaled and rounded
     /// to fp16, sums in fp16 for 64 products at a time then in f32, on CPUs
     /// with AVX512-FP16); f32 where
     /// the CPU has not the instructions, for a thread's part of the batch
-    /// under 4 rows and for units not a multiple of 16.
+    /// under 4 rows and for units not a multiple of 16 (a layer's dense
+    /// input with its recurrent products; and a dense input whose sizes
+    /// are not both multiples of 16).
     /// Faster on some CPUs, slower on others: docs/PERFORMANCE.md measures
     /// their speed and perplexity.
     #[serde(default)]

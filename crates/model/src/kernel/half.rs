@@ -18,8 +18,8 @@
 //! and measured per CPU in docs/PERFORMANCE-LOG.md: on AMD Zen 5 (EPYC, family
 //! 26) `vdpbf16ps` runs at about twice the f32 FMA rate; on the Intel Xeons
 //! here it runs at half that rate, but their AMX tiles, where the
-//! hypervisor exposes them, make the `large` recipe's training step about
-//! 2.5x faster than f32 (model 167), and where it does not (model 207),
+//! hypervisor exposes them, make the `large` recipe's training step
+//! 2.2-2.6x faster than f32 (model 167), and where it does not (model 207),
 //! fp16 makes it 1.2-1.3x faster.
 //!
 //! The operands of these products (the weights, the outputs `h`, the gate
@@ -72,6 +72,17 @@ impl Precision {
             Precision::F16 => Some(Half::F16),
         }
     }
+
+    /// The precision a layer of `hidden` units runs in for products of
+    /// `rows` rows each (one count per thread's part of the batch): this
+    /// one where its format [`applies`](Half::applies) to every part, else
+    /// f32. Its recurrent products and a dense input's take the same.
+    pub fn for_parts(self, rows: &[usize], hidden: usize) -> Precision {
+        match self.half() {
+            Some(half) if rows.iter().all(|&r| half.applies(r, hidden)) => self,
+            _ => Precision::F32,
+        }
+    }
 }
 
 /// A 16-bit format of the products' operands.
@@ -114,10 +125,11 @@ impl Half {
     }
 
     /// Whether this format's products run on the AMX tiles
-    /// ([`super::amx`]): bf16 only, where the CPU has them and
+    /// ([`super::amx`]), those of 16 rows or more: bf16 only, where it is
+    /// [`available`](Self::available), the CPU has the tiles and
     /// `CHARLSTM_KERNELS` does not cap the kernels below `avx512+amx`.
     pub fn on_tiles(self) -> bool {
-        self == Half::Bf16 && super::cpu::isa() == super::cpu::Isa::Avx512Amx
+        self == Half::Bf16 && self.available() && super::cpu::isa() == super::cpu::Isa::Avx512Amx
     }
 
     /// Whether the products run in this format here: the AVX-512 kernels
@@ -386,8 +398,8 @@ const AT_PANEL: usize = 256;
 /// f32, times its `scale`. The depth is `k / 2` pairs, padded with zero
 /// pairs to whole tiles (16) where the products run
 /// [`on_tiles`](Half::on_tiles): `model.d_hidden` 400 is 200 pairs, and
-/// without the padding bf16 would leave the tiles for `vdpbf16ps`, slower
-/// than f32 on these CPUs.
+/// without the padding its forward product ran on `vdpbf16ps` (`large`
+/// at 400 units trained at 14.4k chars/s in bf16, 27.7-30.6k with it).
 ///
 /// **Invariant:** exists only where its format is
 /// [`available`](Half::available) (its constructor returns `None`
@@ -578,8 +590,9 @@ pub fn matmul_at(
 
 /// [`matmul_at`] of `a` and `b` (one range each) as a new `[m, n]`, the
 /// operands rounded once and the result's rows split over the kernel
-/// pool's threads in blocks of 16: each value is summed on one thread in
-/// the same order whatever their count. `None` where the format does not run.
+/// pool's threads, a block each (rounded up to whole tiles of 16 rows):
+/// each value is summed on one thread in the same order whatever their
+/// count. `None` where the format does not run.
 pub fn matmul_at_threaded(
     half: Half,
     a: &[f32],
@@ -607,6 +620,7 @@ struct TransposedOperands {
     b: Vec<u32>,
     /// Pairs of depth, padded with zero pairs to whole tiles on them
     depth: usize,
+    /// Whether the products run on the AMX tiles (bf16 there, `m` in sixteens)
     tiles: bool,
     /// The inverse scales of `a` and `b`
     inv: (f32, f32),
@@ -842,6 +856,29 @@ mod tests {
         }
     }
 
+    /// A layer runs in a 16-bit format only where it applies to every
+    /// thread's part of the batch, f32 otherwise.
+    #[test]
+    fn precision_for_parts_needs_every_part() {
+        assert_eq!(Precision::F32.for_parts(&[64], 512), Precision::F32);
+        for half in [Half::Bf16, Half::F16] {
+            let p = half.precision();
+            let here = if half.available() { p } else { Precision::F32 };
+            assert_eq!(p.for_parts(&[32, 32], 512), here);
+            assert_eq!(
+                p.for_parts(&[64, 3], 512),
+                Precision::F32,
+                "a part of 3 rows"
+            );
+            assert_eq!(p.for_parts(&[2], 512), Precision::F32);
+            assert_eq!(
+                p.for_parts(&[64], 40),
+                Precision::F32,
+                "units not in sixteens"
+            );
+        }
+    }
+
     fn values(n: usize, m: usize) -> Vec<f32> {
         (0..n)
             .map(|i| (((i * m) % 23) as f32 - 11.0) / 7.3)
@@ -908,8 +945,14 @@ mod tests {
                 eprintln!(
                     "threaded_transposed_product_equals_one_block: no {half:?} here: SKIPPED"
                 );
-                assert!(matmul_at_threaded(half, &[0.0; 64], &[0.0; 64], (4, 16, 4)).is_none());
+                assert!(matmul_at_threaded(half, &[0.0; 16], &[0.0; 64], (4, 16, 4)).is_none());
                 continue;
+            }
+            if half == Half::Bf16 && !half.on_tiles() {
+                eprintln!(
+                    "threaded_transposed_product_equals_one_block: no AMX tiles here: the \
+                     tile path is NOT tested"
+                );
             }
             for (m, n, k) in [(48, 32, 70), (40, 48, 33)] {
                 let (a, b) = (values(k * m, 3), values(k * n, 5));

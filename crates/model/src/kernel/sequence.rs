@@ -41,8 +41,7 @@ impl PackedRecurrent {
         } else {
             (hidden, 4 * hidden)
         };
-        if let Some(half) = precision.half()
-            && rows.iter().all(|&r| half.applies(r, hidden))
+        if let Some(half) = precision.for_parts(rows, hidden).half()
             && let Some(p) = PackedHalf::new(half, wh, k, n, transposed)
         {
             return PackedRecurrent::Half(p);
