@@ -270,6 +270,23 @@ fn main() {
                     flops / s / 1e9
                 );
             }
+            // train.precision = bf16's dW on the AMX tiles (`kernel::linear`),
+            // rounding its operands included
+            if kernel::Half::Bf16.on_tiles() {
+                let s = time(|| {
+                    std::hint::black_box(kernel::half::matmul_at_threaded(
+                        kernel::Half::Bf16,
+                        &x,
+                        &dy,
+                        (d_in, d_out, rows),
+                    ));
+                });
+                println!(
+                    "{{\"bench\": \"dense_dw_bf16_tiles\", \"threads\": {threads}, \"rows\": {rows}, \"d_in\": {d_in}, \"d_out\": {d_out}, \"us\": {:.1}, \"gflops\": {:.1}}}",
+                    s * 1e6,
+                    flops / s / 1e9
+                );
+            }
         }
         kernel::pool::set_threads(1);
     }
