@@ -35,7 +35,7 @@ use super::f16;
 use super::gemm::gemm_bf16;
 use super::gemm::{blocked_prefix, blocked_rows, elems, pack_strips};
 use super::lines::Lines;
-use super::pool::{threads, written_row_blocks, zeroed};
+use super::pool::{parallel_for_each_mut, threads, written_row_blocks, zeroed};
 #[cfg(target_arch = "x86_64")]
 use super::prefetch::Prefetch;
 
@@ -231,41 +231,69 @@ pub fn from_bf16(x: u16) -> f32 {
 /// `[rows.div_ceil(2), cols]` pairs, pair `(p, j)` holding rows `2p` and
 /// `2p + 1` of column `j` (a missing last row is zero). This is the layout
 /// of `B` for the kernels when the depth runs down the rows, and of `A`
-/// (read transposed) for `A^T B`.
+/// (read transposed) for `A^T B`. On the kernel pool's threads, blocks of
+/// [`PAIR_ROWS`] each, where `parallel` (not from inside a thread's part).
 fn pairs_of_rows<'a>(
     half: Half,
     scale: f32,
-    rows: usize,
-    cols: usize,
-    row: impl Fn(usize) -> &'a [f32],
+    (rows, cols): (usize, usize),
+    row: impl Fn(usize) -> &'a [f32] + Sync,
+    parallel: bool,
 ) -> Vec<u32> {
     let mut out = vec![0u32; elems(rows.div_ceil(2), cols)];
-    #[cfg(target_arch = "x86_64")]
-    let vector = half.available();
-    for (p, dst) in out.chunks_exact_mut(cols.max(1)).enumerate() {
-        let lo = row(2 * p);
-        let hi = (2 * p + 1 < rows).then(|| row(2 * p + 1));
-        assert!(
-            lo.len() >= cols && hi.is_none_or(|h| h.len() >= cols),
-            "row size"
-        );
-        let mut done = 0;
-        #[cfg(target_arch = "x86_64")]
-        if vector {
-            // SAFETY: the format's instructions are available; the rows
-            // hold `cols` values (checked above) and `dst` holds `cols` pairs.
-            done = unsafe {
-                match half {
-                    Half::Bf16 => interleave_bf16(dst, lo, hi, cols, scale),
-                    Half::F16 => interleave_f16(dst, lo, hi, cols, scale),
-                }
-            };
-        }
-        for j in done..cols {
-            dst[j] = half.pair(lo[j], hi.map_or(0.0, |h| h[j]), scale);
+    let width = cols.max(1);
+    if parallel {
+        let mut blocks: Vec<(usize, &mut [u32])> =
+            out.chunks_mut(PAIR_ROWS * width).enumerate().collect();
+        parallel_for_each_mut(&mut blocks, |(b, block)| {
+            for (q, dst) in block.chunks_exact_mut(width).enumerate() {
+                pair_row(half, scale, (rows, cols), &row, *b * PAIR_ROWS + q, dst);
+            }
+        });
+    } else {
+        for (p, dst) in out.chunks_exact_mut(width).enumerate() {
+            pair_row(half, scale, (rows, cols), &row, p, dst);
         }
     }
     out
+}
+
+/// Pair rows a job of [`pairs_of_rows`] takes: `large`'s `dy` is 1600 of
+/// 2048 pairs.
+const PAIR_ROWS: usize = 64;
+
+/// Pair row `p` of [`pairs_of_rows`] into `dst` (`cols` pairs).
+fn pair_row<'a>(
+    half: Half,
+    scale: f32,
+    (rows, cols): (usize, usize),
+    row: &impl Fn(usize) -> &'a [f32],
+    p: usize,
+    dst: &mut [u32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    let vector = half.available();
+    let lo = row(2 * p);
+    let hi = (2 * p + 1 < rows).then(|| row(2 * p + 1));
+    assert!(
+        lo.len() >= cols && hi.is_none_or(|h| h.len() >= cols),
+        "row size"
+    );
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if vector {
+        // SAFETY: the format's instructions are available; the rows
+        // hold `cols` values (checked above) and `dst` holds `cols` pairs.
+        done = unsafe {
+            match half {
+                Half::Bf16 => interleave_bf16(dst, lo, hi, cols, scale),
+                Half::F16 => interleave_f16(dst, lo, hi, cols, scale),
+            }
+        };
+    }
+    for j in done..cols {
+        dst[j] = half.pair(lo[j], hi.map_or(0.0, |h| h[j]), scale);
+    }
 }
 
 /// Rows `[m, k]` (`k` even) times `scale` as `[m, k / 2]` pairs: each
@@ -436,7 +464,7 @@ impl PackedHalf {
             // [n, depth]: column j of B is row j
             pad_rows(rows_to_pairs(half, scale, b, n, k), n, k2, depth)
         } else {
-            let mut pairs = pairs_of_rows(half, scale, k, n, |i| &b[i * n..(i + 1) * n]);
+            let mut pairs = pairs_of_rows(half, scale, (k, n), |i| &b[i * n..(i + 1) * n], false);
             pairs.resize(elems(depth, n), 0); // [depth, n]
             pairs
         };
@@ -580,7 +608,7 @@ pub fn matmul_at(
     b: (&[f32], &[f32]),
     (m, n, k): (usize, usize, usize),
 ) -> bool {
-    let Some(operands) = TransposedOperands::new(half, a, b, (m, n, k)) else {
+    let Some(operands) = TransposedOperands::new(half, a, b, (m, n, k), false) else {
         return false;
     };
     assert!(c.len() >= elems(m, n), "matmul_at result size");
@@ -589,8 +617,11 @@ pub fn matmul_at(
 }
 
 /// [`matmul_at`] of `a` and `b` (one range each) as a new `[m, n]`, the
-/// operands rounded once and the result's rows split over the kernel
-/// pool's threads, a block each (rounded up to whole tiles of 16 rows):
+/// operands rounded and laid out once (split over the kernel pool's
+/// threads where there are two or more: on two, `large`'s `dW` took 13.1
+/// ms instead of 16.4, `cargo bench -p model --bench kernel -- dense`)
+/// and the result's rows split over them, a block each (rounded up to
+/// whole tiles of 16 rows):
 /// each value is summed on one thread in the same order whatever their
 /// count. `None` where the format does not run.
 pub fn matmul_at_threaded(
@@ -599,7 +630,7 @@ pub fn matmul_at_threaded(
     b: &[f32],
     (m, n, k): (usize, usize, usize),
 ) -> Option<Vec<f32>> {
-    let operands = TransposedOperands::new(half, (a, &[]), (b, &[]), (m, n, k))?;
+    let operands = TransposedOperands::new(half, (a, &[]), (b, &[]), (m, n, k), threads() > 1)?;
     let block = m.div_ceil(threads()).next_multiple_of(16);
     // SAFETY: each block written whole (zeroed)
     Some(unsafe {
@@ -629,12 +660,15 @@ struct TransposedOperands {
 }
 
 impl TransposedOperands {
-    /// `None` where the format does not run (see [`matmul_at`]).
+    /// `None` where the format does not run (see [`matmul_at`]). Rounded
+    /// and laid out on the kernel pool's threads where `parallel` (not
+    /// from inside a thread's part: [`matmul_at`] runs in one).
     fn new(
         half: Half,
         (a0, a1): (&[f32], &[f32]),
         (b0, b1): (&[f32], &[f32]),
         (m, n, k): (usize, usize, usize),
+        parallel: bool,
     ) -> Option<Self> {
         if !half.available() || m == 0 || !blocked_rows(m) || n == 0 || !n.is_multiple_of(16) {
             return None;
@@ -666,13 +700,13 @@ impl TransposedOperands {
             half.scale(|| f16::max_abs([a0, a1])),
             half.scale(|| f16::max_abs([b0, b1])),
         );
-        let mut a = pairs_of_rows(half, sa, k, m, a_row); // [k2, m]
-        let mut b = pairs_of_rows(half, sb, k, n, b_row); // [k2, n]
+        let mut a = pairs_of_rows(half, sa, (k, m), a_row, parallel); // [k2, m]
+        let mut b = pairs_of_rows(half, sb, (k, n), b_row, parallel); // [k2, n]
         let k2 = k.div_ceil(2);
         let tiles = cfg!(target_arch = "x86_64") && half.on_tiles() && m.is_multiple_of(16);
         let depth = if tiles { k2.next_multiple_of(16) } else { k2 };
         if tiles {
-            a = transpose_pairs(&a, k2, m, depth);
+            a = transpose_pairs(&a, (k2, m), depth, parallel);
             b.resize(elems(depth, n), 0);
         }
         Some(TransposedOperands {
@@ -799,18 +833,38 @@ fn pad_rows(x: Vec<u32>, rows: usize, cols: usize, width: usize) -> Vec<u32> {
 
 /// `[rows, cols]` pairs transposed to `[cols, width]` (`width >= rows`,
 /// the columns past `rows` zero), in square blocks so that both sides
-/// stay in cache.
-fn transpose_pairs(x: &[u32], rows: usize, cols: usize, width: usize) -> Vec<u32> {
+/// stay in cache; a band of `BLOCK` output rows a job on the kernel pool's
+/// threads where `parallel` (on one thread, bands read the input with a
+/// stride and ran 6% slower in `dense_dw_bf16_tiles`).
+fn transpose_pairs(
+    x: &[u32],
+    (rows, cols): (usize, usize),
+    width: usize,
+    parallel: bool,
+) -> Vec<u32> {
     const BLOCK: usize = 32;
     let mut out = vec![0u32; elems(cols, width)];
-    for r0 in (0..rows).step_by(BLOCK) {
-        for c0 in (0..cols).step_by(BLOCK) {
-            for r in r0..(r0 + BLOCK).min(rows) {
-                for c in c0..(c0 + BLOCK).min(cols) {
-                    out[c * width + r] = x[r * cols + c];
+    // output rows `cs` into `out` (those rows), in blocks of BLOCK x BLOCK
+    // with the input's rows outermost
+    let band = |cs: std::ops::Range<usize>, out: &mut [u32]| {
+        for r0 in (0..rows).step_by(BLOCK) {
+            for c0 in cs.clone().step_by(BLOCK) {
+                for r in r0..(r0 + BLOCK).min(rows) {
+                    for c in c0..(c0 + BLOCK).min(cs.end) {
+                        out[(c - cs.start) * width + r] = x[r * cols + c];
+                    }
                 }
             }
         }
+    };
+    if parallel {
+        let mut bands: Vec<(usize, &mut [u32])> =
+            out.chunks_mut(BLOCK * width.max(1)).enumerate().collect();
+        parallel_for_each_mut(&mut bands, |(b, out)| {
+            band(*b * BLOCK..((*b + 1) * BLOCK).min(cols), out)
+        });
+    } else {
+        band(0..cols, &mut out);
     }
     out
 }
@@ -931,11 +985,11 @@ mod tests {
         }
     }
 
-    /// `A^T B` split over threads in blocks of the result's rows equals the
-    /// product on one, bit for bit, on one thread and on two: 48 rows (two
-    /// blocks on the tiles where they exist) and 40 (blocks of 32 and 8,
-    /// not whole tiles: the vector kernels). Says so when this CPU cannot
-    /// run a format.
+    /// `A^T B` split over threads in blocks of the result's rows, its
+    /// operands rounded and laid out on them too, equals the product on
+    /// one, bit for bit, on one thread and on two: 48 rows (two blocks on
+    /// the tiles where they exist) and 40 (blocks of 32 and 8, not whole
+    /// tiles: the vector kernels). Says so when this CPU cannot run a format.
     #[test]
     #[allow(clippy::print_stderr)] // says when this CPU cannot run a format
     fn threaded_transposed_product_equals_one_block() {
@@ -954,7 +1008,8 @@ mod tests {
                      tile path is NOT tested"
                 );
             }
-            for (m, n, k) in [(48, 32, 70), (40, 48, 33)] {
+            // 300 rows of depth: the rounding in three jobs of 64 pair rows
+            for (m, n, k) in [(48, 32, 70), (40, 48, 33), (48, 32, 300)] {
                 let (a, b) = (values(k * m, 3), values(k * n, 5));
                 let mut one = vec![f32::NAN; m * n];
                 assert!(matmul_at(half, &mut one, (&a, &[]), (&b, &[]), (m, n, k)));
