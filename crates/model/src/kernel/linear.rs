@@ -150,7 +150,8 @@ pub fn linear_backward(
         elems(d.rows, d.d_out),
         "dense layer output gradient"
     );
-    let dx = match packed_half(precision, w, (d.d_out, d.d_in), true) {
+    let packed = packed_half(precision, w, (d.d_out, d.d_in), true);
+    let dx = match &packed {
         // SAFETY: each block written whole (zeroed), then by the product
         Some(p) if d.d_in > 0 => unsafe {
             written_row_blocks(d.rows, d.d_in, BLOCK, 0, |first, out| {
@@ -167,10 +168,9 @@ pub fn linear_backward(
         _ => matmul_threaded_new(dy, (w, true), (d.rows, d.d_in, d.d_out)),
     };
     let dw_dims = (d.d_in, d.d_out, d.rows);
-    let dw = match precision.half() {
-        Some(half) if half.on_tiles() && in_sixteens(d.d_in, d.d_out) => {
-            half::matmul_at_threaded(half, x, dy, dw_dims)
-        }
+    // in 16 bits where `dx` is, and on the tiles
+    let dw = match packed.map(|p| p.half()) {
+        Some(half) if half.on_tiles() => half::matmul_at_threaded(half, x, dy, dw_dims),
         _ => None,
     }
     .unwrap_or_else(|| matmul_at_threaded(x, dy, dw_dims));
