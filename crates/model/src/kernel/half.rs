@@ -242,17 +242,28 @@ fn pairs_of_rows<'a>(
 ) -> Vec<u32> {
     let mut out = vec![0u32; elems(rows.div_ceil(2), cols)];
     let width = cols.max(1);
+    #[cfg(target_arch = "x86_64")]
+    let vector = half.available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = false;
     if parallel {
         let mut blocks: Vec<(usize, &mut [u32])> =
             out.chunks_mut(PAIR_ROWS * width).enumerate().collect();
         parallel_for_each_mut(&mut blocks, |(b, block)| {
             for (q, dst) in block.chunks_exact_mut(width).enumerate() {
-                pair_row(half, scale, (rows, cols), &row, *b * PAIR_ROWS + q, dst);
+                pair_row(
+                    (half, vector),
+                    scale,
+                    (rows, cols),
+                    &row,
+                    *b * PAIR_ROWS + q,
+                    dst,
+                );
             }
         });
     } else {
         for (p, dst) in out.chunks_exact_mut(width).enumerate() {
-            pair_row(half, scale, (rows, cols), &row, p, dst);
+            pair_row((half, vector), scale, (rows, cols), &row, p, dst);
         }
     }
     out
@@ -262,17 +273,16 @@ fn pairs_of_rows<'a>(
 /// 2048 pairs.
 const PAIR_ROWS: usize = 64;
 
-/// Pair row `p` of [`pairs_of_rows`] into `dst` (`cols` pairs).
+/// Pair row `p` of [`pairs_of_rows`] into `dst` (`cols` pairs), by the
+/// format's instructions where `vector` (they are available).
 fn pair_row<'a>(
-    half: Half,
+    (half, vector): (Half, bool),
     scale: f32,
     (rows, cols): (usize, usize),
     row: &impl Fn(usize) -> &'a [f32],
     p: usize,
     dst: &mut [u32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    let vector = half.available();
     let lo = row(2 * p);
     let hi = (2 * p + 1 < rows).then(|| row(2 * p + 1));
     assert!(
