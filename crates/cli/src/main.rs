@@ -43,10 +43,10 @@ macro_rules! out {
     }};
 }
 
+mod allocator;
 mod args;
 mod commands;
 mod device;
-mod line_alloc;
 mod mirror_cmd;
 mod progress;
 mod setup;
@@ -62,9 +62,10 @@ use crate::args::{
 };
 use crate::train::TrainCommand;
 
-/// Large blocks aligned to cache lines, for the kernels' vector loads ([`line_alloc`]).
+/// Large blocks aligned to cache lines, for the kernels' vector loads, and
+/// the largest on huge pages ([`allocator`]).
 #[global_allocator]
-static ALLOCATOR: line_alloc::LineAligned = line_alloc::LineAligned;
+static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 /// Character-level LSTM language models on Text8 (the Udacity notebook,
 /// done properly), and an LSTM that mirrors every word of a sentence.
