@@ -16,17 +16,19 @@
 //! A large model's step streams buffers of tens of MiB (`large`: a layer's
 //! gates over 3200 rows are 25 MiB) through products that read them in
 //! strides of a row; on 4 KiB pages each row can be a TLB miss. Linux backs
-//! memory with 2 MiB pages where a program asks (`madvise(MADV_HUGEPAGE)`;
-//! most distributions' transparent huge pages are "madvise", not
-//! "always"), so blocks from [`HUGE_FROM`] up ask, as glibc's own
-//! `glibc.malloc.hugetlb=1` tunable would for its whole heap. Measured in
+//! memory with 2 MiB pages where a program asks (`madvise(MADV_HUGEPAGE)`)
+//! on systems whose transparent huge pages are "madvise" (Ubuntu's, this
+//! project's hosts) rather than "always", so the 2 MiB stretches inside a
+//! block from [`HUGE_PAGE`] up are advised before anything touches them
+//! (the advice reaches only pages not yet touched: a block glibc hands out
+//! again from its heap keeps the pages it had). Measured in
 //! docs/PERFORMANCE-LOG.md ("huge pages").
 //!
 //! The price: std's `System` serves alignments past 16 bytes with
 //! `posix_memalign`, so these blocks do not grow in place (`realloc`
 //! allocates, copies and frees) and come zeroed by a `memset`, not by
 //! `calloc`'s fresh pages; a huge page is backed whole, so a process's
-//! resident memory can grow by up to 2 MiB per such block.
+//! resident memory can grow by up to 2 MiB per block on them.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
@@ -36,11 +38,13 @@ const ALIGN_FROM: usize = 4096;
 /// A cache line's bytes.
 const LINE: usize = 64;
 
-/// Blocks from this many bytes up ask for huge pages.
-const HUGE_FROM: usize = 2 << 20;
+/// A huge page's bytes (x86-64's, and arm64's with 4 KiB pages): only a
+/// block this large can hold one whole, and advising smaller blocks too
+/// (from 256 KiB) measured no faster.
+const HUGE_PAGE: usize = 2 * 1024 * 1024;
 
 /// [`System`], with blocks from [`ALIGN_FROM`] bytes up aligned to [`LINE`]
-/// and those from [`HUGE_FROM`] up on huge pages where the system has them.
+/// and those from [`HUGE_PAGE`] up on huge pages where the system has them.
 pub struct Allocator;
 
 /// The layout a block of `layout` is allocated with: a function of the
@@ -67,11 +71,19 @@ unsafe impl GlobalAlloc for Allocator {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.size() < HUGE_PAGE {
+            // SAFETY: as `alloc`
+            return unsafe { System.alloc_zeroed(widened(layout)) };
+        }
+        // advised before the zeroes touch its pages (`System` zeroes a
+        // line-aligned block with a `memset`, not by fresh pages)
         // SAFETY: as `alloc`
-        advise_huge(
-            unsafe { System.alloc_zeroed(widened(layout)) },
-            layout.size(),
-        )
+        let block = unsafe { self.alloc(layout) };
+        if !block.is_null() {
+            // SAFETY: the block holds `layout.size()` bytes
+            unsafe { std::ptr::write_bytes(block, 0, layout.size()) };
+        }
+        block
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -84,14 +96,16 @@ unsafe impl GlobalAlloc for Allocator {
         let old = widened(layout);
         // SAFETY: the caller promises `new_size`, rounded to `layout.align()`,
         // does not overflow isize
-        let new = widened(unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) });
-        if old.align() == new.align() {
+        let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        if old.align() == widened(new).align() && new_size < HUGE_PAGE {
             // SAFETY: `ptr` came from `System` with `old`; the new size is valid
-            return advise_huge(unsafe { System.realloc(ptr, old, new_size) }, new_size);
+            return unsafe { System.realloc(ptr, old, new_size) };
         }
-        // the block crosses ALIGN_FROM: moved into one of the new alignment
+        // the block crosses ALIGN_FROM, or is to be advised before the old
+        // values are copied in: moved into a new block (what `System` does
+        // for a line-aligned block anyway: allocate, copy, free)
         // SAFETY: `new` has a non-zero size (`new_size`, the caller's promise)
-        let moved = advise_huge(unsafe { System.alloc(new) }, new_size);
+        let moved = unsafe { self.alloc(new) };
         if !moved.is_null() {
             // SAFETY: both blocks hold at least the smaller size and are distinct;
             // `ptr` came from `System` with `old`
@@ -104,22 +118,26 @@ unsafe impl GlobalAlloc for Allocator {
     }
 }
 
-/// `block`, `size` bytes from `System` (or null), advised onto huge pages
-/// when it is that large: the advice marks the pages it spans, and those
-/// not yet touched are backed by 2 MiB pages where whole ones fit.
-/// Nothing changes where the advice is refused (no transparent huge pages,
-/// another system).
+/// `block`, `size` bytes from `System` (or null), with the whole 2 MiB
+/// stretches inside it advised onto huge pages: those not yet touched are
+/// then backed by one 2 MiB page each. The advice is a hint: where it is
+/// refused (no transparent huge pages) nothing changes, so its result is
+/// not looked at.
 fn advise_huge(block: *mut u8, size: usize) -> *mut u8 {
-    #[cfg(target_os = "linux")]
-    if size >= HUGE_FROM && !block.is_null() {
-        const PAGE: usize = 4096;
-        let start = block as usize & !(PAGE - 1);
-        let len = block as usize + size - start;
-        // SAFETY: the range is the block's own pages (rounded out to whole
-        // pages, as madvise needs), mapped by the allocator; the advice
-        // changes how they are backed, never their contents.
-        unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if size >= HUGE_PAGE && !block.is_null() {
+        let start = (block as usize).next_multiple_of(HUGE_PAGE);
+        // the block's end: inside the address space, so no overflow
+        let end = (block as usize + size) / HUGE_PAGE * HUGE_PAGE;
+        if start < end {
+            // SAFETY: the range lies inside the block (allocated, so mapped),
+            // starts on a page and spans whole ones; the advice changes how
+            // those pages are backed, never what they hold.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = size;
     block
 }
 
@@ -177,12 +195,12 @@ mod tests {
         }
     }
 
-    /// The `VmFlags` of the mapping of this process that holds `address`
-    /// (`/proc/self/smaps`), if one does.
-    #[cfg(target_os = "linux")]
-    fn mapping_flags(address: usize) -> Option<String> {
+    /// What `/proc/self/smaps` says of the mapping of this process that
+    /// holds `address`: its `VmFlags` and its KiB on huge pages.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn mapping(address: usize) -> Option<(String, u64)> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("reading /proc/self/smaps");
-        let mut inside = false;
+        let (mut inside, mut huge_kib) = (false, 0);
         for line in smaps.lines() {
             let first = line.split_whitespace().next().unwrap_or("");
             if let Some((start, end)) = first.split_once('-')
@@ -192,39 +210,100 @@ mod tests {
                 )
             {
                 inside = (start..end).contains(&address);
+            } else if inside && let Some(kib) = line.strip_prefix("AnonHugePages:") {
+                huge_kib = kib
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0);
             } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
-                return Some(flags.to_string());
+                return Some((flags.to_string(), huge_kib));
             }
         }
         None
     }
 
-    /// A block from 2 MiB up is advised onto huge pages (its mapping's
-    /// `hg` flag) and holds what is written to it.
-    #[cfg(target_os = "linux")]
+    /// Why this process cannot be given huge pages, if it cannot: a fresh
+    /// mapping advised and written has none (no transparent huge pages,
+    /// none free), or glibc advises its blocks itself.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn no_huge_pages() -> Option<String> {
+        if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("hugetlb")) {
+            return Some("GLIBC_TUNABLES asks glibc to advise its blocks".into());
+        }
+        let len = 4 * HUGE_PAGE;
+        // SAFETY: a new private anonymous mapping, used within its length
+        // and unmapped below
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p == libc::MAP_FAILED {
+                return Some("mmap failed".into());
+            }
+            advise_huge(p.cast(), len);
+            std::ptr::write_bytes(p.cast::<u8>(), 1, len);
+            let huge = mapping(p as usize + len / 2).map_or(0, |(_, kib)| kib);
+            libc::munmap(p, len);
+            (huge == 0).then(|| "an advised mapping got no huge pages".into())
+        }
+    }
+
+    /// A block from 2 MiB up, allocated, allocated zeroed or grown to that
+    /// size, is advised onto huge pages before anything touches it: its
+    /// mapping has the `hg` flag and pages of 2 MiB (a block zeroed or
+    /// copied into first would have none), and holds what it should.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
-    fn blocks_from_two_mib_ask_for_huge_pages() {
-        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
-            println!("SKIPPED: this kernel has no transparent huge pages");
+    fn blocks_from_two_mib_are_on_huge_pages() {
+        if let Some(why) = no_huge_pages() {
+            #[allow(clippy::print_stderr)] // says when the test cannot run here
+            {
+                eprintln!("blocks_from_two_mib_are_on_huge_pages: {why}: SKIPPED");
+            }
             return;
         }
         let a = Allocator;
-        let big = Layout::from_size_align(4 * HUGE_FROM, 4).unwrap();
+        // past glibc's largest mmap threshold: a mapping of its own
+        let size = 64 << 20;
+        let big = Layout::from_size_align(size, 4).unwrap();
+        let small = Layout::from_size_align(1 << 20, 4).unwrap();
+        let on_huge_pages = |p: *mut u8, how: &str| {
+            let (flags, kib) = mapping(p as usize + size / 2).expect("the block's mapping");
+            assert!(
+                flags.split_whitespace().any(|f| f == "hg") && kib > 0,
+                "a block {how}: flags {flags}, {kib} KiB on huge pages"
+            );
+        };
         // SAFETY: non-zero sizes; each block is used within its size and
-        // freed with its layout
+        // freed with the layout it has
         unsafe {
             let p = a.alloc(big);
             assert!(!p.is_null());
-            let middle = p as usize + big.size() / 2;
-            let flags = mapping_flags(middle).expect("the block's mapping");
-            assert!(
-                flags.split_whitespace().any(|f| f == "hg"),
-                "a {} MiB block's mapping is not advised: {flags}",
-                big.size() >> 20
-            );
-            std::ptr::write_bytes(p, 7, big.size());
-            assert!(*p == 7 && *p.add(big.size() - 1) == 7);
+            std::ptr::write_bytes(p, 7, size);
+            on_huge_pages(p, "allocated");
             a.dealloc(p, big);
+
+            let z = a.alloc_zeroed(big);
+            assert!(!z.is_null());
+            on_huge_pages(z, "allocated zeroed");
+            assert!((0..size).step_by(4093).all(|i| *z.add(i) == 0));
+            a.dealloc(z, big);
+
+            let g = a.alloc(small);
+            assert!(!g.is_null());
+            std::ptr::write_bytes(g, 5, small.size());
+            let g = a.realloc(g, small, size);
+            assert!(!g.is_null());
+            on_huge_pages(g, "grown");
+            assert!((0..small.size()).step_by(1021).all(|i| *g.add(i) == 5));
+            a.dealloc(g, big);
         }
     }
 }
