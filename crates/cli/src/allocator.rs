@@ -43,6 +43,11 @@ const LINE: usize = 64;
 /// (from 256 KiB) measured no faster.
 const HUGE_PAGE: usize = 2 * 1024 * 1024;
 
+/// Whether this build advises blocks onto huge pages (Linux with glibc,
+/// where the `libc` crate is a dependency); elsewhere big blocks are
+/// allocated, zeroed and grown as `System` does.
+const ADVISES: bool = cfg!(all(target_os = "linux", target_env = "gnu"));
+
 /// [`System`], with blocks from [`ALIGN_FROM`] bytes up aligned to [`LINE`]
 /// and those from [`HUGE_PAGE`] up on huge pages where the system has them.
 pub struct Allocator;
@@ -71,7 +76,7 @@ unsafe impl GlobalAlloc for Allocator {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() < HUGE_PAGE {
+        if !ADVISES || layout.size() < HUGE_PAGE {
             // SAFETY: as `alloc`
             return unsafe { System.alloc_zeroed(widened(layout)) };
         }
@@ -97,7 +102,7 @@ unsafe impl GlobalAlloc for Allocator {
         // SAFETY: the caller promises `new_size`, rounded to `layout.align()`,
         // does not overflow isize
         let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if old.align() == widened(new).align() && new_size < HUGE_PAGE {
+        if old.align() == widened(new).align() && (!ADVISES || new_size < HUGE_PAGE) {
             // SAFETY: `ptr` came from `System` with `old`; the new size is valid
             return unsafe { System.realloc(ptr, old, new_size) };
         }
@@ -258,7 +263,10 @@ mod tests {
     /// A block from 2 MiB up, allocated, allocated zeroed or grown to that
     /// size, is advised onto huge pages before anything touches it: its
     /// mapping has the `hg` flag and pages of 2 MiB (a block zeroed or
-    /// copied into first would have none), and holds what it should.
+    /// copied into first would have none), and holds what it should. The
+    /// grown block's old values (two huge pages' worth) cover its first
+    /// 2 MiB boundary wherever the block starts, so the copy itself faults
+    /// in the first huge page.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
     fn blocks_from_two_mib_are_on_huge_pages() {
@@ -273,7 +281,7 @@ mod tests {
         // past glibc's largest mmap threshold: a mapping of its own
         let size = 64 << 20;
         let big = Layout::from_size_align(size, 4).unwrap();
-        let small = Layout::from_size_align(1 << 20, 4).unwrap();
+        let small = Layout::from_size_align(2 * HUGE_PAGE, 4).unwrap();
         let on_huge_pages = |p: *mut u8, how: &str| {
             let (flags, kib) = mapping(p as usize + size / 2).expect("the block's mapping");
             assert!(
