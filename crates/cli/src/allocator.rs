@@ -43,10 +43,13 @@ const LINE: usize = 64;
 /// (from 256 KiB) measured no faster.
 const HUGE_PAGE: usize = 2 * 1024 * 1024;
 
-/// Whether this build advises blocks onto huge pages (Linux with glibc,
-/// where the `libc` crate is a dependency); elsewhere big blocks are
-/// allocated, zeroed and grown as `System` does.
-const ADVISES: bool = cfg!(all(target_os = "linux", target_env = "gnu"));
+/// Whether a block of `size` bytes is advised onto huge pages: from
+/// [`HUGE_PAGE`] up, on Linux with glibc (where the `libc` crate is a
+/// dependency); elsewhere big blocks are allocated, zeroed and grown as
+/// `System` does.
+fn advised(size: usize) -> bool {
+    cfg!(all(target_os = "linux", target_env = "gnu")) && size >= HUGE_PAGE
+}
 
 /// [`System`], with blocks from [`ALIGN_FROM`] bytes up aligned to [`LINE`]
 /// and those from [`HUGE_PAGE`] up on huge pages where the system has them.
@@ -76,7 +79,7 @@ unsafe impl GlobalAlloc for Allocator {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !ADVISES || layout.size() < HUGE_PAGE {
+        if !advised(layout.size()) {
             // SAFETY: as `alloc`
             return unsafe { System.alloc_zeroed(widened(layout)) };
         }
@@ -102,7 +105,7 @@ unsafe impl GlobalAlloc for Allocator {
         // SAFETY: the caller promises `new_size`, rounded to `layout.align()`,
         // does not overflow isize
         let new = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if old.align() == widened(new).align() && (!ADVISES || new_size < HUGE_PAGE) {
+        if old.align() == widened(new).align() && !advised(new_size) {
             // SAFETY: `ptr` came from `System` with `old`; the new size is valid
             return unsafe { System.realloc(ptr, old, new_size) };
         }
@@ -130,7 +133,7 @@ unsafe impl GlobalAlloc for Allocator {
 /// not looked at.
 fn advise_huge(block: *mut u8, size: usize) -> *mut u8 {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if size >= HUGE_PAGE && !block.is_null() {
+    if advised(size) && !block.is_null() {
         let start = (block as usize).next_multiple_of(HUGE_PAGE);
         // the block's end: inside the address space, so no overflow
         let end = (block as usize + size) / HUGE_PAGE * HUGE_PAGE;
