@@ -111,7 +111,8 @@ pub fn run(a: MirrorArgs) -> Result<ExitCode> {
         None => {
             let Some(run) = a.run else {
                 bail!(
-                    "give a trained model with --run DIR (or train one with `charlstm mirror train`)"
+                    "give a trained model with --run DIR (or train one with `{}`)",
+                    trainer::recipe::MIRROR_TRAIN_COMMAND
                 );
             };
             infer(&run, a.beam, a.text8, &a.sentences, &a.device)

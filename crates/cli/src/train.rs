@@ -29,18 +29,13 @@ impl TrainCommand {
 
     /// The command line that trains `recipe`, when it is not this one.
     fn refuses(self, recipe: &Recipe) -> Option<&'static str> {
-        match (self, recipe) {
-            (TrainCommand::Lm, Recipe::Mirror(_)) => Some("charlstm mirror train"),
-            (TrainCommand::Mirror, Recipe::Lm(_)) => Some("charlstm train"),
-            _ => None,
-        }
+        let train = recipe.train_command();
+        (train != self.line()).then_some(train)
     }
 
-    fn resume_command(self) -> &'static str {
-        match self {
-            TrainCommand::Lm => "charlstm train",
-            TrainCommand::Mirror => "charlstm mirror train",
-        }
+    /// This command's line, as error messages name it.
+    fn line(self) -> &'static str {
+        trainer::recipe::train_command(self == TrainCommand::Mirror)
     }
 }
 
@@ -145,7 +140,7 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     let report = result?;
     let resume = format!(
         "continue with: {} --resume {}",
-        command.resume_command(),
+        command.line(),
         report.run_dir().display()
     );
     if json {

@@ -485,8 +485,9 @@ pub fn train_lm(
 ) -> Result<FinalReport<Summary>> {
     let Recipe::Lm(recipe) = &loaded.recipe else {
         return Err(TrainError::Recipe(format!(
-            "recipe {} is a mirror recipe: use `charlstm mirror train`",
-            loaded.name
+            "recipe {} is a mirror recipe: use `{}`",
+            loaded.name,
+            loaded.recipe.train_command()
         )));
     };
     let data = LmData::new(corpus, recipe)?;

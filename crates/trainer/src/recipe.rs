@@ -394,6 +394,23 @@ pub struct MirrorRecipe {
     pub train: MirrorTrainSpec,
 }
 
+/// The command line that trains a character language model: error
+/// messages name it (one copy, for the CLI and the library).
+pub const LM_TRAIN_COMMAND: &str = "charlstm train";
+
+/// The command line that trains a word mirror.
+pub const MIRROR_TRAIN_COMMAND: &str = "charlstm mirror train";
+
+/// The command line that trains a recipe of the mirror task when `mirror`,
+/// else of the language model.
+pub fn train_command(mirror: bool) -> &'static str {
+    if mirror {
+        MIRROR_TRAIN_COMMAND
+    } else {
+        LM_TRAIN_COMMAND
+    }
+}
+
 /// A recipe of either task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Recipe {
@@ -710,6 +727,11 @@ fn share(what: &str, v: f64) -> std::result::Result<(), String> {
 pub const MAX_MADE_UP_LEN: usize = 1000;
 
 impl Recipe {
+    /// The command line that trains this recipe ([`train_command`]).
+    pub fn train_command(&self) -> &'static str {
+        train_command(matches!(self, Recipe::Mirror(_)))
+    }
+
     /// Checks every number for sense; the message names the key.
     pub fn validate(&self) -> std::result::Result<(), String> {
         match self {

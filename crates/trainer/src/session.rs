@@ -1227,11 +1227,7 @@ pub fn load_weights_file(run: &RunDir, config: &RunConfig, format: &str) -> Resu
     let run_dir = run.path();
     let path = run.model_path();
     if !path.exists() {
-        let train = if config.tokenizer == Tokenizer::Mirror {
-            "charlstm mirror train"
-        } else {
-            "charlstm train"
-        };
+        let train = crate::recipe::train_command(config.tokenizer == Tokenizer::Mirror);
         let dir = run_dir.display();
         let why = if run.checkpoint_path().exists() {
             // a save writes the model before the checkpoint: it was removed

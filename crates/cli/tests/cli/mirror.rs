@@ -158,6 +158,12 @@ fn mirror_trains_resumes_and_mirrors_from_arguments_and_stdin() {
     )));
     let err = fails(&charlstm(&["mirror", "--run", lm.to_str().unwrap(), "x"]));
     assert!(err.contains("is a language-model run"), "{err}");
+    // no run at all: the message names the command that trains one
+    let err = fails(&charlstm(&["mirror", "x"]));
+    assert!(
+        err.contains("--run DIR") && err.contains("`charlstm mirror train`"),
+        "{err}"
+    );
 }
 
 /// A regression in the model, the trainer or the decoder fails here: a small
