@@ -1,6 +1,7 @@
 //! The language-model commands besides training: sample, eval, prepare,
 //! fetch, recipes, bench.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -127,6 +128,39 @@ fn dynamic_settings(a: &EvalArgs, recipe: &serde_json::Value) -> Result<trainer:
     Ok(cfg)
 }
 
+/// A note that `--part part` of `corpus` is text the run at `run` was
+/// trained on, where it is: the run's own corpus (its fingerprint), and a
+/// part its split did not hold out (the standard split holds out its valid
+/// and test parts; the notebook's only its first characters, inside every
+/// part's). Another text gets none, whatever its part.
+fn trained_text_note(
+    run: &Path,
+    config: &trainer::RunConfig,
+    corpus: &text8::Corpus,
+    part: text8::Part,
+) -> Option<String> {
+    if !config.trained_on(&corpus.fingerprint(), corpus.len()) {
+        return None;
+    }
+    let held_out = matches!(part, text8::Part::Valid | text8::Part::Test);
+    let (run, part) = (run.display(), part.name());
+    if config.recipe["data"]["split"] == "standard" {
+        (!held_out).then(|| {
+            format!(
+                "note: {run} was trained on the first 90% of this text (the standard split), \
+                 so --part {part} is text it trained on; --part valid and --part test are held out"
+            )
+        })
+    } else {
+        Some(format!(
+            "note: {run} was trained on all of this text but its first {} characters (the \
+             notebook's split), so --part {part} is text it trained on; train with --set \
+             data.split=standard to hold out a validation and a test part",
+            config.recipe["data"]["valid_size"]
+        ))
+    }
+}
+
 pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let (device, _) = setup_device(&a.device)?;
     // loaded once: where it will learn when evaluated dynamically
@@ -142,18 +176,8 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let path = resolve_data(&a.data, None)?;
     let corpus = read_corpus(&path)?;
     let part = a.part;
-    // the standard split's valid and test parts are held out only by runs
-    // trained on that split: the notebook's trains on all but its first 1,000
-    if matches!(part, text8::Part::Valid | text8::Part::Test)
-        && config.recipe["data"]["split"] != "standard"
-    {
-        errln!(
-            "note: {} was trained with the notebook's split (all but the first characters), \
-             so the {} part is text it trained on; train with --set data.split=standard to \
-             hold it out",
-            a.run.display(),
-            part.name()
-        );
+    if let Some(note) = trained_text_note(&a.run, &config, &corpus, part) {
+        errln!("{note}");
     }
     let ids = part
         .of(&corpus.ids)

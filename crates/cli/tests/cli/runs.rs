@@ -105,15 +105,50 @@ fn train_writes_a_self_describing_run_directory() {
     ]));
     let v: serde_json::Value = serde_json::from_str(j.trim()).unwrap();
     assert!(v["report"]["perplexity"].as_f64().unwrap() > 1.0);
-    // the test part of a run of the notebook's split is text it trained on: said
-    let out = charlstm(&["eval", "--run", r, "--data", d, "--part", "test"]);
-    ok(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("trained with the notebook's split")
-            && err.contains("--set data.split=standard"),
-        "{err}"
-    );
+    // every part of the text a run of the notebook's split trained on is
+    // text it trained on: said, for the default part too; of another text
+    // nothing is said, whatever its part
+    let note = |args: &[&str]| {
+        let out = charlstm(args);
+        ok(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for part in [&["--part", "test"][..], &[]] {
+        let err = note(&[&["eval", "--run", r, "--data", d][..], part].concat());
+        assert!(
+            err.contains("trained on all of this text but its first 1000 characters")
+                && err.contains("--set data.split=standard"),
+            "{part:?}: {err}"
+        );
+    }
+    let other = dir.path().join("other.txt");
+    std::fs::write(&other, "another text of the same letters ".repeat(200)).unwrap();
+    let o = other.to_str().unwrap();
+    for part in ["all", "test"] {
+        let err = note(&["eval", "--run", r, "--data", o, "--part", part]);
+        assert!(!err.contains("note:"), "{part}: {err}");
+    }
+    // the standard split holds out its valid and test parts, not the rest
+    let standard = dir.path().join("standard");
+    let s = standard.to_str().unwrap();
+    ok(&charlstm(&train_args(
+        d,
+        s,
+        &["--steps", "2", "--set", "data.split=standard"],
+    )));
+    for (part, said) in [
+        ("all", true),
+        ("train", true),
+        ("valid", false),
+        ("test", false),
+    ] {
+        let err = note(&["eval", "--run", s, "--data", d, "--part", part]);
+        assert_eq!(
+            err.contains("trained on the first 90% of this text"),
+            said,
+            "{part}: {err}"
+        );
+    }
 }
 
 /// The RMS rule of dynamic evaluation reads the text the run was trained on
