@@ -105,6 +105,13 @@ pub const MAX_CORPUS_CHARS: u64 = 2 << 30;
 pub const MAX_ZIP_RATIO: u64 = 16;
 
 /// Whether the file starts like a zip archive (`PK\x03\x04`, or `PK\x05\x06` for an empty one).
+/// Whether `path` is named as a zip archive (`.zip`, any case): read as
+/// one, never written as text.
+pub fn named_zip(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+}
+
 fn looks_like_zip(path: &Path, file: &mut File) -> Result<bool> {
     let mut magic = [0u8; 4];
     let mut n = 0;
@@ -170,11 +177,7 @@ pub fn read_corpus(path: &Path) -> Result<Corpus> {
         )));
     }
     let is_zip = looks_like_zip(path, &mut file)?;
-    if !is_zip
-        && path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
-    {
+    if !is_zip && named_zip(path) {
         // an error page or a damaged download named .zip: not text to check letter by letter
         return Err(Text8Error::Invalid(format!(
             "{}: named .zip but not a zip archive (it does not start with a zip header); \

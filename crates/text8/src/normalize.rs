@@ -158,7 +158,8 @@ pub struct NormalizeStats {
 /// Normalises the file `input` into `output`, streaming, through an
 /// [`AtomicFile`](crate::atomic::AtomicFile): a failure (such as invalid
 /// UTF-8) leaves no partial output, and without `replace` an output that
-/// appeared meanwhile is left as it is.
+/// appeared meanwhile is left as it is. An output named `.zip` is refused
+/// (the text is written plain).
 pub fn normalize_file(
     input: &Path,
     output: &Path,
@@ -174,6 +175,14 @@ pub fn normalize_file(
         }
         Err(e) => return Err(Text8Error::io(input, e)),
     };
+    if crate::corpus::named_zip(output) {
+        // every reader would take it for an archive and refuse it
+        return Err(Text8Error::Invalid(format!(
+            "{}: named .zip, but the text is written plain, not as a zip archive: name it \
+             .txt (a corpus may be a text file)",
+            output.display()
+        )));
+    }
     let mut writer = crate::atomic::AtomicFile::create(output)?;
     let mut norm = Normalizer::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -311,6 +320,11 @@ mod tests {
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
         normalize_file(&input, &output, true, &mut |_| {}).unwrap();
+        // text under a zip's name would be refused by every reader: not written
+        let zip = dir.path().join("out.ZIP");
+        let err = normalize_file(&input, &zip, true, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("out.ZIP: named .zip"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     proptest! {
