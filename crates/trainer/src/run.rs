@@ -85,6 +85,31 @@ impl RunConfig {
     }
 }
 
+/// " (pid N)" for the process that wrote its id into the lock file `lock`,
+/// else nothing.
+fn holder_pid(lock: &Path) -> String {
+    let holder = std::fs::read_to_string(lock).unwrap_or_default();
+    match holder.trim() {
+        "" => String::new(),
+        pid => format!(" (pid {pid})"),
+    }
+}
+
+/// [`holder_pid`] of the process holding `dir`'s run lock, if another one
+/// holds it: an existing `.lock` only (none is created in the folder), a
+/// regular file, tried without waiting and let go at once.
+fn lock_holder(dir: &Path) -> Option<String> {
+    let path = dir.join(".lock");
+    if !path.exists() {
+        return None;
+    }
+    let file = crate::fsutil::open_regular(&path, OpenOptions::new().read(true)).ok()?;
+    match file.try_lock() {
+        Err(TryLockError::WouldBlock) => Some(holder_pid(&path)),
+        _ => None,
+    }
+}
+
 /// Whether `path` holds a run (a `config.json` and weights or a checkpoint):
 /// no file of another command is written into one.
 pub fn is_run_dir(path: &Path) -> bool {
@@ -148,7 +173,14 @@ impl RunDir {
                     Ok(_) if is_run_dir(p) || !only_leftovers(p)? => {
                         // a run that stopped before its first checkpoint
                         // (diverged at once): resuming repeats its settings
-                        let message = if !is_run_dir(p) && p.join("config.json").is_file() {
+                        let message = if let Some(holder) = lock_holder(p) {
+                            // (started a moment ago, perhaps with no checkpoint yet)
+                            format!(
+                                "run directory {} is being trained by another charlstm \
+                                 process{holder}; choose another --run",
+                                p.display()
+                            )
+                        } else if !is_run_dir(p) && p.join("config.json").is_file() {
                             format!(
                                 "run directory {} already exists without a checkpoint (its \
                                  training stopped before the first): continue it with --resume \
@@ -273,14 +305,10 @@ impl RunDir {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
                 return Err(TrainError::Run(format!(
                     "{} is in use by another charlstm process{}; wait for it to finish",
                     self.path.display(),
-                    match holder.trim() {
-                        "" => String::new(),
-                        pid => format!(" (pid {pid})"),
-                    }
+                    holder_pid(&path)
                 )));
             }
             Err(TryLockError::Error(e)) => return Err(TrainError::io(&path, e)),
@@ -390,5 +418,31 @@ mod tests {
             "{msg}"
         );
         assert_eq!(std::fs::read_to_string(first.config_path()).unwrap(), "{}");
+    }
+
+    /// A `--run` folder that a training holds now (perhaps before its first
+    /// checkpoint) is refused as being trained, not as a run to resume; once
+    /// let go, as a run that stopped before its first checkpoint.
+    #[test]
+    fn a_run_being_trained_is_refused_as_such() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("busy");
+        let run = RunDir::create(Some(&path), root.path(), "r").unwrap();
+        let lock = run.lock_new().unwrap();
+        std::fs::write(run.config_path(), "{}").unwrap();
+        let busy = RunDir::create(Some(&path), root.path(), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            busy.contains("is being trained by another charlstm process (pid ")
+                && busy.contains("choose another --run")
+                && !busy.contains("--resume"),
+            "{busy}"
+        );
+        drop(lock);
+        let stopped = RunDir::create(Some(&path), root.path(), "r")
+            .unwrap_err()
+            .to_string();
+        assert!(stopped.contains("without a checkpoint"), "{stopped}");
     }
 }
