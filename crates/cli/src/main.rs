@@ -101,7 +101,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    setup::default_sigpipe();
+    setup::set_signal_dispositions();
     // an empty variable is no setting: clap would take it for a flag given
     // without a value, and name the flag
     for name in args::FLAG_VARIABLES {

@@ -12,15 +12,20 @@ use text8::{DataSource, FetchEvent};
 use crate::args::{DataArgs, DeviceArgs};
 use crate::{device, progress};
 
-/// A closed pipe on stdout (`charlstm sample ... | head -1`) ends the
-/// program at once, silently, with SIGPIPE's usual status, as `cat` and
-/// `yes` end: Rust ignores the signal by default and would report an error
-/// (or panic in `println!`) at the next write instead.
-pub fn default_sigpipe() {
+/// Two signals' dispositions, set before any thread exists. A closed pipe
+/// on stdout (`charlstm sample ... | head -1`) ends the program at once,
+/// silently, with SIGPIPE's usual status, as `cat` and `yes` end: Rust
+/// ignores the signal by default and would report an error (or panic in
+/// `println!`) at the next write instead. A write past the file-size limit
+/// (`ulimit -f`) fails with an error as a full disk does, where SIGXFSZ
+/// would kill the program in the middle of a save: the save is then
+/// undone, the previous checkpoint kept, and the message names the file.
+pub fn set_signal_dispositions() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: restores the default disposition before any thread exists.
+    // SAFETY: sets dispositions before any thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 
