@@ -144,8 +144,8 @@ pub struct SampleArgs {
     /// Start from the text of FILE (any UTF-8 text, put in text8 form; at most 1 MiB)
     #[arg(long, value_name = "FILE")]
     pub prime_file: Option<PathBuf>,
-    /// Characters to generate (all samples together, with their primes,
-    /// at most 2^28 - 2)
+    /// Characters to generate in each sample (--count samples with their
+    /// primes: at most 2^28 - 2 characters in all)
     #[arg(long, short, default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(0..=(trainer::sample::MAX_SAMPLE_CHARS - trainer::sample::START_CHARS) as u64).map(|v| v as usize))]
     pub length: usize,
@@ -157,8 +157,8 @@ pub struct SampleArgs {
     #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
     pub greedy: bool,
     /// The most likely continuation that a beam of N hypotheses finds (beam
-    /// search; 1: greedy), printed when complete, with its log-probability
-    /// on stderr
+    /// search; 1: greedy), printed when complete (a progress bar on a
+    /// terminal meanwhile), with its log-probability on stderr
     #[arg(long, value_name = "N", value_parser = beam_value(),
           conflicts_with_all = ["temperature", "top_k", "top_p", "greedy", "count"])]
     pub beam: Option<usize>,

@@ -63,8 +63,16 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
     let (device, _) = setup_device(&a.device)?;
     let (model, kind, _) = trainer::lm::load_lm(&a.run, &device)?;
     if let Some(beam) = a.beam {
-        let found =
-            trainer::beam::most_likely(&model, kind, prime.as_deref(), a.length, beam, &device)?;
+        let bar = progress::bytes_bar(Some(a.length as u64), "searching");
+        let found = trainer::beam::most_likely(
+            &model,
+            kind,
+            prime.as_deref(),
+            (a.length, beam),
+            &device,
+            &mut |done| bar.set_position(done as u64),
+        )?;
+        bar.finish_and_clear();
         outln!("{}", found.text);
         // `+ 0.0`: a certain text (or none) is 0 bits, not -0
         let bits = -found.log_prob / std::f64::consts::LN_2 / a.length.max(1) as f64 + 0.0;
@@ -93,7 +101,12 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
         outln!();
         return Ok(ExitCode::SUCCESS);
     }
-    for t in trainer::sample::generate(&model, kind, &opts, &mut rng, &device)? {
+    // the texts come at the end: a bar meanwhile
+    let bar = progress::bytes_bar(Some((a.count * a.length) as u64), "sampling");
+    let drawn = |n: usize| bar.inc(n as u64);
+    let texts = trainer::sample::generate_counted(&model, kind, &opts, &mut rng, &device, &drawn)?;
+    bar.finish_and_clear();
+    for t in texts {
         outln!("{t}");
     }
     Ok(ExitCode::SUCCESS)

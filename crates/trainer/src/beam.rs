@@ -22,15 +22,16 @@ pub struct Continuation {
 }
 
 /// The most probable `length` characters after `prime` (a space when there
-/// is none) that a beam of `beam` hypotheses finds. `model` must not be on an
-/// autodiff device.
+/// is none) that a beam of `beam` hypotheses finds, telling `searched(n)`
+/// of each character position `n` of `length` done (the text comes at the
+/// end: a long search's progress). `model` must not be on an autodiff device.
 pub fn most_likely(
     model: &CharLm,
     kind: TokenizerKind,
     prime: Option<&str>,
-    length: usize,
-    beam: usize,
+    (length, beam): (usize, usize),
     device: &Device,
+    searched: &mut dyn FnMut(usize),
 ) -> Result<Continuation> {
     if beam == 0 || beam > 64 {
         return Err(TrainError::Input(format!(
@@ -53,7 +54,7 @@ pub fn most_likely(
     let mut hyps: Vec<(f64, Vec<u8>)> = vec![(0.0, tail(&start))];
     let mut trail: Vec<Vec<(u32, u8)>> = Vec::with_capacity(length);
     let v = model.output_size();
-    for _ in 0..length {
+    for done in 1..=length {
         let ids: Vec<i64> = hyps
             .iter()
             .map(|(_, h)| input_id(kind, h, h.len() - 1))
@@ -81,6 +82,7 @@ pub fn most_likely(
                 (score, tail(&h))
             })
             .collect();
+        searched(done);
     }
     // the best hypothesis is first; walk its choices back to the start
     let log_prob = hyps[0].0;
@@ -117,7 +119,21 @@ mod tests {
     fn width_one_is_greedy_generation() {
         let m = model();
         let d = Device::flex();
-        let found = most_likely(&m, TokenizerKind::Char, Some("the "), 30, 1, &d).unwrap();
+        let mut searched = vec![];
+        let found = most_likely(
+            &m,
+            TokenizerKind::Char,
+            Some("the "),
+            (30, 1),
+            &d,
+            &mut |n| searched.push(n),
+        )
+        .unwrap();
+        assert_eq!(
+            searched,
+            (1..=30).collect::<Vec<_>>(),
+            "each position told once"
+        );
         let opts = SampleOptions {
             length: 30,
             temperature: 0.0,
@@ -134,7 +150,15 @@ mod tests {
         // beam 27 over 2 characters keeps every prefix: the exact maximum
         let m = model();
         let d = Device::flex();
-        let found = most_likely(&m, TokenizerKind::Char, Some("ab"), 2, 27, &d).unwrap();
+        let found = most_likely(
+            &m,
+            TokenizerKind::Char,
+            Some("ab"),
+            (2, 27),
+            &d,
+            &mut |_| {},
+        )
+        .unwrap();
         let logp = |text: &str| {
             let ids = prime_ids(text).unwrap();
             let inputs: Vec<i64> = ids[..ids.len() - 1].iter().map(|&c| c as i64).collect();
@@ -165,6 +189,6 @@ mod tests {
             found.log_prob,
             best.0
         );
-        assert!(most_likely(&m, TokenizerKind::Char, None, 2, 65, &d).is_err());
+        assert!(most_likely(&m, TokenizerKind::Char, None, (2, 65), &d, &mut |_| {}).is_err());
     }
 }

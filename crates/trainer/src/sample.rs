@@ -178,14 +178,35 @@ pub fn generate(
     rng: &mut Rng,
     device: &Device,
 ) -> Result<Vec<String>> {
+    generate_counted(model, kind, opts, rng, device, &|_| {})
+}
+
+/// [`generate`], telling `drawn(n)` of every `n` characters more drawn (of
+/// `opts.count x opts.length`; from the kernel threads when on the host),
+/// for a progress bar of a long run whose texts come at its end.
+pub fn generate_counted(
+    model: &CharLm,
+    kind: TokenizerKind,
+    opts: &SampleOptions,
+    rng: &mut Rng,
+    device: &Device,
+    drawn: &(dyn Fn(usize) + Sync),
+) -> Result<Vec<String>> {
     if opts.count == 0 {
         return Ok(vec![]);
     }
     check_options(model, opts)?;
     if model::device::runs_on_host(device) {
-        return generate_host(model, kind, opts, rng, model::kernel::pool::threads());
+        return generate_host(
+            model,
+            kind,
+            opts,
+            rng,
+            model::kernel::pool::threads(),
+            drawn,
+        );
     }
-    generate_tensor(model, kind, opts, rng, device)
+    generate_tensor(model, kind, opts, rng, device, drawn)
 }
 
 /// The bounds and values [`generate`] checks before allocating anything.
@@ -269,6 +290,7 @@ fn generate_tensor(
     opts: &SampleOptions,
     rng: &mut Rng,
     device: &Device,
+    drawn: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<String>> {
     let s = opts.count;
     let ctx = context_chars(kind);
@@ -298,6 +320,7 @@ fn generate_tensor(
                 rng,
             ) as u8);
         }
+        drawn(s);
     }
     Ok(hist.into_iter().map(text_of).collect())
 }
@@ -312,6 +335,7 @@ fn generate_host(
     opts: &SampleOptions,
     rng: &mut Rng,
     parts: usize,
+    drawn: &(dyn Fn(usize) + Sync),
 ) -> Result<Vec<String>> {
     let lm = model::host::HostLm::new(model);
     let base = rng.next_u64();
@@ -320,9 +344,8 @@ fn generate_host(
     let longest = prime.as_ref().map_or(context_chars(kind), Vec::len) + opts.length;
     let texts = model::kernel::pool::parallel_map(&parts, |&(lo, n)| {
         let mut texts: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(longest)).collect();
-        host_streams(&lm, kind, opts, &prime, base, lo..lo + n, &mut |b, ids| {
-            texts[b].extend_from_slice(ids)
-        });
+        let emit = &mut |b: usize, ids: &[u8]| texts[b].extend_from_slice(ids);
+        host_streams(&lm, kind, opts, &prime, base, lo..lo + n, emit, drawn);
         texts.into_iter().map(text_of).collect::<Vec<_>>()
     });
     Ok(texts.into_iter().flatten().collect())
@@ -330,8 +353,10 @@ fn generate_host(
 
 /// Streams `streams` of [`generate_host`], on this thread; `emit(stream,
 /// ids)` receives each stream's start (prime or random start), then every
-/// character as it is drawn. Only the last characters (the next input) are
-/// kept here: a streamed text is not held.
+/// character as it is drawn, `drawn(n)` the count of each step's (one a
+/// stream). Only the last characters (the next input) are kept here: a
+/// streamed text is not held.
+#[allow(clippy::too_many_arguments)]
 fn host_streams(
     lm: &model::host::HostLm,
     kind: TokenizerKind,
@@ -340,6 +365,7 @@ fn host_streams(
     base: u64,
     streams: std::ops::Range<usize>,
     emit: &mut dyn FnMut(usize, &[u8]),
+    drawn: &(dyn Fn(usize) + Sync),
 ) {
     let ctx = context_chars(kind);
     let n = streams.len();
@@ -384,6 +410,7 @@ fn host_streams(
             h.remove(0);
             emit(b, &[c]);
         }
+        drawn(n);
     }
 }
 
@@ -415,12 +442,13 @@ pub fn generate_streaming(
     let base = rng.next_u64();
     let prime = padded_prime(opts.prime.as_deref(), context_chars(kind))?;
     let mut pending = Vec::with_capacity(STREAM_CHUNK);
-    host_streams(&lm, kind, &opts, &prime, base, 0..1, &mut |_, ids| {
+    let chunks = &mut |_, ids: &[u8]| {
         pending.extend_from_slice(ids);
         if pending.len() >= STREAM_CHUNK {
             emit(&text_of(std::mem::take(&mut pending)));
         }
-    });
+    };
+    host_streams(&lm, kind, &opts, &prime, base, 0..1, chunks, &|_| {});
     if !pending.is_empty() {
         emit(&text_of(pending));
     }
@@ -567,9 +595,11 @@ mod tests {
     }
 
     /// Greedy generation (temperature 0, a prime, so no randomness at all)
-    /// gives the same text on the host path as with tensor operations.
+    /// gives the same text on the host path as with tensor operations, and
+    /// both tell of every character drawn (`count x length`), a step at a time.
     #[test]
     fn host_and_tensor_generation_agree_greedily() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
         let device = Device::flex();
         for kind in [TokenizerKind::Char, TokenizerKind::Bigram] {
             let m = small_model(kind, &device);
@@ -580,8 +610,22 @@ mod tests {
                 count: 3,
                 truncation: Truncation::default(),
             };
-            let a = generate_tensor(&m, kind, &opts, &mut Rng::new(1), &device).unwrap();
-            let b = generate_host(&m, kind, &opts, &mut Rng::new(1), 2).unwrap();
+            let (chars, calls) = (AtomicUsize::new(0), AtomicUsize::new(0));
+            let drawn = |n: usize| {
+                chars.fetch_add(n, Ordering::Relaxed);
+                calls.fetch_add(1, Ordering::Relaxed);
+            };
+            let a = generate_tensor(&m, kind, &opts, &mut Rng::new(1), &device, &drawn).unwrap();
+            assert_eq!(
+                (
+                    chars.swap(0, Ordering::Relaxed),
+                    calls.swap(0, Ordering::Relaxed)
+                ),
+                (120, 40)
+            );
+            // two parts (of 2 and 1 streams): each tells of its own
+            let b = generate_host(&m, kind, &opts, &mut Rng::new(1), 2, &drawn).unwrap();
+            assert_eq!((chars.into_inner(), calls.into_inner()), (120, 80));
             assert_eq!(a, b, "{kind:?}");
             assert!(a.iter().all(|t| t.starts_with("the cat") && t.len() == 47));
         }
@@ -600,14 +644,17 @@ mod tests {
             count: 7,
             truncation: Truncation::default(),
         };
-        let one = generate_host(&m, TokenizerKind::Char, &opts, &mut Rng::new(5), 1).unwrap();
-        let three = generate_host(&m, TokenizerKind::Char, &opts, &mut Rng::new(5), 3).unwrap();
+        let one =
+            generate_host(&m, TokenizerKind::Char, &opts, &mut Rng::new(5), 1, &|_| {}).unwrap();
+        let three =
+            generate_host(&m, TokenizerKind::Char, &opts, &mut Rng::new(5), 3, &|_| {}).unwrap();
         assert_eq!(one, three);
         assert_eq!(one.len(), 7);
         assert!(one.iter().all(|t| t.len() == 31));
         let distinct: std::collections::BTreeSet<_> = one.iter().collect();
         assert!(distinct.len() > 1, "{one:?}");
-        let other = generate_host(&m, TokenizerKind::Char, &opts, &mut Rng::new(6), 1).unwrap();
+        let other =
+            generate_host(&m, TokenizerKind::Char, &opts, &mut Rng::new(6), 1, &|_| {}).unwrap();
         assert_ne!(one, other);
     }
 
