@@ -148,7 +148,8 @@ pub fn setup_device(d: &DeviceArgs) -> Result<(burn::tensor::Device, &'static st
     Ok((device, name))
 }
 
-/// Finds or downloads the corpus, showing a download bar.
+/// Finds or downloads the corpus (`--data`, else `fallback`: a resumed
+/// run's own, named as such when it is gone), showing a download bar.
 pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> {
     let spec = data.data.as_deref().or(fallback.map(std::ffi::OsStr::new));
     if spec.is_some_and(std::ffi::OsStr::is_empty) {
@@ -185,6 +186,11 @@ pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> 
             "getting the Text8 corpus (give a local copy with --data FILE)".to_string()
         }
         DataSource::Url { url, .. } => format!("downloading {}", text8::shown_url(url)),
+        // a resumed run's own corpus, not given on this command line
+        DataSource::Path(p) if data.data.is_none() => format!(
+            "the corpus this run was trained on, {} (moved or removed? give it with --data)",
+            p.display()
+        ),
         DataSource::Path(p) => format!("--data {}", p.display()),
     })?;
     Ok(path)

@@ -591,3 +591,28 @@ fn the_kernels_setting_is_obeyed_or_refused() {
         "{e}"
     );
 }
+
+/// A run resumed without --data reads the corpus it was trained on again;
+/// where that file is gone, the message says it is the run's own corpus and
+/// to give it with --data (which then resumes it).
+#[test]
+fn a_resumed_runs_missing_corpus_is_named_as_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    ok(&charlstm(&train_args(d, r, &["--steps", "2"])));
+    let moved = dir.path().join("moved.txt");
+    std::fs::rename(&data, &moved).unwrap();
+    let err = fails(&charlstm(&["train", "--resume", r, "--steps", "3"]));
+    assert!(
+        err.contains("the corpus this run was trained on")
+            && err.contains(d)
+            && err.contains("give it with --data"),
+        "{err}"
+    );
+    let m = moved.to_str().unwrap();
+    ok(&charlstm(&[
+        "train", "--resume", r, "--steps", "3", "--data", m,
+    ]));
+}
