@@ -13,7 +13,7 @@ use trainer::plot::{Plot, Series};
 
 use clap::builder::TypedValueParser;
 
-use crate::args::{DataArgs, DeviceArgs, TrainArgs, beam_value, unit_interval_value};
+use crate::args::{DataArgs, DeviceArgs, TrainArgs, UsageError, beam_value, unit_interval_value};
 use crate::setup::{resolve_data, setup_device};
 use crate::train::TrainCommand;
 
@@ -110,10 +110,11 @@ pub fn run(a: MirrorArgs) -> Result<ExitCode> {
         Some(MirrorCommand::Eval(e)) => eval(e),
         None => {
             let Some(run) = a.run else {
-                bail!(
+                return Err(UsageError(format!(
                     "give a trained model with --run DIR (or train one with `{}`)",
                     trainer::recipe::MIRROR_TRAIN_COMMAND
-                );
+                ))
+                .into());
             };
             infer(&run, a.beam, a.text8, &a.sentences, &a.device)
         }
@@ -169,12 +170,16 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
     let lengths = &a.words.0;
     if let Some(plot) = &a.plot {
         if !Plot::is_plot_path(plot) {
-            bail!("--plot {}: give a .png or .svg file", plot.display());
+            return Err(UsageError(format!(
+                "--plot {}: give a .png or .svg file",
+                plot.display()
+            ))
+            .into());
         }
         trainer::fsutil::check_output(plot, a.force, &[&a.run]).context("--plot")?;
     }
     if a.beam == 0 || a.count == 0 {
-        bail!("--beam and --count must be at least 1");
+        return Err(UsageError("--beam and --count must be at least 1".into()).into());
     }
     let (device, _) = setup_device(&a.device)?;
     let (model, _) = mirror::load_mirror(&a.run, &device)?;

@@ -203,8 +203,8 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
                 "mirror", "eval", "--run", &mirror, "--data", c, "--words", "2", "--count", "3",
                 "--plot", &text,
             ],
-            1,
-            &["give a .png or .svg file"],
+            2,
+            &["give a .png or .svg file", "--help"],
         ),
         case(
             &[
