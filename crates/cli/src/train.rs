@@ -1,5 +1,6 @@
 //! `charlstm train` and `charlstm mirror train`: one driver for both tasks.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -114,6 +115,9 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     };
     let mut shown = Progress::new(a.log, a.quiet);
     let json = shown.mode() == LogMode::Json;
+    // where it trains, once it does: a run that then fails to write says
+    // how to go on from its last checkpoint
+    let mut started: Option<PathBuf> = None;
     let result = trainer::train(
         &loaded,
         &corpus,
@@ -125,6 +129,9 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
             ..TrainOptions::new(device, device_name)
         },
         &mut |e| {
+            if let Event::Started { run_dir, .. } = e {
+                started = Some(run_dir.to_path_buf());
+            }
             match (trace.as_mut(), e) {
                 (Some(t), Event::Started { .. }) => t.start(),
                 (Some(t), Event::Step { loss: Some(l), .. }) => t.write(*l),
@@ -137,7 +144,7 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     crate::setup::training_ended();
     // the steps trained are kept also when training failed
     let traced = trace.map_or(Ok(()), LossTrace::finish);
-    let report = result?;
+    let report = result.map_err(|e| with_resume_hint(e, started.as_deref(), command))?;
     let resume = format!(
         "continue with: {} --resume {}",
         command.line(),
@@ -248,6 +255,27 @@ impl LossTrace {
             Some(e) => Err(e).with_context(|| format!("--loss-trace {}", self.path.display())),
             None => Ok(()),
         }
+    }
+}
+
+/// A file that could not be written once the run had started (a full disk,
+/// a file-size limit): the run keeps its last checkpoint, and the error says
+/// how to continue from it, as a stopped run's last line does.
+fn with_resume_hint(
+    e: trainer::TrainError,
+    run_dir: Option<&Path>,
+    command: TrainCommand,
+) -> anyhow::Error {
+    match run_dir {
+        Some(dir) if e.is_io() && trainer::run::is_run_dir(dir) => {
+            anyhow::anyhow!(
+                "{e}\nthe run keeps its last checkpoint; once the file can be written, continue \
+                 with: {} --resume {}",
+                command.line(),
+                dir.display()
+            )
+        }
+        _ => e.into(),
     }
 }
 

@@ -78,6 +78,15 @@ fn kept(last_good: Option<u64>) -> String {
 }
 
 impl TrainError {
+    /// Whether a file could not be read or written (a full disk, a
+    /// file-size limit, a permission): the run's own files, or the corpus.
+    pub fn is_io(&self) -> bool {
+        matches!(
+            self,
+            TrainError::Io { .. } | TrainError::Data(text8::Text8Error::Io { .. })
+        )
+    }
+
     pub(crate) fn io(path: impl AsRef<Path>, error: std::io::Error) -> Self {
         TrainError::Io {
             path: path.as_ref().to_path_buf(),

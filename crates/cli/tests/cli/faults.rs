@@ -530,7 +530,9 @@ fn disk_full_while_saving_keeps_the_previous_checkpoint() {
     // the first file of the save past the limit (a plot, before the checkpoint)
     let err = fails(&out);
     assert!(
-        err.contains(".tmp-") && err.contains("File too large"),
+        err.contains(".tmp-")
+            && err.contains("File too large")
+            && err.contains(&format!("continue with: charlstm train --resume {r}")),
         "{err}"
     );
     assert_eq!(
