@@ -40,7 +40,7 @@ pub struct MirrorArgs {
     /// the typed form around it
     #[arg(long)]
     text8: bool,
-    /// Sentences to mirror [default, or `-`: one per line from stdin, each
+    /// Sentences to mirror [default, or a lone `-`: one per line from stdin, each
     /// line's ending kept]
     sentences: Vec<String>,
     #[command(flatten)]

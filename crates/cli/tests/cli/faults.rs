@@ -215,16 +215,18 @@ fn bad_flags_and_recipe_values_are_refused() {
     )));
     assert!(out.contains("done: 4 steps"), "{out}");
     std::fs::remove_dir_all(&run).unwrap();
-    // an empty variable that stands for a flag is no setting, not a flag without a value
+    // an empty variable that stands for a flag is no setting, not a flag
+    // without a value; an empty kernels' choice none, not an unknown one
     let out = Command::new(BIN)
         .args(["sample", "--run", "/nonexistent"])
         .env("CHARLSTM_DEVICE", "")
+        .env("CHARLSTM_KERNELS", "")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("/nonexistent") && !err.contains("--device"),
+        err.contains("/nonexistent") && !err.contains("--device") && !err.contains("KERNELS"),
         "{err}"
     );
     let err = fails(&charlstm(&["train", "--recipe", "mirror", "--data", d]));
