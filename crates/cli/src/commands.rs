@@ -35,6 +35,11 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     let scratch = std::env::temp_dir().join(format!("charlstm-bench-{}", std::process::id()));
     for loaded in &recipes {
         tune_allocator(loaded);
+        let bar = progress::count_bar(&format!("bench {}", loaded.name), "steps");
+        let stepped = |done: u64, total: u64| {
+            bar.set_length(total);
+            bar.set_position(done);
+        };
         let setup = trainer::bench::BenchSetup {
             corpus: &corpus,
             device: device.clone(),
@@ -43,8 +48,10 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
             warmup: a.warmup,
             steps: a.steps,
             scratch: &scratch,
+            stepped: &stepped,
         };
         let result = trainer::bench::bench_recipe(loaded, &setup);
+        bar.finish_and_clear();
         let _ = std::fs::remove_dir_all(&scratch);
         outln!("{}", result?);
     }

@@ -171,6 +171,24 @@ impl Progress {
     }
 }
 
+/// A bar of `what` counted in `units` (its length set as it becomes known),
+/// on stderr where it is a terminal, else hidden.
+pub fn count_bar(what: &str, units: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{msg}} {{bar:32.cyan/blue}} {{pos}}/{{len}} {units} ETA {{eta}}"
+        ))
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
 /// A byte-count progress bar for downloads and file processing (stderr, terminals only).
 pub fn bytes_bar(total: Option<u64>, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {

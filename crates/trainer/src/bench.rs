@@ -50,8 +50,8 @@ pub struct BenchResult {
 
 /// Where and how long to measure: the corpus, the device, the threads
 /// asked for (as reported), warm-up and timed steps, and the folder for the
-/// scratch run directory.
-#[derive(Debug, Clone)]
+/// scratch run directory, and whom to tell of each step.
+#[derive(Clone)]
 pub struct BenchSetup<'a> {
     /// The corpus trained on.
     pub corpus: &'a text8::Corpus,
@@ -67,6 +67,21 @@ pub struct BenchSetup<'a> {
     pub steps: u64,
     /// Folder of the scratch run directory.
     pub scratch: &'a Path,
+    /// Told `(steps trained, warmup + steps)` after each training step, for
+    /// a progress bar (a bench may train for hours).
+    pub stepped: &'a (dyn Fn(u64, u64) + Sync),
+}
+
+impl std::fmt::Debug for BenchSetup<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BenchSetup")
+            .field("device_name", &self.device_name)
+            .field("threads", &self.threads)
+            .field("warmup", &self.warmup)
+            .field("steps", &self.steps)
+            .field("scratch", &self.scratch)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Peak resident set size of this process (`VmHWM`), in MiB.
@@ -114,6 +129,7 @@ fn timed_training<R>(
         warmup,
         steps,
         scratch,
+        stepped,
         ..
     } = *setup;
     let mut loaded = loaded.clone();
@@ -148,6 +164,7 @@ fn timed_training<R>(
         TrainOptions::new(device.clone(), device_name),
         &mut |e| {
             if let Event::Step { step, chars: c, .. } = e {
+                stepped(step + 1, total);
                 if timer.is_some() {
                     chars += c;
                 }
