@@ -70,7 +70,8 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
     let (device, _) = setup_device(&a.device)?;
     let (model, kind, _) = trainer::lm::load_lm(&a.run, &device)?;
     if let Some(beam) = a.beam {
-        let bar = progress::bytes_bar(Some(a.length as u64), "searching");
+        let bar = progress::count_bar("searching", "characters");
+        bar.set_length(a.length as u64);
         let found = trainer::beam::most_likely(
             &model,
             kind,
@@ -109,7 +110,8 @@ pub fn sample(a: SampleArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     // the texts come at the end: a bar meanwhile
-    let bar = progress::bytes_bar(Some((a.count * a.length) as u64), "sampling");
+    let bar = progress::count_bar("sampling", "characters");
+    bar.set_length((a.count * a.length) as u64);
     let drawn = |n: usize| bar.inc(n as u64);
     let texts = trainer::sample::generate_counted(&model, kind, &opts, &mut rng, &device, &drawn)?;
     bar.finish_and_clear();
@@ -151,11 +153,12 @@ fn dynamic_settings(a: &EvalArgs, recipe: &serde_json::Value) -> Result<trainer:
 /// A note that `--part part` of `corpus` is text the run at `run` was
 /// trained on, where it is: the run's own corpus (its fingerprint), and a
 /// part its split did not hold out (the standard split holds out its valid
-/// and test parts; the notebook's only its first characters, inside every
-/// part's). Another text gets none, whatever its part.
+/// and test parts; the notebook's split only its first characters, which
+/// every part but those two holds a little of). Another text gets none,
+/// whatever its part.
 fn trained_text_note(
     run: &Path,
-    config: &trainer::RunConfig,
+    (config, data): (&trainer::RunConfig, &trainer::recipe::LmDataSpec),
     corpus: &text8::Corpus,
     part: text8::Part,
 ) -> Option<String> {
@@ -164,7 +167,7 @@ fn trained_text_note(
     }
     let held_out = matches!(part, text8::Part::Valid | text8::Part::Test);
     let (run, part) = (run.display(), part.name());
-    if config.recipe["data"]["split"] == "standard" {
+    if data.split == trainer::recipe::SplitSpec::Standard {
         (!held_out).then(|| {
             format!(
                 "note: {run} was trained on the first 90% of this text (the standard split), \
@@ -176,7 +179,7 @@ fn trained_text_note(
             "note: {run} was trained on all of this text but its first {} characters (the \
              notebook's split), so --part {part} is text it trained on; train with --set \
              data.split=standard to hold out a validation and a test part",
-            config.recipe["data"]["valid_size"]
+            data.valid_size
         ))
     }
 }
@@ -196,7 +199,10 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let path = resolve_data(&a.data, None)?;
     let corpus = read_corpus(&path)?;
     let part = a.part;
-    if let Some(note) = trained_text_note(&a.run, &config, &corpus, part) {
+    // the run's recipe as training read it (defaults filled in)
+    if let trainer::Recipe::Lm(r) = trainer::run_recipe(&a.run, &[])?.0.recipe
+        && let Some(note) = trained_text_note(&a.run, (&config, &r.data), &corpus, part)
+    {
         errln!("{note}");
     }
     let ids = part
@@ -297,6 +303,14 @@ pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
             bail!("{}: no such file", a.input.display())
         }
         _ => {}
+    }
+    if text8::corpus::named_zip(&a.output) {
+        // (normalize_file refuses it too; here it is the argument's fault)
+        return Err(crate::args::UsageError(format!(
+            "OUTPUT {}: named .zip, but prepare writes plain text: name it .txt",
+            a.output.display()
+        ))
+        .into());
     }
     trainer::fsutil::check_output(&a.output, a.force, &[&a.input])?;
     let total = std::fs::metadata(&a.input).map(|m| m.len()).ok();

@@ -103,9 +103,8 @@ enum Command {
 fn main() -> ExitCode {
     setup::set_signal_dispositions();
     // an empty variable is no setting: clap would take it for a flag given
-    // without a value, and name the flag (and the kernels' choice, read
-    // where they are chosen, for an unknown instruction set)
-    for name in args::FLAG_VARIABLES.into_iter().chain(["CHARLSTM_KERNELS"]) {
+    // without a value, and name the flag
+    for name in args::FLAG_VARIABLES {
         if std::env::var_os(name).is_some_and(|v| v.is_empty()) {
             // SAFETY: the program's first statements, before any other thread exists
             unsafe { std::env::remove_var(name) };

@@ -178,9 +178,6 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
         }
         trainer::fsutil::check_output(plot, a.force, &[&a.run]).context("--plot")?;
     }
-    if a.beam == 0 || a.count == 0 {
-        return Err(UsageError("--beam and --count must be at least 1".into()).into());
-    }
     let (device, _) = setup_device(&a.device)?;
     let (model, _) = mirror::load_mirror(&a.run, &device)?;
     let path = resolve_data(&a.data, None)?;

@@ -174,23 +174,19 @@ impl Progress {
 /// A bar of `what` counted in `units` (its length set as it becomes known),
 /// on stderr where it is a terminal, else hidden.
 pub fn count_bar(what: &str, units: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{msg}} {{bar:32.cyan/blue}} {{pos}}/{{len}} {units} ETA {{eta}}"
-        ))
-        .expect("template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
+    let template = format!("{{msg}} {{bar:32.cyan/blue}} {{pos}}/{{len}} {units} ETA {{eta}}");
+    terminal_bar(Some(0), &template, what)
 }
 
 /// A byte-count progress bar for downloads and file processing (stderr, terminals only).
 pub fn bytes_bar(total: Option<u64>, what: &str) -> ProgressBar {
+    let template = "{msg} {bar:32.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}";
+    terminal_bar(total, template, what)
+}
+
+/// A bar of `total` (a spinner for none) drawn by `template`, labelled
+/// `what`, where stderr is a terminal; else a hidden one.
+fn terminal_bar(total: Option<u64>, template: &str, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -199,11 +195,9 @@ pub fn bytes_bar(total: Option<u64>, what: &str) -> ProgressBar {
         None => ProgressBar::new_spinner(),
     };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} {bar:32.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-        )
-        .expect("template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template(template)
+            .expect("template")
+            .progress_chars("=> "),
     );
     bar.set_message(what.to_string());
     bar

@@ -18,8 +18,9 @@ use crate::{device, progress};
 /// ignores the signal by default and would report an error (or panic in
 /// `println!`) at the next write instead. A write past the file-size limit
 /// (`ulimit -f`) fails with an error as a full disk does, where SIGXFSZ
-/// would kill the program in the middle of a save: the save is then
-/// undone, the previous checkpoint kept, and the message names the file.
+/// would kill the program in the middle of a save: the file being written
+/// keeps its old version (its temporary copy is removed), the previous
+/// checkpoint stays, and the message names the file.
 pub fn set_signal_dispositions() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: sets dispositions before any thread exists.
@@ -186,11 +187,11 @@ pub fn resolve_data(data: &DataArgs, fallback: Option<&str>) -> Result<PathBuf> 
             "getting the Text8 corpus (give a local copy with --data FILE)".to_string()
         }
         DataSource::Url { url, .. } => format!("downloading {}", text8::shown_url(url)),
-        // a resumed run's own corpus, not given on this command line
-        DataSource::Path(p) if data.data.is_none() => format!(
-            "the corpus this run was trained on, {} (moved or removed? give it with --data)",
-            p.display()
-        ),
+        // a resumed run's own corpus, not given on this command line (the
+        // cause names its path)
+        DataSource::Path(_) if data.data.is_none() => {
+            "the corpus this run was trained on (moved or removed? give it with --data)".to_string()
+        }
         DataSource::Path(p) => format!("--data {}", p.display()),
     })?;
     Ok(path)

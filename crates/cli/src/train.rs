@@ -258,9 +258,10 @@ impl LossTrace {
     }
 }
 
-/// A file that could not be written once the run had started (a full disk,
-/// a file-size limit): the run keeps its last checkpoint, and the error says
-/// how to continue from it, as a stopped run's last line does.
+/// A file that could not be read or written once the run had started (a
+/// full disk, a file-size limit): the error says how to go on, as a stopped
+/// run's last line does: from its last checkpoint, or from step 0 where the
+/// failed save was its first.
 fn with_resume_hint(
     e: trainer::TrainError,
     run_dir: Option<&Path>,
@@ -268,9 +269,13 @@ fn with_resume_hint(
 ) -> anyhow::Error {
     match run_dir {
         Some(dir) if e.is_io() && trainer::run::is_run_dir(dir) => {
+            let kept = if dir.join("checkpoint.safetensors").is_file() {
+                "the run keeps its last checkpoint"
+            } else {
+                "no checkpoint was saved yet (resuming starts again from step 0)"
+            };
             anyhow::anyhow!(
-                "{e}\nthe run keeps its last checkpoint; once the file can be written, continue \
-                 with: {} --resume {}",
+                "{e}\n{kept}; when that is mended, continue with: {} --resume {}",
                 command.line(),
                 dir.display()
             )

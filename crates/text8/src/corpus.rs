@@ -104,7 +104,6 @@ pub const MAX_CORPUS_CHARS: u64 = 2 << 30;
 /// bomb (a 3 MB archive of a 1 GB member) after 48 MB.
 pub const MAX_ZIP_RATIO: u64 = 16;
 
-/// Whether the file starts like a zip archive (`PK\x03\x04`, or `PK\x05\x06` for an empty one).
 /// Whether `path` is named as a zip archive (`.zip`, any case): read as
 /// one, never written as text.
 pub fn named_zip(path: &Path) -> bool {
@@ -112,6 +111,7 @@ pub fn named_zip(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
 }
 
+/// Whether the file starts like a zip archive (`PK\x03\x04`, or `PK\x05\x06` for an empty one).
 fn looks_like_zip(path: &Path, file: &mut File) -> Result<bool> {
     let mut magic = [0u8; 4];
     let mut n = 0;

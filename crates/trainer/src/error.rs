@@ -28,6 +28,15 @@ pub enum TrainError {
     /// A run directory that cannot be used as asked.
     #[error("{0}")]
     Run(String),
+    /// A run directory whose lock another process holds (`holder`: " (pid
+    /// N)" where it wrote its id, else empty).
+    #[error("{} is in use by another charlstm process{holder}; wait for it to finish", dir.display())]
+    Busy {
+        /// The run directory.
+        dir: PathBuf,
+        /// Who holds it.
+        holder: String,
+    },
     /// A checkpoint that cannot be read or does not fit the model.
     #[error("{}: {reason}", path.display())]
     Checkpoint {

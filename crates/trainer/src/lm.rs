@@ -107,9 +107,12 @@ pub fn precision_note(name: &str, r: &LmRecipe, device: &Device) -> Option<Strin
         format!("the {asked} products are CPU kernels and this device is not the CPU")
     } else {
         match half.refusal(rows, hidden) {
-            Some(Refusal::Cpu) => match std::env::var("CHARLSTM_KERNELS") {
-                Ok(kernels) if !isa().avx512() => {
-                    format!("CHARLSTM_KERNELS={kernels} caps the kernels below AVX-512")
+            Some(Refusal::Cpu) => match model::kernel::cpu::asked_isa() {
+                Ok(Some(kernels)) if !isa().avx512() => {
+                    format!(
+                        "CHARLSTM_KERNELS={} caps the kernels below AVX-512",
+                        kernels.name()
+                    )
                 }
                 _ => format!("this CPU has no {}", half.instructions()),
             },

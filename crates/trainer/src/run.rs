@@ -95,9 +95,20 @@ fn holder_pid(lock: &Path) -> String {
     }
 }
 
+/// The refusal of a new run in `dir`, which another process (`holder`,
+/// [`holder_pid`]) trains now.
+fn being_trained(dir: &Path, holder: &str) -> TrainError {
+    TrainError::Run(format!(
+        "run directory {} is being trained by another charlstm process{holder}; choose another \
+         --run",
+        dir.display()
+    ))
+}
+
 /// [`holder_pid`] of the process holding `dir`'s run lock, if another one
 /// holds it: an existing `.lock` only (none is created in the folder), a
-/// regular file, tried without waiting and let go at once.
+/// regular file, tried without waiting and let go at once (a lock taken
+/// meanwhile is tried again: [`RunDir::lock`]).
 fn lock_holder(dir: &Path) -> Option<String> {
     let path = dir.join(".lock");
     if !path.exists() {
@@ -173,14 +184,11 @@ impl RunDir {
                     Ok(_) if is_run_dir(p) || !only_leftovers(p)? => {
                         // a run that stopped before its first checkpoint
                         // (diverged at once): resuming repeats its settings
-                        let message = if let Some(holder) = lock_holder(p) {
+                        if let Some(holder) = lock_holder(p) {
                             // (started a moment ago, perhaps with no checkpoint yet)
-                            format!(
-                                "run directory {} is being trained by another charlstm \
-                                 process{holder}; choose another --run",
-                                p.display()
-                            )
-                        } else if !is_run_dir(p) && p.join("config.json").is_file() {
+                            return Err(being_trained(p, &holder));
+                        }
+                        let message = if !is_run_dir(p) && p.join("config.json").is_file() {
                             format!(
                                 "run directory {} already exists without a checkpoint (its \
                                  training stopped before the first): continue it with --resume \
@@ -302,16 +310,23 @@ impl RunDir {
                 .write(true)
                 .read(true),
         )?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(TrainError::Run(format!(
-                    "{} is in use by another charlstm process{}; wait for it to finish",
-                    self.path.display(),
-                    holder_pid(&path)
-                )));
+        // a few tries: another process's `lock_holder` holds it for an instant
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if tries < 3 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(TrainError::Busy {
+                        dir: self.path.clone(),
+                        holder: holder_pid(&path),
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(TrainError::io(&path, e)),
             }
-            Err(TryLockError::Error(e)) => return Err(TrainError::io(&path, e)),
         }
         let mut f = &file;
         let _ = f.set_len(0);
@@ -332,7 +347,10 @@ impl RunDir {
     /// [`RunDir::lock`] for a run just created: also checks, under the lock,
     /// that no other process has started a run in the folder meanwhile.
     pub fn lock_new(&self) -> Result<RunLock> {
-        let lock = self.lock()?;
+        let lock = self.lock().map_err(|e| match e {
+            TrainError::Busy { dir, holder } => being_trained(&dir, &holder),
+            e => e,
+        })?;
         if self.config_path().exists() {
             return Err(TrainError::Run(format!(
                 "run directory {} was started by another process meanwhile; choose another --run",
@@ -439,6 +457,9 @@ mod tests {
                 && !busy.contains("--resume"),
             "{busy}"
         );
+        // a second new run that took the folder first, then found it locked
+        let late = run.lock_new().unwrap_err().to_string();
+        assert!(late.contains("is being trained by another"), "{late}");
         drop(lock);
         let stopped = RunDir::create(Some(&path), root.path(), "r")
             .unwrap_err()

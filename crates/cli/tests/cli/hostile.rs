@@ -279,6 +279,12 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             &["not a regular file"],
         ),
         case(&["prepare", &text, c], 1, &["already exists", "--force"]),
+        // plain text under a zip's name: every reader would refuse it
+        case(
+            &["prepare", &text, &p("book.ZIP")],
+            2,
+            &["book.ZIP: named .zip", "--help"],
+        ),
         // values read from a run directory, checked against the weights
         case(
             &["sample", "--run", &other_tok, "--length", "5"],
