@@ -209,7 +209,7 @@ mod tests {
             "portable"
         };
         assert_eq!(super::detected_isa().name(), widest);
-        if asked_isa() == Ok(None) {
+        if super::asked_isa() == Ok(None) {
             assert_eq!(cpu.kernels, widest);
         }
         // said in the output, so a run on a CPU without them does not pass silently
