@@ -455,12 +455,7 @@ pub fn train<T: Task>(
                 recipe: serde_json::to_value(&loaded.tree).expect("toml as json"),
                 tokenizer: task.tokenizer(),
                 model: task.model_config(),
-                // absolute, so that the run can find its text from any folder
-                // (the RMS rule of dynamic evaluation reads it again)
-                data_source: std::fs::canonicalize(&corpus.source)
-                    .unwrap_or_else(|_| corpus.source.clone())
-                    .display()
-                    .to_string(),
+                data_source: source_of(corpus),
                 data_chars: corpus.len(),
                 data_fingerprint: Some(fingerprint.clone()),
                 device: opts.device_name.clone(),
@@ -1040,6 +1035,16 @@ fn restore_progress(ck: &SafeTensors, path: &Path) -> Result<Progress> {
 
 /// Opens a run to resume: locks it, then checks that the task, the model,
 /// the corpus and the recipe are the run's, and reads its checkpoint.
+/// Where `corpus` was read, as `config.json` keeps it: absolute, so that
+/// the run can find its text from any folder (a resume without --data, the
+/// RMS rule of dynamic evaluation).
+fn source_of(corpus: &text8::Corpus) -> String {
+    std::fs::canonicalize(&corpus.source)
+        .unwrap_or_else(|_| corpus.source.clone())
+        .display()
+        .to_string()
+}
+
 fn open_resume<T: Task>(
     dir: &Path,
     loaded: &LoadedRecipe,
@@ -1081,6 +1086,9 @@ fn open_resume<T: Task>(
             corpus.len()
         )));
     }
+    // the same text, perhaps moved (given with --data): where it is now is
+    // where the next resume finds it (written with the config, below)
+    config.data_source = source_of(corpus);
     let path = run.checkpoint_path();
     if !path.exists() && trained_past_first_save::<T>(&run) {
         return Err(cannot(

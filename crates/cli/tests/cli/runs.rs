@@ -594,7 +594,8 @@ fn the_kernels_setting_is_obeyed_or_refused() {
 
 /// A run resumed without --data reads the corpus it was trained on again;
 /// where that file is gone, the message says it is the run's own corpus and
-/// to give it with --data (which then resumes it).
+/// to give it with --data (which then resumes it, and is where the run
+/// finds it from then on).
 #[test]
 fn a_resumed_runs_missing_corpus_is_named_as_its_own() {
     let dir = tempfile::tempdir().unwrap();
@@ -615,4 +616,6 @@ fn a_resumed_runs_missing_corpus_is_named_as_its_own() {
     ok(&charlstm(&[
         "train", "--resume", r, "--steps", "3", "--data", m,
     ]));
+    // the run now names where its text is: the next resume needs no --data
+    ok(&charlstm(&["train", "--resume", r, "--steps", "4"]));
 }
