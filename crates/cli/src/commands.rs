@@ -199,8 +199,10 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     let path = resolve_data(&a.data, None)?;
     let corpus = read_corpus(&path)?;
     let part = a.part;
-    // the run's recipe as training read it (defaults filled in)
-    if let trainer::Recipe::Lm(r) = trainer::run_recipe(&a.run, &[])?.0.recipe
+    // the run's recipe as training read it (defaults filled in), from the
+    // config read above
+    let run = trainer::RunDir::open(&a.run)?;
+    if let trainer::Recipe::Lm(r) = trainer::session::recipe_of(&run, &config, &[])?.recipe
         && let Some(note) = trained_text_note(&a.run, (&config, &r.data), &corpus, part)
     {
         errln!("{note}");

@@ -267,9 +267,12 @@ fn with_resume_hint(
     run_dir: Option<&Path>,
     command: TrainCommand,
 ) -> anyhow::Error {
-    match run_dir {
-        Some(dir) if e.is_io() && trainer::run::is_run_dir(dir) => {
-            let kept = if dir.join("checkpoint.safetensors").is_file() {
+    let run = run_dir
+        .filter(|dir| e.is_io() && trainer::run::is_run_dir(dir))
+        .and_then(|dir| trainer::RunDir::open(dir).ok());
+    match run {
+        Some(run) => {
+            let kept = if run.checkpoint_path().is_file() {
                 "the run keeps its last checkpoint"
             } else {
                 "no checkpoint was saved yet (resuming starts again from step 0)"
@@ -277,10 +280,10 @@ fn with_resume_hint(
             anyhow::anyhow!(
                 "{e}\n{kept}; when that is mended, continue with: {} --resume {}",
                 command.line(),
-                dir.display()
+                run.path().display()
             )
         }
-        _ => e.into(),
+        None => e.into(),
     }
 }
 

@@ -1287,6 +1287,11 @@ pub fn load_weights_file(run: &RunDir, config: &RunConfig, format: &str) -> Resu
 pub fn run_recipe(run_dir: &Path, overrides: &[String]) -> Result<(LoadedRecipe, RunConfig)> {
     let run = RunDir::open(run_dir)?;
     let config = run.read_config()?;
+    Ok((recipe_of(&run, &config, overrides)?, config))
+}
+
+/// [`run_recipe`] of a `config` already read from `run`'s `config.json`.
+pub fn recipe_of(run: &RunDir, config: &RunConfig, overrides: &[String]) -> Result<LoadedRecipe> {
     let mut tree: toml::Table = serde_json::from_value(config.recipe.clone()).map_err(|e| {
         TrainError::Run(format!("{}: bad recipe: {e}", run.config_path().display()))
     })?;
@@ -1304,14 +1309,11 @@ pub fn run_recipe(run_dir: &Path, overrides: &[String]) -> Result<(LoadedRecipe,
     };
     let recipe = crate::recipe::parse_tree(&config.recipe_name, &tree)
         .map_err(|e| TrainError::Run(format!("{source}: {e}")))?;
-    Ok((
-        LoadedRecipe {
-            name: config.recipe_name.clone(),
-            tree,
-            recipe,
-        },
-        config,
-    ))
+    Ok(LoadedRecipe {
+        name: config.recipe_name.clone(),
+        tree,
+        recipe,
+    })
 }
 
 impl Schedule {
