@@ -581,145 +581,161 @@ pub fn train<T: Task>(
         resumed,
     });
 
-    let recipe_json = serde_json::to_string(&loaded.tree).expect("toml as json");
-    let saver = Saver {
-        run: &run,
-        config: &config,
-        recipe_json: &recipe_json,
-        fingerprint: &fingerprint,
-        title: &loaded.name,
-    };
-    let mut books = Books {
-        saver,
-        rows,
-        clock: SessionClock::default(),
-        last_good: checkpoint.as_ref().map(|_| progress.step),
-    };
-    let first_step = progress.step;
-    let mut last_step: Option<(StepOutput, f64)> = None;
-    let mut summarised_at = None;
-    let mut interrupted = false;
-    // asked between steps, and between pieces of the work after the last
-    let stop_asked = || opts.stop.is_some_and(|s| s.load(Ordering::SeqCst));
-    while progress.step < total {
-        if stop_asked() {
-            interrupted = true;
-            break;
-        }
-        let step = progress.step;
-        let t0 = Instant::now();
-        let lr = schedule.learning_rate_at(step);
-        let out = task.step(step, lr, &mut optim, &mut progress.rng)?;
-        let host_loss = (T::LOSS_EVERY_STEP || opts.loss_trace).then(|| scalar(out.loss.clone()));
-        progress.window.add(&out.loss, host_loss);
-        progress.step += 1;
-        let dt = t0.elapsed().as_secs_f64();
-        progress.wall += dt;
-        books.clock.trained(dt, out.chars);
-        observer(&Event::Step {
-            step,
-            total_steps: total,
-            loss: host_loss,
-            chars_per_sec: books.clock.window_rate(),
-            chars: out.chars,
-        });
-        if let Some(l) = host_loss
-            && !l.is_finite()
-        {
-            return Err(TrainError::Diverged {
+    // the session after its log's first line: an error that ends it ends
+    // the log too (where it still can be written: the disk may be full)
+    let session = || -> Result<FinalReport<T::Row>> {
+        let recipe_json = serde_json::to_string(&loaded.tree).expect("toml as json");
+        let saver = Saver {
+            run: &run,
+            config: &config,
+            recipe_json: &recipe_json,
+            fingerprint: &fingerprint,
+            title: &loaded.name,
+        };
+        let mut books = Books {
+            saver,
+            rows,
+            clock: SessionClock::default(),
+            last_good: checkpoint.as_ref().map(|_| progress.step),
+        };
+        let first_step = progress.step;
+        let mut last_step: Option<(StepOutput, f64)> = None;
+        let mut summarised_at = None;
+        let mut interrupted = false;
+        // asked between steps, and between pieces of the work after the last
+        let stop_asked = || opts.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+        while progress.step < total {
+            if stop_asked() {
+                interrupted = true;
+                break;
+            }
+            let step = progress.step;
+            let t0 = Instant::now();
+            let lr = schedule.learning_rate_at(step);
+            let out = task.step(step, lr, &mut optim, &mut progress.rng)?;
+            let host_loss =
+                (T::LOSS_EVERY_STEP || opts.loss_trace).then(|| scalar(out.loss.clone()));
+            progress.window.add(&out.loss, host_loss);
+            progress.step += 1;
+            let dt = t0.elapsed().as_secs_f64();
+            progress.wall += dt;
+            books.clock.trained(dt, out.chars);
+            observer(&Event::Step {
                 step,
-                value: l,
-                last_good: books.last_good,
+                total_steps: total,
+                loss: host_loss,
+                chars_per_sec: books.clock.window_rate(),
+                chars: out.chars,
             });
+            if let Some(l) = host_loss
+                && !l.is_finite()
+            {
+                return Err(TrainError::Diverged {
+                    step,
+                    value: l,
+                    last_good: books.last_good,
+                });
+            }
+            last_step = Some((out, lr));
+            // a summary every `summary` steps, and one at the last step of the session
+            let periodic = step.is_multiple_of(schedule.summary);
+            if periodic || progress.step == total {
+                let (out, lr) = last_step.take().expect("just set");
+                let samples =
+                    periodic && opts.samples && step.is_multiple_of(schedule.samples_every);
+                let at = SummaryAt {
+                    out,
+                    lr,
+                    periodic,
+                    samples,
+                };
+                summarise(&mut task, &optim, &mut progress, &mut books, at, observer)?;
+                summarised_at = Some(progress.step);
+            }
         }
-        last_step = Some((out, lr));
-        // a summary every `summary` steps, and one at the last step of the session
-        let periodic = step.is_multiple_of(schedule.summary);
-        if periodic || progress.step == total {
-            let (out, lr) = last_step.take().expect("just set");
-            let samples = periodic && opts.samples && step.is_multiple_of(schedule.samples_every);
-            let at = SummaryAt {
-                out,
-                lr,
-                periodic,
-                samples,
-            };
-            summarise(&mut task, &optim, &mut progress, &mut books, at, observer)?;
-            summarised_at = Some(progress.step);
-        }
-    }
-    if interrupted {
-        // a summary at the step reached, so that the report is of these
-        // weights (unless one was just taken), and the checkpoint
-        if summarised_at != Some(progress.step)
-            && let Some((out, lr)) = last_step.take()
-        {
-            // the checkpoint first (validation may take a while, and a second
-            // Ctrl-C exits at once), then the summary, which saves again
-            let weights = finite_weights(&task, progress.step - 1, books.last_good)?;
-            let average = finite_average(&optim, &weights, progress.step - 1, books.last_good)?;
-            save(
-                &task,
-                average.unwrap_or(weights),
-                &books.saver,
-                &optim,
-                &mut progress,
-                (&books.rows, books.last_good),
-            )?;
-            books.last_good = Some(progress.step);
-            let (periodic, samples) = (false, false);
-            let at = SummaryAt {
-                out,
-                lr,
-                periodic,
-                samples,
-            };
-            summarise(&mut task, &optim, &mut progress, &mut books, at, observer)?;
-        }
-        run.append(
-            &run.log_path(),
-            &format!("stopped at step {}\n", progress.step),
-        )?;
-    }
-    let mut report = FinalReport {
-        run_dir: run.path().to_path_buf(),
-        steps: progress.step,
-        session_steps: progress.step - first_step,
-        interrupted,
-        finish_left: false,
-        last: books.rows.last().cloned(),
-        train_seconds: books.clock.train_seconds,
-        chars_per_sec: books.clock.session_chars as f64 / books.clock.train_seconds.max(1e-9),
-        valid_seconds: books.clock.valid_seconds,
-        sample_seconds: books.clock.sample_seconds,
-    };
-    if !interrupted && !task.finished(&run, progress.step) {
-        let last = progress.step.saturating_sub(1);
-        let weights = finite_weights(&task, last, books.last_good)?;
-        if let Some(average) = finite_average(&optim, &weights, last, books.last_good)? {
-            task.load_model(&average, "", &run.model_path())?;
-        }
-        FINISHING.store(true, Ordering::SeqCst);
-        let done = task.finish(&run, &report, &stop_asked);
-        FINISHING.store(false, Ordering::SeqCst);
-        let done = done.map_err(|e| {
-            TrainError::Run(format!(
-                "{e}; every step is trained and saved: resuming the run finishes it"
-            ))
-        })?;
-        if !done {
-            report.interrupted = true;
-            report.finish_left = true;
+        if interrupted {
+            // a summary at the step reached, so that the report is of these
+            // weights (unless one was just taken), and the checkpoint
+            if summarised_at != Some(progress.step)
+                && let Some((out, lr)) = last_step.take()
+            {
+                // the checkpoint first (validation may take a while, and a second
+                // Ctrl-C exits at once), then the summary, which saves again
+                let weights = finite_weights(&task, progress.step - 1, books.last_good)?;
+                let average = finite_average(&optim, &weights, progress.step - 1, books.last_good)?;
+                save(
+                    &task,
+                    average.unwrap_or(weights),
+                    &books.saver,
+                    &optim,
+                    &mut progress,
+                    (&books.rows, books.last_good),
+                )?;
+                books.last_good = Some(progress.step);
+                let (periodic, samples) = (false, false);
+                let at = SummaryAt {
+                    out,
+                    lr,
+                    periodic,
+                    samples,
+                };
+                summarise(&mut task, &optim, &mut progress, &mut books, at, observer)?;
+            }
             run.append(
                 &run.log_path(),
-                &format!(
-                    "stopped at step {}: every step trained, finishing left to the resume\n",
-                    progress.step
-                ),
+                &format!("stopped at step {}\n", progress.step),
             )?;
         }
+        let mut report = FinalReport {
+            run_dir: run.path().to_path_buf(),
+            steps: progress.step,
+            session_steps: progress.step - first_step,
+            interrupted,
+            finish_left: false,
+            last: books.rows.last().cloned(),
+            train_seconds: books.clock.train_seconds,
+            chars_per_sec: books.clock.session_chars as f64 / books.clock.train_seconds.max(1e-9),
+            valid_seconds: books.clock.valid_seconds,
+            sample_seconds: books.clock.sample_seconds,
+        };
+        if !interrupted && !task.finished(&run, progress.step) {
+            let last = progress.step.saturating_sub(1);
+            let weights = finite_weights(&task, last, books.last_good)?;
+            if let Some(average) = finite_average(&optim, &weights, last, books.last_good)? {
+                task.load_model(&average, "", &run.model_path())?;
+            }
+            FINISHING.store(true, Ordering::SeqCst);
+            let done = task.finish(&run, &report, &stop_asked);
+            FINISHING.store(false, Ordering::SeqCst);
+            let done = done.map_err(|e| {
+                TrainError::Run(format!(
+                    "{e}; every step is trained and saved: resuming the run finishes it"
+                ))
+            })?;
+            if !done {
+                report.interrupted = true;
+                report.finish_left = true;
+                run.append(
+                    &run.log_path(),
+                    &format!(
+                        "stopped at step {}: every step trained, finishing left to the resume\n",
+                        progress.step
+                    ),
+                )?;
+            }
+        }
+        Ok(report)
+    };
+    match session() {
+        Ok(report) => Ok((report, task)),
+        Err(e) => {
+            let _ = run.append(
+                &run.log_path(),
+                &format!("stopped at step {}: {e}\n", progress.step),
+            );
+            Err(e)
+        }
     }
-    Ok((report, task))
 }
 
 /// Seconds and characters of this session.

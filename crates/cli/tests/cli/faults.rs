@@ -560,6 +560,13 @@ fn disk_full_while_saving_keeps_the_previous_checkpoint() {
         .filter(|n| n.contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+    // the log ends with what ended the session, not mid-way
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    let last = log.lines().last().unwrap();
+    assert!(
+        last.starts_with("stopped at step ") && last.contains("File too large"),
+        "{log}"
+    );
     ok(&charlstm(&[
         "train", "--resume", r, "--steps", "21", "--log", "plain",
     ]));
