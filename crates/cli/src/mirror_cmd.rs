@@ -14,6 +14,7 @@ use trainer::plot::{Plot, Series};
 use clap::builder::TypedValueParser;
 
 use crate::args::{DataArgs, DeviceArgs, TrainArgs, UsageError, beam_value, unit_interval_value};
+use crate::progress;
 use crate::setup::{resolve_data, setup_device};
 use crate::train::TrainCommand;
 
@@ -217,7 +218,8 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
         run_prob: a.letter_runs,
     });
     let evaluate = |n: usize, count: usize| {
-        mirror::evaluate_words(
+        let mut bar = progress::PatientBar::new(&format!("{n} words"), "characters");
+        let e = mirror::evaluate_words(
             &model,
             test.clone(),
             n,
@@ -226,7 +228,10 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
             a.seed,
             made_up,
             &device,
-        )
+            &mut |done, total| bar.set(done, total),
+        );
+        bar.finish();
+        e
     };
     if let Some(&first) = lengths.first() {
         // a few short sentences first, unmeasured: the first row's speed is
@@ -501,8 +506,16 @@ fn infer(
             .collect();
         let texts: Vec<String> = surfaces.iter().map(text8::Surface::text8).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let (mirrored, failed) =
-            mirror::mirror_texts_up_to_error(&model, &refs, whole_chars, beam, &device);
+        let mut bar = progress::PatientBar::new("mirroring", "characters");
+        let (mirrored, failed) = mirror::mirror_texts_up_to_error(
+            &model,
+            &refs,
+            whole_chars,
+            beam,
+            &device,
+            &mut |done, total| bar.set(done, total),
+        );
+        bar.finish();
         let failed =
             failed.map(|(k, e)| anyhow::Error::new(e).context(format!("input {}", read + k + 1)));
         for (k, ((line, surface), m)) in lines.iter().zip(&surfaces).zip(&mirrored).enumerate() {

@@ -4,7 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -174,8 +174,49 @@ impl Progress {
 /// A bar of `what` counted in `units` (its length set as it becomes known),
 /// on stderr where it is a terminal, else hidden.
 pub fn count_bar(what: &str, units: &str) -> ProgressBar {
-    let template = format!("{{msg}} {{bar:32.cyan/blue}} {{pos}}/{{len}} {units} ETA {{eta}}");
-    terminal_bar(Some(0), &template, what)
+    terminal_bar(Some(0), &count_template(units), what)
+}
+
+fn count_template(units: &str) -> String {
+    format!("{{msg}} {{bar:32.cyan/blue}} {{pos}}/{{len}} {units} ETA {{eta}}")
+}
+
+/// A [`count_bar`] drawn only once its work has taken [`PatientBar::AFTER`]:
+/// a quick answer on a terminal comes without a flash of a bar before it.
+pub struct PatientBar {
+    bar: ProgressBar,
+    /// When the bar is to be drawn; `None` once drawn, or where it is never
+    /// drawn (stderr no terminal).
+    show_at: Option<Instant>,
+}
+
+impl PatientBar {
+    /// How long the work goes unshown.
+    pub const AFTER: Duration = Duration::from_secs(1);
+
+    /// A bar of `what` counted in `units`, not drawn yet.
+    pub fn new(what: &str, units: &str) -> Self {
+        let bar = styled_bar(Some(0), &count_template(units), what);
+        let show_at = std::io::stderr()
+            .is_terminal()
+            .then(|| Instant::now() + Self::AFTER);
+        PatientBar { bar, show_at }
+    }
+
+    /// `done` of `total` units: drawn from [`Self::AFTER`] on.
+    pub fn set(&mut self, done: usize, total: usize) {
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+        if self.show_at.is_some_and(|at| Instant::now() >= at) {
+            self.show_at = None;
+            self.bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+    }
+
+    /// Removes the bar, where it was drawn.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }
 
 /// A byte-count progress bar for downloads and file processing (stderr, terminals only).
@@ -190,10 +231,15 @@ fn terminal_bar(total: Option<u64>, template: &str, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let bar = match total {
-        Some(t) => ProgressBar::new(t),
-        None => ProgressBar::new_spinner(),
-    };
+    let bar = styled_bar(total, template, what);
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    bar
+}
+
+/// A bar of `total` (a spinner for none) drawn by `template`, labelled
+/// `what`, drawn nowhere yet.
+fn styled_bar(total: Option<u64>, template: &str, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::hidden());
     bar.set_style(
         ProgressStyle::with_template(template)
             .expect("template")

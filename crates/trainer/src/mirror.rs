@@ -279,21 +279,23 @@ fn decoded_scores(
 ) -> Result<Option<Scores>> {
     let sources: Vec<Vec<u8>> = pairs.iter().map(|p| p.source.clone()).collect();
     let targets: Vec<Vec<u8>> = pairs.iter().map(|p| p.target.clone()).collect();
-    let decoded = decode_until(model, &sources, beam, device, stop)?;
+    let decoded = decode_until(model, &sources, beam, device, stop, &mut |_, _| {})?;
     Ok(decoded.map(|d| score(&d, &targets)))
 }
 
 /// Decodes every source (greedy for `beam` 1), batching sources of equal
-/// length; a source too long to decode in this machine's memory is an error
-/// naming its length.
+/// length, and tells `decoded` after each batch how many source characters
+/// are decoded of how many (a long decoding's progress); a source too long
+/// to decode in this machine's memory is an error naming its length.
 pub fn decode_all(
     model: &Mirror,
     sources: &[Vec<u8>],
     beam: usize,
     device: &Device,
+    decoded: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Vec<u8>>> {
-    let decoded = decode_until(model, sources, beam, device, &|| false)?;
-    Ok(decoded.expect("never asked to stop"))
+    let outputs = decode_until(model, sources, beam, device, &|| false, decoded)?;
+    Ok(outputs.expect("never asked to stop"))
 }
 
 /// [`decode_all`], asking `stop` before each batch: `None` where it said
@@ -304,6 +306,7 @@ fn decode_until(
     beam: usize,
     device: &Device,
     stop: &dyn Fn() -> bool,
+    decoded: &mut dyn FnMut(usize, usize),
 ) -> Result<Option<Vec<Vec<u8>>>> {
     let mut by_len: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, s) in sources.iter().enumerate() {
@@ -318,6 +321,8 @@ fn decode_until(
     }
     let mut out = vec![vec![]; sources.len()];
     let most = if beam > 1 { 64 } else { 256 };
+    let total = sources.iter().map(Vec::len).sum();
+    let mut done = 0;
     for (len, idx) in by_len {
         let chunk = (DECODE_POSITIONS / ((len + 2) * beam)).clamp(1, most);
         for part in idx.chunks(chunk) {
@@ -325,10 +330,12 @@ fn decode_until(
                 return Ok(None);
             }
             let batch: Vec<Vec<u8>> = part.iter().map(|&i| sources[i].clone()).collect();
-            let decoded = model.beam_search(&batch, beam, max_output_len(len), device);
-            for (&i, d) in part.iter().zip(decoded) {
+            let outputs = model.beam_search(&batch, beam, max_output_len(len), device);
+            for (&i, d) in part.iter().zip(outputs) {
                 out[i] = d;
             }
+            done += len * part.len();
+            decoded(done, total);
         }
     }
     Ok(Some(out))
@@ -486,14 +493,24 @@ impl MirrorData {
     pub fn new(corpus: &text8::Corpus, r: &MirrorRecipe) -> Result<Self> {
         let split = corpus.split(SplitKind::Standard)?;
         let d = &r.data;
-        let sampler = |ids: &[u8]| {
-            MirrorSampler::new(ids.into(), d.min_words, d.max_words, d.max_chars)
-                .map_err(|e| corpus.named(e))
+        let sampler = |ids: &[u8], part: &str| {
+            MirrorSampler::new(ids.into(), d.min_words, d.max_words, d.max_chars).map_err(|e| {
+                match e {
+                    // no window fits: the text's words are too long for the recipe
+                    text8::Text8Error::Invalid(m) => text8::Text8Error::Invalid(format!(
+                        "{}, its {part} part: {m} (the recipe's data.min_words and \
+                         data.max_chars)",
+                        corpus.source.display()
+                    )),
+                    e => corpus.named(e),
+                }
+            })
         };
-        let train = sampler(split.train)?;
-        let valid = sampler(split.valid)?.fixed_set(d.valid_windows, r.train.seed ^ 0x7A11D);
+        let train = sampler(split.train, "training")?;
+        let valid =
+            sampler(split.valid, "validation")?.fixed_set(d.valid_windows, r.train.seed ^ 0x7A11D);
         let test_ids: Arc<[u8]> = split.test.into();
-        let test = sampler(&test_ids)?.fixed_set(d.test_windows, r.train.seed ^ 0x7E57);
+        let test = sampler(&test_ids, "test")?.fixed_set(d.test_windows, r.train.seed ^ 0x7E57);
         Ok(MirrorData {
             batcher: LengthBatcher::new(
                 train,
@@ -901,13 +918,15 @@ pub struct Mirrored {
 /// when it has at most `max_chars` characters and no word longer than
 /// [`WORD_PART_CHARS`], else in [`pieces`], put back together so that a
 /// perfect model gives the exact mirror (the parts of a cut word are
-/// mirrored and joined in reverse order).
+/// mirrored and joined in reverse order). `decoded` is told the progress,
+/// as [`decode_all`] tells it.
 pub fn mirror_texts(
     model: &Mirror,
     texts: &[&str],
     max_chars: usize,
     beam: usize,
     device: &Device,
+    decoded: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Mirrored>> {
     let parts: Vec<Vec<Piece>> = texts
         .iter()
@@ -919,7 +938,7 @@ pub fn mirror_texts(
         .map(|p| MirrorVocab.encode(&p.text))
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| TrainError::Input(e.to_string()))?;
-    let mut outputs = decode_all(model, &sources, beam, device)?.into_iter();
+    let mut outputs = decode_all(model, &sources, beam, device, decoded)?.into_iter();
     let mut out = Vec::with_capacity(texts.len());
     for (text, parts) in texts.iter().zip(&parts) {
         let mirrors = outputs
@@ -938,20 +957,22 @@ pub fn mirror_texts(
 
 /// [`mirror_texts`], and where the texts fail together, again one at a
 /// time, so that those before the one at fault are mirrored: their
-/// mirrors, and the index of the one at fault with its error.
+/// mirrors, and the index of the one at fault with its error. `decoded`
+/// is told each decoding's progress (one at a time: each text's).
 pub fn mirror_texts_up_to_error(
     model: &Mirror,
     texts: &[&str],
     max_chars: usize,
     beam: usize,
     device: &Device,
+    decoded: &mut dyn FnMut(usize, usize),
 ) -> (Vec<Mirrored>, Option<(usize, TrainError)>) {
-    if let Ok(m) = mirror_texts(model, texts, max_chars, beam, device) {
+    if let Ok(m) = mirror_texts(model, texts, max_chars, beam, device, decoded) {
         return (m, None);
     }
     let mut done = vec![];
     for (k, text) in texts.iter().enumerate() {
-        match mirror_texts(model, &[text], max_chars, beam, device) {
+        match mirror_texts(model, &[text], max_chars, beam, device, decoded) {
             Ok(m) => done.extend(m),
             Err(e) => return (done, Some((k, e))),
         }
@@ -1028,7 +1049,8 @@ pub struct Evaluation {
 
 /// Accuracy on `count` fixed windows of exactly `words` consecutive words of
 /// `ids`, with their natural lengths (no character cap); with `made_up`, its
-/// words replaced by made-up ones (sentences no corpus has).
+/// words replaced by made-up ones (sentences no corpus has). `decoded` is
+/// told the progress, as [`decode_all`] tells it.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_words(
     model: &Mirror,
@@ -1039,6 +1061,7 @@ pub fn evaluate_words(
     seed: u64,
     made_up: Option<MadeUpWords>,
     device: &Device,
+    decoded: &mut dyn FnMut(usize, usize),
 ) -> Result<Evaluation> {
     let sampler = MirrorSampler::new(ids, words, words, usize::MAX)?;
     let mut pairs = sampler.fixed_set(count, seed);
@@ -1051,7 +1074,7 @@ pub fn evaluate_words(
     let sources: Vec<Vec<u8>> = pairs.iter().map(|p| p.source.clone()).collect();
     let targets: Vec<Vec<u8>> = pairs.iter().map(|p| p.target.clone()).collect();
     let start = std::time::Instant::now();
-    let outputs = decode_all(model, &sources, beam, device)?;
+    let outputs = decode_all(model, &sources, beam, device, decoded)?;
     let seconds = start.elapsed().as_secs_f64();
     Ok(Evaluation {
         scores: score(&outputs, &targets),
@@ -1098,8 +1121,8 @@ mod tests {
                 .init(1, &device);
             // each text's mirror in its own place (texts of no word between
             // others: batches of the same make-up, so the same bits)
-            let together = mirror_texts(&model, &["", &text, " "], max, 1, &device).unwrap();
-            let alone = mirror_texts(&model, &[&text], max, 1, &device).unwrap();
+            let together = mirror_texts(&model, &["", &text, " "], max, 1, &device, &mut |_, _| {}).unwrap();
+            let alone = mirror_texts(&model, &[&text], max, 1, &device, &mut |_, _| {}).unwrap();
             proptest::prop_assert_eq!(together.len(), 3);
             proptest::prop_assert_eq!(&together[1], &alone[0]);
             proptest::prop_assert!(together[0].text.is_empty() && together[2].text.is_empty());
@@ -1120,16 +1143,68 @@ mod tests {
         .with_d_embedding(4)
         .with_d_hidden(8)
         .init(1, &device);
-        let alone = mirror_texts(&model, &["ab cd"], 100, 1, &device).unwrap();
+        let alone = mirror_texts(&model, &["ab cd"], 100, 1, &device, &mut |_, _| {}).unwrap();
         // `!` is no letter of text8 form: the second text cannot be read
-        let (done, failed) =
-            mirror_texts_up_to_error(&model, &["ab cd", "a!", "ef"], 100, 1, &device);
+        let (done, failed) = mirror_texts_up_to_error(
+            &model,
+            &["ab cd", "a!", "ef"],
+            100,
+            1,
+            &device,
+            &mut |_, _| {},
+        );
         assert_eq!(done, alone);
         let (k, e) = failed.expect("the second text fails");
         assert_eq!(k, 1);
         assert!(e.to_string().contains("unknown character '!'"), "{e}");
-        let (done, failed) = mirror_texts_up_to_error(&model, &["ab cd", "ef"], 100, 1, &device);
+        let (done, failed) =
+            mirror_texts_up_to_error(&model, &["ab cd", "ef"], 100, 1, &device, &mut |_, _| {});
         assert!(done.len() == 2 && failed.is_none());
+    }
+
+    /// A text whose words are all too long for the recipe's windows is an
+    /// error naming the text, its part and the recipe's keys to change.
+    #[test]
+    fn words_too_long_for_the_recipe_name_the_text_and_keys() {
+        let loaded = crate::recipe::load_recipe("mirror", &[]).unwrap();
+        let Recipe::Mirror(r) = &loaded.recipe else {
+            panic!("the mirror recipe")
+        };
+        let word = "a".repeat(r.data.max_chars + 1);
+        let corpus = text8::Corpus::from_text(&format!("{word} ").repeat(4000)).unwrap();
+        let e = MirrorData::new(&corpus, r)
+            .err()
+            .expect("no window fits")
+            .to_string();
+        assert!(
+            e.contains("<memory>, its training part")
+                && e.contains("data.min_words")
+                && e.contains("data.max_chars"),
+            "{e}"
+        );
+    }
+
+    /// A decoding tells its progress after each batch, in source
+    /// characters, rising to all of them (a bar's length and position).
+    #[test]
+    fn decoding_tells_its_progress_per_batch() {
+        let device = Device::flex();
+        let model = MirrorConfig::new(
+            MirrorVocab.size(),
+            MirrorVocab::START as usize,
+            MirrorVocab::END as usize,
+        )
+        .with_d_embedding(4)
+        .with_d_hidden(8)
+        .init(1, &device);
+        // lengths 3, 5 and 3: two batches (one a length), 11 characters
+        let sources = [vec![1, 2, 3], vec![4, 0, 5, 6, 7], vec![8, 9, 10]];
+        let mut told = vec![];
+        decode_all(&model, &sources, 2, &device, &mut |done, total| {
+            told.push((done, total))
+        })
+        .unwrap();
+        assert_eq!(told, [(6, 11), (11, 11)]);
     }
 
     #[test]
