@@ -192,7 +192,7 @@ pub struct EvalArgs {
     /// Evaluate at most the first N characters of that part (at least 2:
     /// one to read, one to predict; 3 for a bigram model, which reads two)
     #[arg(long, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(2..).map(|v| v as usize))]
+          value_parser = clap::value_parser!(u64).range(2..=text8::corpus::MAX_CORPUS_CHARS).map(|v| v as usize))]
     pub limit: Option<usize>,
     /// Print the result as one JSON object
     #[arg(long)]
