@@ -1130,19 +1130,24 @@ mod tests {
         }
     }
 
-    /// Texts that fail together go again one at a time: those before the one
-    /// at fault are mirrored, as they are alone, and it is named.
-    #[test]
-    fn texts_before_one_at_fault_are_mirrored() {
-        let device = Device::flex();
-        let model = MirrorConfig::new(
+    /// An untrained mirror model small enough to decode in a blink.
+    fn tiny_model(device: &Device) -> Mirror {
+        MirrorConfig::new(
             MirrorVocab.size(),
             MirrorVocab::START as usize,
             MirrorVocab::END as usize,
         )
         .with_d_embedding(4)
         .with_d_hidden(8)
-        .init(1, &device);
+        .init(1, device)
+    }
+
+    /// Texts that fail together go again one at a time: those before the one
+    /// at fault are mirrored, as they are alone, and it is named.
+    #[test]
+    fn texts_before_one_at_fault_are_mirrored() {
+        let device = Device::flex();
+        let model = tiny_model(&device);
         let alone = mirror_texts(&model, &["ab cd"], 100, 1, &device, &mut |_, _| {}).unwrap();
         // `!` is no letter of text8 form: the second text cannot be read
         let (done, failed) = mirror_texts_up_to_error(
@@ -1189,14 +1194,7 @@ mod tests {
     #[test]
     fn decoding_tells_its_progress_per_batch() {
         let device = Device::flex();
-        let model = MirrorConfig::new(
-            MirrorVocab.size(),
-            MirrorVocab::START as usize,
-            MirrorVocab::END as usize,
-        )
-        .with_d_embedding(4)
-        .with_d_hidden(8)
-        .init(1, &device);
+        let model = tiny_model(&device);
         // lengths 3, 5 and 3: two batches (one a length), 11 characters
         let sources = [vec![1, 2, 3], vec![4, 0, 5, 6, 7], vec![8, 9, 10]];
         let mut told = vec![];
