@@ -217,9 +217,10 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
         max_len: a.made_up_len,
         run_prob: a.letter_runs,
     });
-    let evaluate = |n: usize, count: usize| {
-        let mut bar = progress::PatientBar::new(&format!("{n} words"), "characters");
-        let e = mirror::evaluate_words(
+    // (the bar is gone when the closure returns, before the row is printed)
+    let evaluate = |n: usize, count: usize, what: &str| {
+        let mut bar = progress::PatientBar::new(what, "characters");
+        mirror::evaluate_words(
             &model,
             test.clone(),
             n,
@@ -229,14 +230,12 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
             made_up,
             &device,
             &mut |done, total| bar.set(done, total),
-        );
-        bar.finish();
-        e
+        )
     };
     if let Some(&first) = lengths.first() {
         // a few short sentences first, unmeasured: the first row's speed is
         // not the start-up's
-        evaluate(first.min(12), a.count.min(8))?;
+        evaluate(first.min(12), a.count.min(8), "warming up")?;
     }
     if !a.json {
         outln!(
@@ -248,7 +247,7 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
     let mut examples = vec![];
     let mut measured = vec![];
     for &n in lengths {
-        let e = evaluate(n, a.count)?;
+        let e = evaluate(n, a.count, &format!("{n} words"))?;
         let s = &e.scores;
         let rate = |x: usize| x as f64 / e.seconds.max(1e-9);
         if a.json {
@@ -515,7 +514,7 @@ fn infer(
             &device,
             &mut |done, total| bar.set(done, total),
         );
-        bar.finish();
+        drop(bar); // before the mirrors are printed
         let failed =
             failed.map(|(k, e)| anyhow::Error::new(e).context(format!("input {}", read + k + 1)));
         for (k, ((line, surface), m)) in lines.iter().zip(&surfaces).zip(&mirrored).enumerate() {

@@ -205,16 +205,21 @@ impl PatientBar {
 
     /// `done` of `total` units: drawn from [`Self::AFTER`] on.
     pub fn set(&mut self, done: usize, total: usize) {
-        self.bar.set_length(total as u64);
-        self.bar.set_position(done as u64);
         if self.show_at.is_some_and(|at| Instant::now() >= at) {
             self.show_at = None;
             self.bar.set_draw_target(ProgressDrawTarget::stderr());
         }
+        // each setter draws: the length only when it changes
+        if self.bar.length() != Some(total as u64) {
+            self.bar.set_length(total as u64);
+        }
+        self.bar.set_position(done as u64);
     }
+}
 
-    /// Removes the bar, where it was drawn.
-    pub fn finish(&self) {
+impl Drop for PatientBar {
+    /// Removes the bar, where it was drawn: before what its work prints.
+    fn drop(&mut self) {
         self.bar.finish_and_clear();
     }
 }

@@ -88,6 +88,15 @@ pub enum Text8Error {
     /// Invalid arguments (zero sizes, out-of-range fractions).
     #[error("{0}")]
     Invalid(String),
+    /// No run of the fewest words a mirror sentence may have fits in its
+    /// most characters: a text of words too long for those limits.
+    #[error("no window of {min_words} consecutive words has at most {max_chars} characters")]
+    NoWindow {
+        /// The fewest words of a window.
+        min_words: usize,
+        /// The most characters of a window.
+        max_chars: usize,
+    },
     /// The server answered with an error status.
     #[error("GET {url}: HTTP status {status}")]
     HttpStatus {

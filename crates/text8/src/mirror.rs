@@ -94,9 +94,10 @@ impl MirrorSampler {
         };
         // every draw must be able to end: some window of the fewest words fits
         if sampler.first_fitting(0).is_none() {
-            return Err(Text8Error::Invalid(format!(
-                "no window of {min_words} consecutive words has at most {max_chars} characters"
-            )));
+            return Err(Text8Error::NoWindow {
+                min_words,
+                max_chars,
+            });
         }
         Ok(sampler)
     }

@@ -496,10 +496,9 @@ impl MirrorData {
         let sampler = |ids: &[u8], part: &str| {
             MirrorSampler::new(ids.into(), d.min_words, d.max_words, d.max_chars).map_err(|e| {
                 match e {
-                    // no window fits: the text's words are too long for the recipe
-                    text8::Text8Error::Invalid(m) => text8::Text8Error::Invalid(format!(
-                        "{}, its {part} part: {m} (the recipe's data.min_words and \
-                         data.max_chars)",
+                    e @ text8::Text8Error::NoWindow { .. } => text8::Text8Error::Invalid(format!(
+                        "{}, its {part} part: {e}; lower the recipe's data.min_words or raise \
+                         its data.max_chars",
                         corpus.source.display()
                     )),
                     e => corpus.named(e),

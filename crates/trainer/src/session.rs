@@ -565,25 +565,24 @@ pub fn train<T: Task>(
     };
     // the log first: a resume that cannot write it changes nothing else
     run.append(&run.log_path(), &(first_line + "\n"))?;
-    if resumed && !trained_out {
-        // every check passed: config.json now says what the run is (the
-        // schedule asked for), metrics.csv what its checkpoint holds (a run
-        // that only finishes keeps both: a shorter --steps is not what it is)
-        run.write_config(&config)?;
-        metrics::write_csv(&run.metrics_path(), &rows)?;
-    }
-    observer(&Event::Started {
-        run_dir: run.path(),
-        start_step: progress.step,
-        total_steps: total,
-        params: task.params(),
-        train_chars: task.train_chars(),
-        resumed,
-    });
-
     // the session after its log's first line: an error that ends it ends
     // the log too (where it still can be written: the disk may be full)
     let session = || -> Result<FinalReport<T::Row>> {
+        if resumed && !trained_out {
+            // every check passed: config.json now says what the run is (the
+            // schedule asked for), metrics.csv what its checkpoint holds (a run
+            // that only finishes keeps both: a shorter --steps is not what it is)
+            run.write_config(&config)?;
+            metrics::write_csv(&run.metrics_path(), &rows)?;
+        }
+        observer(&Event::Started {
+            run_dir: run.path(),
+            start_step: progress.step,
+            total_steps: total,
+            params: task.params(),
+            train_chars: task.train_chars(),
+            resumed,
+        });
         let recipe_json = serde_json::to_string(&loaded.tree).expect("toml as json");
         let saver = Saver {
             run: &run,
@@ -731,7 +730,7 @@ pub fn train<T: Task>(
         Err(e) => {
             let _ = run.append(
                 &run.log_path(),
-                &format!("stopped at step {}: {e}\n", progress.step),
+                &format!("ended by an error after {} steps: {e}\n", progress.step),
             );
             Err(e)
         }

@@ -400,6 +400,13 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
         "{err}"
     );
     assert!(err.contains("last good checkpoint (step 1)"), "{err}");
+    // the log ends with it
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    let last = log.lines().last().unwrap();
+    assert!(
+        last.starts_with("ended by an error after 11 steps: the training loss is"),
+        "{log}"
+    );
     let t = tensors(&run.join("model.safetensors"));
     for (name, _, bytes) in &t {
         for c in bytes.chunks_exact(4) {
@@ -564,7 +571,7 @@ fn disk_full_while_saving_keeps_the_previous_checkpoint() {
     let log = std::fs::read_to_string(run.join("train.log")).unwrap();
     let last = log.lines().last().unwrap();
     assert!(
-        last.starts_with("stopped at step ") && last.contains("File too large"),
+        last.starts_with("ended by an error after ") && last.contains("File too large"),
         "{log}"
     );
     ok(&charlstm(&[
