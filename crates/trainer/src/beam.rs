@@ -15,14 +15,14 @@ use crate::sample::{
 /// What [`most_likely`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Continuation {
-    /// The prime (or the starting space) and the continuation.
+    /// The prime as typed and the continuation.
     pub text: String,
     /// Natural log-probability of the continuation given the prime.
     pub log_prob: f64,
 }
 
-/// The most probable `length` characters after `prime` (a space when there
-/// is none) that a beam of `beam` hypotheses finds, telling `searched(n)`
+/// The most probable `length` characters after `prime` (after a space
+/// when there is none), the prime first, that a beam of `beam` hypotheses finds, telling `searched(n)`
 /// of each character position `n` of `length` done (the text comes at the
 /// end: a long search's progress). `model` must not be on an autodiff device.
 pub fn most_likely(
@@ -39,7 +39,12 @@ pub fn most_likely(
         )));
     }
     let ctx = context_chars(kind);
-    let start = padded_prime(prime, ctx)?.unwrap_or_else(|| vec![0; ctx]);
+    // no prime: the model starts after spaces (a word's start), which the
+    // text does not show, as it does not show a prime's padding
+    let (start, padding) = match padded_prime(prime, ctx)? {
+        Some(p) => (p.ids, p.padding),
+        None => (vec![0; ctx], ctx),
+    };
     if (start.len() + length) as f64 * beam as f64 > MAX_SAMPLE_CHARS as f64 {
         return Err(TrainError::Input(format!(
             "--beam {beam} x --length {length}: more than the {MAX_SAMPLE_CHARS} characters \
@@ -96,6 +101,7 @@ pub fn most_likely(
     continuation.reverse();
     let mut best = start;
     best.extend(continuation);
+    best.drain(..padding);
     Ok(Continuation {
         text: text_of(best),
         log_prob,

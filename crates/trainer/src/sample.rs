@@ -238,17 +238,25 @@ fn check_options(model: &CharLm, opts: &SampleOptions) -> Result<()> {
     Ok(())
 }
 
-/// The prime's ids, with spaces before it up to the model's context (a
-/// bigram model needs two characters: a space before a lone one); `None`
-/// when there is no prime.
-pub(crate) fn padded_prime(prime: Option<&str>, ctx: usize) -> Result<Option<Vec<u8>>> {
+/// A prime as the model reads it.
+pub(crate) struct Prime {
+    /// Its ids, after spaces up to the model's context (a bigram model
+    /// reads two characters: a space before a lone one).
+    pub ids: Vec<u8>,
+    /// How many of `ids` are those spaces, which no text shows: nobody
+    /// typed them.
+    pub padding: usize,
+}
+
+/// The prime as the model reads it; `None` when there is none.
+pub(crate) fn padded_prime(prime: Option<&str>, ctx: usize) -> Result<Option<Prime>> {
     match prime {
         Some(p) if !p.is_empty() => {
-            let mut ids = prime_ids(p)?;
-            while ids.len() < ctx {
-                ids.insert(0, 0);
-            }
-            Ok(Some(ids))
+            let typed = prime_ids(p)?;
+            let padding = ctx.saturating_sub(typed.len());
+            let mut ids = vec![0; padding];
+            ids.extend(typed);
+            Ok(Some(Prime { ids, padding }))
         }
         _ => Ok(None),
     }
@@ -295,11 +303,13 @@ fn generate_tensor(
     let s = opts.count;
     let ctx = context_chars(kind);
     // every sequence's history of character ids
-    let mut hist: Vec<Vec<u8>> = match padded_prime(opts.prime.as_deref(), ctx)? {
-        Some(ids) => vec![ids; s],
-        None => (0..s)
-            .map(|_| (0..ctx).map(|_| random_start(rng)).collect())
-            .collect(),
+    let (mut hist, padding): (Vec<Vec<u8>>, usize) = match padded_prime(opts.prime.as_deref(), ctx)?
+    {
+        Some(p) => (vec![p.ids; s], p.padding),
+        None => {
+            let random = |_| (0..ctx).map(|_| random_start(rng)).collect();
+            ((0..s).map(random).collect(), 0)
+        }
     };
     // a prime is the same for every stream; random starts are only the context: nothing to read
     let mut state = primed_state(model, kind, &hist[0], s, device);
@@ -322,7 +332,10 @@ fn generate_tensor(
         }
         drawn(s);
     }
-    Ok(hist.into_iter().map(text_of).collect())
+    Ok(hist
+        .into_iter()
+        .map(|h| text_of(h[padding..].to_vec()))
+        .collect())
 }
 
 /// [`generate`] on the host: the model's weights copied once, then plain
@@ -341,7 +354,7 @@ fn generate_host(
     let base = rng.next_u64();
     let prime = padded_prime(opts.prime.as_deref(), context_chars(kind))?;
     let parts = model::kernel::split_batch(opts.count, parts);
-    let longest = prime.as_ref().map_or(context_chars(kind), Vec::len) + opts.length;
+    let longest = prime.as_ref().map_or(context_chars(kind), |p| p.ids.len()) + opts.length;
     let texts = model::kernel::pool::parallel_map(&parts, |&(lo, n)| {
         let mut texts: Vec<Vec<u8>> = (0..n).map(|_| Vec::with_capacity(longest)).collect();
         let emit = &mut |b: usize, ids: &[u8]| texts[b].extend_from_slice(ids);
@@ -361,7 +374,7 @@ fn host_streams(
     lm: &model::host::HostLm,
     kind: TokenizerKind,
     opts: &SampleOptions,
-    prime: &Option<Vec<u8>>,
+    prime: &Option<Prime>,
     base: u64,
     streams: std::ops::Range<usize>,
     emit: &mut dyn FnMut(usize, &[u8]),
@@ -371,14 +384,15 @@ fn host_streams(
     let n = streams.len();
     let mut rngs: Vec<Rng> = streams.map(|k| Rng::derive(base, k as u64)).collect();
     let mut hist: Vec<Vec<u8>> = match prime {
-        Some(ids) => vec![ids.clone(); n],
+        Some(p) => vec![p.ids.clone(); n],
         None => rngs
             .iter_mut()
             .map(|r| (0..ctx).map(|_| random_start(r)).collect())
             .collect(),
     };
+    let padding = prime.as_ref().map_or(0, |p| p.padding);
     for (b, h) in hist.iter().enumerate() {
-        emit(b, h);
+        emit(b, &h[padding..]);
     }
     let mut state = lm.zero_state(n);
     let mut logits = Vec::new();
@@ -487,6 +501,34 @@ mod tests {
                 assert!(pieces > 3, "{pieces} pieces: not streamed");
             }
         }
+    }
+
+    /// A prime shorter than a bigram model's context is read after a
+    /// space, which no text shows: sampled (on the host and with tensor
+    /// operations) or searched, a text starts with the prime as typed.
+    #[test]
+    fn a_short_prime_is_shown_as_typed() {
+        let device = Device::flex();
+        let kind = TokenizerKind::Bigram;
+        let m = small_model(kind, &device);
+        let opts = SampleOptions {
+            length: 20,
+            temperature: 1.0,
+            prime: Some("a".into()),
+            count: 2,
+            truncation: Truncation::default(),
+        };
+        let host = generate(&m, kind, &opts, &mut Rng::new(4), &device).unwrap();
+        let tensor = generate_tensor(&m, kind, &opts, &mut Rng::new(4), &device, &|_| {}).unwrap();
+        let searched = crate::beam::most_likely(&m, kind, Some("a"), (20, 2), &device, &mut |_| {})
+            .unwrap()
+            .text;
+        for text in host.iter().chain(&tensor).chain([&searched]) {
+            assert!(text.starts_with('a') && text.len() == 21, "{text:?}");
+        }
+        // no prime: the search starts after unshown spaces
+        let searched = crate::beam::most_likely(&m, kind, None, (20, 2), &device, &mut |_| {});
+        assert_eq!(searched.unwrap().text.len(), 20);
     }
 
     #[test]
