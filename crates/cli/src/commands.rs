@@ -144,7 +144,11 @@ fn dynamic_settings(a: &EvalArgs, recipe: &serde_json::Value) -> Result<trainer:
         rule,
         learning_rate: a.dynamic_lr.unwrap_or(tuned.learning_rate),
         decay: a.dynamic_decay.unwrap_or(tuned.decay),
-        stats: a.dynamic_stats.unwrap_or(recipe.stats),
+        // the sgd rule reads no statistics: none reported either
+        stats: match rule {
+            trainer::recipe::DynamicRule::Sgd => 0,
+            trainer::recipe::DynamicRule::Rms => a.dynamic_stats.unwrap_or(recipe.stats),
+        },
         ..recipe
     };
     Ok(cfg)
@@ -154,15 +158,22 @@ fn dynamic_settings(a: &EvalArgs, recipe: &serde_json::Value) -> Result<trainer:
 /// trained on, where it is: the run's own corpus (its fingerprint), and a
 /// part its split did not hold out (the standard split holds out its valid
 /// and test parts; the notebook's split only its first characters, which
-/// every part but those two holds a little of). Another text gets none,
-/// whatever its part.
+/// every part but those two holds a little of, and all of a `--limit` that
+/// ends within them). Another text gets none, whatever its part.
 fn trained_text_note(
     run: &Path,
     (config, data): (&trainer::RunConfig, &trainer::recipe::LmDataSpec),
     corpus: &text8::Corpus,
-    part: text8::Part,
+    (part, limit): (text8::Part, Option<usize>),
 ) -> Option<String> {
     if !config.trained_on(&corpus.fingerprint(), corpus.len()) {
+        return None;
+    }
+    let from_start = matches!(part, text8::Part::All | text8::Part::Train);
+    if data.split == trainer::recipe::SplitSpec::Notebook
+        && from_start
+        && limit.is_some_and(|l| l <= data.valid_size)
+    {
         return None;
     }
     let held_out = matches!(part, text8::Part::Valid | text8::Part::Test);
@@ -203,7 +214,7 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
     // config read above
     let run = trainer::RunDir::open(&a.run)?;
     if let trainer::Recipe::Lm(r) = trainer::session::recipe_of(&run, &config, &[])?.recipe
-        && let Some(note) = trained_text_note(&a.run, (&config, &r.data), &corpus, part)
+        && let Some(note) = trained_text_note(&a.run, (&config, &r.data), &corpus, (part, a.limit))
     {
         errln!("{note}");
     }
@@ -283,15 +294,34 @@ pub fn eval(a: EvalArgs) -> Result<ExitCode> {
                  nats, perplexity {:.3}, {:.4} bits per character",
                 cfg.rule.name(),
                 cfg.segment,
-                cfg.learning_rate,
-                cfg.decay,
+                setting(cfg.learning_rate),
+                setting(cfg.decay),
                 r.cross_entropy,
                 r.perplexity,
                 r.bits_per_char
             );
         }
     }
+    if let Some((cfg, _)) = &dynamic
+        && cfg.segment >= report.predicted
+    {
+        errln!(
+            "note: segments of {} characters, and {} predicted: the model was never updated, \
+             the dynamic figure is the static one (a shorter --dynamic-segment adapts)",
+            cfg.segment,
+            report.predicted
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A setting as a person reads it: `1e-320`, not 320 zeros.
+fn setting(x: f64) -> String {
+    if x != 0.0 && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
 }
 
 pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {

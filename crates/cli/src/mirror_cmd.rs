@@ -94,8 +94,8 @@ struct EvalArgs {
     /// Also draw accuracy against sentence length to FILE (.png or .svg)
     #[arg(long, value_name = "FILE")]
     plot: Option<PathBuf>,
-    /// Replace an existing --plot file
-    #[arg(long)]
+    /// Replace an existing --plot file (never a link, a device or an input)
+    #[arg(long, requires = "plot")]
     force: bool,
     /// One JSON object per line
     #[arg(long)]
@@ -134,6 +134,7 @@ fn parse_lengths(s: &str) -> std::result::Result<Lengths, String> {
          (each from 1 to {MAX_WORDS}, {MAX_WORDS} lengths at most)"
     );
     let mut out = vec![];
+    let mut seen = std::collections::HashSet::new();
     for (k, part) in s.split(',').enumerate() {
         let bad = |why: &str| format!("part {} {part:?}: {why}; {expected}", k + 1);
         let number = |n: &str| {
@@ -151,10 +152,11 @@ fn parse_lengths(s: &str) -> std::result::Result<Lengths, String> {
         if a > b {
             return Err(bad("a range from high to low"));
         }
-        if out.len() + (b - a + 1) > MAX_WORDS {
+        // a length given twice is one row, where it first came
+        out.extend((a..=b).filter(|&n| seen.insert(n)));
+        if out.len() > MAX_WORDS {
             return Err(bad("too many lengths"));
         }
-        out.extend(a..=b);
     }
     Ok(Lengths(out))
 }
@@ -172,7 +174,7 @@ fn eval(a: EvalArgs) -> Result<ExitCode> {
     if let Some(plot) = &a.plot {
         if !Plot::is_plot_path(plot) {
             return Err(UsageError(format!(
-                "--plot {}: give a .png or .svg file",
+                "--plot {}: give a file name ending in .png or .svg",
                 plot.display()
             ))
             .into());
@@ -578,6 +580,10 @@ mod tests {
             parse_lengths("1-3, 10,60").unwrap().0,
             vec![1, 2, 3, 10, 60]
         );
+        // each length once, where it first came
+        assert_eq!(parse_lengths("2,2,2").unwrap().0, vec![2]);
+        assert_eq!(parse_lengths("5,1-6").unwrap().0, vec![5, 1, 2, 3, 4, 6]);
+        assert_eq!(parse_lengths("1-100000,7").unwrap().0.len(), 100_000);
         let mut input = std::io::Cursor::new(b"the cat\r\nsat\n\nlast\r\r\nend".to_vec());
         let lines: Vec<Option<Line>> = (0..6).map(|_| read_line(&mut input, 10).unwrap()).collect();
         let line = |text: &str, ending| {

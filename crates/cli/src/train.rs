@@ -287,6 +287,14 @@ fn with_resume_hint(
     }
 }
 
+/// `n` steps in words: "1 step", "2 steps".
+fn steps(n: u64) -> String {
+    match n {
+        1 => "1 step".to_string(),
+        n => format!("{n} steps"),
+    }
+}
+
 /// What a person reads at the end of a run.
 fn final_lines(report: &TrainReport) -> Vec<String> {
     match report {
@@ -298,8 +306,8 @@ fn final_lines(report: &TrainReport) -> Vec<String> {
                 .map(|s| format!("validation perplexity {:.2} (step {})", s.valid_ppl, s.step))
                 .unwrap_or_else(|| "no summary yet".to_string());
             vec![format!(
-                "{verb}: {} steps, {valid}, {:.1} s training ({:.0} chars/s); run: {}",
-                r.steps,
+                "{verb}: {}, {valid}, {:.1} s training ({:.0} chars/s); run: {}",
+                steps(r.steps),
                 r.train_seconds,
                 r.chars_per_sec,
                 r.run_dir.display()
@@ -322,8 +330,8 @@ fn final_lines(report: &TrainReport) -> Vec<String> {
                         _ => format!("in {:.0} s", run.train_seconds),
                     };
                     let mut lines = vec![format!(
-                        "done: {} steps {trained}; test ({} unseen sentences), greedy: {}",
-                        run.steps,
+                        "done: {} {trained}; test ({} unseen sentences), greedy: {}",
+                        steps(run.steps),
                         greedy.sentences,
                         pct(greedy)
                     )];
@@ -345,8 +353,8 @@ fn final_lines(report: &TrainReport) -> Vec<String> {
                         "stopped:"
                     };
                     vec![format!(
-                        "{stopped} {} steps trained{valid}; run: {}",
-                        run.steps,
+                        "{stopped} {} trained{valid}; run: {}",
+                        steps(run.steps),
                         run.run_dir.display()
                     )]
                 }

@@ -44,7 +44,8 @@ pub struct Dynamic {
     pub decay: f64,
     /// Global gradient-norm clip of each update (0: none).
     pub clip_norm: f64,
-    /// Training characters the RMS rule's statistics are taken from.
+    /// Training characters the RMS rule's statistics are taken from (the
+    /// sgd rule reads none).
     pub stats: usize,
 }
 

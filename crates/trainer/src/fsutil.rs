@@ -90,7 +90,7 @@ pub fn check_output(path: &Path, force: bool, inputs: &[&Path]) -> Result<()> {
     if path.as_os_str().as_encoded_bytes().ends_with(b"/") {
         return refuse("names a folder (it ends in /): give the file's name too".into());
     }
-    match std::fs::symlink_metadata(path) {
+    let exists = match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_file() => {
             return refuse(
                 "exists and is not a regular file (a symlink, device, FIFO or folder): \
@@ -98,9 +98,9 @@ pub fn check_output(path: &Path, force: bool, inputs: &[&Path]) -> Result<()> {
                     .into(),
             );
         }
-        Ok(_) if !force => return refuse("already exists (use --force to replace it)".into()),
-        _ => {}
-    }
+        Ok(_) => true,
+        Err(_) => false,
+    };
     // where the output would land, its folder resolved (the file may not
     // exist yet): said now, not after the work whose result it holds
     let folder = folder_of(path);
@@ -133,6 +133,10 @@ pub fn check_output(path: &Path, force: bool, inputs: &[&Path]) -> Result<()> {
         if landing == input || same_file(path, &input) {
             return refuse("is one of this command's inputs: not overwritten".into());
         }
+    }
+    // last: what --force would not mend is said first
+    if exists && !force {
+        return refuse("already exists (use --force to replace it)".into());
     }
     Ok(())
 }
@@ -240,8 +244,11 @@ mod tests {
         let e = check_output(&out, false, &[]).unwrap_err().to_string();
         assert!(e.contains("already exists (use --force"), "{e}");
         check_output(&out, true, &[]).unwrap();
-        let e = check_output(&out, true, &[&out]).unwrap_err().to_string();
-        assert!(e.contains("one of this command's inputs"), "{e}");
+        // said first, forced or not: --force would not mend it
+        for force in [false, true] {
+            let e = check_output(&out, force, &[&out]).unwrap_err().to_string();
+            assert!(e.contains("one of this command's inputs"), "{e}");
+        }
         let run = d.join("run");
         std::fs::create_dir(&run).unwrap();
         let e = check_output(&run.join("checkpoint.safetensors"), true, &[&run])

@@ -732,6 +732,20 @@ impl Recipe {
         train_command(matches!(self, Recipe::Mirror(_)))
     }
 
+    /// Whether `section.field` is a setting of this recipe (defaults
+    /// included): `train.samples_every` is one of a language model's, not
+    /// of a mirror's.
+    pub fn has_key(&self, key: &str) -> bool {
+        let tree = match self {
+            Recipe::Lm(r) => serde_json::to_value(r),
+            Recipe::Mirror(r) => serde_json::to_value(r),
+        }
+        .expect("a recipe serialises");
+        key.split('.')
+            .try_fold(&tree, |node, part| node.get(part))
+            .is_some()
+    }
+
     /// Checks every number for sense; the message names the key.
     pub fn validate(&self) -> std::result::Result<(), String> {
         match self {
@@ -969,6 +983,19 @@ pub fn list_builtin() -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recipe's keys are its kind's, defaults included, and no other's.
+    #[test]
+    fn has_key_knows_each_kind_of_recipe() {
+        let lm = load_recipe("notebook-char", &[]).unwrap().recipe;
+        let mirror = load_recipe("mirror", &[]).unwrap().recipe;
+        let best = load_recipe("best", &[]).unwrap().recipe;
+        assert!(lm.has_key("train.samples_every") && lm.has_key("train.precision"));
+        assert!(!lm.has_key("dynamic.segment") && best.has_key("dynamic.segment"));
+        assert!(mirror.has_key("train.summary") && mirror.has_key("data.max_chars"));
+        assert!(!mirror.has_key("train.samples_every") && !mirror.has_key("dynamic.rule"));
+        assert!(!lm.has_key("train.nothing"));
+    }
 
     #[test]
     fn every_builtin_recipe_parses_and_validates() {

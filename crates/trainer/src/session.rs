@@ -494,11 +494,16 @@ pub fn train<T: Task>(
         // the weights first: a checkpoint of another shape says which tensors differ
         task.load_model(ck, "model.", &path)?;
         if let Some(key) = changed_key(trained, &loaded.tree) {
+            let resumable: Vec<&str> = RESUMABLE_KEYS
+                .iter()
+                .copied()
+                .filter(|k| loaded.recipe.has_key(k))
+                .collect();
             return Err(TrainError::Run(format!(
                 "cannot resume {}: {key} differs from the recipe it was trained with \
                  (config.json edited, or --set); only {} may change when resuming",
                 run.path().display(),
-                RESUMABLE_KEYS.join(", ")
+                resumable.join(", ")
             )));
         }
         let mut trained_weights = SafeTensors::default();
@@ -1085,9 +1090,8 @@ fn open_resume<T: Task>(
     task.upgrade_model_config(&mut config.model);
     if config.model != task.model_config() {
         return Err(cannot(format!(
-            "the model differs from the run's (run: {}; asked: {})",
-            config.model,
-            task.model_config()
+            "the model differs from the run's: {}",
+            model_differences(&config.model, &task.model_config())
         )));
     }
     if !config.trained_on(fingerprint, corpus.len()) {
@@ -1195,6 +1199,28 @@ fn trained_past_first_save<T: Task>(run: &RunDir) -> bool {
         && metrics::read_csv::<T::Row>(&metrics)
             .map_or(true, |rows| rows.iter().any(|r| r.step() > 0));
     model_later || metrics_later
+}
+
+/// The fields of two model configs that differ, each as `model.FIELD X in
+/// the run, Y asked` (the whole configs where they are not both objects).
+fn model_differences(run: &serde_json::Value, asked: &serde_json::Value) -> String {
+    let (Some(r), Some(a)) = (run.as_object(), asked.as_object()) else {
+        return format!("run: {run}; asked: {asked}");
+    };
+    let show = |v: Option<&serde_json::Value>| v.map_or("none".to_string(), |v| v.to_string());
+    let fields: std::collections::BTreeSet<&String> = r.keys().chain(a.keys()).collect();
+    fields
+        .into_iter()
+        .filter(|k| r.get(*k) != a.get(*k))
+        .map(|k| {
+            format!(
+                "model.{k} {} in the run, {} asked",
+                show(r.get(k)),
+                show(a.get(k))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The recipe keys a resumed run may change: how long it trains and how often it reports.

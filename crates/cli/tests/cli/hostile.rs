@@ -146,7 +146,8 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
                 &checkpoint,
             ],
             1,
-            &["already exists", "--force"],
+            // what --force would not mend is said first
+            &["--loss-trace", "inside the run directory"],
         ),
         case(
             &[
@@ -204,7 +205,16 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
                 "--plot", &text,
             ],
             2,
-            &["give a .png or .svg file", "--help"],
+            &["ending in .png or .svg", "--help"],
+        ),
+        // --force with nothing to replace: a mistake, not a setting
+        case(
+            &[
+                "mirror", "eval", "--run", &mirror, "--data", c, "--words", "2", "--count", "3",
+                "--force",
+            ],
+            2,
+            &["--plot <FILE>"],
         ),
         case(
             &[
@@ -270,6 +280,11 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
         ),
         case(
             &["prepare", "--force", &text, &text],
+            1,
+            &["one of this command's inputs"],
+        ),
+        case(
+            &["prepare", &text, &text],
             1,
             &["one of this command's inputs"],
         ),

@@ -121,6 +121,9 @@ fn train_writes_a_self_describing_run_directory() {
             "{part:?}: {err}"
         );
     }
+    // the first 1000 characters alone are what it held out
+    let err = note(&["eval", "--run", r, "--data", d, "--limit", "1000"]);
+    assert!(!err.contains("note:"), "{err}");
     let other = dir.path().join("other.txt");
     std::fs::write(&other, "another text of the same letters ".repeat(200)).unwrap();
     let o = other.to_str().unwrap();
@@ -213,7 +216,15 @@ fn rms_dynamic_evaluation_reads_the_training_text() {
     );
     // the SGD rule does not need it
     let sgd = &rms[..rms.len() - 7];
-    ok(&charlstm(sgd));
+    let sgd_json = [sgd, &["--json"]].concat();
+    let v: serde_json::Value = serde_json::from_str(ok(&charlstm(&sgd_json)).trim()).unwrap();
+    // which reads no statistics, and reports none
+    let settings = &v["dynamic"]["settings"];
+    assert_eq!(
+        (&settings["rule"], &settings["stats"]),
+        (&"sgd".into(), &0.into()),
+        "{v}"
+    );
     // and takes no statistics: asked for some, it says so before reading
     // any text (the text given here does not exist)
     let out = charlstm(&[
@@ -343,8 +354,12 @@ fn resume_refuses_another_model_shape() {
         "--set",
         "model.d_hidden=32",
     ]));
+    // the field named with both values, not two whole configs
     assert!(
-        err.contains("cannot resume") && err.contains("model differs"),
+        err.contains("cannot resume")
+            && err.contains("model differs from the run's: model.d_hidden ")
+            && err.contains(" in the run, 32 asked")
+            && !err.contains("keep_prob"),
         "{err}"
     );
     let err = fails(&charlstm(&[
