@@ -325,6 +325,17 @@ fn setting(x: f64) -> String {
 }
 
 pub fn prepare(a: PrepareArgs) -> Result<ExitCode> {
+    // `-` is no stream here: the input is measured for its bar and the
+    // output replaced whole, by rename
+    for (name, path) in [("INPUT", &a.input), ("OUTPUT", &a.output)] {
+        if path.as_os_str() == "-" {
+            return Err(crate::args::UsageError(format!(
+                "{name} -: prepare reads and writes files, not standard input or output; \
+                 give a file name (./- for a file named -)"
+            ))
+            .into());
+        }
+    }
     // the input must be a file that ends (not a FIFO or /dev/zero)
     match std::fs::metadata(&a.input) {
         Ok(m) if !m.is_file() => bail!(

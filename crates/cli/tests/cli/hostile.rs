@@ -288,6 +288,9 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             1,
             &["one of this command's inputs"],
         ),
+        // no streams: a file named `-` is ./-
+        case(&["prepare", "-", &text], 2, &["INPUT -", "./-"]),
+        case(&["prepare", &text, "-"], 2, &["OUTPUT -", "./-"]),
         case(
             &["prepare", "--force", &text, &link],
             1,
