@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::args::{BenchArgs, EvalArgs, FetchArgs, PrepareArgs, RecipesArgs, SampleArgs};
 use crate::progress;
-use crate::setup::{read_corpus, resolve_data, setup_device, tune_allocator};
+use crate::setup::{read_corpus, resolve_data, setup_device, tune_allocator, with_overrides};
 
 /// `charlstm fetch`: prints where the corpus is (downloading it first if
 /// needed), once it reads as one (a local file is checked as a download is).
@@ -28,7 +28,7 @@ pub fn bench(a: BenchArgs) -> Result<ExitCode> {
     let recipes = a
         .recipe
         .iter()
-        .map(|r| trainer::load_recipe(r, &a.set))
+        .map(|r| with_overrides(&a.set, |o| trainer::load_recipe(r, o)))
         .collect::<Result<Vec<_>, _>>()?;
     let path = resolve_data(&a.data, None)?;
     let corpus = read_corpus(&path)?;

@@ -132,6 +132,23 @@ pub fn max_threads() -> usize {
     (4 * cores()).max(8)
 }
 
+/// The recipe `load` reads with the command's `overrides` (`--set`,
+/// `--steps`, `--summary`); an error that only the overrides make (it
+/// reads without them) is theirs: a usage error, status 2, as a flag out
+/// of range is.
+pub fn with_overrides<T>(
+    overrides: &[String],
+    load: impl Fn(&[String]) -> trainer::Result<T>,
+) -> Result<T> {
+    load(overrides).map_err(|e| {
+        if !overrides.is_empty() && load(&[]).is_ok() {
+            crate::args::UsageError(e.to_string()).into()
+        } else {
+            e.into()
+        }
+    })
+}
+
 /// Applies `--threads` (checked by its parser: 1 to [`max_threads`])
 /// before any backend thread pool starts, and picks the device.
 pub fn setup_device(d: &DeviceArgs) -> Result<(burn::tensor::Device, &'static str)> {

@@ -9,7 +9,9 @@ use trainer::{Event, Recipe, RunTarget, TrainOptions, TrainReport};
 
 use crate::args::TrainArgs;
 use crate::progress::{LogMode, Progress};
-use crate::setup::{install_ctrl_c, read_corpus, resolve_data, setup_device, tune_allocator};
+use crate::setup::{
+    install_ctrl_c, read_corpus, resolve_data, setup_device, tune_allocator, with_overrides,
+};
 
 /// The task a train command is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +51,7 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     let overrides = a.overrides();
     let (loaded, target, data_fallback) = match &a.resume {
         Some(dir) => {
-            let (loaded, config) = trainer::run_recipe(dir, &overrides)?;
+            let (loaded, config) = with_overrides(&overrides, |o| trainer::run_recipe(dir, o))?;
             // the corpus's path is kept as text: one that is not UTF-8 is not found again
             if a.data.data.is_none() && config.data_source.contains('\u{fffd}') {
                 bail!(
@@ -66,10 +68,9 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
             )
         }
         None => (
-            trainer::load_recipe(
-                a.recipe.as_deref().unwrap_or(command.default_recipe()),
-                &overrides,
-            )?,
+            with_overrides(&overrides, |o| {
+                trainer::load_recipe(a.recipe.as_deref().unwrap_or(command.default_recipe()), o)
+            })?,
             RunTarget::New {
                 path: a.run.clone(),
                 runs_root: a.runs.clone(),

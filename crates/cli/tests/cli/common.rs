@@ -67,6 +67,16 @@ pub fn ok(out: &Output) -> String {
 
 /// The error message of a failed run; asserts exit code 1 and no panic.
 pub fn fails(out: &Output) -> String {
+    fails_with(out, 1)
+}
+
+/// The error message of a usage error (a flag's fault); asserts exit code 2
+/// and no panic.
+pub fn refused(out: &Output) -> String {
+    fails_with(out, 2)
+}
+
+fn fails_with(out: &Output, code: i32) -> String {
     assert!(
         !out.status.success(),
         "expected a failure, got success: {}",
@@ -74,7 +84,7 @@ pub fn fails(out: &Output) -> String {
     );
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(code),
         "exit code; stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );

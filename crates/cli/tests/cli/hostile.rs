@@ -545,7 +545,7 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
                 "--set",
                 "train.seed=18446744073709551615",
             ],
-            1,
+            2,
             &["larger than a recipe integer"],
         ),
         case(
@@ -586,7 +586,7 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
                 "--set",
                 "train.clip_norm=1e309",
             ],
-            1,
+            2,
             &["1e309 is larger than a recipe number can hold"],
         ),
         case(
@@ -599,7 +599,7 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
                 "--set",
                 "model.n_layers=100000",
             ],
-            1,
+            2,
             &["model.n_layers must be at most 64"],
         ),
         case(&["recipes", &text], 1, &["recipe"]),
