@@ -531,6 +531,14 @@ pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
             f64::MAX
         )));
     }
+    if key == "task" {
+        // the task is which recipe, not a setting of one: its sections differ
+        return Err(TrainError::Recipe(format!(
+            "--set {assignment:?}: the task is not a setting; give a recipe of that task \
+             (`{LM_TRAIN_COMMAND} --recipe notebook-char`, `{MIRROR_TRAIN_COMMAND} --recipe \
+             mirror`)"
+        )));
+    }
     let value = parse_value(trimmed);
     let path: Vec<String> = if key.contains('.') {
         key.split('.').map(str::to_string).collect()
@@ -995,6 +1003,18 @@ mod tests {
         assert!(mirror.has_key("train.summary") && mirror.has_key("data.max_chars"));
         assert!(!mirror.has_key("train.samples_every") && !mirror.has_key("dynamic.rule"));
         assert!(!lm.has_key("train.nothing"));
+    }
+    /// `--set task=...` names what to do instead, not the fields the other
+    /// task's sections lack.
+    #[test]
+    fn the_task_is_not_a_setting() {
+        let e = load_recipe("notebook-char", &["task=mirror".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the task is not a setting") && e.contains("mirror train --recipe mirror"),
+            "{e}"
+        );
     }
 
     #[test]
