@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use trainer::mirror::Scores;
+use trainer::session::n_steps;
 use trainer::{Event, Recipe, RunTarget, TrainOptions, TrainReport};
 
 use crate::args::TrainArgs;
@@ -288,14 +289,6 @@ fn with_resume_hint(
     }
 }
 
-/// `n` steps in words: "1 step", "2 steps".
-fn steps(n: u64) -> String {
-    match n {
-        1 => "1 step".to_string(),
-        n => format!("{n} steps"),
-    }
-}
-
 /// What a person reads at the end of a run.
 fn final_lines(report: &TrainReport) -> Vec<String> {
     match report {
@@ -308,7 +301,7 @@ fn final_lines(report: &TrainReport) -> Vec<String> {
                 .unwrap_or_else(|| "no summary yet".to_string());
             vec![format!(
                 "{verb}: {}, {valid}, {:.1} s training ({:.0} chars/s); run: {}",
-                steps(r.steps),
+                n_steps(r.steps),
                 r.train_seconds,
                 r.chars_per_sec,
                 r.run_dir.display()
@@ -332,7 +325,7 @@ fn final_lines(report: &TrainReport) -> Vec<String> {
                     };
                     let mut lines = vec![format!(
                         "done: {} {trained}; test ({} unseen sentences), greedy: {}",
-                        steps(run.steps),
+                        n_steps(run.steps),
                         greedy.sentences,
                         pct(greedy)
                     )];
@@ -355,7 +348,7 @@ fn final_lines(report: &TrainReport) -> Vec<String> {
                     };
                     vec![format!(
                         "{stopped} {} trained{valid}; run: {}",
-                        steps(run.steps),
+                        n_steps(run.steps),
                         run.run_dir.display()
                     )]
                 }

@@ -531,7 +531,7 @@ pub fn apply_override(tree: &mut toml::Table, assignment: &str) -> Result<()> {
             f64::MAX
         )));
     }
-    if key == "task" {
+    if key == "task" && tree.get("task") != Some(&parse_value(trimmed)) {
         // the task is which recipe, not a setting of one: its sections differ
         return Err(TrainError::Recipe(format!(
             "--set {assignment:?}: the task is not a setting; give a recipe of that task \
@@ -1015,6 +1015,8 @@ mod tests {
             e.contains("the task is not a setting") && e.contains("mirror train --recipe mirror"),
             "{e}"
         );
+        // its own task is no change
+        load_recipe("notebook-char", &["task=\"lm\"".into()]).unwrap();
     }
 
     #[test]

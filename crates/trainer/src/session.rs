@@ -545,10 +545,10 @@ pub fn train<T: Task>(
     let trained_out = resumed && progress.step >= total;
     if trained_out && task.finished(&run, progress.step) {
         return Err(TrainError::Run(format!(
-            "{} has trained {} steps already, and train.steps is {total}: nothing to do; \
+            "{} has trained {} already, and train.steps is {total}: nothing to do; \
              give --steps N with N above {} to train further",
             run.path().display(),
-            progress.step,
+            n_steps(progress.step),
             progress.step
         )));
     }
@@ -735,7 +735,7 @@ pub fn train<T: Task>(
         Err(e) => {
             let _ = run.append(
                 &run.log_path(),
-                &format!("ended by an error after {} steps: {e}\n", progress.step),
+                &format!("ended by an error after {}: {e}\n", n_steps(progress.step)),
             );
             Err(e)
         }
@@ -1089,9 +1089,17 @@ fn open_resume<T: Task>(
     }
     task.upgrade_model_config(&mut config.model);
     if config.model != task.model_config() {
+        // said in the recipe's words (`--set model.layout=fused`), where its
+        // model section differs; else in the model config's
+        let asked = serde_json::to_value(loaded.tree.get("model")).expect("toml as json");
+        let trained = config.recipe.get("model").cloned().unwrap_or_default();
+        let in_recipe_words = (trained.is_object() && asked.is_object())
+            .then(|| model_differences(&trained, &asked))
+            .filter(|d| !d.is_empty());
+        let differences = in_recipe_words
+            .unwrap_or_else(|| model_differences(&config.model, &task.model_config()));
         return Err(cannot(format!(
-            "the model differs from the run's: {}",
-            model_differences(&config.model, &task.model_config())
+            "the model differs from the run's: {differences}"
         )));
     }
     if !config.trained_on(fingerprint, corpus.len()) {
@@ -1201,13 +1209,23 @@ fn trained_past_first_save<T: Task>(run: &RunDir) -> bool {
     model_later || metrics_later
 }
 
-/// The fields of two model configs that differ, each as `model.FIELD X in
-/// the run, Y asked` (the whole configs where they are not both objects).
+/// `n` steps in words: "1 step", "2 steps".
+pub fn n_steps(n: u64) -> String {
+    match n {
+        1 => "1 step".to_string(),
+        n => format!("{n} steps"),
+    }
+}
+
+/// The fields of two model sections (or configs) that differ, each as
+/// `model.FIELD X in the run, Y asked` (an absent field is its default;
+/// the whole values where they are not both objects), empty where none do.
 fn model_differences(run: &serde_json::Value, asked: &serde_json::Value) -> String {
     let (Some(r), Some(a)) = (run.as_object(), asked.as_object()) else {
         return format!("run: {run}; asked: {asked}");
     };
-    let show = |v: Option<&serde_json::Value>| v.map_or("none".to_string(), |v| v.to_string());
+    let show =
+        |v: Option<&serde_json::Value>| v.map_or("the default".to_string(), |v| v.to_string());
     let fields: std::collections::BTreeSet<&String> = r.keys().chain(a.keys()).collect();
     fields
         .into_iter()

@@ -362,6 +362,27 @@ fn resume_refuses_another_model_shape() {
             && !err.contains("keep_prob"),
         "{err}"
     );
+    // in the recipe's words, not the model config's ("Fused")
+    let err = fails(&charlstm(&[
+        "train",
+        "--resume",
+        r,
+        "--set",
+        "model.layout=\"fused\"",
+    ]));
+    assert!(
+        err.contains("model.layout ") && err.contains("\"fused\" asked"),
+        "{err}"
+    );
+    // a value the recipe cannot take is the flag's fault, resuming too
+    let err = refused(&charlstm(&[
+        "train",
+        "--resume",
+        r,
+        "--set",
+        "data.batch_size=0",
+    ]));
+    assert!(err.contains("data.batch_size must be at least 1"), "{err}");
     let err = fails(&charlstm(&[
         "train",
         "--resume",
