@@ -49,6 +49,27 @@ impl TrainCommand {
 /// when a signal stopped it: 130 for Ctrl-C).
 pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
     let (device, device_name) = setup_device(&a.device)?;
+    let recipe_name = a.recipe.as_deref().unwrap_or(command.default_recipe());
+    // the task first, before the overrides: another task's keys would be
+    // named as unknown fields of this one's
+    let plain = match &a.resume {
+        Some(dir) => trainer::run_recipe(dir, &[])?.0,
+        None => trainer::load_recipe(recipe_name, &[])?,
+    };
+    if let Some(other) = command.refuses(&plain.recipe) {
+        let what = match plain.recipe {
+            Recipe::Lm(_) => "trains a language model",
+            Recipe::Mirror(_) => "trains the word mirror",
+        };
+        match &a.resume {
+            Some(dir) => bail!("run {} {what}: use `{other} --resume {0}`", dir.display()),
+            // the recipe as given: a file's path, not only its name
+            None => bail!(
+                "recipe {} {what}: use `{other} --recipe {recipe_name}`",
+                plain.name
+            ),
+        }
+    }
     let overrides = a.overrides();
     let (loaded, target, data_fallback) = match &a.resume {
         Some(dir) => {
@@ -69,9 +90,7 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
             )
         }
         None => (
-            with_overrides(&overrides, |o| {
-                trainer::load_recipe(a.recipe.as_deref().unwrap_or(command.default_recipe()), o)
-            })?,
+            with_overrides(&overrides, |o| trainer::load_recipe(recipe_name, o))?,
             RunTarget::New {
                 path: a.run.clone(),
                 runs_root: a.runs.clone(),
@@ -79,21 +98,6 @@ pub fn train(a: TrainArgs, command: TrainCommand) -> Result<ExitCode> {
             None,
         ),
     };
-    if let Some(other) = command.refuses(&loaded.recipe) {
-        let what = match loaded.recipe {
-            Recipe::Lm(_) => "trains a language model",
-            Recipe::Mirror(_) => "trains the word mirror",
-        };
-        match &a.resume {
-            Some(dir) => bail!("run {} {what}: use `{other} --resume {0}`", dir.display()),
-            // the recipe as given: a file's path, not only its name
-            None => bail!(
-                "recipe {} {what}: use `{other} --recipe {}`",
-                loaded.name,
-                a.recipe.as_deref().unwrap_or(&loaded.name)
-            ),
-        }
-    }
     tune_allocator(&loaded);
     if let Recipe::Lm(r) = &loaded.recipe
         && !a.quiet

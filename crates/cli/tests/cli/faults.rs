@@ -240,6 +240,20 @@ fn bad_flags_and_recipe_values_are_refused() {
         err.contains("use `charlstm mirror train --recipe mirror`"),
         "{err}"
     );
+    // said before the overrides, which name the other task's keys
+    let err = fails(&charlstm(&[
+        "train",
+        "--recipe",
+        "mirror",
+        "--set",
+        "data.num_unrollings=5",
+        "--data",
+        d,
+    ]));
+    assert!(
+        err.contains("use `charlstm mirror train --recipe mirror`"),
+        "{err}"
+    );
     // a device not compiled in
     if !cfg!(feature = "ndarray") {
         let err = fails(&charlstm(&train_args(d, r, &["--device", "ndarray"])));

@@ -502,6 +502,17 @@ fn hostile_inputs_are_refused_and_nothing_is_lost() {
             1,
             &["charlstm mirror train --resume"],
         ),
+        case(
+            &[
+                "train",
+                "--resume",
+                &mirror,
+                "--set",
+                "train.samples_every=5",
+            ],
+            1,
+            &["charlstm mirror train --resume"],
+        ),
         // found by an adversarial pass
         case(
             &["train", "--data", c, "--run", &format!("{lm}/sub")],
