@@ -22,9 +22,9 @@ pub struct Continuation {
 }
 
 /// The most probable `length` characters after `prime` (after a space
-/// when there is none), the prime first, that a beam of `beam` hypotheses finds, telling `searched(n)`
-/// of each character position `n` of `length` done (the text comes at the
-/// end: a long search's progress). `model` must not be on an autodiff device.
+/// when there is none), the prime first, that a beam of `beam` hypotheses
+/// finds, telling `searched(n)` of each character position `n` of `length`
+/// done (the text comes at the end: a long search's progress). `model` must not be on an autodiff device.
 pub fn most_likely(
     model: &CharLm,
     kind: TokenizerKind,

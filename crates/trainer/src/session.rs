@@ -676,12 +676,11 @@ pub fn train<T: Task>(
                     (&books.rows, books.last_good),
                 )?;
                 books.last_good = Some(progress.step);
-                let (periodic, samples) = (false, false);
                 let at = SummaryAt {
                     out,
                     lr,
-                    periodic,
-                    samples,
+                    periodic: false,
+                    samples: false,
                 };
                 summarise(&mut task, &optim, &mut progress, &mut books, at, observer)?;
             }
